@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs (as root) or names (otherwise) the Debian packages childflow needs.
+#   scripts/deps.sh build   - compiler, pkg-config and the -dev libraries
+#   scripts/deps.sh check   - build + everything the test suite drives (peers, test world tools)
+#   scripts/deps.sh demo    - build + what `make demo` uses
+set -eu
+BUILD_PKGS="gcc make pkg-config libmnl-dev libnftables-dev"
+TEST_PKGS="libcmocka-dev python3 python3-pytest iproute2 curl busybox-static procps util-linux passwd uidmap"
+DEMO_PKGS="python3 iproute2 curl busybox-static procps util-linux"
+
+case "${1:-build}" in
+  build) want="$BUILD_PKGS" ;;
+  check) want="$BUILD_PKGS $TEST_PKGS" ;;
+  demo)  want="$BUILD_PKGS $DEMO_PKGS" ;;
+  *) echo "usage: $0 build|check|demo" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "childflow: missing Debian packages. Install them with:" >&2
+  echo "  sudo apt-get install -y --no-install-recommends$missing" >&2
+  exit 1
+fi
+echo "deps: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q --no-install-recommends $missing >/dev/null 2>&1 || {
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends $missing >/dev/null
+}

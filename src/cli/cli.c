@@ -1,0 +1,747 @@
+// SPDX-License-Identifier: MIT
+/*
+ * cli — command-line parsing and validation.
+ *
+ * Theory of operation
+ * -------------------
+ * One table (opt_table) describes every flag: its short and long name, the name of its value (NULL for
+ * boolean flags), its help text and whether it is hidden.  The parser and the help printer both walk that
+ * table, so a flag cannot be parseable but undocumented or the other way round.
+ *
+ * The parser is a small hand-written loop instead of getopt_long(): getopt permutes argv (so words after
+ * the command would be taken as our options) and has its own ideas about "-" and abbreviations.  The
+ * rules follow clap 4 as used by the reference tool:
+ *
+ *   - "--flag value" and "--flag=value"; "-f value", "-fvalue" and "-f=value";
+ *   - a value given as a separate word must not look like a flag ("--dns --root" is a missing value,
+ *     "--dns=-x" passes "-x" on purpose);
+ *   - long names match exactly (no abbreviations), every flag may appear at most once;
+ *   - the first word that is not a flag (including a lone "-") starts the command and everything after
+ *     it belongs to the command; "--" ends the options explicitly;
+ *   - -h/--help and -V/--version act as soon as they are seen, like clap, so "--help --bogus" prints
+ *     help while "--bogus --help" is an error.
+ *
+ * Nothing is allocated: strings in struct cli_options point into the caller's argv.  The only system
+ * access is the stat() of --hosts-file during validation, which the reference also does up front.
+ */
+#include "cli/cli.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#ifndef CHILDFLOW_VERSION
+#define CHILDFLOW_VERSION "0.1.0"
+#endif
+
+/* Linux interface names live in IFNAMSIZ (16) bytes including the NUL. */
+#define CLI_IFNAME_MAX 15
+
+/* Help layout, in the style of clap's long help. */
+#define HELP_INDENT 10
+#define HELP_WIDTH 80
+
+enum opt_id {
+	OPT_CAPTURE,
+	OPT_CAPTURE_POINT,
+	OPT_ROOT,
+	OPT_DOCTOR,
+	OPT_NETWORK_BACKEND,
+	OPT_DNS,
+	OPT_HOSTS_FILE,
+	OPT_PROXY,
+	OPT_PROXY_USER,
+	OPT_PROXY_PASSWORD,
+	OPT_PROXY_INSECURE,
+	OPT_IFACE,
+	OPT_HELP,
+	OPT_VERSION,
+	OPT_COUNT,
+};
+
+struct opt_def {
+	enum opt_id id;
+	char short_name;        /* 0: no short form */
+	const char *long_name;  /* without the leading "--" */
+	const char *value_name; /* NULL: boolean flag that takes no value */
+	const char *help;       /* reference help text, trailing period stripped as clap does */
+	const char *help_extra; /* extra help lines (defaults, possible values), or NULL */
+	bool hidden;            /* parsed but not shown in --help */
+};
+
+/* Declaration order is the --help order, as in the reference. */
+static const struct opt_def opt_table[] = {
+	{ OPT_CAPTURE, 'c', "capture", "OUTPUT",
+	  "Write only the target command tree's traffic as pcapng", NULL, false },
+	{ OPT_CAPTURE_POINT, 'C', "capture-point", "OUTPUT_VIEW",
+	  "Select which capture point or view `--capture` should write. `child` is the current stable view",
+	  "[default: child]\n[possible values: child, egress, wire-egress, both]", false },
+	{ OPT_ROOT, 0, "root", NULL,
+	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend", NULL,
+	  false },
+	{ OPT_DOCTOR, 0, "doctor", NULL,
+	  "Diagnose whether the current host is ready for the selected backend", NULL, false },
+	{ OPT_NETWORK_BACKEND, 0, "network-backend", "NETWORK_BACKEND",
+	  "Select the networking backend. This is kept as a hidden compatibility escape hatch; use `--root` "
+	  "for the public CLI", NULL, true },
+	{ OPT_DNS, 'd', "dns", "DNS",
+	  "Force DNS traffic for the child tree to this IPv4 or IPv6 resolver", NULL, false },
+	{ OPT_HOSTS_FILE, 0, "hosts-file", "HOSTS_FILE",
+	  "Bind-mount an `/etc/hosts`-format file over the child's `/etc/hosts` so those entries are "
+	  "consulted first during name resolution", NULL, false },
+	{ OPT_PROXY, 'p', "proxy", "PROXY",
+	  "Configure an upstream proxy URI, for example http://127.0.0.1:8080, "
+	  "https://proxy.example.com:443, or socks5://host.docker.internal:10080. `--root` uses transparent "
+	  "interception, while the default rootless backend relays outbound TCP through the selected proxy "
+	  "from the parent-side engine", NULL, false },
+	{ OPT_PROXY_USER, 'U', "proxy-user", "PROXY_USER",
+	  "Username for upstream proxy authentication", NULL, false },
+	{ OPT_PROXY_PASSWORD, 'P', "proxy-password", "PROXY_PASSWORD",
+	  "Password for upstream proxy authentication", NULL, false },
+	{ OPT_PROXY_INSECURE, 0, "proxy-insecure", NULL,
+	  "Ignore certificate trust errors for https:// upstream proxies while still validating the "
+	  "hostname", NULL, false },
+	{ OPT_IFACE, 'i', "iface", "IFACE",
+	  "Force the host-side egress interface for the child's direct traffic", NULL, false },
+	{ OPT_HELP, 'h', "help", NULL, "Print help", NULL, false },
+	{ OPT_VERSION, 'V', "version", NULL, "Print version", NULL, false },
+};
+
+#define OPT_TABLE_LEN (sizeof(opt_table) / sizeof(opt_table[0]))
+
+/* Indexed by enum capture_point; also the order of "possible values". */
+static const char *const capture_point_names[] = {
+	[CAPTURE_CHILD] = "child",
+	[CAPTURE_EGRESS] = "egress",
+	[CAPTURE_WIRE_EGRESS] = "wire-egress",
+	[CAPTURE_BOTH] = "both",
+};
+
+/* --network-backend values; index 0 is the rootful one. */
+static const char *const backend_names[] = { "rootful", "rootless-internal" };
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Per-call parser state; lives on cli_parse()'s stack so the parser has no globals. */
+struct parser {
+	int argc;
+	char **argv;
+	int next;               /* index of the next unread word */
+	bool seen[OPT_COUNT];   /* for the "cannot be used multiple times" check */
+	struct cli_options *opt;
+	char *err;
+	size_t errlen;
+};
+
+/*
+ * fail() - write a one-line message into @err (if there is room) and return -1.
+ * Truncation is acceptable: the message is for a human and long values are rare.
+ */
+__attribute__((format(printf, 3, 4)))
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+/* "--dns <DNS>" for options with a value, "--root" for flags: the name clap uses in messages. */
+static void arg_display(const struct opt_def *d, char *buf, size_t len)
+{
+	if (d->value_name)
+		snprintf(buf, len, "--%s <%s>", d->long_name, d->value_name);
+	else
+		snprintf(buf, len, "--%s", d->long_name);
+}
+
+static int fail_value(struct parser *p, const struct opt_def *d, const char *value, const char *msg)
+{
+	char name[64];
+
+	arg_display(d, name, sizeof(name));
+	return fail(p->err, p->errlen, "invalid value '%s' for '%s': %s", value, name, msg);
+}
+
+static int fail_missing_value(struct parser *p, const struct opt_def *d)
+{
+	char name[64];
+
+	arg_display(d, name, sizeof(name));
+	return fail(p->err, p->errlen, "a value is required for '%s' but none was supplied", name);
+}
+
+static const struct opt_def *find_long(const char *name, size_t len)
+{
+	for (size_t i = 0; i < OPT_TABLE_LEN; i++) {
+		const char *l = opt_table[i].long_name;
+
+		if (strlen(l) == len && memcmp(l, name, len) == 0)
+			return &opt_table[i];
+	}
+	return NULL;
+}
+
+static const struct opt_def *find_short(char c)
+{
+	for (size_t i = 0; i < OPT_TABLE_LEN; i++)
+		if (opt_table[i].short_name && opt_table[i].short_name == c)
+			return &opt_table[i];
+	return NULL;
+}
+
+/* Returns the index of @value in @names, or -1. */
+static int enum_lookup(const char *const *names, size_t n, const char *value)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(names[i], value) == 0)
+			return (int)i;
+	return -1;
+}
+
+static int fail_enum(struct parser *p, const struct opt_def *d, const char *value,
+		     const char *const *names, size_t n)
+{
+	char list[128] = "possible values: ";
+	size_t used = strlen(list);
+
+	for (size_t i = 0; i < n; i++) {
+		int w = snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", names[i]);
+
+		if (w < 0 || (size_t)w >= sizeof(list) - used)
+			break;
+		used += (size_t)w;
+	}
+	return fail_value(p, d, value, list);
+}
+
+/*
+ * valid_ifname() - the kernel's dev_valid_name() rules.
+ * Checked here so that a bad name fails as a usage error instead of deep inside the rootful setup.
+ */
+static bool valid_ifname(const char *s)
+{
+	size_t len = strlen(s);
+
+	if (len == 0 || len > CLI_IFNAME_MAX)
+		return false;
+	if (strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	for (const char *c = s; *c; c++)
+		if (*c == '/' || *c == ':' || isspace((unsigned char)*c))
+			return false;
+	return true;
+}
+
+/* Store one option that takes a value.  @value is never NULL here. */
+static int apply_value(struct parser *p, const struct opt_def *d, const char *value)
+{
+	struct cli_options *opt = p->opt;
+	char msg[CLI_ERR_MAX];
+	int idx;
+
+	switch (d->id) {
+	case OPT_CAPTURE:
+	case OPT_HOSTS_FILE:
+		/* clap's path parser refuses an empty path the same way as a missing one. */
+		if (*value == '\0')
+			return fail_missing_value(p, d);
+		if (d->id == OPT_CAPTURE)
+			opt->capture = value;
+		else
+			opt->hosts_file = value;
+		return 0;
+	case OPT_CAPTURE_POINT:
+		idx = enum_lookup(capture_point_names, ARRAY_LEN(capture_point_names), value);
+		if (idx < 0)
+			return fail_enum(p, d, value, capture_point_names, ARRAY_LEN(capture_point_names));
+		opt->capture_point = (enum capture_point)idx;
+		opt->capture_point_set = true;
+		return 0;
+	case OPT_NETWORK_BACKEND:
+		idx = enum_lookup(backend_names, ARRAY_LEN(backend_names), value);
+		if (idx < 0)
+			return fail_enum(p, d, value, backend_names, ARRAY_LEN(backend_names));
+		/* Combined with --root after the loop: --root always wins. */
+		opt->backend_rootful = (idx == 0);
+		return 0;
+	case OPT_DNS:
+		if (cli_parse_ip(value, &opt->dns) < 0)
+			return fail_value(p, d, value, "invalid IP address syntax");
+		opt->dns_set = true;
+		return 0;
+	case OPT_PROXY:
+		if (cli_parse_proxy(value, &opt->proxy, msg, sizeof(msg)) < 0)
+			return fail_value(p, d, value, msg);
+		opt->proxy_set = true;
+		return 0;
+	case OPT_PROXY_USER:
+		opt->proxy_user = value;
+		return 0;
+	case OPT_PROXY_PASSWORD:
+		opt->proxy_password = value;
+		return 0;
+	case OPT_IFACE:
+		if (!valid_ifname(value))
+			return fail_value(p, d, value, "not a valid network interface name");
+		opt->iface = value;
+		return 0;
+	default:
+		break;
+	}
+	/* Unreachable: only table entries with a value_name get here. */
+	return fail(p->err, p->errlen, "internal error: unhandled option '--%s'", d->long_name);
+}
+
+/* Store one boolean flag. */
+static void apply_flag(struct parser *p, const struct opt_def *d)
+{
+	struct cli_options *opt = p->opt;
+
+	switch (d->id) {
+	case OPT_ROOT:
+		opt->root = true;
+		break;
+	case OPT_DOCTOR:
+		opt->doctor = true;
+		break;
+	case OPT_PROXY_INSECURE:
+		opt->proxy_insecure = true;
+		break;
+	case OPT_HELP:
+		opt->action = CLI_HELP;
+		break;
+	case OPT_VERSION:
+		opt->action = CLI_VERSION;
+		break;
+	default:
+		break;
+	}
+}
+
+/* The reference (clap) refuses a repeated flag rather than letting the last one win silently. */
+static int mark_seen(struct parser *p, const struct opt_def *d)
+{
+	char name[64];
+
+	if (p->seen[d->id]) {
+		arg_display(d, name, sizeof(name));
+		return fail(p->err, p->errlen, "the argument '%s' cannot be used multiple times", name);
+	}
+	p->seen[d->id] = true;
+	return 0;
+}
+
+/* A separate word can be a value unless it looks like a flag; a lone "-" is a value. */
+static bool looks_like_flag(const char *word)
+{
+	return word[0] == '-' && word[1] != '\0';
+}
+
+/*
+ * take_value() - the value of option @d, either @attached (text after "=" or after the short letter)
+ * or the next word of argv.  Returns NULL (with @err set) when there is none.
+ */
+static const char *take_value(struct parser *p, const struct opt_def *d, const char *attached)
+{
+	const char *word;
+
+	if (attached)
+		return attached;
+	if (p->next >= p->argc) {
+		fail_missing_value(p, d);
+		return NULL;
+	}
+	word = p->argv[p->next];
+	if (looks_like_flag(word)) {
+		fail_missing_value(p, d);
+		return NULL;
+	}
+	p->next++;
+	return word;
+}
+
+/* Handle "--name" or "--name=value" (@arg points past the "--"). */
+static int parse_long(struct parser *p, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+	const struct opt_def *d = find_long(arg, len);
+	const char *value;
+
+	if (!d)
+		return fail(p->err, p->errlen, "unexpected argument '--%.*s' found", (int)len, arg);
+	if (mark_seen(p, d) < 0)
+		return -1;
+	if (!d->value_name) {
+		if (eq)
+			return fail(p->err, p->errlen,
+				    "unexpected value '%s' for '--%s' found; no more were expected", eq + 1,
+				    d->long_name);
+		apply_flag(p, d);
+		return 0;
+	}
+	value = take_value(p, d, eq ? eq + 1 : NULL);
+	if (!value)
+		return -1;
+	return apply_value(p, d, value);
+}
+
+/*
+ * parse_short() - handle "-x", "-xvalue", "-x=value" or a cluster of boolean flags ("-hV").
+ * @word is the whole argv word, including the leading "-".
+ */
+static int parse_short(struct parser *p, const char *word)
+{
+	for (const char *c = word + 1; *c; c++) {
+		const struct opt_def *d = find_short(*c);
+		const char *value;
+		const char *attached;
+
+		/* Name the whole word: clearer than one letter, and never splits a UTF-8 sequence. */
+		if (!d)
+			return fail(p->err, p->errlen, "unexpected argument '%s' found", word);
+		if (mark_seen(p, d) < 0)
+			return -1;
+		if (!d->value_name) {
+			apply_flag(p, d);
+			if (p->opt->action != CLI_RUN)
+				return 0;
+			continue;
+		}
+		/* The rest of the word is the value; clap also drops one '=' ("-c=out.pcapng"). */
+		attached = c[1] ? c + 1 : NULL;
+		if (attached && *attached == '=')
+			attached++;
+		value = take_value(p, d, attached);
+		if (!value)
+			return -1;
+		return apply_value(p, d, value);
+	}
+	return 0;
+}
+
+/* Checks from the reference's validate(), in its order; the first failure wins. */
+static int validate(const struct cli_options *opt, char *err, size_t errlen)
+{
+	struct stat st;
+
+	if (opt->argc == 0)
+		return fail(err, errlen, "missing command to execute");
+	if (!opt->backend_rootful && opt->iface)
+		return fail(err, errlen, "`--iface` is not supported by the `rootless-internal` backend");
+	if (opt->hosts_file) {
+		if (stat(opt->hosts_file, &st) < 0) {
+			if (errno == ENOENT || errno == ENOTDIR)
+				return fail(err, errlen, "`--hosts-file` path does not exist: %s",
+					    opt->hosts_file);
+			return fail(err, errlen, "`--hosts-file` path cannot be accessed: %s: %s",
+				    opt->hosts_file, strerror(errno));
+		}
+		/* Caught here because bind-mounting a directory over /etc/hosts fails obscurely later. */
+		if (S_ISDIR(st.st_mode))
+			return fail(err, errlen, "`--hosts-file` path is a directory: %s", opt->hosts_file);
+	}
+	if (opt->capture_point != CAPTURE_CHILD && !opt->capture)
+		return fail(err, errlen, "`--capture-point` requires `--capture`");
+	if ((opt->proxy_user == NULL) != (opt->proxy_password == NULL))
+		return fail(err, errlen, "`--proxy-user` and `--proxy-password` must be provided together");
+	if ((opt->proxy_user || opt->proxy_password || opt->proxy_insecure) && !opt->proxy_set)
+		return fail(err, errlen, "proxy authentication and TLS options require `--proxy`");
+	if (opt->proxy_insecure && opt->proxy.scheme != PROXY_HTTPS)
+		return fail(err, errlen, "`--proxy-insecure` is only valid with an `https://` upstream proxy");
+	return 0;
+}
+
+/**
+ * cli_parse() - parse and validate argv (see cli.h).
+ *
+ * @opt is fully reset first.  On success:
+ *  - action CLI_HELP / CLI_VERSION: nothing else is meaningful and no validation ran;
+ *  - action CLI_DOCTOR: options are parsed but not validated (the reference dispatches --doctor before
+ *    validate()); a command, if any, is exposed but may be ignored;
+ *  - action CLI_RUN: everything is validated and opt->argv/opt->argc hold the command.
+ * opt->argv points into @argv (so it is NULL-terminated when @argv is, as main()'s is), or is NULL with
+ * opt->argc == 0 when no command was given.  opt->backend_rootful is true for --root or
+ * --network-backend rootful.
+ */
+int cli_parse(int argc, char **argv, struct cli_options *opt, char *err, size_t errlen)
+{
+	struct parser p = {
+		.argc = argc,
+		.argv = argv,
+		.next = 1,
+		.opt = opt,
+		.err = err,
+		.errlen = errlen,
+	};
+
+	memset(opt, 0, sizeof(*opt));
+	if (err && errlen)
+		err[0] = '\0';
+
+	while (p.next < p.argc) {
+		const char *word = argv[p.next];
+		int rc;
+
+		if (strcmp(word, "--") == 0) {
+			p.next++;
+			break;
+		}
+		if (!looks_like_flag(word))
+			break;
+		p.next++;
+		if (word[1] == '-')
+			rc = parse_long(&p, word + 2);
+		else
+			rc = parse_short(&p, word);
+		if (rc < 0)
+			return -1;
+		if (opt->action == CLI_HELP || opt->action == CLI_VERSION)
+			return 0;
+	}
+
+	if (p.next < p.argc) {
+		opt->argv = &argv[p.next];
+		opt->argc = p.argc - p.next;
+	}
+	opt->backend_rootful = opt->backend_rootful || opt->root;
+
+	if (opt->doctor) {
+		opt->action = CLI_DOCTOR;
+		return 0;
+	}
+	opt->action = CLI_RUN;
+	return validate(opt, err, errlen);
+}
+
+/*
+ * parse_port() - a u16 in decimal digits only (leading zeros allowed, so "0080" is 80).
+ * Unlike Rust's u16::from_str a leading '+' is refused: it is never meant as part of a port.
+ */
+static int parse_port(const char *s, uint16_t *out)
+{
+	unsigned long v = 0;
+
+	if (*s == '\0')
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (unsigned long)(*s - '0');
+		if (v > 65535)
+			return -1;
+	}
+	*out = (uint16_t)v;
+	return 0;
+}
+
+static int copy_host(struct proxy_spec *out, const char *host, size_t len)
+{
+	if (len >= sizeof(out->host))
+		return -1;
+	memcpy(out->host, host, len);
+	out->host[len] = '\0';
+	return 0;
+}
+
+/* "[v6]:port".  @rest starts with '['. */
+static int parse_bracket_host_port(const char *rest, struct proxy_spec *out, char *err, size_t errlen)
+{
+	const char *host = rest + 1;
+	const char *close = strchr(host, ']');
+	size_t len;
+	struct in6_addr a6;
+
+	if (!close)
+		return fail(err, errlen, "invalid proxy URI host");
+	if (close[1] != ':')
+		return fail(err, errlen, "proxy URI must include a port");
+	if (parse_port(close + 2, &out->port) < 0)
+		return fail(err, errlen, "proxy URI has an invalid port");
+	/*
+	 * The reference takes anything between the brackets, even nothing.  Brackets only make sense
+	 * around an IPv6 literal, so anything else is refused here rather than failing at connect time.
+	 */
+	len = (size_t)(close - host);
+	if (len == 0)
+		return fail(err, errlen, "proxy URI is missing a host");
+	if (copy_host(out, host, len) < 0 || inet_pton(AF_INET6, out->host, &a6) != 1)
+		return fail(err, errlen, "invalid proxy URI host");
+	return 0;
+}
+
+/* "host:port" where host is a name or an IPv4 literal. */
+static int parse_plain_host_port(const char *rest, struct proxy_spec *out, char *err, size_t errlen)
+{
+	const char *colon = strchr(rest, ':');
+
+	if (colon && strchr(colon + 1, ':'))
+		return fail(err, errlen, "IPv6 proxy hosts must be enclosed in `[` and `]`");
+	if (!colon)
+		return fail(err, errlen, "proxy URI must include a port");
+	if (colon == rest)
+		return fail(err, errlen, "proxy URI is missing a host");
+	if (parse_port(colon + 1, &out->port) < 0)
+		return fail(err, errlen, "proxy URI has an invalid port");
+	if (copy_host(out, rest, (size_t)(colon - rest)) < 0)
+		return fail(err, errlen, "invalid proxy URI host");
+	return 0;
+}
+
+/**
+ * cli_parse_proxy() - parse "scheme://host:port" as the reference's ProxySpec::from_str does.
+ * @s:      the URI
+ * @out:    filled on success; may be partly written on failure
+ * @err:    receives the bare reason on failure (e.g. "proxy URI has an invalid port"), without the
+ *          "invalid value ... for '--proxy <PROXY>'" prefix that cli_parse() adds
+ *
+ * The checks run in the reference's order (§1.2).  Userinfo is not supported ("user@h" is taken as the
+ * host name); credentials go through -U/-P.  IPv6 hosts come back without brackets.
+ * Return: 0 on success, -1 on error.
+ */
+int cli_parse_proxy(const char *s, struct proxy_spec *out, char *err, size_t errlen)
+{
+	const char *sep = strstr(s, "://");
+	const char *rest;
+	size_t slen;
+
+	memset(out, 0, sizeof(*out));
+	if (!sep)
+		return fail(err, errlen, "proxy must be a URI like http://host:port or socks5://host:port");
+	rest = sep + 3;
+	if (*rest == '\0')
+		return fail(err, errlen, "proxy URI is missing host:port");
+	if (strpbrk(rest, "/?#"))
+		return fail(err, errlen, "proxy URI must not contain a path, query, or fragment");
+
+	/* Case-sensitive on purpose, like the reference: "HTTP" and "socks5h" are refused. */
+	slen = (size_t)(sep - s);
+	if (slen == 4 && memcmp(s, "http", 4) == 0)
+		out->scheme = PROXY_HTTP;
+	else if (slen == 5 && memcmp(s, "https", 5) == 0)
+		out->scheme = PROXY_HTTPS;
+	else if (slen == 6 && memcmp(s, "socks5", 6) == 0)
+		out->scheme = PROXY_SOCKS5;
+	else
+		return fail(err, errlen, "unsupported proxy scheme `%.*s`; expected `http`, `https`, or `socks5`",
+			    (int)slen, s);
+
+	if (*rest == '[')
+		return parse_bracket_host_port(rest, out, err, errlen);
+	return parse_plain_host_port(rest, out, err, errlen);
+}
+
+/**
+ * cli_parse_ip() - parse an IPv4 or IPv6 literal (no port, no brackets, no zone).
+ * inet_pton() is as strict as Rust's IpAddr parser: dotted quad only, no leading zeros.
+ * Return: 0 on success, -1 if @s is not an address.
+ */
+int cli_parse_ip(const char *s, struct ip_addr *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (inet_pton(AF_INET, s, &out->u.v4) == 1) {
+		out->family = AF_INET;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, s, &out->u.v6) == 1) {
+		out->family = AF_INET6;
+		return 0;
+	}
+	return -1;
+}
+
+const char *cli_capture_point_name(enum capture_point cp)
+{
+	if ((unsigned int)cp >= ARRAY_LEN(capture_point_names))
+		return "unknown";
+	return capture_point_names[cp];
+}
+
+/* Print @text word-wrapped to HELP_WIDTH, every line indented by @indent; '\n' forces a break. */
+static void print_wrapped(FILE *f, const char *text, int indent)
+{
+	int col = 0;
+
+	while (*text) {
+		size_t wlen = strcspn(text, " \n");
+
+		if (col > 0 && col + 1 + (int)wlen > HELP_WIDTH) {
+			fputc('\n', f);
+			col = 0;
+		}
+		if (col == 0)
+			col = fprintf(f, "%*s", indent, "");
+		else
+			col += fprintf(f, " ");
+		col += fprintf(f, "%.*s", (int)wlen, text);
+		text += wlen;
+		if (*text == '\n') {
+			fputc('\n', f);
+			col = 0;
+		}
+		if (*text)
+			text++;
+	}
+	if (col > 0)
+		fputc('\n', f);
+}
+
+static void print_option_help(FILE *f, const struct opt_def *d)
+{
+	if (d->short_name)
+		fprintf(f, "  -%c, --%s", d->short_name, d->long_name);
+	else
+		fprintf(f, "      --%s", d->long_name);
+	if (d->value_name)
+		fprintf(f, " <%s>", d->value_name);
+	fputc('\n', f);
+	print_wrapped(f, d->help, HELP_INDENT);
+	if (d->help_extra) {
+		fputc('\n', f);
+		print_wrapped(f, d->help_extra, HELP_INDENT);
+	}
+}
+
+void cli_print_help(FILE *f)
+{
+	bool first = true;
+
+	fprintf(f, "Run one command tree inside a controlled network sandbox\n"
+		   "\n"
+		   "Usage: childflow [OPTIONS] [COMMAND]...\n"
+		   "\n"
+		   "Arguments:\n"
+		   "  [COMMAND]...\n");
+	print_wrapped(f, "Command to execute", HELP_INDENT);
+	fprintf(f, "\nOptions:\n");
+	for (size_t i = 0; i < OPT_TABLE_LEN; i++) {
+		if (opt_table[i].hidden)
+			continue;
+		if (!first)
+			fputc('\n', f);
+		first = false;
+		print_option_help(f, &opt_table[i]);
+	}
+	fprintf(f, "\n"
+		   "Exit status:\n"
+		   "  The exit status of COMMAND, or:\n"
+		   "  128+N  COMMAND was killed by signal N\n"
+		   "  125    childflow itself failed (setup error, missing kernel feature)\n"
+		   "  126    COMMAND exists but cannot be executed\n"
+		   "  127    COMMAND was not found\n"
+		   "  2      usage error\n");
+}
+
+void cli_print_version(FILE *f)
+{
+	fprintf(f, "childflow %s\n", CHILDFLOW_VERSION);
+}

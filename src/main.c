@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * childflow — run one command tree in an isolated network context and relay its traffic.
+ * main: parse the command line, start the sandbox, run the relay, return the command's status.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+
+#include "cli/cli.h"
+#include "relay/relay.h"
+#include "sandbox/sandbox.h"
+#include "util/log.h"
+
+/* Flags that parse and validate today but whose behaviour arrives with later work. */
+static int refuse_unimplemented(const struct cli_options *o)
+{
+	const char *flag = NULL;
+
+	if (o->capture)
+		flag = "--capture";
+	else if (o->dns_set)
+		flag = "--dns";
+	else if (o->hosts_file)
+		flag = "--hosts-file";
+	else if (o->proxy_set)
+		flag = "--proxy";
+	else if (o->root || o->backend_rootful)
+		flag = "--root";
+	else if (o->iface)
+		flag = "--iface";
+	if (!flag)
+		return 0;
+	log_error("error: %s is not implemented in this build yet; run without it", flag);
+	return -1;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* The fds (>= 3) the caller gave us on purpose pass on to the command; nothing of ours does. */
+static void record_inherited_fds(struct sandbox_config *cfg)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	cfg->n_keep_fds = 0;
+	if (!d)
+		return;
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+
+		if (*end || e->d_name[0] == '.' || fd < 3 || fd == dirfd(d))
+			continue;
+		if (cfg->n_keep_fds < SANDBOX_MAX_KEEP_FDS)
+			cfg->keep_fds[cfg->n_keep_fds++] = (int)fd;
+	}
+	closedir(d);
+	qsort(cfg->keep_fds, (size_t)cfg->n_keep_fds, sizeof(int), cmp_int);
+}
+
+static void record_signals(struct sandbox_config *cfg)
+{
+	sigemptyset(&cfg->orig_ignored);
+	for (int s = 1; s < NSIG; s++) {
+		struct sigaction sa;
+
+		if (sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
+			sigaddset(&cfg->orig_ignored, s);
+	}
+	sigprocmask(SIG_SETMASK, NULL, &cfg->orig_mask);
+}
+
+/* P relays thousands of sockets; the command keeps the caller's limit (set before this). */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct cli_options opt;
+	struct sandbox_config cfg;
+	struct sandbox sb;
+	struct relay relay;
+	char err[CLI_ERR_MAX];
+	sigset_t fwd;
+	int sigfd, code;
+
+	log_init();
+	if (cli_parse(argc, argv, &opt, err, sizeof(err)) < 0) {
+		log_error("error: %s", err);
+		return EXIT_USAGE;
+	}
+	switch (opt.action) {
+	case CLI_HELP:
+		cli_print_help(stdout);
+		return 0;
+	case CLI_VERSION:
+		cli_print_version(stdout);
+		return 0;
+	case CLI_DOCTOR:
+		log_error("error: --doctor is not implemented in this build yet");
+		return EXIT_USAGE;
+	case CLI_RUN:
+		break;
+	}
+	if (refuse_unimplemented(&opt) < 0)
+		return EXIT_USAGE;
+
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.argv = opt.argv;
+	cfg.idmap_override = getenv("CHILDFLOW_UIDMAP");
+	record_inherited_fds(&cfg);
+	record_signals(&cfg);
+	cfg.ipv6 = netplan_host_has_ipv6();
+
+	/* Signals wait in the queue from now on; the relay reads them from a signalfd. */
+	sigemptyset(&fwd);
+	for (int i = 0; i < sandbox_n_forwarded_signals; i++)
+		sigaddset(&fwd, sandbox_forwarded_signals[i]);
+	sigprocmask(SIG_BLOCK, &fwd, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (sandbox_start(&cfg, &sb) < 0)
+		return EXIT_SETUP;
+	raise_fd_limit();
+	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (sigfd < 0 || relay_init(&relay, &sb, sigfd) < 0) {
+		log_error("cannot start the relay: %s", strerror(errno));
+		sandbox_kill(&sb);
+		sandbox_finish(&sb);
+		return EXIT_SETUP;
+	}
+	code = relay_run(&relay);
+	relay_free(&relay);
+	close(sigfd);
+	return code;
+}

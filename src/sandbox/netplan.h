@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * netplan — the addresses of the private link between the gateway namespace (N1) and the child (N2).
+ *
+ * The link exists only inside childflow's own namespaces, so every run can use the same addresses;
+ * they are chosen from ranges unlikely to be real destinations (10.240.255.0/30 and a ULA /64).
+ * The relay refuses these subnets as destinations: they are not anything on the host side.
+ */
+#ifndef CHILDFLOW_NETPLAN_H
+#define CHILDFLOW_NETPLAN_H
+
+#include <stdbool.h>
+#include <netinet/in.h>
+
+#define NETPLAN_GW_IFNAME "gw0"
+#define NETPLAN_CHILD_IFNAME "eth0"
+/* Large MTU as pasta/slirp4netns use: fewer, bigger segments through the veth (design-probe §8). */
+#define NETPLAN_MTU 65520
+#define NETPLAN_TCP_PORT 15001
+#define NETPLAN_UDP_PORT 15002
+
+struct netplan {
+	bool ipv6;                      /* offer IPv6 to the child */
+	struct in_addr gw4, child4;
+	int plen4;
+	struct in6_addr gw6, child6;
+	int plen6;
+};
+
+void netplan_init(struct netplan *np, bool ipv6);
+
+/* True when @sa (AF_INET/AF_INET6) lies in the link's own subnets. */
+bool netplan_is_link_addr(const struct netplan *np, const struct sockaddr *sa);
+
+/*
+ * netplan_host_has_ipv6() - can the host reach global IPv6 destinations?
+ * Answered by a routing lookup (connect() of a UDP socket sends nothing), so dual-stack clients in
+ * the child are only offered IPv6 when it can actually work.
+ */
+bool netplan_host_has_ipv6(void);
+
+#endif

@@ -1,0 +1,312 @@
+#!/usr/bin/python3
+"""The closed test world: network namespaces joined by veth pairs, with no link to the real network.
+
+    host  (childflow runs here)      router                          remote1 / remote2
+    eth0 192.0.2.2/24          <-> h0 192.0.2.1/24      r1 198.51.100.1/24 <-> eth0 198.51.100.10/24
+         2001:db8:2::2/64              2001:db8:2::1/64    2001:db8:100::1/64      2001:db8:100::10/64
+                                                        r2 203.0.113.1/24  <-> eth0 203.0.113.10/24
+                                                           2001:db8:203::1/64      2001:db8:203::10/64
+
+The host has default routes (v4 and v6) via the router, which forwards (its own sysctls) to the
+remotes. With v6=False the host has IPv6 disabled altogether (no address, no route, not even ::1).
+Every address is a documentation address, every link lives in a namespace this module created, and
+nothing is attached to the init namespace: a mistake cannot send traffic anywhere real.
+
+Names are `<prefix>-<role>` (for the test suite the prefix is `cfw<pid><tag>`); `cleanup_stray()`
+removes namespaces left by a crashed earlier run whose pid is gone.
+
+Also a small CLI for scripts/demo.sh:
+    world.py up   --prefix P --dir DIR [--no-v6]   build the world, start servers; prints key=value lines
+    world.py down --prefix P                        kill everything inside P-* namespaces, delete them
+"""
+import argparse
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PY = "/usr/bin/python3"
+SERVERS = os.path.join(HERE, "servers.py")
+
+HOST_V4, HOST_GW4 = "192.0.2.2", "192.0.2.1"
+HOST_V6, HOST_GW6 = "2001:db8:2::2", "2001:db8:2::1"
+REMOTES = {
+    "remote1": {"v4": "198.51.100.10", "v6": "2001:db8:100::10", "gw4": "198.51.100.1",
+                "gw6": "2001:db8:100::1", "rif": "r1"},
+    "remote2": {"v4": "203.0.113.10", "v6": "2001:db8:203::10", "gw4": "203.0.113.1",
+                "gw6": "2001:db8:203::1", "rif": "r2"},
+}
+HTTP_PORT, ECHO_PORT, RESET_PORT, HALFCLOSE_PORT = 80, 7, 9, 13
+
+
+def sh(argv, check=True, timeout=20, **kw):
+    """Run argv (never through a shell) with a timeout; raise with stderr on failure."""
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{argv!r} failed ({p.returncode}): {p.stderr.decode(errors='replace')}")
+    return p
+
+
+def netns_list():
+    out = sh(["ip", "netns", "list"]).stdout.decode()
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def kill_netns_pids(ns):
+    p = sh(["ip", "netns", "pids", ns], check=False)
+    for pid in p.stdout.decode().split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def delete_netns(ns):
+    kill_netns_pids(ns)
+    sh(["ip", "netns", "delete", ns], check=False)
+
+
+def cleanup_stray(pattern=r"^cfw(\d+)[a-z]-"):
+    """Delete namespaces from earlier runs whose owning pid (the number in the name) is dead."""
+    for ns in netns_list():
+        m = re.match(pattern, ns)
+        if not m:
+            continue
+        if m.groups():
+            try:
+                os.kill(int(m.group(1)), 0)
+                continue  # its run is still alive
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+        delete_netns(ns)
+
+
+def wait_file(path, timeout=10.0, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited early ({proc.returncode}): {proc.args!r}")
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out waiting for {path}")
+
+
+class Service:
+    """A server process inside a namespace, with its key=value log."""
+
+    def __init__(self, ns, args, logdir, name):
+        self.ns, self.name = ns, name
+        self.log = os.path.join(logdir, f"{name}.log")
+        self.ready = os.path.join(logdir, f"{name}.ready")
+        for f in (self.ready,):
+            if os.path.exists(f):
+                os.unlink(f)
+        open(self.log, "a").close()
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, PY, SERVERS] + args + ["--log", self.log, "--ready", self.ready],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(logdir, f"{name}.stderr"), "ab"),
+            start_new_session=True, close_fds=True)
+        wait_file(self.ready, proc=self.proc)
+
+    def entries(self):
+        out = []
+        with open(self.log) as f:
+            for line in f:
+                out.append(dict(kv.split("=", 1) for kv in line.split() if "=" in kv))
+        return out
+
+    def find(self, **match):
+        """Log entries whose keys equal the given values (a value ending in '*' matches a prefix)."""
+        res = []
+        for e in self.entries():
+            ok = True
+            for k, v in match.items():
+                ev = e.get(k)
+                if ev is None or (ev[:len(v) - 1] != v[:-1] if v.endswith("*") else ev != v):
+                    ok = False
+                    break
+            if ok:
+                res.append(e)
+        return res
+
+    def wait_find(self, timeout=3.0, **match):
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.find(**match)
+            if r or time.monotonic() > deadline:
+                return r
+            time.sleep(0.05)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class World:
+    def __init__(self, prefix, v6=True):
+        self.prefix, self.v6 = prefix, v6
+        self.host = f"{prefix}-host"
+        self.router = f"{prefix}-router"
+        self.remote = {r: f"{prefix}-{r}" for r in REMOTES}
+        self.services = []
+        self.files = {}      # name -> bytes served by every remote HTTP server
+        self.alive = False
+
+    @property
+    def namespaces(self):
+        return [self.host, self.router] + list(self.remote.values())
+
+    def ip(self, ns, *args, check=True):
+        return sh(["ip", "-n", ns] + list(args), check=check)
+
+    def sysctl(self, ns, *settings, check=True):
+        return sh(["ip", "netns", "exec", ns, "sysctl", "-q", "-w"] + list(settings), check=check)
+
+    def exec_argv(self, ns, argv):
+        return ["ip", "netns", "exec", ns] + list(argv)
+
+    def up(self):
+        try:
+            self._up()
+        except BaseException:
+            self.down()
+            raise
+        self.alive = True
+        return self
+
+    def _up(self):
+        for ns in self.namespaces:
+            sh(["ip", "netns", "add", ns])
+            self.sysctl(ns, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
+            self.ip(ns, "link", "set", "lo", "up")
+        if not self.v6:
+            self.sysctl(self.host, "net.ipv6.conf.all.disable_ipv6=1",
+                        "net.ipv6.conf.default.disable_ipv6=1")
+        self.sysctl(self.router, "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+
+        # host <-> router
+        self.ip(self.host, "link", "add", "eth0", "type", "veth", "peer", "name", "h0", "netns", self.router)
+        self.ip(self.host, "addr", "add", f"{HOST_V4}/24", "dev", "eth0")
+        self.ip(self.router, "addr", "add", f"{HOST_GW4}/24", "dev", "h0")
+        self.ip(self.router, "addr", "add", f"{HOST_GW6}/64", "dev", "h0", "nodad")
+        if self.v6:
+            self.ip(self.host, "addr", "add", f"{HOST_V6}/64", "dev", "eth0", "nodad")
+        self.ip(self.host, "link", "set", "eth0", "up")
+        self.ip(self.router, "link", "set", "h0", "up")
+        self.ip(self.host, "route", "add", "default", "via", HOST_GW4)
+        if self.v6:
+            self.ip(self.host, "-6", "route", "add", "default", "via", HOST_GW6)
+
+        # router <-> remotes
+        for r, a in REMOTES.items():
+            ns = self.remote[r]
+            self.ip(ns, "link", "add", "eth0", "type", "veth", "peer", "name", a["rif"], "netns", self.router)
+            self.ip(ns, "addr", "add", f"{a['v4']}/24", "dev", "eth0")
+            self.ip(ns, "addr", "add", f"{a['v6']}/64", "dev", "eth0", "nodad")
+            self.ip(self.router, "addr", "add", f"{a['gw4']}/24", "dev", a["rif"])
+            self.ip(self.router, "addr", "add", f"{a['gw6']}/64", "dev", a["rif"], "nodad")
+            self.ip(ns, "link", "set", "eth0", "up")
+            self.ip(self.router, "link", "set", a["rif"], "up")
+            self.ip(ns, "route", "add", "default", "via", a["gw4"])
+            self.ip(ns, "-6", "route", "add", "default", "via", a["gw6"])
+
+    def start_remote_servers(self, logdir, files):
+        """Start the remote services in remote1 and remote2; `files` maps name -> content (bytes).
+
+        Each remote serves the same files plus `who.txt` naming the remote."""
+        self.files = dict(files)
+        for r in REMOTES:
+            root = os.path.join(logdir, f"www-{self.prefix}-{r}")
+            os.makedirs(root, exist_ok=True)
+            for name, data in list(files.items()) + [("who.txt", f"{r}\n".encode())]:
+                with open(os.path.join(root, name), "wb") as f:
+                    f.write(data)
+            svc = Service(self.remote[r], ["remote", "--root", root], logdir, f"{self.prefix}-{r}")
+            self.services.append(svc)
+            setattr(self, f"svc_{r}", svc)
+
+    def start_service(self, ns, args, logdir, name):
+        svc = Service(ns, args, logdir, name)
+        self.services.append(svc)
+        return svc
+
+    def down(self):
+        for s in self.services:
+            s.stop()
+        self.services = []
+        for ns in self.namespaces:
+            if os.path.exists(f"/run/netns/{ns}"):
+                delete_netns(ns)
+        self.alive = False
+
+
+def sha256(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def demo_files():
+    return {"index.html": b"<html><body><h1>Hello from the closed test world</h1></body></html>\n"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description="closed test world for childflow")
+    ap.add_argument("action", choices=["up", "down"])
+    ap.add_argument("--prefix", default="cfdemo")
+    ap.add_argument("--dir", help="directory for server files and logs (up)")
+    ap.add_argument("--no-v6", action="store_true")
+    ap.add_argument("--host-http-port", type=int, default=8080,
+                    help="also start an HTTP service on the host netns' 127.0.0.1 (0 = none)")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("world.py: must be run as root (it creates network namespaces)", file=sys.stderr)
+        return 1
+    if not re.match(r"^[a-z][a-z0-9]{1,11}$", a.prefix):
+        print("world.py: --prefix must be 2-12 lowercase letters/digits", file=sys.stderr)
+        return 2
+    if a.action == "down":
+        cleanup_stray(rf"^{re.escape(a.prefix)}-")
+        return 0
+    if not a.dir:
+        ap.error("up needs --dir")
+    cleanup_stray(rf"^{re.escape(a.prefix)}-")
+    w = World(a.prefix, v6=not a.no_v6).up()
+    try:
+        w.start_remote_servers(a.dir, demo_files())
+        if a.host_http_port:
+            root = os.path.join(a.dir, "www-host")
+            os.makedirs(root, exist_ok=True)
+            with open(os.path.join(root, "index.html"), "w") as f:
+                f.write("host-local service\n")
+            w.start_service(w.host, ["http", "--bind", "127.0.0.1", "--port", str(a.host_http_port),
+                                     "--root", root], a.dir, "hostlocal")
+    except BaseException:
+        w.down()
+        raise
+    # the servers keep running (own sessions); `down` kills them with their namespaces
+    print(f"host={w.host}")
+    for r in REMOTES:
+        print(f"{r}={w.remote[r]}")
+        print(f"{r}_log={getattr(w, 'svc_' + r).log}")
+    if a.host_http_port:
+        print(f"hostlocal_log={w.services[-1].log}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
