@@ -74,7 +74,7 @@ for i in range(count):
         except socket.timeout:
             continue
         break
-    res.append({"ok": got == msg, "from": list(src[:2]) if src else None})
+    res.append({"ok": got == msg, "from": list(src[:2]) if src else None, "msg": msg.decode()})
 print(json.dumps({"local": list(s.getsockname()[:2]), "results": res}))
 '''
 
@@ -153,4 +153,22 @@ for t in sys.argv[1:]:
     finally:
         s.close()
 print(json.dumps(out))
+'''
+
+# argv: host port   -> sends a tagged line to the echo server, reads it back, then aborts (RST)
+TCP_CLIENT_RESET = r'''
+import json, os, socket, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+tag = "rst-" + os.urandom(6).hex()
+s = socket.create_connection((host, port), timeout=10)
+s.sendall(tag.encode() + b"\n")
+got = b""
+while not got.endswith(b"\n"):
+    d = s.recv(4096)
+    if not d:
+        break
+    got += d
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print(json.dumps({"echoed": got.decode(errors="replace").strip() == tag, "tag": tag}))
 '''

@@ -164,17 +164,24 @@ class EchoHandler(socketserver.BaseRequestHandler):
         log(svc="tcp-echo", client=host, cport=cport)
         s = self.request
         total = 0
-        while True:
-            data = s.recv(65536)
-            if not data:
-                break
-            s.sendall(data)
-            total += len(data)
+        end = "eof"
+        first = b""
         try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                if not first:
+                    first = data[:40].split(b"\n")[0]
+                s.sendall(data)
+                total += len(data)
             s.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        log(svc="tcp-echo-done", client=host, cport=cport, bytes=total)
+        except ConnectionResetError:
+            end = "reset"
+        except OSError as e:
+            end = "error-%s" % e.errno
+        tag = "".join(c if c.isalnum() or c in "-_." else "?" for c in first.decode("ascii", "replace"))
+        log(svc="tcp-echo-done", client=host, cport=cport, bytes=total, end=end, first=tag or "-")
 
 
 class ResetHandler(socketserver.BaseRequestHandler):
@@ -238,7 +245,9 @@ def udp_echo(bind, port):
         while True:
             data, addr = s.recvfrom(65535)
             host, cport = norm(addr)
-            log(svc="udp-echo", client=host, cport=cport, bytes=len(data))
+            tag = data[:64].decode("ascii", "replace")
+            tag = "".join(c if c.isalnum() or c in "-_." else "?" for c in tag)
+            log(svc="udp-echo", client=host, cport=cport, bytes=len(data), data=tag)
             s.sendto(data, addr)
 
     return loop

@@ -83,8 +83,9 @@ def test_tcp_halfclose_reset_udp_direct(ctl, world, fam):
     r = ctl.direct(py(P.UDP_ECHO, a, W.ECHO_PORT, 3))
     res = json.loads(r.out)
     assert all(x["ok"] and x["from"] == [a, W.ECHO_PORT] for x in res["results"]), res
-    hits = world.svc_remote1.wait_find(svc="udp-echo", cport=str(res["local"][1]))
-    assert hits and all(h["client"] == host_addr(fam) for h in hits)
+    for x in res["results"]:
+        hits = world.svc_remote1.wait_find(svc="udp-echo", data=x["msg"])
+        assert [h["client"] for h in hits] == [host_addr(fam)], hits
 
 
 def test_tcp_concurrent_direct(ctl, world):

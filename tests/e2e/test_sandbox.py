@@ -69,7 +69,10 @@ def test_identity_and_no_capabilities(cf):
 
 
 def test_files_written_belong_to_caller(cf, sess):
-    path = os.path.join(sess.work, f"owned-{cf.runner.name}")
+    d = os.path.join(sess.dir, f"owned-{cf.runner.name}")
+    os.makedirs(d, exist_ok=True)
+    os.chown(d, cf.runner.uid, cf.runner.gid)
+    path = os.path.join(d, "file")
     if os.path.exists(path):
         os.unlink(path)
     r = cf.run(["--", "sh", "-c", f"echo x > {path}"])
