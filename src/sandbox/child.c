@@ -10,6 +10,7 @@
  */
 #include "sandbox/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -97,6 +98,31 @@ fail:
 	setup_fail(sh);
 }
 
+static bool is_kept(const struct sandbox_config *cfg, int fd)
+{
+	for (int i = 0; i < cfg->n_keep_fds; i++)
+		if (cfg->keep_fds[i] == fd)
+			return true;
+	return false;
+}
+
+/* Without close_range() (Linux < 5.9): walk /proc/self/fd, which init's fresh /proc provides. */
+static void close_other_fds_slow(const struct sandbox_config *cfg)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	if (!d)
+		return;   /* everything of ours is O_CLOEXEC anyway */
+	while ((e = readdir(d)) != NULL) {
+		int fd = atoi(e->d_name);
+
+		if (fd >= 3 && fd != dirfd(d) && !is_kept(cfg, fd))
+			close(fd);
+	}
+	closedir(d);
+}
+
 /* Close every fd >= 3 except the ones the caller handed to us on purpose. */
 static void close_other_fds(const struct sandbox_config *cfg)
 {
@@ -106,11 +132,14 @@ static void close_other_fds(const struct sandbox_config *cfg)
 	for (int i = 0; i < cfg->n_keep_fds; i++) {
 		unsigned int k = (unsigned int)cfg->keep_fds[i];
 
-		if (k > next)
-			syscall(SYS_close_range, next, k - 1, 0);
+		if (k > next && syscall(SYS_close_range, next, k - 1, 0) < 0) {
+			close_other_fds_slow(cfg);
+			return;
+		}
 		next = k + 1;
 	}
-	syscall(SYS_close_range, next, ~0U, 0);
+	if (syscall(SYS_close_range, next, ~0U, 0) < 0)
+		close_other_fds_slow(cfg);
 }
 
 /*

@@ -136,4 +136,4 @@ def test_tcp_reset_from_client_reaches_server(cf, world, remote, fam):
 @pytest.mark.parametrize("fam", ["v4", "v6"])
 def test_refused_connection_is_refused(cf, world, fam):
     r = cf.run(["--"] + curl(url(W.REMOTES["remote1"][fam], "/", port=81)))
-    assert r.rc == 7, f"curl must see 'connection refused' (exit 7) as it does without childflow: {r!r}"
+    print("DEBUG", r); assert r.rc == 7, f"curl must see 'connection refused' (exit 7) as it does without childflow: {r!r}"
