@@ -2,6 +2,7 @@
 #   make            build/childflow
 #   make check      install missing Debian packages (as root), build, run unit + sanitizer + end-to-end tests
 #   make demo       build, then show childflow at work inside a closed test world
+#   make bench      measure childflow against the direct path and its peers (bench/results/latest.md)
 #   make install    PREFIX=/usr/local DESTDIR=
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -26,7 +27,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
 ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan-unit/%)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all check demo install uninstall clean unit unit-asan e2e deps-build deps-check deps-demo lint bench
+.PHONY: all check demo install uninstall clean unit unit-asan e2e deps-build deps-check deps-demo deps-bench lint bench
 
 all: build/childflow
 
@@ -58,6 +59,8 @@ deps-check:
 	@scripts/deps.sh check
 deps-demo:
 	@scripts/deps.sh demo
+deps-bench:
+	@scripts/deps.sh bench
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
@@ -71,12 +74,17 @@ e2e: build/childflow build/childflow-asan
 
 check: deps-check
 	$(MAKE) build/childflow build/childflow-asan
+	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) unit-asan
 	$(MAKE) e2e
 
 demo: deps-demo build/childflow
 	@scripts/demo.sh
+
+# Benchmarks (not tests: they never fail on a number).  Needs root to build the closed world.
+bench: deps-bench build/childflow
+	$(PYTHON) bench/run.py
 
 install: build/childflow
 	install -d $(DESTDIR)$(PREFIX)/bin
@@ -86,6 +94,7 @@ uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/childflow
 
 lint:
+	@command -v cppcheck >/dev/null || { echo 'lint: cppcheck not installed (scripts/deps.sh check installs it)'; exit 1; }
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	    --std=c11 -D_GNU_SOURCE -Isrc --suppress=missingIncludeSystem src
 

@@ -3,16 +3,19 @@
 #   scripts/deps.sh build   - compiler, pkg-config and the -dev libraries
 #   scripts/deps.sh check   - build + everything the test suite drives (peers, test world tools)
 #   scripts/deps.sh demo    - build + what `make demo` uses
+#   scripts/deps.sh bench   - build + the benchmark's tools and peers (iperf3, sockperf, pasta, slirp4netns)
 set -eu
 BUILD_PKGS="gcc make pkg-config libmnl-dev libnftables-dev"
-TEST_PKGS="libcmocka-dev python3 python3-pytest iproute2 curl busybox-static procps util-linux passwd uidmap"
+TEST_PKGS="cppcheck libcmocka-dev python3 python3-pytest iproute2 curl busybox-static procps util-linux passwd uidmap"
 DEMO_PKGS="python3 iproute2 curl busybox-static procps util-linux"
+BENCH_PKGS="python3 iproute2 procps util-linux passwd uidmap iperf3 sockperf passt slirp4netns"
 
 case "${1:-build}" in
   build) want="$BUILD_PKGS" ;;
   check) want="$BUILD_PKGS $TEST_PKGS" ;;
   demo)  want="$BUILD_PKGS $DEMO_PKGS" ;;
-  *) echo "usage: $0 build|check|demo" >&2; exit 2 ;;
+  bench) want="$BUILD_PKGS $BENCH_PKGS" ;;
+  *) echo "usage: $0 build|check|demo|bench" >&2; exit 2 ;;
 esac
 
 missing=""

@@ -22,7 +22,7 @@ static bool prefix_match(const unsigned char *a, const unsigned char *b, int ple
 {
 	int full = plen / 8, rest = plen % 8;
 
-	if (memcmp(a, b, full))
+	if (memcmp(a, b, full) != 0)
 		return false;
 	if (!rest)
 		return true;
