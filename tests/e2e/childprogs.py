@@ -52,16 +52,18 @@ except OSError as e:
 print(json.dumps({"outcome": outcome, "errno": eno, "secs": round(time.monotonic() - t0, 3)}))
 '''
 
-# argv: host port count   -> unconnected UDP socket; each datagram retried up to 3 times
+# argv: host port count [size]  -> unconnected UDP socket; each datagram retried up to 3 times
 UDP_ECHO = r'''
 import json, os, socket, sys
 host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+size = int(sys.argv[4]) if len(sys.argv) > 4 else 0
 fam = socket.AF_INET6 if ":" in host else socket.AF_INET
 s = socket.socket(fam, socket.SOCK_DGRAM)
 s.settimeout(2)
 res = []
 for i in range(count):
     msg = b"udp-%d-" % i + os.urandom(8).hex().encode()
+    msg += b"." * max(0, size - len(msg))
     got = src = None
     for attempt in range(3):
         s.sendto(msg, (host, port))
@@ -171,4 +173,30 @@ while not got.endswith(b"\n"):
 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 s.close()
 print(json.dumps({"echoed": got.decode(errors="replace").strip() == tag, "tag": tag}))
+'''
+
+# argv: host port n   -> one echo round trip, "BASE", pause, n more sequential round trips, "DONE", pause
+TCP_SEQUENTIAL = r'''
+import socket, sys, time
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def once(i):
+    s = socket.create_connection((host, port), timeout=10)
+    msg = b"seq-%d\n" % i
+    s.sendall(msg)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(4096)
+        if not d:
+            break
+        got += d
+    s.close()
+    assert got == msg, (i, got)
+once(0)
+print("BASE", flush=True)
+time.sleep(1.0)
+for i in range(1, n + 1):
+    once(i)
+print("DONE", flush=True)
+time.sleep(3.0)
 '''

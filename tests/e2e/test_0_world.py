@@ -110,3 +110,9 @@ def test_v4only_direct(world4, sess):
     assert r.rc == 0 and r.out == world4.files["index.html"]
     r = c.direct(curl(url(W.REMOTES["remote1"]["v6"], "/index.html")))
     assert r.rc != 0 and r.secs < 5, r
+
+
+def test_refused_direct(ctl):
+    targets = [f"{W.REMOTES['remote1']['v4']}:81", f"[{W.REMOTES['remote1']['v6']}]:81"]
+    r = ctl.direct(py(P.CONNECT_PROBE, *targets))
+    assert json.loads(r.out) == {t: "connect-ECONNREFUSED" for t in targets}, r

@@ -33,10 +33,18 @@ def test_command_not_found_127(cfc, cmd):
     assert b"cf-no-such-command-5dc1" in r.err, r
 
 
-@pytest.mark.parametrize("cmd", ["/etc/passwd", "/etc"], ids=["0644-file", "directory"])
-def test_not_executable_126(cfc, cmd):
-    assert os.path.exists(cmd) and not os.access(cmd, os.X_OK) or os.path.isdir(cmd)
+@pytest.mark.parametrize("cmd", ["/etc/passwd", "/etc", "./notexec.sh"],
+                         ids=["0644-file", "directory", "0644-script-in-cwd"])
+def test_not_executable_126(cfc, sess, cmd):
+    if cmd.startswith("./"):
+        path = os.path.join(sess.work, cmd[2:])
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho RAN\n")
+        os.chmod(path, 0o644)
+    else:
+        assert os.path.exists(cmd) and not os.access(cmd, os.X_OK) or os.path.isdir(cmd)
     r = cfc.run(["--", cmd])
+    assert b"RAN" not in r.out, r
     assert r.rc == 126, r
     assert cmd.encode() in r.err, r
 

@@ -135,5 +135,72 @@ def test_tcp_reset_from_client_reaches_server(cf, world, remote, fam):
                    "connect reaches the child as connect-OK-then-reset. Remove this marker when it lands.")
 @pytest.mark.parametrize("fam", ["v4", "v6"])
 def test_refused_connection_is_refused(cf, world, fam):
-    r = cf.run(["--"] + curl(url(W.REMOTES["remote1"][fam], "/", port=81)))
-    print("DEBUG", r); assert r.rc == 7, f"curl must see 'connection refused' (exit 7) as it does without childflow: {r!r}"
+    """A closed port upstream must look closed to the command (a blocking connect() is refused),
+    as it does without childflow (the control in test_0_world)."""
+    target = f"{W.REMOTES['remote1'][fam]}:81" if fam == "v4" else f"[{W.REMOTES['remote1'][fam]}]:81"
+    r = cf.run(["--"] + py(P.CONNECT_PROBE, target))
+    assert r.rc == 0, r
+    assert json.loads(r.out) == {target: "connect-ECONNREFUSED"}, r
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_udp_large_datagram(cf, world, fam):
+    a = W.REMOTES["remote2"][fam]
+    r = cf.run(["--"] + py(P.UDP_ECHO, a, W.ECHO_PORT, 2, 9000))
+    assert r.rc == 0, r
+    res = json.loads(r.out)
+    assert [x["ok"] for x in res["results"]] == [True, True], res
+    assert all(x["from"] == [a, W.ECHO_PORT] for x in res["results"]), res
+    hits = world.svc_remote2.wait_find(svc="udp-echo", data=res["results"][0]["msg"][:64])
+    assert hits and hits[0]["bytes"] == "9000", hits
+
+
+def fd_count(pids):
+    n = 0
+    for pid in pids:
+        try:
+            n += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return n
+
+
+def test_relay_does_not_leak_fds(cf, world):
+    """300 sequential TCP connections must not leave fds behind in childflow's processes."""
+    from cfutil import pids_with_exe
+    p = cf.popen(["--"] + py(P.TCP_SEQUENTIAL, W.REMOTES["remote1"]["v4"], W.ECHO_PORT, 300))
+    try:
+        import select, time
+
+        def wait_line(want, timeout):
+            deadline = time.monotonic() + timeout
+            buf = b""
+            while time.monotonic() < deadline:
+                r, _, _ = select.select([p.stdout], [], [], 0.2)
+                if r:
+                    d = os.read(p.stdout.fileno(), 4096)
+                    if not d:
+                        break
+                    buf += d
+                    if want in buf:
+                        return
+            raise AssertionError(f"no {want!r} from the child within {timeout}s; got {buf!r}; "
+                                 f"rc={p.poll()} stderr={p.stderr.read() if p.poll() is not None else b''!r}")
+
+        wait_line(b"BASE", 20)
+        time.sleep(0.5)
+        procs = pids_with_exe(cf.bin)
+        assert procs, "no childflow process found"
+        base = fd_count(procs)
+        assert base > 0
+        wait_line(b"DONE", 60)
+        time.sleep(0.7)
+        after = fd_count(procs)
+        print(f"childflow processes {procs}: {base} fds after 1 connection, {after} after 301")
+        assert after <= base + 4, f"childflow's fds grew from {base} to {after} over 300 closed connections"
+        rc = p.wait(10)
+        assert rc == 0, p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)

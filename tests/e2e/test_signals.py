@@ -82,7 +82,10 @@ def test_interactive_shell_job_control(cf):
         t.expect(rb"[$#] $", 10)
         t.send(b"echo FLAGS=$-\n")
         flags = t.expect(rb"FLAGS=([A-Za-z]+)").group(1)
-        assert b"m" in flags and b"i" in flags, flags
+        assert b"m" in flags and b"i" in flags, \
+            f"job control is off in the interactive shell ($- = {flags!r}); output:\n{t.buf.decode(errors='replace')}"
+        t.send(b"tty\n")
+        t.expect(rb"/dev/pts/\d+\r?\n")
         t.send(f"sleep {marker} &\n".encode())
         t.expect(rb"\[1\] \d+")
         t.send(b"jobs\n")
@@ -90,6 +93,17 @@ def test_interactive_shell_job_control(cf):
         t.send(b"kill %1; wait %1; echo WAITED=$?\n")
         t.expect(rb"WAITED=143")
         assert not pids_with_arg(marker), describe(pids_with_arg(marker))
+        # Ctrl-C interrupts the foreground job only: the shell (and childflow) carry on
+        fg = unique_marker("30.6")
+        t.send(f"sleep {fg}\n".encode())
+        assert wait_until(lambda: pids_running("sleep", fg), 5), "foreground sleep did not start"
+        t.send(b"\x03")
+        t.expect(rb"[$#] $", 5)
+        t.send(b"echo AFTER=$?\n")
+        t.expect(rb"AFTER=130")
+        assert t.proc.poll() is None, "childflow exited on a Ctrl-C meant for the shell's foreground job"
+        t.send(b"echo AL''IVE\n")
+        t.expect(rb"ALIVE\r?\n")
         t.send(b"exit 3\n")
         rc = t.wait(5)
         assert rc == 3, (rc, t.buf)
@@ -98,6 +112,7 @@ def test_interactive_shell_job_control(cf):
     finally:
         t.close()
         reap(marker)
+        reap(fg) if "fg" in locals() else None
 
 
 def snapshot(world):

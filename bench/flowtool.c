@@ -1,0 +1,255 @@
+/*
+ * flowtool - the benchmark's small TCP client and server for connection setup and concurrent flows.
+ *
+ * Built by bench/run.py into its scratch directory (cc -O2); not part of childflow.
+ *
+ *   flowtool serve ADDR RATE_PORT HOLD_PORT
+ *       One epoll loop. RATE_PORT: accept, write one byte, close (server closes first, so the
+ *       client never holds TIME_WAIT). HOLD_PORT: accept, write one byte, keep the connection open
+ *       until the client closes it. Prints "ready" once both listen. Runs until killed.
+ *   flowtool rate ADDR PORT SECONDS
+ *       Sequential connect + read until EOF + close, for SECONDS. The server's byte proves the
+ *       connection reached the server, so a relay that completes the handshake locally (childflow's
+ *       gateway kernel) is measured to the real end. Prints "conns=N failed=F seconds=T".
+ *   flowtool hold ADDR PORT N TIMEOUT
+ *       Opens N connections (at most 256 in progress at once) and waits for each one's byte.
+ *       Prints "held=N failed=F seconds=T", then keeps them open until stdin reaches EOF (or
+ *       TIMEOUT seconds pass), closes them and exits.
+ *
+ * Every wait is bounded; errors are counted, never retried forever.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static struct sockaddr_in addr_of(const char *ip, const char *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(port)) };
+	if (inet_pton(AF_INET, ip, &sa.sin_addr) != 1) {
+		fprintf(stderr, "flowtool: bad IPv4 address %s\n", ip);
+		exit(2);
+	}
+	return sa;
+}
+
+static int listen_on(const struct sockaddr_in *sa)
+{
+	int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0 || listen(fd, 4096) < 0) {
+		perror("flowtool: bind/listen");
+		exit(1);
+	}
+	return fd;
+}
+
+static int serve(const char *ip, const char *rport, const char *hport)
+{
+	struct sockaddr_in ra = addr_of(ip, rport), ha = addr_of(ip, hport);
+	int rl = listen_on(&ra), hl = listen_on(&ha), ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN }, evs[256];
+	char buf[4096];
+
+	ev.data.fd = rl;
+	epoll_ctl(ep, EPOLL_CTL_ADD, rl, &ev);
+	ev.data.fd = hl;
+	epoll_ctl(ep, EPOLL_CTL_ADD, hl, &ev);
+	printf("ready\n");
+	fflush(stdout);
+	for (;;) {
+		int n = epoll_wait(ep, evs, 256, -1);
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd;
+			if (fd == rl || fd == hl) {
+				for (int k = 0; k < 64; k++) {
+					int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+					if (c < 0)
+						break;
+					if (write(c, "x", 1) != 1 || fd == rl) {
+						close(c);
+						continue;
+					}
+					ev.events = EPOLLIN | EPOLLRDHUP;
+					ev.data.fd = c;
+					if (epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev) < 0)
+						close(c);
+					ev.events = EPOLLIN;
+				}
+			} else {
+				ssize_t r = read(fd, buf, sizeof(buf));
+				if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+					close(fd); /* also leaves the epoll set */
+			}
+		}
+	}
+	return 0;
+}
+
+static int rate(const char *ip, const char *port, double seconds)
+{
+	struct sockaddr_in sa = addr_of(ip, port);
+	struct timeval tv = { .tv_sec = 2 };
+	long conns = 0, failed = 0;
+	double t0 = now(), t = t0;
+	char b;
+
+	while (t - t0 < seconds && failed < 100) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok = 0;
+		if (fd < 0) {
+			perror("flowtool: socket");
+			return 1;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && read(fd, &b, 1) == 1 &&
+		    read(fd, &b, 1) == 0)
+			ok = 1;
+		close(fd);
+		if (ok)
+			conns++;
+		else
+			failed++;
+		t = now();
+	}
+	printf("conns=%ld failed=%ld seconds=%.6f\n", conns, failed, t - t0);
+	return conns > 0 ? 0 : 1;
+}
+
+enum { ST_CONNECTING = 1, ST_WAITBYTE = 2, ST_HELD = 3 };
+
+static int hold(const char *ip, const char *port, long n, double timeout)
+{
+	struct sockaddr_in sa = addr_of(ip, port);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int *fds = calloc((size_t)n + 1, sizeof(int));
+	unsigned char *st = calloc(65536 * 16, 1); /* state by fd number */
+	struct epoll_event ev, evs[256];
+	long opened = 0, held = 0, failed = 0, inflight = 0;
+	double t0 = now(), deadline = t0 + timeout;
+
+	if (!fds || !st)
+		return 1;
+	while (held + failed < n && now() < deadline) {
+		while (opened < n && inflight < 256) {
+			int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (fd < 0 || fd >= 65536 * 16) {
+				fprintf(stderr, "flowtool: socket: %s\n", strerror(errno));
+				failed += n - opened;
+				opened = n;
+				if (fd >= 0)
+					close(fd);
+				break;
+			}
+			fds[opened++] = fd;
+			if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS) {
+				close(fd);
+				fds[opened - 1] = -1;
+				failed++;
+				continue;
+			}
+			st[fd] = ST_CONNECTING;
+			ev.events = EPOLLIN | EPOLLOUT;
+			ev.data.fd = fd;
+			epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+			inflight++;
+		}
+		int k = epoll_wait(ep, evs, 256, 200);
+		for (int i = 0; i < k; i++) {
+			int fd = evs[i].data.fd, err = 0;
+			socklen_t el = sizeof(err);
+			char b;
+			if (st[fd] == ST_CONNECTING && (evs[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+				getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+				if (err == 0) {
+					st[fd] = ST_WAITBYTE;
+					ev.events = EPOLLIN;
+					ev.data.fd = fd;
+					epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+				}
+			}
+			if (err == 0 && st[fd] == ST_WAITBYTE && (evs[i].events & EPOLLIN)) {
+				ssize_t r = read(fd, &b, 1);
+				if (r == 1) {
+					st[fd] = ST_HELD;
+					epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+					held++;
+					inflight--;
+					continue;
+				}
+				if (r < 0 && errno == EAGAIN)
+					continue;
+				err = 1;
+			}
+			if (err || (evs[i].events & (EPOLLERR | EPOLLHUP))) {
+				epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+				st[fd] = 0;
+				failed++;
+				inflight--;
+			}
+		}
+	}
+	printf("held=%ld failed=%ld seconds=%.6f\n", held, n - held, now() - t0);
+	fflush(stdout);
+	/* keep them open until stdin closes (or the deadline passes) */
+	for (;;) {
+		struct pollfd p = { .fd = 0, .events = POLLIN };
+		double left = deadline + timeout - now();
+		char buf[64];
+		if (left <= 0)
+			break;
+		int r = poll(&p, 1, (int)(left * 1000) + 1);
+		if (r == 0)
+			break;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 || read(0, buf, sizeof(buf)) <= 0)
+			break;
+	}
+	for (long i = 0; i < opened; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	raise_nofile();
+	if (argc == 5 && !strcmp(argv[1], "serve"))
+		return serve(argv[2], argv[3], argv[4]);
+	if (argc == 5 && !strcmp(argv[1], "rate"))
+		return rate(argv[2], argv[3], atof(argv[4]));
+	if (argc == 6 && !strcmp(argv[1], "hold"))
+		return hold(argv[2], argv[3], atol(argv[4]), atof(argv[5]));
+	fprintf(stderr, "usage: flowtool serve ADDR RATE_PORT HOLD_PORT | rate ADDR PORT SECONDS | "
+			"hold ADDR PORT N TIMEOUT\n");
+	return 2;
+}

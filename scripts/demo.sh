@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Show childflow at work inside a small closed test world (run by `make demo`, as root).
+#
+# The world (tests/e2e/world.py) is a set of network namespaces joined by veth pairs, with no link
+# to the machine's real network: a "host" namespace where childflow runs (192.0.2.2, 2001:db8:2::2),
+# a router, and remote servers on documentation addresses (198.51.100.10, 2001:db8:100::10, ...).
+# It is always torn down on exit.
+set -u -f
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "demo.sh: must be run as root (it builds network namespaces for a closed test world)" >&2
+	exit 1
+fi
+
+PY=/usr/bin/python3
+SRC_BIN=${CHILDFLOW_BIN:-build/childflow}
+DEMO_USER=${CHILDFLOW_DEMO_USER:-nobody}
+PREFIX=cfdemo
+R1V4=198.51.100.10
+R1V6=2001:db8:100::10
+
+if [ ! -x "$SRC_BIN" ]; then
+	echo "demo.sh: $SRC_BIN not found: build it first (make build/childflow)" >&2
+	exit 1
+fi
+
+WORK=$(mktemp -d /tmp/cfdemo.XXXXXX)
+cleanup() {
+	"$PY" tests/e2e/world.py down --prefix "$PREFIX" >/dev/null 2>&1
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A copy of the binary in a world-readable place, so that the unprivileged user can run it too.
+chmod 0755 "$WORK"
+cp "$SRC_BIN" "$WORK/childflow"
+chmod 0755 "$WORK/childflow"
+CF=$WORK/childflow
+
+heading() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; }
+
+if ! STATE=$("$PY" tests/e2e/world.py up --prefix "$PREFIX" --dir "$WORK" 2>"$WORK/world.err"); then
+	echo "demo.sh: could not build the test world:" >&2
+	cat "$WORK/world.err" >&2
+	exit 1
+fi
+HOST=$(sed -n 's/^host=//p' <<<"$STATE")
+R1LOG=$(sed -n 's/^remote1_log=//p' <<<"$STATE")
+
+# Run a command in the world's host namespace, as root or as the unprivileged user.
+in_host() { ip netns exec "$HOST" "$@"; }
+as_user() {
+	ip netns exec "$HOST" setpriv --reuid="$DEMO_USER" --regid="$(id -g "$DEMO_USER")" --init-groups \
+		--reset-env -- "$@"
+}
+# Print the server log lines written since mark_log.
+mark_log() { LOGPOS=$(wc -l <"$R1LOG"); }
+new_log() {
+	local i
+	for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+		[ "$(wc -l <"$R1LOG")" -gt "$LOGPOS" ] && break
+		sleep 0.05
+	done
+	tail -n +$((LOGPOS + 1)) "$R1LOG" | sed 's/^/   server log: /'
+}
+CURL=(curl -sS --noproxy '*' --max-time 10 -g)
+
+echo "childflow demo: a closed world of network namespaces (host 192.0.2.2 / 2001:db8:2::2,"
+echo "remote web server $R1V4 / $R1V6); nothing here can reach the real network."
+
+heading "The command's own network: only lo and eth0"
+show "childflow -- ip -brief addr"
+in_host "$CF" -- ip -brief addr
+
+heading "HTTP over IPv4: the server sees the host's address as the client"
+show "childflow -- curl http://$R1V4/"
+mark_log
+in_host "$CF" -- "${CURL[@]}" "http://$R1V4/"
+new_log
+
+heading "HTTP over IPv6"
+show "childflow -- curl http://[$R1V6]/"
+mark_log
+in_host "$CF" -- "${CURL[@]}" "http://[$R1V6]/"
+new_log
+
+heading "The same, rootless, as the unprivileged user '$DEMO_USER'"
+show "childflow -- sh -c 'id; curl http://$R1V4/'   (run as $DEMO_USER)"
+mark_log
+as_user "$CF" -- sh -c "id; curl -sS --noproxy '*' --max-time 10 http://$R1V4/"
+new_log
+
+heading "Exit codes pass through"
+show "childflow -- sh -c 'exit 7'"
+in_host "$CF" -- sh -c 'exit 7'
+echo "   exit code: $?"
+
+heading "Host-local services are not reachable from inside"
+show "curl http://127.0.0.1:8080/   (on the host itself)"
+in_host "${CURL[@]}" "http://127.0.0.1:8080/"
+show "childflow -- curl http://127.0.0.1:8080/"
+in_host "$CF" -- "${CURL[@]}" --max-time 3 "http://127.0.0.1:8080/"
+echo "   curl exit code: $? (not reachable)"
+
+heading "Done; tearing the world down"
