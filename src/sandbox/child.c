@@ -24,6 +24,7 @@
 #include <net/if.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <linux/mount.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -121,6 +122,26 @@ static void close_other_fds_slow(const struct sandbox_config *cfg)
 			close(fd);
 	}
 	closedir(d);
+}
+
+/*
+ * mount_sysfs() - give the child a sysfs of its own network namespace, so /sys/class/net shows eth0
+ * and lo rather than the caller's interfaces.  The cgroup tree mounted under /sys is carried over
+ * (tools read their cgroup limits there).  A refusal keeps the caller's /sys: only cosmetic.
+ */
+static void mount_sysfs(void)
+{
+	int cg = (int)syscall(SYS_open_tree, AT_FDCWD, "/sys/fs/cgroup",
+			      OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+
+	if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+		log_debug("cannot mount a sysfs for the child's network namespace: %s", strerror(errno));
+	} else if (cg >= 0 &&
+		   syscall(SYS_move_mount, cg, "", AT_FDCWD, "/sys/fs/cgroup", MOVE_MOUNT_F_EMPTY_PATH) < 0) {
+		log_debug("cannot carry /sys/fs/cgroup into the child's sysfs: %s", strerror(errno));
+	}
+	if (cg >= 0)
+		close(cg);
 }
 
 /* Close every fd >= 3 except the ones the caller handed to us on purpose. */
@@ -290,6 +311,7 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 		log_error("cannot make the child's mounts private: %s", strerror(errno));
 		setup_fail(sh);
 	}
+	mount_sysfs();
 
 	int alive[2];
 

@@ -137,8 +137,6 @@ def test_environment_and_cwd_pass_through(cf, sess):
     assert r.text.split("\n")[:2] == ["kept value", sess.work], r
 
 
-@pytest.mark.xfail(strict=True, reason="the child's /sys is still the caller's sysfs (not remounted for the "
-                   "child's netns), so /sys/class/net shows the host's interfaces. Remove when fixed.")
 def test_sysfs_shows_child_network(cf):
     """Tools that read /sys/class/net must see the child's eth0, not the host's."""
     r = cf.run(["--", "sh", "-c", f"cat /sys/class/net/eth0/address; {IP} -o link show eth0"])
