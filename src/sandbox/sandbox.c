@@ -575,8 +575,10 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 
 	if (sync_expect(sb->ctl_fd, 'U') < 0)
 		goto fail;
-	if (map_gateway(sb->gw_pid, cfg->idmap_override, &plan) < 0)
+	if (map_gateway(sb->gw_pid, cfg->idmap_override, &plan) < 0) {
+		sb->shared->setup_failed = 1;   /* reported: no second line */
 		goto fail;
+	}
 	char msg[1 + sizeof(plan)];
 	msg[0] = 'M';
 	memcpy(msg + 1, &plan, sizeof(plan));

@@ -29,13 +29,26 @@ def pytest_collection_modifyitems(config, items):
             it.add_marker(skip)
 
 
-def ensure_user(name):
+def _has_subids(name, path):
     try:
-        return pwd.getpwnam(name)
+        with open(path) as f:
+            return any(line.split(":")[0] == name for line in f)
+    except FileNotFoundError:
+        return False
+
+
+def ensure_user(name):
+    """The unprivileged test user, with /etc/subuid and /etc/subgid ranges (for the newuidmap plan;
+    the single-id plan is forced separately with CHILDFLOW_UIDMAP=direct)."""
+    try:
+        pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", name],
                        check=True, timeout=30, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        return pwd.getpwnam(name)
+    if not (_has_subids(name, "/etc/subuid") and _has_subids(name, "/etc/subgid")):
+        subprocess.run(["usermod", "--add-subuids", "1100000-1165535", "--add-subgids", "1100000-1165535", name],
+                       check=True, timeout=30, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return pwd.getpwnam(name)
 
 
 class Session:
