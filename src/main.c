@@ -80,12 +80,35 @@ static void record_signals(struct sandbox_config *cfg)
 	sigprocmask(SIG_SETMASK, NULL, &cfg->orig_mask);
 }
 
-/* P relays thousands of sockets; the command keeps the caller's limit (set before this). */
+/*
+ * P relays thousands of sockets, so it takes its hard fd limit (root: up to fs.nr_open, capped at
+ * 1M).  The command keeps the caller's limits: the sandbox was forked before this.
+ */
 static void raise_fd_limit(void)
 {
 	struct rlimit rl;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (geteuid() == 0) {
+		FILE *f = fopen("/proc/sys/fs/nr_open", "re");
+		unsigned long nr_open = 0;
+
+		if (f) {
+			if (fscanf(f, "%lu", &nr_open) != 1)
+				nr_open = 0;
+			fclose(f);
+		}
+		if (nr_open > 1048576)
+			nr_open = 1048576;
+		if (nr_open > rl.rlim_max) {
+			struct rlimit big = { .rlim_cur = nr_open, .rlim_max = nr_open };
+
+			if (setrlimit(RLIMIT_NOFILE, &big) == 0)
+				return;
+		}
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}

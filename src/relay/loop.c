@@ -14,6 +14,7 @@
 #include "util/log.h"
 
 #define SWEEP_MS 1000
+#define ACCEPT_PAUSE_MS 100
 
 uint64_t relay_now_ms(void)
 {
@@ -28,6 +29,33 @@ int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src)
 	struct epoll_event ev = { .events = events, .data.ptr = src };
 
 	return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
+}
+
+static void arm_tcp_listeners(struct relay *r, uint32_t events)
+{
+	for (int i = SB_TCP4; i <= SB_TCP6; i++) {
+		struct epoll_event ev = { .events = events, .data.ptr = &r->ev_listen[i] };
+
+		if (r->sb->listen_fd[i] >= 0)
+			epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->sb->listen_fd[i], &ev);
+	}
+}
+
+/*
+ * relay_pause_accept() - out of fds or memory: stop accepting for a moment.  A level-triggered
+ * listener that cannot be drained would otherwise spin the loop; queued connections wait in the
+ * kernel's backlog until flows close.
+ */
+void relay_pause_accept(struct relay *r)
+{
+	if (r->accept_paused_until)
+		return;
+	r->accept_paused_until = r->now_ms + ACCEPT_PAUSE_MS;
+	arm_tcp_listeners(r, 0);
+	if (!r->last_fd_warning || r->now_ms - r->last_fd_warning >= 10000) {
+		r->last_fd_warning = r->now_ms;
+		log_warn("out of file descriptors (%u connections open); new connections wait", r->n_tcp);
+	}
 }
 
 /* Size the tables from the fd budget: a TCP flow holds two sockets, plus pipes while busy. */
@@ -141,7 +169,7 @@ int relay_run(struct relay *r)
 	struct epoll_event evs[256];
 
 	while (!r->done) {
-		int timeout = r->tcp_ready ? 0 : SWEEP_MS;
+		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
 		int n = epoll_wait(r->epfd, evs, 256, timeout);
 
 		if (n < 0 && errno != EINTR) {
@@ -170,6 +198,10 @@ int relay_run(struct relay *r)
 		}
 		tcp_reap(r);
 		udp_reap(r);
+		if (r->accept_paused_until && r->now_ms >= r->accept_paused_until) {
+			r->accept_paused_until = 0;
+			arm_tcp_listeners(r, EPOLLIN);
+		}
 	}
 	return r->exit_code;
 }

@@ -85,6 +85,9 @@ struct relay {
 	uint64_t udp_next_sweep;
 	unsigned char *udp_buf;
 
+	uint64_t accept_paused_until; /* out of fds: TCP listeners disarmed until then (0: armed) */
+	uint64_t last_fd_warning;
+
 	bool done;
 	int exit_code;
 };
@@ -100,6 +103,7 @@ void relay_free(struct relay *r);
 /* Internal to relay/: */
 uint64_t relay_now_ms(void);
 int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src);
+void relay_pause_accept(struct relay *r);
 void tcp_accept(struct relay *r, int lfd);
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);
 void tcp_run_ready(struct relay *r);

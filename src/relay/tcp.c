@@ -306,8 +306,8 @@ void tcp_accept(struct relay *r, int lfd)
 		int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (c < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				log_warn("out of file descriptors; new connections wait");
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				relay_pause_accept(r);
 			return;
 		}
 		if (getsockname(c, (struct sockaddr *)&dst, &dlen) < 0) {
