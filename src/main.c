@@ -159,8 +159,10 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &fwd, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
 	if (sandbox_start(&cfg, &sb) < 0)
 		return EXIT_SETUP;
+	log_debug("sandbox ready; relaying");
 	raise_fd_limit();
 	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0 || relay_init(&relay, &sb, sigfd) < 0) {
@@ -170,6 +172,7 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 	code = relay_run(&relay);
+	log_debug("command finished: exit code %d", code);
 	relay_free(&relay);
 	close(sigfd);
 	return code;

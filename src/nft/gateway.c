@@ -4,66 +4,314 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <nftables/libnftables.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <netinet/icmp6.h>
+#include <netinet/in.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/table.h>
+#include <libnftnl/batch.h>
 
-int gateway_rules_render(const struct gateway_rules *r, char *buf, size_t len)
+/* ---------- expression helpers (each appends one expression to @r) ---------- */
+
+static void add_expr(struct nftnl_rule *r, struct nftnl_expr *e)
 {
-	int n = snprintf(buf, len,
-		"table inet childflow {\n"
-		"  chain prerouting {\n"
-		"    type filter hook prerouting priority mangle; policy drop;\n"
-		"    iif \"lo\" accept\n"
-		"    iifname != \"%s\" drop\n"
-		"    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept\n"
-		"    meta nfproto ipv4 meta l4proto tcp tproxy ip to :%u meta mark set %u accept\n"
-		"    meta nfproto ipv6 meta l4proto tcp tproxy ip6 to :%u meta mark set %u accept\n"
-		"    meta nfproto ipv4 meta l4proto udp tproxy ip to :%u meta mark set %u accept\n"
-		"    meta nfproto ipv6 meta l4proto udp tproxy ip6 to :%u meta mark set %u accept\n"
-		"    counter drop\n"
-		"  }\n"
-		"}\n",
-		r->ifname,
-		r->tcp_port, GATEWAY_FWMARK, r->tcp_port, GATEWAY_FWMARK,
-		r->udp_port, GATEWAY_FWMARK, r->udp_port, GATEWAY_FWMARK);
-
-	if (n < 0 || (size_t)n >= len)
-		return -ENOSPC;
-	return n;
+	if (e)
+		nftnl_rule_add_expr(r, e);
 }
 
-/* Keep the first line of libnftables' (multi-line, caret-annotated) error text. */
-static void first_line(const char *src, char *dst, size_t len)
+static void meta_load(struct nftnl_rule *r, uint32_t key)
 {
-	size_t n = strcspn(src, "\n");
+	struct nftnl_expr *e = nftnl_expr_alloc("meta");
 
-	if (n >= len)
-		n = len - 1;
-	memcpy(dst, src, n);
-	dst[n] = '\0';
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+	}
+	add_expr(r, e);
 }
 
-int gateway_rules_load(const struct gateway_rules *r, char *err, size_t errlen)
+static void meta_set(struct nftnl_rule *r, uint32_t key)
 {
-	char ruleset[2048];
-	struct nft_ctx *ctx;
-	int rc;
+	struct nftnl_expr *e = nftnl_expr_alloc("meta");
 
-	if (gateway_rules_render(r, ruleset, sizeof(ruleset)) < 0) {
-		snprintf(err, errlen, "ruleset too long");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
+	}
+	add_expr(r, e);
+}
+
+static void cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
+		nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
+	}
+	add_expr(r, e);
+}
+
+static void cmp_u8(struct nftnl_rule *r, uint8_t v)
+{
+	cmp(r, NFT_CMP_EQ, &v, sizeof(v));
+}
+
+static void imm_data(struct nftnl_rule *r, const void *data, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+		nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, data, len);
+	}
+	add_expr(r, e);
+}
+
+static void verdict(struct nftnl_rule *r, int v)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)v);
+	}
+	add_expr(r, e);
+}
+
+static void icmpv6_type(struct nftnl_rule *r, uint8_t type)
+{
+	struct nftnl_expr *e;
+
+	meta_load(r, NFT_META_NFPROTO);
+	cmp_u8(r, NFPROTO_IPV6);
+	meta_load(r, NFT_META_L4PROTO);
+	cmp_u8(r, IPPROTO_ICMPV6);
+	e = nftnl_expr_alloc("payload");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 0);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+	}
+	add_expr(r, e);
+	cmp_u8(r, type);
+}
+
+/* meta nfproto FAMILY meta l4proto PROTO tproxy to :PORT meta mark set FWMARK accept */
+static void tproxy(struct nftnl_rule *r, uint8_t nfproto, uint8_t l4proto, uint16_t port)
+{
+	uint16_t nport = htons(port);
+	uint32_t mark = GATEWAY_FWMARK;
+	struct nftnl_expr *e;
+
+	meta_load(r, NFT_META_NFPROTO);
+	cmp_u8(r, nfproto);
+	meta_load(r, NFT_META_L4PROTO);
+	cmp_u8(r, l4proto);
+	imm_data(r, &nport, sizeof(nport));
+	e = nftnl_expr_alloc("tproxy");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, nfproto);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_1);
+	}
+	add_expr(r, e);
+	imm_data(r, &mark, sizeof(mark));
+	meta_set(r, NFT_META_MARK);
+	verdict(r, NF_ACCEPT);
+}
+
+/* ---------- the batch ---------- */
+
+enum rule_id {
+	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_COUNT,
+};
+
+static void build_rule(struct nftnl_rule *r, enum rule_id id, const struct gateway_rules *g)
+{
+	char name[IFNAMSIZ];
+	uint32_t lo = 1;   /* lo is always ifindex 1 in a network namespace */
+
+	switch (id) {
+	case R_LO:
+		meta_load(r, NFT_META_IIF);
+		cmp(r, NFT_CMP_EQ, &lo, sizeof(lo));
+		verdict(r, NF_ACCEPT);
+		break;
+	case R_FOREIGN:
+		memset(name, 0, sizeof(name));
+		snprintf(name, sizeof(name), "%s", g->ifname);
+		meta_load(r, NFT_META_IIFNAME);
+		cmp(r, NFT_CMP_NEQ, name, sizeof(name));
+		verdict(r, NF_DROP);
+		break;
+	case R_NS:
+		icmpv6_type(r, ND_NEIGHBOR_SOLICIT);
+		verdict(r, NF_ACCEPT);
+		break;
+	case R_NA:
+		icmpv6_type(r, ND_NEIGHBOR_ADVERT);
+		verdict(r, NF_ACCEPT);
+		break;
+	case R_RS:
+		icmpv6_type(r, ND_ROUTER_SOLICIT);
+		verdict(r, NF_ACCEPT);
+		break;
+	case R_TCP4:
+		tproxy(r, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);
+		break;
+	case R_TCP6:
+		tproxy(r, NFPROTO_IPV6, IPPROTO_TCP, g->tcp_port);
+		break;
+	case R_UDP4:
+		tproxy(r, NFPROTO_IPV4, IPPROTO_UDP, g->udp_port);
+		break;
+	case R_UDP6:
+		tproxy(r, NFPROTO_IPV6, IPPROTO_UDP, g->udp_port);
+		break;
+	case R_DROP:
+		add_expr(r, nftnl_expr_alloc("counter"));
+		verdict(r, NF_DROP);
+		break;
+	case R_COUNT:
+		break;
+	}
+}
+
+int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, uint32_t seq,
+			uint32_t *last_seq)
+{
+	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nftnl_chain *c = nftnl_chain_alloc();
+	struct nlmsghdr *nlh;
+	int rc = 0;
+
+	if (!b || !t || !c) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* Each message must fit before the next is started: the batch helper only checks after. */
+#define ROOM() do { if (mnl_nlmsg_batch_size(b) + 4096 > len) { rc = -ENOSPC; goto out; } } while (0)
+	ROOM();
+	nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
+	mnl_nlmsg_batch_next(b);
+
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, GATEWAY_TABLE);
+	nlh = nftnl_table_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWTABLE, NFPROTO_INET,
+					  NLM_F_CREATE, seq++);
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	mnl_nlmsg_batch_next(b);
+
+	ROOM();
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, GATEWAY_TABLE);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, GATEWAY_CHAIN);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
+	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, -150);   /* mangle */
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_DROP);
+	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_INET,
+					  NLM_F_CREATE, seq++);
+	nftnl_chain_nlmsg_build_payload(nlh, c);
+	mnl_nlmsg_batch_next(b);
+
+	for (int id = 0; id < R_COUNT; id++) {
+		struct nftnl_rule *r = nftnl_rule_alloc();
+
+		if (!r) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		ROOM();
+		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, GATEWAY_TABLE);
+		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, GATEWAY_CHAIN);
+		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
+		build_rule(r, (enum rule_id)id, g);
+		*last_seq = seq;
+		nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
+						 NLM_F_APPEND | NLM_F_CREATE |
+						 (id == R_COUNT - 1 ? NLM_F_ACK : 0), seq++);
+		nftnl_rule_nlmsg_build_payload(nlh, r);
+		nftnl_rule_free(r);
+		mnl_nlmsg_batch_next(b);
+	}
+	ROOM();
+	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
+	mnl_nlmsg_batch_next(b);
+	rc = (int)mnl_nlmsg_batch_size(b);
+#undef ROOM
+out:
+	if (c)
+		nftnl_chain_free(c);
+	if (t)
+		nftnl_table_free(t);
+	if (b)
+		mnl_nlmsg_batch_stop(b);
+	return rc;
+}
+
+/* Read until the ACK of @last_seq, or the first error.  Returns 0 or -errno. */
+static int wait_ack(struct mnl_socket *nl, uint32_t last_seq)
+{
+	char buf[8192];
+
+	for (;;) {
+		ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
+
+		if (n < 0)
+			return -errno;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; mnl_nlmsg_ok(h, (int)n);
+		     h = mnl_nlmsg_next(h, (int *)&n)) {
+			if (h->nlmsg_type != NLMSG_ERROR)
+				continue;
+			const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
+
+			if (e->error)
+				return e->error;
+			if (h->nlmsg_seq == last_seq)
+				return 0;
+		}
+	}
+}
+
+int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
+{
+	static char batch[32768];
+	uint32_t last_seq = 0;
+	struct mnl_socket *nl;
+	int len, r;
+
+	len = gateway_rules_batch(g, batch, sizeof(batch), (uint32_t)time(NULL), &last_seq);
+	if (len < 0) {
+		snprintf(err, errlen, "cannot build the ruleset: %s", strerror(-len));
 		return -1;
 	}
-	ctx = nft_ctx_new(NFT_CTX_DEFAULT);
-	if (!ctx) {
-		snprintf(err, errlen, "cannot create an nftables context");
+	nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		snprintf(err, errlen, "cannot open nfnetlink: %s", strerror(errno));
+		if (nl)
+			mnl_socket_close(nl);
 		return -1;
 	}
-	nft_ctx_buffer_error(ctx);
-	rc = nft_run_cmd_from_buffer(ctx, ruleset);
-	if (rc != 0) {
-		const char *msg = nft_ctx_get_error_buffer(ctx);
-
-		first_line(msg && *msg ? msg : "unknown nftables error", err, errlen);
+	if (mnl_socket_sendto(nl, batch, (size_t)len) < 0)
+		r = -errno;
+	else
+		r = wait_ack(nl, last_seq);
+	mnl_socket_close(nl);
+	if (r < 0) {
+		snprintf(err, errlen, "the kernel refused it: %s", strerror(-r));
+		return -1;
 	}
-	nft_ctx_free(ctx);
-	return rc ? -1 : 0;
+	return 0;
 }

@@ -205,6 +205,7 @@ __attribute__((noreturn)) static void exec_command(const struct sandbox_config *
 		_exit(EXIT_SETUP);
 	}
 	close_other_fds(cfg);
+	log_debug("executing the command");
 	execvp(cfg->argv[0], cfg->argv);
 	r = errno;
 	if (r == ENOENT)
@@ -298,12 +299,12 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 			  strerror(errno));
 		setup_fail(sh);
 	}
-	if (sync_send(sync, 'U') < 0 || sync_expect(sync, 'M') < 0)
-		_exit(EXIT_SETUP);
+	/* CAP_NET_ADMIN over N2 is ours from unshare() on, before any id is mapped. */
 	child_sysctls(np, sh);
-	if (sync_send(sync, 'S') < 0 || sync_expect(sync, 'N') < 0)
+	if (sync_send(sync, 'U') < 0 || sync_expect(sync, 'N') < 0)
 		_exit(EXIT_SETUP);
 	child_network(np, sh);
+	log_debug("child: network configured");
 	close(sync);
 	prctl(PR_SET_DUMPABLE, 0);
 	/* Keep our mounts (the private /proc, later the resolv.conf overlay) out of the host. */

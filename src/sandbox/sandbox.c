@@ -3,10 +3,11 @@
  * sandbox — P's side of the choreography and the gateway agent G (see sandbox.h).
  *
  * Setup is a short conversation of one-byte tokens:
- *   G: unshare(USER|NET)          -> 'U' to P      P writes G's uid/gid maps -> 'M'+plan to G
- *   G: fork C; C: unshare(...)    -> 'U' to G      G writes C's maps         -> 'M' to C
- *   C: IPv6 sysctls               -> 'S' to G      G: veth, addresses, rules, nftables, listeners
- *   G: 'L'+listener fds to P,  'N' to C            C: its side of the link, then init and the command
+ *   G: unshare(USER|NET)            -> 'U' to P    P writes G's uid/gid maps -> 'M'+plan to G
+ *   G: fork C, then (in parallel with C) lo, policy routing, nftables, listeners -> 'L'+fds to P
+ *   C: unshare(USER|NET|NS|PID), IPv6 sysctls -> 'U' to G
+ *   G: writes C's maps, creates the veth (peer in N2), gateway addresses -> 'N' to C
+ *   C: its side of the link, mounts, then init and the command
  * Any failure prints one line, sets shared->setup_failed and exits; the chain of PDEATHSIGs and exits
  * takes every other process down, and P reports exit code 125.
  */
@@ -184,65 +185,66 @@ static int make_listener(int family, int type, uint16_t port)
 	return fd;
 }
 
-/* Addresses, link, policy routing for TPROXY-marked packets, and the ruleset of N1. */
-static void gateway_network(const struct netplan *np, pid_t child, struct sandbox_shared *sh)
+/* Report a failed setup step of N1 and stop. */
+__attribute__((noreturn)) static void gateway_fail(struct nl *nl, const char *step, int r,
+						   struct sandbox_shared *sh)
+{
+	log_error("cannot set up the gateway network namespace (%s): %s", step, strerror(-r));
+	nl_close(nl);
+	setup_fail(sh);
+}
+
+/*
+ * gateway_routing() - what N1 needs before the link exists: lo, the policy routing that delivers
+ * TPROXY-marked packets locally, and the ruleset (it names gw0 by string, so gw0 may come later).
+ * Runs while C is still creating its namespaces.
+ */
+static void gateway_routing(struct nl *nl, const struct netplan *np, struct sandbox_shared *sh)
 {
 	const struct gateway_rules rules = {
 		.ifname = NETPLAN_GW_IFNAME,
 		.tcp_port = NETPLAN_TCP_PORT,
 		.udp_port = NETPLAN_UDP_PORT,
 	};
+	int lo = (int)if_nametoindex("lo");
 	char err[256];
-	const char *step = "open rtnetlink";
-	struct nl *nl = nl_open();
-	int lo, gw, r = 0;
+	int r;
 
-	if (!nl) {
-		r = -errno;
-		goto fail;
-	}
-	step = "create the veth pair";
-	if ((r = nl_veth_create(nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, child, NETPLAN_MTU)) < 0)
-		goto fail;
-	lo = if_nametoindex("lo");
-	gw = if_nametoindex(NETPLAN_GW_IFNAME);
-	step = "bring lo up";
 	if ((r = nl_link_up(nl, lo, 0)) < 0)
-		goto fail;
-	step = "add the gateway IPv4 address";
-	if ((r = nl_addr_add(nl, gw, AF_INET, &np->gw4, np->plen4)) < 0)
-		goto fail;
-	step = "add the gateway IPv6 address";
-	if (np->ipv6 && (r = nl_addr_add(nl, gw, AF_INET6, &np->gw6, np->plen6)) < 0)
-		goto fail;
-	step = "bring gw0 up";
-	if ((r = nl_link_up(nl, gw, 0)) < 0)
-		goto fail;
-	step = "add the TPROXY routing rule";
+		gateway_fail(nl, "bring lo up", r, sh);
 	if ((r = nl_rule_add_fwmark(nl, AF_INET, GATEWAY_FWMARK, GATEWAY_LOCAL_TABLE, 100)) < 0)
-		goto fail;
-	step = "add the TPROXY local route";
+		gateway_fail(nl, "add the TPROXY routing rule", r, sh);
 	if ((r = nl_route_add(nl, AF_INET, GATEWAY_LOCAL_TABLE, RTN_LOCAL, lo, NULL)) < 0)
-		goto fail;
+		gateway_fail(nl, "add the TPROXY local route", r, sh);
 	if (np->ipv6) {
-		step = "add the IPv6 TPROXY routing rule";
 		if ((r = nl_rule_add_fwmark(nl, AF_INET6, GATEWAY_FWMARK, GATEWAY_LOCAL_TABLE, 100)) < 0)
-			goto fail;
-		step = "add the IPv6 TPROXY local route";
+			gateway_fail(nl, "add the IPv6 TPROXY routing rule", r, sh);
 		if ((r = nl_route_add(nl, AF_INET6, GATEWAY_LOCAL_TABLE, RTN_LOCAL, lo, NULL)) < 0)
-			goto fail;
+			gateway_fail(nl, "add the IPv6 TPROXY local route", r, sh);
 	}
-	nl_close(nl);
+	log_debug("gateway: policy routing ready");
 	if (gateway_rules_load(&rules, err, sizeof(err)) < 0) {
 		log_error("cannot load the gateway's nftables ruleset: %s (the kernel needs nf_tables with "
 			  "TPROXY support: nft_tproxy, nf_tproxy_ipv4, nf_tproxy_ipv6)", err);
+		nl_close(nl);
 		setup_fail(sh);
 	}
-	return;
-fail:
-	log_error("cannot set up the gateway network namespace (%s): %s", step, strerror(-r));
-	nl_close(nl);
-	setup_fail(sh);
+}
+
+/* The veth pair (its peer created directly in C's namespace) and the gateway's addresses. */
+static void gateway_link(struct nl *nl, const struct netplan *np, pid_t child, struct sandbox_shared *sh)
+{
+	int gw, r;
+
+	if ((r = nl_veth_create(nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, child, NETPLAN_MTU)) < 0)
+		gateway_fail(nl, "create the veth pair", r, sh);
+	gw = (int)if_nametoindex(NETPLAN_GW_IFNAME);
+	if ((r = nl_addr_add(nl, gw, AF_INET, &np->gw4, np->plen4)) < 0)
+		gateway_fail(nl, "add the gateway IPv4 address", r, sh);
+	if (np->ipv6 && (r = nl_addr_add(nl, gw, AF_INET6, &np->gw6, np->plen6)) < 0)
+		gateway_fail(nl, "add the gateway IPv6 address", r, sh);
+	if ((r = nl_link_up(nl, gw, 0)) < 0)
+		gateway_fail(nl, "bring gw0 up", r, sh);
 }
 
 static void gateway_listeners(const struct netplan *np, int psock, struct sandbox_shared *sh)
@@ -348,6 +350,7 @@ __attribute__((noreturn)) static void gateway_main(const struct sandbox_config *
 		explain_userns_failure(errno);
 		setup_fail(sh);
 	}
+	log_debug("gateway: user and network namespaces created");
 	if (sync_send(psock, 'U') < 0)
 		_exit(EXIT_SETUP);
 	/* P answers with 'M' followed by the id plan it used, which decides C's maps. */
@@ -376,6 +379,17 @@ __attribute__((noreturn)) static void gateway_main(const struct sandbox_config *
 		child_main(cfg, np, sh, cs[1], self);
 	}
 	close(cs[1]);
+
+	/* While C creates its namespaces: everything of N1 that does not need the link. */
+	struct nl *nl = nl_open();
+	if (!nl) {
+		log_error("cannot open rtnetlink in the gateway namespace: %s", strerror(errno));
+		setup_fail(sh);
+	}
+	gateway_routing(nl, np, sh);
+	gateway_listeners(np, psock, sh);
+	log_debug("gateway: routing, ruleset and listeners ready");
+
 	if (sync_expect(cs[0], 'U') < 0)
 		_exit(EXIT_SETUP);   /* C printed why */
 	r = write_maps(child, plan.inner_uid, plan.inner_gid, false);
@@ -383,10 +397,9 @@ __attribute__((noreturn)) static void gateway_main(const struct sandbox_config *
 		log_error("cannot write the child user namespace's id maps: %s", strerror(-r));
 		setup_fail(sh);
 	}
-	if (sync_send(cs[0], 'M') < 0 || sync_expect(cs[0], 'S') < 0)
-		_exit(EXIT_SETUP);
-	gateway_network(np, child, sh);
-	gateway_listeners(np, psock, sh);
+	gateway_link(nl, np, child, sh);
+	nl_close(nl);
+	log_debug("gateway: link to the child ready");
 	if (sync_send(cs[0], 'N') < 0)
 		_exit(EXIT_SETUP);
 	close(cs[0]);
@@ -436,13 +449,12 @@ static bool lookup_subids(struct subid_range *su, struct subid_range *sg)
 	return true;
 }
 
-/* Run newuidmap/newgidmap PID 0 ID 1 1 START COUNT.  Returns 0 or -1. */
-static int run_idmap_helper(const char *helper, pid_t pid, unsigned long id,
-			    const struct subid_range *r, bool quiet)
+/* Start newuidmap/newgidmap PID 0 ID 1 1 START COUNT.  Returns its pid or -1. */
+static pid_t spawn_idmap_helper(const char *helper, pid_t pid, unsigned long id,
+				const struct subid_range *r, bool quiet)
 {
 	char exe[4096], a_pid[16], a_id[24], a_start[24], a_count[24];
 	pid_t k;
-	int st;
 
 	if (!find_in_path(helper, exe, sizeof(exe)))
 		return -1;
@@ -451,8 +463,6 @@ static int run_idmap_helper(const char *helper, pid_t pid, unsigned long id,
 	snprintf(a_start, sizeof(a_start), "%lu", r->start);
 	snprintf(a_count, sizeof(a_count), "%lu", r->count);
 	k = fork();
-	if (k < 0)
-		return -1;
 	if (k == 0) {
 		char *argv[] = { (char *)helper, a_pid, "0", a_id, "1", "1", a_start, a_count, NULL };
 
@@ -465,6 +475,16 @@ static int run_idmap_helper(const char *helper, pid_t pid, unsigned long id,
 		execv(exe, argv);
 		_exit(127);
 	}
+	return k;
+}
+
+/* Wait for a helper started above.  Returns 0 when it succeeded. */
+static int wait_idmap_helper(pid_t k)
+{
+	int st;
+
+	if (k < 0)
+		return -1;
 	while (waitpid(k, &st, 0) < 0)
 		if (errno != EINTR)
 			return -1;
@@ -492,20 +512,32 @@ static int map_gateway(pid_t pid, const char *mode, struct idmap_plan *plan)
 	}
 	if (!want_direct && lookup_subids(&su, &sg) &&
 	    idmap_plan_make(plan, IDMAP_HELPER, uid, gid, &su, &sg) == 0) {
-		if (run_idmap_helper("newuidmap", pid, uid, &su, !want_helper) == 0) {
-			if (run_idmap_helper("newgidmap", pid, gid, &sg, !want_helper) == 0)
-				return 0;
-			/* uid_map is written once and for all; finish with a single-id gid map. */
+		/* Both helpers run at once: each is a fork and exec of a setuid binary. */
+		pid_t ku = spawn_idmap_helper("newuidmap", pid, uid, &su, !want_helper);
+		pid_t kg = spawn_idmap_helper("newgidmap", pid, gid, &sg, !want_helper);
+		int ru = wait_idmap_helper(ku), rg = wait_idmap_helper(kg);
+
+		if (ru == 0 && rg == 0)
+			return 0;
+		if (!want_helper && (ru == 0 || rg == 0)) {
+			/* A map is written once and for all: finish the other one with a single id. */
 			struct idmap_plan direct;
+			char path[64];
 
 			idmap_plan_make(&direct, IDMAP_DIRECT, uid, gid, NULL, NULL);
-			memcpy(plan->outer_gid, direct.outer_gid, sizeof(plan->outer_gid));
-			memcpy(plan->inner_gid, direct.inner_gid, sizeof(plan->inner_gid));
-			char path[64];
-			snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
-			write_file(path, "deny");
-			snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
-			r = write_file(path, plan->outer_gid);
+			if (ru == 0) {
+				memcpy(plan->outer_gid, direct.outer_gid, sizeof(plan->outer_gid));
+				memcpy(plan->inner_gid, direct.inner_gid, sizeof(plan->inner_gid));
+				snprintf(path, sizeof(path), "/proc/%d/setgroups", (int)pid);
+				write_file(path, "deny");
+				snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+				r = write_file(path, plan->outer_gid);
+			} else {
+				memcpy(plan->outer_uid, direct.outer_uid, sizeof(plan->outer_uid));
+				memcpy(plan->inner_uid, direct.inner_uid, sizeof(plan->inner_uid));
+				snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+				r = write_file(path, plan->outer_uid);
+			}
 			goto done;
 		}
 	}
@@ -579,6 +611,8 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 		sb->shared->setup_failed = 1;   /* reported: no second line */
 		goto fail;
 	}
+	log_debug("ids mapped (%s plan)", plan.mode == IDMAP_ROOT ? "root" :
+		  plan.mode == IDMAP_HELPER ? "newuidmap" : "direct");
 	char msg[1 + sizeof(plan)];
 	msg[0] = 'M';
 	memcpy(msg + 1, &plan, sizeof(plan));

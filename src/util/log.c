@@ -6,15 +6,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static bool debug_on;
+static struct timespec t_start;   /* debug lines carry milliseconds since start-up */
 
 /* CHILDFLOW_DEBUG accepts the same truthy spellings as the reference tool. */
 void log_init(void)
 {
 	const char *v = getenv("CHILDFLOW_DEBUG");
 
+	clock_gettime(CLOCK_MONOTONIC, &t_start);
 	debug_on = v && (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "TRUE") ||
 			 !strcmp(v, "yes") || !strcmp(v, "on"));
 }
@@ -63,11 +66,16 @@ void log_warn(const char *fmt, ...)
 
 void log_debug(const char *fmt, ...)
 {
+	struct timespec now;
+	char prefix[48];
 	va_list ap;
 
 	if (!debug_on)
 		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	snprintf(prefix, sizeof(prefix), "debug: [%d %.3f ms] ", (int)getpid(),
+		 (double)(now.tv_sec - t_start.tv_sec) * 1e3 + (double)(now.tv_nsec - t_start.tv_nsec) / 1e6);
 	va_start(ap, fmt);
-	vlog("debug: ", fmt, ap);
+	vlog(prefix, fmt, ap);
 	va_end(ap);
 }

@@ -6,7 +6,12 @@
 #include <cmocka.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <ifaddrs.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/rule.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
 
 #include "nft/gateway.h"
 #include "policy/guard.h"
@@ -107,20 +112,64 @@ static void test_check_denies_host_addresses(void **state)
 		skip();   /* a host with only loopback addresses has nothing more to check */
 }
 
+/* Parse the batch back with libnftnl and render each rule: the bytecode nft itself would produce. */
+static int batch_rules(const void *buf, int len, char rules[][1024], int max)
+{
+	int n = 0;
+
+	for (const struct nlmsghdr *h = buf; mnl_nlmsg_ok(h, len); h = mnl_nlmsg_next(h, &len)) {
+		if ((h->nlmsg_type & 0xff) != NFT_MSG_NEWRULE || (h->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES)
+			continue;
+		struct nftnl_rule *r = nftnl_rule_alloc();
+
+		assert_non_null(r);
+		assert_int_equal(nftnl_rule_nlmsg_parse(h, r), 0);
+		assert_true(n < max);
+		nftnl_rule_snprintf(rules[n++], 1024, r, NFTNL_OUTPUT_DEFAULT, 0);
+		nftnl_rule_free(r);
+	}
+	return n;
+}
+
 static void test_gateway_ruleset(void **state)
 {
-	const struct gateway_rules r = { .ifname = "gw0", .tcp_port = 15001, .udp_port = 15002 };
-	char buf[2048];
-	char tiny[16];
+	const struct gateway_rules g = { .ifname = "gw0", .tcp_port = 15001, .udp_port = 15002 };
+	static char buf[32768], rules[16][1024];
+	char tiny[256];
+	uint32_t last = 0;
+	int len, n;
 
 	(void)state;
-	assert_true(gateway_rules_render(&r, buf, sizeof(buf)) > 0);
-	assert_non_null(strstr(buf, "policy drop;"));
-	assert_non_null(strstr(buf, "iifname != \"gw0\" drop"));
-	assert_non_null(strstr(buf, "meta nfproto ipv4 meta l4proto tcp tproxy ip to :15001 meta mark set 1 accept"));
-	assert_non_null(strstr(buf, "meta nfproto ipv6 meta l4proto udp tproxy ip6 to :15002 meta mark set 1 accept"));
-	assert_non_null(strstr(buf, "nd-neighbor-solicit"));
-	assert_true(gateway_rules_render(&r, tiny, sizeof(tiny)) < 0);
+	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
+	assert_true(len > 0);
+	n = batch_rules(buf, len, rules, 16);
+	assert_int_equal(n, 10);
+	/* 100: batch begin, 101: table, 102: chain, 103..112: rules, then batch end */
+	assert_int_equal(last, 112);
+	assert_non_null(strstr(rules[0], "[ meta load iif => reg 1 ]"));
+	assert_non_null(strstr(rules[0], "[ cmp eq reg 1 0x00000001 ]"));
+	assert_non_null(strstr(rules[0], "accept"));
+	assert_non_null(strstr(rules[1], "[ meta load iifname => reg 1 ]"));
+	assert_non_null(strstr(rules[1], "[ cmp neq reg 1 0x00307767 0x00000000 0x00000000 0x00000000 ]"));
+	assert_non_null(strstr(rules[1], "drop"));
+	assert_non_null(strstr(rules[2], "[ payload load 1b @ transport header + 0 => reg 1 ]"));
+	assert_non_null(strstr(rules[2], "[ cmp eq reg 1 0x00000087 ]"));   /* neighbour solicitation */
+	assert_non_null(strstr(rules[3], "[ cmp eq reg 1 0x00000088 ]"));   /* neighbour advertisement */
+	assert_non_null(strstr(rules[4], "[ cmp eq reg 1 0x00000085 ]"));   /* router solicitation */
+	/* TCP over IPv4: nfproto 2, l4proto 6, port 15001 (0x3a99 in network order) */
+	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00000002 ]"));
+	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00000006 ]"));
+	assert_non_null(strstr(rules[5], "[ immediate reg 1 0x0000993a ]"));
+	assert_non_null(strstr(rules[5], "[ tproxy ip port reg 1 ]"));
+	assert_non_null(strstr(rules[5], "[ meta set mark with reg 1 ]"));
+	assert_non_null(strstr(rules[6], "[ tproxy ip6 port reg 1 ]"));
+	assert_non_null(strstr(rules[7], "[ cmp eq reg 1 0x00000011 ]"));   /* UDP */
+	assert_non_null(strstr(rules[7], "[ immediate reg 1 0x00009a3a ]")); /* 15002 */
+	assert_non_null(strstr(rules[8], "[ tproxy ip6 port reg 1 ]"));
+	assert_non_null(strstr(rules[9], "[ counter pkts 0 bytes 0 ]"));
+	assert_non_null(strstr(rules[9], "drop"));
+	/* too small a buffer is refused, not overrun */
+	assert_int_equal(gateway_rules_batch(&g, tiny, sizeof(tiny), 1, &last), -ENOSPC);
 }
 
 int main(void)
