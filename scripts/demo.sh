@@ -94,6 +94,21 @@ mark_log
 as_user "$CF" -- sh -c "id; curl -sS --noproxy '*' --max-time 10 http://$R1V4/"
 new_log
 
+heading "A static binary that ignores proxy variables (busybox wget) works the same"
+show "childflow -- busybox wget -qO- http://$R1V4/"
+mark_log
+in_host "$CF" -- busybox wget -qO- "http://$R1V4/"
+new_log
+
+heading "UDP too: a datagram round trip through the relay (the echo comes back from the server's address)"
+show "childflow -- python3 -c '<send a datagram to $R1V4:7, print the echo and who answered>'"
+in_host "$CF" -- /usr/bin/python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(b'hello over udp', ('$R1V4', 7))
+data, peer = s.recvfrom(100)
+print('   echo:', data.decode(), 'from', peer[0])"
+
 heading "Exit codes pass through"
 show "childflow -- sh -c 'exit 7'"
 in_host "$CF" -- sh -c 'exit 7'
