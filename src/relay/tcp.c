@@ -300,7 +300,7 @@ static void connect_done(struct relay *r, struct tcp_flow *f)
 void tcp_accept(struct relay *r, int lfd)
 {
 	for (int burst = 0; burst < 64; burst++) {
-		struct sockaddr_storage dst;
+		struct sockaddr_storage dst = { 0 };
 		socklen_t dlen = sizeof(dst);
 		int one = 1;
 		int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);

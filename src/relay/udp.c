@@ -87,7 +87,7 @@ static unsigned int bucket(struct relay *r, const struct sockaddr_storage *child
 int udp_init(struct relay *r)
 {
 	r->udp_buckets = 4096;
-	r->udp_hash = calloc(r->udp_buckets, sizeof(*r->udp_hash));
+	r->udp_hash = calloc(r->udp_buckets, sizeof(struct udp_flow *));
 	r->udp_buf = malloc(UDP_BUF);
 	if (!r->udp_hash || !r->udp_buf)
 		return -ENOMEM;
