@@ -15,6 +15,7 @@
 
 #define SWEEP_MS 1000
 #define ACCEPT_PAUSE_MS 100
+#define PIPE_RETRY_MS 10
 
 uint64_t relay_now_ms(void)
 {
@@ -52,9 +53,16 @@ void relay_pause_accept(struct relay *r)
 		return;
 	r->accept_paused_until = r->now_ms + ACCEPT_PAUSE_MS;
 	arm_tcp_listeners(r, 0);
+	relay_note_fd_shortage(r);
+}
+
+/* One warning per 10 s at most: a hostile command must not be able to flood the terminal. */
+void relay_note_fd_shortage(struct relay *r)
+{
 	if (!r->last_fd_warning || r->now_ms - r->last_fd_warning >= 10000) {
 		r->last_fd_warning = r->now_ms;
-		log_warn("out of file descriptors (%u connections open); new connections wait", r->n_tcp);
+		log_warn("out of file descriptors (%u connections open); traffic waits for some to close",
+			 r->n_tcp);
 	}
 }
 
@@ -66,7 +74,10 @@ static void default_limits(struct relay_limits *lim)
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		fds = rl.rlim_cur;
-	lim->max_tcp = fds > 256 ? (unsigned int)((fds - 128) / 3) : 32;
+	/* Two sockets per flow; pipes are borrowed only while bytes are in flight (and wait for a free
+	 * fd rather than failing the flow), plus room for listeners, the pool and UDP. */
+	lim->pipe_pool = 64;
+	lim->max_tcp = fds > 512 ? (unsigned int)((fds - 64 - 2 * lim->pipe_pool) / 2) : 32;
 	if (lim->max_tcp > 200000)
 		lim->max_tcp = 200000;
 	lim->max_udp = fds > 256 ? (unsigned int)(fds / 8) : 16;
@@ -74,7 +85,6 @@ static void default_limits(struct relay_limits *lim)
 		lim->max_udp = 4096;
 	lim->udp_idle_ms = 60000;
 	lim->pipe_size = 256 * 1024;
-	lim->pipe_pool = 64;
 }
 
 int relay_init(struct relay *r, struct sandbox *sb, int sigfd)
@@ -169,7 +179,8 @@ int relay_run(struct relay *r)
 	struct epoll_event evs[256];
 
 	while (!r->done) {
-		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
+		int timeout = r->tcp_ready ? (r->pipe_starved ? PIPE_RETRY_MS : 0)
+				: r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
 		int n = epoll_wait(r->epfd, evs, 256, timeout);
 
 		if (n < 0 && errno != EINTR) {
@@ -191,6 +202,7 @@ int relay_run(struct relay *r)
 		for (int i = 0; i < n; i++)
 			if (((struct ev_src *)evs[i].data.ptr)->kind == EV_GATEWAY)
 				dispatch(r, evs[i].data.ptr, evs[i].events);
+		r->pipe_starved = false;
 		tcp_run_ready(r);
 		if (r->now_ms >= r->udp_next_sweep) {
 			udp_sweep(r);

@@ -86,6 +86,7 @@ struct relay {
 	unsigned char *udp_buf;
 
 	uint64_t accept_paused_until; /* out of fds: TCP listeners disarmed until then (0: armed) */
+	bool pipe_starved;            /* a ready flow waits for a pipe: retry the ready list later */
 	uint64_t last_fd_warning;
 
 	bool done;
@@ -104,6 +105,7 @@ void relay_free(struct relay *r);
 uint64_t relay_now_ms(void);
 int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src);
 void relay_pause_accept(struct relay *r);
+void relay_note_fd_shortage(struct relay *r);
 void tcp_accept(struct relay *r, int lfd);
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);
 void tcp_run_ready(struct relay *r);

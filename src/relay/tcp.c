@@ -146,7 +146,7 @@ void tcp_reap(struct relay *r)
 
 /* ---------- data movement ---------- */
 
-enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED };
+enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_NOPIPE, PUMP_CLOSED };
 
 static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t *budget)
 {
@@ -188,9 +188,9 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 		if (*budget == 0)
 			return PUMP_BUDGET;
 		if (pipe_get(r, dir->pipe) < 0) {
-			log_warn("out of pipes (%s); resetting a connection", strerror(errno));
-			flow_close(r, f, true);
-			return PUMP_CLOSED;
+			/* Out of fds: the bytes wait in the kernel until a pipe frees up. */
+			relay_note_fd_shortage(r);
+			return PUMP_NOPIPE;
 		}
 		n = splice(src->fd, NULL, dir->pipe[1], NULL, r->lim.pipe_size,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -230,6 +230,10 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 			return;
 		if (pr == PUMP_BUDGET)
 			more = true;
+		if (pr == PUMP_NOPIPE) {
+			more = true;
+			r->pipe_starved = true;
+		}
 	}
 	if (f->dir[0].shut && f->dir[1].shut) {
 		flow_close(r, f, false);
