@@ -20,7 +20,9 @@
 #include "util/log.h"
 
 #define UDP_BUF 65536
-#define UDP_BURST 64
+#define UDP_BURST 64        /* datagrams taken from the listener per event */
+#define UDP_BATCH 32        /* datagrams moved per recvmmsg()/sendmmsg() pair on a flow */
+#define UDP_BATCHES 4       /* batches per event before other sockets get a turn */
 
 struct udp_flow {
 	struct ev_src ev_child;   /* EV_UDP_CHILD: the N1 socket, connected to the child */
@@ -88,7 +90,8 @@ int udp_init(struct relay *r)
 {
 	r->udp_buckets = 4096;
 	r->udp_hash = calloc(r->udp_buckets, sizeof(struct udp_flow *));
-	r->udp_buf = malloc(UDP_BUF);
+	/* Room for one batch of maximum-size datagrams; pages are only touched as datagrams need them. */
+	r->udp_buf = malloc((size_t)UDP_BUF * UDP_BATCH);
 	if (!r->udp_hash || !r->udp_buf)
 		return -ENOMEM;
 	return 0;
@@ -286,18 +289,32 @@ void udp_listener_event(struct relay *r, int lfd)
 	}
 }
 
+/*
+ * udp_event() - move what is queued on one side of a flow to the other, in batches: one
+ * recvmmsg() and one sendmmsg() per UDP_BATCH datagrams.  Both sockets are connected, so no
+ * addresses travel.  A datagram the other side cannot take now is dropped, as UDP may.
+ */
 void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 {
 	bool from_child = src->kind == EV_UDP_CHILD;
 	struct udp_flow *f = from_child ? flow_of(src, ev_child) : flow_of(src, ev_host);
 	int in = from_child ? f->child_fd : f->host_fd;
 	int out = from_child ? f->host_fd : f->child_fd;
+	struct mmsghdr msgs[UDP_BATCH];
+	struct iovec iov[UDP_BATCH];
 
 	(void)events;
 	if (f->dead)
 		return;
-	for (int burst = 0; burst < UDP_BURST; burst++) {
-		ssize_t n = recv(in, r->udp_buf, UDP_BUF, MSG_DONTWAIT);
+	for (int batch = 0; batch < UDP_BATCHES; batch++) {
+		memset(msgs, 0, sizeof(msgs));
+		for (int i = 0; i < UDP_BATCH; i++) {
+			iov[i].iov_base = r->udp_buf + (size_t)i * UDP_BUF;
+			iov[i].iov_len = UDP_BUF;
+			msgs[i].msg_hdr.msg_iov = &iov[i];
+			msgs[i].msg_hdr.msg_iovlen = 1;
+		}
+		int n = recvmmsg(in, msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
 
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -305,13 +322,22 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 			/* ECONNREFUSED and friends: an ICMP error from upstream.  Keep the flow. */
 			continue;
 		}
-		touch(r, f);
-		if (send(out, r->udp_buf, (size_t)n, MSG_DONTWAIT) == n) {
-			if (from_child)
-				f->bytes_out += (uint64_t)n;
-			else
-				f->bytes_in += (uint64_t)n;
+		if (n == 0)
+			return;
+		uint64_t bytes = 0;
+		for (int i = 0; i < n; i++) {
+			iov[i].iov_len = msgs[i].msg_len;
+			bytes += msgs[i].msg_len;
 		}
+		touch(r, f);
+		if (sendmmsg(out, msgs, (unsigned int)n, MSG_DONTWAIT) > 0) {
+			if (from_child)
+				f->bytes_out += bytes;
+			else
+				f->bytes_in += bytes;
+		}
+		if (n < UDP_BATCH)
+			return;
 	}
 }
 
