@@ -28,7 +28,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/unit/%)
 ASAN_UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan-unit/%)
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all check demo install uninstall clean unit unit-asan e2e deps-build deps-check deps-demo deps-bench lint bench
+.PHONY: all check demo install uninstall clean unit unit-asan fuzz e2e deps-build deps-check deps-demo deps-bench lint bench
 
 all: build/childflow
 
@@ -78,6 +78,7 @@ check: deps-check
 	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) unit-asan
+	$(MAKE) fuzz
 	$(MAKE) e2e
 
 demo: deps-demo build/childflow
@@ -100,6 +101,24 @@ TIDY_CHECKS := -*,bugprone-*,clang-analyzer-*,-bugprone-easily-swappable-paramet
 TIDY_CHECKS := $(TIDY_CHECKS),-bugprone-reserved-identifier,-bugprone-narrowing-conversions
 TIDY_CHECKS := $(TIDY_CHECKS),-clang-analyzer-valist.Uninitialized,-clang-analyzer-optin.performance.Padding
 TIDY_CHECKS := $(TIDY_CHECKS),-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling
+# Fuzzing (libFuzzer, clang): parsers of untrusted or user-supplied bytes.  `make check` runs each
+# target briefly; `make fuzz FUZZ_SECONDS=600` runs longer.  New crashes land in build/fuzz/.
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 10
+FUZZ_CC      ?= clang
+
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(shell find src -name '*.h')
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $< $(LIB_SRC) $(LDLIBS_ALL)
+
+fuzz: $(FUZZ_BIN)
+	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); corpus=tests/fuzz/corpus/$${n#fuzz_}; \
+	    work=build/fuzz/$$n.corpus; mkdir -p $$work; echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	    (cd build/fuzz && ../../$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	        ../../$$work ../../$$corpus 2>&1 | tail -n 2); done
+
 lint:
 	@command -v cppcheck >/dev/null || { echo 'lint: cppcheck not installed (scripts/deps.sh check installs it)'; exit 1; }
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
