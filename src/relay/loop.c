@@ -77,7 +77,7 @@ static void default_limits(struct relay_limits *lim)
 	/* Two sockets per flow; pipes are borrowed only while bytes are in flight (and wait for a free
 	 * fd rather than failing the flow), plus room for listeners, the pool and UDP. */
 	lim->pipe_pool = 64;
-	lim->max_tcp = fds > 512 ? (unsigned int)((fds - 64 - 2 * lim->pipe_pool) / 2) : 32;
+	lim->max_tcp = fds > 512 ? (unsigned int)((fds - 64 - 2 * (rlim_t)lim->pipe_pool) / 2) : 32;
 	if (lim->max_tcp > 200000)
 		lim->max_tcp = 200000;
 	lim->max_udp = fds > 256 ? (unsigned int)(fds / 8) : 16;
