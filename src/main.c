@@ -151,6 +151,14 @@ int main(int argc, char **argv)
 	record_inherited_fds(&cfg);
 	record_signals(&cfg);
 	cfg.ipv6 = netplan_host_has_ipv6();
+	/*
+	 * kill(0, sig) from the command reaches its process group, across the PID namespace.  When
+	 * childflow leads its own group (an interactive shell made one for this job), that group holds
+	 * only childflow's processes and sharing it keeps terminal job control working.  Otherwise (a
+	 * script, a supervisor) the group holds the caller's other processes: without a terminal to
+	 * share, the command gets a group of its own.
+	 */
+	cfg.own_pgrp = getpgrp() != getpid() && !isatty(STDIN_FILENO);
 
 	/* Signals wait in the queue from now on; the relay reads them from a signalfd. */
 	sigemptyset(&fwd);
@@ -174,6 +182,7 @@ int main(int argc, char **argv)
 	code = relay_run(&relay);
 	log_debug("command finished: exit code %d", code);
 	relay_free(&relay);
+	sandbox_release(&sb);
 	close(sigfd);
 	return code;
 }

@@ -145,6 +145,8 @@ enum guard_verdict guard_check(struct guard *g, const struct sockaddr *dst)
 		return v;
 	if (g->stale)
 		refresh(g);
+	if (g->stale)
+		return GUARD_DENY_HOST_LOCAL;   /* cannot tell which addresses are the host's: refuse */
 	if (dst->sa_family == AF_INET) {
 		bytes = &((const struct sockaddr_in *)dst)->sin_addr;
 		len = 4;

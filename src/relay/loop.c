@@ -16,6 +16,7 @@
 #define SWEEP_MS 1000
 #define ACCEPT_PAUSE_MS 100
 #define PIPE_RETRY_MS 10
+#define DRAIN_MS 2000    /* after the command exits, bytes in flight get this long to leave */
 
 uint64_t relay_now_ms(void)
 {
@@ -133,16 +134,38 @@ static void on_signal(struct relay *r)
 	while (read(r->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		int sig = (int)si.ssi_signo;
 
-		/* From the terminal (SI_KERNEL): the command's process group got it too. */
-		if (si.ssi_code == SI_KERNEL)
+		bool terminating = sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT;
+
+		if (r->gateway_gone)
 			continue;
-		if (r->sb->shared->init_pid > 0) {
-			sandbox_forward_signal(r->sb, sig);
-		} else if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
-			/* The command has not started yet: stop everything now. */
-			sandbox_kill(r->sb);
+		if (!r->sb->shared->cmd_started) {
+			/* No command yet (from a terminal or not): a terminating signal ends the setup. */
+			if (terminating && !r->abort_sig) {
+				r->abort_sig = sig;
+				sandbox_kill(r->sb);
+			}
+			continue;
 		}
+		/* From the terminal (SI_KERNEL): the command got it too if it shares our group. */
+		if (si.ssi_code == SI_KERNEL && !r->sb->own_pgrp)
+			continue;
+		sandbox_forward_signal(r->sb, sig);
 	}
+}
+
+/*
+ * start_drain() - the command has exited.  What it wrote before exiting may still sit in the gateway
+ * sockets or in P's pipes: stop accepting and let open flows finish for a moment, then stop.
+ */
+static void start_drain(struct relay *r)
+{
+	r->gateway_gone = true;
+	r->drain_until = r->now_ms + DRAIN_MS;
+	for (int i = 0; i < SB_NLISTEN; i++)
+		if (r->sb->listen_fd[i] >= 0)
+			epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->sb->listen_fd[i], NULL);
+	if (r->abort_sig)
+		r->done = true;
 }
 
 static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
@@ -159,7 +182,9 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 		break;
 	case EV_GATEWAY:
 		r->exit_code = sandbox_finish(r->sb);
-		r->done = true;
+		if (r->abort_sig)
+			r->exit_code = 128 + r->abort_sig;
+		start_drain(r);
 		break;
 	case EV_GUARD:
 		guard_on_notify(&r->guard);
@@ -181,6 +206,9 @@ int relay_run(struct relay *r)
 	while (!r->done) {
 		int timeout = r->tcp_ready ? (r->pipe_starved ? PIPE_RETRY_MS : 0)
 				: r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
+
+		if (r->gateway_gone && timeout > 50)
+			timeout = 50;
 		int n = epoll_wait(r->epfd, evs, 256, timeout);
 
 		if (n < 0 && errno != EINTR) {
@@ -210,10 +238,12 @@ int relay_run(struct relay *r)
 		}
 		tcp_reap(r);
 		udp_reap(r);
-		if (r->accept_paused_until && r->now_ms >= r->accept_paused_until) {
+		if (r->accept_paused_until && r->now_ms >= r->accept_paused_until && !r->gateway_gone) {
 			r->accept_paused_until = 0;
 			arm_tcp_listeners(r, EPOLLIN);
 		}
+		if (r->gateway_gone && (tcp_drained(r) || r->now_ms >= r->drain_until))
+			r->done = true;
 	}
 	return r->exit_code;
 }

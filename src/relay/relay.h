@@ -89,6 +89,10 @@ struct relay {
 	bool pipe_starved;            /* a ready flow waits for a pipe: retry the ready list later */
 	uint64_t last_fd_warning;
 
+	bool gateway_gone;            /* the command has exited: only draining flows remain */
+	uint64_t drain_until;
+	int abort_sig;                /* a signal ended the setup: exit 128+N */
+
 	bool done;
 	int exit_code;
 };
@@ -110,6 +114,7 @@ void tcp_accept(struct relay *r, int lfd);
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);
 void tcp_run_ready(struct relay *r);
 void tcp_close_all(struct relay *r);
+bool tcp_drained(const struct relay *r);
 void tcp_reap(struct relay *r);
 void udp_listener_event(struct relay *r, int lfd);
 void udp_event(struct relay *r, struct ev_src *src, uint32_t events);

@@ -106,6 +106,8 @@ static void flow_unready(struct relay *r, struct tcp_flow *f)
 /* Close the flow; with @reset, both peers see a reset instead of an orderly close. */
 static void flow_close(struct relay *r, struct tcp_flow *f, bool reset)
 {
+	log_debug("closing a TCP flow%s (%llu bytes up, %llu down)", reset ? " with a reset" : "",
+		  (unsigned long long)f->dir[0].bytes, (unsigned long long)f->dir[1].bytes);
 	flow_unready(r, f);
 	for (int i = 0; i < 2; i++) {
 		if (f->end[i].fd >= 0) {
@@ -218,12 +220,13 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 /* Move what can be moved in both directions; close the flow when both are finished. */
 static void flow_pump(struct relay *r, struct tcp_flow *f)
 {
-	size_t budget = TCP_BUDGET;
 	bool more = false;
 
 	if (f->connecting)
 		return;
+	/* Each direction has its own budget, so a bulk upload cannot starve the replies. */
 	for (int d = 0; d < 2; d++) {
+		size_t budget = TCP_BUDGET;
 		enum pump_result pr = pump(r, f, d, &budget);
 
 		if (pr == PUMP_CLOSED)
@@ -394,7 +397,17 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 		e->readable = true;
 		return;
 	}
-	/* HUP and ERR are learnt by the next splice(), which reports EOF or the error. */
+	/* A reset may arrive after this side's EOF, when nothing reads it any more: pass it on. */
+	if (events & EPOLLERR) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
+			flow_close(r, f, true);
+			return;
+		}
+	}
+	/* HUP is learnt by the next splice(), which reports EOF or the error. */
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		e->readable = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -402,10 +415,22 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 	flow_pump(r, f);
 }
 
+/* After the command exited: has everything the child sent been passed upstream?  Nothing can come
+ * back to a dead child, so the other direction does not matter. */
+bool tcp_drained(const struct relay *r)
+{
+	for (const struct tcp_flow *f = r->tcp_all; f; f = f->next)
+		if (!f->dir[0].shut)
+			return false;
+	return true;
+}
+
 void tcp_close_all(struct relay *r)
 {
+	/* A flow whose upstream direction is finished closes normally, so the kernel still delivers
+	 * what its socket holds; anything else is cut short and learns it by a reset. */
 	while (r->tcp_all)
-		flow_close(r, r->tcp_all, true);
+		flow_close(r, r->tcp_all, !r->tcp_all->dir[0].shut);
 	tcp_reap(r);
 	for (unsigned int i = 0; i < r->n_pipes; i++) {
 		close(r->pipes[i][0]);

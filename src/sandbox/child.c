@@ -28,6 +28,8 @@
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sys/ioctl.h>
+#include <seccomp.h>
 
 #include "netlink/nl.h"
 #include "util/log.h"
@@ -184,6 +186,34 @@ static int drop_capabilities(void)
 	return 0;
 }
 
+/*
+ * deny_terminal_injection() - the command shares the caller's terminal, and TIOCSTI would let it push
+ * keystrokes into the caller's shell, which runs them outside the sandbox once childflow exits
+ * (bubblewrap's CVE-2017-5226).  TIOCLINUX can do the same on a virtual console.  A seccomp filter
+ * refuses both ioctls; installing it needs CAP_SYS_ADMIN in our user namespace, which we still hold,
+ * so no_new_privs (which would break file capabilities such as ping's) is not needed.
+ */
+static int deny_terminal_injection(void)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	int r;
+
+	if (!ctx)
+		return -ENOMEM;
+	/* Also filter the other ABIs of this machine (i386/x32 on x86_64), or they would bypass it. */
+	seccomp_arch_add(ctx, SCMP_ARCH_X86);
+	seccomp_arch_add(ctx, SCMP_ARCH_X32);
+	r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+			     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCSTI));
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCLINUX));
+	if (r == 0)
+		r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return r;
+}
+
 static void restore_signals(const struct sandbox_config *cfg)
 {
 	for (int s = 1; s < NSIG; s++) {
@@ -198,7 +228,16 @@ __attribute__((noreturn)) static void exec_command(const struct sandbox_config *
 {
 	int r;
 
+	if (cfg->own_pgrp && setpgid(0, 0) < 0) {
+		log_error("cannot give the command its own process group: %s", strerror(errno));
+		_exit(EXIT_SETUP);
+	}
 	restore_signals(cfg);
+	r = deny_terminal_injection();
+	if (r < 0) {
+		log_error("cannot install the seccomp filter that protects your terminal: %s", strerror(-r));
+		_exit(EXIT_SETUP);
+	}
 	r = drop_capabilities();
 	if (r < 0) {
 		log_error("cannot drop capabilities for the command: %s", strerror(-r));
@@ -220,6 +259,18 @@ static void noop_handler(int sig)
 	(void)sig;
 }
 
+static void block_forwarded_signals(void)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	for (int i = 0; i < sandbox_n_forwarded_signals; i++) {
+		signal(sandbox_forwarded_signals[i], noop_handler);
+		sigaddset(&set, sandbox_forwarded_signals[i]);
+	}
+	sigprocmask(SIG_SETMASK, &set, NULL);
+}
+
 static int status_to_code(int st)
 {
 	if (WIFEXITED(st))
@@ -229,7 +280,8 @@ static int status_to_code(int st)
 	return 1;
 }
 
-__attribute__((noreturn)) static void init_main(const struct sandbox_config *cfg, int alive_fd)
+__attribute__((noreturn)) static void init_main(const struct sandbox_config *cfg, int alive_fd,
+						struct sandbox_shared *sh)
 {
 	sigset_t set;
 	pid_t cmd;
@@ -248,13 +300,11 @@ __attribute__((noreturn)) static void init_main(const struct sandbox_config *cfg
 		log_warn("cannot mount a private /proc for the command (%s); it will see the host's",
 			 strerror(errno));
 
-	/* PID 1 drops signals that have no handler, so install one, then take them synchronously. */
+	/* The forwarded signals are already blocked, with handlers (child_main); add SIGCHLD. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
-	for (int i = 0; i < sandbox_n_forwarded_signals; i++) {
-		signal(sandbox_forwarded_signals[i], noop_handler);
+	for (int i = 0; i < sandbox_n_forwarded_signals; i++)
 		sigaddset(&set, sandbox_forwarded_signals[i]);
-	}
 	sigprocmask(SIG_BLOCK, &set, NULL);
 
 	cmd = fork();
@@ -264,6 +314,7 @@ __attribute__((noreturn)) static void init_main(const struct sandbox_config *cfg
 	}
 	if (cmd == 0)
 		exec_command(cfg);
+	sh->cmd_started = 1;
 
 	for (;;) {
 		siginfo_t si;
@@ -293,7 +344,11 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	int st;
 
 	die_with_parent(gw_pid);
-	ignore_forwarded_signals();
+	/* Handlers plus a blocked mask, not SIG_IGN: an ignored signal is discarded when sent, so a
+	 * signal P forwards right after init exists would be lost.  Blocked, it waits for init's
+	 * sigwaitinfo(); and PID 1 drops signals whose handler is SIG_DFL, hence the no-op handlers,
+	 * inherited by init across fork(). */
+	block_forwarded_signals();
 	if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID) < 0) {
 		log_error("cannot create the child's namespaces (user, network, mount, PID): %s",
 			  strerror(errno));
@@ -327,10 +382,16 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	}
 	if (init == 0) {
 		close(alive[1]);
-		init_main(cfg, alive[0]);
+		init_main(cfg, alive[0], sh);
 	}
 	close(alive[0]);
 	sh->init_pid = init;
+	/* Wait without reaping, forget the pid, then reap: P must never signal a recycled pid. */
+	siginfo_t si;
+	while (waitid(P_PID, (id_t)init, &si, WEXITED | WNOWAIT) < 0)
+		if (errno != EINTR)
+			_exit(EXIT_SETUP);
+	sh->init_pid = 0;
 	while (waitpid(init, &st, 0) < 0)
 		if (errno != EINTR)
 			_exit(EXIT_SETUP);

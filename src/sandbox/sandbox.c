@@ -302,9 +302,12 @@ __attribute__((noreturn)) static void gateway_serve(int psock, pid_t child)
 				int e = fd < 0 ? errno : 0;
 				char reply[2] = { 's', (char)e };
 
-				fdpass_send(psock, reply, sizeof(reply), &fd, fd >= 0 ? 1 : 0);
+				int sent = fdpass_send(psock, reply, sizeof(reply), &fd, fd >= 0 ? 1 : 0);
+
 				if (fd >= 0)
 					close(fd);
+				if (sent < 0)
+					break;   /* P is gone or stuck: never leave it waiting */
 			}
 		}
 		if (pidfd >= 0 && (pf[1].revents & POLLIN))
@@ -315,7 +318,11 @@ __attribute__((noreturn)) static void gateway_serve(int psock, pid_t child)
 	while (waitpid(child, &st, 0) < 0)
 		if (errno != EINTR)
 			_exit(EXIT_SETUP);
-	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_SETUP);
+	if (!WIFEXITED(st)) {
+		log_error("the sandbox's child process was killed by signal %d", WTERMSIG(st));
+		_exit(EXIT_SETUP);
+	}
+	_exit(WEXITSTATUS(st));
 }
 
 static int write_maps(pid_t pid, const char *uid_map, const char *gid_map, bool deny)
@@ -400,6 +407,19 @@ __attribute__((noreturn)) static void gateway_main(const struct sandbox_config *
 	gateway_link(nl, np, child, sh);
 	nl_close(nl);
 	log_debug("gateway: link to the child ready");
+	/*
+	 * Hand P a reference to the child's network namespace.  When the command exits, its last
+	 * bytes may still sit in its sockets; the namespace (and the veth) must outlive the processes
+	 * until they have left, or they are lost.  P drops it when the relay is done.
+	 */
+	char nspath[64];
+	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/net", (int)child);
+	int nsfd = open(nspath, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0 || fdpass_send(psock, "n", 1, &nsfd, 1) < 0) {
+		log_error("cannot pass the child's network namespace to childflow: %s", strerror(errno));
+		setup_fail(sh);
+	}
+	close(nsfd);
 	if (sync_send(cs[0], 'N') < 0)
 		_exit(EXIT_SETUP);
 	close(cs[0]);
@@ -577,10 +597,11 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	pid_t p = getpid();
 
 	memset(sb, 0, sizeof(*sb));
-	sb->gw_pidfd = sb->ctl_fd = -1;
+	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = -1;
 	for (int i = 0; i < SB_NLISTEN; i++)
 		sb->listen_fd[i] = -1;
 	netplan_init(&sb->net, cfg->ipv6);
+	sb->own_pgrp = cfg->own_pgrp;
 	sb->shared = mmap(NULL, sizeof(*sb->shared), PROT_READ | PROT_WRITE,
 			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sb->shared == MAP_FAILED) {
@@ -630,6 +651,14 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	for (int i = 0, k = 0; i < SB_NLISTEN; i++)
 		if ((reply[1] >> i) & 1)
 			sb->listen_fd[i] = k < nfds ? fds[k++] : -1;
+	char tag;
+	n = fdpass_recv(sb->ctl_fd, &tag, 1, &sb->child_netns_fd, 1, &nfds);
+	if (n != 1 || tag != 'n' || nfds != 1) {
+		if (nfds == 1)
+			close(sb->child_netns_fd);
+		sb->child_netns_fd = -1;
+		goto fail;
+	}
 	sb->gw_pidfd = (int)syscall(SYS_pidfd_open, sb->gw_pid, 0);
 	if (sb->gw_pidfd < 0) {
 		log_error("cannot watch the gateway process (pidfd_open needs Linux 5.3): %s",
@@ -668,12 +697,13 @@ int sandbox_n1_udp_socket(struct sandbox *sb, int family)
 	return fd;
 }
 
-void sandbox_forward_signal(struct sandbox *sb, int sig)
+bool sandbox_forward_signal(struct sandbox *sb, int sig)
 {
 	pid_t init = sb->shared->init_pid;
 
-	if (init > 0)
-		kill(init, sig);
+	if (init <= 0 || !sb->shared->cmd_started)
+		return false;
+	return kill(init, sig) == 0;
 }
 
 void sandbox_kill(struct sandbox *sb)
@@ -681,6 +711,14 @@ void sandbox_kill(struct sandbox *sb)
 	/* G's death takes C (PDEATHSIG), whose death takes init, whose death empties the PID ns. */
 	if (sb->gw_pid > 0)
 		kill(sb->gw_pid, SIGKILL);
+	sb->killed = true;
+}
+
+void sandbox_release(struct sandbox *sb)
+{
+	if (sb->child_netns_fd >= 0)
+		close(sb->child_netns_fd);
+	sb->child_netns_fd = -1;
 }
 
 int sandbox_finish(struct sandbox *sb)
@@ -692,6 +730,8 @@ int sandbox_finish(struct sandbox *sb)
 	sb->gw_pidfd = -1;
 	if (sb->shared->setup_failed)
 		return EXIT_SETUP;
+	if (sb->killed)
+		return EXIT_SETUP;   /* the caller chose the exit code and said why */
 	if (st < 0 || !WIFEXITED(st)) {
 		log_error("the sandbox's gateway process died unexpectedly%s",
 			  st >= 0 && WIFSIGNALED(st) ? " (killed by a signal)" : "");

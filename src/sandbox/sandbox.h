@@ -34,12 +34,14 @@ struct sandbox_config {
 	int n_keep_fds;
 	sigset_t orig_mask;           /* the caller's signal mask, restored for the command */
 	sigset_t orig_ignored;        /* signals the caller had ignored; stay ignored for the command */
+	bool own_pgrp;                /* put the command in a process group of its own (see main.c) */
 };
 
 /* Written by G, C and init; read by P.  Lives in a shared anonymous mapping the command never has. */
 struct sandbox_shared {
 	volatile int setup_failed;    /* a setup step failed; its message was already printed */
-	volatile pid_t init_pid;      /* init's pid in P's PID namespace, 0 until it exists */
+	volatile pid_t init_pid;      /* init's pid in P's PID namespace; 0 before it exists and after */
+	volatile int cmd_started;     /* init has forked the command */
 };
 
 struct sandbox {
@@ -48,7 +50,10 @@ struct sandbox {
 	int gw_pidfd;                 /* readable when G exits */
 	int ctl_fd;                   /* SEQPACKET to G: socket factory */
 	int listen_fd[SB_NLISTEN];    /* transparent listeners in N1; -1 when not offered */
+	int child_netns_fd;           /* keeps N2 (and the veth) alive until the relay has drained */
 	struct sandbox_shared *shared;
+	bool killed;                  /* P killed the tree on purpose: G's death needs no message */
+	bool own_pgrp;                /* the command is not in P's process group */
 };
 
 /* Signals P forwards to the command. */
@@ -65,11 +70,14 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb);
 /* Ask G for a new UDP socket of @family created in N1.  Returns the fd or -errno. */
 int sandbox_n1_udp_socket(struct sandbox *sb, int family);
 
-/* Forward @sig to the command (through init). */
-void sandbox_forward_signal(struct sandbox *sb, int sig);
+/* Forward @sig to the command (through init).  Returns false when there is no command (yet). */
+bool sandbox_forward_signal(struct sandbox *sb, int sig);
 
 /* Kill the whole tree now (used when P itself must give up). */
 void sandbox_kill(struct sandbox *sb);
+
+/* Drop the reference to the child's network namespace (after the relay drained). */
+void sandbox_release(struct sandbox *sb);
 
 /* After gw_pidfd became readable: reap G and return childflow's exit code. */
 int sandbox_finish(struct sandbox *sb);

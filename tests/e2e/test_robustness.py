@@ -113,3 +113,112 @@ def cf_direct(world, sess, argv, cwd=None):
     """Run argv (which starts childflow itself) in the world's host netns, as root."""
     return subprocess.run(["ip", "netns", "exec", world.host] + argv, capture_output=True, timeout=20,
                           cwd=cwd or sess.work, stdin=subprocess.DEVNULL)
+
+
+# ---- found in review: terminal injection, process-group signals, setup signals, data at exit ----
+
+TIOCSTI_PROBE = r'''
+import fcntl, termios
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"#")
+    print("TIOCSTI-ALLOWED")
+except OSError as e:
+    print("TIOCSTI-REFUSED", e.errno)
+'''
+
+
+def test_command_cannot_inject_into_the_terminal(cf, sess):
+    """TIOCSTI would queue input for the caller's shell, to run outside the sandbox."""
+    from cfutil import BASE_ENV, Pty
+    argv = cf.argv(["--", "/usr/bin/python3", "-c", TIOCSTI_PROBE])
+    p = Pty(argv, cwd=sess.work, env=dict(BASE_ENV), owner=cf.runner.user)
+    try:
+        m = p.expect(rb"TIOCSTI-(ALLOWED|REFUSED) ?(\d*)", timeout=15)
+        assert m.group(1) == b"REFUSED", p.buf
+        assert m.group(2) == b"1", p.buf   # EPERM
+        assert p.wait(10) == 0
+    finally:
+        p.close()
+
+
+def test_group_kill_from_the_command_stays_inside(cf, sess):
+    """Started from a script (not a process-group leader, no terminal), kill(0) from the command
+    must not reach the script or its other children."""
+    script = ('sleep 30.31 & s=$!; "$0" -- sh -c "kill -TERM 0; sleep 5"; rc=$?; '
+              'if kill -0 $s 2>/dev/null; then echo SIBLING-ALIVE; kill $s; fi; echo RC=$rc')
+    r = cf.run(["-c", script, cf.bin], direct=True, timeout=30) if False else \
+        subprocess.run(cf.prefix() + ["sh", "-c", script, cf.bin], capture_output=True, timeout=30,
+                       cwd=sess.work, stdin=subprocess.DEVNULL, start_new_session=True)
+    out = r.stdout.decode()
+    assert r.returncode == 0, (r.returncode, out, r.stderr)
+    assert "SIBLING-ALIVE" in out, out
+    assert "RC=143" in out, out   # the command's own group got the TERM
+
+
+def test_signal_during_setup_is_never_lost(world, sess):
+    """SIGTERM at any moment of start-up: childflow ends with 143, never runs the command to exit 0."""
+    import os
+    import signal
+    import time
+    codes = []
+    for i in range(60):
+        p = subprocess.Popen(["ip", "netns", "exec", world.host, sess.bins["plain"], "--", "sleep", "3"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep((i % 12) * 0.0008)
+        os.kill(p.pid, signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise
+        err = p.stderr.read().decode()
+        p.stderr.close()
+        codes.append((p.returncode, err))
+    # 143, or killed by the TERM itself (-15) before childflow took over its signals: both are what
+    # the caller sees as 128+15, and neither ran the command to a normal exit.
+    bad = [c for c in codes if c[0] not in (143, -15) or c[1].strip()]
+    assert not bad, bad[:5]
+
+
+SINK = r'''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+print("ready", flush=True)
+for _ in range(int(sys.argv[3])):
+    c, _ = s.accept()
+    n, how = 0, "eof"
+    try:
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            n += len(d)
+    except ConnectionResetError:
+        how = "reset"
+    print(n, how, flush=True)
+    c.close()
+'''
+
+
+def test_data_written_just_before_exit_arrives(cf, world):
+    """Bytes still in flight when the command exits are delivered, then closed cleanly."""
+    ns = world.remote["remote1"]
+    addr = W.REMOTES["remote1"]["v4"]
+    rounds, size = 4, 20_000_000
+    sink = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", SINK, addr, "9100", str(rounds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert sink.stdout.readline().strip() == b"ready"
+        for _ in range(rounds):
+            r = cf.run(["--", "bash", "-c", f"head -c {size} /dev/zero > /dev/tcp/{addr}/9100"], timeout=30)
+            assert r.rc == 0, r
+            line = sink.stdout.readline().decode().split()
+            assert line == [str(size), "eof"], line
+    finally:
+        sink.kill()
+        sink.wait()
+        sink.stdout.close()
+        sink.stderr.close()
