@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 
 #include "util/log.h"
 
@@ -28,6 +30,7 @@ struct tcp_end {
 	struct tcp_flow *flow;
 	int fd;
 	bool readable, writable;
+	bool urgent;              /* EPOLLPRI seen: urgent data (MSG_OOB) may sit at the read mark */
 };
 
 struct tcp_dir {
@@ -35,6 +38,8 @@ struct tcp_dir {
 	size_t in_pipe;
 	bool eof;                 /* the source sent FIN */
 	bool shut;                /* FIN passed on to the destination */
+	bool urg_pending;         /* an urgent byte waits to be sent with MSG_OOB */
+	char urg_byte;
 	uint64_t bytes;
 };
 
@@ -148,6 +153,24 @@ void tcp_reap(struct relay *r)
 
 /* ---------- data movement ---------- */
 
+/*
+ * take_urgent() - splice() stops at TCP's urgent mark and makes no progress there (EAGAIN, or 0 once
+ * the peer has closed), so urgent data (telnet interrupts, FTP ABOR) would stall the flow or end it
+ * early.  With SO_OOBINLINE the urgent byte is readable in line: take it with recv() and send it on
+ * with MSG_OOB, so the far side sees urgent data too.  Returns true when a byte was taken.
+ */
+static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
+{
+	int at_mark = 0;
+
+	if (!src->urgent || ioctl(src->fd, SIOCATMARK, &at_mark) < 0 || !at_mark)
+		return false;
+	if (recv(src->fd, &dir->urg_byte, 1, MSG_DONTWAIT) != 1)
+		return false;
+	dir->urg_pending = true;
+	return true;
+}
+
 enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_NOPIPE, PUMP_CLOSED };
 
 static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t *budget)
@@ -178,6 +201,22 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			return PUMP_CLOSED;
 		}
 		pipe_put(r, dir->pipe);
+		if (dir->urg_pending) {
+			if (!dst->writable)
+				return PUMP_IDLE;
+			n = send(dst->fd, &dir->urg_byte, 1, MSG_OOB | MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n == 1) {
+				dir->urg_pending = false;
+				dir->bytes++;
+				continue;
+			}
+			if (n < 0 && errno == EAGAIN) {
+				dst->writable = false;
+				return PUMP_IDLE;
+			}
+			flow_close(r, f, true);
+			return PUMP_CLOSED;
+		}
 		if (dir->eof) {
 			if (!dir->shut) {
 				shutdown(dst->fd, SHUT_WR);
@@ -201,6 +240,8 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			*budget = (size_t)n >= *budget ? 0 : *budget - (size_t)n;
 			continue;
 		}
+		if ((n == 0 || errno == EAGAIN) && take_urgent(src, dir))
+			continue;
 		if (n == 0) {
 			dir->eof = true;
 			continue;
@@ -275,6 +316,7 @@ static int dial(const struct sockaddr_storage *dst, bool *connected)
 	if (fd < 0)
 		return -errno;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
 	*connected = connect(fd, (const struct sockaddr *)dst, len) == 0;
 	if (!*connected && errno != EINPROGRESS) {
 		int e = errno;
@@ -349,6 +391,7 @@ void tcp_accept(struct relay *r, int lfd)
 			continue;
 		}
 		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(c, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
 		f->dst = dst;
 		f->connecting = !connected;
 		for (int i = 0; i < 2; i++) {
@@ -366,7 +409,7 @@ void tcp_accept(struct relay *r, int lfd)
 		r->tcp_all = f;
 		r->n_tcp++;
 		r->stats.tcp_accepted++;
-		uint32_t ev = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+		uint32_t ev = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
 		if (relay_watch(r, c, ev, &f->end[0].ev) < 0 || relay_watch(r, up, ev, &f->end[1].ev) < 0) {
 			flow_close(r, f, true);
 			continue;
@@ -394,6 +437,8 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 			flow_close(r, f, true);
 			return;
 		}
+		if (events & EPOLLPRI)
+			e->urgent = true;
 		e->readable = true;
 		return;
 	}
@@ -407,8 +452,10 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 			return;
 		}
 	}
+	if (events & EPOLLPRI)
+		e->urgent = true;
 	/* HUP is learnt by the next splice(), which reports EOF or the error. */
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
 		e->readable = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		e->writable = true;

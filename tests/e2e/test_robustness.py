@@ -222,3 +222,48 @@ def test_data_written_just_before_exit_arrives(cf, world):
         sink.wait()
         sink.stdout.close()
         sink.stderr.close()
+
+
+OOB_SINK = r'''
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+print("ready", flush=True)
+c, _ = s.accept()
+c.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+data = b""
+while True:
+    d = c.recv(65536)
+    if not d:
+        break
+    data += d
+print(len(data), data[:7].decode(), flush=True)
+'''
+
+OOB_CLIENT = r'''
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+s.sendall(b"abc"); time.sleep(0.05)
+s.send(b"!", socket.MSG_OOB); time.sleep(0.05)
+s.sendall(b"def" * 1000)
+s.close()
+'''
+
+
+def test_urgent_data_passes_through(cf, world):
+    """TCP urgent data (telnet interrupt, FTP ABOR) neither stalls nor truncates the stream."""
+    ns = world.remote["remote1"]
+    addr = W.REMOTES["remote1"]["v4"]
+    sink = subprocess.Popen(["ip", "netns", "exec", ns, "/usr/bin/python3", "-c", OOB_SINK, addr, "9101"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        assert sink.stdout.readline().strip() == b"ready"
+        r = cf.run(["--"] + py(OOB_CLIENT, addr, "9101"), timeout=20)
+        assert r.rc == 0, r
+        assert sink.stdout.readline().decode().split() == ["3004", "abc!def"]
+    finally:
+        sink.kill()
+        sink.wait()
+        sink.stdout.close()
+        sink.stderr.close()
