@@ -63,6 +63,9 @@ static void record_inherited_fds(struct sandbox_config *cfg)
 			continue;
 		if (cfg->n_keep_fds < SANDBOX_MAX_KEEP_FDS)
 			cfg->keep_fds[cfg->n_keep_fds++] = (int)fd;
+		else
+			log_warn("more than %d inherited file descriptors: fd %ld will not reach the command",
+				 SANDBOX_MAX_KEEP_FDS, fd);
 	}
 	closedir(d);
 	qsort(cfg->keep_fds, (size_t)cfg->n_keep_fds, sizeof(int), cmp_int);

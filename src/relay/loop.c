@@ -86,6 +86,7 @@ static void default_limits(struct relay_limits *lim)
 		lim->max_udp = 4096;
 	lim->udp_idle_ms = 60000;
 	lim->pipe_size = 256 * 1024;
+	lim->max_pipes = 256;   /* 64 MiB of pipe buffers at most */
 }
 
 int relay_init(struct relay *r, struct sandbox *sb, int sigfd)

@@ -49,6 +49,7 @@ struct relay_limits {
 	unsigned int udp_idle_ms;     /* a UDP flow with no traffic this long is closed */
 	unsigned int pipe_size;       /* bytes per splice pipe */
 	unsigned int pipe_pool;       /* idle pipes kept for reuse */
+	unsigned int max_pipes;       /* pipes holding bytes at once (bounds kernel memory) */
 };
 
 struct relay_stats {
@@ -75,6 +76,7 @@ struct relay {
 	unsigned int n_tcp;
 	int (*pipes)[2];              /* idle pipe pool */
 	unsigned int n_pipes;
+	unsigned int pipes_in_use;
 
 	/* UDP */
 	struct udp_flow **udp_hash;

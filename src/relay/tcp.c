@@ -56,16 +56,27 @@ struct tcp_flow {
 
 /* ---------- pipe pool ---------- */
 
+/*
+ * pipe_get() - borrow a pipe for bytes in flight.  Pipes in use are capped (lim.max_pipes): a command
+ * whose flows never read would otherwise pin one pipe per flow direction, gigabytes of kernel memory
+ * for a root caller, whom the kernel's pipe-user-pages limits do not cover.  At the cap the bytes
+ * wait in the sockets (the caller retries).
+ */
 static int pipe_get(struct relay *r, int p[2])
 {
+	if (r->pipes_in_use >= r->lim.max_pipes)
+		return -ENOBUFS;
+	r->pipes_in_use++;
 	if (r->n_pipes > 0) {
 		r->n_pipes--;
 		p[0] = r->pipes[r->n_pipes][0];
 		p[1] = r->pipes[r->n_pipes][1];
 		return 0;
 	}
-	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+		r->pipes_in_use--;
 		return -errno;
+	}
 	/* Bigger pipes mean fewer splice() calls per byte; the kernel may cap it, which is fine. */
 	fcntl(p[1], F_SETPIPE_SZ, (int)r->lim.pipe_size);
 	return 0;
@@ -75,6 +86,7 @@ static void pipe_put(struct relay *r, int p[2])
 {
 	if (p[0] < 0)
 		return;
+	r->pipes_in_use--;
 	if (r->n_pipes < r->lim.pipe_pool) {
 		r->pipes[r->n_pipes][0] = p[0];
 		r->pipes[r->n_pipes][1] = p[1];
@@ -124,6 +136,7 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset)
 			/* A pipe with bytes left in it cannot be reused. */
 			close(f->dir[i].pipe[0]);
 			close(f->dir[i].pipe[1]);
+			r->pipes_in_use--;
 		} else {
 			pipe_put(r, f->dir[i].pipe);
 		}
@@ -228,9 +241,11 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
-		if (pipe_get(r, dir->pipe) < 0) {
-			/* Out of fds: the bytes wait in the kernel until a pipe frees up. */
-			relay_note_fd_shortage(r);
+		int pr = pipe_get(r, dir->pipe);
+		if (pr < 0) {
+			/* Out of fds or at the cap: the bytes wait in the kernel until a pipe frees up. */
+			if (pr != -ENOBUFS)
+				relay_note_fd_shortage(r);
 			return PUMP_NOPIPE;
 		}
 		n = splice(src->fd, NULL, dir->pipe[1], NULL, r->lim.pipe_size,
