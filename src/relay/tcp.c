@@ -391,6 +391,8 @@ void tcp_accept(struct relay *r, int lfd)
 		bool connected = false;
 		int up = dial(&dst, &connected);
 		if (up < 0) {
+			if (up == -EMFILE || up == -ENFILE)
+				relay_pause_accept(r);   /* more would fail the same way */
 			log_debug("upstream connect failed at once: %s", strerror(-up));
 			r->stats.tcp_failed++;
 			reset_fd(c);
