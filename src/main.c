@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/signalfd.h>
 
 #include "cli/cli.h"
@@ -39,6 +41,13 @@ static int refuse_unimplemented(const struct cli_options *o)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
 	return -1;
+}
+
+/* Wait for every remaining descendant handed to us as subreaper (they are dying by PDEATHSIG). */
+static void reap_orphans(void)
+{
+	while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+		;
 }
 
 static int cmp_int(const void *a, const void *b)
@@ -171,8 +180,15 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
-	if (sandbox_start(&cfg, &sb) < 0)
+	/*
+	 * Orphans of the sandbox (C and init, when G is killed) become our children, so we can wait
+	 * for every one of them before exiting instead of leaving zombies to the host's init.
+	 */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	if (sandbox_start(&cfg, &sb) < 0) {
+		reap_orphans();
 		return EXIT_SETUP;
+	}
 	log_debug("sandbox ready; relaying");
 	raise_fd_limit();
 	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -180,6 +196,7 @@ int main(int argc, char **argv)
 		log_error("cannot start the relay: %s", strerror(errno));
 		sandbox_kill(&sb);
 		sandbox_finish(&sb);
+		reap_orphans();
 		return EXIT_SETUP;
 	}
 	code = relay_run(&relay);
@@ -187,5 +204,6 @@ int main(int argc, char **argv)
 	relay_free(&relay);
 	sandbox_release(&sb);
 	close(sigfd);
+	reap_orphans();
 	return code;
 }
