@@ -81,6 +81,7 @@ struct relay {
 	/* UDP */
 	struct udp_flow **udp_hash;
 	unsigned int udp_buckets;
+	uint32_t udp_seed;
 	struct udp_flow *udp_lru_head, *udp_lru_tail;
 	struct udp_flow *udp_dead;    /* closed during this epoll batch; freed after it */
 	unsigned int n_udp;

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 
 #include "util/log.h"
 
@@ -83,11 +84,14 @@ static uint32_t hash_endpoint(uint32_t h, const struct sockaddr_storage *s)
 static unsigned int bucket(struct relay *r, const struct sockaddr_storage *child,
 			   const struct sockaddr_storage *dst)
 {
-	return hash_endpoint(hash_endpoint(2166136261u, child), dst) % r->udp_buckets;
+	/* Seeded per run: the command chooses both endpoints and must not be able to aim at one chain. */
+	return hash_endpoint(hash_endpoint(2166136261u ^ r->udp_seed, child), dst) % r->udp_buckets;
 }
 
 int udp_init(struct relay *r)
 {
+	if (getrandom(&r->udp_seed, sizeof(r->udp_seed), 0) != (ssize_t)sizeof(r->udp_seed))
+		r->udp_seed = (uint32_t)relay_now_ms() ^ (uint32_t)getpid();
 	r->udp_buckets = 4096;
 	r->udp_hash = calloc(r->udp_buckets, sizeof(struct udp_flow *));
 	/* Room for one batch of maximum-size datagrams; pages are only touched as datagrams need them. */
@@ -197,8 +201,6 @@ static struct udp_flow *flow_new(struct relay *r, const struct sockaddr_storage 
 	struct udp_flow *f;
 	int cfd, hfd;
 
-	if (r->n_udp >= r->lim.max_udp && r->udp_lru_head)
-		flow_free(r, r->udp_lru_head);
 	cfd = gateway_socket(r, child, dst);
 	if (cfd < 0) {
 		log_debug("cannot create a UDP reply socket: %s", strerror(-cfd));
@@ -218,6 +220,9 @@ static struct udp_flow *flow_new(struct relay *r, const struct sockaddr_storage 
 		close(hfd);
 		return NULL;
 	}
+	/* Only now that the new flow exists does the least recently used one make room for it. */
+	if (r->n_udp >= r->lim.max_udp && r->udp_lru_head)
+		flow_free(r, r->udp_lru_head);
 	f->ev_child.kind = EV_UDP_CHILD;
 	f->ev_host.kind = EV_UDP_HOST;
 	f->child_fd = cfd;
