@@ -186,6 +186,18 @@ static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
 
 enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_NOPIPE, PUMP_CLOSED };
 
+/* A write to @dst made no progress: wait for EPOLLOUT, or (EPIPE, ECONNRESET) the destination is gone
+ * and the source learns it by a reset. */
+static enum pump_result write_stalled(struct relay *r, struct tcp_flow *f, struct tcp_end *dst)
+{
+	if (errno == EAGAIN) {
+		dst->writable = false;
+		return PUMP_IDLE;
+	}
+	flow_close(r, f, true);
+	return PUMP_CLOSED;
+}
+
 static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t *budget)
 {
 	struct tcp_dir *dir = &f->dir[d];
@@ -205,13 +217,7 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			}
 			if (n < 0 && errno == EINTR)
 				continue;
-			if (n < 0 && errno == EAGAIN) {
-				dst->writable = false;
-				return PUMP_IDLE;
-			}
-			/* The destination is gone (EPIPE, ECONNRESET): the source learns it by a reset. */
-			flow_close(r, f, true);
-			return PUMP_CLOSED;
+			return write_stalled(r, f, dst);
 		}
 		pipe_put(r, dir->pipe);
 		if (dir->urg_pending) {
@@ -223,12 +229,9 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 				dir->bytes++;
 				continue;
 			}
-			if (n < 0 && errno == EAGAIN) {
-				dst->writable = false;
-				return PUMP_IDLE;
-			}
-			flow_close(r, f, true);
-			return PUMP_CLOSED;
+			if (n < 0 && errno == EINTR)
+				continue;
+			return write_stalled(r, f, dst);
 		}
 		if (dir->eof) {
 			if (!dir->shut) {
