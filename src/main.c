@@ -16,6 +16,8 @@
 #include <sys/signalfd.h>
 
 #include "cli/cli.h"
+#include "connect/direct.h"
+#include "ctx.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
 #include "util/log.h"
@@ -126,12 +128,39 @@ static void raise_fd_limit(void)
 	}
 }
 
+/* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
+static int run(struct ctx *c, int sigfd)
+{
+	const struct backend_ops *be = c->be.ops;
+	struct relay *relay = NULL;
+	int code, r;
+
+	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
+	if ((r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
+	    (r = relay_new(&relay, c, sigfd)) < 0 ||
+	    (r = relay_observe(relay, &flow_debug_observer)) < 0) {
+		log_error("cannot start the relay: %s", strerror(-r));
+		relay_free(relay);
+		policy_free(&c->policy);
+		be->kill(c->be.b);
+		be->finish(c->be.b);
+		be->release(c->be.b);
+		return EXIT_SETUP;
+	}
+	code = relay_run(relay);
+	log_debug("command finished: exit code %d", code);
+	relay_free(relay);
+	policy_free(&c->policy);
+	be->release(c->be.b);
+	return code;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_options opt;
 	struct sandbox_config cfg;
 	struct sandbox sb;
-	struct relay relay;
+	struct ctx c;
 	char err[CLI_ERR_MAX];
 	sigset_t fwd;
 	int sigfd, code;
@@ -191,18 +220,18 @@ int main(int argc, char **argv)
 	}
 	log_debug("sandbox ready; relaying");
 	raise_fd_limit();
+	memset(&c, 0, sizeof(c));
+	c.be = sandbox_backend(&sb);
 	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (sigfd < 0 || relay_init(&relay, &sb, sigfd) < 0) {
+	if (sigfd < 0) {
 		log_error("cannot start the relay: %s", strerror(errno));
-		sandbox_kill(&sb);
-		sandbox_finish(&sb);
+		c.be.ops->kill(c.be.b);
+		c.be.ops->finish(c.be.b);
+		c.be.ops->release(c.be.b);
 		reap_orphans();
 		return EXIT_SETUP;
 	}
-	code = relay_run(&relay);
-	log_debug("command finished: exit code %d", code);
-	relay_free(&relay);
-	sandbox_release(&sb);
+	code = run(&c, sigfd);
 	close(sigfd);
 	reap_orphans();
 	return code;

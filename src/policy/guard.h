@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "sandbox/netplan.h"
+#include "backend/netplan.h"
 
 enum guard_verdict {
 	GUARD_ALLOW = 0,

@@ -1,8 +1,18 @@
 /* SPDX-License-Identifier: MIT */
-/* relay/loop — the epoll loop that drives listeners, flows, signals and the sandbox's lifetime. */
-#include "relay/relay.h"
+/*
+ * relay/loop — the epoll loop that drives listeners, flows, signals and the backend's lifetime.
+ *
+ * States of the loop:
+ *   RELAYING  listeners armed (disarmed for ACCEPT_PAUSE_MS when fds run out), flows move
+ *   DRAINING  the command's tree has exited (lifetime fd readable): the listeners are swept one last
+ *             time and removed, flows finish what the child sent, for at most DRAIN_MS; a signal
+ *             ends the drain at once
+ *   DONE      the loop returns the backend's exit code
+ */
+#include "relay/internal.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -15,7 +25,6 @@
 
 #define SWEEP_MS 1000
 #define ACCEPT_PAUSE_MS 100
-#define PIPE_RETRY_MS 10
 #define DRAIN_MS 2000    /* after the command exits, bytes in flight get this long to leave */
 
 uint64_t relay_now_ms(void)
@@ -35,11 +44,11 @@ int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src)
 
 static void arm_tcp_listeners(struct relay *r, uint32_t events)
 {
-	for (int i = SB_TCP4; i <= SB_TCP6; i++) {
+	for (int i = BE_TCP4; i <= BE_TCP6; i++) {
 		struct epoll_event ev = { .events = events, .data.ptr = &r->ev_listen[i] };
 
-		if (r->sb->listen_fd[i] >= 0)
-			epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->sb->listen_fd[i], &ev);
+		if (r->listen_fd[i] >= 0)
+			epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->listen_fd[i], &ev);
 	}
 }
 
@@ -54,78 +63,128 @@ void relay_pause_accept(struct relay *r)
 		return;
 	r->accept_paused_until = r->now_ms + ACCEPT_PAUSE_MS;
 	arm_tcp_listeners(r, 0);
-	relay_note_fd_shortage(r);
+	relay_shortage(r, SHORT_FDS);
 }
 
-/* One warning per 10 s at most: a hostile command must not be able to flood the terminal. */
-void relay_note_fd_shortage(struct relay *r)
+/*
+ * relay_shortage() - a table or the fd budget ran out.  Told once per run and kind (a hostile command
+ * must not be able to flood the terminal; the log never blocks, see util/log.c), counted always.
+ */
+void relay_shortage(struct relay *r, enum shortage s)
 {
-	if (!r->last_fd_warning || r->now_ms - r->last_fd_warning >= 10000) {
-		r->last_fd_warning = r->now_ms;
-		log_warn("out of file descriptors (%u connections open); traffic waits for some to close",
-			 r->n_tcp);
-	}
+	static const char *const what[SHORT_N] = {
+		[SHORT_FDS] = "out of file descriptors",
+		[SHORT_TCP] = "too many TCP connections open",
+		[SHORT_UDP] = "too many active UDP flows",
+		[SHORT_CONNECTING] = "too many TCP connects pending upstream",
+	};
+
+	if (r->shortage_told[s])
+		return;
+	r->shortage_told[s] = true;
+	log_warn("%s (%u TCP, %u UDP flows; limits %u, %u): new flows wait or are refused",
+		 what[s], r->n_tcp, r->n_udp, r->lim.max_tcp, r->lim.max_udp);
 }
 
-/* Size the tables from the fd budget: a TCP flow holds two sockets, plus pipes while busy. */
+static unsigned int clampu(unsigned long v, unsigned int lo, unsigned int hi)
+{
+	return v < lo ? lo : v > hi ? hi : (unsigned int)v;
+}
+
+void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds)
+{
+	unsigned long avail, pipe_fds, udp_fds;
+
+	memset(lim, 0, sizeof(*lim));
+	lim->fds = clampu(fds, 0, 1u << 30);
+	lim->reserve = 64;
+	avail = fds > 256 + lim->reserve ? fds - lim->reserve : 256;
+	lim->max_pipes = clampu(avail / 16, 4, 256);  /* 64 MiB of pipe buffers at most */
+	lim->pipe_pool = clampu(lim->max_pipes / 4, 1, 64);
+	pipe_fds = 2ul * (lim->max_pipes + lim->pipe_pool);
+	lim->max_udp = clampu(avail / 8, 8, 4096);
+	udp_fds = 2ul * lim->max_udp;
+	lim->max_tcp = clampu(avail > pipe_fds + udp_fds ? (avail - pipe_fds - udp_fds) / 2 : 0, 16, 65536);
+	lim->max_connecting = clampu(lim->max_tcp / 4, 8, 4096);
+	lim->connect_ms = 60000;
+	lim->udp_idle_ms = 60000;
+	lim->udp_keep_ms = 2000;
+	lim->udp_pending = 256;
+	lim->pipe_size = 256 * 1024;
+}
+
 static void default_limits(struct relay_limits *lim)
 {
 	struct rlimit rl;
-	rlim_t fds = 1024;
+	unsigned long fds = 1024;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
-		fds = rl.rlim_cur;
-	/* Two sockets per flow; pipes are borrowed only while bytes are in flight (and wait for a free
-	 * fd rather than failing the flow), plus room for listeners, the pool and UDP. */
-	lim->pipe_pool = 64;
-	lim->max_tcp = fds > 512 ? (unsigned int)((fds - 64 - 2 * (rlim_t)lim->pipe_pool) / 2) : 32;
-	if (lim->max_tcp > 200000)
-		lim->max_tcp = 200000;
-	lim->max_udp = fds > 256 ? (unsigned int)(fds / 8) : 16;
-	if (lim->max_udp > 4096)
-		lim->max_udp = 4096;
-	lim->udp_idle_ms = 60000;
-	lim->pipe_size = 256 * 1024;
-	lim->max_pipes = 256;   /* 64 MiB of pipe buffers at most */
+		fds = (unsigned long)rl.rlim_cur;
+	relay_limits_from_fds(lim, fds);
 }
 
-int relay_init(struct relay *r, struct sandbox *sb, int sigfd)
+static int relay_setup(struct relay *r)
 {
-	int err;
+	struct ctx *c = r->c;
+	const struct backend_ops *be = c->be.ops;
+	int err, fd;
 
-	memset(r, 0, sizeof(*r));
-	r->sb = sb;
-	r->sigfd = sigfd;
-	r->now_ms = relay_now_ms();
-	r->udp_next_sweep = r->now_ms + SWEEP_MS;
-	default_limits(&r->lim);
 	r->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (r->epfd < 0)
 		return -errno;
-	r->pipes = calloc(r->lim.pipe_pool, sizeof(*r->pipes));
-	if (!r->pipes)
-		return -ENOMEM;
-	if ((err = udp_init(r)) < 0)
+	if ((err = tcp_init(r)) < 0 || (err = udp_init(r)) < 0)
 		return err;
-	if ((err = guard_init(&r->guard, &sb->net)) < 0)
-		return err;
-
-	for (int i = 0; i < SB_NLISTEN; i++) {
-		if (sb->listen_fd[i] < 0)
+	for (int i = 0; i < BE_NLISTEN; i++) {
+		r->listen_fd[i] = be->listener(c->be.b, (enum be_listener)i);
+		if (r->listen_fd[i] < 0)
 			continue;
-		r->ev_listen[i].kind = (i == SB_TCP4 || i == SB_TCP6) ? EV_TCP_LISTEN : EV_UDP_LISTEN;
+		r->ev_listen[i].kind = (i == BE_TCP4 || i == BE_TCP6) ? EV_TCP_LISTEN : EV_UDP_LISTEN;
 		r->ev_listen[i].index = i;
-		if ((err = relay_watch(r, sb->listen_fd[i], EPOLLIN, &r->ev_listen[i])) < 0)
+		if ((err = relay_watch(r, r->listen_fd[i], EPOLLIN, &r->ev_listen[i])) < 0)
 			return err;
 	}
 	r->ev_signal.kind = EV_SIGNAL;
-	r->ev_gateway.kind = EV_GATEWAY;
-	r->ev_guard.kind = EV_GUARD;
-	if ((err = relay_watch(r, sigfd, EPOLLIN, &r->ev_signal)) < 0 ||
-	    (err = relay_watch(r, sb->gw_pidfd, EPOLLIN, &r->ev_gateway)) < 0 ||
-	    (err = relay_watch(r, guard_fd(&r->guard), EPOLLIN, &r->ev_guard)) < 0)
+	r->ev_lifetime.kind = EV_LIFETIME;
+	r->ev_ctl.kind = EV_BACKEND_CTL;
+	r->ev_policy.kind = EV_POLICY;
+	if ((err = relay_watch(r, r->sigfd, EPOLLIN, &r->ev_signal)) < 0 ||
+	    (err = relay_watch(r, be->lifetime_fd(c->be.b), EPOLLIN, &r->ev_lifetime)) < 0 ||
+	    (err = relay_watch(r, policy_fd(&c->policy), EPOLLIN, &r->ev_policy)) < 0)
+		return err;
+	fd = be->ctl_fd(c->be.b);
+	if (fd >= 0 && (err = relay_watch(r, fd, EPOLLIN, &r->ev_ctl)) < 0)
 		return err;
 	return 0;
+}
+
+int relay_new(struct relay **rp, struct ctx *c, int sigfd)
+{
+	struct relay *r = calloc(1, sizeof(*r));
+	int err;
+
+	*rp = NULL;
+	if (!r)
+		return -ENOMEM;
+	r->c = c;
+	r->sigfd = sigfd;
+	r->epfd = -1;
+	for (int i = 0; i < BE_NLISTEN; i++)
+		r->listen_fd[i] = -1;
+	r->now_ms = relay_now_ms();
+	r->next_sweep = r->now_ms + SWEEP_MS;
+	default_limits(&r->lim);
+	if ((err = relay_setup(r)) < 0) {
+		relay_free(r);
+		return err;
+	}
+	c->relay = r;
+	*rp = r;
+	return 0;
+}
+
+int relay_observe(struct relay *r, const struct flow_observer *o)
+{
+	return flow_observe(&r->hub, o);
 }
 
 static void on_signal(struct relay *r)
@@ -134,61 +193,63 @@ static void on_signal(struct relay *r)
 
 	while (read(r->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		int sig = (int)si.ssi_signo;
+		int err;
 
-		bool terminating = sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT;
-
-		if (r->gateway_gone)
-			continue;
-		if (!r->sb->shared->cmd_started) {
-			/* No command yet (from a terminal or not): a terminating signal ends the setup. */
-			if (terminating && !r->abort_sig) {
-				r->abort_sig = sig;
-				sandbox_kill(r->sb);
-			}
+		if (r->command_gone) {
+			/* A second Ctrl-C (or any terminating signal) cuts the drain short. */
+			if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT)
+				r->done = true;
 			continue;
 		}
-		/* From the terminal (SI_KERNEL): the command got it too if it shares our group. */
-		if (si.ssi_code == SI_KERNEL && !r->sb->own_pgrp)
-			continue;
-		sandbox_forward_signal(r->sb, sig);
+		err = r->c->be.ops->signal(r->c->be.b, sig, si.ssi_code == SI_KERNEL);
+		if (err < 0)
+			log_debug("signal %d could not be passed to the command: %s", sig, strerror(-err));
 	}
 }
 
 /*
- * start_drain() - the command has exited.  What it wrote before exiting may still sit in the gateway
- * sockets or in P's pipes: stop accepting and let open flows finish for a moment, then stop.
+ * start_drain() - the command has exited.  What it wrote before exiting may still sit in the
+ * interception sockets or in P's pipes: take what the listeners still hold, stop accepting, and let
+ * open flows finish for a moment.
  */
 static void start_drain(struct relay *r)
 {
-	r->gateway_gone = true;
+	r->command_gone = true;
 	r->drain_until = r->now_ms + DRAIN_MS;
-	for (int i = 0; i < SB_NLISTEN; i++)
-		if (r->sb->listen_fd[i] >= 0)
-			epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->sb->listen_fd[i], NULL);
-	if (r->abort_sig)
-		r->done = true;
+	r->exit_code = r->c->be.ops->finish(r->c->be.b);
+	for (int i = 0; i < BE_NLISTEN; i++) {
+		if (r->listen_fd[i] < 0)
+			continue;
+		if (i == BE_TCP4 || i == BE_TCP6)
+			tcp_accept(r, r->listen_fd[i]);
+		else
+			udp_listener_event(r, r->listen_fd[i]);
+		epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->listen_fd[i], NULL);
+	}
+	epoll_ctl(r->epfd, EPOLL_CTL_DEL, r->c->be.ops->lifetime_fd(r->c->be.b), NULL);
 }
 
 static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 {
 	switch (src->kind) {
 	case EV_TCP_LISTEN:
-		tcp_accept(r, r->sb->listen_fd[src->index]);
+		tcp_accept(r, r->listen_fd[src->index]);
 		break;
 	case EV_UDP_LISTEN:
-		udp_listener_event(r, r->sb->listen_fd[src->index]);
+		udp_listener_event(r, r->listen_fd[src->index]);
 		break;
 	case EV_SIGNAL:
 		on_signal(r);
 		break;
-	case EV_GATEWAY:
-		r->exit_code = sandbox_finish(r->sb);
-		if (r->abort_sig)
-			r->exit_code = 128 + r->abort_sig;
+	case EV_LIFETIME:
 		start_drain(r);
 		break;
-	case EV_GUARD:
-		guard_on_notify(&r->guard);
+	case EV_BACKEND_CTL:
+		if (r->c->be.ops->on_ctl(r->c->be.b))
+			udp_retry_pending(r);
+		break;
+	case EV_POLICY:
+		policy_on_notify(&r->c->policy);
 		break;
 	case EV_TCP_END:
 		tcp_event(r, src, events);
@@ -205,45 +266,45 @@ int relay_run(struct relay *r)
 	struct epoll_event evs[256];
 
 	while (!r->done) {
-		int timeout = r->tcp_ready ? (r->pipe_starved ? PIPE_RETRY_MS : 0)
-				: r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
+		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
 
-		if (r->gateway_gone && timeout > 50)
+		if (r->command_gone && timeout > 50)
 			timeout = 50;
 		int n = epoll_wait(r->epfd, evs, 256, timeout);
 
 		if (n < 0 && errno != EINTR) {
 			log_error("event loop failed: %s", strerror(errno));
-			sandbox_kill(r->sb);
-			r->exit_code = sandbox_finish(r->sb);
+			r->c->be.ops->kill(r->c->be.b);
+			if (!r->command_gone)
+				r->c->be.ops->finish(r->c->be.b);
 			return EXIT_SETUP;
 		}
 		r->now_ms = relay_now_ms();
 		for (int i = 0; i < n; i++) {
 			struct ev_src *src = evs[i].data.ptr;
 
-			/* Flows are freed while handling earlier events of the same batch; the gateway
-			 * exit is handled last so a closing batch is not misread. */
-			if (src->kind == EV_GATEWAY)
+			/* Flows are freed while handling earlier events of the same batch; the end of the
+			 * command is handled last so a closing batch is not misread. */
+			if (src->kind == EV_LIFETIME)
 				continue;
 			dispatch(r, src, evs[i].events);
 		}
 		for (int i = 0; i < n; i++)
-			if (((struct ev_src *)evs[i].data.ptr)->kind == EV_GATEWAY)
+			if (((struct ev_src *)evs[i].data.ptr)->kind == EV_LIFETIME && !r->command_gone)
 				dispatch(r, evs[i].data.ptr, evs[i].events);
-		r->pipe_starved = false;
 		tcp_run_ready(r);
-		if (r->now_ms >= r->udp_next_sweep) {
+		if (r->now_ms >= r->next_sweep) {
+			tcp_sweep(r);
 			udp_sweep(r);
-			r->udp_next_sweep = r->now_ms + SWEEP_MS;
+			r->next_sweep = r->now_ms + SWEEP_MS;
 		}
 		tcp_reap(r);
 		udp_reap(r);
-		if (r->accept_paused_until && r->now_ms >= r->accept_paused_until && !r->gateway_gone) {
+		if (r->accept_paused_until && r->now_ms >= r->accept_paused_until && !r->command_gone) {
 			r->accept_paused_until = 0;
 			arm_tcp_listeners(r, EPOLLIN);
 		}
-		if (r->gateway_gone && (tcp_drained(r) || r->now_ms >= r->drain_until))
+		if (r->command_gone && (tcp_drained(r) || r->now_ms >= r->drain_until))
 			r->done = true;
 	}
 	return r->exit_code;
@@ -251,12 +312,13 @@ int relay_run(struct relay *r)
 
 void relay_free(struct relay *r)
 {
+	if (!r)
+		return;
 	tcp_close_all(r);
 	udp_close_all(r);
-	guard_free(&r->guard);
-	free(r->pipes);
-	r->pipes = NULL;
 	if (r->epfd >= 0)
 		close(r->epfd);
-	r->epfd = -1;
+	if (r->c && r->c->relay == r)
+		r->c->relay = NULL;
+	free(r);
 }

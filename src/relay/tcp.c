@@ -1,15 +1,31 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * relay/tcp — TCP flows: accept from the gateway, dial upstream, splice both ways.
+ * relay/tcp — TCP flows: begin from the child's connection, connect through a connector, splice.
  *
- * A flow has two ends (0: the child's connection in N1, 1: P's upstream socket) and two directions
- * (dir[d] moves bytes from end[d] to end[!d]).  Sockets are edge-triggered, so each end remembers
+ * A flow has two ends (0: the child's connection in the interception namespace, 1: P's upstream
+ * socket) and two directions (dir[d] moves bytes from end[d] to end[!d]).
+ *
+ * States of a flow:
+ *   CONNECTING  tcp_flow_begin() asked the policy and started the route's connector on end[1]; its
+ *               events go to the connector's step().  The child's socket may not be adopted yet
+ *               (a flow begun from a SYN); its events only mark it readable or reset the flow.
+ *               Bounded in time (connector timeout or lim.connect_ms) and in number
+ *               (lim.max_connecting: the oldest yields to a new one).
+ *   SPLICING    the connector said READY: bytes move both ways.
+ *   CLOSED      flow_close(): sockets closed (with a reset when it failed), the record ended and
+ *               observed; freed after the current epoll batch.
+ *
+ * Events within SPLICING, per direction: the source is readable / at EOF (FIN) / reset; the
+ * destination is writable / stalled / gone.  Sockets are edge-triggered, so each end remembers
  * whether it is readable/writable until a syscall says EAGAIN.  A direction borrows a pipe from the
- * pool only while bytes are in flight, so thousands of idle flows cost two sockets each.  EOF on one
- * side becomes shutdown(SHUT_WR) on the other once the pipe is drained (half-close); a reset or a
- * write error resets both sides (close with SO_LINGER 0 sends RST).
+ * pool only while bytes are in flight and only when its destination can take bytes, so thousands of
+ * idle or stalled flows cost two sockets each; when no pipe can be had (the cap, or no fds), it copies
+ * through one shared scratch buffer instead (recv MSG_PEEK, send, then drop exactly what was sent),
+ * so pipes pinned by stalled flows never stop the others.  EOF on one side becomes shutdown(SHUT_WR)
+ * on the other once the pipe is drained (half-close); a reset or a write error resets both sides
+ * (close with SO_LINGER 0 sends RST).  Urgent data passes through with MSG_OOB.
  */
-#include "relay/relay.h"
+#include "relay/internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +40,9 @@
 #include "util/log.h"
 
 #define TCP_BUDGET (4u << 20)   /* bytes one flow may move before others get a turn */
+#define SCRATCH_SIZE (64u << 10)
+
+enum tcp_state { TCP_CONNECTING, TCP_SPLICING };
 
 struct tcp_end {
 	struct ev_src ev;         /* kind EV_TCP_END, index = 0 or 1 */
@@ -44,23 +63,38 @@ struct tcp_dir {
 };
 
 struct tcp_flow {
+	struct flow_record rec;
 	struct tcp_end end[2];
 	struct tcp_dir dir[2];
-	bool connecting;
+	enum tcp_state state;
+	const struct connector *conn;
+	uint64_t deadline_ms;     /* CONNECTING: fail with ETIMEDOUT then */
+	struct tcp_flow *cnewer, *colder;   /* the connecting list */
 	bool dead;                /* closed; freed after the current epoll batch */
 	bool ready;               /* on r->tcp_ready */
 	struct tcp_flow *next_ready;
 	struct tcp_flow *prev, *next;
-	struct sockaddr_storage dst;
+	_Alignas(16) unsigned char cstate[];   /* the connector's state_size bytes */
 };
+
+#define EV_ALL (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
+
+int tcp_init(struct relay *r)
+{
+	r->pipes = calloc(r->lim.pipe_pool, sizeof(*r->pipes));
+	r->scratch = malloc(SCRATCH_SIZE);
+	if (!r->pipes || !r->scratch)
+		return -ENOMEM;
+	return 0;
+}
 
 /* ---------- pipe pool ---------- */
 
 /*
  * pipe_get() - borrow a pipe for bytes in flight.  Pipes in use are capped (lim.max_pipes): a command
  * whose flows never read would otherwise pin one pipe per flow direction, gigabytes of kernel memory
- * for a root caller, whom the kernel's pipe-user-pages limits do not cover.  At the cap the bytes
- * wait in the sockets (the caller retries).
+ * for a root caller, whom the kernel's pipe-user-pages limits do not cover.
+ * Return: 0, -ENOBUFS at the cap, or -errno (EMFILE...).
  */
 static int pipe_get(struct relay *r, int p[2])
 {
@@ -120,12 +154,44 @@ static void flow_unready(struct relay *r, struct tcp_flow *f)
 	f->ready = false;
 }
 
-/* Close the flow; with @reset, both peers see a reset instead of an orderly close. */
-static void flow_close(struct relay *r, struct tcp_flow *f, bool reset)
+static void connecting_unlink(struct relay *r, struct tcp_flow *f)
 {
-	log_debug("closing a TCP flow%s (%llu bytes up, %llu down)", reset ? " with a reset" : "",
-		  (unsigned long long)f->dir[0].bytes, (unsigned long long)f->dir[1].bytes);
+	if (f->cnewer)
+		f->cnewer->colder = f->colder;
+	else
+		r->conn_new = f->colder;
+	if (f->colder)
+		f->colder->cnewer = f->cnewer;
+	else
+		r->conn_old = f->cnewer;
+	f->cnewer = f->colder = NULL;
+	r->n_connecting--;
+}
+
+static void connecting_link(struct relay *r, struct tcp_flow *f)
+{
+	f->colder = r->conn_new;
+	f->cnewer = NULL;
+	if (r->conn_new)
+		r->conn_new->cnewer = f;
+	else
+		r->conn_old = f;
+	r->conn_new = f;
+	r->n_connecting++;
+}
+
+/*
+ * flow_close() - end the flow.  With @reset both peers see a reset instead of an orderly close.
+ * @outcome and @err go to the life record (an outcome set earlier wins).
+ */
+static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flow_outcome outcome, int err)
+{
 	flow_unready(r, f);
+	if (f->state == TCP_CONNECTING) {
+		connecting_unlink(r, f);
+		if (f->conn && f->conn->ops->abort)
+			f->conn->ops->abort(f->cstate);
+	}
 	for (int i = 0; i < 2; i++) {
 		if (f->end[i].fd >= 0) {
 			if (reset)
@@ -148,6 +214,9 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset)
 	if (f->next)
 		f->next->prev = f->prev;
 	r->n_tcp--;
+	f->rec.bytes_up = f->dir[0].bytes;
+	f->rec.bytes_down = f->dir[1].bytes;
+	flow_end(&r->hub, &f->rec, outcome, err);
 	/* epoll may still hold events for this flow in the batch being handled: free it later. */
 	f->dead = true;
 	f->next = r->tcp_dead;
@@ -170,7 +239,7 @@ void tcp_reap(struct relay *r)
  * take_urgent() - splice() stops at TCP's urgent mark and makes no progress there (EAGAIN, or 0 once
  * the peer has closed), so urgent data (telnet interrupts, FTP ABOR) would stall the flow or end it
  * early.  With SO_OOBINLINE the urgent byte is readable in line: take it with recv() and send it on
- * with MSG_OOB, so the far side sees urgent data too.  Returns true when a byte was taken.
+ * with MSG_OOB, so the far side sees urgent data too.  Return: true when a byte was taken.
  */
 static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
 {
@@ -184,24 +253,90 @@ static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
 	return true;
 }
 
-enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_NOPIPE, PUMP_CLOSED };
+enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED, PUMP_AGAIN };
 
-/* A write to @dst made no progress: wait for EPOLLOUT, or (EPIPE, ECONNRESET) the destination is gone
- * and the source learns it by a reset. */
-static enum pump_result write_stalled(struct relay *r, struct tcp_flow *f, struct tcp_end *dst)
+/* Which side a failure of end @i is (for the record). */
+static enum flow_outcome reset_outcome(int i)
+{
+	return i == 0 ? FLOW_RESET_CHILD : FLOW_RESET_UP;
+}
+
+/* A write to end @di made no progress: wait for EPOLLOUT, or (EPIPE, ECONNRESET) the destination is
+ * gone and the source learns it by a reset. */
+static enum pump_result write_stalled(struct relay *r, struct tcp_flow *f, int di)
 {
 	if (errno == EAGAIN) {
-		dst->writable = false;
+		f->end[di].writable = false;
 		return PUMP_IDLE;
 	}
-	flow_close(r, f, true);
+	flow_close(r, f, true, reset_outcome(di), errno);
 	return PUMP_CLOSED;
+}
+
+/*
+ * read_ended() - a read from the source made no progress (@n is 0 or -1 with errno).  Takes an
+ * urgent byte, notes EOF or EAGAIN, or passes a reset on.  Return: PUMP_AGAIN to go on, or
+ * PUMP_CLOSED.
+ */
+static enum pump_result read_ended(struct relay *r, struct tcp_flow *f, int d, ssize_t n)
+{
+	struct tcp_end *src = &f->end[d];
+	struct tcp_dir *dir = &f->dir[d];
+
+	if ((n == 0 || errno == EAGAIN) && take_urgent(src, dir))
+		return PUMP_AGAIN;
+	if (n == 0) {
+		dir->eof = true;
+		return PUMP_AGAIN;
+	}
+	if (errno == EINTR)
+		return PUMP_AGAIN;
+	if (errno == EAGAIN) {
+		src->readable = false;
+		return PUMP_AGAIN;
+	}
+	/* The source was reset (ECONNRESET) or failed: pass the reset on. */
+	flow_close(r, f, true, reset_outcome(d), errno);
+	return PUMP_CLOSED;
+}
+
+/*
+ * copy_once() - move bytes without a pipe, through the shared scratch buffer: peek, send, then drop
+ * from the source exactly what the destination took.  Nothing stays in user space between calls.
+ */
+static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, size_t *budget)
+{
+	struct tcp_end *src = &f->end[d];
+	struct tcp_dir *dir = &f->dir[d];
+	size_t want = *budget < SCRATCH_SIZE ? *budget : SCRATCH_SIZE;
+	ssize_t n = recv(src->fd, r->scratch, want, MSG_PEEK | MSG_DONTWAIT);
+	ssize_t m;
+
+	if (n <= 0)
+		return read_ended(r, f, d, n);
+	m = send(f->end[!d].fd, r->scratch, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (m <= 0) {
+		if (m == 0)
+			errno = EAGAIN;
+		return write_stalled(r, f, !d);
+	}
+	if (recv(src->fd, NULL, (size_t)m, MSG_TRUNC | MSG_DONTWAIT) != m) {
+		/* The peeked bytes cannot vanish from a socket only we read; if they did, the stream
+		 * would be corrupt: end it. */
+		flow_close(r, f, true, reset_outcome(d), EIO);
+		return PUMP_CLOSED;
+	}
+	dir->bytes += (uint64_t)m;
+	r->stats.copied += (uint64_t)m;
+	*budget = (size_t)m >= *budget ? 0 : *budget - (size_t)m;
+	return PUMP_AGAIN;
 }
 
 static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t *budget)
 {
 	struct tcp_dir *dir = &f->dir[d];
 	struct tcp_end *src = &f->end[d], *dst = &f->end[!d];
+	enum pump_result pr;
 	ssize_t n;
 
 	for (;;) {
@@ -217,7 +352,7 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			}
 			if (n < 0 && errno == EINTR)
 				continue;
-			return write_stalled(r, f, dst);
+			return write_stalled(r, f, !d);
 		}
 		pipe_put(r, dir->pipe);
 		if (dir->urg_pending) {
@@ -231,7 +366,7 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			}
 			if (n < 0 && errno == EINTR)
 				continue;
-			return write_stalled(r, f, dst);
+			return write_stalled(r, f, !d);
 		}
 		if (dir->eof) {
 			if (!dir->shut) {
@@ -240,16 +375,21 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			}
 			return PUMP_IDLE;
 		}
-		if (!src->readable)
+		/* Nothing to read, or nowhere to put it: borrow nothing. */
+		if (!src->readable || !dst->writable)
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
-		int pr = pipe_get(r, dir->pipe);
-		if (pr < 0) {
-			/* Out of fds or at the cap: the bytes wait in the kernel until a pipe frees up. */
-			if (pr != -ENOBUFS)
-				relay_note_fd_shortage(r);
-			return PUMP_NOPIPE;
+		int pg = pipe_get(r, dir->pipe);
+		if (pg < 0) {
+			/* At the cap or out of fds: copy instead, so that flows holding pipes (stalled
+			 * ones) never stop the others. */
+			if (pg != -ENOBUFS)
+				relay_shortage(r, SHORT_FDS);
+			pr = copy_once(r, f, d, budget);
+			if (pr != PUMP_AGAIN)
+				return pr;
+			continue;
 		}
 		n = splice(src->fd, NULL, dir->pipe[1], NULL, r->lim.pipe_size,
 			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -258,21 +398,9 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			*budget = (size_t)n >= *budget ? 0 : *budget - (size_t)n;
 			continue;
 		}
-		if ((n == 0 || errno == EAGAIN) && take_urgent(src, dir))
-			continue;
-		if (n == 0) {
-			dir->eof = true;
-			continue;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN) {
-			src->readable = false;
-			continue;
-		}
-		/* The source was reset (ECONNRESET) or failed: pass the reset on. */
-		flow_close(r, f, true);
-		return PUMP_CLOSED;
+		pr = read_ended(r, f, d, n);
+		if (pr != PUMP_AGAIN)
+			return pr;
 	}
 }
 
@@ -281,7 +409,7 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 {
 	bool more = false;
 
-	if (f->connecting)
+	if (f->state != TCP_SPLICING)
 		return;
 	/* Each direction has its own budget, so a bulk upload cannot starve the replies. */
 	for (int d = 0; d < 2; d++) {
@@ -292,13 +420,9 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 			return;
 		if (pr == PUMP_BUDGET)
 			more = true;
-		if (pr == PUMP_NOPIPE) {
-			more = true;
-			r->pipe_starved = true;
-		}
 	}
 	if (f->dir[0].shut && f->dir[1].shut) {
-		flow_close(r, f, false);
+		flow_close(r, f, false, FLOW_OK, 0);
 		return;
 	}
 	if (more && !f->ready) {
@@ -325,117 +449,198 @@ void tcp_run_ready(struct relay *r)
 
 /* ---------- connection setup ---------- */
 
-static int dial(const struct sockaddr_storage *dst, bool *connected)
+static void set_want(struct relay *r, struct tcp_flow *f, uint32_t want)
 {
-	socklen_t len = dst->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	int one = 1;
-	int fd = socket(dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct epoll_event ev = { .events = want | EPOLLRDHUP | EPOLLPRI | EPOLLET, .data.ptr = &f->end[1].ev };
 
-	if (fd < 0)
-		return -errno;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
-	*connected = connect(fd, (const struct sockaddr *)dst, len) == 0;
-	if (!*connected && errno != EINPROGRESS) {
-		int e = errno;
-
-		close(fd);
-		return -e;
-	}
-	return fd;
+	epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev);
 }
 
-static void connect_done(struct relay *r, struct tcp_flow *f)
+/* The connector said READY: from now on both ends splice. */
+static void connect_ready(struct relay *r, struct tcp_flow *f)
 {
-	int err = 0;
-	socklen_t len = sizeof(err);
+	struct epoll_event ev = { .events = EV_ALL, .data.ptr = &f->end[1].ev };
 
-	if (getsockopt(f->end[1].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err) {
-		log_debug("upstream connect failed: %s", strerror(err));
-		r->stats.tcp_failed++;
-		flow_close(r, f, true);
-		return;
-	}
-	f->connecting = false;
+	connecting_unlink(r, f);
+	f->state = TCP_SPLICING;
 	f->end[1].writable = true;
 	f->end[1].readable = true;
+	if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0) {
+		flow_close(r, f, true, FLOW_NO_RESOURCES, errno);
+		return;
+	}
+	if (f->end[0].fd >= 0)
+		flow_pump(r, f);
+}
+
+static void connect_failed(struct relay *r, struct tcp_flow *f, enum flow_outcome o, int err)
+{
+	log_debug("upstream connect to flow %llu failed: %s", (unsigned long long)f->rec.id, strerror(err));
+	r->stats.tcp_failed++;
+	flow_close(r, f, true, o, err);
+}
+
+static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st, uint32_t want, int err)
+{
+	switch (st) {
+	case CONN_READY:
+		connect_ready(r, f);
+		break;
+	case CONN_FAILED:
+		connect_failed(r, f, FLOW_UP_FAILED, err);
+		break;
+	case CONN_MORE:
+		set_want(r, f, want);
+		break;
+	}
+}
+
+static void flow_link(struct relay *r, struct tcp_flow *f)
+{
+	f->next = r->tcp_all;
+	if (r->tcp_all)
+		r->tcp_all->prev = f;
+	r->tcp_all = f;
+	r->n_tcp++;
+}
+
+/* A flow the policy or the tables refuse: a record that opens and closes at once. */
+static void record_refusal(struct relay *r, const struct sockaddr_storage *child,
+			   const struct sockaddr_storage *dst, const char *why, enum flow_outcome o, int err)
+{
+	struct flow_record rec;
+
+	flow_begin(&r->hub, &rec, FLOW_TCP, child, dst);
+	rec.rule = why;
+	flow_opened(&r->hub, &rec);
+	flow_end(&r->hub, &rec, o, err);
+}
+
+/*
+ * tcp_flow_begin() - a child wants @dst: decide, and start the route's connector.
+ * The child's socket is adopted with tcp_flow_adopt() (at once after accept(), or later for a flow
+ * begun from a SYN).  Return: the flow, or NULL when it is refused (recorded; the caller resets the
+ * child's connection).
+ */
+static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_storage *child,
+				       const struct sockaddr_storage *dst)
+{
+	struct policy_query q = { .proto = POL_TCP, .dst = (const struct sockaddr *)dst };
+	struct policy_verdict v = policy_decide(&r->c->policy, &q);
+	const struct connector *conn;
+	struct tcp_flow *f;
+	enum conn_step st;
+	uint32_t want = EPOLLOUT;
+	int err = 0, up = -1;
+
+	if (v.action == POL_DENY) {
+		log_debug("refusing a TCP connection: %s", v.reason);
+		r->stats.tcp_denied++;
+		record_refusal(r, child, dst, v.reason, FLOW_DENIED, EACCES);
+		return NULL;
+	}
+	if (r->n_tcp >= r->lim.max_tcp) {
+		relay_shortage(r, SHORT_TCP);
+		r->stats.tcp_full++;
+		record_refusal(r, child, dst, "too many connections", FLOW_NO_RESOURCES, ENOBUFS);
+		return NULL;
+	}
+	conn = &r->c->route[v.action];
+	if (!conn->ops) {
+		record_refusal(r, child, dst, "no connector for the route", FLOW_NO_RESOURCES, ENOSYS);
+		return NULL;
+	}
+	/* Connects that never complete (a blackholed destination) must not fill the table: the oldest
+	 * pending one yields to the new one. */
+	if (r->n_connecting >= r->lim.max_connecting && r->conn_old) {
+		relay_shortage(r, SHORT_CONNECTING);
+		r->stats.tcp_yielded++;
+		connect_failed(r, r->conn_old, FLOW_EVICTED, ETIMEDOUT);
+	}
+	f = calloc(1, sizeof(*f) + (conn->ops->state_size <= CONN_STATE_MAX ? conn->ops->state_size : 0));
+	if (!f || conn->ops->state_size > CONN_STATE_MAX) {
+		free(f);
+		record_refusal(r, child, dst, "out of memory", FLOW_NO_RESOURCES, ENOMEM);
+		return NULL;
+	}
+	flow_begin(&r->hub, &f->rec, FLOW_TCP, child, dst);
+	f->rec.route = conn->ops->name;
+	f->rec.rule = v.reason;
+	f->conn = conn;
+	for (int i = 0; i < 2; i++) {
+		f->end[i].ev.kind = EV_TCP_END;
+		f->end[i].ev.index = i;
+		f->end[i].flow = f;
+		f->end[i].fd = -1;
+		f->dir[i].pipe[0] = f->dir[i].pipe[1] = -1;
+	}
+	f->state = TCP_CONNECTING;
+	f->deadline_ms = r->now_ms + (conn->ops->timeout_ms ? conn->ops->timeout_ms : r->lim.connect_ms);
+	flow_link(r, f);
+	connecting_link(r, f);
+	flow_opened(&r->hub, &f->rec);
+	r->stats.tcp_accepted++;
+
+	struct conn_req rq = { .f = &f->rec, .dst = dst, .dst_name = f->rec.dst_name };
+	st = conn->ops->start(f->cstate, conn->cfg, &rq, &up, &want, &err);
+	if (st == CONN_FAILED) {
+		if (err == EMFILE || err == ENFILE)
+			relay_pause_accept(r);   /* more would fail the same way */
+		connect_failed(r, f, err == EMFILE || err == ENFILE ? FLOW_NO_RESOURCES : FLOW_UP_FAILED, err);
+		return NULL;
+	}
+	f->end[1].fd = up;
+	if ((err = relay_watch(r, up, want | EPOLLRDHUP | EPOLLPRI | EPOLLET, &f->end[1].ev)) < 0) {
+		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
+		return NULL;
+	}
+	if (st == CONN_READY)
+		connect_ready(r, f);
+	return f->dead ? NULL : f;
+}
+
+/* tcp_flow_adopt() - attach the child's accepted socket @c to @f.  Return: 0, or -errno (closed). */
+static int tcp_flow_adopt(struct relay *r, struct tcp_flow *f, int c)
+{
+	int one = 1, err;
+
+	if (setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    setsockopt(c, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) < 0) {
+		err = errno;
+		close(c);
+		flow_close(r, f, true, FLOW_NO_RESOURCES, err);
+		return -err;
+	}
+	f->end[0].fd = c;
+	f->end[0].readable = f->end[0].writable = true;
+	if ((err = relay_watch(r, c, EV_ALL, &f->end[0].ev)) < 0) {
+		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
+		return err;
+	}
 	flow_pump(r, f);
+	return 0;
 }
 
 void tcp_accept(struct relay *r, int lfd)
 {
 	for (int burst = 0; burst < 64; burst++) {
-		struct sockaddr_storage dst = { 0 };
-		socklen_t dlen = sizeof(dst);
-		int one = 1;
-		int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage child = { 0 }, dst = { 0 };
+		socklen_t clen = sizeof(child), dlen = sizeof(dst);
+		struct tcp_flow *f;
+		int c = accept4(lfd, (struct sockaddr *)&child, &clen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (c < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
 				relay_pause_accept(r);
 			return;
 		}
-		if (getsockname(c, (struct sockaddr *)&dst, &dlen) < 0) {
+		if (getsockname(c, (struct sockaddr *)&dst, &dlen) < 0 ||
+		    !(f = tcp_flow_begin(r, &child, &dst))) {
 			reset_fd(c);
 			close(c);
 			continue;
 		}
-		enum guard_verdict v = guard_check(&r->guard, (struct sockaddr *)&dst);
-		if (v != GUARD_ALLOW || r->n_tcp >= r->lim.max_tcp) {
-			log_debug("refusing a TCP connection: %s",
-				  v != GUARD_ALLOW ? guard_reason(v) : "too many connections");
-			r->stats.tcp_refused++;
-			reset_fd(c);
-			close(c);
-			continue;
-		}
-		bool connected = false;
-		int up = dial(&dst, &connected);
-		if (up < 0) {
-			if (up == -EMFILE || up == -ENFILE)
-				relay_pause_accept(r);   /* more would fail the same way */
-			log_debug("upstream connect failed at once: %s", strerror(-up));
-			r->stats.tcp_failed++;
-			reset_fd(c);
-			close(c);
-			continue;
-		}
-		struct tcp_flow *f = calloc(1, sizeof(*f));
-		if (!f) {
-			reset_fd(c);
-			close(c);
-			reset_fd(up);
-			close(up);
-			continue;
-		}
-		setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		setsockopt(c, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one));
-		f->dst = dst;
-		f->connecting = !connected;
-		for (int i = 0; i < 2; i++) {
-			f->end[i].ev.kind = EV_TCP_END;
-			f->end[i].ev.index = i;
-			f->end[i].flow = f;
-			f->dir[i].pipe[0] = f->dir[i].pipe[1] = -1;
-		}
-		f->end[0].fd = c;
-		f->end[1].fd = up;
-		f->end[0].readable = f->end[0].writable = true;
-		f->next = r->tcp_all;
-		if (r->tcp_all)
-			r->tcp_all->prev = f;
-		r->tcp_all = f;
-		r->n_tcp++;
-		r->stats.tcp_accepted++;
-		uint32_t ev = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
-		if (relay_watch(r, c, ev, &f->end[0].ev) < 0 || relay_watch(r, up, ev, &f->end[1].ev) < 0) {
-			flow_close(r, f, true);
-			continue;
-		}
-		if (connected)
-			connect_done(r, f);
+		tcp_flow_adopt(r, f, c);
 	}
 }
 
@@ -446,15 +651,18 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 
 	if (f->dead)
 		return;
-	if (f->connecting) {
+	if (f->state == TCP_CONNECTING) {
 		if (src->index == 1) {
-			if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-				connect_done(r, f);
+			uint32_t want = EPOLLOUT;
+			int err = 0;
+			enum conn_step st = f->conn->ops->step(f->cstate, e->fd, events, &want, &err);
+
+			connect_step(r, f, st, want, err);
 			return;
 		}
 		/* The child gave up (reset) before the upstream answered. */
 		if (events & (EPOLLERR | EPOLLHUP)) {
-			flow_close(r, f, true);
+			flow_close(r, f, true, FLOW_RESET_CHILD, ECONNRESET);
 			return;
 		}
 		if (events & EPOLLPRI)
@@ -468,7 +676,7 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 		socklen_t len = sizeof(err);
 
 		if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
-			flow_close(r, f, true);
+			flow_close(r, f, true, reset_outcome(src->index), err);
 			return;
 		}
 	}
@@ -480,6 +688,22 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		e->writable = true;
 	flow_pump(r, f);
+}
+
+/* Connects past their deadline fail with ETIMEDOUT (the child sees a reset until the SYN gate). */
+void tcp_sweep(struct relay *r)
+{
+	struct tcp_flow *f = r->conn_old;
+
+	while (f) {
+		struct tcp_flow *newer = f->cnewer;
+
+		if (r->now_ms >= f->deadline_ms) {
+			r->stats.tcp_timeouts++;
+			connect_failed(r, f, FLOW_UP_TIMEOUT, ETIMEDOUT);
+		}
+		f = newer;
+	}
 }
 
 /* After the command exited: has everything the child sent been passed upstream?  Nothing can come
@@ -496,12 +720,19 @@ void tcp_close_all(struct relay *r)
 {
 	/* A flow whose upstream direction is finished closes normally, so the kernel still delivers
 	 * what its socket holds; anything else is cut short and learns it by a reset. */
-	while (r->tcp_all)
-		flow_close(r, r->tcp_all, !r->tcp_all->dir[0].shut);
+	while (r->tcp_all) {
+		bool done = r->tcp_all->dir[0].shut;
+
+		flow_close(r, r->tcp_all, !done, done ? FLOW_OK : FLOW_CUT_AT_EXIT, 0);
+	}
 	tcp_reap(r);
 	for (unsigned int i = 0; i < r->n_pipes; i++) {
 		close(r->pipes[i][0]);
 		close(r->pipes[i][1]);
 	}
 	r->n_pipes = 0;
+	free(r->pipes);
+	r->pipes = NULL;
+	free(r->scratch);
+	r->scratch = NULL;
 }

@@ -2,21 +2,28 @@
 /*
  * relay/udp — UDP flows keyed by (child address, original destination).
  *
- * The first datagram of a flow arrives on the transparent listener with IP(V6)_ORIGDSTADDR.  P then
- * asks the gateway agent for a socket created in N1, binds it (transparently) to the original
- * destination and connects it to the child: later datagrams of the flow are delivered to that socket
- * directly, and replies written to it reach the child from the address it dialled.  A host-side socket
- * connected to the destination carries the flow upstream.  Flows expire after an idle timeout; the
- * table is capped and evicts the least recently used flow.
+ * The first datagram of a flow arrives on the transparent listener with IP(V6)_ORIGDSTADDR.  The
+ * policy decides; P then takes a socket created in the interception namespace from the backend's
+ * pool, binds it (transparently) to the original destination and connects it to the child: later
+ * datagrams of the flow are delivered to that socket directly, and replies written to it reach the
+ * child from the address it dialled.  A host-side socket connected to the destination carries the
+ * flow upstream.  When the pool is empty (a burst of new flows), the first datagram waits in a
+ * bounded queue until the backend's refill arrives; the loop never waits for it.
+ *
+ * States of a flow: PENDING (first datagram queued, no flow yet) -> OPEN (both sockets) -> CLOSED
+ * (idle for udp_idle_ms, evicted, or at exit).  The table is capped; when it is full, the least
+ * recently used flow is evicted only if it has been quiet for udp_keep_ms, so a spray of new flows
+ * cannot push out the tree's active ones (the new flow's datagram is dropped instead).
  */
-#include "relay/relay.h"
+#include "relay/internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
+
+#include <sodium.h>
 
 #include "util/log.h"
 
@@ -24,17 +31,26 @@
 #define UDP_BURST 64        /* datagrams taken from the listener per event */
 #define UDP_BATCH 32        /* datagrams moved per recvmmsg()/sendmmsg() pair on a flow */
 #define UDP_BATCHES 4       /* batches per event before other sockets get a turn */
+#define UDP_PENDING_BYTES (4u << 20)
 
 struct udp_flow {
-	struct ev_src ev_child;   /* EV_UDP_CHILD: the N1 socket, connected to the child */
+	struct flow_record rec;
+	struct ev_src ev_child;   /* EV_UDP_CHILD: the interception socket, connected to the child */
 	struct ev_src ev_host;    /* EV_UDP_HOST: the host socket, connected to the destination */
 	int child_fd, host_fd;
-	struct sockaddr_storage child, dst;
+	unsigned int bucket;
 	uint64_t last_ms;
 	bool dead;                /* closed; freed after the current epoll batch */
 	struct udp_flow *hnext;
 	struct udp_flow *lprev, *lnext;
-	uint64_t bytes_out, bytes_in;
+};
+
+/* A first datagram waiting for an interception-side socket. */
+struct udp_pending {
+	struct udp_pending *next;
+	struct sockaddr_storage child, dst;
+	size_t len;
+	unsigned char data[];
 };
 
 #define flow_of(ptr, member) ((struct udp_flow *)((char *)(ptr) - offsetof(struct udp_flow, member)))
@@ -58,40 +74,42 @@ static bool same_endpoint(const struct sockaddr_storage *a, const struct sockadd
 	return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16);
 }
 
-static uint32_t hash_endpoint(uint32_t h, const struct sockaddr_storage *s)
+/* Address and port of @s into @out; Return: bytes written (6 or 18). */
+static size_t endpoint_bytes(const struct sockaddr_storage *s, unsigned char *out)
 {
-	const unsigned char *p;
-	size_t n;
-
 	if (s->ss_family == AF_INET) {
 		const struct sockaddr_in *a = (const void *)s;
 
-		p = (const unsigned char *)&a->sin_addr;
-		n = 4;
-		h = (h ^ a->sin_port) * 16777619u;
-	} else {
-		const struct sockaddr_in6 *a = (const void *)s;
-
-		p = a->sin6_addr.s6_addr;
-		n = 16;
-		h = (h ^ a->sin6_port) * 16777619u;
+		memcpy(out, &a->sin_addr, 4);
+		memcpy(out + 4, &a->sin_port, 2);
+		return 6;
 	}
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ p[i]) * 16777619u;
-	return h;
+	const struct sockaddr_in6 *a = (const void *)s;
+	memcpy(out, &a->sin6_addr, 16);
+	memcpy(out + 16, &a->sin6_port, 2);
+	return 18;
 }
 
-static unsigned int bucket(struct relay *r, const struct sockaddr_storage *child,
+/* SipHash-2-4 with a key random per run: the command chooses both endpoints and must not be able to
+ * aim at one chain. */
+static unsigned int bucket(const struct relay *r, const struct sockaddr_storage *child,
 			   const struct sockaddr_storage *dst)
 {
-	/* Seeded per run: the command chooses both endpoints and must not be able to aim at one chain. */
-	return hash_endpoint(hash_endpoint(2166136261u ^ r->udp_seed, child), dst) % r->udp_buckets;
+	unsigned char in[36], out[crypto_shorthash_BYTES];
+	size_t n = endpoint_bytes(child, in);
+	uint64_t h;
+
+	n += endpoint_bytes(dst, in + n);
+	crypto_shorthash(out, in, n, (const unsigned char *)r->udp_key);
+	memcpy(&h, out, sizeof(h));
+	return (unsigned int)(h % r->udp_buckets);
 }
 
 int udp_init(struct relay *r)
 {
-	if (getrandom(&r->udp_seed, sizeof(r->udp_seed), 0) != (ssize_t)sizeof(r->udp_seed))
-		r->udp_seed = (uint32_t)relay_now_ms() ^ (uint32_t)getpid();
+	if (sodium_init() < 0)
+		return -EIO;
+	randombytes_buf(r->udp_key, sizeof(r->udp_key));
 	r->udp_buckets = 4096;
 	r->udp_hash = calloc(r->udp_buckets, sizeof(struct udp_flow *));
 	/* Room for one batch of maximum-size datagrams; pages are only touched as datagrams need them. */
@@ -134,11 +152,9 @@ static void touch(struct relay *r, struct udp_flow *f)
 	}
 }
 
-static void flow_free(struct relay *r, struct udp_flow *f)
+static void flow_free(struct relay *r, struct udp_flow *f, enum flow_outcome o, int err)
 {
-	unsigned int b = bucket(r, &f->child, &f->dst);
-
-	for (struct udp_flow **pp = &r->udp_hash[b]; *pp; pp = &(*pp)->hnext) {
+	for (struct udp_flow **pp = &r->udp_hash[f->bucket]; *pp; pp = &(*pp)->hnext) {
 		if (*pp == f) {
 			*pp = f->hnext;
 			break;
@@ -148,6 +164,7 @@ static void flow_free(struct relay *r, struct udp_flow *f)
 	close(f->child_fd);
 	close(f->host_fd);
 	r->n_udp--;
+	flow_end(&r->hub, &f->rec, o, err);
 	f->dead = true;
 	f->hnext = r->udp_dead;
 	r->udp_dead = f;
@@ -167,80 +184,224 @@ static struct udp_flow *flow_find(struct relay *r, const struct sockaddr_storage
 				  const struct sockaddr_storage *dst)
 {
 	for (struct udp_flow *f = r->udp_hash[bucket(r, child, dst)]; f; f = f->hnext)
-		if (same_endpoint(&f->child, child) && same_endpoint(&f->dst, dst))
+		if (same_endpoint(&f->rec.child, child) && same_endpoint(&f->rec.dst, dst))
 			return f;
 	return NULL;
 }
 
-/* The gateway-side socket: bound to the destination, connected to the child. */
-static int gateway_socket(struct relay *r, const struct sockaddr_storage *child,
-			  const struct sockaddr_storage *dst)
+/* Bind the interception-side socket @fd to the destination and connect it to the child. */
+static int place_child_socket(int fd, const struct sockaddr_storage *child, const struct sockaddr_storage *dst)
 {
 	int one = 1;
 	int fam = dst->ss_family;
-	int fd = sandbox_n1_udp_socket(r->sb, fam);
 
-	if (fd < 0)
-		return fd;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (setsockopt(fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
 		       fam == AF_INET ? IP_TRANSPARENT : IPV6_TRANSPARENT, &one, sizeof(one)) < 0 ||
 	    bind(fd, (const struct sockaddr *)dst, sa_len(dst)) < 0 ||
-	    connect(fd, (const struct sockaddr *)child, sa_len(child)) < 0) {
-		int e = errno;
-
-		close(fd);
-		return -e;
-	}
-	return fd;
+	    connect(fd, (const struct sockaddr *)child, sa_len(child)) < 0)
+		return -errno;
+	return 0;
 }
 
-static struct udp_flow *flow_new(struct relay *r, const struct sockaddr_storage *child,
-				 const struct sockaddr_storage *dst)
+/* Is there room for one more flow?  Evicts the least recently used one if it has been quiet. */
+static bool make_room(struct relay *r)
 {
-	struct udp_flow *f;
-	int cfd, hfd;
+	struct udp_flow *old = r->udp_lru_head;
 
-	cfd = gateway_socket(r, child, dst);
-	if (cfd < 0) {
-		log_debug("cannot create a UDP reply socket: %s", strerror(-cfd));
+	if (r->n_udp < r->lim.max_udp)
+		return true;
+	if (old && r->now_ms - old->last_ms >= r->lim.udp_keep_ms) {
+		r->stats.udp_evicted++;
+		flow_free(r, old, FLOW_EVICTED, 0);
+		return true;
+	}
+	relay_shortage(r, SHORT_UDP);
+	r->stats.udp_full++;
+	return false;
+}
+
+/*
+ * flow_new() - open the flow for a first datagram, with @cfd from the backend's pool.
+ * Return: the flow, or NULL (the datagram is dropped, @cfd is closed, the record says why).
+ */
+static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr_storage *child,
+				 const struct sockaddr_storage *dst, const char *rule)
+{
+	struct udp_flow *f = calloc(1, sizeof(*f));
+	int err = 0, hfd = -1;
+
+	if (!f) {
+		close(cfd);
 		return NULL;
+	}
+	flow_begin(&r->hub, &f->rec, FLOW_UDP, child, dst);
+	f->rec.route = "direct";
+	f->rec.rule = rule;
+	f->child_fd = cfd;
+	if ((err = place_child_socket(cfd, child, dst)) < 0) {
+		log_debug("cannot place a UDP reply socket: %s", strerror(-err));
+		goto fail;
 	}
 	hfd = socket(dst->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (hfd < 0 || connect(hfd, (const struct sockaddr *)dst, sa_len(dst)) < 0) {
-		log_debug("cannot open a UDP flow upstream: %s", strerror(errno));
-		if (hfd >= 0)
-			close(hfd);
-		close(cfd);
-		return NULL;
+		err = -errno;
+		log_debug("cannot open a UDP flow upstream: %s", strerror(-err));
+		goto fail;
 	}
-	f = calloc(1, sizeof(*f));
-	if (!f) {
-		close(cfd);
-		close(hfd);
-		return NULL;
+	if (!make_room(r)) {
+		err = -ENOBUFS;
+		goto fail;
 	}
-	/* Only now that the new flow exists does the least recently used one make room for it. */
-	if (r->n_udp >= r->lim.max_udp && r->udp_lru_head)
-		flow_free(r, r->udp_lru_head);
 	f->ev_child.kind = EV_UDP_CHILD;
 	f->ev_host.kind = EV_UDP_HOST;
-	f->child_fd = cfd;
 	f->host_fd = hfd;
-	f->child = *child;
-	f->dst = *dst;
-	unsigned int b = bucket(r, child, dst);
-	f->hnext = r->udp_hash[b];
-	r->udp_hash[b] = f;
+	f->bucket = bucket(r, child, dst);
+	f->hnext = r->udp_hash[f->bucket];
+	r->udp_hash[f->bucket] = f;
 	lru_append(r, f);
 	f->last_ms = r->now_ms;
 	r->n_udp++;
 	r->stats.udp_flows++;
-	if (relay_watch(r, cfd, EPOLLIN, &f->ev_child) < 0 || relay_watch(r, hfd, EPOLLIN, &f->ev_host) < 0) {
-		flow_free(r, f);
+	flow_opened(&r->hub, &f->rec);
+	if ((err = relay_watch(r, cfd, EPOLLIN, &f->ev_child)) < 0 ||
+	    (err = relay_watch(r, hfd, EPOLLIN, &f->ev_host)) < 0) {
+		flow_free(r, f, FLOW_NO_RESOURCES, -err);
 		return NULL;
 	}
 	return f;
+fail:
+	if (err == -EMFILE || err == -ENFILE)
+		relay_shortage(r, SHORT_FDS);
+	r->stats.udp_dropped++;
+	if (hfd >= 0)
+		close(hfd);
+	close(cfd);
+	flow_opened(&r->hub, &f->rec);
+	flow_end(&r->hub, &f->rec, FLOW_NO_RESOURCES, -err);
+	free(f);
+	return NULL;
+}
+
+static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf, size_t n)
+{
+	ssize_t w = send(f->host_fd, buf, n, MSG_DONTWAIT);
+
+	touch(r, f);
+	if (w == (ssize_t)n) {
+		f->rec.bytes_up += n;
+		f->rec.pkts_up++;
+	} else {
+		r->stats.udp_dropped++;
+	}
+}
+
+static bool queue_pending(struct relay *r, const struct sockaddr_storage *child,
+			  const struct sockaddr_storage *dst, const void *buf, size_t n)
+{
+	struct udp_pending *p;
+
+	if (r->n_pending >= r->lim.udp_pending || n > UDP_PENDING_BYTES / r->lim.udp_pending)
+		return false;
+	p = malloc(sizeof(*p) + n);
+	if (!p)
+		return false;
+	p->next = NULL;
+	p->child = *child;
+	p->dst = *dst;
+	p->len = n;
+	memcpy(p->data, buf, n);
+	if (r->pend_tail)
+		r->pend_tail->next = p;
+	else
+		r->pend_head = p;
+	r->pend_tail = p;
+	r->n_pending++;
+	return true;
+}
+
+/*
+ * start_flow() - a datagram with no flow yet.  Return: 1 handled (sent, queued or dropped and
+ * recorded), 0 when the pool is empty and the datagram must wait.
+ */
+static int start_flow(struct relay *r, const struct sockaddr_storage *child,
+		      const struct sockaddr_storage *dst, const void *buf, size_t n)
+{
+	struct policy_query q = { .proto = POL_UDP, .dst = (const struct sockaddr *)dst };
+	struct policy_verdict v = policy_decide(&r->c->policy, &q);
+	struct udp_flow *f;
+	int cfd;
+
+	if (v.action == POL_DENY) {
+		struct flow_record rec;
+
+		log_debug("dropping UDP to a denied destination: %s", v.reason);
+		r->stats.udp_denied++;
+		flow_begin(&r->hub, &rec, FLOW_UDP, child, dst);
+		rec.rule = v.reason;
+		flow_opened(&r->hub, &rec);
+		flow_end(&r->hub, &rec, FLOW_DENIED, EACCES);
+		return 1;
+	}
+	cfd = r->c->be.ops->ns_socket(r->c->be.b, dst->ss_family == AF_INET6 ? BE_SOCK_UDP6 : BE_SOCK_UDP4);
+	if (cfd == -EAGAIN)
+		return 0;
+	if (cfd < 0) {
+		if (cfd == -EMFILE || cfd == -ENFILE)
+			relay_shortage(r, SHORT_FDS);
+		log_debug("no UDP reply socket: %s", strerror(-cfd));
+		r->stats.udp_dropped++;
+		return 1;
+	}
+	f = flow_new(r, cfd, child, dst, v.reason);
+	if (f)
+		first_datagram(r, f, buf, n);
+	return 1;
+}
+
+/* Datagrams for a destination whose flow is being opened: the earlier ones came first. */
+static struct udp_pending *pending_for(struct relay *r, const struct sockaddr_storage *child,
+				       const struct sockaddr_storage *dst)
+{
+	for (struct udp_pending *p = r->pend_head; p; p = p->next)
+		if (same_endpoint(&p->child, child) && same_endpoint(&p->dst, dst))
+			return p;
+	return NULL;
+}
+
+/* Handle one datagram from the listener. */
+static void listener_datagram(struct relay *r, const struct sockaddr_storage *child,
+			      const struct sockaddr_storage *dst, const void *buf, size_t n)
+{
+	struct udp_flow *f = flow_find(r, child, dst);
+
+	if (f) {
+		first_datagram(r, f, buf, n);
+		return;
+	}
+	/* Keep the order of a flow's datagrams: behind its queued first one, or first in line. */
+	if ((r->pend_head && pending_for(r, child, dst)) || !start_flow(r, child, dst, buf, n)) {
+		if (!queue_pending(r, child, dst, buf, n))
+			r->stats.udp_dropped++;
+	}
+}
+
+void udp_retry_pending(struct relay *r)
+{
+	while (r->pend_head) {
+		struct udp_pending *p = r->pend_head;
+		struct udp_flow *f = flow_find(r, &p->child, &p->dst);
+
+		if (f)
+			first_datagram(r, f, p->data, p->len);
+		else if (!start_flow(r, &p->child, &p->dst, p->data, p->len))
+			return;   /* the pool ran dry again: wait for the next refill */
+		r->pend_head = p->next;
+		if (!r->pend_head)
+			r->pend_tail = NULL;
+		r->n_pending--;
+		free(p);
+	}
 }
 
 static bool orig_dst(struct msghdr *m, struct sockaddr_storage *dst)
@@ -275,29 +436,15 @@ void udp_listener_event(struct relay *r, int lfd)
 			return;
 		if (!orig_dst(&m, &dst))
 			continue;
-		struct udp_flow *f = flow_find(r, &child, &dst);
-		if (!f) {
-			enum guard_verdict v = guard_check(&r->guard, (struct sockaddr *)&dst);
-
-			if (v != GUARD_ALLOW) {
-				log_debug("dropping UDP to a denied destination: %s", guard_reason(v));
-				r->stats.udp_denied++;
-				continue;
-			}
-			f = flow_new(r, &child, &dst);
-			if (!f)
-				continue;
-		}
-		touch(r, f);
-		if (send(f->host_fd, r->udp_buf, (size_t)n, MSG_DONTWAIT) == n)
-			f->bytes_out += (uint64_t)n;
+		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n);
 	}
 }
 
 /*
  * udp_event() - move what is queued on one side of a flow to the other, in batches: one
  * recvmmsg() and one sendmmsg() per UDP_BATCH datagrams.  Both sockets are connected, so no
- * addresses travel.  A datagram the other side cannot take now is dropped, as UDP may.
+ * addresses travel.  A datagram the other side cannot take now is dropped, as UDP may; only what
+ * was sent is counted.
  */
 void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 {
@@ -329,17 +476,24 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 		}
 		if (n == 0)
 			return;
-		uint64_t bytes = 0;
-		for (int i = 0; i < n; i++) {
+		for (int i = 0; i < n; i++)
 			iov[i].iov_len = msgs[i].msg_len;
-			bytes += msgs[i].msg_len;
-		}
 		touch(r, f);
-		if (sendmmsg(out, msgs, (unsigned int)n, MSG_DONTWAIT) > 0) {
-			if (from_child)
-				f->bytes_out += bytes;
-			else
-				f->bytes_in += bytes;
+		int sent = sendmmsg(out, msgs, (unsigned int)n, MSG_DONTWAIT);
+		uint64_t bytes = 0;
+
+		for (int i = 0; i < sent; i++)
+			bytes += msgs[i].msg_len;
+		if (sent < n)
+			r->stats.udp_dropped += (uint64_t)(n - (sent > 0 ? sent : 0));
+		if (sent > 0) {
+			if (from_child) {
+				f->rec.bytes_up += bytes;
+				f->rec.pkts_up += (uint64_t)sent;
+			} else {
+				f->rec.bytes_down += bytes;
+				f->rec.pkts_down += (uint64_t)sent;
+			}
 		}
 		if (n < UDP_BATCH)
 			return;
@@ -349,14 +503,26 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 void udp_sweep(struct relay *r)
 {
 	while (r->udp_lru_head && r->now_ms - r->udp_lru_head->last_ms >= r->lim.udp_idle_ms)
-		flow_free(r, r->udp_lru_head);
+		flow_free(r, r->udp_lru_head, FLOW_OK, 0);
 }
 
 void udp_close_all(struct relay *r)
 {
+	/* What the child sent last may still wait on the interception side: pass it on first. */
+	for (unsigned int b = 0; r->udp_hash && b < r->udp_buckets; b++)
+		for (struct udp_flow *f = r->udp_hash[b]; f; f = f->hnext)
+			udp_event(r, &f->ev_child, EPOLLIN);
 	while (r->udp_lru_head)
-		flow_free(r, r->udp_lru_head);
+		flow_free(r, r->udp_lru_head, FLOW_OK, 0);
 	udp_reap(r);
+	while (r->pend_head) {
+		struct udp_pending *p = r->pend_head;
+
+		r->pend_head = p->next;
+		free(p);
+	}
+	r->pend_tail = NULL;
+	r->n_pending = 0;
 	free(r->udp_hash);
 	free(r->udp_buf);
 	r->udp_hash = NULL;

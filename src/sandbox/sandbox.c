@@ -739,3 +739,113 @@ int sandbox_finish(struct sandbox *sb)
 	}
 	return WEXITSTATUS(st);
 }
+
+/* ---------- the backend operations (backend/backend.h) ---------- */
+
+static struct sandbox *sb_of(struct backend *b)
+{
+	return (struct sandbox *)b;
+}
+
+static const struct sandbox *csb_of(const struct backend *b)
+{
+	return (const struct sandbox *)b;
+}
+
+static int be_listener(const struct backend *b, enum be_listener k)
+{
+	return csb_of(b)->listen_fd[k];
+}
+
+static int be_ns_socket(struct backend *b, enum be_sock_kind k)
+{
+	return sandbox_n1_udp_socket(sb_of(b), k == BE_SOCK_UDP6 ? AF_INET6 : AF_INET);
+}
+
+static int be_ctl_fd(const struct backend *b)
+{
+	(void)b;
+	return -1;
+}
+
+static bool be_on_ctl(struct backend *b)
+{
+	(void)b;
+	return false;
+}
+
+static int be_lifetime_fd(const struct backend *b)
+{
+	return csb_of(b)->gw_pidfd;
+}
+
+static int be_signal(struct backend *b, int sig, bool from_terminal)
+{
+	struct sandbox *sb = sb_of(b);
+	bool terminating = sig == SIGINT || sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT;
+
+	if (!sb->shared->cmd_started) {
+		/* No command yet (from a terminal or not): a terminating signal ends the setup. */
+		if (terminating && !sb->abort_sig) {
+			sb->abort_sig = sig;
+			sandbox_kill(sb);
+		}
+		return 0;
+	}
+	/* From the terminal: the command got it too if it shares our group. */
+	if (from_terminal && !sb->own_pgrp)
+		return 0;
+	return sandbox_forward_signal(sb, sig) ? 0 : -ESRCH;
+}
+
+static void be_kill(struct backend *b)
+{
+	sandbox_kill(sb_of(b));
+}
+
+static int be_finish(struct backend *b)
+{
+	struct sandbox *sb = sb_of(b);
+	int code = sandbox_finish(sb);
+
+	return sb->abort_sig ? 128 + sb->abort_sig : code;
+}
+
+static void be_release(struct backend *b)
+{
+	struct sandbox *sb = sb_of(b);
+
+	sandbox_release(sb);
+	for (int i = 0; i < SB_NLISTEN; i++) {
+		if (sb->listen_fd[i] >= 0)
+			close(sb->listen_fd[i]);
+		sb->listen_fd[i] = -1;
+	}
+	if (sb->ctl_fd >= 0)
+		close(sb->ctl_fd);
+	sb->ctl_fd = -1;
+}
+
+static const struct netplan *be_netplan(const struct backend *b)
+{
+	return &csb_of(b)->net;
+}
+
+static const struct backend_ops sandbox_ops = {
+	.name = "rootless",
+	.listener = be_listener,
+	.ns_socket = be_ns_socket,
+	.ctl_fd = be_ctl_fd,
+	.on_ctl = be_on_ctl,
+	.lifetime_fd = be_lifetime_fd,
+	.signal = be_signal,
+	.kill = be_kill,
+	.finish = be_finish,
+	.release = be_release,
+	.netplan = be_netplan,
+};
+
+struct backend_ref sandbox_backend(struct sandbox *sb)
+{
+	return (struct backend_ref){ .ops = &sandbox_ops, .b = (struct backend *)sb };
+}

@@ -20,9 +20,10 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
-#include "sandbox/netplan.h"
+#include "backend/backend.h"
+#include "backend/netplan.h"
 
-enum { SB_TCP4, SB_TCP6, SB_UDP4, SB_UDP6, SB_NLISTEN };
+enum { SB_TCP4 = BE_TCP4, SB_TCP6 = BE_TCP6, SB_UDP4 = BE_UDP4, SB_UDP6 = BE_UDP6, SB_NLISTEN = BE_NLISTEN };
 
 #define SANDBOX_MAX_KEEP_FDS 64
 
@@ -54,6 +55,7 @@ struct sandbox {
 	struct sandbox_shared *shared;
 	bool killed;                  /* P killed the tree on purpose: G's death needs no message */
 	bool own_pgrp;                /* the command is not in P's process group */
+	int abort_sig;                /* a signal ended the setup: exit 128+N */
 };
 
 /* Signals P forwards to the command. */
@@ -66,6 +68,9 @@ extern const int sandbox_n_forwarded_signals;
  * Must be called while P is single-threaded and before it opens host sockets.
  */
 int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb);
+
+/* The relay's view of a started sandbox (backend/backend.h); @sb must outlive the relay. */
+struct backend_ref sandbox_backend(struct sandbox *sb);
 
 /* Ask G for a new UDP socket of @family created in N1.  Returns the fd or -errno. */
 int sandbox_n1_udp_socket(struct sandbox *sb, int family);

@@ -6,8 +6,8 @@
  * they are chosen from ranges unlikely to be real destinations (10.240.255.0/30 and a ULA /64).
  * The relay refuses these subnets as destinations: they are not anything on the host side.
  */
-#ifndef CHILDFLOW_NETPLAN_H
-#define CHILDFLOW_NETPLAN_H
+#ifndef CHILDFLOW_BACKEND_NETPLAN_H
+#define CHILDFLOW_BACKEND_NETPLAN_H
 
 #include <stdbool.h>
 #include <netinet/in.h>

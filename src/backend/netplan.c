@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-#include "sandbox/netplan.h"
+#include "backend/netplan.h"
 
 #include <string.h>
 #include <unistd.h>

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * connect/direct — a non-blocking connect() to the destination the child dialled.
+ *
+ * States: CONNECTING (after start(), waiting for EPOLLOUT) -> READY, or FAILED with SO_ERROR.
+ * Keepalive is set on the upstream socket so that a peer that vanishes without a reset (NAT timeout,
+ * power loss) ends the flow after about 10 minutes instead of pinning it forever.
+ */
+#include "connect/direct.h"
+
+#include <errno.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#define KEEPIDLE_S 300
+#define KEEPINTVL_S 30
+#define KEEPCNT 10
+
+static socklen_t sa_len(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
+/* Options every relayed upstream socket gets; a failure here would change behaviour, so report it. */
+static int upstream_sockopts(int fd)
+{
+	int one = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
+
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0)
+		return -errno;
+	return 0;
+}
+
+static enum conn_step direct_start(void *st, const void *cfg, const struct conn_req *rq, int *fd,
+				   uint32_t *want, int *err)
+{
+	int s = socket(rq->dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int r;
+
+	(void)st;
+	(void)cfg;
+	if (s < 0) {
+		*err = errno;
+		return CONN_FAILED;
+	}
+	if ((r = upstream_sockopts(s)) < 0) {
+		close(s);
+		*err = -r;
+		return CONN_FAILED;
+	}
+	*fd = s;
+	*want = EPOLLOUT;
+	if (connect(s, (const struct sockaddr *)rq->dst, sa_len(rq->dst)) == 0)
+		return CONN_READY;
+	if (errno == EINPROGRESS)
+		return CONN_MORE;
+	*err = errno;
+	close(s);
+	*fd = -1;
+	return CONN_FAILED;
+}
+
+static enum conn_step direct_step(void *st, int fd, uint32_t events, uint32_t *want, int *err)
+{
+	int e = 0;
+	socklen_t len = sizeof(e);
+
+	(void)st;
+	if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+		*want = EPOLLOUT;
+		return CONN_MORE;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+		e = errno;
+	if (e) {
+		*err = e;
+		return CONN_FAILED;
+	}
+	return CONN_READY;
+}
+
+const struct connector_ops direct_connector_ops = {
+	.name = "direct",
+	.state_size = 0,
+	.timeout_ms = 0,
+	.start = direct_start,
+	.step = direct_step,
+	.abort = NULL,
+};

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: MIT */
+/* policy — the decision point (see policy.h). */
+#include "policy/policy.h"
+
+#include <string.h>
+
+int policy_init(struct policy *p, const struct netplan *net)
+{
+	memset(p, 0, sizeof(*p));
+	return guard_init(&p->guard, net);
+}
+
+void policy_free(struct policy *p)
+{
+	guard_free(&p->guard);
+}
+
+int policy_fd(const struct policy *p)
+{
+	return guard_fd(&p->guard);
+}
+
+void policy_on_notify(struct policy *p)
+{
+	guard_on_notify(&p->guard);
+}
+
+struct policy_verdict policy_decide(struct policy *p, const struct policy_query *q)
+{
+	enum guard_verdict g = guard_check(&p->guard, q->dst);
+
+	if (g != GUARD_ALLOW)
+		return (struct policy_verdict){ .action = POL_DENY, .reason = guard_reason(g) };
+	if (q->proto == POL_TCP && p->proxy_tcp)
+		return (struct policy_verdict){ .action = POL_PROXY, .reason = "default route: proxy" };
+	return (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
+}

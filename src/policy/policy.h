@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * policy — the one decision point for every new flow: deny, direct, or proxy, with a reason.
+ *
+ * Stages, in order; the first that decides wins:
+ *   1. the guard (policy/guard.c): destinations that are never relayed (the host itself, loopback,
+ *      the sandbox link, ...).  Not overridable by any user rule.
+ *   2. user rules (allow/deny lists, later): may deny, or choose direct over the proxy.
+ *   3. the default route: the proxy when one is configured, else direct.
+ * The relay asks once per flow and maps the action to a connector; it never decides by itself.
+ */
+#ifndef CHILDFLOW_POLICY_H
+#define CHILDFLOW_POLICY_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "policy/guard.h"
+
+enum policy_action { POL_DENY, POL_DIRECT, POL_PROXY, POL_N };
+
+enum policy_proto { POL_TCP, POL_UDP };
+
+struct policy_query {
+	enum policy_proto proto;
+	const struct sockaddr *dst;
+	const char *name;          /* the name the destination was reached by, or NULL */
+};
+
+struct policy_verdict {
+	enum policy_action action;
+	const char *reason;        /* static text, for the flow record and debug lines */
+};
+
+struct policy {
+	struct guard guard;
+	bool proxy_tcp;            /* TCP goes to the proxy connector by default */
+};
+
+/* Return: 0 or -errno. */
+int policy_init(struct policy *p, const struct netplan *net);
+void policy_free(struct policy *p);
+
+/* Readable when the host's addresses or routes changed; call policy_on_notify() then. */
+int policy_fd(const struct policy *p);
+void policy_on_notify(struct policy *p);
+
+struct policy_verdict policy_decide(struct policy *p, const struct policy_query *q);
+
+#endif

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * relay/flow — one life record per flow (design §3), shared by TCP, UDP and, later, ICMP and DNS.
+ *
+ * Every flow the child opens gets a record when the relay first sees it, whatever happens next: a
+ * denied destination, a failed upstream connect and an evicted UDP flow are flows too.  The record
+ * is owned by the protocol module that carries the flow; other modules (flow log, summary, capture
+ * metadata) read it through observers, which are told when a flow opens and when it closes, and
+ * never write it.
+ *
+ * States of a record, as observers see them:
+ *   opened  - the destination is known, the policy has decided (route and rule are set);
+ *             for a denied flow, opened and closed follow each other at once
+ *   closed  - t_end_ns, the byte counts, outcome and err are final
+ */
+#ifndef CHILDFLOW_RELAY_FLOW_H
+#define CHILDFLOW_RELAY_FLOW_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+enum flow_proto { FLOW_TCP, FLOW_UDP, FLOW_ICMP, FLOW_DNS };
+
+enum flow_outcome {
+	FLOW_OPEN = 0,        /* not closed yet */
+	FLOW_OK,              /* ended normally (both sides closed, or idle timeout for UDP) */
+	FLOW_DENIED,          /* the policy refused the destination */
+	FLOW_UP_FAILED,       /* the upstream connect failed; err says how (ECONNREFUSED, ...) */
+	FLOW_UP_TIMEOUT,      /* the upstream connect did not complete in time */
+	FLOW_RESET_CHILD,     /* the child's side reset or failed */
+	FLOW_RESET_UP,        /* the upstream side reset or failed */
+	FLOW_EVICTED,         /* closed to make room (table full) */
+	FLOW_NO_RESOURCES,    /* no fd, memory or table slot for it */
+	FLOW_CUT_AT_EXIT,     /* still open when the command's tree was gone and the drain ended */
+};
+
+struct flow_record {
+	uint64_t id;                          /* unique within one run, from 1 */
+	enum flow_proto proto;
+	struct sockaddr_storage child, dst;   /* as the child saw them */
+	const char *dst_name;                 /* the name it was reached by, or NULL (dns/, proxy) */
+	const char *route;                    /* connector name: "direct", ...; NULL when denied */
+	const char *rule;                     /* what decided: a policy reason */
+	uint64_t t_start_ns, t_end_ns;        /* CLOCK_REALTIME */
+	uint64_t bytes_up, bytes_down;        /* payload bytes child->upstream and back */
+	uint64_t pkts_up, pkts_down;          /* datagrams (UDP) */
+	enum flow_outcome outcome;
+	int err;                              /* errno of the outcome, 0 if none */
+};
+
+struct flow_observer {
+	void (*opened)(void *priv, const struct flow_record *f);   /* may be NULL */
+	void (*closed)(void *priv, const struct flow_record *f);   /* may be NULL */
+	void *priv;
+};
+
+#define FLOW_MAX_OBSERVERS 8
+
+/* The relay's list of observers and its id counter (embedded in struct relay). */
+struct flow_hub {
+	struct flow_observer obs[FLOW_MAX_OBSERVERS];
+	int n_obs;
+	uint64_t next_id;
+	uint64_t n_open;                      /* records opened and not yet closed */
+};
+
+/* Register @o; Return: 0, or -ENOSPC when FLOW_MAX_OBSERVERS are registered. */
+int flow_observe(struct flow_hub *h, const struct flow_observer *o);
+
+/* Start @f: give it an id and a start time, and fill proto and addresses. */
+void flow_begin(struct flow_hub *h, struct flow_record *f, enum flow_proto proto,
+		const struct sockaddr_storage *child, const struct sockaddr_storage *dst);
+
+/* Tell the observers @f is open (after the policy filled route and rule). */
+void flow_opened(struct flow_hub *h, const struct flow_record *f);
+
+/* End @f with @outcome and @err (ignored when an outcome was already set) and tell the observers. */
+void flow_end(struct flow_hub *h, struct flow_record *f, enum flow_outcome outcome, int err);
+
+const char *flow_outcome_name(enum flow_outcome o);
+const char *flow_proto_name(enum flow_proto p);
+
+/* "198.51.100.10:80" or "[2001:db8::1]:80" into @buf; Return: @buf. */
+char *flow_addr_str(const struct sockaddr_storage *ss, char *buf, size_t len);
+
+/* An observer that prints one debug line per closed flow (CHILDFLOW_DEBUG=1). */
+extern const struct flow_observer flow_debug_observer;
+
+#endif

@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: MIT */
+/* relay/internal — what the relay's own files share (not for other modules). */
+#ifndef CHILDFLOW_RELAY_INTERNAL_H
+#define CHILDFLOW_RELAY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "ctx.h"
+#include "relay/relay.h"
+
+enum ev_kind {
+	EV_TCP_LISTEN,
+	EV_UDP_LISTEN,
+	EV_SIGNAL,
+	EV_LIFETIME,
+	EV_BACKEND_CTL,
+	EV_POLICY,
+	EV_TCP_END,
+	EV_UDP_CHILD,
+	EV_UDP_HOST,
+};
+
+/* First member of everything registered with epoll: says what the pointer is. */
+struct ev_src {
+	enum ev_kind kind;
+	int index;
+};
+
+struct tcp_flow;
+struct udp_flow;
+struct udp_pending;
+
+/*
+ * The fd budget, split so that every part keeps its share (relay_limits_from_fds()):
+ *   reserve                      listeners, epoll, signalfd, netlink, the backend's pool, log, ...
+ *   2 * (max_pipes + pipe_pool)  pipes borrowed by TCP flows with bytes in flight, and idle ones
+ *   2 * max_udp                  UDP flows (an interception-side and a host-side socket each)
+ *   2 * max_tcp                  TCP flows (the child's and the upstream socket)
+ */
+struct relay_limits {
+	unsigned int fds;             /* RLIMIT_NOFILE the budget was made from */
+	unsigned int reserve;
+	unsigned int max_tcp;         /* concurrent TCP flows */
+	unsigned int max_connecting;  /* of which still connecting upstream; the oldest yields */
+	unsigned int connect_ms;      /* an upstream connect that takes longer fails (ETIMEDOUT) */
+	unsigned int max_udp;         /* concurrent UDP flows */
+	unsigned int udp_idle_ms;     /* a UDP flow with no traffic this long is closed */
+	unsigned int udp_keep_ms;     /* a UDP flow active this recently is never evicted */
+	unsigned int udp_pending;     /* first datagrams waiting for an interception-side socket */
+	unsigned int pipe_size;       /* bytes per splice pipe */
+	unsigned int pipe_pool;       /* idle pipes kept for reuse */
+	unsigned int max_pipes;       /* pipes holding bytes at once (bounds kernel memory) */
+};
+
+/* Fill @lim from an fd limit (pure; unit tested). */
+void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds);
+
+struct relay_stats {
+	uint64_t tcp_accepted, tcp_denied, tcp_failed, tcp_full, tcp_timeouts, tcp_yielded;
+	uint64_t udp_flows, udp_denied, udp_full, udp_evicted, udp_dropped;
+	uint64_t copied;              /* bytes moved by the pipe-less fallback */
+};
+
+/* Shortages are told once each per run, as a warning (then counted). */
+enum shortage { SHORT_FDS, SHORT_TCP, SHORT_UDP, SHORT_CONNECTING, SHORT_N };
+
+struct relay {
+	struct ctx *c;
+	int epfd;
+	struct relay_limits lim;
+	struct relay_stats stats;
+	struct flow_hub hub;
+	uint64_t now_ms;
+
+	struct ev_src ev_listen[BE_NLISTEN];
+	int listen_fd[BE_NLISTEN];
+	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy;
+	int sigfd;
+
+	/* TCP */
+	struct tcp_flow *tcp_all;     /* every live flow (teardown, accounting) */
+	struct tcp_flow *tcp_ready;   /* flows that used up their budget and have more to move */
+	struct tcp_flow *tcp_dead;    /* closed during this epoll batch; freed after it */
+	struct tcp_flow *conn_new, *conn_old;   /* flows still connecting, newest and oldest */
+	unsigned int n_tcp, n_connecting;
+	int (*pipes)[2];              /* idle pipe pool */
+	unsigned int n_pipes;
+	unsigned int pipes_in_use;
+	unsigned char *scratch;       /* the pipe-less copy's buffer */
+
+	/* UDP */
+	struct udp_flow **udp_hash;
+	unsigned int udp_buckets;
+	uint64_t udp_key[2];          /* SipHash key, random per run */
+	struct udp_flow *udp_lru_head, *udp_lru_tail;
+	struct udp_flow *udp_dead;    /* closed during this epoll batch; freed after it */
+	unsigned int n_udp;
+	struct udp_pending *pend_head, *pend_tail;
+	unsigned int n_pending;
+	unsigned char *udp_buf;
+
+	uint64_t next_sweep;
+	uint64_t accept_paused_until; /* out of fds: TCP listeners disarmed until then (0: armed) */
+	bool shortage_told[SHORT_N];
+
+	bool command_gone;            /* the command has exited: only draining flows remain */
+	uint64_t drain_until;
+	bool done;
+	int exit_code;
+};
+
+uint64_t relay_now_ms(void);
+int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src);
+void relay_pause_accept(struct relay *r);
+void relay_shortage(struct relay *r, enum shortage s);
+
+void tcp_accept(struct relay *r, int lfd);
+void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);
+void tcp_run_ready(struct relay *r);
+void tcp_sweep(struct relay *r);
+void tcp_close_all(struct relay *r);
+bool tcp_drained(const struct relay *r);
+void tcp_reap(struct relay *r);
+int tcp_init(struct relay *r);
+
+int udp_init(struct relay *r);
+void udp_listener_event(struct relay *r, int lfd);
+void udp_event(struct relay *r, struct ev_src *src, uint32_t events);
+void udp_retry_pending(struct relay *r);
+void udp_sweep(struct relay *r);
+void udp_close_all(struct relay *r);
+void udp_reap(struct relay *r);
+
+#endif
