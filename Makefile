@@ -120,6 +120,7 @@ fuzz: $(FUZZ_BIN)
 	        ../../$$work ../../$$corpus 2>&1 | tail -n 2); done
 
 lint:
+	scripts/lint-deps.sh
 	@command -v cppcheck >/dev/null || { echo 'lint: cppcheck not installed (scripts/deps.sh check installs it)'; exit 1; }
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability --inline-suppr \
 	    --std=c11 -D_GNU_SOURCE -Isrc --suppress=missingIncludeSystem src

@@ -219,6 +219,8 @@ int main(int argc, char **argv)
 		return EXIT_SETUP;
 	}
 	log_debug("sandbox ready; relaying");
+	/* From here on the command shares our stderr and may stop it: never block on it. */
+	log_nonblocking();
 	raise_fd_limit();
 	memset(&c, 0, sizeof(c));
 	c.be = sandbox_backend(&sb);
@@ -234,5 +236,7 @@ int main(int argc, char **argv)
 	code = run(&c, sigfd);
 	close(sigfd);
 	reap_orphans();
+	if (log_dropped())
+		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());
 	return code;
 }

@@ -97,8 +97,8 @@ void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds)
 
 	memset(lim, 0, sizeof(*lim));
 	lim->fds = clampu(fds, 0, 1u << 30);
-	lim->reserve = 64;
-	avail = fds > 256 + lim->reserve ? fds - lim->reserve : 256;
+	lim->reserve = fds >= 256 ? 64 : (unsigned int)(fds / 4);
+	avail = fds - lim->reserve;
 	lim->max_pipes = clampu(avail / 16, 4, 256);  /* 64 MiB of pipe buffers at most */
 	lim->pipe_pool = clampu(lim->max_pipes / 4, 1, 64);
 	pipe_fds = 2ul * (lim->max_pipes + lim->pipe_pool);

@@ -508,12 +508,14 @@ void udp_sweep(struct relay *r)
 
 void udp_close_all(struct relay *r)
 {
-	/* What the child sent last may still wait on the interception side: pass it on first. */
-	for (unsigned int b = 0; r->udp_hash && b < r->udp_buckets; b++)
-		for (struct udp_flow *f = r->udp_hash[b]; f; f = f->hnext)
-			udp_event(r, &f->ev_child, EPOLLIN);
-	while (r->udp_lru_head)
-		flow_free(r, r->udp_lru_head, FLOW_OK, 0);
+	if (r->udp_hash) {
+		/* What the child sent last may still wait on the interception side: pass it on first. */
+		for (unsigned int b = 0; b < r->udp_buckets; b++)
+			for (struct udp_flow *f = r->udp_hash[b]; f; f = f->hnext)
+				udp_event(r, &f->ev_child, EPOLLIN);
+		while (r->udp_lru_head)
+			flow_free(r, r->udp_lru_head, FLOW_OK, 0);
+	}
 	udp_reap(r);
 	while (r->pend_head) {
 		struct udp_pending *p = r->pend_head;

@@ -2,15 +2,29 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 static bool debug_on;
 static struct timespec t_start;   /* debug lines carry milliseconds since start-up */
+/*
+ * Once P relays, the command shares its stderr and can stop it (a stopped terminal, a pipe nobody
+ * reads): a blocking write would freeze every flow.  log_nonblocking() switches P to its own
+ * non-blocking open file description of the same file; a line that cannot be written at once is
+ * dropped and counted.
+ */
+static int log_fd = STDERR_FILENO;
+static bool log_is_socket;
+static bool log_poll;
+static unsigned long dropped;
 
 /* CHILDFLOW_DEBUG accepts the same truthy spellings as the reference tool. */
 void log_init(void)
@@ -41,9 +55,45 @@ static void vlog(const char *prefix, const char *fmt, va_list ap)
 	if ((size_t)n >= sizeof(line) - 1)
 		n = sizeof(line) - 2;
 	line[n++] = '\n';
-	ssize_t w = write(STDERR_FILENO, line, n);
-	(void)w;
+	struct pollfd pf = { .fd = log_fd, .events = POLLOUT };
+	ssize_t w = -1;
+
+	if (log_is_socket)
+		w = send(log_fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	else if (!log_poll || (poll(&pf, 1, 0) == 1 && (pf.revents & POLLOUT)))
+		w = write(log_fd, line, (size_t)n);
+	if (w != n)
+		dropped++;
 	errno = saved;
+}
+
+void log_nonblocking(void)
+{
+	int fd, fl;
+	struct stat st;
+
+	if (log_fd != STDERR_FILENO || fstat(STDERR_FILENO, &st) < 0)
+		return;
+	if (S_ISSOCK(st.st_mode)) {
+		log_is_socket = true;   /* send(MSG_DONTWAIT) never blocks */
+		return;
+	}
+	/* A new open file description: O_NONBLOCK on it does not change the caller's stderr. */
+	fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+	if (fl < 0 || !(fl & O_NONBLOCK)) {
+		/* Not reopenable: write only when poll() says a line fits (regular files never stall). */
+		if (fd >= 0)
+			close(fd);
+		log_poll = !S_ISREG(st.st_mode);
+		return;
+	}
+	log_fd = fd;
+}
+
+unsigned long log_dropped(void)
+{
+	return dropped;
 }
 
 void log_error(const char *fmt, ...)

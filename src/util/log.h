@@ -19,4 +19,9 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* From now on never block on stderr (P while relaying): lines that cannot be written are dropped. */
+void log_nonblocking(void);
+/* Lines dropped so far. */
+unsigned long log_dropped(void);
+
 #endif

@@ -15,7 +15,7 @@
 
 #include "nft/gateway.h"
 #include "policy/guard.h"
-#include "sandbox/netplan.h"
+#include "backend/netplan.h"
 
 static struct netplan np;
 
