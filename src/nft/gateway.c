@@ -2,6 +2,7 @@
 #include "nft/gateway.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -23,13 +24,22 @@
 
 /* ---------- expression helpers (each appends one expression to @r) ---------- */
 
-static void add_expr(struct nftnl_rule *r, struct nftnl_expr *e)
+/* A rule under construction: an expression that cannot be allocated (out of memory, or a libnftnl
+ * without it, such as tproxy) fails the whole ruleset rather than leaving a rule without it. */
+struct rb {
+	struct nftnl_rule *r;
+	bool failed;
+};
+
+static void add_expr(struct rb *rb, struct nftnl_expr *e)
 {
 	if (e)
-		nftnl_rule_add_expr(r, e);
+		nftnl_rule_add_expr(rb->r, e);
+	else
+		rb->failed = true;
 }
 
-static void meta_load(struct nftnl_rule *r, uint32_t key)
+static void meta_load(struct rb *rb, uint32_t key)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("meta");
 
@@ -37,10 +47,10 @@ static void meta_load(struct nftnl_rule *r, uint32_t key)
 		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
 	}
-	add_expr(r, e);
+	add_expr(rb, e);
 }
 
-static void meta_set(struct nftnl_rule *r, uint32_t key)
+static void meta_set(struct rb *rb, uint32_t key)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("meta");
 
@@ -48,10 +58,10 @@ static void meta_set(struct nftnl_rule *r, uint32_t key)
 		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
 	}
-	add_expr(r, e);
+	add_expr(rb, e);
 }
 
-static void cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t len)
+static void cmp(struct rb *rb, uint32_t op, const void *data, uint32_t len)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
 
@@ -60,15 +70,15 @@ static void cmp(struct nftnl_rule *r, uint32_t op, const void *data, uint32_t le
 		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
 		nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
 	}
-	add_expr(r, e);
+	add_expr(rb, e);
 }
 
-static void cmp_u8(struct nftnl_rule *r, uint8_t v)
+static void cmp_u8(struct rb *rb, uint8_t v)
 {
-	cmp(r, NFT_CMP_EQ, &v, sizeof(v));
+	cmp(rb, NFT_CMP_EQ, &v, sizeof(v));
 }
 
-static void imm_data(struct nftnl_rule *r, const void *data, uint32_t len)
+static void imm_data(struct rb *rb, const void *data, uint32_t len)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
 
@@ -76,10 +86,10 @@ static void imm_data(struct nftnl_rule *r, const void *data, uint32_t len)
 		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
 		nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, data, len);
 	}
-	add_expr(r, e);
+	add_expr(rb, e);
 }
 
-static void verdict(struct nftnl_rule *r, int v)
+static void verdict(struct rb *rb, int v)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
 
@@ -87,17 +97,17 @@ static void verdict(struct nftnl_rule *r, int v)
 		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)v);
 	}
-	add_expr(r, e);
+	add_expr(rb, e);
 }
 
-static void icmpv6_type(struct nftnl_rule *r, uint8_t type)
+static void icmpv6_type(struct rb *rb, uint8_t type)
 {
 	struct nftnl_expr *e;
 
-	meta_load(r, NFT_META_NFPROTO);
-	cmp_u8(r, NFPROTO_IPV6);
-	meta_load(r, NFT_META_L4PROTO);
-	cmp_u8(r, IPPROTO_ICMPV6);
+	meta_load(rb, NFT_META_NFPROTO);
+	cmp_u8(rb, NFPROTO_IPV6);
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, IPPROTO_ICMPV6);
 	e = nftnl_expr_alloc("payload");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
@@ -105,31 +115,31 @@ static void icmpv6_type(struct nftnl_rule *r, uint8_t type)
 		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 1);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
 	}
-	add_expr(r, e);
-	cmp_u8(r, type);
+	add_expr(rb, e);
+	cmp_u8(rb, type);
 }
 
 /* meta nfproto FAMILY meta l4proto PROTO tproxy to :PORT meta mark set FWMARK accept */
-static void tproxy(struct nftnl_rule *r, uint8_t nfproto, uint8_t l4proto, uint16_t port)
+static void tproxy(struct rb *rb, uint8_t nfproto, uint8_t l4proto, uint16_t port)
 {
 	uint16_t nport = htons(port);
 	uint32_t mark = GATEWAY_FWMARK;
 	struct nftnl_expr *e;
 
-	meta_load(r, NFT_META_NFPROTO);
-	cmp_u8(r, nfproto);
-	meta_load(r, NFT_META_L4PROTO);
-	cmp_u8(r, l4proto);
-	imm_data(r, &nport, sizeof(nport));
+	meta_load(rb, NFT_META_NFPROTO);
+	cmp_u8(rb, nfproto);
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, l4proto);
+	imm_data(rb, &nport, sizeof(nport));
 	e = nftnl_expr_alloc("tproxy");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, nfproto);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_1);
 	}
-	add_expr(r, e);
-	imm_data(r, &mark, sizeof(mark));
-	meta_set(r, NFT_META_MARK);
-	verdict(r, NF_ACCEPT);
+	add_expr(rb, e);
+	imm_data(rb, &mark, sizeof(mark));
+	meta_set(rb, NFT_META_MARK);
+	verdict(rb, NF_ACCEPT);
 }
 
 /* ---------- the batch ---------- */
@@ -138,51 +148,51 @@ enum rule_id {
 	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_COUNT,
 };
 
-static void build_rule(struct nftnl_rule *r, enum rule_id id, const struct gateway_rules *g)
+static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rules *g)
 {
 	char name[IFNAMSIZ];
 	uint32_t lo = 1;   /* lo is always ifindex 1 in a network namespace */
 
 	switch (id) {
 	case R_LO:
-		meta_load(r, NFT_META_IIF);
-		cmp(r, NFT_CMP_EQ, &lo, sizeof(lo));
-		verdict(r, NF_ACCEPT);
+		meta_load(rb, NFT_META_IIF);
+		cmp(rb, NFT_CMP_EQ, &lo, sizeof(lo));
+		verdict(rb, NF_ACCEPT);
 		break;
 	case R_FOREIGN:
 		memset(name, 0, sizeof(name));
 		snprintf(name, sizeof(name), "%s", g->ifname);
-		meta_load(r, NFT_META_IIFNAME);
-		cmp(r, NFT_CMP_NEQ, name, sizeof(name));
-		verdict(r, NF_DROP);
+		meta_load(rb, NFT_META_IIFNAME);
+		cmp(rb, NFT_CMP_NEQ, name, sizeof(name));
+		verdict(rb, NF_DROP);
 		break;
 	case R_NS:
-		icmpv6_type(r, ND_NEIGHBOR_SOLICIT);
-		verdict(r, NF_ACCEPT);
+		icmpv6_type(rb, ND_NEIGHBOR_SOLICIT);
+		verdict(rb, NF_ACCEPT);
 		break;
 	case R_NA:
-		icmpv6_type(r, ND_NEIGHBOR_ADVERT);
-		verdict(r, NF_ACCEPT);
+		icmpv6_type(rb, ND_NEIGHBOR_ADVERT);
+		verdict(rb, NF_ACCEPT);
 		break;
 	case R_RS:
-		icmpv6_type(r, ND_ROUTER_SOLICIT);
-		verdict(r, NF_ACCEPT);
+		icmpv6_type(rb, ND_ROUTER_SOLICIT);
+		verdict(rb, NF_ACCEPT);
 		break;
 	case R_TCP4:
-		tproxy(r, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);
+		tproxy(rb, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);
 		break;
 	case R_TCP6:
-		tproxy(r, NFPROTO_IPV6, IPPROTO_TCP, g->tcp_port);
+		tproxy(rb, NFPROTO_IPV6, IPPROTO_TCP, g->tcp_port);
 		break;
 	case R_UDP4:
-		tproxy(r, NFPROTO_IPV4, IPPROTO_UDP, g->udp_port);
+		tproxy(rb, NFPROTO_IPV4, IPPROTO_UDP, g->udp_port);
 		break;
 	case R_UDP6:
-		tproxy(r, NFPROTO_IPV6, IPPROTO_UDP, g->udp_port);
+		tproxy(rb, NFPROTO_IPV6, IPPROTO_UDP, g->udp_port);
 		break;
 	case R_DROP:
-		add_expr(r, nftnl_expr_alloc("counter"));
-		verdict(r, NF_DROP);
+		add_expr(rb, nftnl_expr_alloc("counter"));
+		verdict(rb, NF_DROP);
 		break;
 	case R_COUNT:
 		break;
@@ -233,11 +243,22 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			rc = -ENOMEM;
 			goto out;
 		}
-		ROOM();
+		struct rb rb = { .r = r };
+
+		if (mnl_nlmsg_batch_size(b) + 4096 > len) {
+			nftnl_rule_free(r);
+			rc = -ENOSPC;
+			goto out;
+		}
 		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, GATEWAY_TABLE);
 		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, GATEWAY_CHAIN);
 		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-		build_rule(r, (enum rule_id)id, g);
+		build_rule(&rb, (enum rule_id)id, g);
+		if (rb.failed) {
+			nftnl_rule_free(r);
+			rc = -EOPNOTSUPP;
+			goto out;
+		}
 		*last_seq = seq;
 		nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
 						 NLM_F_APPEND | NLM_F_CREATE |
@@ -271,8 +292,10 @@ static int wait_ack(struct mnl_socket *nl, uint32_t last_seq)
 
 		if (n < 0)
 			return -errno;
-		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; mnl_nlmsg_ok(h, (int)n);
-		     h = mnl_nlmsg_next(h, (int *)&n)) {
+		int left = (int)n;
+
+		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; mnl_nlmsg_ok(h, left);
+		     h = mnl_nlmsg_next(h, &left)) {
 			if (h->nlmsg_type != NLMSG_ERROR)
 				continue;
 			const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
@@ -287,7 +310,7 @@ static int wait_ack(struct mnl_socket *nl, uint32_t last_seq)
 
 int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 {
-	static char batch[32768];
+	char batch[16384];   /* the ruleset is about 2 KiB; -ENOSPC says if it ever outgrows this */
 	uint32_t last_seq = 0;
 	struct mnl_socket *nl;
 	int len, r;
