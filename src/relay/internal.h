@@ -36,7 +36,7 @@ struct udp_pending;
 
 /*
  * The fd budget, split so that every part keeps its share (relay_limits_from_fds()):
- *   reserve                      listeners, epoll, signalfd, netlink, the backend's pool, log, ...
+ *   reserve (128)                listeners, epoll, signalfd, netlink, the backend's pool, log, ...
  *   2 * (max_pipes + pipe_pool)  pipes borrowed by TCP flows with bytes in flight, and idle ones
  *   2 * max_udp                  UDP flows (an interception-side and a host-side socket each)
  *   2 * max_tcp                  TCP flows (the child's and the upstream socket)

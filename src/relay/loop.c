@@ -97,7 +97,8 @@ void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds)
 
 	memset(lim, 0, sizeof(*lim));
 	lim->fds = clampu(fds, 0, 1u << 30);
-	lim->reserve = fds >= 256 ? 64 : (unsigned int)(fds / 4);
+	/* Listeners, epoll, signalfd, netlink, the log, and the backend's pool of ns sockets. */
+	lim->reserve = fds >= 1024 ? 128 : fds >= 256 ? 64 : (unsigned int)(fds / 4);
 	avail = fds - lim->reserve;
 	lim->max_pipes = clampu(avail / 16, 4, 256);  /* 64 MiB of pipe buffers at most */
 	lim->pipe_pool = clampu(lim->max_pipes / 4, 1, 64);
