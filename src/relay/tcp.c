@@ -358,6 +358,13 @@ static void connect_done(struct relay *r, struct tcp_flow *f)
 		flow_close(r, f, true);
 		return;
 	}
+	enum guard_verdict v = guard_check_connected(&r->guard, f->end[1].fd);   /* host NAT */
+	if (v != GUARD_ALLOW) {
+		log_debug("refusing a TCP connection once connected: %s", guard_reason(v));
+		r->stats.tcp_refused++;
+		flow_close(r, f, true);
+		return;
+	}
 	f->connecting = false;
 	f->end[1].writable = true;
 	f->end[1].readable = true;
