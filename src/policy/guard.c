@@ -337,7 +337,7 @@ enum guard_verdict guard_check(struct guard *g, const struct sockaddr *dst)
 
 enum guard_verdict guard_check_connected(struct guard *g, int fd)
 {
-	struct sockaddr_storage peer;
+	struct sockaddr_storage peer = { 0 };
 	socklen_t len = sizeof(peer);
 	enum guard_verdict v;
 	int r;

@@ -33,13 +33,18 @@ int localpeer_open(void)
 	return fd;
 }
 
-/* Dump the @family TCP sockets whose remote endpoint is @local; 1 = some, 0 = none, -errno. */
-static int dump(int diag_fd, int family, const struct sockaddr_storage *local)
+/*
+ * dump() - is there a TCP socket, of either family, whose remote endpoint is @local?  1 = some,
+ * 0 = none, -errno.  The old TCPDIAG_GETSOCK request is used on purpose: it is the one that dumps
+ * both families in a single walk of the kernel's table (SOCK_DIAG_BY_FAMILY takes one family), and
+ * the walk over every bucket of that (global) table is the whole cost of the check.
+ */
+static int dump(int diag_fd, const struct sockaddr_storage *local)
 {
 	static unsigned int seq;
 	char buf[8192];
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
-	struct inet_diag_req_v2 *req;
+	struct inet_diag_req *req;
 	struct {
 		struct inet_diag_bc_op op;
 		struct inet_diag_hostcond cond;
@@ -49,12 +54,11 @@ static int dump(int diag_fd, int family, const struct sockaddr_storage *local)
 	size_t bclen = sizeof(bc.op) + sizeof(bc.cond) + alen;
 	int found = 0;
 
-	nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	nlh->nlmsg_type = TCPDIAG_GETSOCK;
 	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
 	nlh->nlmsg_seq = ++seq;
 	req = mnl_nlmsg_put_extra_header(nlh, sizeof(*req));
-	req->sdiag_family = (unsigned char)family;
-	req->sdiag_protocol = IPPROTO_TCP;
+	req->idiag_family = local->ss_family;
 	req->idiag_states = PEER_STATES;
 	/* Bytecode: one "destination is" condition; on a match fall off the end (accept), else jump
 	 * 4 bytes past it (reject).  An AF_INET condition also matches v4-mapped IPv6 sockets. */
@@ -98,7 +102,7 @@ static int dump(int diag_fd, int family, const struct sockaddr_storage *local)
 
 				return e->error < 0 ? e->error : -EBADMSG;
 			}
-			if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY)
+			if (h->nlmsg_type == TCPDIAG_GETSOCK)
 				found = 1;
 		}
 	}
@@ -106,16 +110,12 @@ static int dump(int diag_fd, int family, const struct sockaddr_storage *local)
 
 int localpeer_check(int diag_fd, int fd)
 {
-	struct sockaddr_storage local;
+	struct sockaddr_storage local = { 0 };
 	socklen_t len = sizeof(local);
-	int r;
 
 	if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
 		return -errno;
 	if (local.ss_family != AF_INET && local.ss_family != AF_INET6)
 		return -EAFNOSUPPORT;
-	r = dump(diag_fd, local.ss_family, &local);
-	if (r == 0 && local.ss_family == AF_INET)
-		r = dump(diag_fd, AF_INET6, &local);   /* a dual-stack server socket */
-	return r;
+	return dump(diag_fd, &local);
 }
