@@ -5,6 +5,7 @@
 #include <ifaddrs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <linux/netlink.h>
@@ -32,6 +33,15 @@ struct guard_slot {
 	unsigned char a[16];
 };
 
+/* A destination whose connection did not end on this host; valid when gen matches and until is ahead. */
+struct guard_peer_slot {
+	uint32_t gen;
+	uint8_t family;
+	uint16_t port;
+	unsigned char a[16];
+	uint64_t until_ms;
+};
+
 int guard_init(struct guard *g, const struct netplan *net)
 {
 	struct sockaddr_nl sa = { .nl_family = AF_NETLINK,
@@ -53,7 +63,8 @@ int guard_init(struct guard *g, const struct netplan *net)
 	if (!g->rt)
 		goto fail;
 	g->cache = calloc(GUARD_CACHE_SLOTS, sizeof(*g->cache));
-	if (!g->cache)
+	g->clean = calloc(GUARD_CACHE_SLOTS, sizeof(*g->clean));
+	if (!g->cache || !g->clean)
 		goto fail;
 	g->diag_fd = localpeer_open();
 	if (g->diag_fd < 0) {
@@ -85,6 +96,8 @@ void guard_free(struct guard *g)
 	g->rt = NULL;
 	free(g->cache);
 	g->cache = NULL;
+	free(g->clean);
+	g->clean = NULL;
 	free(g->addrs);
 	g->addrs = NULL;
 	g->n_addrs = 0;
@@ -100,6 +113,7 @@ static void invalidate_routes(struct guard *g)
 	g->stats.invalidations++;
 	if (++g->gen == 0) {   /* wrapped: slots of generation 0 must not look valid */
 		memset(g->cache, 0, GUARD_CACHE_SLOTS * sizeof(*g->cache));
+		memset(g->clean, 0, GUARD_CACHE_SLOTS * sizeof(*g->clean));
 		g->gen = 1;
 	}
 }
@@ -270,13 +284,21 @@ enum guard_verdict guard_route_verdict(int rtm_type, int oif)
 	}
 }
 
-static struct guard_slot *slot_for(struct guard *g, int family, const unsigned char *a, size_t len)
+/* Slot index of a destination (FNV-1a); a collision only costs one more lookup. */
+static unsigned int slot_index(int family, const unsigned char *a, size_t len, uint16_t port)
 {
-	uint32_t h = 2166136261u ^ (uint32_t)family;   /* FNV-1a; a collision only costs a lookup */
+	uint32_t h = 2166136261u ^ (uint32_t)family;
 
 	for (size_t i = 0; i < len; i++)
 		h = (h ^ a[i]) * 16777619u;
-	return &g->cache[h & (GUARD_CACHE_SLOTS - 1)];
+	h = (h ^ (port & 0xff)) * 16777619u;
+	h = (h ^ (port >> 8)) * 16777619u;
+	return h & (GUARD_CACHE_SLOTS - 1);
+}
+
+static struct guard_slot *slot_for(struct guard *g, int family, const unsigned char *a, size_t len)
+{
+	return &g->cache[slot_index(family, a, len, 0)];
 }
 
 /* Check 2: the kernel's routing answer, cached. */
@@ -335,11 +357,23 @@ enum guard_verdict guard_check(struct guard *g, const struct sockaddr *dst)
 	return GUARD_ALLOW;
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 enum guard_verdict guard_check_connected(struct guard *g, int fd)
 {
 	struct sockaddr_storage peer = { 0 };
 	socklen_t len = sizeof(peer);
+	const unsigned char *a;
+	size_t alen;
+	uint16_t port;
 	enum guard_verdict v;
+	uint64_t now;
 	int r;
 
 	/* NAT does not show here (the socket reports what was dialled), but a route may have changed. */
@@ -348,12 +382,36 @@ enum guard_verdict guard_check_connected(struct guard *g, int fd)
 	v = guard_check(g, (const struct sockaddr *)&peer);
 	if (v != GUARD_ALLOW || g->diag_fd < 0)
 		return v;
+	if (peer.ss_family == AF_INET) {
+		a = (const unsigned char *)&((const struct sockaddr_in *)&peer)->sin_addr;
+		alen = 4;
+		port = ((const struct sockaddr_in *)&peer)->sin_port;
+	} else {
+		a = (const unsigned char *)&((const struct sockaddr_in6 *)&peer)->sin6_addr;
+		alen = 16;
+		port = ((const struct sockaddr_in6 *)&peer)->sin6_port;
+	}
+	struct guard_peer_slot *s = &g->clean[slot_index(peer.ss_family, a, alen, port)];
+
+	now = now_ms();
+	if (s->gen == g->gen && s->family == peer.ss_family && s->port == port && !memcmp(s->a, a, alen) &&
+	    now < s->until_ms)
+		return GUARD_ALLOW;
+	g->stats.peer_checks++;
 	r = localpeer_check(g->diag_fd, fd);
 	if (r < 0) {
 		log_debug("cannot look for a local peer: %s", strerror(-r));
 		return GUARD_DENY_UNKNOWN;
 	}
-	return r ? GUARD_DENY_NAT_LOCAL : GUARD_ALLOW;
+	if (r)
+		return GUARD_DENY_NAT_LOCAL;
+	s->gen = g->gen;
+	s->family = (uint8_t)peer.ss_family;
+	s->port = port;
+	memset(s->a, 0, sizeof(s->a));
+	memcpy(s->a, a, alen);
+	s->until_ms = now + GUARD_PEER_CLEAN_MS;
+	return GUARD_ALLOW;
 }
 
 const char *guard_reason(enum guard_verdict v)
