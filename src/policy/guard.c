@@ -5,36 +5,83 @@
 #include <ifaddrs.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <libmnl/libmnl.h>
 #include <netinet/in.h>
+
+#include "netlink/rtlookup.h"
+#include "policy/localpeer.h"
+#include "util/log.h"
+
+/* The loopback device has this index in every network namespace (the kernel's LOOPBACK_IFINDEX). */
+#define LOOPBACK_IFINDEX 1
 
 struct local_addr {
 	int family;
 	unsigned char a[16];
 };
 
+/* One cached route answer; valid when gen equals the guard's. */
+struct guard_slot {
+	uint32_t gen;
+	uint8_t family;
+	uint8_t verdict;
+	unsigned char a[16];
+};
+
+/* A destination whose connection did not end on this host; valid when gen matches and until is ahead. */
+struct guard_peer_slot {
+	uint32_t gen;
+	uint8_t family;
+	uint16_t port;
+	unsigned char a[16];
+	uint64_t until_ms;
+};
+
 int guard_init(struct guard *g, const struct netplan *net)
 {
 	struct sockaddr_nl sa = { .nl_family = AF_NETLINK,
-				  .nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR };
+				  .nl_groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR |
+					       RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE };
+	int err;
 
 	memset(g, 0, sizeof(*g));
 	g->net = net;
 	g->stale = true;
+	g->gen = 1;
+	g->diag_fd = -1;
 	g->nl_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
 	if (g->nl_fd < 0)
 		return -errno;
-	if (bind(g->nl_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		int e = errno;
-
-		close(g->nl_fd);
-		g->nl_fd = -1;
-		return -e;
+	if (bind(g->nl_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		goto fail;
+	g->rt = rtlookup_open();
+	if (!g->rt)
+		goto fail;
+	g->cache = calloc(GUARD_CACHE_SLOTS, sizeof(*g->cache));
+	g->clean = calloc(GUARD_CACHE_SLOTS, sizeof(*g->clean));
+	if (!g->cache || !g->clean)
+		goto fail;
+	g->diag_fd = localpeer_open();
+	if (g->diag_fd < 0) {
+		err = g->diag_fd;
+		g->diag_fd = -1;
+		if (err != -EPROTONOSUPPORT) {
+			errno = -err;
+			goto fail;
+		}
+		log_warn("the kernel has no sock_diag: connections that host NAT sends to this host "
+			 "itself are not detected");
 	}
 	return 0;
+fail:
+	err = -errno;
+	guard_free(g);
+	return err;
 }
 
 void guard_free(struct guard *g)
@@ -42,6 +89,15 @@ void guard_free(struct guard *g)
 	if (g->nl_fd >= 0)
 		close(g->nl_fd);
 	g->nl_fd = -1;
+	if (g->diag_fd >= 0)
+		close(g->diag_fd);
+	g->diag_fd = -1;
+	rtlookup_close(g->rt);
+	g->rt = NULL;
+	free(g->cache);
+	g->cache = NULL;
+	free(g->clean);
+	g->clean = NULL;
 	free(g->addrs);
 	g->addrs = NULL;
 	g->n_addrs = 0;
@@ -52,14 +108,51 @@ int guard_fd(const struct guard *g)
 	return g->nl_fd;
 }
 
-void guard_on_notify(struct guard *g)
+static void invalidate_routes(struct guard *g)
+{
+	g->stats.invalidations++;
+	if (++g->gen == 0) {   /* wrapped: slots of generation 0 must not look valid */
+		memset(g->cache, 0, GUARD_CACHE_SLOTS * sizeof(*g->cache));
+		memset(g->clean, 0, GUARD_CACHE_SLOTS * sizeof(*g->clean));
+		g->gen = 1;
+	}
+}
+
+/*
+ * drain() - read every pending notification.  A route change empties the route cache, an address
+ * change also the address list; an overrun (ENOBUFS) means changes were lost: both.
+ */
+static void drain(struct guard *g)
 {
 	char buf[8192];
+	bool routes = false;
 
-	/* Any address change (or an overrun, ENOBUFS) means: re-read the list on next use. */
-	while (recv(g->nl_fd, buf, sizeof(buf), MSG_DONTWAIT) > 0 || errno == ENOBUFS)
-		;
-	g->stale = true;
+	for (;;) {
+		ssize_t n = recv(g->nl_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		int len;
+
+		if (n < 0) {
+			if (errno != ENOBUFS)
+				break;
+			routes = true;
+			g->stale = true;
+			continue;
+		}
+		len = (int)n;
+		for (const struct nlmsghdr *h = (const struct nlmsghdr *)buf; mnl_nlmsg_ok(h, len);
+		     h = mnl_nlmsg_next(h, &len)) {
+			routes = true;
+			if (h->nlmsg_type == RTM_NEWADDR || h->nlmsg_type == RTM_DELADDR)
+				g->stale = true;
+		}
+	}
+	if (routes)
+		invalidate_routes(g);
+}
+
+void guard_on_notify(struct guard *g)
+{
+	drain(g);
 }
 
 static void refresh(struct guard *g)
@@ -98,6 +191,45 @@ static void refresh(struct guard *g)
 	g->n_addrs = n;
 }
 
+/* An IPv4 address (host order) by itself, port aside. */
+static enum guard_verdict classify4(const struct netplan *net, uint32_t a)
+{
+	struct sockaddr_in s = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(a) };
+
+	if (a == 0)
+		return GUARD_DENY_UNSPECIFIED;
+	if ((a >> 24) == 127)
+		return GUARD_DENY_LOOPBACK;
+	if ((a >> 28) == 0xe || a == 0xffffffffu)
+		return GUARD_DENY_MULTICAST;
+	if ((a >> 16) == 0xa9fe)
+		return GUARD_DENY_LINKLOCAL4;
+	if (netplan_is_link_addr(net, (const struct sockaddr *)&s))
+		return GUARD_DENY_LINK;
+	return GUARD_ALLOW;
+}
+
+static uint32_t be32_at(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The IPv4 address inside a NAT64 (64:ff9b::/96) or 6to4 (2002::/16) address; false if neither. */
+static bool embedded4(const struct in6_addr *a, uint32_t *v4)
+{
+	static const unsigned char nat64[12] = { 0, 0x64, 0xff, 0x9b };
+
+	if (!memcmp(a->s6_addr, nat64, sizeof(nat64))) {
+		*v4 = be32_at(a->s6_addr + 12);
+		return true;
+	}
+	if (a->s6_addr[0] == 0x20 && a->s6_addr[1] == 0x02) {
+		*v4 = be32_at(a->s6_addr + 2);
+		return true;
+	}
+	return false;
+}
+
 enum guard_verdict guard_classify(const struct netplan *net, const struct sockaddr *dst)
 {
 	if (dst->sa_family == AF_INET) {
@@ -106,17 +238,12 @@ enum guard_verdict guard_classify(const struct netplan *net, const struct sockad
 
 		if (a == 0 || s->sin_port == 0)
 			return GUARD_DENY_UNSPECIFIED;
-		if ((a >> 24) == 127)
-			return GUARD_DENY_LOOPBACK;
-		if ((a >> 28) == 0xe || a == 0xffffffffu)
-			return GUARD_DENY_MULTICAST;
-		if (netplan_is_link_addr(net, dst))
-			return GUARD_DENY_LINK;
-		return GUARD_ALLOW;
+		return classify4(net, a);
 	}
 	if (dst->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)dst;
 		const struct in6_addr *a = &s->sin6_addr;
+		uint32_t v4;
 
 		if (IN6_IS_ADDR_UNSPECIFIED(a) || s->sin6_port == 0)
 			return GUARD_DENY_UNSPECIFIED;
@@ -128,6 +255,8 @@ enum guard_verdict guard_classify(const struct netplan *net, const struct sockad
 			return GUARD_DENY_LINKLOCAL6;
 		if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a))
 			return GUARD_DENY_MAPPED;
+		if (embedded4(a, &v4) && classify4(net, v4) != GUARD_ALLOW)
+			return GUARD_DENY_MAPPED;
 		if (netplan_is_link_addr(net, dst))
 			return GUARD_DENY_LINK;
 		return GUARD_ALLOW;
@@ -135,28 +264,153 @@ enum guard_verdict guard_classify(const struct netplan *net, const struct sockad
 	return GUARD_DENY_UNSPECIFIED;
 }
 
+enum guard_verdict guard_route_verdict(int rtm_type, int oif)
+{
+	switch (rtm_type) {
+	case RTN_LOCAL:
+		return GUARD_DENY_LOCAL_ROUTE;
+	case RTN_ANYCAST:
+		return GUARD_DENY_ANYCAST;
+	case RTN_BROADCAST:
+		return GUARD_DENY_BROADCAST;
+	case RTN_MULTICAST:
+		return GUARD_DENY_MULTICAST;
+	case RTN_UNREACHABLE:
+	case RTN_PROHIBIT:
+	case RTN_BLACKHOLE:
+		return GUARD_ALLOW;   /* goes nowhere: the connect fails by itself, with the real error */
+	default:
+		return oif == LOOPBACK_IFINDEX ? GUARD_DENY_LOCAL_ROUTE : GUARD_ALLOW;
+	}
+}
+
+/* Slot index of a destination (FNV-1a); a collision only costs one more lookup. */
+static unsigned int slot_index(int family, const unsigned char *a, size_t len, uint16_t port)
+{
+	uint32_t h = 2166136261u ^ (uint32_t)family;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ a[i]) * 16777619u;
+	h = (h ^ (port & 0xff)) * 16777619u;
+	h = (h ^ (port >> 8)) * 16777619u;
+	return h & (GUARD_CACHE_SLOTS - 1);
+}
+
+static struct guard_slot *slot_for(struct guard *g, int family, const unsigned char *a, size_t len)
+{
+	return &g->cache[slot_index(family, a, len, 0)];
+}
+
+/* Check 2: the kernel's routing answer, cached. */
+static enum guard_verdict route_check(struct guard *g, int family, const unsigned char *a, size_t len)
+{
+	struct guard_slot *s = slot_for(g, family, a, len);
+	struct rt_answer ans;
+	enum guard_verdict v;
+	int err;
+
+	if (s->gen == g->gen && s->family == family && !memcmp(s->a, a, len)) {
+		g->stats.cache_hits++;
+		return (enum guard_verdict)s->verdict;
+	}
+	g->stats.route_lookups++;
+	err = rtlookup_get(g->rt, family, a, &ans);
+	if (err < 0) {
+		log_debug("route lookup failed: %s", strerror(-err));
+		return GUARD_DENY_UNKNOWN;   /* not cached: the next flow asks again */
+	}
+	v = guard_route_verdict(ans.type, ans.oif);
+	s->gen = g->gen;
+	s->family = (uint8_t)family;
+	s->verdict = (uint8_t)v;
+	memset(s->a, 0, sizeof(s->a));
+	memcpy(s->a, a, len);
+	return v;
+}
+
 enum guard_verdict guard_check(struct guard *g, const struct sockaddr *dst)
 {
 	enum guard_verdict v = guard_classify(g->net, dst);
-	const void *bytes;
+	const unsigned char *bytes;
 	size_t len;
 
+	if (v != GUARD_ALLOW)
+		return v;
+	if (dst->sa_family == AF_INET) {
+		bytes = (const unsigned char *)&((const struct sockaddr_in *)dst)->sin_addr;
+		len = 4;
+	} else {
+		bytes = (const unsigned char *)&((const struct sockaddr_in6 *)dst)->sin6_addr;
+		len = 16;
+	}
+	drain(g);   /* one recv() when nothing changed */
+	v = route_check(g, dst->sa_family, bytes, len);
 	if (v != GUARD_ALLOW)
 		return v;
 	if (g->stale)
 		refresh(g);
 	if (g->stale)
-		return GUARD_DENY_HOST_LOCAL;   /* cannot tell which addresses are the host's: refuse */
-	if (dst->sa_family == AF_INET) {
-		bytes = &((const struct sockaddr_in *)dst)->sin_addr;
-		len = 4;
-	} else {
-		bytes = &((const struct sockaddr_in6 *)dst)->sin6_addr;
-		len = 16;
-	}
+		return GUARD_DENY_UNKNOWN;   /* getifaddrs() failed (EMFILE...): refuse, and say why */
 	for (int i = 0; i < g->n_addrs; i++)
 		if (g->addrs[i].family == dst->sa_family && !memcmp(g->addrs[i].a, bytes, len))
 			return GUARD_DENY_HOST_LOCAL;
+	return GUARD_ALLOW;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+enum guard_verdict guard_check_connected(struct guard *g, int fd)
+{
+	struct sockaddr_storage peer = { 0 };
+	socklen_t len = sizeof(peer);
+	const unsigned char *a;
+	size_t alen;
+	uint16_t port;
+	enum guard_verdict v;
+	uint64_t now;
+	int r;
+
+	/* NAT does not show here (the socket reports what was dialled), but a route may have changed. */
+	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
+		return GUARD_DENY_UNKNOWN;
+	v = guard_check(g, (const struct sockaddr *)&peer);
+	if (v != GUARD_ALLOW || g->diag_fd < 0)
+		return v;
+	if (peer.ss_family == AF_INET) {
+		a = (const unsigned char *)&((const struct sockaddr_in *)&peer)->sin_addr;
+		alen = 4;
+		port = ((const struct sockaddr_in *)&peer)->sin_port;
+	} else {
+		a = (const unsigned char *)&((const struct sockaddr_in6 *)&peer)->sin6_addr;
+		alen = 16;
+		port = ((const struct sockaddr_in6 *)&peer)->sin6_port;
+	}
+	struct guard_peer_slot *s = &g->clean[slot_index(peer.ss_family, a, alen, port)];
+
+	now = now_ms();
+	if (s->gen == g->gen && s->family == peer.ss_family && s->port == port && !memcmp(s->a, a, alen) &&
+	    now < s->until_ms)
+		return GUARD_ALLOW;
+	g->stats.peer_checks++;
+	r = localpeer_check(g->diag_fd, fd);
+	if (r < 0) {
+		log_debug("cannot look for a local peer: %s", strerror(-r));
+		return GUARD_DENY_UNKNOWN;
+	}
+	if (r)
+		return GUARD_DENY_NAT_LOCAL;
+	s->gen = g->gen;
+	s->family = (uint8_t)peer.ss_family;
+	s->port = port;
+	memset(s->a, 0, sizeof(s->a));
+	memcpy(s->a, a, alen);
+	s->until_ms = now + GUARD_PEER_CLEAN_MS;
 	return GUARD_ALLOW;
 }
 
@@ -171,6 +425,12 @@ const char *guard_reason(enum guard_verdict v)
 	case GUARD_DENY_LINKLOCAL6: return "IPv6 link-local address";
 	case GUARD_DENY_MAPPED: return "IPv4-mapped IPv6 address";
 	case GUARD_DENY_HOST_LOCAL: return "an address of the host itself";
+	case GUARD_DENY_LINKLOCAL4: return "IPv4 link-local address (cloud metadata)";
+	case GUARD_DENY_LOCAL_ROUTE: return "the host routes it to itself (local route)";
+	case GUARD_DENY_ANYCAST: return "an anycast address of the host";
+	case GUARD_DENY_BROADCAST: return "a broadcast address of a host subnet";
+	case GUARD_DENY_UNKNOWN: return "cannot tell whether the destination is local";
+	case GUARD_DENY_NAT_LOCAL: return "NAT on the host sends it to the host itself";
 	}
 	return "denied";
 }

@@ -35,3 +35,12 @@ struct policy_verdict policy_decide(struct policy *p, const struct policy_query 
 		return (struct policy_verdict){ .action = POL_PROXY, .reason = "default route: proxy" };
 	return (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
 }
+
+struct policy_verdict policy_check_connected(struct policy *p, int fd)
+{
+	enum guard_verdict g = guard_check_connected(&p->guard, fd);
+
+	if (g != GUARD_ALLOW)
+		return (struct policy_verdict){ .action = POL_DENY, .reason = guard_reason(g) };
+	return (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
+}

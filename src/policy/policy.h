@@ -47,4 +47,11 @@ void policy_on_notify(struct policy *p);
 
 struct policy_verdict policy_decide(struct policy *p, const struct policy_query *q);
 
+/*
+ * policy_check_connected() - a direct TCP connection to the destination was just established: does
+ * it in fact end on this host (host NAT)?  Return: a verdict with POL_DENY and the reason, or
+ * POL_DIRECT.  Costly on a miss (see guard_check_connected()), so only direct routes ask.
+ */
+struct policy_verdict policy_check_connected(struct policy *p, int fd);
+
 #endif

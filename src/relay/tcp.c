@@ -68,6 +68,7 @@ struct tcp_flow {
 	struct tcp_dir dir[2];
 	enum tcp_state state;
 	const struct connector *conn;
+	bool direct;              /* the route dials the destination itself: check for host NAT */
 	uint64_t deadline_ms;     /* CONNECTING: fail with ETIMEDOUT then */
 	struct tcp_flow *cnewer, *colder;   /* the connecting list */
 	bool dead;                /* closed; freed after the current epoll batch */
@@ -461,6 +462,17 @@ static void connect_ready(struct relay *r, struct tcp_flow *f)
 {
 	struct epoll_event ev = { .events = EV_ALL, .data.ptr = &f->end[1].ev };
 
+	if (f->direct) {
+		struct policy_verdict v = policy_check_connected(&r->c->policy, f->end[1].fd);
+
+		if (v.action == POL_DENY) {
+			log_debug("refusing a TCP connection once connected: %s", v.reason);
+			r->stats.tcp_denied++;
+			f->rec.rule = v.reason;
+			flow_close(r, f, true, FLOW_DENIED, EACCES);
+			return;
+		}
+	}
 	connecting_unlink(r, f);
 	f->state = TCP_SPLICING;
 	f->end[1].writable = true;
@@ -567,6 +579,7 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 	f->rec.route = conn->ops->name;
 	f->rec.rule = v.reason;
 	f->conn = conn;
+	f->direct = v.action == POL_DIRECT;
 	for (int i = 0; i < 2; i++) {
 		f->end[i].ev.kind = EV_TCP_END;
 		f->end[i].ev.index = i;
