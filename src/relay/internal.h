@@ -90,6 +90,8 @@ struct relay {
 	int (*pipes)[2];              /* idle pipe pool */
 	unsigned int n_pipes;
 	unsigned int pipes_in_use;
+	uint64_t pipe_borrows, pipe_borrows_seen;   /* pipe_get() calls; as of the last sweep */
+	uint64_t trim_id;             /* the last flow id when memory was last given back */
 	unsigned char *scratch;       /* the pipe-less copy's buffer */
 
 	/* UDP */

@@ -12,6 +12,7 @@
 #include "relay/internal.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,6 +298,11 @@ int relay_run(struct relay *r)
 		if (r->now_ms >= r->next_sweep) {
 			tcp_sweep(r);
 			udp_sweep(r);
+			/* After a burst, give freed flow memory back to the system. */
+			if (!r->n_tcp && !r->n_udp && r->trim_id != r->hub.next_id) {
+				malloc_trim(0);
+				r->trim_id = r->hub.next_id;
+			}
 			r->next_sweep = r->now_ms + SWEEP_MS;
 		}
 		tcp_reap(r);

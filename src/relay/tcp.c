@@ -102,6 +102,7 @@ static int pipe_get(struct relay *r, int p[2])
 	if (r->pipes_in_use >= r->lim.max_pipes)
 		return -ENOBUFS;
 	r->pipes_in_use++;
+	r->pipe_borrows++;
 	if (r->n_pipes > 0) {
 		r->n_pipes--;
 		p[0] = r->pipes[r->n_pipes][0];
@@ -703,10 +704,23 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 	flow_pump(r, f);
 }
 
-/* Connects past their deadline fail with ETIMEDOUT (the child sees a reset until the SYN gate). */
+/*
+ * tcp_sweep() - once a second: connects past their deadline fail with ETIMEDOUT (the child sees a
+ * reset until the SYN gate), and when no pipe was borrowed for a whole second, the idle pool is given
+ * back, so that after a burst P returns to its idle fd count.
+ */
 void tcp_sweep(struct relay *r)
 {
 	struct tcp_flow *f = r->conn_old;
+
+	if (r->pipe_borrows == r->pipe_borrows_seen && !r->pipes_in_use) {
+		for (unsigned int i = 0; i < r->n_pipes; i++) {
+			close(r->pipes[i][0]);
+			close(r->pipes[i][1]);
+		}
+		r->n_pipes = 0;
+	}
+	r->pipe_borrows_seen = r->pipe_borrows;
 
 	while (f) {
 		struct tcp_flow *newer = f->cnewer;
