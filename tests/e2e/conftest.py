@@ -99,6 +99,9 @@ def build_world(sess, tag, v6):
     w = W.World(f"cfw{os.getpid()}{tag}", v6=v6)
     try:
         w.up()
+    except W.RangeClash as e:
+        pytest.exit(str(e), returncode=1)
+    try:
         w.start_remote_servers(sess.logs, make_files())
     except BaseException:
         w.down()
