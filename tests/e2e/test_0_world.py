@@ -13,7 +13,7 @@ import pytest
 
 import childprogs as P
 import world as W
-from cfutil import curl, py, url, wget
+from cfutil import curl, curl_upload, py, url, wget
 from conftest import HOSTSVC_ANY_PORT, HOSTSVC_LO_PORT
 from servers import HALFCLOSE_TAIL
 
@@ -87,9 +87,9 @@ def test_big_download_and_uploads_direct(ctl, world):
     r = ctl.direct(curl(url(W.REMOTES["remote1"]["v4"], "/big.bin")))
     assert r.rc == 0 and hashlib.sha256(r.out).hexdigest() == hashlib.sha256(world.files["big.bin"]).hexdigest()
     data = os.urandom(1 << 20)
-    r = ctl.direct(curl("--data-binary", "@-", url(W.REMOTES["remote1"]["v6"], "/upload")), input=data)
+    r = ctl.direct(curl_upload("--data-binary", "@-", url(W.REMOTES["remote1"]["v6"], "/upload")), input=data)
     assert r.rc == 0 and r.text.strip() == hashlib.sha256(data).hexdigest(), r
-    r = ctl.direct(curl("-T", "-", url(W.REMOTES["remote2"]["v4"], "/upload")), input=data)
+    r = ctl.direct(curl_upload("-T", "-", url(W.REMOTES["remote2"]["v4"], "/upload")), input=data)
     assert r.rc == 0 and r.text.strip() == hashlib.sha256(data).hexdigest(), r
 
 

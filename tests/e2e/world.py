@@ -333,6 +333,36 @@ class World:
         self.alive = False
 
 
+class NftTable:
+    """A throwaway nft table with one filter chain, in one namespace of the world (the test world may
+    use nft; the product may not).  Use as a context manager: the table is deleted on exit, also
+    when the test fails.
+
+        with NftTable(world.router, "forward") as t:
+            t.set("ip daddr 203.0.113.99 drop")
+    """
+
+    def __init__(self, ns, hook, name="cfwtest"):
+        self.ns, self.hook, self.name = ns, hook, name
+
+    def _nft(self, script, check=True):
+        return sh(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input=script.encode(), check=check)
+
+    def __enter__(self):
+        self._nft(f"table inet {self.name} {{\n chain c {{ type filter hook {self.hook} priority 0; "
+                  f"policy accept; }}\n}}\n")
+        return self
+
+    def set(self, *rules):
+        """Replace the chain's rules with `rules` (nft rule syntax), atomically."""
+        self._nft(f"flush chain inet {self.name} c\n" + "".join(f"add rule inet {self.name} c {r}\n"
+                                                                 for r in rules))
+
+    def __exit__(self, *exc):
+        self._nft(f"delete table inet {self.name}\n", check=False)
+        return False
+
+
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
