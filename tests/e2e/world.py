@@ -254,6 +254,10 @@ class World:
     def sysctl(self, ns, *settings, check=True):
         return sh(["ip", "netns", "exec", ns, "sysctl", "-q", "-w"] + list(settings), check=check)
 
+    def sh_ns(self, ns, argv):
+        """Run argv in namespace ns; return its stdout (text)."""
+        return sh(["ip", "netns", "exec", ns] + list(argv)).stdout.decode()
+
     def exec_argv(self, ns, argv):
         return ["ip", "netns", "exec", ns] + list(argv)
 
