@@ -82,9 +82,9 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 check: deps-check
 	$(MAKE) -j$(JOBS) build/childflow build/childflow-asan
 	$(MAKE) -j$(JOBS) lint
-	$(MAKE) unit
-	$(MAKE) unit-asan
-	$(MAKE) fuzz
+	$(MAKE) -j$(JOBS) unit
+	$(MAKE) -j$(JOBS) unit-asan
+	$(MAKE) -j$(JOBS) fuzz
 	$(MAKE) e2e
 
 demo: deps-demo build/childflow

@@ -316,6 +316,7 @@ for line in sys.stdin:
 '''
 
 FLOOD_FLOWS = 8
+UDP_CLOSED_PORT = 9   # nothing listens on udp/9 of the remotes: the flood loads P, not a test server
 
 
 def test_thousand_flows_and_udp_flood(cfu, world):
@@ -323,7 +324,7 @@ def test_thousand_flows_and_udp_flood(cfu, world):
     closes them, P's fd count and RSS come back close to their idle values."""
     marker = unique_marker("flood")
     before = len(world.svc_remote1.find(svc="sink"))
-    p = cfu.popen(["--"] + py(FLOWS_AND_FLOOD, R1, W.SINK_PORT, 1000, R2, W.ECHO_PORT, R2, marker),
+    p = cfu.popen(["--"] + py(FLOWS_AND_FLOOD, R1, W.SINK_PORT, 1000, R2, UDP_CLOSED_PORT, R2, marker),
                   stdin=subprocess.PIPE)
     try:
         pid = p_of(p, cfu)
