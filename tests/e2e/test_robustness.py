@@ -1,13 +1,19 @@
 """Robustness: a dead destination never stalls other flows; id-mapping plans; setup failures that
 explain themselves and leave nothing behind."""
+import fcntl
 import json
+import os
 import pwd
+import signal
 import subprocess
+import termios
+import threading
+import time
 
 import pytest
 
 import world as W
-from cfutil import describe, kill_tree, pids_with_exe, py, read_line
+from cfutil import describe, kill_tree, pids_with_exe, py, read_line, reap, unique_marker
 
 # argv: dead_host dead_port live_host live_port rounds
 # A thread dials a destination that does not answer (the router drops its packets) while the main
@@ -325,13 +331,6 @@ def test_blocked_stderr_does_not_freeze_relay(cf, world, stderr_mode):
     """The command fills the stderr it shares with childflow (a pipe nobody reads), then makes P run
     out of fds, so that P warns: relayed traffic and SIGTERM to childflow must keep working.  The
     `drained` control has a reader on the pipe, and checks that the warning was provoked."""
-    import fcntl
-    import os
-    import signal
-    import termios
-    import threading
-    import time
-    from cfutil import reap, unique_marker
     marker = unique_marker("stderr")
     rfd, wfd = os.pipe()
     p = cf.popen(["--"] + py(BLOCKED_STDERR, W.REMOTES["remote1"]["v4"], W.ECHO_PORT, 50,
