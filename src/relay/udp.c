@@ -12,8 +12,9 @@
  *
  * States of a flow: PENDING (first datagram queued, no flow yet) -> OPEN (both sockets) -> CLOSED
  * (idle for udp_idle_ms, evicted, or at exit).  The table is capped; when it is full, the least
- * recently used flow is evicted only if it has been quiet for udp_keep_ms, so a spray of new flows
- * cannot push out the tree's active ones (the new flow's datagram is dropped instead).
+ * recently used flow is evicted if it has been quiet for udp_keep_ms, else the least recently used
+ * one-way flow (never answered), so a spray of new flows cannot push out the tree's active
+ * conversations; when every flow is both recent and two-way, the new flow's datagram is dropped.
  */
 #include "relay/internal.h"
 
@@ -204,14 +205,28 @@ static int place_child_socket(int fd, const struct sockaddr_storage *child, cons
 	return 0;
 }
 
-/* Is there room for one more flow?  Evicts the least recently used one if it has been quiet. */
+#define EVICT_SCAN 64   /* flows looked at, from the least recently used, for a one-way one */
+
+/*
+ * make_room() - is there room for one more flow?  When the table is full, the least recently used
+ * flow makes room if it has been quiet for udp_keep_ms; otherwise the least recently used flow that
+ * never had an answer (a one-way flow: a scan, a spray to closed ports) does.  Flows with traffic
+ * both ways and recent activity are never evicted; the new flow is refused instead.
+ */
 static bool make_room(struct relay *r)
 {
 	struct udp_flow *old = r->udp_lru_head;
+	int n = 0;
 
 	if (r->n_udp < r->lim.max_udp)
 		return true;
-	if (old && r->now_ms - old->last_ms >= r->lim.udp_keep_ms) {
+	if (old && r->now_ms - old->last_ms < r->lim.udp_keep_ms) {
+		while (old && old->rec.pkts_down && ++n < EVICT_SCAN)
+			old = old->lnext;
+		if (old && old->rec.pkts_down)
+			old = NULL;
+	}
+	if (old) {
 		r->stats.udp_evicted++;
 		flow_free(r, old, FLOW_EVICTED, 0);
 		return true;

