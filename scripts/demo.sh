@@ -121,4 +121,12 @@ show "childflow -- curl http://127.0.0.1:8080/"
 in_host "$CF" -- "${CURL[@]}" --max-time 3 "http://127.0.0.1:8080/"
 echo "   curl exit code: $? (not reachable)"
 
+heading "Every flow has a life record, denied ones too (CHILDFLOW_DEBUG=1: one line per flow as it closes)"
+show "ip route add local 198.19.7.0/24 dev lo   (on the host: a prefix it delivers to itself, as AnyIP/TPROXY setups do)"
+in_host ip route add local 198.19.7.0/24 dev lo
+show "CHILDFLOW_DEBUG=1 childflow -- sh -c 'curl http://$R1V4/; curl http://198.19.7.7/; curl http://198.18.0.2/'"
+in_host env CHILDFLOW_DEBUG=1 "$CF" -- sh -c "for u in http://$R1V4/ http://198.19.7.7/ http://198.18.0.2/; do curl -sS --noproxy '*' --max-time 3 -o /dev/null \$u 2>/dev/null; done" 2>&1 |
+	grep -E ' flow [0-9]+ ' | sed -e 's/^childflow: debug: \[[^]]*\] /   /'
+in_host ip route del local 198.19.7.0/24 dev lo
+
 heading "Done; tearing the world down"

@@ -119,10 +119,11 @@ static void debug_closed(void *priv, const struct flow_record *f)
 	(void)priv;
 	if (!log_debug_enabled())
 		return;
-	log_debug("flow %llu %s %s -> %s via %s: %s%s%s, %llu bytes up, %llu down, %.3f ms",
+	log_debug("flow %llu %s %s -> %s via %s: %s (%s)%s%s, %llu bytes up, %llu down, %.3f ms",
 		  (unsigned long long)f->id, flow_proto_name(f->proto), flow_addr_str(&f->child, c, sizeof(c)),
 		  flow_addr_str(&f->dst, d, sizeof(d)), f->route ? f->route : "-",
-		  flow_outcome_name(f->outcome), f->err ? ": " : "", f->err ? strerror(f->err) : "",
+		  flow_outcome_name(f->outcome), f->rule ? f->rule : "-", f->err ? ": " : "",
+		  f->err ? strerror(f->err) : "",
 		  (unsigned long long)f->bytes_up, (unsigned long long)f->bytes_down,
 		  (double)(f->t_end_ns - f->t_start_ns) / 1e6);
 }
