@@ -399,8 +399,8 @@ void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 		child_main(cfg, np, sh, cs[1], self);
 	}
 	atomic_store_explicit(&sh->child_pid, g.child, memory_order_release);
-	/* P has written our maps, C has its own mm: a root command (uid 0 like us) must not be able
-	 * to ptrace us or take our fds. */
+	/* P has written our maps and C has its own mm: nothing needs /proc/G any more.  (A root
+	 * command, uid 0 like us, is refused anyway: its capabilities live in U2, below ours.) */
 	prctl(PR_SET_DUMPABLE, 0);
 	close(cs[1]);
 	g.csock = cs[0];

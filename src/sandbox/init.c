@@ -16,8 +16,9 @@
  *   - a root caller is root in U2 with every capability there (setgroups allowed, so su,
  *     setpriv, apt's privilege drop and a nested childflow work).  U2 is a child of U1, so these
  *     capabilities reach only U2's own namespaces (N2, the mount and PID namespaces): not N1,
- *     not the host's network, not P or G (both non-dumpable, so a matching uid 0 cannot ptrace
- *     them or take their fds);
+ *     not the host's network, and not P or G: they are outside its PID namespace, and even by
+ *     path (/proc/PID/mem, fd, ns) the kernel wants CAP_SYS_PTRACE in *their* user namespace
+ *     (init's, U1), which a matching uid 0 does not give;
  *   - any other caller runs as its own uid/gid with no capabilities (SECBIT_NOROOT, cleared sets).
  * no_new_privs is set, on purpose, for everyone (libseccomp would set it anyway; we say so
  * explicitly): an execve() never gains privileges inside, so a setuid binary or file capability

@@ -374,9 +374,6 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	}
 	close(sp[1]);
 	sb->ctl_fd = sp[0];
-	/* A root command has uid 0 like us: it must not be able to ptrace P and take its sockets.
-	 * (After the fork: G must stay dumpable until we have written its maps.) */
-	prctl(PR_SET_DUMPABLE, 0);
 	sb->gw_pidfd = (int)syscall(SYS_pidfd_open, sb->gw_pid, 0);
 	if (sb->gw_pidfd < 0) {
 		log_error("cannot watch the gateway process (pidfd_open needs Linux 5.3): %s",
