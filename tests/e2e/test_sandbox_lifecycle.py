@@ -146,3 +146,35 @@ def test_failed_pidfd_open_is_one_line(cf):
     lines = err.decode(errors="replace").strip().splitlines()
     assert p.returncode == 125, (p.returncode, lines)
     assert len(lines) == 1 and "pidfd_open" in lines[0], lines
+
+
+def test_idmap_helpers_run_with_the_callers_signal_mask(cf, sess):
+    """newuidmap/newgidmap must stay interruptible: they get the caller's mask, not P's blocked set."""
+    if cf.runner.uid == 0:
+        pytest.skip("a root caller maps its ids without the helpers")
+    d = os.path.join(sess.dir, f"fakehelpers-{os.getpid()}")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o777)
+    outs = {}
+    try:
+        for helper in ("newuidmap", "newgidmap"):
+            outs[helper] = os.path.join(d, helper + ".out")
+            path = os.path.join(d, helper)
+            with open(path, "w") as f:
+                # python, not sh: dash clears the signal mask when it starts
+                f.write(f"#!/usr/bin/python3\nimport os, sys\n"
+                        f"blk = [l for l in open('/proc/self/status') if l.startswith('SigBlk:')]\n"
+                        f"open({outs[helper]!r}, 'w').write(blk[0])\n"
+                        f"os.execv('/usr/bin/{helper}', ['{helper}'] + sys.argv[1:])\n")
+            os.chmod(path, 0o755)
+        r = cf.run(["--", "true"], env={"PATH": f"{d}:/usr/sbin:/usr/bin:/sbin:/bin",
+                                        "CHILDFLOW_UIDMAP": "helper"})
+        assert r.rc == 0, r
+        for helper, out in outs.items():
+            with open(out) as f:
+                blocked = int(f.read().split()[1], 16)
+            assert blocked == 0, f"{helper} ran with signals blocked: SigBlk={blocked:016x}"
+    finally:
+        for name in os.listdir(d):
+            os.unlink(os.path.join(d, name))
+        os.rmdir(d)
