@@ -127,6 +127,10 @@ static bool pool_take_reply(struct sandbox *sb, const struct gw_msg *m, const vo
 static void pool_free(struct sandbox *sb)
 {
 	for (int k = 0; k < BE_SOCK_N; k++) {
+		if (pool_offered(sb, k) && sb->pool[k].taken)
+			log_debug("N1 UDP%s socket pool: %lu taken, found empty %lu times, %d fds held at the end",
+				  k == BE_SOCK_UDP6 ? "v6" : "v4", sb->pool[k].taken, sb->pool[k].empty,
+				  sb->pool[k].n);
 		gw_close_fds(sb->pool[k].fd, sb->pool[k].n);
 		sb->pool[k].n = 0;
 		sb->pool[k].inflight = 0;
@@ -441,9 +445,11 @@ static int be_ns_socket(struct backend *b, enum be_sock_kind k)
 	if (p->n > 0) {
 		int fd = p->fd[--p->n];
 
+		p->taken++;
 		pool_refill(sb, k, SANDBOX_POOL_LOW);
 		return fd;
 	}
+	p->empty++;
 	if (p->err < 0 && p->inflight == 0) {
 		/* G could not create them: say so once, then try again on the next call. */
 		r = p->err;

@@ -50,6 +50,7 @@ struct sandbox_pool {
 	int n;                        /* held */
 	int inflight;                 /* asked for, not answered yet */
 	int err;                      /* -errno of the last refill that came back short, until reported */
+	unsigned long taken, empty;   /* sockets handed out; calls that found the pool empty */
 };
 
 struct sandbox_shared;
