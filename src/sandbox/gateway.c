@@ -6,7 +6,8 @@
  * States (messages are gwproto.h's):
  *   UNSHARE    unshare(USER|NET)                           -> HELLO_UNSHARED to P
  *   PLAN       P wrote our maps                             <- IDMAP_PLAN (C's maps)
- *   FORK_C     fork C; while C unshares: lo, policy routing, ruleset, listeners -> LISTENERS to P
+ *   FORK_C     fork C; while C unshares: lo, policy routing, ruleset, listeners -> LISTENERS to P,
+ *              then SANDBOX_POOL_FILL UDP sockets per family                   -> UDP_SOCKETS to P
  *   MAP_C      <- C_UNSHARED: write C's maps, veth (peer in N2), addresses, gw0 up
  *                                                           -> CHILD_NETNS to P, C_LINK_READY to C
  *   SERVE      until C exits: P's socket requests (UDP_SOCKETS, in batches);
@@ -236,40 +237,88 @@ static void gateway_map_child(struct gw *g)
 		_exit(EXIT_SETUP);
 }
 
+/* Create up to @count (<= FDPASS_MAX) UDP sockets of @family in N1.  Return: how many; *err on a shortfall. */
+static int make_udp_batch(int family, int count, int *fds, int16_t *err)
+{
+	int n = 0;
+
+	*err = 0;
+	while (n < count && n < FDPASS_MAX) {
+		int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+		if (fd < 0) {
+			*err = (int16_t)-errno;
+			break;
+		}
+		fds[n++] = fd;
+	}
+	if (n < count && !*err)
+		*err = -EINVAL;   /* asked for more than one message carries */
+	return n;
+}
+
+/* Send a batch of @count UDP sockets of @family to P.  Return: 0, or -errno when P is gone. */
+static int send_udp_batch(struct gw *g, int family, int count)
+{
+	struct gw_msg rp = { .op = GW_UDP_SOCKETS, .family = (uint16_t)family };
+	struct gw_udp_reply body = { .asked = (uint16_t)count };
+	int fds[FDPASS_MAX], n, r;
+
+	n = make_udp_batch(family, count, fds, &rp.err);
+	rp.count = (uint16_t)n;
+	r = gw_send(g->psock, rp, &body, sizeof(body), fds, n);
+	gw_close_fds(fds, n);
+	return r;
+}
+
+/*
+ * gateway_initial_pool() - SANDBOX_POOL_FILL UDP sockets per offered family, unasked, as part of
+ * the setup: P has them before the command can send its first datagram.
+ */
+static void gateway_initial_pool(struct gw *g)
+{
+	static const int fams[2] = { AF_INET, AF_INET6 };
+
+	for (int i = 0; i < (g->np->ipv6 ? 2 : 1); i++) {
+		for (int sent = 0; sent < SANDBOX_POOL_FILL; sent += FDPASS_MAX) {
+			int want = SANDBOX_POOL_FILL - sent < FDPASS_MAX ? SANDBOX_POOL_FILL - sent : FDPASS_MAX;
+			struct gw_msg m = { .op = GW_UDP_SOCKETS, .family = (uint16_t)fams[i] };
+			struct gw_udp_reply body = { .asked = (uint16_t)want };
+			int fds[FDPASS_MAX], n, r;
+
+			n = make_udp_batch(fams[i], want, fds, &m.err);
+			if (n < want) {
+				gw_close_fds(fds, n);
+				log_error("cannot create UDP sockets in the gateway namespace: %s", strerror(-m.err));
+				sandbox_setup_fail(g->sh);
+			}
+			m.count = (uint16_t)n;
+			r = gw_send(g->psock, m, &body, sizeof(body), fds, n);
+			gw_close_fds(fds, n);
+			if (r < 0)
+				_exit(EXIT_SETUP);
+		}
+	}
+}
+
 /* Answer one request of P's.  Return: 0, or -1 when P is gone. */
 static int serve_p(struct gw *g)
 {
-	struct gw_msg rq, rp = { 0 };
-	int fds[FDPASS_MAX], n = 0, r;
-	struct gw_udp_reply body = { 0 };
+	struct gw_msg rq;
+	int r;
 
 	r = gw_recv(g->psock, &rq, NULL, 0, NULL, 0, NULL, 0);
 	if (r == -EPIPE)
 		return -1;
 	if (r < 0)
 		return 0;   /* malformed: nothing to answer */
-	rp.op = rq.op;
-	rp.family = rq.family;
 	if (rq.op != GW_UDP_SOCKETS || (rq.family != AF_INET && rq.family != AF_INET6)) {
-		rp.err = -EOPNOTSUPP;
+		struct gw_msg rp = { .op = rq.op, .family = rq.family, .err = -EOPNOTSUPP };
+
 		return gw_send(g->psock, rp, NULL, 0, NULL, 0) < 0 ? -1 : 0;
 	}
-	body.asked = rq.count;
-	while (n < rq.count && n < FDPASS_MAX) {
-		int fd = socket(rq.family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-
-		if (fd < 0) {
-			rp.err = (int16_t)-errno;
-			break;
-		}
-		fds[n++] = fd;
-	}
-	if (n < rq.count && !rp.err)
-		rp.err = -EINVAL;   /* asked for more than one message carries */
-	rp.count = (uint16_t)n;
-	r = gw_send(g->psock, rp, &body, sizeof(body), fds, n);
-	gw_close_fds(fds, n);
-	return r < 0 ? -1 : 0;   /* P is gone or stuck: never leave it waiting */
+	/* P is gone or stuck: never leave it waiting */
+	return send_udp_batch(g, rq.family, rq.count) < 0 ? -1 : 0;
 }
 
 /* Handle one message of C's.  Return: 0, or -1 when C closed its end. */
@@ -413,7 +462,8 @@ void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 	}
 	gateway_routing(&g);
 	gateway_listeners(&g);
-	log_debug("gateway: routing, ruleset and listeners ready");
+	gateway_initial_pool(&g);
+	log_debug("gateway: routing, ruleset, listeners and the first N1 sockets ready");
 	gateway_map_child(&g);
 	gateway_serve(&g);
 }

@@ -10,6 +10,7 @@
  * Setup, P<->G:   G->P HELLO_UNSHARED          U1+N1 exist: P writes G's uid/gid maps
  *                 P->G IDMAP_PLAN              payload: C's uid_map "\0" gid_map "\0"
  *                 G->P LISTENERS               count fds, payload: one enum be_listener per fd
+ *                 G->P UDP_SOCKETS (unasked)   SANDBOX_POOL_FILL per offered family, in batches
  *                 G->P CHILD_NETNS             1 fd: N2 (kept until the relay has drained)
  *                 G->P CMD_STARTED             init runs and its pid is in the shared page
  * Service, P<->G: P->G UDP_SOCKETS             family, count <= FDPASS_MAX: please create

@@ -5,9 +5,9 @@
  * States of P (messages are gwproto.h's, on ctl_fd):
  *   FORK       fork G (subreaper first: orphaned C and init come back to us); pidfd on G
  *   MAP        <- HELLO_UNSHARED: write G's maps (idmap_apply.c)     -> IDMAP_PLAN (C's maps)
- *   COLLECT    <- LISTENERS (the transparent listeners), <- CHILD_NETNS (a reference to N2)
- *   FILL       ask for SANDBOX_POOL_FILL N1 UDP sockets per family and wait for them, so that
- *              the first flows never wait; ctl_fd becomes non-blocking     -> started
+ *   COLLECT    <- LISTENERS (the transparent listeners), <- UDP_SOCKETS (SANDBOX_POOL_FILL N1
+ *              UDP sockets per family, so that the first flows never wait), <- CHILD_NETNS (a
+ *              reference to N2); ctl_fd becomes non-blocking               -> started
  *   RUNNING    (backend_ops) ns_socket() takes from a pool, never blocks: below the low-water
  *              mark a refill is asked for, on_ctl() takes the answers (and CMD_STARTED, which
  *              releases signals queued before init's pid was known)
@@ -240,25 +240,27 @@ static int recv_child_netns(struct sandbox *sb)
 	return 0;
 }
 
-/* Fill both pools before the command can send its first datagram. */
-static int fill_pools(struct sandbox *sb)
+/*
+ * recv_initial_pool() - G sends SANDBOX_POOL_FILL sockets per offered family right after the
+ * listeners, unasked, so that the first flows never wait.
+ */
+static int recv_initial_pool(struct sandbox *sb)
 {
-	int r;
-
 	for (int k = 0; k < BE_SOCK_N; k++)
-		if (pool_refill(sb, k, SANDBOX_POOL_FILL) < 0)
+		sb->pool[k].inflight = pool_offered(sb, k) ? SANDBOX_POOL_FILL : 0;
+	while (sb->pool[BE_SOCK_UDP4].inflight || sb->pool[BE_SOCK_UDP6].inflight) {
+		unsigned char payload[GW_MAX_PAYLOAD];
+		int fds[FDPASS_MAX], nfds = 0;
+		struct gw_msg m;
+
+		if (gw_recv(sb->ctl_fd, &m, payload, sizeof(payload), fds, FDPASS_MAX, &nfds, 0) < 0)
 			return -1;
-	while (sb->pool[BE_SOCK_UDP4].inflight || sb->pool[BE_SOCK_UDP6].inflight)
-		if ((r = read_ctl(sb, 0)) < 0 && r != -EINTR)
+		if (m.op != GW_UDP_SOCKETS || !pool_take_reply(sb, &m, payload, fds, nfds) || m.err) {
+			gw_close_fds(fds, m.op == GW_UDP_SOCKETS ? 0 : nfds);
 			return -1;
-	for (int k = 0; k < BE_SOCK_N; k++) {
-		if (pool_offered(sb, k) && sb->pool[k].n == 0) {
-			log_error("cannot create UDP sockets in the gateway namespace: %s",
-				  strerror(-sb->pool[k].err));
-			return -2;
 		}
 	}
-	return fcntl(sb->ctl_fd, F_SETFL, fcntl(sb->ctl_fd, F_GETFL) | O_NONBLOCK) < 0 ? -1 : 0;
+	return 0;
 }
 
 static int send_plan(struct sandbox *sb, const struct idmap_plan *plan)
@@ -394,17 +396,14 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	}
 	log_debug("ids mapped (%s plan)", plan.mode == IDMAP_ROOT ? "root" :
 		  plan.mode == IDMAP_HELPER ? "newuidmap" : "direct");
-	if (send_plan(sb, &plan) < 0 || recv_listeners(sb) < 0 || recv_child_netns(sb) < 0)
+	if (send_plan(sb, &plan) < 0 || recv_listeners(sb) < 0 || recv_initial_pool(sb) < 0 ||
+	    recv_child_netns(sb) < 0)
 		goto fail;
-	switch (fill_pools(sb)) {
-	case 0:
+	/* From now on P's event loop reads ctl_fd: never block on it. */
+	if (fcntl(sb->ctl_fd, F_SETFL, fcntl(sb->ctl_fd, F_GETFL) | O_NONBLOCK) == 0)
 		return 0;
-	case -2:
-		reported = true;
-		break;
-	default:
-		break;
-	}
+	log_error("cannot make the gateway's socket non-blocking: %s", strerror(errno));
+	reported = true;
 fail:
 	sandbox_kill(sb);
 	reap_tree(sb);
