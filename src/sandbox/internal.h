@@ -28,6 +28,20 @@ __attribute__((noreturn)) void sandbox_setup_fail(struct sandbox_shared *sh);
 /* sandbox_ignore_forwarded_signals() - G: only PDEATHSIG and the exit chain end us. */
 void sandbox_ignore_forwarded_signals(void);
 
+/* P: deliver the signals queued while init did not exist, now that its pid is known (sandbox.c). */
+void sandbox_flush_queued_signals(struct sandbox *sb);
+
+/* P's messages with G (ctl.c).  The setup steps return 0, or -1 when G stopped or sent nonsense. */
+int sandbox_ctl_send_plan(struct sandbox *sb, const struct idmap_plan *plan);
+int sandbox_ctl_recv_listeners(struct sandbox *sb);
+int sandbox_ctl_recv_initial_pool(struct sandbox *sb);
+int sandbox_ctl_recv_child_netns(struct sandbox *sb);
+/* backend_ops.ns_socket() and .on_ctl() (backend/backend.h) */
+int sandbox_ctl_ns_socket(struct sandbox *sb, enum be_sock_kind k);
+bool sandbox_ctl_on_ctl(struct sandbox *sb);
+/* Close the pooled sockets (and report the pool's use at debug level). */
+void sandbox_ctl_free_pool(struct sandbox *sb);
+
 /* sandbox_status_code() - a wait status as an exit code: the code, or 128+N for signal N. */
 int sandbox_status_code(int st);
 
