@@ -3,16 +3,13 @@
  * childflow — run one command tree in an isolated network context and relay its traffic.
  * main: parse the command line, start the sandbox, run the relay, return the command's status.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/wait.h>
 #include <sys/signalfd.h>
 
 #include "cli/cli.h"
@@ -43,55 +40,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
 	return -1;
-}
-
-/* Wait for every remaining descendant handed to us as subreaper (they are dying by PDEATHSIG). */
-static void reap_orphans(void)
-{
-	while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
-		;
-}
-
-static int cmp_int(const void *a, const void *b)
-{
-	return *(const int *)a - *(const int *)b;
-}
-
-/* The fds (>= 3) the caller gave us on purpose pass on to the command; nothing of ours does. */
-static void record_inherited_fds(struct sandbox_config *cfg)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
-
-	cfg->n_keep_fds = 0;
-	if (!d)
-		return;
-	while ((e = readdir(d)) != NULL) {
-		char *end;
-		long fd = strtol(e->d_name, &end, 10);
-
-		if (*end || e->d_name[0] == '.' || fd < 3 || fd == dirfd(d))
-			continue;
-		if (cfg->n_keep_fds < SANDBOX_MAX_KEEP_FDS)
-			cfg->keep_fds[cfg->n_keep_fds++] = (int)fd;
-		else
-			log_warn("more than %d inherited file descriptors: fd %ld will not reach the command",
-				 SANDBOX_MAX_KEEP_FDS, fd);
-	}
-	closedir(d);
-	qsort(cfg->keep_fds, (size_t)cfg->n_keep_fds, sizeof(int), cmp_int);
-}
-
-static void record_signals(struct sandbox_config *cfg)
-{
-	sigemptyset(&cfg->orig_ignored);
-	for (int s = 1; s < NSIG; s++) {
-		struct sigaction sa;
-
-		if (sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN)
-			sigaddset(&cfg->orig_ignored, s);
-	}
-	sigprocmask(SIG_SETMASK, NULL, &cfg->orig_mask);
 }
 
 /*
@@ -186,20 +134,8 @@ int main(int argc, char **argv)
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
 
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.argv = opt.argv;
-	cfg.idmap_override = getenv("CHILDFLOW_UIDMAP");
-	record_inherited_fds(&cfg);
-	record_signals(&cfg);
-	cfg.ipv6 = netplan_host_has_ipv6();
-	/*
-	 * kill(0, sig) from the command reaches its process group, across the PID namespace.  When
-	 * childflow leads its own group (an interactive shell made one for this job), that group holds
-	 * only childflow's processes and sharing it keeps terminal job control working.  Otherwise (a
-	 * script, a supervisor) the group holds the caller's other processes: without a terminal to
-	 * share, the command gets a group of its own.
-	 */
-	cfg.own_pgrp = getpgrp() != getpid() && !isatty(STDIN_FILENO);
+	if (sandbox_config_init(&cfg, opt.argv, netplan_host_has_ipv6()) < 0)
+		return EXIT_USAGE;
 
 	/* Signals wait in the queue from now on; the relay reads them from a signalfd. */
 	sigemptyset(&fwd);
@@ -209,15 +145,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
-	/*
-	 * Orphans of the sandbox (C and init, when G is killed) become our children, so we can wait
-	 * for every one of them before exiting instead of leaving zombies to the host's init.
-	 */
-	prctl(PR_SET_CHILD_SUBREAPER, 1);
-	if (sandbox_start(&cfg, &sb) < 0) {
-		reap_orphans();
+	if (sandbox_start(&cfg, &sb) < 0)
 		return EXIT_SETUP;
-	}
 	log_debug("sandbox ready; relaying");
 	/* From here on the command shares our stderr and may stop it: never block on it. */
 	log_nonblocking();
@@ -230,12 +159,10 @@ int main(int argc, char **argv)
 		c.be.ops->kill(c.be.b);
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
-		reap_orphans();
 		return EXIT_SETUP;
 	}
 	code = run(&c, sigfd);
 	close(sigfd);
-	reap_orphans();
 	if (log_dropped())
 		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());
 	return code;

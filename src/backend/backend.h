@@ -74,6 +74,10 @@ struct backend_ops {
 	/* The relay has drained: drop what kept the child's side alive.  Also frees listeners. */
 	void (*release)(struct backend *b);
 
+	/* How many fds the backend holds in P at most (listeners, pools, control sockets): the relay
+	 * keeps them out of its budget. */
+	unsigned int (*reserved_fds)(const struct backend *b);
+
 	/* The link between the interception and child namespaces (the guard refuses it as a destination). */
 	const struct netplan *(*netplan)(const struct backend *b);
 };

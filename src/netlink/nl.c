@@ -2,6 +2,7 @@
 #include "netlink/nl.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -13,6 +14,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <libmnl/libmnl.h>
+#include <sys/socket.h>
 
 struct nl {
 	struct mnl_socket *sock;
@@ -174,4 +176,102 @@ int nl_rule_add_fwmark(struct nl *nl, int family, uint32_t mark, uint32_t table,
 	mnl_attr_put_u32(nlh, FRA_FWMARK, mark);
 	mnl_attr_put_u32(nlh, FRA_PRIORITY, prio);
 	return nl_talk(nl, nlh);
+}
+
+struct link_state {
+	int ifindex;
+	bool ready;
+	const char *qdisc;
+	bool oper_down;
+};
+
+static int link_attr_cb(const struct nlattr *a, void *data)
+{
+	struct link_state *st = data;
+
+	if (mnl_attr_get_type(a) == IFLA_QDISC && mnl_attr_validate(a, MNL_TYPE_NUL_STRING) >= 0)
+		st->qdisc = mnl_attr_get_str(a);
+	if (mnl_attr_get_type(a) == IFLA_OPERSTATE && mnl_attr_validate(a, MNL_TYPE_U8) >= 0)
+		st->oper_down = mnl_attr_get_u8(a) == IF_OPER_DOWN;
+	return MNL_CB_OK;
+}
+
+static int link_msg_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct link_state *st = data;
+	const struct ifinfomsg *ifm = mnl_nlmsg_get_payload(nlh);
+
+	if (nlh->nlmsg_type != RTM_NEWLINK || ifm->ifi_index != st->ifindex)
+		return MNL_CB_OK;
+	st->qdisc = NULL;
+	st->oper_down = true;
+	mnl_attr_parse(nlh, sizeof(*ifm), link_attr_cb, st);
+	/* Carrier, an operational state that is not "down", and a real qdisc (the kernel's linkwatch
+	 * swaps "noop", which drops every frame, for the device's own qdisc right after operstate). */
+	st->ready = (ifm->ifi_flags & IFF_UP) && (ifm->ifi_flags & IFF_LOWER_UP) && !st->oper_down &&
+		    st->qdisc && strcmp(st->qdisc, "noop") != 0;
+	return MNL_CB_OK;
+}
+
+/* One RTM_GETLINK for @ifindex.  Return: 1 ready, 0 not yet, or -errno. */
+static int link_ready(struct nl *nl, int ifindex)
+{
+	char buf[8192];
+	struct nlmsghdr *nlh = put_header(buf, RTM_GETLINK, 0);
+	struct ifinfomsg *ifm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifm));
+	struct link_state st = { .ifindex = ifindex };
+	ssize_t n;
+	int r;
+
+	ifm->ifi_family = AF_UNSPEC;
+	ifm->ifi_index = ifindex;
+	nlh->nlmsg_seq = ++nl->seq;
+	if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	do {
+		n = mnl_socket_recvfrom(nl->sock, buf, sizeof(buf));
+		if (n < 0)
+			return -errno;
+		r = mnl_cb_run(buf, n, nl->seq, nl->portid, link_msg_cb, &st);
+	} while (r > 0 && !st.ready);
+	if (r < 0)
+		return -errno;
+	return st.ready ? 1 : 0;
+}
+
+int nl_link_wait_ready(struct nl *nl, int ifindex, int timeout_ms)
+{
+	struct mnl_socket *mon = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	struct timespec t0, now;
+	int r;
+
+	/* Subscribe before the first look, so that no change can slip between the two. */
+	if (!mon || mnl_socket_bind(mon, RTMGRP_LINK, MNL_SOCKET_AUTOPID) < 0) {
+		r = -errno;
+		if (mon)
+			mnl_socket_close(mon);
+		return r;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd pf = { .fd = mnl_socket_get_fd(mon), .events = POLLIN };
+		char drain[8192];
+		long left;
+
+		r = link_ready(nl, ifindex);
+		if (r != 0)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left = timeout_ms - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left <= 0) {
+			r = -ETIMEDOUT;
+			break;
+		}
+		/* Any link notification (or 5 ms, in case the qdisc swap is not announced) means: look again. */
+		if (poll(&pf, 1, left < 5 ? (int)left : 5) > 0)
+			while (recv(pf.fd, drain, sizeof(drain), 0) > 0)
+				;
+	}
+	mnl_socket_close(mon);
+	return r < 0 ? r : 0;
 }

@@ -24,4 +24,12 @@ int nl_addr_add(struct nl *nl, int ifindex, int family, const void *addr, int pr
 int nl_route_add(struct nl *nl, int family, uint32_t table, int type, int oif, const void *gw);
 int nl_rule_add_fwmark(struct nl *nl, int family, uint32_t mark, uint32_t table, uint32_t prio);
 
+/*
+ * nl_link_wait_ready() - wait until link @ifindex can carry frames: carrier (IFF_LOWER_UP), an
+ * operational state other than down, and its qdisc in place (not the kernel's dropping "noop").
+ * The kernel finishes these asynchronously after the link is set up.
+ * Return: 0, -ETIMEDOUT after @timeout_ms, or another -errno.
+ */
+int nl_link_wait_ready(struct nl *nl, int ifindex, int timeout_ms);
+
 #endif

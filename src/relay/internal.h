@@ -36,7 +36,7 @@ struct udp_pending;
 
 /*
  * The fd budget, split so that every part keeps its share (relay_limits_from_fds()):
- *   reserve (128)                listeners, epoll, signalfd, netlink, the backend's pool, log, ...
+ *   reserve                      the relay's own (RELAY_OWN_FDS) and the backend's (reserved_fds())
  *   2 * (max_pipes + pipe_pool)  pipes borrowed by TCP flows with bytes in flight, and idle ones
  *   2 * max_udp                  UDP flows (an interception-side and a host-side socket each)
  *   2 * max_tcp                  TCP flows (the child's and the upstream socket)
@@ -56,8 +56,10 @@ struct relay_limits {
 	unsigned int max_pipes;       /* pipes holding bytes at once (bounds kernel memory) */
 };
 
-/* Fill @lim from an fd limit (pure; unit tested). */
-void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds);
+#define RELAY_OWN_FDS 32
+
+/* Fill @lim from an fd limit, of which the backend holds @backend_fds (pure; unit tested). */
+void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds, unsigned int backend_fds);
 
 struct relay_stats {
 	uint64_t tcp_accepted, tcp_denied, tcp_failed, tcp_full, tcp_timeouts, tcp_yielded;

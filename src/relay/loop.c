@@ -92,14 +92,16 @@ static unsigned int clampu(unsigned long v, unsigned int lo, unsigned int hi)
 	return v < lo ? lo : v > hi ? hi : (unsigned int)v;
 }
 
-void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds)
+void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds, unsigned int backend_fds)
 {
 	unsigned long avail, pipe_fds, udp_fds;
 
 	memset(lim, 0, sizeof(*lim));
 	lim->fds = clampu(fds, 0, 1u << 30);
-	/* Listeners, epoll, signalfd, netlink, the log, and the backend's pool of ns sockets. */
-	lim->reserve = fds >= 1024 ? 128 : fds >= 256 ? 64 : (unsigned int)(fds / 4);
+	/* The relay's own (epoll, signalfd, the policy's netlink sockets, the log) and the backend's. */
+	lim->reserve = RELAY_OWN_FDS + backend_fds;
+	if (lim->reserve > fds / 4)
+		lim->reserve = (unsigned int)(fds / 4);
 	avail = fds - lim->reserve;
 	lim->max_pipes = clampu(avail / 16, 4, 256);  /* 64 MiB of pipe buffers at most */
 	lim->pipe_pool = clampu(lim->max_pipes / 4, 1, 64);
@@ -115,14 +117,14 @@ void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds)
 	lim->pipe_size = 256 * 1024;
 }
 
-static void default_limits(struct relay_limits *lim)
+static void default_limits(struct relay_limits *lim, unsigned int backend_fds)
 {
 	struct rlimit rl;
 	unsigned long fds = 1024;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
 		fds = (unsigned long)rl.rlim_cur;
-	relay_limits_from_fds(lim, fds);
+	relay_limits_from_fds(lim, fds, backend_fds);
 }
 
 static int relay_setup(struct relay *r)
@@ -174,7 +176,7 @@ int relay_new(struct relay **rp, struct ctx *c, int sigfd)
 		r->listen_fd[i] = -1;
 	r->now_ms = relay_now_ms();
 	r->next_sweep = r->now_ms + SWEEP_MS;
-	default_limits(&r->lim);
+	default_limits(&r->lim, c->be.ops->reserved_fds(c->be.b));
 	if ((err = relay_setup(r)) < 0) {
 		relay_free(r);
 		return err;

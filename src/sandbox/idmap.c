@@ -6,6 +6,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+int idmap_choice_parse(const char *s, enum idmap_choice *out)
+{
+	if (!s || !*s || !strcmp(s, "auto"))
+		*out = IDMAP_CHOOSE_AUTO;
+	else if (!strcmp(s, "direct"))
+		*out = IDMAP_CHOOSE_DIRECT;
+	else if (!strcmp(s, "helper"))
+		*out = IDMAP_CHOOSE_HELPER;
+	else
+		return -EINVAL;
+	return 0;
+}
+
 bool subid_lookup(const char *content, const char *name, unsigned long id, struct subid_range *out)
 {
 	char idstr[24];

@@ -20,6 +20,12 @@
 
 enum idmap_mode { IDMAP_ROOT, IDMAP_DIRECT, IDMAP_HELPER };
 
+/* What CHILDFLOW_UIDMAP asks for (unset or "auto": helper when possible, else direct). */
+enum idmap_choice { IDMAP_CHOOSE_AUTO, IDMAP_CHOOSE_DIRECT, IDMAP_CHOOSE_HELPER };
+
+/* idmap_choice_parse() - @s is NULL, "", "auto", "direct" or "helper".  Return: 0, or -EINVAL. */
+int idmap_choice_parse(const char *s, enum idmap_choice *out);
+
 struct subid_range {
 	unsigned long start;
 	unsigned long count;

@@ -1,29 +1,73 @@
 /* SPDX-License-Identifier: MIT */
-/* Internal glue between the sandbox's processes (not for other modules). */
+/* Internal glue between the sandbox's processes and files (not for other modules). */
 #ifndef CHILDFLOW_SANDBOX_INTERNAL_H
 #define CHILDFLOW_SANDBOX_INTERNAL_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
 
 #include "sandbox/idmap.h"
 #include "sandbox/sandbox.h"
 
-/* One-byte step tokens on a SEQPACKET socketpair.  Both return 0, or -1 when the peer is gone. */
-int sync_send(int fd, char tag);
-int sync_expect(int fd, char tag);
+/*
+ * Written by G, C and init; read by P.  A shared anonymous mapping that the command never has.
+ * Stores are release, loads acquire: whoever sees cmd_started also sees init_pid.
+ */
+struct sandbox_shared {
+	atomic_int setup_failed;      /* a setup step failed; its message was already printed */
+	atomic_int child_pid;         /* C's pid (G writes it); 0 before, and once G reaps it */
+	atomic_int init_pid;          /* init's pid in P's PID namespace; 0 before and after */
+	atomic_int cmd_started;       /* init has forked the command (after init_pid was published) */
+};
 
-/* Mark setup as failed in the shared page and exit: the message was printed by the caller. */
-__attribute__((noreturn)) void setup_fail(struct sandbox_shared *sh);
+/* sandbox_setup_fail() - mark setup as failed and exit; the caller printed the one message. */
+__attribute__((noreturn)) void sandbox_setup_fail(struct sandbox_shared *sh);
 
-/* Write @value to a /proc file.  Returns 0 or -errno. */
-int write_file(const char *path, const char *value);
+/* sandbox_ignore_forwarded_signals() - G: only PDEATHSIG and the exit chain end us. */
+void sandbox_ignore_forwarded_signals(void);
 
-/* Set PDEATHSIG and make sure the parent is still @parent (it may have died before that). */
-void die_with_parent(pid_t parent);
+/* P: deliver the signals queued while init did not exist, now that its pid is known (sandbox.c). */
+void sandbox_flush_queued_signals(struct sandbox *sb);
 
-/* Ignore the signals a terminal or P may send, so only PDEATHSIG and the exit chain end us. */
-void ignore_forwarded_signals(void);
+/* P's messages with G (ctl.c).  The setup steps return 0, or -1 when G stopped or sent nonsense. */
+int sandbox_ctl_send_plan(struct sandbox *sb, const struct idmap_plan *plan);
+int sandbox_ctl_recv_listeners(struct sandbox *sb);
+int sandbox_ctl_recv_initial_pool(struct sandbox *sb);
+int sandbox_ctl_recv_child_netns(struct sandbox *sb);
+/* backend_ops.ns_socket() and .on_ctl() (backend/backend.h) */
+int sandbox_ctl_ns_socket(struct sandbox *sb, enum be_sock_kind k);
+bool sandbox_ctl_on_ctl(struct sandbox *sb);
+/* Close the pooled sockets (and report the pool's use at debug level). */
+void sandbox_ctl_free_pool(struct sandbox *sb);
+
+/* sandbox_status_code() - a wait status as an exit code: the code, or 128+N for signal N. */
+int sandbox_status_code(int st);
+
+/* How long each end of the veth may take to become operational. */
+#define SANDBOX_LINK_WAIT_MS 2000
+
+/* G: runs in U1+N1; never returns.  @psock is the socket to P, @p P's pid. */
+__attribute__((noreturn)) void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
+					    struct sandbox_shared *sh, int psock, pid_t p);
 
 /* C: runs in the child's namespaces; never returns.  @sync is the socket to G. */
 __attribute__((noreturn)) void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 					  struct sandbox_shared *sh, int sync, pid_t gw_pid);
+
+/* init: PID 1 of the PID namespace; never returns.  Starts the command once @go_fd yields a byte. */
+__attribute__((noreturn)) void init_main(const struct sandbox_config *cfg, int go_fd,
+					 struct sandbox_shared *sh);
+
+/* idmap_write_maps() - write @pid's uid_map and gid_map (and "deny" to setgroups first).  Return: 0 or -errno. */
+int idmap_write_maps(pid_t pid, const char *uid_map, const char *gid_map, bool deny_setgroups);
+
+/*
+ * idmap_apply_gateway() - P gives G (@pid) its uid/gid maps according to @choice, and settles the
+ * plan whose inner maps C gets.  Helpers run with @caller_mask.  Return: 0, or -1 after one line.
+ */
+int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *caller_mask,
+			struct idmap_plan *plan);
 
 #endif

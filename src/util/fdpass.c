@@ -35,7 +35,7 @@ int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int n)
 	}
 }
 
-int fdpass_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds)
+int fdpass_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds, int flags)
 {
 	union {
 		char b[CMSG_SPACE(sizeof(int) * FDPASS_MAX)];
@@ -48,23 +48,32 @@ int fdpass_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds)
 
 	*nfds = 0;
 	do
-		r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+		r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | flags);
 	while (r < 0 && errno == EINTR);
 	if (r < 0)
 		return -errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len < CMSG_LEN(0))
 			continue;
 		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 		int got[FDPASS_MAX];
 
-		memcpy(got, CMSG_DATA(c), sizeof(int) * (n > FDPASS_MAX ? FDPASS_MAX : n));
-		for (int i = 0; i < n && i < FDPASS_MAX; i++) {
-			if (*nfds < max)
+		if (n > FDPASS_MAX)
+			n = FDPASS_MAX;   /* cannot happen: the control buffer holds FDPASS_MAX */
+		memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)n);
+		for (int i = 0; i < n; i++) {
+			if (*nfds < max && !(m.msg_flags & (MSG_CTRUNC | MSG_TRUNC)))
 				fds[(*nfds)++] = got[i];
 			else
 				close(got[i]);   /* never keep fds nobody asked for */
 		}
+	}
+	if (m.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
+		/* Part of the message was cut off: what arrived cannot be trusted as a whole. */
+		for (int i = 0; i < *nfds; i++)
+			close(fds[i]);
+		*nfds = 0;
+		return -EMSGSIZE;
 	}
 	return (int)r;
 }

@@ -11,9 +11,11 @@
 int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int n);
 
 /*
- * Receive one message into @buf (at most @len bytes) and up to @max fds (made O_CLOEXEC).
- * Returns the payload length (0 on EOF) or -errno; *nfds is set to the number of fds received.
+ * fdpass_recv() - receive one message into @buf (at most @len bytes) and up to @max fds (made
+ * O_CLOEXEC); @flags are recvmsg() flags (MSG_DONTWAIT).  Fds beyond @max are closed.
+ * Return: the payload length (0 on EOF) or -errno; -EMSGSIZE when the payload or the fds were
+ * truncated (MSG_TRUNC/MSG_CTRUNC): then every fd that arrived is closed and *nfds is 0.
  */
-int fdpass_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds);
+int fdpass_recv(int sock, void *buf, size_t len, int *fds, int max, int *nfds, int flags);
 
 #endif

@@ -58,14 +58,21 @@ def test_child_network_in_v4only_world(cf4):
     assert non_ll == [], "non-link-local IPv6 address on eth0 although the host has no IPv6:\n" + s["addr6"]
 
 
-def test_identity_and_no_capabilities(cf):
-    r = cf.run(["--", "sh", "-c", "id -u; id -g; grep -E '^Cap(Eff|Prm|Amb):' /proc/self/status"])
+def test_identity_and_capabilities(cf):
+    """The caller's own uid/gid; an unprivileged caller has no capabilities, root keeps all of its
+    own (in the child user namespace U2: test_sandbox_privileges.py shows they reach nothing else)."""
+    r = cf.run(["--", "sh", "-c", "id -u; id -g; grep -E '^Cap(Eff|Prm|Amb|Bnd):' /proc/self/status"])
     assert r.rc == 0, r
     lines = r.text.split("\n")
     assert int(lines[0]) == cf.runner.uid and int(lines[1]) == cf.runner.gid, r
     caps = dict(l.split(":\t") for l in lines[2:] if l)
-    assert caps == {"CapPrm": "0000000000000000", "CapEff": "0000000000000000",
-                    "CapAmb": "0000000000000000"}, caps
+    if cf.runner.uid == 0:
+        full = caps["CapBnd"]
+        assert int(full, 16) != 0, caps
+        assert caps == {"CapPrm": full, "CapEff": full, "CapAmb": "0000000000000000", "CapBnd": full}, caps
+    else:
+        assert {k: v for k, v in caps.items() if k != "CapBnd"} == {
+            "CapPrm": "0000000000000000", "CapEff": "0000000000000000", "CapAmb": "0000000000000000"}, caps
 
 
 def test_files_written_belong_to_caller(cf, sess):

@@ -1,13 +1,17 @@
-/* Unit tests: sandbox/idmap — subordinate id lookup and the uid/gid map plans. */
+/* Unit tests: sandbox/idmap — subordinate id lookup, the uid/gid map plans, CHILDFLOW_UIDMAP. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sandbox/idmap.h"
+#include "util/proc.h"
 
 static void test_subid_by_name_and_number(void **state)
 {
@@ -97,6 +101,54 @@ static void test_plan_helper_edge_ids(void **state)
 	assert_int_equal(idmap_plan_make(&p, IDMAP_HELPER, 5, 5, NULL, &sg), -EINVAL);
 }
 
+static void test_choice_parse(void **state)
+{
+	enum idmap_choice c = IDMAP_CHOOSE_HELPER;
+
+	(void)state;
+	assert_int_equal(idmap_choice_parse(NULL, &c), 0);
+	assert_int_equal(c, IDMAP_CHOOSE_AUTO);
+	assert_int_equal(idmap_choice_parse("", &c), 0);
+	assert_int_equal(c, IDMAP_CHOOSE_AUTO);
+	assert_int_equal(idmap_choice_parse("auto", &c), 0);
+	assert_int_equal(c, IDMAP_CHOOSE_AUTO);
+	assert_int_equal(idmap_choice_parse("direct", &c), 0);
+	assert_int_equal(c, IDMAP_CHOOSE_DIRECT);
+	assert_int_equal(idmap_choice_parse("helper", &c), 0);
+	assert_int_equal(c, IDMAP_CHOOSE_HELPER);
+	assert_int_equal(idmap_choice_parse("Helper", &c), -EINVAL);
+	assert_int_equal(idmap_choice_parse("foo", &c), -EINVAL);
+}
+
+static void test_subid_file_read_whole(void **state)
+{
+	/* D14: a caller near the end of a file larger than 64 KiB keeps its whole range */
+	char path[] = "/tmp/test_idmap_subuid.XXXXXX";
+	int fd = mkstemp(path);
+	FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+	struct subid_range r;
+	char *text;
+
+	(void)state;
+	assert_non_null(f);
+	for (int i = 0; i < 5000; i++)
+		fprintf(f, "user%d:%d:65536\n", i, 100000 + i * 65536);
+	fprintf(f, "alice:900000000:65536\n");
+	fclose(f);
+	text = proc_read_text(path, 1u << 20);
+	assert_non_null(text);
+	assert_true(strlen(text) > 65536);
+	assert_true(subid_lookup(text, "alice", 1234, &r));
+	assert_int_equal(r.start, 900000000);
+	assert_int_equal(r.count, 65536);
+	free(text);
+	/* beyond the bound: refused, never cut */
+	errno = 0;
+	assert_null(proc_read_text(path, 4096));
+	assert_int_equal(errno, EFBIG);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -106,6 +158,8 @@ int main(void)
 		cmocka_unit_test(test_plan_root),
 		cmocka_unit_test(test_plan_helper_keeps_caller_id),
 		cmocka_unit_test(test_plan_helper_edge_ids),
+		cmocka_unit_test(test_choice_parse),
+		cmocka_unit_test(test_subid_file_read_whole),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -27,7 +27,7 @@ static void test_budget_adds_up(void **state)
 		struct relay_limits l;
 		unsigned long used;
 
-		relay_limits_from_fds(&l, limits[i]);
+		relay_limits_from_fds(&l, limits[i], 135);
 		used = l.reserve + 2ul * (l.max_pipes + l.pipe_pool) + 2ul * l.max_udp + 2ul * l.max_tcp;
 		assert_true(used <= limits[i]);
 		assert_true(l.max_tcp >= 16);
@@ -44,11 +44,11 @@ static void test_budget_shares(void **state)
 	struct relay_limits l;
 
 	(void)state;
-	relay_limits_from_fds(&l, 20000);
+	relay_limits_from_fds(&l, 20000, 135);
 	assert_int_equal(l.max_pipes, 256);
 	assert_true(l.max_udp >= 1000);
 	assert_true(l.max_tcp >= 5000);
-	relay_limits_from_fds(&l, 1024);
+	relay_limits_from_fds(&l, 1024, 135);
 	assert_true(l.max_tcp >= 200);   /* was 32 at fds <= 512 before the split */
 }
 

@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * init — PID 1 of the command's PID namespace, and the last steps before the command's execve.
+ *
+ * A PID-1 process ignores signals it has no handler for, so the command must never be PID 1
+ * (Ctrl-C would not stop `sleep`).  States of init:
+ *   GO       wait for C's go-ahead byte (EOF: C is gone, exit); PDEATHSIG from then on
+ *   PROC     mount a fresh /proc (only this PID namespace)
+ *   RUN      fork the command, set cmd_started (release); then forward what P sends (SI_USER;
+ *            terminal signals, SI_KERNEL, already reached the command's group), reap orphans,
+ *            and exit with the command's status; the kernel then kills whatever it left behind
+ * The forwarded signals are blocked from init's birth (C's mask), so one P sent before the
+ * command existed waits in init's queue and is passed on as soon as there is a command.
+ *
+ * The command's privileges are those it would have without childflow:
+ *   - a root caller is root in U2 with every capability there (setgroups allowed, so su,
+ *     setpriv, apt's privilege drop and a nested childflow work).  U2 is a child of U1, so these
+ *     capabilities reach only U2's own namespaces (N2, the mount and PID namespaces): not N1,
+ *     not the host's network, and not P or G: they are outside its PID namespace, and even by
+ *     path (/proc/PID/mem, fd, ns) the kernel wants CAP_SYS_PTRACE in *their* user namespace
+ *     (init's, U1), which a matching uid 0 does not give;
+ *   - any other caller runs as its own uid/gid with no capabilities (SECBIT_NOROOT, cleared sets).
+ * no_new_privs is set, on purpose, for everyone (libseccomp would set it anyway; we say so
+ * explicitly): an execve() never gains privileges inside, so a setuid binary or file capability
+ * (ping's cap_net_raw) cannot raise an unprivileged command's privileges in U2; a root caller has
+ * nothing to gain from them.
+ */
+#include "sandbox/internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <linux/securebits.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <seccomp.h>
+
+#include "util/log.h"
+
+int sandbox_status_code(int st)
+{
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	if (WIFSIGNALED(st))
+		return 128 + WTERMSIG(st);
+	return 1;
+}
+
+static bool is_kept(const struct sandbox_config *cfg, int fd)
+{
+	for (int i = 0; i < cfg->n_keep_fds; i++)
+		if (cfg->keep_fds[i] == fd)
+			return true;
+	return false;
+}
+
+/* Without close_range() (Linux < 5.9): walk /proc/self/fd, which init's fresh /proc provides. */
+static void close_other_fds_slow(const struct sandbox_config *cfg)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+
+	if (!d)
+		return;   /* everything of ours is O_CLOEXEC anyway */
+	while ((e = readdir(d)) != NULL) {
+		int fd = atoi(e->d_name);
+
+		if (fd >= 3 && fd != dirfd(d) && !is_kept(cfg, fd))
+			close(fd);
+	}
+	closedir(d);
+}
+
+/* Close every fd >= 3 except the ones the caller handed to us on purpose. */
+static void close_other_fds(const struct sandbox_config *cfg)
+{
+	unsigned int next = 3;
+
+	/* keep_fds is sorted ascending (config.c builds it that way). */
+	for (int i = 0; i < cfg->n_keep_fds; i++) {
+		unsigned int k = (unsigned int)cfg->keep_fds[i];
+
+		if (k > next && syscall(SYS_close_range, next, k - 1, 0) < 0) {
+			close_other_fds_slow(cfg);
+			return;
+		}
+		next = k + 1;
+	}
+	if (syscall(SYS_close_range, next, ~0U, 0) < 0)
+		close_other_fds_slow(cfg);
+}
+
+/*
+ * drop_capabilities() - an unprivileged caller's command runs with no capabilities.  SECBIT_NOROOT
+ * keeps a uid 0 inside (a subordinate id in helper mode) from gaining a full set at execve().
+ */
+static int drop_capabilities(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[2];
+
+	memset(data, 0, sizeof(data));
+	if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED |
+		  SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED) < 0)
+		return -errno;
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return -errno;
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return -errno;
+	return 0;
+}
+
+/*
+ * deny_terminal_injection() - the command shares the caller's terminal, and TIOCSTI would let it push
+ * keystrokes into the caller's shell, which runs them outside the sandbox once childflow exits
+ * (bubblewrap's CVE-2017-5226).  TIOCLINUX can do the same on a virtual console.  A seccomp filter
+ * refuses both ioctls.  It also sets no_new_privs (see the top of this file).
+ */
+static int deny_terminal_injection(void)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	int r;
+
+	if (!ctx)
+		return -ENOMEM;
+	r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 1);
+	/* Also filter the other ABIs of this machine (i386/x32 on x86_64), or they would bypass it. */
+	seccomp_arch_add(ctx, SCMP_ARCH_X86);
+	seccomp_arch_add(ctx, SCMP_ARCH_X32);
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCSTI));
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCLINUX));
+	if (r == 0)
+		r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return r;
+}
+
+static void restore_signals(const struct sandbox_config *cfg)
+{
+	for (int s = 1; s < NSIG; s++) {
+		if (s == SIGKILL || s == SIGSTOP)
+			continue;
+		signal(s, sigismember(&cfg->orig_ignored, s) == 1 ? SIG_IGN : SIG_DFL);
+	}
+	sigprocmask(SIG_SETMASK, &cfg->orig_mask, NULL);
+}
+
+__attribute__((noreturn)) static void exec_command(const struct sandbox_config *cfg)
+{
+	int r;
+
+	if (cfg->own_pgrp && setpgid(0, 0) < 0) {
+		log_error("cannot give the command its own process group: %s", strerror(errno));
+		_exit(EXIT_SETUP);
+	}
+	restore_signals(cfg);
+	r = deny_terminal_injection();
+	if (r < 0) {
+		log_error("cannot install the seccomp filter that protects your terminal: %s", strerror(-r));
+		_exit(EXIT_SETUP);
+	}
+	if (!cfg->caller_is_root && (r = drop_capabilities()) < 0) {
+		log_error("cannot drop capabilities for the command: %s", strerror(-r));
+		_exit(EXIT_SETUP);
+	}
+	close_other_fds(cfg);
+	log_debug("executing the command");
+	execvp(cfg->argv[0], cfg->argv);
+	r = errno;
+	if (r == ENOENT)
+		log_error("cannot run `%s`: command not found (check the name and PATH)", cfg->argv[0]);
+	else
+		log_error("cannot run `%s`: %s", cfg->argv[0], strerror(r));
+	_exit(r == ENOENT ? EXIT_NOTFOUND : EXIT_NOEXEC);
+}
+
+void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_shared *sh)
+{
+	sigset_t set;
+	pid_t cmd;
+	char go;
+	ssize_t n;
+
+	/* getppid() is 0 for a PID-namespace init, so C's liveness is read from the pipe whose write
+	 * end only C holds: EOF means C is already gone and PDEATHSIG would never fire. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	do
+		n = read(go_fd, &go, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		_exit(EXIT_SETUP);
+	close(go_fd);
+	prctl(PR_SET_DUMPABLE, 0);
+	/* A fresh /proc shows only this PID namespace.  Without it the command would still be
+	 * confined (it cannot signal what it cannot name), so a refusal is only a warning. */
+	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		log_warn("cannot mount a private /proc for the command (%s); it will see the host's",
+			 strerror(errno));
+
+	/* The forwarded signals are already blocked, with handlers (child.c); add SIGCHLD. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	for (int i = 0; i < sandbox_n_forwarded_signals; i++)
+		sigaddset(&set, sandbox_forwarded_signals[i]);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+
+	cmd = fork();
+	if (cmd < 0) {
+		log_error("cannot fork the command: %s", strerror(errno));
+		_exit(EXIT_SETUP);
+	}
+	if (cmd == 0)
+		exec_command(cfg);
+	atomic_store_explicit(&sh->cmd_started, 1, memory_order_release);
+
+	for (;;) {
+		siginfo_t si;
+		int sig = sigwaitinfo(&set, &si);
+
+		if (sig < 0)
+			continue;
+		if (sig == SIGCHLD) {
+			int st;
+			pid_t p;
+
+			while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+				if (p == cmd)
+					_exit(sandbox_status_code(st));
+			continue;
+		}
+		/* A terminal signal (SI_KERNEL) already reached the command's process group. */
+		if (si.si_code != SI_KERNEL)
+			kill(cmd, sig);
+	}
+}
