@@ -365,53 +365,128 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-enum guard_verdict guard_check_connected(struct guard *g, int fd)
+/* The memo slot of a peer (address and port), and whether it says "clean" now. */
+static struct guard_peer_slot *peer_slot(struct guard *g, const struct sockaddr_storage *peer, bool *clean)
 {
-	struct sockaddr_storage peer = { 0 };
-	socklen_t len = sizeof(peer);
 	const unsigned char *a;
 	size_t alen;
 	uint16_t port;
-	enum guard_verdict v;
-	uint64_t now;
-	int r;
 
-	/* NAT does not show here (the socket reports what was dialled), but a route may have changed. */
-	if (getpeername(fd, (struct sockaddr *)&peer, &len) < 0)
-		return GUARD_DENY_UNKNOWN;
-	v = guard_check(g, (const struct sockaddr *)&peer);
-	if (v != GUARD_ALLOW || g->diag_fd < 0)
-		return v;
-	if (peer.ss_family == AF_INET) {
-		a = (const unsigned char *)&((const struct sockaddr_in *)&peer)->sin_addr;
+	if (peer->ss_family == AF_INET) {
+		a = (const unsigned char *)&((const struct sockaddr_in *)peer)->sin_addr;
 		alen = 4;
-		port = ((const struct sockaddr_in *)&peer)->sin_port;
+		port = ((const struct sockaddr_in *)peer)->sin_port;
 	} else {
-		a = (const unsigned char *)&((const struct sockaddr_in6 *)&peer)->sin6_addr;
+		a = (const unsigned char *)&((const struct sockaddr_in6 *)peer)->sin6_addr;
 		alen = 16;
-		port = ((const struct sockaddr_in6 *)&peer)->sin6_port;
+		port = ((const struct sockaddr_in6 *)peer)->sin6_port;
 	}
-	struct guard_peer_slot *s = &g->clean[slot_index(peer.ss_family, a, alen, port)];
+	struct guard_peer_slot *s = &g->clean[slot_index(peer->ss_family, a, alen, port)];
 
-	now = now_ms();
-	if (s->gen == g->gen && s->family == peer.ss_family && s->port == port && !memcmp(s->a, a, alen) &&
-	    now < s->until_ms)
-		return GUARD_ALLOW;
-	g->stats.peer_checks++;
-	r = localpeer_check(g->diag_fd, fd);
-	if (r < 0) {
-		log_debug("cannot look for a local peer: %s", strerror(-r));
-		return GUARD_DENY_UNKNOWN;
+	*clean = s->gen == g->gen && s->family == peer->ss_family && s->port == port &&
+		 !memcmp(s->a, a, alen) && now_ms() < s->until_ms;
+	if (!*clean) {
+		/* Prepared for remember_clean(). */
+		s->gen = 0;
+		s->family = (uint8_t)peer->ss_family;
+		s->port = port;
+		memset(s->a, 0, sizeof(s->a));
+		memcpy(s->a, a, alen);
 	}
-	if (r)
-		return GUARD_DENY_NAT_LOCAL;
+	return s;
+}
+
+static void remember_clean(struct guard *g, struct guard_peer_slot *s)
+{
 	s->gen = g->gen;
-	s->family = (uint8_t)peer.ss_family;
-	s->port = port;
-	memset(s->a, 0, sizeof(s->a));
-	memcpy(s->a, a, alen);
-	s->until_ms = now + GUARD_PEER_CLEAN_MS;
-	return GUARD_ALLOW;
+	s->until_ms = now_ms() + GUARD_PEER_CLEAN_MS;
+}
+
+static bool same_addr(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+	if (x->ss_family != y->ss_family)
+		return false;
+	if (x->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)x)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)y)->sin_addr.s_addr;
+	return !memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr, &((const struct sockaddr_in6 *)y)->sin6_addr, 16);
+}
+
+static uint16_t port_of(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET ? ((const struct sockaddr_in *)ss)->sin_port
+					: ((const struct sockaddr_in6 *)ss)->sin6_port;
+}
+
+#define SCAN_PORTS 1024   /* host sockets connected to one of our addresses that one scan keeps */
+
+void guard_check_connected_many(struct guard *g, const int *fds, int n, enum guard_verdict *out)
+{
+	struct sockaddr_storage local[GUARD_BATCH_MAX];
+	struct guard_peer_slot *slot[GUARD_BATCH_MAX];
+	bool need[GUARD_BATCH_MAX];
+	uint16_t ports[SCAN_PORTS];
+
+	if (n > GUARD_BATCH_MAX)
+		n = GUARD_BATCH_MAX;
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_storage peer = { 0 };
+		socklen_t len = sizeof(peer), llen = sizeof(local[i]);
+		bool clean;
+
+		need[i] = false;
+		/* NAT does not show here (the socket reports what was dialled), but a route may have
+		 * changed since the destination was allowed. */
+		if (getpeername(fds[i], (struct sockaddr *)&peer, &len) < 0 ||
+		    getsockname(fds[i], (struct sockaddr *)&local[i], &llen) < 0) {
+			out[i] = GUARD_DENY_UNKNOWN;
+			continue;
+		}
+		out[i] = guard_check(g, (const struct sockaddr *)&peer);
+		if (out[i] != GUARD_ALLOW || g->diag_fd < 0)
+			continue;
+		slot[i] = peer_slot(g, &peer, &clean);
+		need[i] = !clean;
+	}
+	/* One walk of the kernel's table per local address the new connections use (usually one per
+	 * family), whatever their number. */
+	for (int i = 0; i < n; i++) {
+		int found;
+
+		if (!need[i])
+			continue;
+		g->stats.peer_checks++;
+		found = localpeer_scan(g->diag_fd, &local[i], ports, SCAN_PORTS);
+		for (int j = i; j < n; j++) {
+			bool hit = false;
+
+			if (!need[j] || !same_addr(&local[i], &local[j]))
+				continue;
+			need[j] = false;
+			if (found < 0 || found > SCAN_PORTS) {
+				if (found < 0)
+					log_debug("cannot look for a local peer: %s", strerror(-found));
+				/* Cannot tell (or too many to list): ask for this one socket alone. */
+				int r = found < 0 ? found : localpeer_check(g->diag_fd, fds[j]);
+
+				out[j] = r < 0 ? GUARD_DENY_UNKNOWN : r ? GUARD_DENY_NAT_LOCAL : GUARD_ALLOW;
+			} else {
+				for (int k = 0; k < found && !hit; k++)
+					hit = ports[k] == port_of(&local[j]);
+				out[j] = hit ? GUARD_DENY_NAT_LOCAL : GUARD_ALLOW;
+			}
+			if (out[j] == GUARD_ALLOW)
+				remember_clean(g, slot[j]);
+		}
+	}
+}
+
+enum guard_verdict guard_check_connected(struct guard *g, int fd)
+{
+	enum guard_verdict v;
+
+	guard_check_connected_many(g, &fd, 1, &v);
+	return v;
 }
 
 const char *guard_reason(enum guard_verdict v)

@@ -124,6 +124,16 @@ enum guard_verdict guard_check(struct guard *g, const struct sockaddr *dst);
  */
 enum guard_verdict guard_check_connected(struct guard *g, int fd);
 
+#define GUARD_BATCH_MAX 64
+
+/**
+ * guard_check_connected_many() - guard_check_connected() for @n (at most GUARD_BATCH_MAX) sockets,
+ * with one sock_diag walk per distinct local address among those not remembered clean, whatever
+ * their number: the relay checks every connection that completed in one turn of its loop together.
+ * @out: one verdict per socket.
+ */
+void guard_check_connected_many(struct guard *g, const int *fds, int n, enum guard_verdict *out);
+
 /* Static classification without the route and host-address lookups (pure; unit tested). */
 enum guard_verdict guard_classify(const struct netplan *net, const struct sockaddr *dst);
 

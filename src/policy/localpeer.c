@@ -2,6 +2,8 @@
 #include "policy/localpeer.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
@@ -34,12 +36,13 @@ int localpeer_open(void)
 }
 
 /*
- * dump() - is there a TCP socket, of either family, whose remote endpoint is @local?  1 = some,
- * 0 = none, -errno.  The old TCPDIAG_GETSOCK request is used on purpose: it is the one that dumps
+ * dump() - the TCP sockets, of either family, whose remote endpoint is @local (any port when @any_port):
+ * their remote ports (network order) go to @ports (at most @max; more are counted, not stored).
+ * Return: how many there are, or -errno.  The old TCPDIAG_GETSOCK request is used on purpose: it is the one that dumps
  * both families in a single walk of the kernel's table (SOCK_DIAG_BY_FAMILY takes one family), and
  * the walk over every bucket of that (global) table is the whole cost of the check.
  */
-static int dump(int diag_fd, const struct sockaddr_storage *local)
+static int dump(int diag_fd, const struct sockaddr_storage *local, bool any_port, uint16_t *ports, int max)
 {
 	static unsigned int seq;
 	char buf[8192];
@@ -71,12 +74,12 @@ static int dump(int diag_fd, const struct sockaddr_storage *local)
 	if (local->ss_family == AF_INET) {
 		const struct sockaddr_in *s = (const struct sockaddr_in *)local;
 
-		bc.cond.port = ntohs(s->sin_port);
+		bc.cond.port = any_port ? -1 : ntohs(s->sin_port);
 		memcpy(bc.addr, &s->sin_addr, 4);
 	} else {
 		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)local;
 
-		bc.cond.port = ntohs(s->sin6_port);
+		bc.cond.port = any_port ? -1 : ntohs(s->sin6_port);
 		memcpy(bc.addr, &s->sin6_addr, 16);
 	}
 	mnl_attr_put(nlh, INET_DIAG_REQ_BYTECODE, bclen, &bc);
@@ -102,8 +105,13 @@ static int dump(int diag_fd, const struct sockaddr_storage *local)
 
 				return e->error < 0 ? e->error : -EBADMSG;
 			}
-			if (h->nlmsg_type == TCPDIAG_GETSOCK)
-				found = 1;
+			if (h->nlmsg_type == TCPDIAG_GETSOCK) {
+				const struct inet_diag_msg *m = mnl_nlmsg_get_payload(h);
+
+				if (found < max)
+					ports[found] = m->id.idiag_dport;
+				found++;
+			}
 		}
 	}
 }
@@ -117,5 +125,12 @@ int localpeer_check(int diag_fd, int fd)
 		return -errno;
 	if (local.ss_family != AF_INET && local.ss_family != AF_INET6)
 		return -EAFNOSUPPORT;
-	return dump(diag_fd, &local);
+	return dump(diag_fd, &local, false, NULL, 0) > 0;
+}
+
+int localpeer_scan(int diag_fd, const struct sockaddr_storage *addr, uint16_t *ports, int max)
+{
+	if (addr->ss_family != AF_INET && addr->ss_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	return dump(diag_fd, addr, true, ports, max);
 }

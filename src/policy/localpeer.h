@@ -12,6 +12,9 @@
 #ifndef CHILDFLOW_POLICY_LOCALPEER_H
 #define CHILDFLOW_POLICY_LOCALPEER_H
 
+#include <stdint.h>
+#include <sys/socket.h>
+
 /* Return: a sock_diag socket (non-blocking, close-on-exec), or -errno. */
 int localpeer_open(void);
 
@@ -27,5 +30,16 @@ int localpeer_open(void);
  * has no tcp_diag).
  */
 int localpeer_check(int diag_fd, int fd);
+
+/**
+ * localpeer_scan() - the same walk for many sockets at once: which sockets of this namespace have
+ * @addr (any port) as their remote endpoint?
+ * @diag_fd: from localpeer_open()
+ * @addr: a local address of ours (its port is ignored)
+ * @ports: filled with those sockets' remote ports (network order), at most @max
+ *
+ * Return: how many there are (may exceed @max), or -errno.
+ */
+int localpeer_scan(int diag_fd, const struct sockaddr_storage *addr, uint16_t *ports, int max);
 
 #endif

@@ -36,11 +36,15 @@ struct policy_verdict policy_decide(struct policy *p, const struct policy_query 
 	return (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
 }
 
-struct policy_verdict policy_check_connected(struct policy *p, int fd)
+void policy_check_connected(struct policy *p, const int *fds, int n, struct policy_verdict *out)
 {
-	enum guard_verdict g = guard_check_connected(&p->guard, fd);
+	enum guard_verdict g[POLICY_BATCH_MAX];
 
-	if (g != GUARD_ALLOW)
-		return (struct policy_verdict){ .action = POL_DENY, .reason = guard_reason(g) };
-	return (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
+	if (n > POLICY_BATCH_MAX)
+		n = POLICY_BATCH_MAX;
+	guard_check_connected_many(&p->guard, fds, n, g);
+	for (int i = 0; i < n; i++)
+		out[i] = g[i] != GUARD_ALLOW
+			? (struct policy_verdict){ .action = POL_DENY, .reason = guard_reason(g[i]) }
+			: (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
 }

@@ -47,11 +47,15 @@ void policy_on_notify(struct policy *p);
 
 struct policy_verdict policy_decide(struct policy *p, const struct policy_query *q);
 
+#define POLICY_BATCH_MAX GUARD_BATCH_MAX
+
 /*
- * policy_check_connected() - a direct TCP connection to the destination was just established: does
- * it in fact end on this host (host NAT)?  Return: a verdict with POL_DENY and the reason, or
- * POL_DIRECT.  Costly on a miss (see guard_check_connected()), so only direct routes ask.
+ * policy_check_connected() - direct TCP connections to their destinations were just established: do
+ * they in fact end on this host (host NAT)?  @out gets, per socket of @fds (at most
+ * POLICY_BATCH_MAX), POL_DENY with the reason, or POL_DIRECT.  Costly on a miss (one walk of the
+ * kernel's TCP table, see guard_check_connected_many()), so the relay asks once per loop turn for
+ * every connection that completed in it, and only for direct routes.
  */
-struct policy_verdict policy_check_connected(struct policy *p, int fd);
+void policy_check_connected(struct policy *p, const int *fds, int n, struct policy_verdict *out);
 
 #endif

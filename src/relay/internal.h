@@ -88,6 +88,7 @@ struct relay {
 	struct tcp_flow *tcp_ready;   /* flows that used up their budget and have more to move */
 	struct tcp_flow *tcp_dead;    /* closed during this epoll batch; freed after it */
 	struct tcp_flow *conn_new, *conn_old;   /* flows still connecting, newest and oldest */
+	struct tcp_flow *tcp_verify;  /* connected direct flows waiting for this turn's NAT check */
 	unsigned int n_tcp, n_connecting;
 	int (*pipes)[2];              /* idle pipe pool */
 	unsigned int n_pipes;
@@ -125,6 +126,7 @@ void relay_shortage(struct relay *r, enum shortage s);
 void tcp_accept(struct relay *r, int lfd);
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);
 void tcp_run_ready(struct relay *r);
+void tcp_verify(struct relay *r);
 void tcp_sweep(struct relay *r);
 void tcp_close_all(struct relay *r);
 bool tcp_drained(const struct relay *r);

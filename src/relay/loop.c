@@ -296,6 +296,7 @@ int relay_run(struct relay *r)
 		for (int i = 0; i < n; i++)
 			if (((struct ev_src *)evs[i].data.ptr)->kind == EV_LIFETIME && !r->command_gone)
 				dispatch(r, evs[i].data.ptr, evs[i].events);
+		tcp_verify(r);
 		tcp_run_ready(r);
 		if (r->now_ms >= r->next_sweep) {
 			tcp_sweep(r);

@@ -69,6 +69,8 @@ struct tcp_flow {
 	enum tcp_state state;
 	const struct connector *conn;
 	bool direct;              /* the route dials the destination itself: check for host NAT */
+	bool verifying;           /* connected; on r->tcp_verify until the NAT check of this loop turn */
+	struct tcp_flow *next_verify;
 	uint64_t deadline_ms;     /* CONNECTING: fail with ETIMEDOUT then */
 	struct tcp_flow *cnewer, *colder;   /* the connecting list */
 	bool dead;                /* closed; freed after the current epoll batch */
@@ -458,22 +460,11 @@ static void set_want(struct relay *r, struct tcp_flow *f, uint32_t want)
 	epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev);
 }
 
-/* The connector said READY: from now on both ends splice. */
-static void connect_ready(struct relay *r, struct tcp_flow *f)
+/* The flow is connected and allowed: from now on both ends splice. */
+static void start_splicing(struct relay *r, struct tcp_flow *f)
 {
 	struct epoll_event ev = { .events = EV_ALL, .data.ptr = &f->end[1].ev };
 
-	if (f->direct) {
-		struct policy_verdict v = policy_check_connected(&r->c->policy, f->end[1].fd);
-
-		if (v.action == POL_DENY) {
-			log_debug("refusing a TCP connection once connected: %s", v.reason);
-			r->stats.tcp_denied++;
-			f->rec.rule = v.reason;
-			flow_close(r, f, true, FLOW_DENIED, EACCES);
-			return;
-		}
-	}
 	connecting_unlink(r, f);
 	f->state = TCP_SPLICING;
 	f->end[1].writable = true;
@@ -484,6 +475,56 @@ static void connect_ready(struct relay *r, struct tcp_flow *f)
 	}
 	if (f->end[0].fd >= 0)
 		flow_pump(r, f);
+}
+
+/*
+ * connect_ready() - the connector said READY.  A direct connection may still end on this host (host
+ * NAT): it waits, moving no byte, for the check that tcp_verify() makes once per loop turn for all
+ * such flows together; other routes splice at once.
+ */
+static void connect_ready(struct relay *r, struct tcp_flow *f)
+{
+	if (!f->direct) {
+		start_splicing(r, f);
+		return;
+	}
+	f->verifying = true;
+	f->next_verify = r->tcp_verify;
+	r->tcp_verify = f;
+}
+
+void tcp_verify(struct relay *r)
+{
+	while (r->tcp_verify) {
+		struct tcp_flow *batch[POLICY_BATCH_MAX];
+		struct policy_verdict v[POLICY_BATCH_MAX];
+		int fds[POLICY_BATCH_MAX], n = 0;
+
+		while (r->tcp_verify && n < POLICY_BATCH_MAX) {
+			struct tcp_flow *f = r->tcp_verify;
+
+			r->tcp_verify = f->next_verify;
+			f->next_verify = NULL;
+			f->verifying = false;
+			if (f->dead)
+				continue;
+			batch[n] = f;
+			fds[n++] = f->end[1].fd;
+		}
+		policy_check_connected(&r->c->policy, fds, n, v);
+		for (int i = 0; i < n; i++) {
+			struct tcp_flow *f = batch[i];
+
+			if (v[i].action == POL_DENY) {
+				log_debug("refusing a TCP connection once connected: %s", v[i].reason);
+				r->stats.tcp_denied++;
+				f->rec.rule = v[i].reason;
+				flow_close(r, f, true, FLOW_DENIED, EACCES);
+			} else {
+				start_splicing(r, f);
+			}
+		}
+	}
 }
 
 static void connect_failed(struct relay *r, struct tcp_flow *f, enum flow_outcome o, int err)
@@ -666,6 +707,8 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 	if (f->dead)
 		return;
 	if (f->state == TCP_CONNECTING) {
+		if (src->index == 1 && f->verifying)
+			return;   /* connected; splicing starts after this turn's NAT check */
 		if (src->index == 1) {
 			uint32_t want = EPOLLOUT;
 			int err = 0;
@@ -747,6 +790,7 @@ void tcp_close_all(struct relay *r)
 {
 	/* A flow whose upstream direction is finished closes normally, so the kernel still delivers
 	 * what its socket holds; anything else is cut short and learns it by a reset. */
+	r->tcp_verify = NULL;
 	while (r->tcp_all) {
 		bool done = r->tcp_all->dir[0].shut;
 

@@ -382,6 +382,52 @@ static void test_local_peer(void **state)
 	nl_close(nl);
 }
 
+/* One walk lists every socket connected to one of our addresses: the batch form sees them all. */
+static void test_local_peer_scan(void **state)
+{
+	struct nl *nl = private_nl();
+	struct sockaddr_in6 any = { .sin6_family = AF_INET6 };
+	struct sockaddr_storage lo4 = addr_of("127.0.0.1", 0);
+	socklen_t len = sizeof(any);
+	uint16_t ports[16], want[3];
+	int zero = 0, diag, l, c[3], n;
+
+	(void)state;
+	diag = localpeer_open();
+	assert_true(diag >= 0);
+	l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(l >= 0);
+	assert_int_equal(setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)), 0);
+	assert_int_equal(bind(l, (struct sockaddr *)&any, sizeof(any)), 0);
+	assert_int_equal(listen(l, 8), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)&any, &len), 0);
+	for (int i = 0; i < 3; i++) {
+		struct sockaddr_in me;
+		socklen_t ml = sizeof(me);
+
+		c[i] = tcp_connect(AF_INET, "127.0.0.1", ntohs(any.sin6_port));
+		assert_int_equal(getsockname(c[i], (struct sockaddr *)&me, &ml), 0);
+		want[i] = me.sin_port;
+	}
+	n = localpeer_scan(diag, &lo4, ports, 16);
+	/* the three queued peers, plus the clients themselves (their remote is the listener's port
+	 * on 127.0.0.1 too) */
+	assert_true(n >= 3);
+	for (int i = 0; i < 3; i++) {
+		bool seen = false;
+
+		for (int k = 0; k < n && k < 16; k++)
+			seen |= ports[k] == want[i];
+		assert_true(seen);
+	}
+	assert_int_equal(localpeer_scan(diag, &lo4, ports, 1), n);   /* counted beyond max */
+	for (int i = 0; i < 3; i++)
+		close(c[i]);
+	close(l);
+	close(diag);
+	nl_close(nl);
+}
+
 /* Parse the batch back with libnftnl and render each rule: the bytecode nft itself would produce. */
 static int batch_rules(const void *buf, int len, char rules[][1024], int max)
 {
@@ -454,6 +500,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_broadcast_anycast, netns_setup, netns_teardown),
 		cmocka_unit_test_setup_teardown(test_failure_is_refusal_with_true_reason, netns_setup, netns_teardown),
 		cmocka_unit_test_setup_teardown(test_local_peer, netns_setup, netns_teardown),
+		cmocka_unit_test_setup_teardown(test_local_peer_scan, netns_setup, netns_teardown),
 		cmocka_unit_test(test_gateway_ruleset),
 	};
 
