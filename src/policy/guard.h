@@ -35,8 +35,9 @@
  * `redirect`, DNAT to 127.0.0.1).  For TCP, guard_check_connected() detects it once the upstream
  * connection is established (policy/localpeer: a socket of this namespace whose remote endpoint is
  * ours) and the relay resets both sides before any byte moves; the host service has seen an accepted
- * connection by then, but nothing from the child.  That check is costly, so a destination found
- * clean is not checked again for GUARD_PEER_CLEAN_MS.  For UDP this is not detectable (the host-side
+ * connection by then, but nothing from the child.  That check is costly (a walk of the kernel's TCP
+ * table), so guard_check_connected_many() checks many connections with one walk per local address,
+ * and a destination found clean is not checked again for GUARD_PEER_CLEAN_MS.  For UDP this is not detectable (the host-side
  * socket that receives the datagram is not connected to us); a UDP flow NATed to the host reaches it.
  */
 #ifndef CHILDFLOW_POLICY_GUARD_H
