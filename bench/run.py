@@ -72,6 +72,11 @@ PATHS = [
     ("pasta", PASTA, ["pasta"]),
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]
+# Before/after comparisons in one run: CHILDFLOW_BENCH_BASELINE=/path/to/an/older/build/childflow adds
+# it as the path "childflow (baseline)", measured interleaved with the others.
+_BASELINE = os.environ.get("CHILDFLOW_BENCH_BASELINE")
+if _BASELINE:
+    PATHS.insert(2, ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
 
 # Start-up references that are not network paths (shown as notes, not as columns).
 STARTUP_REFERENCES = [("unshare -Urn true", ["unshare", "-Urn", "true"])]

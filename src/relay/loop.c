@@ -106,7 +106,7 @@ void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds, unsigned
 	lim->max_pipes = clampu(avail / 16, 4, 256);  /* 64 MiB of pipe buffers at most */
 	lim->pipe_pool = clampu(lim->max_pipes / 4, 1, 64);
 	pipe_fds = 2ul * (lim->max_pipes + lim->pipe_pool);
-	lim->max_udp = clampu(avail / 8, 8, 4096);
+	lim->max_udp = clampu(avail / 16, 8, 4096);   /* a sixteenth: most trees hold far more TCP */
 	udp_fds = 2ul * lim->max_udp;
 	lim->max_tcp = clampu(avail > pipe_fds + udp_fds ? (avail - pipe_fds - udp_fds) / 2 : 0, 16, 65536);
 	lim->max_connecting = clampu(lim->max_tcp / 4, 8, 4096);
