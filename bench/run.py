@@ -7,8 +7,11 @@
 of two network namespaces that has no link to the machine's real network:
 
     client netns  cfb<pid>-client                 server netns  cfb<pid>-server
-    eth0 192.0.2.2/24  <== veth, MTU 65520 ==>     eth0 192.0.2.1/24
-    default via 192.0.2.1                          lo   198.51.100.10/32  (iperf3, sockperf, flowtool)
+    eth0 198.18.1.2/24  <== veth, MTU 65520 ==>    eth0 198.18.1.1/24
+    default via 198.18.1.1                         lo   198.51.100.10/32  (iperf3, sockperf, flowtool)
+
+Before building it, the world's ranges are checked against the machine's own addresses and routes
+(tests/e2e/world.py check_ranges_free()): a clash refuses to start.
 
 Every path runs its client command in the client netns; the servers listen on 198.51.100.10 in the
 server netns. A path is one line of PATHS below: a name and the argv prefix that wraps a command.
@@ -43,13 +46,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from world import RangeClash, check_ranges_free  # noqa: E402  (the one range check of every world)
 CHILDFLOW = os.path.join(ROOT, "build", "childflow")
 SLIRP_WRAP = os.path.join(HERE, "slirp-wrap.sh")
 RESULTS = os.path.join(HERE, "results")
 DOC = os.path.join(ROOT, "docs", "performance.md")
 PY = "/usr/bin/python3"
 
-CLIENT_IP, GATEWAY_IP, SERVER_IP, MTU = "192.0.2.2", "192.0.2.1", "198.51.100.10", 65520
+CLIENT_IP, GATEWAY_IP, SERVER_IP, MTU = "198.18.1.2", "198.18.1.1", "198.51.100.10", 65520
+WORLD_RANGES = ["198.18.1.0/24", f"{SERVER_IP}/32"]
 IPERF_PORT, SP_TCP_PORT, SP_UDP_PORT, RATE_PORT, HOLD_PORT = 5201, 11111, 11112, 7000, 7001
 FLOWTOOL = "@FLOWTOOL@"  # replaced by the compiled helper's path
 
@@ -245,6 +251,7 @@ class World:
         sh(["ip", "netns", "delete", ns], check=False)
 
     def up(self):
+        check_ranges_free(WORLD_RANGES, "bench world")
         c, s = self.client, self.server
         for ns in (c, s):
             sh(["ip", "netns", "add", ns])
@@ -947,3 +954,6 @@ if __name__ == "__main__":
     except Interrupted as e:
         print(f"bench/run.py: interrupted ({e}); everything it started was stopped", file=sys.stderr)
         sys.exit(130)
+    except RangeClash as e:
+        print(f"bench/run.py: {e}", file=sys.stderr)
+        sys.exit(1)

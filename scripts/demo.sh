@@ -2,7 +2,7 @@
 # Show childflow at work inside a small closed test world (run by `make demo`, as root).
 #
 # The world (tests/e2e/world.py) is a set of network namespaces joined by veth pairs, with no link
-# to the machine's real network: a "host" namespace where childflow runs (192.0.2.2, 2001:db8:2::2),
+# to the machine's real network: a "host" namespace where childflow runs (198.18.0.2, 2001:db8:2::2),
 # a router, and remote servers on documentation addresses (198.51.100.10, 2001:db8:100::10, ...).
 # It is always torn down on exit.
 set -u -f
@@ -69,7 +69,7 @@ new_log() {
 }
 CURL=(curl -sS --noproxy '*' --max-time 10 -g)
 
-echo "childflow demo: a closed world of network namespaces (host 192.0.2.2 / 2001:db8:2::2,"
+echo "childflow demo: a closed world of network namespaces (host 198.18.0.2 / 2001:db8:2::2,"
 echo "remote web server $R1V4 / $R1V6); nothing here can reach the real network."
 
 heading "The command's own network: only lo and eth0"

@@ -132,6 +132,27 @@ class CF:
         return self.run(args, direct=True, **kw)
 
 
+def read_line(stream, timeout):
+    """One line from a pipe (a Popen's stdout), waiting at most `timeout` s; b"" at EOF.
+
+    Reads byte by byte with select(), so nothing past the line is consumed; raises AssertionError
+    on a timeout."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    fd = stream.fileno()
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no complete line within {timeout}s; got {buf!r}")
+        r, _, _ = select.select([fd], [], [], left)
+        if r:
+            d = os.read(fd, 1)
+            if not d:
+                break
+            buf += d
+    return buf
+
+
 def kill_tree(p):
     try:
         os.killpg(p.pid, signal.SIGKILL)
@@ -283,6 +304,12 @@ class Pty:
 def curl(*args):
     """curl as a user would run it, bounded in time, never through a proxy."""
     return ["curl", "-sS", "--noproxy", "*", "--max-time", "20", "-g"] + list(args)
+
+
+def curl_upload(*args):
+    """curl for an upload: without `Expect: 100-continue` (the HTTP/1.0 test server never answers
+    100, so curl would wait its 1 s expect timeout on every upload)."""
+    return curl("-H", "Expect:", *args)
 
 
 def wget(url):

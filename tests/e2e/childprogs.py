@@ -175,13 +175,20 @@ s.close()
 print(json.dumps({"echoed": got.decode(errors="replace").strip() == tag, "tag": tag}))
 '''
 
-# argv: host port n   -> one echo round trip, "BASE", pause, n more sequential round trips, "DONE", pause
-TCP_SEQUENTIAL = r'''
-import socket, sys, time
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def once(i):
-    s = socket.create_connection((host, port), timeout=10)
-    msg = b"seq-%d\n" % i
+# no argv; reads commands on stdin, one per line: KIND HOST PORT N.  Runs N sequential flows of
+# KIND, then prints {"kind": KIND, "outcomes": {outcome: count}} (one line of JSON) and waits for the
+# next command.  Kinds:
+#   tcp      connect, echo a line, half-close, read to EOF          -> "ok"
+#   tcpfail  connect, send a line, read: for destinations that fail -> "reset"/"refused"/"eof"/...
+#   udp      a new socket (so a new flow) per datagram, echoed back -> "ok"/"lost"
+#   udpdrop  a new socket per datagram, no answer expected          -> "sent"
+FLOW_CHURN = r'''
+import json, socket, sys
+def fam(h):
+    return socket.AF_INET6 if ":" in h else socket.AF_INET
+def tcp(h, p, i):
+    s = socket.create_connection((h, p), timeout=5)
+    msg = b"churn-%d\n" % i
     s.sendall(msg)
     s.shutdown(socket.SHUT_WR)
     got = b""
@@ -191,12 +198,53 @@ def once(i):
             break
         got += d
     s.close()
-    assert got == msg, (i, got)
-once(0)
-print("BASE", flush=True)
-time.sleep(1.0)
-for i in range(1, n + 1):
-    once(i)
-print("DONE", flush=True)
-time.sleep(3.0)
+    return "ok" if got == msg else "mismatch"
+def tcpfail(h, p, i):
+    try:
+        s = socket.create_connection((h, p), timeout=5)
+    except ConnectionRefusedError:
+        return "refused"
+    except ConnectionResetError:   # the reset overtook the end of the handshake
+        return "reset"
+    except OSError as e:
+        return "connect-" + type(e).__name__
+    try:
+        s.settimeout(5)
+        s.sendall(b"x\n")
+        return "data" if s.recv(10) else "eof"
+    except ConnectionResetError:
+        return "reset"
+    except socket.timeout:
+        return "timeout"
+    except OSError as e:
+        return type(e).__name__
+    finally:
+        s.close()
+def udp(h, p, i, answer=True):
+    s = socket.socket(fam(h), socket.SOCK_DGRAM)
+    s.settimeout(1)
+    msg = b"churn-%d" % i
+    try:
+        for _ in range(3 if answer else 1):
+            s.sendto(msg, (h, p))
+            if not answer:
+                return "sent"
+            try:
+                while s.recv(65535) != msg:
+                    pass
+                return "ok"
+            except socket.timeout:
+                continue
+        return "lost"
+    finally:
+        s.close()
+KINDS = {"tcp": tcp, "tcpfail": tcpfail, "udp": udp, "udpdrop": lambda h, p, i: udp(h, p, i, False)}
+print("READY", flush=True)
+for line in sys.stdin:
+    kind, h, p, n = line.split()
+    out = {}
+    for i in range(int(n)):
+        o = KINDS[kind](h, int(p), i)
+        out[o] = out.get(o, 0) + 1
+    print(json.dumps({"kind": kind, "outcomes": out}), flush=True)
 '''

@@ -5,7 +5,7 @@ Started by the fixtures inside a namespace with `ip netns exec NS /usr/bin/pytho
 Every service binds both IPv4 and IPv6 (one dual-stack socket on `::` unless told otherwise) and logs
 one line per client to the --log file, as space-separated key=value pairs, for example
 
-    svc=http client=192.0.2.2 cport=40312 method=GET path=/index.html?id=ab12 status=200 bytes=51
+    svc=http client=198.18.0.2 cport=40312 method=GET path=/index.html?id=ab12 status=200 bytes=51
 
 Subcommands:
   remote  --root DIR --log FILE --ready FILE
@@ -16,6 +16,8 @@ Subcommands:
             udp 7   echo (replies to the sender from the port it was sent to)
             tcp 9   reset: reads one line, then closes with SO_LINGER 0 (the client sees a RST)
             tcp 13  half-close: reads until EOF, then sends "GOT <len> <sha256>\\n" + 256 KiB and closes
+            tcp 19  sink: accepts and never reads (a small receive buffer); holds every connection
+                    until the client closes it (logs svc=sink once per accepted connection)
   http    --bind ADDR --port N --root DIR --log FILE --ready FILE    (HTTP only, on given addresses)
   banner  --bind ADDR --port N --log FILE --ready FILE               (sends "HOSTSVC\\n" and closes)
 
@@ -236,6 +238,45 @@ class BannerHandler(socketserver.BaseRequestHandler):
             pass
 
 
+def sink_server(bind, port):
+    """Accept and never read: each connection is kept (its receive buffer stays full) until the
+    client closes or resets it.  One thread, epoll; holds thousands of connections."""
+    import select
+    ls = socket.socket(family_for(bind), socket.SOCK_STREAM)
+    prepare(ls, bind)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)   # inherited by accepted sockets
+    ls.bind((bind, port))
+    ls.listen(4096)
+    ls.setblocking(False)
+
+    def loop():
+        ep = select.epoll()
+        ep.register(ls.fileno(), select.EPOLLIN)
+        held = {}
+        while True:
+            for fd, ev in ep.poll():
+                if fd == ls.fileno():
+                    while True:
+                        try:
+                            c, addr = ls.accept()
+                        except BlockingIOError:
+                            break
+                        except OSError:   # out of fds: retry on the next event
+                            break
+                        host, cport = norm(addr)
+                        log(svc="sink", client=host, cport=cport)
+                        held[c.fileno()] = c
+                        # only a hang-up is watched: the data is never read
+                        ep.register(c.fileno(), select.EPOLLRDHUP)
+                elif ev & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                    c = held.pop(fd, None)
+                    ep.unregister(fd)
+                    if c:
+                        c.close()
+
+    return loop
+
+
 def udp_echo(bind, port):
     s = socket.socket(family_for(bind), socket.SOCK_DGRAM)
     prepare(s, bind)
@@ -285,7 +326,7 @@ def main():
         for b in binds:
             servers += [tcp_server(b, 80, H), tcp_server(b, 7, EchoHandler),
                         tcp_server(b, 9, ResetHandler), tcp_server(b, 13, HalfCloseHandler)]
-            loops.append(udp_echo(b, 7))
+            loops += [udp_echo(b, 7), sink_server(b, 19)]
     elif a.mode == "http":
         servers = [tcp_server(b, a.port, H) for b in binds]
     else:

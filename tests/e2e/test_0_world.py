@@ -4,6 +4,7 @@ The same clients the childflow tests use are run directly in the host netns (as 
 unprivileged user). If one of these fails, the world is broken, not childflow.
 """
 import hashlib
+import ipaddress
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import pytest
 
 import childprogs as P
 import world as W
-from cfutil import curl, py, url, wget
+from cfutil import curl, curl_upload, py, url, wget
 from conftest import HOSTSVC_ANY_PORT, HOSTSVC_LO_PORT
 from servers import HALFCLOSE_TAIL
 
@@ -30,10 +31,30 @@ def test_world_is_closed(world):
         assert b" " + name + b"@" not in init_links and b" " + name + b":" not in init_links
     r4 = world.ip(world.host, "-4", "route").stdout.decode()
     r6 = world.ip(world.host, "-6", "route").stdout.decode()
-    assert "default via 192.0.2.1 dev eth0" in r4
-    assert "default via 2001:db8:2::1 dev eth0" in r6
+    assert f"default via {W.HOST_GW4} dev eth0" in r4
+    assert f"default via {W.HOST_GW6} dev eth0" in r6
     links = world.ip(world.host, "-o", "link").stdout.decode()
     assert sorted(l.split(":")[1].strip().split("@")[0] for l in links.splitlines()) == ["eth0", "lo"]
+
+
+def test_world_ranges_were_checked(world, world4):
+    """Both worlds ran the range check against this machine's own addresses and routes, and the
+    check does see them: a range over one of this namespace's real addresses is refused."""
+    for w in (world, world4):
+        rep = w.range_check
+        assert rep is not None, f"{w.prefix} was built without the range check"
+        assert rep["ranges"] == W.WORLD_RANGES and rep["addrs"] >= 1 and rep["routes"] >= 1, rep
+    addrs = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, timeout=10,
+                                      check=True).stdout)
+    mine = [a["local"] for l in addrs for a in l.get("addr_info", []) if "local" in a]
+    assert mine, addrs
+    for a in mine:
+        assert not any(ipaddress.ip_address(a) in ipaddress.ip_network(r) for r in W.WORLD_RANGES), a
+    with pytest.raises(W.RangeClash):
+        W.check_ranges_free([mine[0] + ("/128" if ":" in mine[0] else "/32")])
+    # the world's own host address is on 198.18.0.0/24, never on the machine's uplink
+    a4 = world.ip(world.host, "-j", "-4", "addr", "show", "dev", "eth0").stdout
+    assert [x["local"] for x in json.loads(a4)[0]["addr_info"]] == ["198.18.0.2"]
 
 
 def test_v4only_host_has_no_ipv6(world4):
@@ -66,9 +87,9 @@ def test_big_download_and_uploads_direct(ctl, world):
     r = ctl.direct(curl(url(W.REMOTES["remote1"]["v4"], "/big.bin")))
     assert r.rc == 0 and hashlib.sha256(r.out).hexdigest() == hashlib.sha256(world.files["big.bin"]).hexdigest()
     data = os.urandom(1 << 20)
-    r = ctl.direct(curl("--data-binary", "@-", url(W.REMOTES["remote1"]["v6"], "/upload")), input=data)
+    r = ctl.direct(curl_upload("--data-binary", "@-", url(W.REMOTES["remote1"]["v6"], "/upload")), input=data)
     assert r.rc == 0 and r.text.strip() == hashlib.sha256(data).hexdigest(), r
-    r = ctl.direct(curl("-T", "-", url(W.REMOTES["remote2"]["v4"], "/upload")), input=data)
+    r = ctl.direct(curl_upload("-T", "-", url(W.REMOTES["remote2"]["v4"], "/upload")), input=data)
     assert r.rc == 0 and r.text.strip() == hashlib.sha256(data).hexdigest(), r
 
 

@@ -71,7 +71,7 @@ def test_usage_error_exit_2(cfc, args, needle):
 
 
 @pytest.mark.parametrize("args,what", [
-    (["-d", "192.0.2.53"], "dns"),
+    (["-d", "203.0.113.53"], "dns"),
     (["--dns", "2001:db8::53"], "dns"),
     (["-c", "out.pcapng"], "captur"),
 ], ids=["-d", "--dns-v6", "-c"])

@@ -2,12 +2,14 @@
 import hashlib
 import json
 import os
+import subprocess
+import time
 
 import pytest
 
 import childprogs as P
 import world as W
-from cfutil import curl, py, url, wget
+from cfutil import curl, curl_upload, kill_tree, py, url, wget
 from servers import HALFCLOSE_TAIL
 
 REM = [(r, fam) for r in W.REMOTES for fam in ("v4", "v6")]
@@ -64,7 +66,7 @@ def test_upload_4mib(cfc, world, remote, fam, how):
     token = os.urandom(6).hex()
     u = url(W.REMOTES[remote][fam], f"/upload?id={token}")
     args = ["--data-binary", "@-", u] if how == "post" else ["-T", "-", u]
-    r = cfc.run(["--"] + curl(*args), input=data, timeout=60)
+    r = cfc.run(["--"] + curl_upload(*args), input=data, timeout=60)
     assert r.rc == 0, r
     assert r.text.strip() == sha(data), r
     check_client_logged(world, remote, fam, svc="http-upload", path=f"/upload?id={token}",
@@ -165,42 +167,76 @@ def fd_count(pids):
     return n
 
 
+def settled_fd_count(pids, at_most=None, timeout=3.0):
+    """childflow's fd count once it has settled: at most `at_most` (when given; polled for up to
+    `timeout` s, then the last count is returned), and the same over 3 samples 30 ms apart."""
+    deadline = time.monotonic() + timeout
+    last = []
+    while True:
+        n = fd_count(pids)
+        last = (last + [n])[-3:]
+        if len(last) == 3 and len(set(last)) == 1 and (at_most is None or n <= at_most):
+            return n
+        if time.monotonic() > deadline:
+            return n
+        time.sleep(0.03)
+
+
+LEAK_NOFILE = 600   # under this limit childflow keeps at most 600/8 = 75 UDP flows: 300 new ones evict
+
+
 def test_relay_does_not_leak_fds(cf, world):
-    """300 sequential TCP connections must not leave fds behind in childflow's processes."""
-    from cfutil import pids_with_exe
-    p = cf.popen(["--"] + py(P.TCP_SEQUENTIAL, W.REMOTES["remote1"]["v4"], W.ECHO_PORT, 300))
+    """TCP flows that close, fail upstream (refused) or are denied by the guard, and UDP flows that
+    are evicted from a full table, must not leave fds behind in childflow's processes."""
+    from cfutil import pids_with_exe, read_line
+    r1 = W.REMOTES["remote1"]["v4"]
+    p = cf.popen(["prlimit", f"--nofile={LEAK_NOFILE}", cf.bin, "--"] + py(P.FLOW_CHURN), direct=True,
+                 stdin=subprocess.PIPE)
     try:
-        import select, time
+        assert read_line(p.stdout, 20) == b"READY\n", p.stderr.read() if p.poll() is not None else b""
 
-        def wait_line(want, timeout):
-            deadline = time.monotonic() + timeout
-            buf = b""
-            while time.monotonic() < deadline:
-                r, _, _ = select.select([p.stdout], [], [], 0.2)
-                if r:
-                    d = os.read(p.stdout.fileno(), 4096)
-                    if not d:
-                        break
-                    buf += d
-                    if want in buf:
-                        return
-            raise AssertionError(f"no {want!r} from the child within {timeout}s; got {buf!r}; "
-                                 f"rc={p.poll()} stderr={p.stderr.read() if p.poll() is not None else b''!r}")
+        def step(cmd, expect):
+            """Run one command; `expect` maps outcomes to counts, or is ({allowed outcomes}, total)."""
+            p.stdin.write(cmd.encode() + b"\n")
+            p.stdin.flush()
+            res = json.loads(read_line(p.stdout, 60))
+            if isinstance(expect, dict):
+                assert res["outcomes"] == expect, (cmd, res)
+            else:
+                assert set(res["outcomes"]) <= expect[0], (cmd, res)
+                assert sum(res["outcomes"].values()) == expect[1], (cmd, res)
 
-        wait_line(b"BASE", 20)
-        time.sleep(0.5)
+        step(f"tcp {r1} {W.ECHO_PORT} 1", {"ok": 1})
+        step(f"udp {r1} {W.ECHO_PORT} 1", {"ok": 1})
         procs = pids_with_exe(cf.bin)
         assert procs, "no childflow process found"
-        base = fd_count(procs)
-        assert base > 0
-        wait_line(b"DONE", 60)
-        time.sleep(0.7)
-        after = fd_count(procs)
-        print(f"childflow processes {procs}: {base} fds after 1 connection, {after} after 301")
-        assert after <= base + 4, f"childflow's fds grew from {base} to {after} over 300 closed connections"
-        rc = p.wait(10)
-        assert rc == 0, p.stderr.read()
+        base = settled_fd_count(procs)
+        counts = {"base (1 TCP closed, 1 UDP flow)": base}
+
+        step(f"tcp {r1} {W.ECHO_PORT} 300", {"ok": 300})
+        counts["after 300 TCP"] = settled_fd_count(procs, at_most=base)
+        failed = ({"reset", "refused"}, 100)
+        step(f"tcpfail {r1} 81 100", failed)                       # refused upstream
+        step(f"tcpfail {W.HOST_V4} {W.ECHO_PORT} 100", failed)     # denied by the guard: the host's own address
+        counts["after 200 failed TCP"] = settled_fd_count(procs, at_most=base)
+
+        step(f"udp {r1} {W.ECHO_PORT} 300", {"ok": 300})      # fills the table (75), then evicts
+        full = settled_fd_count(procs)
+        counts["after 300 UDP"] = full
+        step(f"udp {r1} {W.ECHO_PORT} 300", {"ok": 300})      # 300 more evictions
+        counts["after 600 UDP"] = settled_fd_count(procs, at_most=full)
+        step(f"udpdrop {W.HOST_V4} {W.ECHO_PORT} 200", {"sent": 200})   # denied: no flow at all
+        counts["after 200 denied UDP"] = settled_fd_count(procs, at_most=full)
+        print(f"childflow processes {procs}: fds {counts}")
+
+        assert counts["after 300 TCP"] <= base, counts
+        assert counts["after 200 failed TCP"] <= base, counts
+        # a full table holds at most 75 flows of 2 sockets each (plus the one flow of the base)
+        assert full <= base + 2 * (LEAK_NOFILE // 8), counts
+        assert counts["after 600 UDP"] <= full, counts
+        assert counts["after 200 denied UDP"] <= full, counts
+        p.stdin.close()
+        assert p.wait(10) == 0, p.stderr.read()
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
+        kill_tree(p)
+        p.wait(5)

@@ -7,22 +7,25 @@ import subprocess
 import pytest
 
 import world as W
-from cfutil import describe, pids_with_exe, py
+from cfutil import describe, kill_tree, pids_with_exe, py, read_line
 
 # argv: dead_host dead_port live_host live_port rounds
-# A thread dials a destination that never answers (no such host on the remote link: the router's
-# neighbour resolution fails after ~3 s) while the main thread does `rounds` echo exchanges with a
-# live server.  Records which finished first.
+# A thread dials a destination that does not answer (the router drops its packets) while the main
+# thread does `rounds` echo exchanges with a live server.  Then it prints LIVE-DONE (the test turns
+# the drop into an ICMP host-unreachable, so the pending upstream dial fails at its next SYN) and
+# waits for the dead flow's end.
 DEAD_AND_LIVE = r'''
 import json, socket, sys, threading, time
 dead_host, dead_port, live_host, live_port, rounds = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 dead = {"done": None, "outcome": None}
 def dial_dead():
     try:
-        s = socket.create_connection((dead_host, dead_port), timeout=15)
-        s.settimeout(15)
-        s.recv(1)
-        dead["outcome"] = "eof"
+        s = socket.create_connection((dead_host, dead_port), timeout=6)
+        s.settimeout(6)
+        d = s.recv(1)
+        dead["outcome"] = "data" if d else "eof"
+    except socket.timeout:
+        dead["outcome"] = "timeout"
     except OSError as e:
         dead["outcome"] = type(e).__name__
     dead["done"] = time.monotonic()
@@ -30,7 +33,7 @@ t = threading.Thread(target=dial_dead, daemon=True)
 t.start()
 time.sleep(0.2)
 ok = 0
-s = socket.create_connection((live_host, live_port), timeout=10)
+s = socket.create_connection((live_host, live_port), timeout=5)
 for i in range(rounds):
     msg = b"round-%d\n" % i
     s.sendall(msg)
@@ -39,29 +42,41 @@ for i in range(rounds):
         got += s.recv(65536)
     ok += got == msg
 for i in range(rounds // 5):
-    c = socket.create_connection((live_host, live_port), timeout=10)
+    c = socket.create_connection((live_host, live_port), timeout=5)
     c.sendall(b"x\n")
     ok += c.recv(10) == b"x\n"
     c.close()
-live_done = time.monotonic()
 dead_pending = dead["done"] is None
-t.join(20)
+print("LIVE-DONE", flush=True)
+t.join(8)
 print(json.dumps({"ok": ok, "expected": rounds + rounds // 5, "dead_pending_when_live_done": dead_pending,
                   "dead_outcome": dead["outcome"]}))
 '''
 
 
 def test_dead_destination_does_not_stall_other_flows(cf, world):
-    dead = "203.0.113.99"   # on remote2's link, but no host answers there
+    dead = "203.0.113.99"   # on remote2's link; the router drops what goes there
     live = W.REMOTES["remote1"]["v4"]
-    r = cf.run(["--"] + py(DEAD_AND_LIVE, dead, "80", live, "7", "200"), timeout=40)
-    assert r.rc == 0, r
-    out = json.loads(r.out)
+    with W.NftTable(world.router, "forward") as nft:
+        nft.set(f"ip daddr {dead} drop")
+        p = cf.popen(["--"] + py(DEAD_AND_LIVE, dead, "80", live, "7", "200"))
+        try:
+            line = read_line(p.stdout, 15)
+            assert line == b"LIVE-DONE\n", (line, p.stdout.read(), p.stderr.read())
+            # Now the destination fails as an unreachable host does: P's next SYN gets an ICMP error.
+            nft.set(f"ip daddr {dead} reject with icmpx type host-unreachable")
+            out, err = p.communicate(timeout=15)
+        finally:
+            kill_tree(p)
+            p.wait(5)
+    assert p.returncode == 0, (p.returncode, out, err)
+    out = json.loads(out)
     assert out["ok"] == out["expected"], out
     # The live flows all completed while the upstream dial of the dead one was still unanswered.
     assert out["dead_pending_when_live_done"], out
-    # And the dead one did end (reset once the upstream dial failed), rather than hanging forever.
-    assert out["dead_outcome"] in ("ConnectionResetError", "ConnectionRefusedError", "OSError", "eof"), out
+    # And the dead one ended with a reset (or, once childflow gates SYNs, a refusal) when the upstream
+    # dial failed: an orderly EOF or a timeout would both be bugs.
+    assert out["dead_outcome"] in ("ConnectionResetError", "ConnectionRefusedError"), out
 
 
 @pytest.mark.parametrize("mode,lines", [("direct", 1), ("helper", 3)])
@@ -146,8 +161,8 @@ def test_group_kill_from_the_command_stays_inside(cf, sess):
     must not reach the script or its other children."""
     script = ('sleep 30.31 & s=$!; "$0" -- sh -c "kill -TERM 0; sleep 5"; rc=$?; '
               'if kill -0 $s 2>/dev/null; then echo SIBLING-ALIVE; kill $s; fi; echo RC=$rc')
-    r = cf.run(["-c", script, cf.bin], direct=True, timeout=30) if False else \
-        subprocess.run(cf.prefix() + ["sh", "-c", script, cf.bin], capture_output=True, timeout=30,
+    # The script is the session leader (start_new_session), so childflow is not a group leader.
+    r = subprocess.run(cf.prefix() + ["sh", "-c", script, cf.bin], capture_output=True, timeout=30,
                        cwd=sess.work, stdin=subprocess.DEVNULL, start_new_session=True)
     out = r.stdout.decode()
     assert r.returncode == 0, (r.returncode, out, r.stderr)
@@ -254,3 +269,135 @@ def test_urgent_data_passes_through(cf, world):
         sink.wait()
         sink.stdout.close()
         sink.stderr.close()
+
+
+# ---- red team F6: a stderr nobody reads must not freeze the relay ------------------------------
+
+# argv: conn_host conn_port nconn probe_host marker.  Fills the shared stderr (a pipe nobody reads)
+# from a thread that then blocks; on a line on stdin opens nconn connections at once (the test has
+# lowered P's fd limit, so P runs out of fds and warns) and prints OPENED; on the next line (the
+# test has restored the limit) closes them, probes probe_host:80 and sleeps until the test's
+# SIGTERM ends it.
+BLOCKED_STDERR = r'''
+import json, os, socket, sys, threading, time
+h, port, n, ph = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def fill():
+    try:
+        os.write(2, b"E" * (1 << 20))   # blocks once the pipe is full
+    except OSError:
+        pass
+threading.Thread(target=fill, daemon=True).start()
+print("FILLING", flush=True)
+sys.stdin.readline()
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex((h, port))
+    socks.append(s)
+time.sleep(1.0)
+print("OPENED", flush=True)
+sys.stdin.readline()
+for s in socks:
+    s.close()
+time.sleep(0.3)
+t0 = time.monotonic()
+try:
+    c = socket.create_connection((ph, 80), timeout=5)
+    c.settimeout(5)
+    c.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
+    buf = b""
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        buf += d
+    probe = buf.partition(b"\r\n\r\n")[2].decode(errors="replace")
+except OSError as e:
+    probe = "error:" + type(e).__name__
+print(json.dumps({"probe": probe, "secs": round(time.monotonic() - t0, 3)}), flush=True)
+time.sleep(30)
+'''
+
+
+@pytest.mark.parametrize("stderr_mode", ["drained", "blocked"])
+def test_blocked_stderr_does_not_freeze_relay(cf, world, stderr_mode):
+    """The command fills the stderr it shares with childflow (a pipe nobody reads), then makes P run
+    out of fds, so that P warns: relayed traffic and SIGTERM to childflow must keep working.  The
+    `drained` control has a reader on the pipe, and checks that the warning was provoked."""
+    import fcntl
+    import os
+    import signal
+    import termios
+    import threading
+    import time
+    from cfutil import reap, unique_marker
+    marker = unique_marker("stderr")
+    rfd, wfd = os.pipe()
+    p = cf.popen(["--"] + py(BLOCKED_STDERR, W.REMOTES["remote1"]["v4"], W.ECHO_PORT, 50,
+                             W.REMOTES["remote2"]["v4"], marker), stdin=subprocess.PIPE, stderr=wfd)
+    os.close(wfd)
+    got = []
+
+    def drain():
+        while True:
+            d = os.read(rfd, 65536)
+            if not d:
+                return
+            got.append(d)
+
+    def wchan():
+        try:
+            with open(f"/proc/{p.pid}/wchan") as f:
+                return f.read()
+        except OSError:
+            return "?"
+    try:
+        assert read_line(p.stdout, 20) == b"FILLING\n"
+        if stderr_mode == "blocked":
+            cap = fcntl.fcntl(rfd, 1032)   # F_GETPIPE_SZ
+
+            def queued():
+                return int.from_bytes(fcntl.ioctl(rfd, termios.FIONREAD, b"\0\0\0\0"), "little")
+            deadline = time.monotonic() + 5
+            while queued() < cap:
+                assert time.monotonic() < deadline, f"stderr pipe holds {queued()} of {cap} bytes"
+                time.sleep(0.02)
+        else:
+            threading.Thread(target=drain, daemon=True).start()
+        # P is the Popen's pid (setpriv and env exec in place); let it open only a few more fds.
+        # prlimit runs as P's own user: this root may lack CAP_SYS_RESOURCE over other users.
+        assert os.readlink(f"/proc/{p.pid}/exe") == os.path.realpath(cf.bin)
+        as_user = [] if cf.runner.user is None else [
+            "setpriv", f"--reuid={cf.runner.uid}", f"--regid={cf.runner.gid}", "--init-groups", "--"]
+        with open(f"/proc/{p.pid}/limits") as f:
+            soft = f.read().split("Max open files")[1].split()[0]
+        top = max(int(fd) for fd in os.listdir(f"/proc/{p.pid}/fd"))
+        subprocess.run(as_user + ["prlimit", f"--pid={p.pid}", f"--nofile={top + 8}:"], check=True,
+                       timeout=10)
+        p.stdin.write(b"GO\n")
+        p.stdin.flush()
+        assert read_line(p.stdout, 20) == b"OPENED\n"
+        # P has run out of fds and warned; give it its fds back: only its stderr is left blocked
+        subprocess.run(as_user + ["prlimit", f"--pid={p.pid}", f"--nofile={soft}:"], check=True,
+                       timeout=10)
+        p.stdin.write(b"GO\n")
+        p.stdin.flush()
+        res = json.loads(read_line(p.stdout, 20))
+        assert res["probe"] == "remote2\n" and res["secs"] < 3, \
+            f"stderr {stderr_mode}: a request through P failed after P ran out of fds: {res}; " \
+            f"P waits in {wchan()}"
+        os.kill(p.pid, signal.SIGTERM)
+        try:
+            rc = p.wait(5)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"stderr {stderr_mode}: childflow ignored SIGTERM (P waits in {wchan()})")
+        assert rc == 143, rc
+        if stderr_mode == "drained":
+            err = b"".join(got).replace(b"E", b"").decode(errors="replace")
+            assert "warning: out of file descriptors" in err, f"P never warned: {err!r}"
+    finally:
+        kill_tree(p)
+        os.close(rfd)    # a write still blocked in P now fails (EPIPE) instead of waiting
+        p.wait(5)
+        reap(marker)

@@ -2,15 +2,21 @@
 """The closed test world: network namespaces joined by veth pairs, with no link to the real network.
 
     host  (childflow runs here)      router                          remote1 / remote2
-    eth0 192.0.2.2/24          <-> h0 192.0.2.1/24      r1 198.51.100.1/24 <-> eth0 198.51.100.10/24
+    eth0 198.18.0.2/24         <-> h0 198.18.0.1/24     r1 198.51.100.1/24 <-> eth0 198.51.100.10/24
          2001:db8:2::2/64              2001:db8:2::1/64    2001:db8:100::1/64      2001:db8:100::10/64
                                                         r2 203.0.113.1/24  <-> eth0 203.0.113.10/24
                                                            2001:db8:203::1/64      2001:db8:203::10/64
 
 The host has default routes (v4 and v6) via the router, which forwards (its own sysctls) to the
 remotes. With v6=False the host has IPv6 disabled altogether (no address, no route, not even ::1).
-Every address is a documentation address, every link lives in a namespace this module created, and
-nothing is attached to the init namespace: a mistake cannot send traffic anywhere real.
+Every address is a documentation or benchmarking address (198.18.0.0/15), every link lives in a
+namespace this module created, and nothing is attached to the init namespace: a mistake cannot send
+traffic anywhere real.
+
+Before building anything, `check_ranges_free()` compares the world's prefixes with the addresses and
+the non-default routes of the namespace it is run from (the machine's own): a world whose ranges
+clash with the machine's (its uplink, a VPN, a docker bridge) refuses to start, with one message,
+because a test could then not tell the world's traffic from the machine's.
 
 Names are `<prefix>-<role>` (for the test suite the prefix is `cfw<pid><tag>`); `cleanup_stray()`
 removes namespaces left by a crashed earlier run whose pid is gone.
@@ -21,6 +27,8 @@ Also a small CLI for scripts/demo.sh:
 """
 import argparse
 import hashlib
+import ipaddress
+import json
 import os
 import re
 import shutil
@@ -33,15 +41,82 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PY = "/usr/bin/python3"
 SERVERS = os.path.join(HERE, "servers.py")
 
-HOST_V4, HOST_GW4 = "192.0.2.2", "192.0.2.1"
+HOST_V4, HOST_GW4 = "198.18.0.2", "198.18.0.1"
 HOST_V6, HOST_GW6 = "2001:db8:2::2", "2001:db8:2::1"
+HOST_NET4, HOST_NET6 = "198.18.0.0/24", "2001:db8:2::/64"
 REMOTES = {
     "remote1": {"v4": "198.51.100.10", "v6": "2001:db8:100::10", "gw4": "198.51.100.1",
                 "gw6": "2001:db8:100::1", "rif": "r1"},
     "remote2": {"v4": "203.0.113.10", "v6": "2001:db8:203::10", "gw4": "203.0.113.1",
                 "gw6": "2001:db8:203::1", "rif": "r2"},
 }
-HTTP_PORT, ECHO_PORT, RESET_PORT, HALFCLOSE_PORT = 80, 7, 9, 13
+HTTP_PORT, ECHO_PORT, RESET_PORT, HALFCLOSE_PORT, SINK_PORT = 80, 7, 9, 13, 19
+# Every prefix the e2e world (and the demo) puts on a link.
+WORLD_RANGES = [HOST_NET4, HOST_NET6, "198.51.100.0/24", "2001:db8:100::/64",
+                "203.0.113.0/24", "2001:db8:203::/64"]
+
+
+class RangeClash(RuntimeError):
+    """A test world's prefix overlaps an address or a route of the machine's own namespace."""
+
+
+def find_overlaps(ranges, addrs, routes):
+    """Which of `ranges` overlap the given addresses or non-default routes.
+
+    @ranges: prefixes as strings ("198.18.0.0/24", "2001:db8:2::/64").
+    @addrs:  the parsed output of `ip -j addr` (a list of links, each with "addr_info").
+    @routes: the parsed outputs of `ip -j route` / `ip -j -6 route` (lists of routes), concatenated.
+    Return: a list of (range, what) pairs, `what` naming the clashing address or route; empty when
+    the ranges are free.  Default routes are ignored (they overlap everything)."""
+    nets = [ipaddress.ip_network(r) for r in ranges]
+    seen = []   # (network, description)
+    for link in addrs:
+        for a in link.get("addr_info", []):
+            if "local" not in a:
+                continue
+            iface = ipaddress.ip_interface(f"{a['local']}/{a.get('prefixlen', 128)}")
+            seen.append((iface.network, f"address {iface} on {link.get('ifname', '?')}"))
+    for rt in routes:
+        dst = rt.get("dst", "")
+        if not dst or dst == "default":
+            continue
+        try:
+            net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if net.prefixlen == 0:
+            continue
+        table = rt.get("table")
+        seen.append((net, f"route {dst}" + (f" dev {rt['dev']}" if rt.get("dev") else "")
+                     + (f" table {table}" if table else "")))
+    clashes = []
+    for r, n in zip(ranges, nets):
+        for net, what in seen:
+            if net.version == n.version and net.overlaps(n):
+                clashes.append((r, what))
+    return clashes
+
+
+def _ip_json(*args):
+    out = sh(["ip", "-j"] + list(args)).stdout.decode() or "[]"
+    return json.loads(out)
+
+
+def check_ranges_free(ranges, who="test world"):
+    """Refuse (RangeClash, one message) when `ranges` overlap this namespace's addresses or routes.
+
+    Reads `ip -j addr` and the IPv4 and IPv6 routes of every table here, i.e. in the namespace the
+    caller runs in (the machine's own when a world is being built).  Return: a small report (what
+    was checked, how many addresses and routes were seen), kept by the caller as proof it ran."""
+    addrs = _ip_json("addr")
+    routes = _ip_json("route", "show", "table", "all") + _ip_json("-6", "route", "show", "table", "all")
+    clashes = find_overlaps(ranges, addrs, routes)
+    if clashes:
+        detail = "; ".join(f"{r} overlaps {what}" for r, what in clashes)
+        raise RangeClash(f"{who}: refusing to start: its addresses clash with this machine's network "
+                         f"({detail}); change the world's ranges")
+    return {"ranges": list(ranges), "addrs": sum(len(l.get("addr_info", [])) for l in addrs),
+            "routes": len(routes)}
 
 
 def sh(argv, check=True, timeout=20, **kw):
@@ -167,6 +242,7 @@ class World:
         self.services = []
         self.files = {}      # name -> bytes served by every remote HTTP server
         self.alive = False
+        self.range_check = None   # the report of check_ranges_free(), once up() ran it
 
     @property
     def namespaces(self):
@@ -178,10 +254,15 @@ class World:
     def sysctl(self, ns, *settings, check=True):
         return sh(["ip", "netns", "exec", ns, "sysctl", "-q", "-w"] + list(settings), check=check)
 
+    def sh_ns(self, ns, argv):
+        """Run argv in namespace ns; return its stdout (text)."""
+        return sh(["ip", "netns", "exec", ns] + list(argv)).stdout.decode()
+
     def exec_argv(self, ns, argv):
         return ["ip", "netns", "exec", ns] + list(argv)
 
     def up(self):
+        self.range_check = check_ranges_free(WORLD_RANGES, f"test world {self.prefix}")
         try:
             self._up()
         except BaseException:
@@ -256,6 +337,36 @@ class World:
         self.alive = False
 
 
+class NftTable:
+    """A throwaway nft table with one filter chain, in one namespace of the world (the test world may
+    use nft; the product may not).  Use as a context manager: the table is deleted on exit, also
+    when the test fails.
+
+        with NftTable(world.router, "forward") as t:
+            t.set("ip daddr 203.0.113.99 drop")
+    """
+
+    def __init__(self, ns, hook, name="cfwtest"):
+        self.ns, self.hook, self.name = ns, hook, name
+
+    def _nft(self, script, check=True):
+        return sh(["ip", "netns", "exec", self.ns, "nft", "-f", "-"], input=script.encode(), check=check)
+
+    def __enter__(self):
+        self._nft(f"table inet {self.name} {{\n chain c {{ type filter hook {self.hook} priority 0; "
+                  f"policy accept; }}\n}}\n")
+        return self
+
+    def set(self, *rules):
+        """Replace the chain's rules with `rules` (nft rule syntax), atomically."""
+        self._nft(f"flush chain inet {self.name} c\n" + "".join(f"add rule inet {self.name} c {r}\n"
+                                                                 for r in rules))
+
+    def __exit__(self, *exc):
+        self._nft(f"delete table inet {self.name}\n", check=False)
+        return False
+
+
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
 
@@ -285,7 +396,11 @@ def main():
     if not a.dir:
         ap.error("up needs --dir")
     cleanup_stray(rf"^{re.escape(a.prefix)}-")
-    w = World(a.prefix, v6=not a.no_v6).up()
+    try:
+        w = World(a.prefix, v6=not a.no_v6).up()
+    except RangeClash as e:
+        print(f"world.py: {e}", file=sys.stderr)
+        return 1
     try:
         w.start_remote_servers(a.dir, demo_files())
         if a.host_http_port:

@@ -220,10 +220,10 @@ static void test_dns_ipv4(void **state)
 	struct cli_options opt;
 	struct in_addr want;
 
-	EXPECT_OK(&opt, "--dns", "192.0.2.53", "cmd");
+	EXPECT_OK(&opt, "--dns", "203.0.113.53", "cmd");
 	assert_true(opt.dns_set);
 	assert_int_equal(opt.dns.family, AF_INET);
-	assert_int_equal(inet_pton(AF_INET, "192.0.2.53", &want), 1);
+	assert_int_equal(inet_pton(AF_INET, "203.0.113.53", &want), 1);
 	assert_memory_equal(&opt.dns.u.v4, &want, sizeof(want));
 
 	EXPECT_OK(&opt, "-d1.1.1.1", "cmd");
