@@ -23,7 +23,10 @@
  * through one shared scratch buffer instead (recv MSG_PEEK, send, then drop exactly what was sent),
  * so pipes pinned by stalled flows never stop the others.  EOF on one side becomes shutdown(SHUT_WR)
  * on the other once the pipe is drained (half-close); a reset or a write error resets both sides
- * (close with SO_LINGER 0 sends RST).  Urgent data passes through with MSG_OOB.
+ * (close with SO_LINGER 0 sends RST).  A reset does not overtake bytes its sender wrote before it:
+ * the end that failed is remembered as dead (tcp_end.err), nothing more is written to it, what its
+ * socket still holds is passed on, and only then is the other side reset.  Urgent data passes
+ * through with MSG_OOB.
  */
 #include "relay/internal.h"
 
@@ -50,6 +53,8 @@ struct tcp_end {
 	int fd;
 	bool readable, writable;
 	bool urgent;              /* EPOLLPRI seen: urgent data (MSG_OOB) may sit at the read mark */
+	int err;                  /* the connection is dead (reset, write error): errno; bytes it
+				   * received before still wait to be passed on */
 };
 
 struct tcp_dir {
@@ -71,6 +76,7 @@ struct tcp_flow {
 	bool direct;              /* the route dials the destination itself: check for host NAT */
 	bool verifying;           /* connected; on r->tcp_verify until the NAT check of this loop turn */
 	struct tcp_flow *next_verify;
+	int first_dead;           /* the end that failed first, when both have (for the record) */
 	uint64_t deadline_ms;     /* CONNECTING: fail with ETIMEDOUT then */
 	struct tcp_flow *cnewer, *colder;   /* the connecting list */
 	bool dead;                /* closed; freed after the current epoll batch */
@@ -265,22 +271,36 @@ static enum flow_outcome reset_outcome(int i)
 	return i == 0 ? FLOW_RESET_CHILD : FLOW_RESET_UP;
 }
 
-/* A write to end @di made no progress: wait for EPOLLOUT, or (EPIPE, ECONNRESET) the destination is
- * gone and the source learns it by a reset. */
-static enum pump_result write_stalled(struct relay *r, struct tcp_flow *f, int di)
+/*
+ * end_dead() - end @i of @f failed with @err (a reset, a write error).  Nothing more can be written to
+ * it, but what it received before may still sit in its socket: that is read and passed on first (see
+ * read_ended()), so the other side learns of the reset after those bytes, as it would directly.
+ */
+static void end_dead(struct tcp_flow *f, int i, int err)
 {
-	if (errno == EAGAIN) {
+	if (f->end[i].err)
+		return;
+	f->end[i].err = err;
+	f->end[i].readable = true;
+	if (!f->end[!i].err)
+		f->first_dead = i;
+}
+
+/* A write to end @di made no progress: wait for EPOLLOUT, or (EPIPE, ECONNRESET) the destination is
+ * gone: its own direction passes on what it still holds, then resets the source. */
+static enum pump_result write_stalled(struct tcp_flow *f, int di)
+{
+	if (errno == EAGAIN)
 		f->end[di].writable = false;
-		return PUMP_IDLE;
-	}
-	flow_close(r, f, true, reset_outcome(di), errno);
-	return PUMP_CLOSED;
+	else
+		end_dead(f, di, errno);
+	return PUMP_IDLE;
 }
 
 /*
  * read_ended() - a read from the source made no progress (@n is 0 or -1 with errno).  Takes an
- * urgent byte, notes EOF or EAGAIN, or passes a reset on.  Return: PUMP_AGAIN to go on, or
- * PUMP_CLOSED.
+ * urgent byte, notes EOF or EAGAIN, or passes a reset on: a dead source has now given all it held.
+ * Return: PUMP_AGAIN to go on, or PUMP_CLOSED.
  */
 static enum pump_result read_ended(struct relay *r, struct tcp_flow *f, int d, ssize_t n)
 {
@@ -289,6 +309,10 @@ static enum pump_result read_ended(struct relay *r, struct tcp_flow *f, int d, s
 
 	if ((n == 0 || errno == EAGAIN) && take_urgent(src, dir))
 		return PUMP_AGAIN;
+	if (src->err && (n == 0 || errno == EAGAIN)) {
+		flow_close(r, f, true, reset_outcome(d), src->err);
+		return PUMP_CLOSED;
+	}
 	if (n == 0) {
 		dir->eof = true;
 		return PUMP_AGAIN;
@@ -322,7 +346,7 @@ static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, si
 	if (m <= 0) {
 		if (m == 0)
 			errno = EAGAIN;
-		return write_stalled(r, f, !d);
+		return write_stalled(f, !d);
 	}
 	if (recv(src->fd, NULL, (size_t)m, MSG_TRUNC | MSG_DONTWAIT) != m) {
 		/* The peeked bytes cannot vanish from a socket only we read; if they did, the stream
@@ -344,6 +368,8 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 	ssize_t n;
 
 	for (;;) {
+		if (dst->err)
+			return PUMP_IDLE;   /* nothing reaches a dead end; its own direction ends the flow */
 		if (dir->in_pipe) {
 			if (!dst->writable)
 				return PUMP_IDLE;
@@ -356,7 +382,7 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			}
 			if (n < 0 && errno == EINTR)
 				continue;
-			return write_stalled(r, f, !d);
+			return write_stalled(f, !d);
 		}
 		pipe_put(r, dir->pipe);
 		if (dir->urg_pending) {
@@ -370,9 +396,14 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			}
 			if (n < 0 && errno == EINTR)
 				continue;
-			return write_stalled(r, f, !d);
+			return write_stalled(f, !d);
 		}
 		if (dir->eof) {
+			if (src->err) {
+				/* Reset after its EOF: everything it sent has been passed on. */
+				flow_close(r, f, true, reset_outcome(d), src->err);
+				return PUMP_CLOSED;
+			}
 			if (!dir->shut) {
 				shutdown(dst->fd, SHUT_WR);
 				dir->shut = true;
@@ -415,15 +446,28 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 
 	if (f->state != TCP_SPLICING)
 		return;
-	/* Each direction has its own budget, so a bulk upload cannot starve the replies. */
-	for (int d = 0; d < 2; d++) {
-		size_t budget = TCP_BUDGET;
-		enum pump_result pr = pump(r, f, d, &budget);
+	/* Each direction has its own budget, so a bulk upload cannot starve the replies.  A pass that
+	 * finds an end dead (a write failed) goes round once more, so that the dead end's direction
+	 * passes on what it holds and ends the flow. */
+	for (int pass = 0; pass < 2; pass++) {
+		bool dead_before = f->end[0].err || f->end[1].err;
 
-		if (pr == PUMP_CLOSED)
+		for (int d = 0; d < 2; d++) {
+			size_t budget = TCP_BUDGET;
+			enum pump_result pr = pump(r, f, d, &budget);
+
+			if (pr == PUMP_CLOSED)
+				return;
+			if (pr == PUMP_BUDGET)
+				more = true;
+		}
+		if (f->end[0].err && f->end[1].err) {
+			/* Both connections are dead: nothing can be delivered any more. */
+			flow_close(r, f, true, reset_outcome(f->first_dead), f->end[f->first_dead].err);
 			return;
-		if (pr == PUMP_BUDGET)
-			more = true;
+		}
+		if (dead_before || !(f->end[0].err || f->end[1].err))
+			break;
 	}
 	if (f->dir[0].shut && f->dir[1].shut) {
 		flow_close(r, f, false, FLOW_OK, 0);
@@ -727,15 +771,14 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 		e->readable = true;
 		return;
 	}
-	/* A reset may arrive after this side's EOF, when nothing reads it any more: pass it on. */
+	/* A reset (also one after this side's EOF, when nothing reads it any more) is passed on once the
+	 * bytes that came before it are: the end is dead, its socket still holds them. */
 	if (events & EPOLLERR) {
 		int err = 0;
 		socklen_t len = sizeof(err);
 
-		if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
-			flow_close(r, f, true, reset_outcome(src->index), err);
-			return;
-		}
+		if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)
+			end_dead(f, src->index, err);
 	}
 	if (events & EPOLLPRI)
 		e->urgent = true;
