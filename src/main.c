@@ -143,6 +143,10 @@ int main(int argc, char **argv)
 		sigaddset(&fwd, sandbox_forwarded_signals[i]);
 	sigprocmask(SIG_BLOCK, &fwd, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* An interactive shell inside takes the terminal's foreground: with `stty tostop`, a line we
+	 * (or G, C) write would then stop us by SIGTTOU, O_NONBLOCK or not, freezing every flow.
+	 * Ignored, the write goes through; init gives the command the caller's disposition back. */
+	signal(SIGTTOU, SIG_IGN);
 
 	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
 	if (sandbox_start(&cfg, &sb) < 0)

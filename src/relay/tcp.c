@@ -246,21 +246,27 @@ void tcp_reap(struct relay *r)
 /* ---------- data movement ---------- */
 
 /*
- * take_urgent() - splice() stops at TCP's urgent mark and makes no progress there (EAGAIN, or 0 once
+ * take_urgent_at_mark() - splice() stops at TCP's urgent mark and makes no progress there (EAGAIN, or 0 once
  * the peer has closed), so urgent data (telnet interrupts, FTP ABOR) would stall the flow or end it
  * early.  With SO_OOBINLINE the urgent byte is readable in line: take it with recv() and send it on
  * with MSG_OOB, so the far side sees urgent data too.  Return: true when a byte was taken.
  */
-static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
+static bool take_urgent_at_mark(struct tcp_end *src, struct tcp_dir *dir)
 {
 	int at_mark = 0;
 
-	if (!src->urgent || ioctl(src->fd, SIOCATMARK, &at_mark) < 0 || !at_mark)
+	if (ioctl(src->fd, SIOCATMARK, &at_mark) < 0 || !at_mark)
 		return false;
 	if (recv(src->fd, &dir->urg_byte, 1, MSG_DONTWAIT) != 1)
 		return false;
 	dir->urg_pending = true;
 	return true;
+}
+
+/* take_urgent() - the same, once EPOLLPRI said that urgent data came (splice's slow path). */
+static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
+{
+	return src->urgent && take_urgent_at_mark(src, dir);
 }
 
 enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED, PUMP_AGAIN };
@@ -337,9 +343,13 @@ static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, si
 	struct tcp_end *src = &f->end[d];
 	struct tcp_dir *dir = &f->dir[d];
 	size_t want = *budget < SCRATCH_SIZE ? *budget : SCRATCH_SIZE;
-	ssize_t n = recv(src->fd, r->scratch, want, MSG_PEEK | MSG_DONTWAIT);
-	ssize_t m;
+	ssize_t n, m;
 
+	/* recv() stops before the urgent mark but not at it: a read that starts there would pass the
+	 * urgent byte on in line.  Take it first (always asked: EPOLLPRI may not have been seen yet). */
+	if (take_urgent_at_mark(src, dir))
+		return PUMP_AGAIN;
+	n = recv(src->fd, r->scratch, want, MSG_PEEK | MSG_DONTWAIT);
 	if (n <= 0)
 		return read_ended(r, f, d, n);
 	m = send(f->end[!d].fd, r->scratch, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -46,12 +46,50 @@ static int pool_refill(struct sandbox *sb, int k, int low)
 		int r;
 
 		rq.count = (uint16_t)(want > FDPASS_MAX ? FDPASS_MAX : want);
+		if (sb->req_n >= sizeof(sb->req) / sizeof(sb->req[0]))
+			return 0;   /* cannot happen: every request asks for at least one socket */
 		r = gw_send(sb->ctl_fd, rq, NULL, 0, NULL, 0);
 		if (r < 0)
 			return r == -EAGAIN ? 0 : r;   /* a full socket: the next take retries */
 		p->inflight += rq.count;
+		unsigned int tail = (sb->req_head + sb->req_n++) % (sizeof(sb->req) / sizeof(sb->req[0]));
+
+		sb->req[tail].kind = (uint8_t)k;
+		sb->req[tail].count = (uint8_t)rq.count;
 	}
 	return 0;
+}
+
+/* The oldest refill request is answered (or its answer was lost): forget it.  Return: its index, or -1. */
+static int req_pop(struct sandbox *sb)
+{
+	int i;
+
+	if (!sb->req_n)
+		return -1;
+	i = (int)sb->req_head;
+	sb->req_head = (sb->req_head + 1) % (sizeof(sb->req) / sizeof(sb->req[0]));
+	sb->req_n--;
+	return i;
+}
+
+/*
+ * refill_lost() - an answer from G could not be read whole: the kernel cuts the fds of a message
+ * when we are out of fds (MSG_CTRUNC), and fdpass_recv() closed what came.  It answered the oldest
+ * request: that many sockets are no longer in flight, or the pool would wait for them for ever.
+ * Return: true when a request was accounted for (the next take reports the shortage).
+ */
+static bool refill_lost(struct sandbox *sb)
+{
+	int i = req_pop(sb);
+	struct sandbox_pool *p;
+
+	if (i < 0)
+		return false;
+	p = &sb->pool[sb->req[i].kind];
+	p->inflight -= sb->req[i].count < p->inflight ? sb->req[i].count : p->inflight;
+	p->err = -EMFILE;
+	return true;
 }
 
 /* A refill arrived: keep what fits (it always does: we never ask beyond SANDBOX_POOL_MAX). */
@@ -68,6 +106,7 @@ static bool pool_take_reply(struct sandbox *sb, const struct gw_msg *m, const vo
 		return false;
 	}
 	memcpy(&body, payload, sizeof(body));
+	req_pop(sb);   /* setup's unasked sockets come before any request */
 	p->inflight -= body.asked < p->inflight ? body.asked : p->inflight;
 	for (int i = 0; i < nfds; i++) {
 		if (p->n < SANDBOX_POOL_MAX)
@@ -107,7 +146,7 @@ static int read_ctl(struct sandbox *sb, int flags)
 	int r = gw_recv(sb->ctl_fd, &m, payload, sizeof(payload), fds, FDPASS_MAX, &nfds, flags);
 
 	if (r == -EBADMSG)
-		return 0;   /* fds already closed; an answer lost is an answer the next refill gives */
+		return refill_lost(sb) ? 1 : 0;   /* its fds are closed already */
 	if (r < 0)
 		return r;
 	switch (m.op) {

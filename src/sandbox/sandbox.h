@@ -64,6 +64,10 @@ struct sandbox {
 	int child_netns_fd;           /* keeps N2 (and the veth) alive until the relay has drained */
 	struct sandbox_shared *shared;
 	struct sandbox_pool pool[BE_SOCK_N];
+	/* Refills asked of G and not answered, oldest first (G answers in order): an answer the kernel
+	 * had to cut (MSG_CTRUNC: P was out of fds) still tells which request, and how many, it was. */
+	struct { uint8_t kind, count; } req[2 * SANDBOX_POOL_MAX];
+	unsigned int req_head, req_n;
 	sigset_t queued;              /* signals that came before init's pid was known */
 	bool killed;                  /* P killed the tree on purpose: G's death needs no message */
 	bool finished;                /* G (and any orphaned C or init) reaped */
