@@ -13,8 +13,8 @@
  * States of a flow: PENDING (first datagram queued, no flow yet) -> OPEN (both sockets) -> CLOSED
  * (idle for udp_idle_ms, evicted, or at exit).  The table is capped; when it is full, the least
  * recently used flow is evicted if it has been quiet for udp_keep_ms, else the least recently used
- * one-way flow (never answered), so a spray of new flows cannot push out the tree's active
- * conversations; when every flow is both recent and two-way, the new flow's datagram is dropped.
+ * one-way flow (never answered), else the least recently used one (see make_room()), so a spray of
+ * new flows evicts its own kind before the tree's active conversations.
  */
 #include "relay/internal.h"
 
@@ -208,32 +208,34 @@ static int place_child_socket(int fd, const struct sockaddr_storage *child, cons
 #define EVICT_SCAN 64   /* flows looked at, from the least recently used, for a one-way one */
 
 /*
- * make_room() - is there room for one more flow?  When the table is full, the least recently used
- * flow makes room if it has been quiet for udp_keep_ms; otherwise the least recently used flow that
- * never had an answer (a one-way flow: a scan, a spray to closed ports) does.  Flows with traffic
- * both ways and recent activity are never evicted; the new flow is refused instead.
+ * make_room() - is there room for one more flow?  When the table is full, one flow makes room, in
+ * this order: the least recently used if it has been quiet for udp_keep_ms; else the least
+ * recently used flow that never had an answer (a one-way flow: a scan, a spray to closed ports);
+ * else the least recently used.  So a spray of new flows evicts its own kind first and cannot push
+ * out the tree's active conversations, while churn of short exchanges (DNS queries from random
+ * ports) keeps working as flows come and go.
  */
 static bool make_room(struct relay *r)
 {
-	struct udp_flow *old = r->udp_lru_head;
+	struct udp_flow *old = r->udp_lru_head, *victim = old;
 	int n = 0;
 
 	if (r->n_udp < r->lim.max_udp)
 		return true;
-	if (old && r->now_ms - old->last_ms < r->lim.udp_keep_ms) {
-		while (old && old->rec.pkts_down && ++n < EVICT_SCAN)
-			old = old->lnext;
-		if (old && old->rec.pkts_down)
-			old = NULL;
+	if (!old)
+		return false;
+	if (r->now_ms - old->last_ms < r->lim.udp_keep_ms) {
+		for (struct udp_flow *f = old; f && n < EVICT_SCAN; f = f->lnext, n++) {
+			if (!f->rec.pkts_down) {
+				victim = f;
+				break;
+			}
+		}
+		relay_shortage(r, SHORT_UDP);   /* active flows are being evicted: say so once */
 	}
-	if (old) {
-		r->stats.udp_evicted++;
-		flow_free(r, old, FLOW_EVICTED, 0);
-		return true;
-	}
-	relay_shortage(r, SHORT_UDP);
-	r->stats.udp_full++;
-	return false;
+	r->stats.udp_evicted++;
+	flow_free(r, victim, FLOW_EVICTED, 0);
+	return true;
 }
 
 /*

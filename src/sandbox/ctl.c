@@ -5,8 +5,8 @@
  *
  * The pool, per family (sandbox.h's SANDBOX_POOL_*):
  *   FILLED    G sends SANDBOX_POOL_FILL sockets during the setup, unasked
- *   TAKING    ns_socket() hands one out at once; when held + in flight fall below LOW, it asks for
- *             FILL - (held + in flight) more, in messages of up to FDPASS_MAX (non-blocking sends:
+ *   TAKING    ns_socket() hands one out at once; when held + in flight fall below LOW (below FILL
+ *             when nothing is in flight), it asks for FILL - (held + in flight) more, in messages of up to FDPASS_MAX (non-blocking sends:
  *             a full socket is retried by the next take)
  *   EMPTY     ns_socket() returns -EAGAIN; on_ctl() reads the answers without blocking and says
  *             "arrived" (sockets, or a refused refill whose -errno the next take returns once)
@@ -33,11 +33,17 @@ static bool pool_offered(const struct sandbox *sb, int k)
 	return k != BE_SOCK_UDP6 || sb->net.ipv6;
 }
 
-/* Ask G for sockets until held + in flight reach SANDBOX_POOL_FILL, if they are below @low. */
+/*
+ * Ask G for sockets until held + in flight reach SANDBOX_POOL_FILL, if they are below @low, or below
+ * FILL when nothing is in flight: at rest the pool is always full, so P's fd count is the same after
+ * every burst (and a leak shows).
+ */
 static int pool_refill(struct sandbox *sb, int k, int low)
 {
 	struct sandbox_pool *p = &sb->pool[k];
 
+	if (!p->inflight)
+		low = SANDBOX_POOL_FILL;
 	if (sb->ctl_fd < 0 || !pool_offered(sb, k) || p->n + p->inflight >= low)
 		return 0;
 	while (p->n + p->inflight < SANDBOX_POOL_FILL) {
