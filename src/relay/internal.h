@@ -46,6 +46,7 @@ struct relay_limits {
 	unsigned int reserve;
 	unsigned int max_tcp;         /* concurrent TCP flows */
 	unsigned int max_connecting;  /* of which still connecting upstream; the oldest yields */
+	unsigned int yield_ms;        /* ... once it has been pending this long; before, accept waits */
 	unsigned int connect_ms;      /* an upstream connect that takes longer fails (ETIMEDOUT) */
 	unsigned int max_udp;         /* concurrent UDP flows */
 	unsigned int udp_idle_ms;     /* a UDP flow with no traffic this long is closed */
@@ -120,7 +121,7 @@ struct relay {
 
 uint64_t relay_now_ms(void);
 int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src);
-void relay_pause_accept(struct relay *r);
+void relay_pause_accept(struct relay *r, enum shortage why);
 void relay_shortage(struct relay *r, enum shortage s);
 
 void tcp_accept(struct relay *r, int lfd);

@@ -54,17 +54,17 @@ static void arm_tcp_listeners(struct relay *r, uint32_t events)
 }
 
 /*
- * relay_pause_accept() - out of fds or memory: stop accepting for a moment.  A level-triggered
- * listener that cannot be drained would otherwise spin the loop; queued connections wait in the
- * kernel's backlog until flows close.
+ * relay_pause_accept() - out of fds or memory, or too many young connects pending: stop accepting
+ * for a moment.  A level-triggered listener that cannot be drained would otherwise spin the loop;
+ * queued connections wait in the kernel's backlog until flows close.
  */
-void relay_pause_accept(struct relay *r)
+void relay_pause_accept(struct relay *r, enum shortage why)
 {
 	if (r->accept_paused_until)
 		return;
 	r->accept_paused_until = r->now_ms + ACCEPT_PAUSE_MS;
 	arm_tcp_listeners(r, 0);
-	relay_shortage(r, SHORT_FDS);
+	relay_shortage(r, why);
 }
 
 /*
@@ -109,8 +109,10 @@ void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds, unsigned
 	lim->max_udp = clampu(avail / 16, 8, 4096);   /* a sixteenth: most trees hold far more TCP */
 	udp_fds = 2ul * lim->max_udp;
 	lim->max_tcp = clampu(avail > pipe_fds + udp_fds ? (avail - pipe_fds - udp_fds) / 2 : 0, 16, 65536);
-	lim->max_connecting = clampu(lim->max_tcp / 4, 8, 4096);
+	/* A quarter of the table, but room for a browser-sized burst even with few fds. */
+	lim->max_connecting = clampu(lim->max_tcp / 4 > 256 ? lim->max_tcp / 4 : 256, 8, lim->max_tcp);
 	lim->connect_ms = 60000;
+	lim->yield_ms = 200;
 	lim->udp_idle_ms = 60000;
 	lim->udp_keep_ms = 2000;
 	lim->udp_pending = 256;

@@ -10,7 +10,8 @@
  *               events go to the connector's step().  The child's socket may not be adopted yet
  *               (a flow begun from a SYN); its events only mark it readable or reset the flow.
  *               Bounded in time (connector timeout or lim.connect_ms) and in number
- *               (lim.max_connecting: the oldest yields to a new one).
+ *               (lim.max_connecting: the oldest yields to a new one once it has been pending
+ *               lim.yield_ms; before that, new connections wait in the listener's backlog).
  *   SPLICING    the connector said READY: bytes move both ways.
  *   CLOSED      flow_close(): sockets closed (with a reset when it failed), the record ended and
  *               observed; freed after the current epoll batch.
@@ -77,6 +78,7 @@ struct tcp_flow {
 	bool verifying;           /* connected; on r->tcp_verify until the NAT check of this loop turn */
 	struct tcp_flow *next_verify;
 	int first_dead;           /* the end that failed first, when both have (for the record) */
+	uint64_t begun_ms;
 	uint64_t deadline_ms;     /* CONNECTING: fail with ETIMEDOUT then */
 	struct tcp_flow *cnewer, *colder;   /* the connecting list */
 	bool dead;                /* closed; freed after the current epoll batch */
@@ -684,6 +686,7 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 		f->dir[i].pipe[0] = f->dir[i].pipe[1] = -1;
 	}
 	f->state = TCP_CONNECTING;
+	f->begun_ms = r->now_ms;
 	f->deadline_ms = r->now_ms + (conn->ops->timeout_ms ? conn->ops->timeout_ms : r->lim.connect_ms);
 	flow_link(r, f);
 	connecting_link(r, f);
@@ -694,7 +697,7 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 	st = conn->ops->start(f->cstate, conn->cfg, &rq, &up, &want, &err);
 	if (st == CONN_FAILED) {
 		if (err == EMFILE || err == ENFILE)
-			relay_pause_accept(r);   /* more would fail the same way */
+			relay_pause_accept(r, SHORT_FDS);   /* more would fail the same way */
 		connect_failed(r, f, err == EMFILE || err == ENFILE ? FLOW_NO_RESOURCES : FLOW_UP_FAILED, err);
 		return NULL;
 	}
@@ -736,11 +739,19 @@ void tcp_accept(struct relay *r, int lfd)
 		struct sockaddr_storage child = { 0 }, dst = { 0 };
 		socklen_t clen = sizeof(child), dlen = sizeof(dst);
 		struct tcp_flow *f;
+
+		/* Every pending connect is young (a burst, not a blackhole): let the new connections wait
+		 * in the backlog rather than make a live connect yield. */
+		if (r->n_connecting >= r->lim.max_connecting && r->conn_old &&
+		    r->now_ms - r->conn_old->begun_ms < r->lim.yield_ms) {
+			relay_pause_accept(r, SHORT_CONNECTING);
+			return;
+		}
 		int c = accept4(lfd, (struct sockaddr *)&child, &clen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (c < 0) {
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-				relay_pause_accept(r);
+				relay_pause_accept(r, SHORT_FDS);
 			return;
 		}
 		if (getsockname(c, (struct sockaddr *)&dst, &dlen) < 0 ||

@@ -368,3 +368,48 @@ def test_thousand_flows_and_udp_flood(cfu, world):
         kill_tree(p)
         p.wait(5)
         reap(marker)
+
+
+# ---- e. a burst of parallel connects with few fds --------------------------------------------------
+
+# argv: host port n -> n non-blocking connects at once, then each sends a line and reads its echo;
+# prints how many got their echo and how many failed (and how).
+BURST = COMMON + r'''
+import selectors
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = []
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex((host, port))
+    socks.append(s)
+ok, failed = 0, {}
+for i, s in enumerate(socks):
+    s.setblocking(True)
+    s.settimeout(10)
+    try:
+        s.sendall(b"burst-%d\n" % i)
+        if s.recv(100) == b"burst-%d\n" % i:
+            ok += 1
+        else:
+            failed["short"] = failed.get("short", 0) + 1
+    except OSError as e:
+        failed[type(e).__name__] = failed.get(type(e).__name__, 0) + 1
+    s.close()
+print(json.dumps({"ok": ok, "failed": failed}))
+'''
+
+
+def test_parallel_connect_burst_with_few_fds(cfu, world):
+    """64 connects at once (a browser opening a page) all work even when childflow has few fds: a
+    burst of young pending connects makes new connections wait in the backlog, it does not make live
+    connects yield (the yield is for connects that have been pending a while: blackholes)."""
+    p = cfu.popen(["prlimit", "--nofile=400", cfu.bin, "--"] + py(BURST, R1, W.ECHO_PORT, 64), direct=True)
+    try:
+        out, err = p.communicate(timeout=30)
+    finally:
+        kill_tree(p)
+        p.wait(5)
+    assert p.returncode == 0, (out, err)
+    res = json.loads(out.decode().strip().splitlines()[-1])
+    assert res == {"ok": 64, "failed": {}}, res
