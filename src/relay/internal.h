@@ -107,6 +107,7 @@ struct relay {
 	unsigned int n_udp;
 	struct udp_pending *pend_head, *pend_tail;
 	unsigned int n_pending;
+	size_t pending_bytes;
 	unsigned char *udp_buf;
 
 	uint64_t next_sweep;

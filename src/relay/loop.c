@@ -100,9 +100,8 @@ void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds, unsigned
 	lim->fds = clampu(fds, 0, 1u << 30);
 	/* The relay's own (epoll, signalfd, the policy's netlink sockets, the log) and the backend's. */
 	lim->reserve = RELAY_OWN_FDS + backend_fds;
-	if (lim->reserve > fds / 4)
-		lim->reserve = (unsigned int)(fds / 4);
-	avail = fds - lim->reserve;
+	/* Below a few hundred fds the tables' floors over-commit; shortages then wait or refuse. */
+	avail = fds > lim->reserve + 128ul ? fds - lim->reserve : 128;
 	lim->max_pipes = clampu(avail / 16, 4, 256);  /* 64 MiB of pipe buffers at most */
 	lim->pipe_pool = clampu(lim->max_pipes / 4, 1, 64);
 	pipe_fds = 2ul * (lim->max_pipes + lim->pipe_pool);
@@ -324,8 +323,20 @@ int relay_run(struct relay *r)
 
 void relay_free(struct relay *r)
 {
+	const struct relay_stats *st;
+
 	if (!r)
 		return;
+	st = &r->stats;
+	log_debug("relay: tcp %llu accepted, %llu denied, %llu failed, %llu refused (table full), %llu "
+		  "timed out, %llu yielded; udp %llu flows, %llu denied, %llu evicted, %llu dropped; "
+		  "%llu bytes copied without a pipe",
+		  (unsigned long long)st->tcp_accepted, (unsigned long long)st->tcp_denied,
+		  (unsigned long long)st->tcp_failed, (unsigned long long)st->tcp_full,
+		  (unsigned long long)st->tcp_timeouts, (unsigned long long)st->tcp_yielded,
+		  (unsigned long long)st->udp_flows, (unsigned long long)st->udp_denied,
+		  (unsigned long long)st->udp_evicted, (unsigned long long)st->udp_dropped,
+		  (unsigned long long)st->copied);
 	tcp_close_all(r);
 	udp_close_all(r);
 	if (r->epfd >= 0)

@@ -503,7 +503,8 @@ void tcp_run_ready(struct relay *r)
 		list = f->next_ready;
 		f->ready = false;
 		f->next_ready = NULL;
-		flow_pump(r, f);
+		if (!f->dead)   /* closed meanwhile (freed only after the batch) */
+			flow_pump(r, f);
 	}
 }
 

@@ -318,7 +318,7 @@ static bool queue_pending(struct relay *r, const struct sockaddr_storage *child,
 {
 	struct udp_pending *p;
 
-	if (r->n_pending >= r->lim.udp_pending || n > UDP_PENDING_BYTES / r->lim.udp_pending)
+	if (r->n_pending >= r->lim.udp_pending || r->pending_bytes + n > UDP_PENDING_BYTES)
 		return false;
 	p = malloc(sizeof(*p) + n);
 	if (!p)
@@ -334,6 +334,7 @@ static bool queue_pending(struct relay *r, const struct sockaddr_storage *child,
 		r->pend_head = p;
 	r->pend_tail = p;
 	r->n_pending++;
+	r->pending_bytes += n;
 	return true;
 }
 
@@ -403,22 +404,38 @@ static void listener_datagram(struct relay *r, const struct sockaddr_storage *ch
 	}
 }
 
+/*
+ * udp_retry_pending() - sockets arrived: open the flows whose first datagrams waited, in order.  A
+ * family whose pool ran dry again waits for the next refill; the other family goes on.
+ */
 void udp_retry_pending(struct relay *r)
 {
-	while (r->pend_head) {
-		struct udp_pending *p = r->pend_head;
-		struct udp_flow *f = flow_find(r, &p->child, &p->dst);
+	bool dry[2] = { false, false };
 
-		if (f)
+	for (struct udp_pending **pp = &r->pend_head, *p; (p = *pp) != NULL;) {
+		int fam = p->dst.ss_family == AF_INET6;
+		struct udp_flow *f;
+
+		if (dry[fam]) {
+			pp = &p->next;
+			continue;
+		}
+		f = flow_find(r, &p->child, &p->dst);
+		if (f) {
 			first_datagram(r, f, p->data, p->len);
-		else if (!start_flow(r, &p->child, &p->dst, p->data, p->len))
-			return;   /* the pool ran dry again: wait for the next refill */
-		r->pend_head = p->next;
-		if (!r->pend_head)
-			r->pend_tail = NULL;
+		} else if (!start_flow(r, &p->child, &p->dst, p->data, p->len)) {
+			dry[fam] = true;
+			pp = &p->next;
+			continue;
+		}
+		*pp = p->next;
 		r->n_pending--;
+		r->pending_bytes -= p->len;
 		free(p);
 	}
+	r->pend_tail = NULL;
+	for (struct udp_pending *p = r->pend_head; p; p = p->next)
+		r->pend_tail = p;
 }
 
 static bool orig_dst(struct msghdr *m, struct sockaddr_storage *dst)
@@ -536,12 +553,19 @@ void udp_close_all(struct relay *r)
 	udp_reap(r);
 	while (r->pend_head) {
 		struct udp_pending *p = r->pend_head;
+		struct flow_record rec;
 
+		/* A first datagram that never got its flow: a record says so. */
+		flow_begin(&r->hub, &rec, FLOW_UDP, &p->child, &p->dst);
+		rec.rule = "waiting for a socket at exit";
+		flow_opened(&r->hub, &rec);
+		flow_end(&r->hub, &rec, FLOW_CUT_AT_EXIT, 0);
 		r->pend_head = p->next;
 		free(p);
 	}
 	r->pend_tail = NULL;
 	r->n_pending = 0;
+	r->pending_bytes = 0;
 	free(r->udp_hash);
 	free(r->udp_buf);
 	r->udp_hash = NULL;
