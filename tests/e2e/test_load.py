@@ -44,6 +44,14 @@ def http_get(h, p, path, timeout):
     except OSError as e:
         res = "error:" + type(e).__name__
     return {"body": res, "secs": round(time.monotonic() - t0, 3)}
+def open_connects(host, port, n):
+    socks = []
+    for i in range(n):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex((host, port))
+        socks.append(s)
+    return socks
 '''
 
 PROBE_OK_SECS = 3.0
@@ -165,12 +173,7 @@ def test_stalled_flows_do_not_freeze_others(cfu, world):
 # one GET /who.txt to probe_host on port 80.
 BLACKHOLED = COMMON + r'''
 host, port, n, probe_host = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-socks = []
-for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    s.connect_ex((host, port))
-    socks.append(s)
+socks = open_connects(host, port, n)
 time.sleep(1.0)
 probe = http_get(probe_host, 80, "/who.txt", 5)
 print(json.dumps({"connects": n, "probe": probe}))
@@ -375,14 +378,8 @@ def test_thousand_flows_and_udp_flood(cfu, world):
 # argv: host port n -> n non-blocking connects at once, then each sends a line and reads its echo;
 # prints how many got their echo and how many failed (and how).
 BURST = COMMON + r'''
-import selectors
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-socks = []
-for i in range(n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setblocking(False)
-    s.connect_ex((host, port))
-    socks.append(s)
+socks = open_connects(host, port, n)
 ok, failed = 0, {}
 for i, s in enumerate(socks):
     s.setblocking(True)

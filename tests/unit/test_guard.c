@@ -339,25 +339,34 @@ static int tcp_connect(int family, const char *a, int port)
 }
 
 /* F3: the other end of a connection is found when it is a socket of this namespace. */
+/* A dual-stack listener on a free port (written to @any): an IPv4 client's peer is a v4-mapped
+ * IPv6 socket. */
+static int dual_stack_listener(struct sockaddr_in6 *any)
+{
+	socklen_t len = sizeof(*any);
+	int zero = 0, l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	assert_true(l >= 0);
+	assert_int_equal(setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)), 0);
+	assert_int_equal(bind(l, (struct sockaddr *)any, sizeof(*any)), 0);
+	assert_int_equal(listen(l, 8), 0);
+	assert_int_equal(getsockname(l, (struct sockaddr *)any, &len), 0);
+	return l;
+}
+
 static void test_local_peer(void **state)
 {
 	struct nl *nl = private_nl();
 	struct sockaddr_in6 any = { .sin6_family = AF_INET6 };
 	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
-	socklen_t len = sizeof(any);
-	int zero = 0, diag, l, c4, c6, s;
+	int diag, l, c4, c6, s;
 	struct guard g;
 
 	(void)state;
 	diag = localpeer_open();
 	assert_true(diag >= 0);
 	/* a dual-stack listener: an IPv4 client's peer is a v4-mapped IPv6 socket */
-	l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(l >= 0);
-	assert_int_equal(setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)), 0);
-	assert_int_equal(bind(l, (struct sockaddr *)&any, sizeof(any)), 0);
-	assert_int_equal(listen(l, 8), 0);
-	assert_int_equal(getsockname(l, (struct sockaddr *)&any, &len), 0);
+	l = dual_stack_listener(&any);
 	c4 = tcp_connect(AF_INET, "127.0.0.1", ntohs(any.sin6_port));
 	c6 = tcp_connect(AF_INET6, "::1", ntohs(any.sin6_port));
 	assert_int_equal(localpeer_check(diag, c4), 1);   /* not accepted yet: in the accept queue */
@@ -388,19 +397,13 @@ static void test_local_peer_scan(void **state)
 	struct nl *nl = private_nl();
 	struct sockaddr_in6 any = { .sin6_family = AF_INET6 };
 	struct sockaddr_storage lo4 = addr_of("127.0.0.1", 0);
-	socklen_t len = sizeof(any);
 	uint16_t ports[16], want[3];
-	int zero = 0, diag, l, c[3], n;
+	int diag, l, c[3], n;
 
 	(void)state;
 	diag = localpeer_open();
 	assert_true(diag >= 0);
-	l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	assert_true(l >= 0);
-	assert_int_equal(setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)), 0);
-	assert_int_equal(bind(l, (struct sockaddr *)&any, sizeof(any)), 0);
-	assert_int_equal(listen(l, 8), 0);
-	assert_int_equal(getsockname(l, (struct sockaddr *)&any, &len), 0);
+	l = dual_stack_listener(&any);
 	for (int i = 0; i < 3; i++) {
 		struct sockaddr_in me;
 		socklen_t ml = sizeof(me);
