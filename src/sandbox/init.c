@@ -6,7 +6,8 @@
  * (Ctrl-C would not stop `sleep`).  States of init:
  *   GO       wait for C's go-ahead byte (EOF: C is gone, exit); PDEATHSIG from then on
  *   PROC     mount a fresh /proc (only this PID namespace)
- *   RUN      fork the command, set cmd_started (release); then forward what P sends (SI_USER;
+ *   RUN      fork the command (which enters a mount namespace where /proc and /sys are locked,
+ *            enter_locked_mounts()), set cmd_started (release); then forward what P sends (SI_USER;
  *            terminal signals, SI_KERNEL, already reached the command's group), reap orphans,
  *            and exit with the command's status; the kernel then kills whatever it left behind
  * The forwarded signals are blocked from init's birth (C's mask), so one P sent before the
@@ -18,7 +19,9 @@
  *     capabilities reach only U2's own namespaces (N2, the mount and PID namespaces): not N1,
  *     not the host's network, and not P or G: they are outside its PID namespace, and even by
  *     path (/proc/PID/mem, fd, ns) the kernel wants CAP_SYS_PTRACE in *their* user namespace
- *     (init's, U1), which a matching uid 0 does not give;
+ *     (init's, U1), which a matching uid 0 does not give; and it cannot take /proc or /sys off
+ *     to uncover the caller's: its mount namespace belongs to a further user namespace U3, so
+ *     they are locked mounts there (enter_locked_mounts(); the same for every caller);
  *   - any other caller runs as its own uid/gid with no capabilities (SECBIT_NOROOT, cleared sets).
  * no_new_privs is set, on purpose, for everyone (libseccomp would set it anyway; we say so
  * explicitly): an execve() never gains privileges inside, so a setuid binary or file capability
@@ -29,6 +32,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +151,96 @@ static int deny_terminal_injection(void)
 	return r;
 }
 
+/*
+ * enter_locked_mounts() - move the command into a mount namespace where /proc and /sys are locked.
+ *
+ * init's /proc and C's sysfs were mounted in C's mount namespace, which U2 owns; a root command,
+ * with every capability in U2, could unmount them there and uncover the caller's procfs and sysfs
+ * below (every host pid, /proc/<G>/net: N1; /proc/1/net: the machine's interfaces).  So a helper
+ * X, forked here, unshares a user namespace U3 (a child of U2) with a mount namespace: mounts
+ * copied into a mount namespace owned by a less privileged user namespace are locked
+ * (MNT_LOCKED): no umount, lazy umount or move, nor one of a copy (`mount --rbind`), uncovers
+ * what is below.  The command joins that mount namespace with setns() and keeps its credentials
+ * in U2, so a root caller's command keeps every capability over N2 (raw sockets, ports below
+ * 1024, its own network configuration) and over U3 (as U3's owner: mounting, unmounting its own
+ * mounts); U3 needs no id map.  setns() moves the root and the working directory to the
+ * namespace's root, so both are taken back from X's (translated into the copy by unshare()), which
+ * keeps a chroot the caller ran us in.  X is dumpable (init's children are not) so that the
+ * command, its owner, may open X's /proc entries; X is killed and reaped before the command execs.
+ * Return: 0, or -1 after printing one line.
+ */
+static int enter_locked_mounts(void)
+{
+	const char *step = "create a pipe";
+	int sync[2], err = 0, nsfd = -1, rootfd = -1, cwdfd = -1;
+	char path[64];
+	pid_t x;
+
+	if (pipe2(sync, O_CLOEXEC) < 0)
+		goto fail;
+	step = "fork";
+	x = fork();
+	if (x < 0) {
+		err = errno;
+		close(sync[0]);
+		close(sync[1]);
+		goto report;
+	}
+	if (x == 0) {
+		close(sync[0]);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (prctl(PR_SET_DUMPABLE, 1) < 0 || unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+			err = errno;
+		if (write(sync[1], &err, sizeof(err)) != (ssize_t)sizeof(err) || err)
+			_exit(EXIT_SETUP);
+		for (;;)
+			pause();   /* until the command has what it needs and kills us */
+	}
+	close(sync[1]);
+	step = "create a user and mount namespace";
+	if (read(sync[0], &err, sizeof(err)) != (ssize_t)sizeof(err) && !err)
+		err = EPIPE;
+	close(sync[0]);
+	if (!err) {
+		step = "open the new mount namespace";
+		snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)x);
+		nsfd = open(path, O_RDONLY | O_CLOEXEC);
+		snprintf(path, sizeof(path), "/proc/%d/root", (int)x);
+		rootfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		snprintf(path, sizeof(path), "/proc/%d/cwd", (int)x);
+		cwdfd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (nsfd < 0 || rootfd < 0 || cwdfd < 0)
+			err = errno;
+	}
+	if (!err) {
+		step = "enter the new mount namespace";
+		if (setns(nsfd, CLONE_NEWNS) < 0)
+			err = errno;
+	}
+	if (!err) {
+		step = "keep the root and working directories";
+		if (fchdir(rootfd) < 0 || chroot(".") < 0 || fchdir(cwdfd) < 0)
+			err = errno;
+	}
+	if (nsfd >= 0)
+		close(nsfd);
+	if (rootfd >= 0)
+		close(rootfd);
+	if (cwdfd >= 0)
+		close(cwdfd);
+	kill(x, SIGKILL);
+	while (waitpid(x, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (!err)
+		return 0;
+	goto report;
+fail:
+	err = errno;
+report:
+	log_error("cannot lock the command's /proc and /sys (%s): %s", step, strerror(err));
+	return -1;
+}
+
 static void restore_signals(const struct sandbox_config *cfg)
 {
 	for (int s = 1; s < NSIG; s++) {
@@ -164,6 +259,8 @@ __attribute__((noreturn)) static void exec_command(const struct sandbox_config *
 		log_error("cannot give the command its own process group: %s", strerror(errno));
 		_exit(EXIT_SETUP);
 	}
+	if (enter_locked_mounts() < 0)
+		_exit(EXIT_SETUP);
 	restore_signals(cfg);
 	r = deny_terminal_injection();
 	if (r < 0) {

@@ -3,32 +3,37 @@ namespaces (full capabilities in U2, setgroups, su, setpriv, a nested childflow)
 it cannot reach the gateway namespace, P's sockets or the host's network.  Anyone else keeps exactly
 their own uid/gid and no capabilities."""
 import json
+import os
+import subprocess
 
 import pytest
 
 import world as W
+from cfutil import kill_tree
 
 PY = "/usr/bin/python3"
 
-# Run inside as root: look past the sandbox's /proc and try to get at G and P.
+# Run inside as root with the caller's /proc in hand (fd argv[1], passed on purpose: the sandbox's own
+# /proc cannot be taken off, test_review_root_proc.py), and try to get at G and P through it.
 ESCAPE = r'''
-import ctypes, errno, json, os, socket, subprocess
+import ctypes, errno, json, os, socket, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
 def err():
     return errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
 res = {}
 res["umount"] = "ok" if libc.umount2(b"/proc", 2) == 0 else err()
+HP = f"/proc/self/fd/{sys.argv[1]}"   # the caller's procfs
 def ppid(pid):
-    with open(f"/proc/{pid}/status") as f:
+    with open(f"{HP}/{pid}/status") as f:
         return next(int(l.split()[1]) for l in f if l.startswith("PPid:"))
-chain = [int(os.readlink("/proc/self"))]
+chain = [int(os.readlink(f"{HP}/self"))]
 for _ in range(4):
     chain.append(ppid(chain[-1]))
 cmd, init, c, g, p = chain
-with open(f"/proc/{p}/cmdline", "rb") as f:
+with open(f"{HP}/{p}/cmdline", "rb") as f:
     res["p_cmdline"] = f.read().split(b"\0")[0].decode()
 try:
-    fd = os.open(f"/proc/{g}/ns/net", os.O_RDONLY)
+    fd = os.open(f"{HP}/{g}/ns/net", os.O_RDONLY)
     res["setns_g"] = "ok" if libc.setns(fd, 0x40000000) == 0 else err()
 except OSError as e:
     res["setns_g"] = "open:" + errno.errorcode[e.errno]
@@ -57,10 +62,10 @@ for name, pid in (("p", p), ("g", g)):
     for what in ("mem", "fd", "environ"):
         try:
             if what == "fd":   # the numbers may be listed (the directory is root's); not followed
-                n = sorted(os.listdir(f"/proc/{pid}/fd"), key=int)[-1]
-                os.close(os.open(f"/proc/{pid}/fd/{n}", os.O_RDONLY))
+                n = sorted(os.listdir(f"{HP}/{pid}/fd"), key=int)[-1]
+                os.close(os.open(f"{HP}/{pid}/fd/{n}", os.O_RDONLY))
             else:
-                os.close(os.open(f"/proc/{pid}/{what}", os.O_RDONLY))
+                os.close(os.open(f"{HP}/{pid}/{what}", os.O_RDONLY))
             res[f"{what}_{name}"] = "ok"
         except OSError as e:
             res[f"{what}_{name}"] = errno.errorcode[e.errno]
@@ -107,11 +112,20 @@ def test_nested_childflow_as_root(cfroot):
 
 
 def test_root_cannot_reach_gateway_or_p(cfroot):
-    r = cfroot.run(["--", PY, "-c", ESCAPE], timeout=30)
-    assert r.rc == 0, r
-    res = json.loads(r.text)
-    assert res["umount"] == "ok", res          # it really is root in U2: the probe below means something
-    assert res["p_cmdline"].endswith("childflow"), res
+    hostproc = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        p = cfroot.popen(["--", PY, "-c", ESCAPE, str(hostproc)], pass_fds=(hostproc,))
+        try:
+            out, errout = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            kill_tree(p)
+            raise
+    finally:
+        os.close(hostproc)
+    assert p.returncode == 0, (p.returncode, out, errout)
+    res = json.loads(out)
+    assert res["umount"] == "EINVAL", res      # init's /proc is a locked mount for the command
+    assert res["p_cmdline"].endswith("childflow"), res   # the probe really reads the caller's /proc
     assert res["setns_g"] in ("EPERM", "open:EACCES", "open:EPERM"), res
     for who in ("p", "g"):
         # P and G are outside the command's PID namespace (not nameable: ESRCH), and not
