@@ -19,8 +19,9 @@
  * Events within SPLICING, per direction: the source is readable / at EOF (FIN) / reset; the
  * destination is writable / stalled / gone.  Sockets are edge-triggered, so each end remembers
  * whether it is readable/writable until a syscall says EAGAIN.  A direction borrows a pipe from the
- * pool only while bytes are in flight and only when its destination can take bytes, so thousands of
- * idle or stalled flows cost two sockets each; when no pipe can be had (the cap, or no fds), it copies
+ * pool only while bytes are in flight, and for a destination that cannot take bytes now only while
+ * most pipes are free, so thousands of idle or stalled flows cost two sockets each and pin at most
+ * half the pipes; when no pipe can be had (the cap, or no fds), it copies
  * through one shared scratch buffer instead (recv MSG_PEEK, send, then drop exactly what was sent),
  * so pipes pinned by stalled flows never stop the others.  EOF on one side becomes shutdown(SHUT_WR)
  * on the other once the pipe is drained (half-close); a reset or a write error resets both sides
@@ -422,8 +423,10 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			}
 			return PUMP_IDLE;
 		}
-		/* Nothing to read, or nowhere to put it: borrow nothing. */
-		if (!src->readable || !dst->writable)
+		/* Nothing to read: borrow nothing.  A destination that cannot take bytes now may have a
+		 * pipe filled in advance (it keeps bulk transfers streaming) only while most pipes are
+		 * free: stalled flows pin at most half of them, and never stop the others (copy_once). */
+		if (!src->readable || (!dst->writable && r->pipes_in_use >= r->lim.max_pipes / 2))
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
