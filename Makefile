@@ -81,10 +81,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 check: deps-check
 	$(MAKE) -j$(JOBS) build/childflow build/childflow-asan
-	$(MAKE) -j$(JOBS) lint
-	$(MAKE) -j$(JOBS) unit
-	$(MAKE) -j$(JOBS) unit-asan
-	$(MAKE) -j$(JOBS) fuzz
+	$(MAKE) -j$(JOBS) --output-sync=target lint unit unit-asan fuzz
 	$(MAKE) e2e
 
 demo: deps-demo build/childflow
