@@ -26,10 +26,26 @@ R1 = W.REMOTES["remote1"]["v4"]
 PORT = 7311
 SIZE = 1000   # one segment: the whole answer is on the wire before the reset
 
+# Shared by both programs: read until EOF or reset, and say what came.
+READ_ALL = r'''
+import hashlib, json, socket, struct, sys
+def read_all(c):
+    got, end = b"", None
+    try:
+        while True:
+            d = c.recv(65536)
+            if not d:
+                end = "eof"
+                break
+            got += d
+    except ConnectionResetError:
+        end = "reset"
+    print(json.dumps({"got": len(got), "sha": hashlib.sha256(got).hexdigest(), "end": end}), flush=True)
+'''
+
 # argv: mode addr port.  mode "answer": after the request line and a "go" on stdin, write SIZE bytes
 # and reset.  mode "read": after the request line, read until EOF or reset and say what came.
-SERVER = r'''
-import hashlib, json, socket, struct, sys
+SERVER = READ_ALL + r'''
 mode, addr, port, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -50,38 +66,17 @@ if mode == "answer":
     c.close()
     print("sent", flush=True)
 else:
-    got, end = b"", None
-    try:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                end = "eof"
-                break
-            got += d
-    except ConnectionResetError:
-        end = "reset"
-    print(json.dumps({"got": len(got), "sha": hashlib.sha256(got).hexdigest(), "end": end}), flush=True)
+    read_all(c)
 '''
 
 # argv: mode addr port.  mode "answer": send the request, read until EOF or reset, say what came.
 # mode "send": send the request, and after a "go" on stdin write SIZE bytes and reset.
-CLIENT = r'''
-import hashlib, json, socket, struct, sys
+CLIENT = READ_ALL + r'''
 mode, addr, port, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 c = socket.create_connection((addr, port), timeout=20)
 c.sendall(b"request\n")
 if mode == "answer":
-    got, end = b"", None
-    try:
-        while True:
-            d = c.recv(65536)
-            if not d:
-                end = "eof"
-                break
-            got += d
-    except ConnectionResetError:
-        end = "reset"
-    print(json.dumps({"got": len(got), "sha": hashlib.sha256(got).hexdigest(), "end": end}), flush=True)
+    read_all(c)
 else:
     sys.stdin.readline()
     c.sendall(b"c" * size)
