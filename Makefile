@@ -111,10 +111,15 @@ FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 10
 FUZZ_CC      ?= clang
 
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(shell find src -name '*.h')
+# The sources each target needs (the whole library when not listed): fewer to instrument, faster builds.
+FUZZ_LIB_fuzz_cli := src/cli/cli.c src/util/log.c
+
+.SECONDEXPANSION:
+build/fuzz/%: tests/fuzz/%.c $$(or $$(FUZZ_LIB_$$*),$$(LIB_SRC)) $(shell find src -name '*.h')
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) -std=gnu11 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $< $(LIB_SRC) $(LDLIBS_ALL)
+	    -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $< \
+	    $(or $(FUZZ_LIB_$*),$(LIB_SRC)) $(LDLIBS_ALL)
 
 fuzz: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); corpus=tests/fuzz/corpus/$${n#fuzz_}; \
