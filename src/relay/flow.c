@@ -34,9 +34,9 @@ void flow_begin(struct flow_hub *h, struct flow_record *f, enum flow_proto proto
 	f->id = ++h->next_id;
 	f->proto = proto;
 	if (child)
-		f->child = *child;
+		memcpy(&f->child, child, child->ss_family == AF_INET6 ? sizeof(f->child.in6) : sizeof(f->child.in4));
 	if (dst)
-		f->dst = *dst;
+		memcpy(&f->dst, dst, dst->ss_family == AF_INET6 ? sizeof(f->dst.in6) : sizeof(f->dst.in4));
 	f->t_start_ns = realtime_ns();
 	f->outcome = FLOW_OPEN;
 	h->n_open++;
@@ -92,16 +92,16 @@ const char *flow_proto_name(enum flow_proto p)
 	return "unknown";
 }
 
-char *flow_addr_str(const struct sockaddr_storage *ss, char *buf, size_t len)
+char *flow_addr_str(const struct sockaddr *ss, char *buf, size_t len)
 {
 	char a[INET6_ADDRSTRLEN] = "?";
 
-	if (ss->ss_family == AF_INET) {
+	if (ss->sa_family == AF_INET) {
 		const struct sockaddr_in *s = (const struct sockaddr_in *)ss;
 
 		inet_ntop(AF_INET, &s->sin_addr, a, sizeof(a));
 		snprintf(buf, len, "%s:%u", a, (unsigned)ntohs(s->sin_port));
-	} else if (ss->ss_family == AF_INET6) {
+	} else if (ss->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)ss;
 
 		inet_ntop(AF_INET6, &s->sin6_addr, a, sizeof(a));
@@ -120,8 +120,8 @@ static void debug_closed(void *priv, const struct flow_record *f)
 	if (!log_debug_enabled())
 		return;
 	log_debug("flow %llu %s %s -> %s via %s: %s (%s)%s%s, %llu bytes up, %llu down, %.3f ms",
-		  (unsigned long long)f->id, flow_proto_name(f->proto), flow_addr_str(&f->child, c, sizeof(c)),
-		  flow_addr_str(&f->dst, d, sizeof(d)), f->route ? f->route : "-",
+		  (unsigned long long)f->id, flow_proto_name(f->proto), flow_addr_str(&f->child.sa, c, sizeof(c)),
+		  flow_addr_str(&f->dst.sa, d, sizeof(d)), f->route ? f->route : "-",
 		  flow_outcome_name(f->outcome), f->rule ? f->rule : "-", f->err ? ": " : "",
 		  f->err ? strerror(f->err) : "",
 		  (unsigned long long)f->bytes_up, (unsigned long long)f->bytes_down,

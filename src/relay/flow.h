@@ -16,7 +16,9 @@
 #ifndef CHILDFLOW_RELAY_FLOW_H
 #define CHILDFLOW_RELAY_FLOW_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 enum flow_proto { FLOW_TCP, FLOW_UDP, FLOW_ICMP, FLOW_DNS };
@@ -34,10 +36,17 @@ enum flow_outcome {
 	FLOW_CUT_AT_EXIT,     /* still open when the command's tree was gone and the drain ended */
 };
 
+/* An IPv4 or IPv6 endpoint, in the 28 bytes it needs (a record is kept per live flow). */
+union flow_addr {
+	struct sockaddr sa;
+	struct sockaddr_in in4;
+	struct sockaddr_in6 in6;
+};
+
 struct flow_record {
 	uint64_t id;                          /* unique within one run, from 1 */
 	enum flow_proto proto;
-	struct sockaddr_storage child, dst;   /* as the child saw them */
+	union flow_addr child, dst;           /* as the child saw them */
 	const char *dst_name;                 /* the name it was reached by, or NULL (dns/, proxy) */
 	const char *route;                    /* connector name: "direct", ...; NULL when denied */
 	const char *rule;                     /* what decided: a policy reason */
@@ -81,7 +90,7 @@ const char *flow_outcome_name(enum flow_outcome o);
 const char *flow_proto_name(enum flow_proto p);
 
 /* "198.51.100.10:80" or "[2001:db8::1]:80" into @buf; Return: @buf. */
-char *flow_addr_str(const struct sockaddr_storage *ss, char *buf, size_t len);
+char *flow_addr_str(const struct sockaddr *sa, char *buf, size_t len);
 
 /* An observer that prints one debug line per closed flow (CHILDFLOW_DEBUG=1). */
 extern const struct flow_observer flow_debug_observer;

@@ -62,11 +62,13 @@ static socklen_t sa_len(const struct sockaddr_storage *ss)
 }
 
 /* Compare address and port only (sockaddr_in6 may carry flowinfo we don't care about). */
-static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+static bool same_endpoint(const void *pa, const struct sockaddr_storage *b)
 {
-	if (a->ss_family != b->ss_family)
+	const struct sockaddr *a = pa;
+
+	if (a->sa_family != b->ss_family)
 		return false;
-	if (a->ss_family == AF_INET) {
+	if (a->sa_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
 
 		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
