@@ -21,7 +21,8 @@
  *     path (/proc/PID/mem, fd, ns) the kernel wants CAP_SYS_PTRACE in *their* user namespace
  *     (init's, U1), which a matching uid 0 does not give; and it cannot take /proc or /sys off
  *     to uncover the caller's: its mount namespace belongs to a further user namespace U3, so
- *     they are locked mounts there (enter_locked_mounts(); the same for every caller);
+ *     they are locked mounts there (enter_locked_mounts(); only for a root caller: any other
+ *     caller's command holds no capability in U2 and cannot unmount anything);
  *   - any other caller runs as its own uid/gid with no capabilities (SECBIT_NOROOT, cleared sets).
  * no_new_privs is set, on purpose, for everyone (libseccomp would set it anyway; we say so
  * explicitly): an execve() never gains privileges inside, so a setuid binary or file capability
@@ -259,7 +260,8 @@ __attribute__((noreturn)) static void exec_command(const struct sandbox_config *
 		log_error("cannot give the command its own process group: %s", strerror(errno));
 		_exit(EXIT_SETUP);
 	}
-	if (enter_locked_mounts() < 0)
+	/* Only a root caller's command keeps capabilities in U2 that could unmount anything. */
+	if (cfg->caller_is_root && enter_locked_mounts() < 0)
 		_exit(EXIT_SETUP);
 	restore_signals(cfg);
 	r = deny_terminal_injection();
