@@ -136,6 +136,9 @@ void tcp_reap(struct relay *r);
 int tcp_init(struct relay *r);
 
 int udp_init(struct relay *r);
+/* The hash bucket of a (child, destination) pair (keyed SipHash; exposed for unit tests). */
+unsigned int udp_bucket(const struct relay *r, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst);
 void udp_listener_event(struct relay *r, int lfd);
 void udp_event(struct relay *r, struct ev_src *src, uint32_t events);
 void udp_retry_pending(struct relay *r);

@@ -95,8 +95,8 @@ static size_t endpoint_bytes(const struct sockaddr_storage *s, unsigned char *ou
 
 /* SipHash-2-4 with a key random per run: the command chooses both endpoints and must not be able to
  * aim at one chain. */
-static unsigned int bucket(const struct relay *r, const struct sockaddr_storage *child,
-			   const struct sockaddr_storage *dst)
+unsigned int udp_bucket(const struct relay *r, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst)
 {
 	unsigned char in[36], out[crypto_shorthash_BYTES];
 	size_t n = endpoint_bytes(child, in);
@@ -186,7 +186,7 @@ void udp_reap(struct relay *r)
 static struct udp_flow *flow_find(struct relay *r, const struct sockaddr_storage *child,
 				  const struct sockaddr_storage *dst)
 {
-	for (struct udp_flow *f = r->udp_hash[bucket(r, child, dst)]; f; f = f->hnext)
+	for (struct udp_flow *f = r->udp_hash[udp_bucket(r, child, dst)]; f; f = f->hnext)
 		if (same_endpoint(&f->rec.child, child) && same_endpoint(&f->rec.dst, dst))
 			return f;
 	return NULL;
@@ -275,7 +275,7 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 	f->ev_child.kind = EV_UDP_CHILD;
 	f->ev_host.kind = EV_UDP_HOST;
 	f->host_fd = hfd;
-	f->bucket = bucket(r, child, dst);
+	f->bucket = udp_bucket(r, child, dst);
 	f->hnext = r->udp_hash[f->bucket];
 	r->udp_hash[f->bucket] = f;
 	lru_append(r, f);

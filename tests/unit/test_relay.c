@@ -6,6 +6,7 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -176,6 +177,48 @@ static void test_direct_connector(void **state)
 		close(fd);
 }
 
+/*
+ * Review D9: with FNV folded modulo 4096, child ports whose in-memory sin_port differed only in bits
+ * 12-15 fell into one bucket for every seed.  The keyed hash spreads them, and the key matters.
+ */
+static void test_udp_buckets_spread(void **state)
+{
+	struct relay r;
+	struct sockaddr_storage child, dst;
+	struct sockaddr_in *c = (struct sockaddr_in *)&child, *d = (struct sockaddr_in *)&dst;
+	unsigned int seen[16], distinct = 0, moved = 0;
+
+	(void)state;
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(udp_init(&r), 0);
+	memset(&child, 0, sizeof(child));
+	memset(&dst, 0, sizeof(dst));
+	c->sin_family = d->sin_family = AF_INET;
+	inet_pton(AF_INET, "10.240.255.2", &c->sin_addr);
+	inet_pton(AF_INET, "198.51.100.10", &d->sin_addr);
+	d->sin_port = htons(53);
+	for (unsigned int i = 0; i < 16; i++) {
+		bool dup = false;
+
+		c->sin_port = (uint16_t)(0x0234u | (i << 12));   /* differs only in bits 12-15 in memory */
+		seen[i] = udp_bucket(&r, &child, &dst);
+		assert_true(seen[i] < r.udp_buckets);
+		for (unsigned int j = 0; j < i; j++)
+			dup |= seen[j] == seen[i];
+		distinct += !dup;
+	}
+	assert_true(distinct >= 12);   /* 16 into 4096 buckets: collisions are rare, not certain */
+	/* Another key, other buckets: the command cannot precompute them. */
+	r.udp_key[0] ^= 0x5a5a5a5a5a5a5a5aull;
+	for (unsigned int i = 0; i < 16; i++) {
+		c->sin_port = (uint16_t)(0x0234u | (i << 12));
+		moved += udp_bucket(&r, &child, &dst) != seen[i];
+	}
+	assert_true(moved >= 12);
+	free(r.udp_hash);
+	free(r.udp_buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -184,6 +227,7 @@ int main(void)
 		cmocka_unit_test(test_flow_observers),
 		cmocka_unit_test(test_flow_addr_str),
 		cmocka_unit_test(test_direct_connector),
+		cmocka_unit_test(test_udp_buckets_spread),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
