@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * nl — the few rtnetlink requests childflow needs (links, addresses, routes, rules), over libmnl.
+ * nl — the few rtnetlink requests childflow needs (links, addresses, routes, rules, route lookups),
+ * over libmnl.
  * Every call acts in the network namespace the socket was opened in and returns 0 or -errno.
  */
 #ifndef CHILDFLOW_NL_H
@@ -13,6 +14,8 @@
 struct nl;
 
 struct nl *nl_open(void);
+/* The same with extra socket flags (SOCK_NONBLOCK). */
+struct nl *nl_open_flags(int sock_flags);
 void nl_close(struct nl *nl);
 
 int nl_link_up(struct nl *nl, int ifindex, unsigned int mtu);
@@ -31,5 +34,29 @@ int nl_rule_add_fwmark(struct nl *nl, int family, uint32_t mark, uint32_t table,
  * Return: 0, -ETIMEDOUT after @timeout_ms, or another -errno.
  */
 int nl_link_wait_ready(struct nl *nl, int ifindex, int timeout_ms);
+
+/* What the kernel said about one destination. */
+struct rt_answer {
+	int type;       /* RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST, ...; RTN_UNREACHABLE when there is no route */
+	int oif;        /* output interface index, 0 if none */
+	int error;      /* with RTN_UNREACHABLE: the kernel's errno (ENETUNREACH, EHOSTUNREACH, EACCES) */
+};
+
+/**
+ * nl_route_get() - how the kernel would route one destination (an unbound, unmarked socket of
+ * this process, in the socket's namespace)
+ * @nl: from nl_open_flags(SOCK_NONBLOCK): the kernel answers while the request is sent, so a lookup
+ *      never waits (one sendto(), one recvfrom())
+ * @family: AF_INET or AF_INET6
+ * @addr: 4 or 16 bytes, network order
+ * @ans: the answer
+ *
+ * A destination the kernel has no route for (ENETUNREACH, EHOSTUNREACH, EACCES) is an answer, not
+ * a failure: @ans->type is RTN_UNREACHABLE and @ans->error the errno.
+ *
+ * Return: 0 with @ans filled, or -errno when no answer could be had (socket error, EAGAIN, a reply
+ * that does not parse, any other error from the kernel).
+ */
+int nl_route_get(struct nl *nl, int family, const void *addr, struct rt_answer *ans);
 
 #endif

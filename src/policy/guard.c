@@ -13,7 +13,7 @@
 #include <libmnl/libmnl.h>
 #include <netinet/in.h>
 
-#include "netlink/rtlookup.h"
+#include "netlink/nl.h"
 #include "policy/localpeer.h"
 #include "util/log.h"
 
@@ -59,7 +59,7 @@ int guard_init(struct guard *g, const struct netplan *net)
 		return -errno;
 	if (bind(g->nl_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		goto fail;
-	g->rt = rtlookup_open();
+	g->rt = nl_open_flags(SOCK_NONBLOCK);
 	if (!g->rt)
 		goto fail;
 	g->cache = calloc(GUARD_CACHE_SLOTS, sizeof(*g->cache));
@@ -92,7 +92,7 @@ void guard_free(struct guard *g)
 	if (g->diag_fd >= 0)
 		close(g->diag_fd);
 	g->diag_fd = -1;
-	rtlookup_close(g->rt);
+	nl_close(g->rt);
 	g->rt = NULL;
 	free(g->cache);
 	g->cache = NULL;
@@ -314,7 +314,7 @@ static enum guard_verdict route_check(struct guard *g, int family, const unsigne
 		return (enum guard_verdict)s->verdict;
 	}
 	g->stats.route_lookups++;
-	err = rtlookup_get(g->rt, family, a, &ans);
+	err = nl_route_get(g->rt, family, a, &ans);
 	if (err < 0) {
 		log_debug("route lookup failed: %s", strerror(-err));
 		return GUARD_DENY_UNKNOWN;   /* not cached: the next flow asks again */

@@ -15,7 +15,7 @@
  *     credentials (169.254.169.254), which a sandboxed agent must not read by default; v4-mapped and
  *     v4-compatible IPv6, and NAT64 (64:ff9b::/96) or 6to4 (2002::/16) addresses that embed an IPv4
  *     address refused by these rules; the sandbox's own link subnets.
- *  2. The kernel's routing table, asked in P's namespace (RTM_GETROUTE, netlink/rtlookup): what the
+ *  2. The kernel's routing table, asked in P's namespace (RTM_GETROUTE, nl_route_get()): what the
  *     host delivers to itself is refused whatever interface addresses exist: RTN_LOCAL (interface
  *     addresses, but also `ip route add local PREFIX dev lo`, used for AnyIP, TPROXY and anycast
  *     services), RTN_ANYCAST (the IPv6 subnet-router anycast address of a forwarding host),
@@ -75,7 +75,7 @@ enum guard_verdict {
 
 struct guard_slot;
 struct guard_peer_slot;
-struct rtlookup;
+struct nl;
 
 struct guard_stats {
 	uint64_t route_lookups;   /* RTM_GETROUTE round trips (cache misses) */
@@ -87,7 +87,7 @@ struct guard_stats {
 struct guard {
 	const struct netplan *net;
 	int nl_fd;                /* rtnetlink address and route notifications: the caches go stale */
-	struct rtlookup *rt;      /* RTM_GETROUTE requests */
+	struct nl *rt;            /* RTM_GETROUTE requests (non-blocking) */
 	int diag_fd;              /* sock_diag, for guard_check_connected(); -1 when the kernel has none */
 	struct guard_slot *cache; /* GUARD_CACHE_SLOTS route answers */
 	struct guard_peer_slot *clean;   /* GUARD_CACHE_SLOTS destinations recently seen not local */
