@@ -64,6 +64,18 @@ void flow_end(struct flow_hub *h, struct flow_record *f, enum flow_outcome outco
 			h->obs[i].closed(h->obs[i].priv, f);
 }
 
+void flow_record_at_once(struct flow_hub *h, enum flow_proto proto, const struct sockaddr_storage *child,
+			 const struct sockaddr_storage *dst, const char *rule, enum flow_outcome outcome,
+			 int err)
+{
+	struct flow_record rec;
+
+	flow_begin(h, &rec, proto, child, dst);
+	rec.rule = rule;
+	flow_opened(h, &rec);
+	flow_end(h, &rec, outcome, err);
+}
+
 const char *flow_outcome_name(enum flow_outcome o)
 {
 	switch (o) {

@@ -86,6 +86,11 @@ void flow_opened(struct flow_hub *h, const struct flow_record *f);
 /* End @f with @outcome and @err (ignored when an outcome was already set) and tell the observers. */
 void flow_end(struct flow_hub *h, struct flow_record *f, enum flow_outcome outcome, int err);
 
+/* A flow that ends as it begins (denied, no resources): a record opened and closed at once. */
+void flow_record_at_once(struct flow_hub *h, enum flow_proto proto, const struct sockaddr_storage *child,
+			 const struct sockaddr_storage *dst, const char *rule, enum flow_outcome outcome,
+			 int err);
+
 const char *flow_outcome_name(enum flow_outcome o);
 const char *flow_proto_name(enum flow_proto p);
 

@@ -622,12 +622,7 @@ static void flow_link(struct relay *r, struct tcp_flow *f)
 static void record_refusal(struct relay *r, const struct sockaddr_storage *child,
 			   const struct sockaddr_storage *dst, const char *why, enum flow_outcome o, int err)
 {
-	struct flow_record rec;
-
-	flow_begin(&r->hub, &rec, FLOW_TCP, child, dst);
-	rec.rule = why;
-	flow_opened(&r->hub, &rec);
-	flow_end(&r->hub, &rec, o, err);
+	flow_record_at_once(&r->hub, FLOW_TCP, child, dst, why, o, err);
 }
 
 /*

@@ -353,14 +353,9 @@ static int start_flow(struct relay *r, const struct sockaddr_storage *child,
 	int cfd;
 
 	if (v.action == POL_DENY) {
-		struct flow_record rec;
-
 		log_debug("dropping UDP to a denied destination: %s", v.reason);
 		r->stats.udp_denied++;
-		flow_begin(&r->hub, &rec, FLOW_UDP, child, dst);
-		rec.rule = v.reason;
-		flow_opened(&r->hub, &rec);
-		flow_end(&r->hub, &rec, FLOW_DENIED, EACCES);
+		flow_record_at_once(&r->hub, FLOW_UDP, child, dst, v.reason, FLOW_DENIED, EACCES);
 		return 1;
 	}
 	cfd = r->c->be.ops->ns_socket(r->c->be.b, dst->ss_family == AF_INET6 ? BE_SOCK_UDP6 : BE_SOCK_UDP4);
@@ -555,13 +550,9 @@ void udp_close_all(struct relay *r)
 	udp_reap(r);
 	while (r->pend_head) {
 		struct udp_pending *p = r->pend_head;
-		struct flow_record rec;
-
 		/* A first datagram that never got its flow: a record says so. */
-		flow_begin(&r->hub, &rec, FLOW_UDP, &p->child, &p->dst);
-		rec.rule = "waiting for a socket at exit";
-		flow_opened(&r->hub, &rec);
-		flow_end(&r->hub, &rec, FLOW_CUT_AT_EXIT, 0);
+		flow_record_at_once(&r->hub, FLOW_UDP, &p->child, &p->dst, "waiting for a socket at exit",
+				    FLOW_CUT_AT_EXIT, 0);
 		r->pend_head = p->next;
 		free(p);
 	}
