@@ -24,7 +24,9 @@
 
 #include "backend/netplan.h"
 
-enum be_listener { BE_TCP4, BE_TCP6, BE_UDP4, BE_UDP6, BE_NLISTEN };
+/* The transparent listeners: TCP and UDP take every flow; DNS (UDP port 53, matched first) goes to
+ * the DNS forwarder's own listeners, which answer from the address the child wrote to. */
+enum be_listener { BE_TCP4, BE_TCP6, BE_UDP4, BE_UDP6, BE_DNS4, BE_DNS6, BE_NLISTEN };
 
 /* Kinds of socket that must be created inside the interception namespace. */
 enum be_sock_kind {

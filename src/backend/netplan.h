@@ -18,6 +18,7 @@
 #define NETPLAN_MTU 65520
 #define NETPLAN_TCP_PORT 15001
 #define NETPLAN_UDP_PORT 15002
+#define NETPLAN_DNS_PORT 53       /* the DNS listeners: bound to the port the child wrote to */
 
 struct netplan {
 	bool ipv6;                      /* offer IPv6 to the child */

@@ -142,10 +142,30 @@ static void tproxy(struct rb *rb, uint8_t nfproto, uint8_t l4proto, uint16_t por
 	verdict(rb, NF_ACCEPT);
 }
 
+/* meta nfproto FAMILY udp dport 53 tproxy to :PORT meta mark set FWMARK accept */
+static void tproxy_dns(struct rb *rb, uint8_t nfproto, uint16_t port)
+{
+	uint16_t dport = htons(53);
+	struct nftnl_expr *e;
+
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, IPPROTO_UDP);
+	e = nftnl_expr_alloc("payload");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 2);   /* udphdr.dest */
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 2);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+	}
+	add_expr(rb, e);
+	cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
+	tproxy(rb, nfproto, IPPROTO_UDP, port);
+}
+
 /* ---------- the batch ---------- */
 
 enum rule_id {
-	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_COUNT,
+	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_DNS4, R_DNS6, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_COUNT,
 };
 
 static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rules *g)
@@ -177,6 +197,12 @@ static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rule
 	case R_RS:
 		icmpv6_type(rb, ND_ROUTER_SOLICIT);
 		verdict(rb, NF_ACCEPT);
+		break;
+	case R_DNS4:
+		tproxy_dns(rb, NFPROTO_IPV4, g->dns_port);
+		break;
+	case R_DNS6:
+		tproxy_dns(rb, NFPROTO_IPV6, g->dns_port);
 		break;
 	case R_TCP4:
 		tproxy(rb, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);

@@ -2,7 +2,8 @@
 /*
  * nft/gateway — the nftables ruleset of the gateway namespace (N1).
  *
- * Everything the child sends arrives on the gateway end of the veth.  TCP and UDP are TPROXYed to
+ * Everything the child sends arrives on the gateway end of the veth.  DNS over UDP (port 53, to any
+ * address) goes to the DNS forwarder's listeners, the rest of TCP and UDP to the relay's; all are
  * childflow's transparent listeners (their fds live in P), marked so that the fwmark rule routes
  * them to the local table; neighbour discovery passes (or IPv6 cannot resolve the gateway);
  * everything else is dropped.  The ruleset is equivalent to:
@@ -13,6 +14,8 @@
  *       iif "lo" accept
  *       iifname != "gw0" drop
  *       icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept
+ *       meta nfproto ipv4 udp dport 53 tproxy ip to :DNS meta mark set 1 accept
+ *       meta nfproto ipv6 udp dport 53 tproxy ip6 to :DNS meta mark set 1 accept
  *       meta nfproto ipv4 meta l4proto tcp tproxy ip to :TCP meta mark set 1 accept
  *       meta nfproto ipv6 meta l4proto tcp tproxy ip6 to :TCP meta mark set 1 accept
  *       meta nfproto ipv4 meta l4proto udp tproxy ip to :UDP meta mark set 1 accept
@@ -39,6 +42,7 @@ struct gateway_rules {
 	const char *ifname;     /* gateway end of the veth */
 	uint16_t tcp_port;      /* transparent TCP listeners */
 	uint16_t udp_port;      /* transparent UDP listeners */
+	uint16_t dns_port;      /* the DNS forwarder's UDP listeners (DNS over TCP takes tcp_port) */
 };
 
 /*

@@ -133,6 +133,7 @@ static void gateway_routing(struct gw *g)
 		.ifname = NETPLAN_GW_IFNAME,
 		.tcp_port = NETPLAN_TCP_PORT,
 		.udp_port = NETPLAN_UDP_PORT,
+		.dns_port = NETPLAN_DNS_PORT,
 	};
 	int lo = (int)if_nametoindex("lo");
 	char err[256];
@@ -182,6 +183,8 @@ static void gateway_listeners(struct gw *g)
 		[BE_TCP6] = { AF_INET6, SOCK_STREAM, NETPLAN_TCP_PORT },
 		[BE_UDP4] = { AF_INET, SOCK_DGRAM, NETPLAN_UDP_PORT },
 		[BE_UDP6] = { AF_INET6, SOCK_DGRAM, NETPLAN_UDP_PORT },
+		[BE_DNS4] = { AF_INET, SOCK_DGRAM, NETPLAN_DNS_PORT },
+		[BE_DNS6] = { AF_INET6, SOCK_DGRAM, NETPLAN_DNS_PORT },
 	};
 	int fds[BE_NLISTEN], n = 0;
 	uint8_t kinds[BE_NLISTEN];

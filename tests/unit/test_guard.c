@@ -452,7 +452,7 @@ static int batch_rules(const void *buf, int len, char rules[][1024], int max)
 
 static void test_gateway_ruleset(void **state)
 {
-	const struct gateway_rules g = { .ifname = "gw0", .tcp_port = 15001, .udp_port = 15002 };
+	const struct gateway_rules g = { .ifname = "gw0", .tcp_port = 15001, .udp_port = 15002, .dns_port = 53 };
 	static char buf[32768], rules[16][1024];
 	char tiny[256];
 	uint32_t last = 0;
@@ -462,9 +462,9 @@ static void test_gateway_ruleset(void **state)
 	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
 	assert_true(len > 0);
 	n = batch_rules(buf, len, rules, 16);
-	assert_int_equal(n, 10);
-	/* 100: batch begin, 101: table, 102: chain, 103..112: rules, then batch end */
-	assert_int_equal(last, 112);
+	assert_int_equal(n, 12);
+	/* 100: batch begin, 101: table, 102: chain, 103..114: rules, then batch end */
+	assert_int_equal(last, 114);
 	assert_non_null(strstr(rules[0], "[ meta load iif => reg 1 ]"));
 	assert_non_null(strstr(rules[0], "[ cmp eq reg 1 0x00000001 ]"));
 	assert_non_null(strstr(rules[0], "accept"));
@@ -475,18 +475,27 @@ static void test_gateway_ruleset(void **state)
 	assert_non_null(strstr(rules[2], "[ cmp eq reg 1 0x00000087 ]"));   /* neighbour solicitation */
 	assert_non_null(strstr(rules[3], "[ cmp eq reg 1 0x00000088 ]"));   /* neighbour advertisement */
 	assert_non_null(strstr(rules[4], "[ cmp eq reg 1 0x00000085 ]"));   /* router solicitation */
-	/* TCP over IPv4: nfproto 2, l4proto 6, port 15001 (0x3a99 in network order) */
-	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00000002 ]"));
-	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00000006 ]"));
-	assert_non_null(strstr(rules[5], "[ immediate reg 1 0x0000993a ]"));
+	/* DNS over UDP first: l4proto 17, dport 53 (0x3500 in network order), to port 53 */
+	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00000011 ]"));
+	assert_non_null(strstr(rules[5], "[ payload load 2b @ transport header + 2 => reg 1 ]"));
+	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00003500 ]"));
+	assert_non_null(strstr(rules[5], "[ immediate reg 1 0x00003500 ]"));
 	assert_non_null(strstr(rules[5], "[ tproxy ip port reg 1 ]"));
 	assert_non_null(strstr(rules[5], "[ meta set mark with reg 1 ]"));
+	assert_non_null(strstr(rules[6], "[ payload load 2b @ transport header + 2 => reg 1 ]"));
 	assert_non_null(strstr(rules[6], "[ tproxy ip6 port reg 1 ]"));
-	assert_non_null(strstr(rules[7], "[ cmp eq reg 1 0x00000011 ]"));   /* UDP */
-	assert_non_null(strstr(rules[7], "[ immediate reg 1 0x00009a3a ]")); /* 15002 */
+	/* TCP over IPv4: nfproto 2, l4proto 6, port 15001 (0x3a99 in network order) */
+	assert_non_null(strstr(rules[7], "[ cmp eq reg 1 0x00000002 ]"));
+	assert_non_null(strstr(rules[7], "[ cmp eq reg 1 0x00000006 ]"));
+	assert_non_null(strstr(rules[7], "[ immediate reg 1 0x0000993a ]"));
+	assert_non_null(strstr(rules[7], "[ tproxy ip port reg 1 ]"));
+	assert_non_null(strstr(rules[7], "[ meta set mark with reg 1 ]"));
 	assert_non_null(strstr(rules[8], "[ tproxy ip6 port reg 1 ]"));
-	assert_non_null(strstr(rules[9], "[ counter pkts 0 bytes 0 ]"));
-	assert_non_null(strstr(rules[9], "drop"));
+	assert_non_null(strstr(rules[9], "[ cmp eq reg 1 0x00000011 ]"));   /* UDP */
+	assert_non_null(strstr(rules[9], "[ immediate reg 1 0x00009a3a ]")); /* 15002 */
+	assert_non_null(strstr(rules[10], "[ tproxy ip6 port reg 1 ]"));
+	assert_non_null(strstr(rules[11], "[ counter pkts 0 bytes 0 ]"));
+	assert_non_null(strstr(rules[11], "drop"));
 	/* too small a buffer is refused, not overrun */
 	assert_int_equal(gateway_rules_batch(&g, tiny, sizeof(tiny), 1, &last), -ENOSPC);
 }
