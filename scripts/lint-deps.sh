@@ -13,7 +13,7 @@ declare -A allow=(
   [relay]="relay backend policy util ctx.h"
   [connect]="connect relay util"
   [sandbox]="sandbox backend netlink nft util"
-  [dns]="dns backend util"
+  [dns]="dns relay backend util"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

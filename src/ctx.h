@@ -12,13 +12,17 @@
 #include "backend/backend.h"
 #include "policy/policy.h"
 #include "relay/connector.h"
+#include "relay/service.h"
 
 struct relay;
+struct dns_names;
 
 struct ctx {
 	struct backend_ref be;             /* rootless sandbox (or, later, rootful) */
 	struct policy policy;
 	struct connector route[POL_N];     /* the connector for POL_DIRECT and POL_PROXY */
+	struct relay_service service;      /* answers DNS itself (dns/dns.h), or ops NULL */
+	struct dns_names *names;           /* what the tree resolved (dns/names.h), or NULL */
 	struct relay *relay;
 };
 

@@ -15,6 +15,9 @@
 #include "cli/cli.h"
 #include "connect/direct.h"
 #include "ctx.h"
+#include "dns/dns.h"
+#include "dns/names.h"
+#include "dns/resolvconf.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
 #include "util/log.h"
@@ -26,8 +29,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 
 	if (o->capture)
 		flag = "--capture";
-	else if (o->dns_set)
-		flag = "--dns";
 	else if (o->hosts_file)
 		flag = "--hosts-file";
 	else if (o->proxy_set)
@@ -76,19 +77,70 @@ static void raise_fd_limit(void)
 	}
 }
 
+#define DNS_NAMES_MAX 65536   /* (address, name) pairs remembered */
+
+/*
+ * start_dns() - the forwarder that answers all of the tree's DNS: from --dns when given, else from
+ * the host's nameservers (@host_rc, re-read from /etc/resolv.conf when it changes).
+ * Return: 0 or -errno.
+ */
+static int start_dns(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc,
+		     struct dns_fwd **fwd)
+{
+	const struct backend_ops *be = c->be.ops;
+	struct sockaddr_storage fixed;
+	struct dns_fwd_config cfg = {
+		.host = host_rc,
+		.resolv_path = "/etc/resolv.conf",
+		.listen4 = be->listener(c->be.b, BE_DNS4),
+		.listen6 = be->listener(c->be.b, BE_DNS6),
+	};
+	int r;
+
+	memset(&fixed, 0, sizeof(fixed));
+	if (o->dns_set) {
+		if (o->dns.family == AF_INET) {
+			struct sockaddr_in *a = (struct sockaddr_in *)&fixed;
+
+			a->sin_family = AF_INET;
+			a->sin_addr = o->dns.u.v4;
+			a->sin_port = htons(53);
+		} else {
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&fixed;
+
+			a->sin6_family = AF_INET6;
+			a->sin6_addr = o->dns.u.v6;
+			a->sin6_port = htons(53);
+		}
+		cfg.fixed = &fixed;
+	}
+	c->names = dns_names_new(DNS_NAMES_MAX);
+	if (!c->names)
+		return -ENOMEM;
+	cfg.names = c->names;
+	if ((r = dns_fwd_new(fwd, &cfg)) < 0)
+		return r;
+	c->service = dns_fwd_service(*fwd);
+	return 0;
+}
+
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
-static int run(struct ctx *c, int sigfd)
+static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
+	struct dns_fwd *fwd = NULL;
 	int code, r;
 
 	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
-	if ((r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
+	if ((r = start_dns(c, o, host_rc, &fwd)) < 0 ||
+	    (r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
 	    (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0) {
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
+		dns_fwd_free(fwd);
+		dns_names_free(c->names);
 		policy_free(&c->policy);
 		be->kill(c->be.b);
 		be->finish(c->be.b);
@@ -98,6 +150,9 @@ static int run(struct ctx *c, int sigfd)
 	code = relay_run(relay);
 	log_debug("command finished: exit code %d", code);
 	relay_free(relay);
+	dns_fwd_free(fwd);
+	log_debug("dns: %zu (address, name) pairs remembered", dns_names_count(c->names));
+	dns_names_free(c->names);
 	policy_free(&c->policy);
 	be->release(c->be.b);
 	return code;
@@ -107,6 +162,7 @@ int main(int argc, char **argv)
 {
 	struct cli_options opt;
 	struct sandbox_config cfg;
+	struct resolv_conf host_rc;
 	struct sandbox sb;
 	struct ctx c;
 	char err[CLI_ERR_MAX];
@@ -136,6 +192,8 @@ int main(int argc, char **argv)
 
 	if (sandbox_config_init(&cfg, opt.argv, netplan_host_has_ipv6()) < 0)
 		return EXIT_USAGE;
+	/* The host's resolver configuration: the forwarder's upstreams (without --dns) and its timing. */
+	resolvconf_load("/etc/resolv.conf", &host_rc);
 
 	/* Signals wait in the queue from now on; the relay reads them from a signalfd. */
 	sigemptyset(&fwd);
@@ -165,7 +223,7 @@ int main(int argc, char **argv)
 		c.be.ops->release(c.be.b);
 		return EXIT_SETUP;
 	}
-	code = run(&c, sigfd);
+	code = run(&c, &opt, &host_rc, sigfd);
 	close(sigfd);
 	if (log_dropped())
 		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());

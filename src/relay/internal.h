@@ -22,6 +22,7 @@ enum ev_kind {
 	EV_TCP_END,
 	EV_UDP_CHILD,
 	EV_UDP_HOST,
+	EV_SERVICE,
 };
 
 /* First member of everything registered with epoll: says what the pointer is. */
@@ -81,7 +82,7 @@ struct relay {
 
 	struct ev_src ev_listen[BE_NLISTEN];
 	int listen_fd[BE_NLISTEN];
-	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy;
+	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy, ev_service;
 	int sigfd;
 
 	/* TCP */
@@ -121,6 +122,8 @@ struct relay {
 };
 
 uint64_t relay_now_ms(void);
+/* The listeners the relay itself serves (TCP and UDP; the DNS ones belong to the service). */
+bool relay_own_listener(int k);
 int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src);
 void relay_pause_accept(struct relay *r, enum shortage why);
 void relay_shortage(struct relay *r, enum shortage s);

@@ -43,6 +43,11 @@ int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src)
 	return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+bool relay_own_listener(int k)
+{
+	return k == BE_TCP4 || k == BE_TCP6 || k == BE_UDP4 || k == BE_UDP6;
+}
+
 static void arm_tcp_listeners(struct relay *r, uint32_t events)
 {
 	for (int i = BE_TCP4; i <= BE_TCP6; i++) {
@@ -140,6 +145,8 @@ static int relay_setup(struct relay *r)
 	if ((err = tcp_init(r)) < 0 || (err = udp_init(r)) < 0)
 		return err;
 	for (int i = 0; i < BE_NLISTEN; i++) {
+		if (!relay_own_listener(i))
+			continue;
 		r->listen_fd[i] = be->listener(c->be.b, (enum be_listener)i);
 		if (r->listen_fd[i] < 0)
 			continue;
@@ -159,6 +166,10 @@ static int relay_setup(struct relay *r)
 	fd = be->ctl_fd(c->be.b);
 	if (fd >= 0 && (err = relay_watch(r, fd, EPOLLIN, &r->ev_ctl)) < 0)
 		return err;
+	r->ev_service.kind = EV_SERVICE;
+	if (c->service.ops && (err = relay_watch(r, c->service.ops->fd(c->service.priv), EPOLLIN,
+						 &r->ev_service)) < 0)
+		return err;
 	return 0;
 }
 
@@ -177,7 +188,8 @@ int relay_new(struct relay **rp, struct ctx *c, int sigfd)
 		r->listen_fd[i] = -1;
 	r->now_ms = relay_now_ms();
 	r->next_sweep = r->now_ms + SWEEP_MS;
-	default_limits(&r->lim, c->be.ops->reserved_fds(c->be.b));
+	default_limits(&r->lim, c->be.ops->reserved_fds(c->be.b) +
+		       (c->service.ops ? c->service.ops->reserved_fds(c->service.priv) : 0));
 	if ((err = relay_setup(r)) < 0) {
 		relay_free(r);
 		return err;
@@ -263,6 +275,9 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 	case EV_UDP_HOST:
 		udp_event(r, src, events);
 		break;
+	case EV_SERVICE:
+		r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
+		break;
 	}
 }
 
@@ -272,9 +287,17 @@ int relay_run(struct relay *r)
 
 	while (!r->done) {
 		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
+		uint64_t svc_at = r->c->service.ops ? r->c->service.ops->deadline(r->c->service.priv) : UINT64_MAX;
 
 		if (r->command_gone && timeout > 50)
 			timeout = 50;
+		if (svc_at != UINT64_MAX) {
+			uint64_t now = relay_now_ms();
+			uint64_t wait = svc_at > now ? svc_at - now : 0;
+
+			if (wait < (uint64_t)timeout)
+				timeout = (int)wait;
+		}
 		int n = epoll_wait(r->epfd, evs, 256, timeout);
 
 		if (n < 0 && errno != EINTR) {
@@ -297,6 +320,8 @@ int relay_run(struct relay *r)
 		for (int i = 0; i < n; i++)
 			if (((struct ev_src *)evs[i].data.ptr)->kind == EV_LIFETIME && !r->command_gone)
 				dispatch(r, evs[i].data.ptr, evs[i].events);
+		if (svc_at != UINT64_MAX && r->now_ms >= svc_at)
+			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
 		tcp_verify(r);
 		tcp_run_ready(r);
 		if (r->now_ms >= r->next_sweep) {
@@ -337,6 +362,8 @@ void relay_free(struct relay *r)
 		  (unsigned long long)st->udp_flows, (unsigned long long)st->udp_denied,
 		  (unsigned long long)st->udp_evicted, (unsigned long long)st->udp_dropped,
 		  (unsigned long long)st->copied);
+	if (r->c && r->c->service.ops)
+		r->c->service.ops->stop(r->c->service.priv, &r->hub);
 	tcp_close_all(r);
 	udp_close_all(r);
 	if (r->epfd >= 0)

@@ -753,8 +753,17 @@ void tcp_accept(struct relay *r, int lfd)
 				relay_pause_accept(r, SHORT_FDS);
 			return;
 		}
-		if (getsockname(c, (struct sockaddr *)&dst, &dlen) < 0 ||
-		    !(f = tcp_flow_begin(r, &child, &dst))) {
+		if (getsockname(c, (struct sockaddr *)&dst, &dlen) < 0) {
+			reset_fd(c);
+			close(c);
+			continue;
+		}
+		/* A service (the DNS forwarder) answers some destinations itself. */
+		if (r->c->service.ops && r->c->service.ops->claims_tcp(r->c->service.priv, &dst)) {
+			r->c->service.ops->adopt_tcp(r->c->service.priv, &r->hub, c, &child, &dst, r->now_ms);
+			continue;
+		}
+		if (!(f = tcp_flow_begin(r, &child, &dst))) {
 			reset_fd(c);
 			close(c);
 			continue;

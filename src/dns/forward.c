@@ -1,0 +1,817 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dns/forward — the forwarder's core and its UDP side (see dns.h for the theory of operation).
+ *
+ * States of a query (struct dns_query):
+ *   TRYING    sent on one of the upstream's connected UDP sockets (a random one of DNS_UP_SOCKS,
+ *             so random source ports), with a fresh random ID; waits in the (slot, ID) table and
+ *             in the timer heap until try_deadline
+ *   -> ANSWERED   an answer on that socket with that ID and the query's question: the client's
+ *                 ID is put back and it goes to the child, as it came (TC, EDNS, DNSSEC included)
+ *   -> next try   the try timed out, or the socket reported an ICMP error (ECONNREFUSED, ...):
+ *                 at once to the next nameserver; after all tries (nameservers x attempts), or at
+ *                 the deadline (the host's timeout minus a margin: before the child's resolver
+ *                 gives up), SERVFAIL
+ * A retransmit (same client socket, ID and question) while the query is outstanding is not sent
+ * again.  The table is bounded (DNS_MAX_QUERIES, DNS_PER_CLIENT per client socket): beyond, the
+ * child gets SERVFAIL at once rather than waiting for nothing.
+ *
+ * Without --dns the host's resolv.conf is looked at (stat) at most once a second while queries
+ * arrive; a change (another file, mtime, size) reloads the nameservers, and queries waiting on an
+ * old one are sent again to the new ones.  `rotate` is not followed: nameservers are tried in order.
+ */
+#include "dns/internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+
+#include <sodium.h>
+
+#include "util/log.h"
+
+#define RX_BATCH 16
+#define RX_BUF 65536
+#define RELOAD_MS 1000
+#define SWEEP_MS 1000
+#define MIN_TRY_MS 200
+
+static socklen_t sa_len(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
+static size_t endpoint_bytes(const struct sockaddr_storage *s, unsigned char *out)
+{
+	if (s->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)s;
+
+		memcpy(out, &a->sin_addr, 4);
+		memcpy(out + 4, &a->sin_port, 2);
+		return 6;
+	}
+	const struct sockaddr_in6 *a = (const void *)s;
+	memcpy(out, &a->sin6_addr, 16);
+	memcpy(out + 16, &a->sin6_port, 2);
+	return 18;
+}
+
+static bool same_endpoint(const union flow_addr *a, const struct sockaddr_storage *b)
+{
+	unsigned char x[18], y[18];
+	size_t n;
+
+	if (a->sa.sa_family != b->ss_family)
+		return false;
+	n = endpoint_bytes((const struct sockaddr_storage *)(const void *)a, x);
+	endpoint_bytes(b, y);
+	return !memcmp(x, y, n);
+}
+
+/* The client-socket chain of @child (keyed SipHash: the child chooses its ports). */
+static unsigned int client_bucket(const struct dns_fwd *f, const struct sockaddr_storage *child)
+{
+	unsigned char in[18], out[crypto_shorthash_BYTES];
+	size_t n = endpoint_bytes(child, in);
+	uint64_t h;
+
+	crypto_shorthash(out, in, n, (const unsigned char *)f->key);
+	memcpy(&h, out, sizeof(h));
+	return (unsigned int)(h % DNS_HASH);
+}
+
+static unsigned int up_bucket(int slot, uint16_t id)
+{
+	return ((unsigned int)slot * 7919u + id) % DNS_HASH;
+}
+
+/* ---------- the timer heap (every outstanding query, by try_deadline) ---------- */
+
+static void heap_swap(struct dns_fwd *f, unsigned int a, unsigned int b)
+{
+	struct dns_query *t = f->heap[a];
+
+	f->heap[a] = f->heap[b];
+	f->heap[b] = t;
+	f->heap[a]->heap_i = a;
+	f->heap[b]->heap_i = b;
+}
+
+static void heap_fix(struct dns_fwd *f, unsigned int i)
+{
+	while (i > 0 && f->heap[(i - 1) / 2]->try_deadline > f->heap[i]->try_deadline) {
+		heap_swap(f, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		unsigned int l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < f->n_heap && f->heap[l]->try_deadline < f->heap[m]->try_deadline)
+			m = l;
+		if (r < f->n_heap && f->heap[r]->try_deadline < f->heap[m]->try_deadline)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(f, i, m);
+		i = m;
+	}
+}
+
+void dns_heap_update(struct dns_fwd *f, struct dns_query *q)
+{
+	heap_fix(f, q->heap_i);
+}
+
+static void heap_remove(struct dns_fwd *f, struct dns_query *q)
+{
+	unsigned int i = q->heap_i;
+
+	f->n_heap--;
+	if (i != f->n_heap) {
+		f->heap[i] = f->heap[f->n_heap];
+		f->heap[i]->heap_i = i;
+		heap_fix(f, i);
+	}
+}
+
+/* ---------- queries ---------- */
+
+uint64_t dns_max_tries(const struct dns_fwd *f)
+{
+	return (uint64_t)f->n_ns * f->attempts;
+}
+
+/*
+ * dns_query_new() - an outstanding query for @msg (a copy is kept), with its flow record opened.
+ * Return: it (in the heap, not sent), or NULL when out of memory.
+ */
+struct dns_query *dns_query_new(struct dns_fwd *f, const uint8_t *msg, size_t len,
+				const struct dns_question *q, const struct sockaddr_storage *child,
+				const struct sockaddr_storage *dst)
+{
+	struct dns_query *dq;
+
+	if (f->n_heap >= DNS_HEAP_MAX)
+		return NULL;
+	dq = calloc(1, sizeof(*dq));
+	if (!dq || !(dq->msg = malloc(len))) {
+		free(dq);
+		return NULL;
+	}
+	memcpy(dq->msg, msg, len);
+	dq->len = len;
+	dq->q = *q;
+	dq->client_id = dns_id(msg);
+	dq->slot = -1;
+	dq->deadline = f->now + f->total_ms;
+	dq->try_deadline = dq->deadline;
+	dns_question_name(q, dq->name, sizeof(dq->name));
+	flow_begin(f->hub, &dq->rec, FLOW_DNS, child, dst);
+	dq->rec.route = "dns";
+	dq->rec.rule = "dns: answered by the forwarder";
+	dq->rec.dst_name = dq->name;
+	dq->rec.bytes_up = len;
+	dq->rec.pkts_up = 1;
+	flow_opened(f->hub, &dq->rec);
+	dq->heap_i = f->n_heap;
+	f->heap[f->n_heap++] = dq;
+	heap_fix(f, dq->heap_i);
+	return dq;
+}
+
+static void up_unlink(struct dns_fwd *f, struct dns_query *q)
+{
+	if (q->slot < 0)
+		return;
+	for (struct dns_query **pp = &f->uhash[up_bucket(q->slot, q->up_id)]; *pp; pp = &(*pp)->unext) {
+		if (*pp == q) {
+			*pp = q->unext;
+			break;
+		}
+	}
+	q->slot = -1;
+}
+
+void dns_query_end(struct dns_fwd *f, struct dns_query *q, enum flow_outcome o, int err)
+{
+	heap_remove(f, q);
+	up_unlink(f, q);
+	if (!q->sess) {
+		struct sockaddr_storage child;
+
+		memcpy(&child, &q->rec.child, sizeof(q->rec.child));
+		for (struct dns_query **pp = &f->chash[client_bucket(f, &child)]; *pp; pp = &(*pp)->cnext) {
+			if (*pp == q) {
+				*pp = q->cnext;
+				break;
+			}
+		}
+		f->n_udp--;
+	}
+	flow_end(f->hub, &q->rec, o, err);
+	free(q->msg);
+	free(q);
+}
+
+void dns_record_at_once(struct dns_fwd *f, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst, const char *rule, enum flow_outcome o, int err)
+{
+	flow_record_at_once(f->hub, FLOW_DNS, child, dst, rule, o, err);
+}
+
+/* No upstream answered a query: say so once per run (the child sees SERVFAIL). */
+void dns_all_failed(struct dns_fwd *f, const char *why)
+{
+	char a[64];
+
+	if (f->warned)
+		return;
+	f->warned = true;
+	log_warn("warning: no DNS resolver answered (%s, %s%s): lookups inside get SERVFAIL",
+		 flow_addr_str((const struct sockaddr *)&f->ns[0], a, sizeof(a)), why,
+		 f->n_ns > 1 ? ", and the others" : "");
+}
+
+/* ---------- UDP: to the child ---------- */
+
+/* Send @msg to the UDP child of @q from the address it wrote to (IP_PKTINFO on the transparent
+ * listener: the kernel allows a non-local source there). */
+static void reply_udp(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
+		      const void *msg, size_t len)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+		struct cmsghdr align;
+	} cb;
+	struct iovec io = { .iov_base = (void *)msg, .iov_len = len };
+	struct msghdr m = { .msg_name = (void *)child, .msg_iov = &io, .msg_iovlen = 1, .msg_control = cb.b };
+	struct cmsghdr *c;
+
+	memset(&cb, 0, sizeof(cb));
+	c = (struct cmsghdr *)cb.b;
+	if (fam == 0) {
+		struct in_pktinfo pi = { .ipi_spec_dst = dst->in4.sin_addr };
+
+		m.msg_namelen = sizeof(struct sockaddr_in);
+		c->cmsg_level = SOL_IP;
+		c->cmsg_type = IP_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		m.msg_controllen = CMSG_SPACE(sizeof(pi));
+	} else {
+		struct in6_pktinfo pi = { .ipi6_addr = dst->in6.sin6_addr };
+
+		m.msg_namelen = sizeof(struct sockaddr_in6);
+		c->cmsg_level = SOL_IPV6;
+		c->cmsg_type = IPV6_PKTINFO;
+		c->cmsg_len = CMSG_LEN(sizeof(pi));
+		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
+		m.msg_controllen = CMSG_SPACE(sizeof(pi));
+	}
+	if (sendmsg(f->listen[fam], &m, MSG_DONTWAIT) < 0)
+		f->dropped++;
+}
+
+static void udp_error_reply(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
+			    const uint8_t *query, const struct dns_question *q, int rcode)
+{
+	uint8_t out[DNS_HDR + DNS_WIRE_NAME_MAX + 4];
+	size_t n = dns_build_error(out, sizeof(out), query, q, rcode);
+
+	if (n)
+		reply_udp(f, fam, child, dst, out, n);
+}
+
+/* SERVFAIL for @q (all tries failed, or the deadline passed), and its end. */
+static void udp_fail(struct dns_fwd *f, struct dns_query *q, enum flow_outcome o, int err)
+{
+	dns_set_id(q->msg, q->client_id);
+	udp_error_reply(f, q->fam, &q->rec.child, &q->rec.dst, q->msg, &q->q, DNS_RCODE_SERVFAIL);
+	q->rec.bytes_down = DNS_HDR + q->q.len + 4u;
+	q->rec.pkts_down = 1;
+	dns_all_failed(f, err == ETIMEDOUT ? "timed out" : strerror(err));
+	dns_query_end(f, q, o, err);
+}
+
+/* ---------- UDP: upstream ---------- */
+
+static int slot_open(struct dns_fwd *f, int slot)
+{
+	const struct sockaddr_storage *ns = &f->ns[slot / DNS_UP_SOCKS];
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_up[slot] };
+	int fd;
+
+	if (f->up_fd[slot] >= 0)
+		return f->up_fd[slot];
+	fd = socket(ns->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* connect() binds a random ephemeral port, and the kernel then takes only the server's
+	 * datagrams on it, and reports its ICMP errors. */
+	if (connect(fd, (const struct sockaddr *)ns, sa_len(ns)) < 0 ||
+	    epoll_ctl(f->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	f->up_fd[slot] = fd;
+	return fd;
+}
+
+static void slot_close(struct dns_fwd *f, int slot)
+{
+	if (f->up_fd[slot] >= 0)
+		close(f->up_fd[slot]);
+	f->up_fd[slot] = -1;
+}
+
+static struct dns_query *up_find(struct dns_fwd *f, int slot, uint16_t id)
+{
+	for (struct dns_query *q = f->uhash[up_bucket(slot, id)]; q; q = q->unext)
+		if (q->slot == slot && q->up_id == id)
+			return q;
+	return NULL;
+}
+
+/*
+ * udp_try() - send @q to the nameserver of its try number, on a random socket of it, with a fresh
+ * random ID; a socket that cannot be had or refuses at once moves it to the next try.  After the
+ * last try (or at the deadline), SERVFAIL.
+ */
+static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
+{
+	while (q->tries < dns_max_tries(f) && f->now < q->deadline) {
+		int slot = (int)(q->tries % (unsigned int)f->n_ns) * DNS_UP_SOCKS +
+			   (int)randombytes_uniform(DNS_UP_SOCKS);
+		int fd = slot_open(f, slot);
+		uint16_t id = 0;
+
+		if (fd < 0) {
+			err = -fd;
+			q->tries++;
+			continue;
+		}
+		for (int k = 0; k < 8; k++) {
+			id = (uint16_t)randombytes_uniform(65536);
+			if (!up_find(f, slot, id))
+				break;
+		}
+		dns_set_id(q->msg, id);
+		if (send(fd, q->msg, q->len, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
+			err = errno;   /* an ICMP error reported late, an unreachable network */
+			q->tries++;
+			continue;
+		}
+		q->up_id = id;
+		q->slot = slot;
+		q->unext = f->uhash[up_bucket(slot, id)];
+		f->uhash[up_bucket(slot, id)] = q;
+		q->try_deadline = f->now + f->per_try_ms < q->deadline ? f->now + f->per_try_ms : q->deadline;
+		dns_heap_update(f, q);
+		return;
+	}
+	udp_fail(f, q, err == ETIMEDOUT ? FLOW_UP_TIMEOUT : FLOW_UP_FAILED, err);
+}
+
+/* The current try of @q failed with @err: on to the next. */
+static void udp_next_try(struct dns_fwd *f, struct dns_query *q, int err)
+{
+	up_unlink(f, q);
+	q->tries++;
+	udp_try(f, q, err);
+}
+
+/* An ICMP error on @slot: every query waiting on it moves on at once. */
+static void slot_failed(struct dns_fwd *f, int slot, int err)
+{
+	for (unsigned int i = 0; i < f->n_heap;) {
+		struct dns_query *q = f->heap[i];
+
+		if (q->slot == slot && !q->sess) {
+			udp_next_try(f, q, err);
+			i = 0;   /* the heap changed: look again (few queries wait on a failing socket) */
+			continue;
+		}
+		i++;
+	}
+}
+
+static void upstream_readable(struct dns_fwd *f, int slot)
+{
+	for (int burst = 0; burst < 4; burst++) {
+		struct mmsghdr mm[RX_BATCH];
+		struct iovec io[RX_BATCH];
+		int n;
+
+		memset(mm, 0, sizeof(mm));
+		for (int i = 0; i < RX_BATCH; i++) {
+			io[i].iov_base = f->buf + (size_t)i * RX_BUF;
+			io[i].iov_len = RX_BUF;
+			mm[i].msg_hdr.msg_iov = &io[i];
+			mm[i].msg_hdr.msg_iovlen = 1;
+		}
+		n = recvmmsg(f->up_fd[slot], mm, RX_BATCH, MSG_DONTWAIT, NULL);
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			slot_failed(f, slot, errno);
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			uint8_t *m = io[i].iov_base;
+			size_t len = mm[i].msg_len;
+			struct dns_query *q;
+
+			if (len < DNS_HDR || !(q = up_find(f, slot, dns_id(m))))
+				continue;   /* late, or not ours */
+			if (dns_check_answer(m, len, &q->q, f->names, f->now) < 0)
+				continue;   /* not the answer to it: keep waiting */
+			dns_set_id(m, q->client_id);
+			reply_udp(f, q->fam, &q->rec.child, &q->rec.dst, m, len);
+			q->rec.bytes_down = len;
+			q->rec.pkts_down = 1;
+			dns_query_end(f, q, FLOW_OK, 0);
+		}
+		if (n < RX_BATCH)
+			return;
+	}
+}
+
+/* ---------- UDP: from the child ---------- */
+
+static bool orig_dst(struct msghdr *m, struct sockaddr_storage *dst)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+		if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) ||
+		    (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR)) {
+			size_t n = c->cmsg_len - CMSG_LEN(0);
+
+			memset(dst, 0, sizeof(*dst));
+			memcpy(dst, CMSG_DATA(c), n < sizeof(*dst) ? n : sizeof(*dst));
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A query of the child's from @child to @dst on listener @fam. */
+static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst, const uint8_t *msg, size_t len)
+{
+	union flow_addr c, d;
+	struct dns_question q;
+	enum dns_verdict v = dns_check_query(msg, len, &q);
+	unsigned int b, mine = 0;
+	struct dns_query *dq;
+
+	memcpy(&c, child, sizeof(c));
+	memcpy(&d, dst, sizeof(d));
+	if (v == DNS_DROP) {
+		f->dropped++;
+		return;
+	}
+	if (v != DNS_FORWARD) {
+		f->formerr++;
+		udp_error_reply(f, fam, &c, &d, msg, NULL, v == DNS_NOTIMP ? DNS_RCODE_NOTIMP : DNS_RCODE_FORMERR);
+		dns_record_at_once(f, child, dst, "dns: malformed query", FLOW_DENIED, EBADMSG);
+		return;
+	}
+	b = client_bucket(f, child);
+	for (dq = f->chash[b]; dq; dq = dq->cnext) {
+		if (!same_endpoint(&dq->rec.child, child))
+			continue;
+		if (dq->client_id == dns_id(msg) && dns_question_eq(&dq->q, &q) &&
+		    same_endpoint(&dq->rec.dst, dst)) {
+			f->dup++;   /* a retransmit: the answer to the first goes to both */
+			return;
+		}
+		mine++;
+	}
+	if (mine >= DNS_PER_CLIENT || f->n_udp >= DNS_MAX_QUERIES ||
+	    !(dq = dns_query_new(f, msg, len, &q, child, dst))) {
+		f->refused_full++;
+		udp_error_reply(f, fam, &c, &d, msg, &q, DNS_RCODE_SERVFAIL);
+		dns_record_at_once(f, child, dst, "dns: too many queries outstanding", FLOW_NO_RESOURCES, ENOBUFS);
+		return;
+	}
+	dq->fam = fam;
+	dq->cnext = f->chash[b];
+	f->chash[b] = dq;
+	f->n_udp++;
+	udp_try(f, dq, ETIMEDOUT);
+}
+
+static void listener_readable(struct dns_fwd *f, int fam)
+{
+	for (int burst = 0; burst < 4; burst++) {
+		struct sockaddr_storage child[RX_BATCH];
+		union {
+			char b[64];
+			struct cmsghdr align;
+		} cb[RX_BATCH];
+		struct mmsghdr mm[RX_BATCH];
+		struct iovec io[RX_BATCH];
+		int n;
+
+		memset(mm, 0, sizeof(mm));
+		for (int i = 0; i < RX_BATCH; i++) {
+			io[i].iov_base = f->buf + (size_t)i * RX_BUF;
+			io[i].iov_len = DNS_QUERY_MAX + 1;   /* longer is not a query: seen as too long */
+			mm[i].msg_hdr = (struct msghdr){ .msg_name = &child[i], .msg_namelen = sizeof(child[i]),
+							 .msg_iov = &io[i], .msg_iovlen = 1,
+							 .msg_control = cb[i].b, .msg_controllen = sizeof(cb[i].b) };
+		}
+		n = recvmmsg(f->listen[fam], mm, RX_BATCH, MSG_DONTWAIT, NULL);
+		if (n <= 0)
+			return;
+		for (int i = 0; i < n; i++) {
+			struct sockaddr_storage dst;
+
+			if (!orig_dst(&mm[i].msg_hdr, &dst) || child[i].ss_family != dst.ss_family)
+				continue;
+			child_query(f, fam, &child[i], &dst, io[i].iov_base, mm[i].msg_len);
+		}
+		if (n < RX_BATCH)
+			return;
+	}
+}
+
+/* ---------- upstreams ---------- */
+
+static void set_timing(struct dns_fwd *f, unsigned int timeout_s, unsigned int attempts)
+{
+	uint64_t t = (uint64_t)(timeout_s ? timeout_s : 5) * 1000;
+	uint64_t margin = t / 10 < 100 ? 100 : t / 10 > 500 ? 500 : t / 10;
+	uint64_t tries;
+
+	f->attempts = attempts ? attempts : 2;
+	f->total_ms = t - margin;
+	tries = dns_max_tries(f);
+	f->per_try_ms = f->total_ms / (tries ? tries : 1);
+	if (f->per_try_ms < MIN_TRY_MS)
+		f->per_try_ms = MIN_TRY_MS;
+}
+
+/* Use @rc's nameservers (none: 127.0.0.1, as glibc does); queries waiting on the old ones go again. */
+static void set_servers(struct dns_fwd *f, const struct resolv_conf *rc)
+{
+	struct dns_query **wait;
+	unsigned int n = 0;
+
+	f->n_ns = rc->n_ns;
+	memcpy(f->ns, rc->ns, sizeof(f->ns));
+	if (!f->n_ns) {
+		struct sockaddr_in *a = (struct sockaddr_in *)&f->ns[0];
+
+		memset(&f->ns[0], 0, sizeof(f->ns[0]));
+		a->sin_family = AF_INET;
+		a->sin_port = htons(53);
+		a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		f->n_ns = 1;
+	}
+	set_timing(f, rc->timeout_s, rc->attempts);
+	for (int s = 0; s < DNS_SLOTS; s++)
+		slot_close(f, s);
+	if (!f->n_heap || !(wait = malloc(f->n_heap * sizeof(*wait))))
+		return;
+	for (unsigned int i = 0; i < f->n_heap; i++)
+		if (!f->heap[i]->sess && f->heap[i]->slot >= 0)
+			wait[n++] = f->heap[i];
+	for (unsigned int i = 0; i < n; i++) {
+		up_unlink(f, wait[i]);
+		wait[i]->tries %= (unsigned int)f->n_ns;   /* start over on the new list, same deadline */
+		udp_try(f, wait[i], ETIMEDOUT);
+	}
+	free(wait);
+}
+
+/* Without --dns: has the host's resolv.conf changed?  Looked at once a second at most. */
+static void maybe_reload(struct dns_fwd *f)
+{
+	struct resolv_conf rc;
+	struct stat st;
+	bool same;
+
+	if (f->fixed || !f->path || f->now < f->next_check)
+		return;
+	f->next_check = f->now + RELOAD_MS;
+	if (stat(f->path, &st) < 0) {
+		if (!f->st_ok)
+			return;
+		memset(&st, 0, sizeof(st));
+	}
+	same = f->st_ok && st.st_dev == f->st.st_dev && st.st_ino == f->st.st_ino &&
+	       st.st_size == f->st.st_size && st.st_mtim.tv_sec == f->st.st_mtim.tv_sec &&
+	       st.st_mtim.tv_nsec == f->st.st_mtim.tv_nsec;
+	if (same)
+		return;
+	f->st = st;
+	f->st_ok = st.st_ino != 0;
+	resolvconf_load(f->path, &rc);
+	log_debug("dns: %s changed: %d nameserver(s)", f->path, rc.n_ns);
+	set_servers(f, &rc);
+}
+
+/* ---------- the service ---------- */
+
+static void run_timers(struct dns_fwd *f)
+{
+	while (f->n_heap && f->heap[0]->try_deadline <= f->now) {
+		struct dns_query *q = f->heap[0];
+
+		if (q->sess)
+			dns_tcp_timeout(f, q);
+		else if (q->tries + 1 >= dns_max_tries(f) || f->now >= q->deadline)
+			udp_fail(f, q, FLOW_UP_TIMEOUT, ETIMEDOUT);
+		else
+			udp_next_try(f, q, ETIMEDOUT);
+	}
+	if (f->now >= f->next_sweep) {
+		f->next_sweep = f->now + SWEEP_MS;
+		dns_tcp_sweep(f);
+	}
+}
+
+static void svc_run(void *priv, struct flow_hub *hub, uint64_t now_ms)
+{
+	struct dns_fwd *f = priv;
+	struct epoll_event evs[64];
+	int n;
+
+	f->hub = hub;
+	f->now = now_ms;
+	n = epoll_wait(f->epfd, evs, 64, 0);
+	if (n > 0)
+		maybe_reload(f);
+	for (int i = 0; i < n; i++) {
+		struct dns_ev *ev = evs[i].data.ptr;
+
+		switch (ev->kind) {
+		case DEV_LISTEN:
+			listener_readable(f, ev->index);
+			break;
+		case DEV_UP:
+			if (f->up_fd[ev->index] >= 0)
+				upstream_readable(f, ev->index);
+			break;
+		case DEV_TCP_CHILD:
+		case DEV_TCP_UP:
+			dns_tcp_event(f, ev, evs[i].events);
+			break;
+		}
+	}
+	run_timers(f);
+}
+
+static int svc_fd(void *priv)
+{
+	return ((struct dns_fwd *)priv)->epfd;
+}
+
+static uint64_t svc_deadline(void *priv)
+{
+	const struct dns_fwd *f = priv;
+	uint64_t d = f->n_heap ? f->heap[0]->try_deadline : UINT64_MAX;
+
+	if (f->n_tcp && f->next_sweep < d)
+		d = f->next_sweep;
+	return d;
+}
+
+static bool svc_claims_tcp(void *priv, const struct sockaddr_storage *dst)
+{
+	const struct sockaddr_in *a = (const struct sockaddr_in *)dst;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)dst;
+
+	(void)priv;
+	return dst->ss_family == AF_INET ? ntohs(a->sin_port) == 53 : ntohs(a6->sin6_port) == 53;
+}
+
+static void svc_adopt_tcp(void *priv, struct flow_hub *hub, int fd, const struct sockaddr_storage *child,
+			  const struct sockaddr_storage *dst, uint64_t now_ms)
+{
+	struct dns_fwd *f = priv;
+
+	f->hub = hub;
+	f->now = now_ms;
+	maybe_reload(f);
+	dns_tcp_adopt(f, fd, child, dst);
+}
+
+static unsigned int svc_reserved_fds(void *priv)
+{
+	(void)priv;
+	return 1 + DNS_SLOTS + 2 * DNS_TCP_MAX;
+}
+
+static void svc_stop(void *priv, struct flow_hub *hub)
+{
+	struct dns_fwd *f = priv;
+
+	f->hub = hub;
+	dns_tcp_close_all(f);
+	while (f->n_heap)
+		dns_query_end(f, f->heap[0], FLOW_CUT_AT_EXIT, 0);
+	log_debug("dns: %llu dropped, %llu malformed, %llu retransmits, %llu refused (table full)",
+		  (unsigned long long)f->dropped, (unsigned long long)f->formerr,
+		  (unsigned long long)f->dup, (unsigned long long)f->refused_full);
+}
+
+static const struct relay_service_ops dns_service_ops = {
+	.fd = svc_fd,
+	.run = svc_run,
+	.deadline = svc_deadline,
+	.claims_tcp = svc_claims_tcp,
+	.adopt_tcp = svc_adopt_tcp,
+	.reserved_fds = svc_reserved_fds,
+	.stop = svc_stop,
+};
+
+struct relay_service dns_fwd_service(struct dns_fwd *f)
+{
+	return (struct relay_service){ .ops = &dns_service_ops, .priv = f };
+}
+
+/* --dns: an unreachable resolver is not a setup error (lookups get SERVFAIL), but say so. */
+static void check_fixed(const struct sockaddr_storage *ns)
+{
+	int fd = socket(ns->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	char a[64];
+
+	if (fd < 0)
+		return;
+	if (connect(fd, (const struct sockaddr *)ns, sa_len(ns)) < 0)
+		log_warn("warning: the DNS resolver %s cannot be reached (%s): lookups inside will get SERVFAIL",
+			 flow_addr_str((const struct sockaddr *)ns, a, sizeof(a)), strerror(errno));
+	close(fd);
+}
+
+int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
+{
+	struct dns_fwd *f = calloc(1, sizeof(*f));
+	struct resolv_conf rc;
+
+	*out = NULL;
+	if (!f)
+		return -ENOMEM;
+	f->epfd = -1;
+	for (int s = 0; s < DNS_SLOTS; s++)
+		f->up_fd[s] = -1;
+	f->names = cfg->names;
+	f->heap = calloc(DNS_HEAP_MAX, sizeof(*f->heap));
+	f->buf = malloc((size_t)RX_BATCH * RX_BUF);
+	f->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (!f->heap || !f->buf || f->epfd < 0 || sodium_init() < 0) {
+		dns_fwd_free(f);
+		return -ENOMEM;
+	}
+	randombytes_buf(f->key, sizeof(f->key));
+	f->now = f->next_check = 0;
+	f->listen[0] = cfg->listen4;
+	f->listen[1] = cfg->listen6;
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_listen[i] };
+
+		f->ev_listen[i] = (struct dns_ev){ .kind = DEV_LISTEN, .index = i };
+		if (f->listen[i] >= 0 && epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->listen[i], &ev) < 0) {
+			int e = errno;
+
+			dns_fwd_free(f);
+			return -e;
+		}
+	}
+	for (int s = 0; s < DNS_SLOTS; s++)
+		f->ev_up[s] = (struct dns_ev){ .kind = DEV_UP, .index = s };
+	rc = *cfg->host;
+	if (cfg->fixed) {
+		f->fixed = true;
+		memset(rc.ns, 0, sizeof(rc.ns));
+		rc.ns[0] = *cfg->fixed;
+		rc.n_ns = 1;
+		check_fixed(cfg->fixed);
+	} else {
+		f->path = cfg->resolv_path;
+		if (f->path && stat(f->path, &f->st) == 0)
+			f->st_ok = true;
+	}
+	set_servers(f, &rc);
+	*out = f;
+	return 0;
+}
+
+void dns_fwd_free(struct dns_fwd *f)
+{
+	if (!f)
+		return;
+	for (int s = 0; s < DNS_SLOTS; s++)
+		slot_close(f, s);
+	if (f->epfd >= 0)
+		close(f->epfd);
+	free(f->heap);
+	free(f->buf);
+	free(f);
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/* dns/internal — what the forwarder's own files share (forward.c: UDP and the core, tcp.c). */
+#ifndef CHILDFLOW_DNS_INTERNAL_H
+#define CHILDFLOW_DNS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "dns/dns.h"
+#include "dns/wire.h"
+#include "relay/flow.h"
+
+#define DNS_MAX_QUERIES 4096     /* outstanding UDP queries */
+#define DNS_PER_CLIENT 256       /* ... of which from one client socket */
+#define DNS_TCP_MAX 64           /* TCP sessions */
+#define DNS_TCP_PIPELINE 16      /* outstanding queries per session; more wait in the socket */
+#define DNS_TCP_IDLE_MS 10000    /* a session with nothing outstanding is closed after this */
+#define DNS_TCP_OUT_MAX (128u << 10)   /* answers queued for a slow child: upstream reads pause */
+#define DNS_UP_SOCKS 4           /* connected UDP sockets per upstream (random source ports) */
+#define DNS_SLOTS (RESOLV_MAX_NS * DNS_UP_SOCKS)
+#define DNS_HASH 4096
+#define DNS_HEAP_MAX (DNS_MAX_QUERIES + DNS_TCP_MAX * DNS_TCP_PIPELINE)
+
+enum dns_ev_kind { DEV_LISTEN, DEV_UP, DEV_TCP_CHILD, DEV_TCP_UP };
+
+/* First member of everything in the module's epoll set. */
+struct dns_ev {
+	enum dns_ev_kind kind;
+	int index;
+};
+
+struct dns_tcp;
+
+/* One query exchange (UDP or TCP): its flow record, and its bytes for the next try. */
+struct dns_query {
+	struct flow_record rec;
+	struct dns_question q;
+	char name[DNS_NAME_MAX];      /* rec.dst_name */
+	uint16_t client_id, up_id;
+	int fam;                      /* 0: IPv4 listener, 1: IPv6 (UDP) */
+	int slot;                     /* the upstream UDP socket it waits on, or -1 */
+	unsigned int tries;
+	uint64_t deadline;            /* SERVFAIL then */
+	uint64_t try_deadline;        /* the current try gives up then (the heap's key) */
+	unsigned int heap_i;
+	struct dns_tcp *sess;         /* NULL for UDP */
+	struct dns_query *unext;      /* chain by (slot, upstream ID) */
+	struct dns_query *cnext;      /* chain by client socket (UDP) */
+	struct dns_query *snext;      /* the session's list (TCP) */
+	size_t len;
+	uint8_t *msg;                 /* the query; its ID is the upstream ID once sent */
+};
+
+struct dns_fwd {
+	int epfd;
+	int listen[2];
+	struct dns_ev ev_listen[2];
+	struct dns_names *names;
+	struct flow_hub *hub;
+	uint64_t now;
+
+	/* Upstreams */
+	bool fixed;                   /* --dns: never re-read resolv.conf */
+	struct sockaddr_storage ns[RESOLV_MAX_NS];
+	int n_ns;
+	unsigned int attempts;
+	uint64_t total_ms, per_try_ms;
+	const char *path;
+	struct stat st;               /* of the resolv.conf read last (dev, ino, mtime, size) */
+	bool st_ok;
+	uint64_t next_check;
+	int up_fd[DNS_SLOTS];
+	struct dns_ev ev_up[DNS_SLOTS];
+	bool warned;
+
+	/* Outstanding queries */
+	struct dns_query *uhash[DNS_HASH], *chash[DNS_HASH];
+	uint64_t key[2];
+	struct dns_query **heap;      /* every outstanding query, by try_deadline */
+	unsigned int n_heap, n_udp;
+
+	/* TCP sessions */
+	struct dns_tcp *sessions;
+	unsigned int n_tcp;
+	uint64_t next_sweep;
+
+	uint8_t *buf;                 /* receive buffers (UDP batches) */
+	uint64_t dropped, formerr, dup, refused_full;
+};
+
+/* forward.c, for tcp.c */
+uint64_t dns_max_tries(const struct dns_fwd *f);
+struct dns_query *dns_query_new(struct dns_fwd *f, const uint8_t *msg, size_t len,
+				const struct dns_question *q, const struct sockaddr_storage *child,
+				const struct sockaddr_storage *dst);
+void dns_query_end(struct dns_fwd *f, struct dns_query *q, enum flow_outcome o, int err);
+void dns_heap_update(struct dns_fwd *f, struct dns_query *q);
+void dns_all_failed(struct dns_fwd *f, const char *why);
+void dns_record_at_once(struct dns_fwd *f, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst, const char *rule, enum flow_outcome o, int err);
+
+/* tcp.c */
+void dns_tcp_adopt(struct dns_fwd *f, int fd, const struct sockaddr_storage *child,
+		   const struct sockaddr_storage *dst);
+void dns_tcp_event(struct dns_fwd *f, struct dns_ev *ev, uint32_t events);
+void dns_tcp_timeout(struct dns_fwd *f, struct dns_query *q);
+void dns_tcp_sweep(struct dns_fwd *f);
+void dns_tcp_close_all(struct dns_fwd *f);
+
+#endif
