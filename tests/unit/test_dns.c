@@ -1,0 +1,274 @@
+/* Unit tests: dns/wire (which queries are forwarded, which answers accepted, error answers, framing). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <string.h>
+#include <netinet/in.h>
+
+#include "dns/names.h"
+#include "dns/wire.h"
+
+struct msg {
+	uint8_t b[1024];
+	size_t n;
+};
+
+static void put(struct msg *m, const void *p, size_t n)
+{
+	memcpy(m->b + m->n, p, n);
+	m->n += n;
+}
+
+static void put16(struct msg *m, unsigned int v)
+{
+	uint8_t x[2] = { (uint8_t)(v >> 8), (uint8_t)v };
+
+	put(m, x, 2);
+}
+
+static void put32(struct msg *m, uint32_t v)
+{
+	put16(m, v >> 16);
+	put16(m, v & 0xffff);
+}
+
+static void hdr(struct msg *m, unsigned int id, unsigned int flags, unsigned int qd, unsigned int an)
+{
+	m->n = 0;
+	put16(m, id);
+	put16(m, flags);
+	put16(m, qd);
+	put16(m, an);
+	put16(m, 0);
+	put16(m, 0);
+}
+
+#define NAME_A "\x01" "a" "\x04" "test"          /* + the root's 0 */
+#define NAME_ALIAS "\x05" "alias" "\x04" "test"
+#define NAME_MID "\x03" "mid" "\x04" "test"
+
+static void question(struct msg *m, const char *name, unsigned int type)
+{
+	put(m, name, strlen(name) + 1);
+	put16(m, type);
+	put16(m, 1);
+}
+
+static void query(struct msg *m, unsigned int id, const char *name, unsigned int type)
+{
+	hdr(m, id, 0x0100, 1, 0);
+	question(m, name, type);
+}
+
+static void test_query_forwarded(void **state)
+{
+	struct msg m;
+	struct dns_question q;
+	char name[DNS_NAME_MAX];
+
+	(void)state;
+	query(&m, 0x1234, "\x01" "A" "\x04" "TeSt", 28);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORWARD);
+	assert_int_equal(q.type, 28);
+	assert_int_equal(q.qclass, 1);
+	assert_int_equal(q.len, 8);
+	assert_memory_equal(q.name, "\x01" "A" "\x04" "TeSt", 8);   /* the case as written */
+	dns_question_name(&q, name, sizeof(name));
+	assert_string_equal(name, "a.test");
+}
+
+static void test_query_refused_kinds(void **state)
+{
+	struct msg m;
+	struct dns_question q;
+
+	(void)state;
+	assert_int_equal(dns_check_query((const uint8_t *)"short", 5, &q), DNS_DROP);
+	hdr(&m, 1, 0x8100, 1, 0);                      /* QR set: an answer, not a query */
+	question(&m, NAME_A, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_DROP);
+	hdr(&m, 1, 0x2000, 1, 0);                      /* opcode 4, NOTIFY */
+	question(&m, NAME_A, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_NOTIMP);
+	hdr(&m, 1, 0x0100, 0, 0);                      /* no question */
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORMERR);
+	hdr(&m, 1, 0x0100, 2, 0);                      /* two questions */
+	question(&m, NAME_A, 1);
+	question(&m, NAME_MID, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORMERR);
+	hdr(&m, 1, 0x0100, 1, 0);                      /* a compression pointer to itself */
+	put(&m, "\xc0\x0c\x00\x01\x00\x01", 6);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORMERR);
+	hdr(&m, 1, 0x0100, 1, 0);                      /* a label running past the end */
+	put(&m, "\x3f" "abc", 4);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORMERR);
+	hdr(&m, 1, 0x0100, 65535, 65535);              /* counts far beyond the message */
+	question(&m, NAME_A, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORMERR);
+	query(&m, 1, NAME_A, 1);                       /* too long to be a query */
+	assert_int_equal(dns_check_query(m.b, DNS_QUERY_MAX + 1, &q), DNS_DROP);
+}
+
+static void test_question_eq(void **state)
+{
+	struct msg m;
+	struct dns_question a, b;
+
+	(void)state;
+	query(&m, 1, "\x01" "A" "\x04" "TEST", 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &a), DNS_FORWARD);
+	query(&m, 2, NAME_A, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &b), DNS_FORWARD);
+	assert_true(dns_question_eq(&a, &b));
+	query(&m, 2, NAME_A, 28);
+	assert_int_equal(dns_check_query(m.b, m.n, &b), DNS_FORWARD);
+	assert_false(dns_question_eq(&a, &b));
+	query(&m, 2, "\x01" "b" "\x04" "test", 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &b), DNS_FORWARD);
+	assert_false(dns_question_eq(&a, &b));
+}
+
+/* An answer to alias.test A: mid -> a first, then alias -> mid (out of order), then a's A record;
+ * names compressed.  Offsets: the question's name at 12, its "test" label at 18 (0x12); the first
+ * answer's owner mid.test at 28 (0x1c). */
+static void chain_answer(struct msg *m, unsigned int id, unsigned int flags)
+{
+	hdr(m, id, flags, 1, 3);
+	question(m, NAME_ALIAS, 1);
+	put(m, "\x03" "mid" "\xc0\x12", 6);            /* mid.test CNAME a.test */
+	put16(m, 5);
+	put16(m, 1);
+	put32(m, 300);
+	put16(m, 4);
+	put(m, "\x01" "a" "\xc0\x12", 4);
+	put(m, "\xc0\x0c", 2);                         /* alias.test CNAME mid.test */
+	put16(m, 5);
+	put16(m, 1);
+	put32(m, 300);
+	put16(m, 2);
+	put(m, "\xc0\x1c", 2);
+	put(m, NAME_A, strlen(NAME_A) + 1);            /* a.test A 198.51.100.21 */
+	put16(m, 1);
+	put16(m, 1);
+	put32(m, 120);
+	put16(m, 4);
+	put(m, "\xc6\x33\x64\x15", 4);
+}
+
+static void test_answer_accepted_and_remembered(void **state)
+{
+	struct dns_names *names = dns_names_new(16);
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct dns_question q;
+	const char *got[4];
+	struct msg m;
+
+	(void)state;
+	assert_non_null(names);
+	query(&m, 7, "\x05" "ALIAS" "\x04" "test", 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORWARD);
+	chain_answer(&m, 7, 0x8180);
+	assert_int_equal(dns_check_answer(m.b, m.n, &q, names, 1000), 0);
+	inet_pton(AF_INET, "198.51.100.21", &a.sin_addr);
+	assert_int_equal(dns_names_lookup(names, (struct sockaddr *)&a, 1000, got, 4), 1);
+	assert_string_equal(got[0], "alias.test");   /* the chain is attributed to the name asked */
+	dns_names_free(names);
+}
+
+static void test_answer_rejected(void **state)
+{
+	struct dns_question q, other;
+	struct msg m;
+
+	(void)state;
+	query(&m, 7, NAME_ALIAS, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORWARD);
+	query(&m, 7, NAME_ALIAS, 28);
+	assert_int_equal(dns_check_query(m.b, m.n, &other), DNS_FORWARD);
+	chain_answer(&m, 7, 0x8180);
+	assert_int_equal(dns_check_answer(m.b, m.n, &other, NULL, 0), -ENOMSG);   /* another question */
+	chain_answer(&m, 7, 0x0180);
+	assert_int_equal(dns_check_answer(m.b, m.n, &q, NULL, 0), -EBADMSG);      /* QR clear */
+	chain_answer(&m, 7, 0x8180);
+	assert_int_equal(dns_check_answer(m.b, m.n - 3, &q, NULL, 0), -EBADMSG);  /* cut short */
+	assert_int_equal(dns_check_answer(m.b, 5, &q, NULL, 0), -EBADMSG);
+	hdr(&m, 7, 0x8380, 1, 0);                      /* TC: an answer, passed on as it is */
+	question(&m, NAME_ALIAS, 1);
+	assert_int_equal(dns_check_answer(m.b, m.n, &q, NULL, 0), 0);
+}
+
+static void test_id_restore_touches_only_the_id(void **state)
+{
+	struct msg m, before;
+
+	(void)state;
+	chain_answer(&m, 0xbeef, 0x8180);
+	before = m;
+	dns_set_id(m.b, 0x0102);
+	assert_int_equal(dns_id(m.b), 0x0102);
+	assert_int_equal(m.b[0], 1);
+	assert_int_equal(m.b[1], 2);
+	assert_memory_equal(m.b + 2, before.b + 2, m.n - 2);
+	dns_set_id(m.b, 0xbeef);
+	assert_memory_equal(m.b, before.b, m.n);
+}
+
+static void test_error_answers(void **state)
+{
+	uint8_t out[300];
+	struct dns_question q;
+	struct msg m;
+	size_t n;
+
+	(void)state;
+	query(&m, 0xabcd, "\x01" "A" "\x04" "test", 28);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORWARD);
+	n = dns_build_error(out, sizeof(out), m.b, &q, DNS_RCODE_SERVFAIL);
+	assert_int_equal(n, m.n);                      /* header + the question, as asked */
+	assert_int_equal(dns_id(out), 0xabcd);
+	assert_int_equal(out[2], 0x81);                /* QR, opcode QUERY, RD kept */
+	assert_int_equal(out[3], 0x82);                /* RA, SERVFAIL */
+	assert_memory_equal(out + 4, "\x00\x01\x00\x00\x00\x00\x00\x00", 8);
+	assert_memory_equal(out + DNS_HDR, m.b + DNS_HDR, m.n - DNS_HDR);
+	assert_int_equal(dns_check_answer(out, n, &q, NULL, 0), 0);   /* a client would accept it */
+	n = dns_build_error(out, sizeof(out), m.b, NULL, DNS_RCODE_FORMERR);
+	assert_int_equal(n, DNS_HDR);
+	assert_int_equal(out[3], 0x81);
+	assert_int_equal(out[5], 0);
+	assert_int_equal(dns_build_error(out, DNS_HDR + 3, m.b, &q, DNS_RCODE_SERVFAIL), 0);   /* no room */
+}
+
+static void test_tcp_framing(void **state)
+{
+	const uint8_t two[] = { 0, 3, 'a', 'b', 'c', 0, 1, 'x' };
+
+	(void)state;
+	assert_int_equal(dns_frame_len(two, 0), 0);
+	assert_int_equal(dns_frame_len(two, 1), 0);
+	assert_int_equal(dns_frame_len(two, 4), 0);    /* incomplete */
+	assert_int_equal(dns_frame_len(two, 5), 5);
+	assert_int_equal(dns_frame_len(two, sizeof(two)), 5);
+	assert_int_equal(dns_frame_len(two + 5, 3), 3);   /* the pipelined second one */
+	assert_int_equal(dns_frame_len(two + 5, 2), 0);
+	assert_int_equal(dns_frame_len((const uint8_t *)"\xff\xff", 2), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_query_forwarded),
+		cmocka_unit_test(test_query_refused_kinds),
+		cmocka_unit_test(test_question_eq),
+		cmocka_unit_test(test_answer_accepted_and_remembered),
+		cmocka_unit_test(test_answer_rejected),
+		cmocka_unit_test(test_id_restore_touches_only_the_id),
+		cmocka_unit_test(test_error_answers),
+		cmocka_unit_test(test_tcp_framing),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
