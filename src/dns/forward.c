@@ -518,6 +518,8 @@ static void listener_readable(struct dns_fwd *f, int fam)
 		int n;
 
 		memset(mm, 0, sizeof(mm));
+		memset(child, 0, sizeof(child));
+		memset(cb, 0, sizeof(cb));
 		for (int i = 0; i < RX_BATCH; i++) {
 			io[i].iov_base = f->buf + (size_t)i * RX_BUF;
 			io[i].iov_len = DNS_QUERY_MAX + 1;   /* longer is not a query: seen as too long */
@@ -576,7 +578,7 @@ static void set_servers(struct dns_fwd *f, const struct resolv_conf *rc)
 	set_timing(f, rc->timeout_s, rc->attempts);
 	for (int s = 0; s < DNS_SLOTS; s++)
 		slot_close(f, s);
-	if (!f->n_heap || !(wait = malloc(f->n_heap * sizeof(*wait))))
+	if (!f->n_heap || !(wait = calloc(f->n_heap, sizeof(void *))))
 		return;
 	for (unsigned int i = 0; i < f->n_heap; i++)
 		if (!f->heap[i]->sess && f->heap[i]->slot >= 0)
@@ -714,8 +716,9 @@ static void svc_stop(void *priv, struct flow_hub *hub)
 
 	f->hub = hub;
 	dns_tcp_close_all(f);
-	while (f->n_heap)
-		dns_query_end(f, f->heap[0], FLOW_CUT_AT_EXIT, 0);
+	/* From the heap's end: no entry moves. */
+	for (unsigned int i = f->n_heap; i-- > 0;)
+		dns_query_end(f, f->heap[i], FLOW_CUT_AT_EXIT, 0);
 	log_debug("dns: %llu dropped, %llu malformed, %llu retransmits, %llu refused (table full)",
 		  (unsigned long long)f->dropped, (unsigned long long)f->formerr,
 		  (unsigned long long)f->dup, (unsigned long long)f->refused_full);
@@ -762,7 +765,7 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	for (int s = 0; s < DNS_SLOTS; s++)
 		f->up_fd[s] = -1;
 	f->names = cfg->names;
-	f->heap = calloc(DNS_HEAP_MAX, sizeof(*f->heap));
+	f->heap = calloc(DNS_HEAP_MAX, sizeof(void *));
 	f->buf = malloc((size_t)RX_BATCH * RX_BUF);
 	f->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (!f->heap || !f->buf || f->epfd < 0 || sodium_init() < 0) {

@@ -31,7 +31,7 @@
 #include "util/log.h"
 
 #define FRAME_MAX (2 + DNS_MSG_MAX)
-#define UP_OUT_MAX (DNS_TCP_PIPELINE * (2 + DNS_QUERY_MAX))
+#define UP_OUT_MAX ((size_t)DNS_TCP_PIPELINE * (2 + DNS_QUERY_MAX))
 
 struct sbuf {
 	uint8_t *p;
@@ -462,7 +462,7 @@ void dns_tcp_adopt(struct dns_fwd *f, int fd, const struct sockaddr_storage *chi
 	s = f->n_tcp < DNS_TCP_MAX ? calloc(1, sizeof(*s)) : NULL;
 	if (s) {
 		s->uin = malloc(FRAME_MAX);
-		s->out_c.cap = DNS_TCP_OUT_MAX + FRAME_MAX + DNS_TCP_PIPELINE * (DNS_HDR + DNS_WIRE_NAME_MAX + 6);
+		s->out_c.cap = DNS_TCP_OUT_MAX + FRAME_MAX + (size_t)DNS_TCP_PIPELINE * (DNS_HDR + DNS_WIRE_NAME_MAX + 6);
 		s->out_c.p = malloc(s->out_c.cap);
 		s->out_u.cap = UP_OUT_MAX;
 		s->out_u.p = malloc(s->out_u.cap);
@@ -514,6 +514,8 @@ void dns_tcp_sweep(struct dns_fwd *f)
 
 void dns_tcp_close_all(struct dns_fwd *f)
 {
-	while (f->sessions)
-		sess_close(f, f->sessions, FLOW_CUT_AT_EXIT, 0);
+	for (struct dns_tcp *s = f->sessions, *next; s; s = next) {
+		next = s->next;
+		sess_close(f, s, FLOW_CUT_AT_EXIT, 0);
+	}
 }

@@ -276,7 +276,8 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 		udp_event(r, src, events);
 		break;
 	case EV_SERVICE:
-		r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
+		if (r->c->service.ops)
+			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
 		break;
 	}
 }
@@ -320,7 +321,7 @@ int relay_run(struct relay *r)
 		for (int i = 0; i < n; i++)
 			if (((struct ev_src *)evs[i].data.ptr)->kind == EV_LIFETIME && !r->command_gone)
 				dispatch(r, evs[i].data.ptr, evs[i].events);
-		if (svc_at != UINT64_MAX && r->now_ms >= svc_at)
+		if (r->c->service.ops && r->now_ms >= svc_at)
 			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
 		tcp_verify(r);
 		tcp_run_ready(r);
