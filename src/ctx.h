@@ -22,8 +22,8 @@ struct ctx {
 	struct policy policy;
 	struct connector route[POL_N];     /* the connector for POL_DIRECT and POL_PROXY */
 	struct relay_service service;      /* answers DNS itself (dns/dns.h), or ops NULL */
-	struct dns_names *names;           /* what the tree resolved (dns/names.h), or NULL */
 	struct relay *relay;
+	struct dns_names *names;            /* what the tree resolved: address -> names (dns/names.h) */
 };
 
 #endif

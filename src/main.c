@@ -77,7 +77,8 @@ static void raise_fd_limit(void)
 	}
 }
 
-#define DNS_NAMES_MAX 65536   /* (address, name) pairs remembered */
+/* (address, name) pairs the tree's answers may leave in c->names: about 3 MiB at most. */
+#define NAMES_MAX 32768
 
 /*
  * start_dns() - the forwarder that answers all of the tree's DNS: from --dns when given, else from
@@ -114,7 +115,7 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 		}
 		cfg.fixed = &fixed;
 	}
-	c->names = dns_names_new(DNS_NAMES_MAX);
+	c->names = dns_names_new(NAMES_MAX);
 	if (!c->names)
 		return -ENOMEM;
 	cfg.names = c->names;
