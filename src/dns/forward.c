@@ -44,9 +44,9 @@ static socklen_t sa_len(const struct sockaddr_storage *ss)
 	return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 }
 
-static size_t endpoint_bytes(const struct sockaddr_storage *s, unsigned char *out)
+static size_t endpoint_bytes(const struct sockaddr *s, unsigned char *out)
 {
-	if (s->ss_family == AF_INET) {
+	if (s->sa_family == AF_INET) {
 		const struct sockaddr_in *a = (const void *)s;
 
 		memcpy(out, &a->sin_addr, 4);
@@ -66,8 +66,8 @@ static bool same_endpoint(const union flow_addr *a, const struct sockaddr_storag
 
 	if (a->sa.sa_family != b->ss_family)
 		return false;
-	n = endpoint_bytes((const struct sockaddr_storage *)(const void *)a, x);
-	endpoint_bytes(b, y);
+	n = endpoint_bytes(&a->sa, x);
+	endpoint_bytes((const struct sockaddr *)b, y);
 	return !memcmp(x, y, n);
 }
 
@@ -75,7 +75,7 @@ static bool same_endpoint(const union flow_addr *a, const struct sockaddr_storag
 static unsigned int client_bucket(const struct dns_fwd *f, const struct sockaddr_storage *child)
 {
 	unsigned char in[18], out[crypto_shorthash_BYTES];
-	size_t n = endpoint_bytes(child, in);
+	size_t n = endpoint_bytes((const struct sockaddr *)child, in);
 	uint64_t h;
 
 	crypto_shorthash(out, in, n, (const unsigned char *)f->key);
