@@ -71,10 +71,8 @@ def test_usage_error_exit_2(cfc, args, needle):
 
 
 @pytest.mark.parametrize("args,what", [
-    (["-d", "203.0.113.53"], "dns"),
-    (["--dns", "2001:db8::53"], "dns"),
     (["-c", "out.pcapng"], "captur"),
-], ids=["-d", "--dns-v6", "-c"])
+], ids=["-c"])
 def test_unimplemented_flags_refuse_clearly(cf, sess, args, what):
     pcap = os.path.join(sess.work, "out.pcapng")
     if os.path.exists(pcap):
