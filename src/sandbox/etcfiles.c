@@ -11,9 +11,8 @@
  *   - a regular file, or a mount on it (a container's bind-mounted resolv.conf): covered;
  *   - a symlink, dangling or not (systemd's stub-resolv.conf, NixOS's /etc/static chain): the link
  *     itself is covered, its target is neither needed nor touched;
- *   - missing: the directory (/etc) becomes a read-only overlay whose upper lower layer holds the
- *     missing files, with the directory's own submounts moved back on top (open_tree clones taken
- *     before the overlay went on).
+ *   - missing: /etc is covered by a read-only tmpfs mirror holding the missing files, the
+ *     original's symlinks, and a clone of each of its other entries (mirror_etc()).
  * When P dies, C and its mount namespace die with it; a detached tmpfs has no path, so nothing is
  * ever left on the host, not even after SIGKILL.
  *
@@ -26,6 +25,7 @@
  */
 #include "sandbox/internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -43,8 +43,6 @@
 
 #define ETC_DIR "/etc"
 #define RESOLVED_DIR "/run/systemd/resolve"
-#define SUBMOUNTS_MAX 64
-#define MOUNTINFO_MAX (4u << 20)
 
 /* The name-service endpoints hidden inside (see the top of this file). */
 static const char *const hidden[] = {
@@ -147,146 +145,81 @@ static int cover(int store, const char *name, const char *target)
 	return r;
 }
 
-/* Undo mountinfo's octal escapes (\040 and friends) in place. */
-static void unescape(char *s)
-{
-	char *o = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
-		    s[3] >= '0' && s[3] <= '7') {
-			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
-			s += 3;
-		} else {
-			*o++ = *s;
-		}
-	}
-	*o = '\0';
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /*
- * submounts() - the outermost mount points strictly below @dir in our mount namespace, sorted.
- * Return: how many were put in @out (strdup'ed), or -errno (-E2BIG past @max).
+ * mirror_etc() - make the @files marked @missing appear in ETC_DIR: ETC_DIR is covered by a new
+ * read-only tmpfs holding them, the original's symlinks (recreated) and, for every other entry, a
+ * placeholder with a clone of the original entry (and whatever is mounted below it) moved onto it.
+ * Not overlayfs: it refuses a lower layer with locked submounts, which /etc has in a container
+ * (bind-mounted resolv.conf, hosts) and in any mount namespace of a user namespace.
+ * Fails with one line.
  */
-static int submounts(const char *dir, char **out, int max)
+static void mirror_etc(const struct etc_file *files, const bool *missing, int nfiles,
+		       struct sandbox_shared *sh)
 {
-	char *info = proc_read_text("/proc/self/mountinfo", MOUNTINFO_MAX), *save = NULL, *line;
-	size_t dlen = strlen(dir);
-	int n = 0, kept = 0;
+	const char *step = "clone it";
+	int orig, mirror = -1, fd, r = 0;
+	struct dirent *e;
+	DIR *d = NULL;
 
-	if (!info)
-		return -errno;
-	for (line = strtok_r(info, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *f = line, *mp;
+	orig = (int)syscall(SYS_open_tree, AT_FDCWD, ETC_DIR, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (orig < 0)
+		r = -errno;
+	if (!r) {
+		step = "create its mirror";
+		if ((mirror = store_new()) < 0)
+			r = mirror;
+	}
+	for (int i = 0; i < nfiles && !r; i++)
+		if (missing[i])
+			r = store_file(mirror, strrchr(files[i].path, '/') + 1, files[i].text);
+	if (!r && ((fd = openat(orig, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || !(d = fdopendir(fd))))
+		r = -errno;
+	while (!r && (e = readdir(d)) != NULL) {
+		char link[PATH_MAX];
+		struct stat st;
+		ssize_t n;
 
-		/* id parent major:minor root MOUNT_POINT ... */
-		for (int i = 0; i < 4 && f; i++)
-			f = strchr(f, ' ') ? strchr(f, ' ') + 1 : NULL;
-		if (!f)
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
-		mp = f;
-		f = strchr(mp, ' ');
-		if (f)
-			*f = '\0';
-		unescape(mp);
-		if (strncmp(mp, dir, dlen) != 0 || mp[dlen] != '/' || !mp[dlen + 1])
+		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			r = -errno;
+		else if (!S_ISLNK(st.st_mode))
+			r = S_ISDIR(st.st_mode) ? (mkdirat(mirror, e->d_name, 0755) < 0 ? -errno : 0)
+						: store_file(mirror, e->d_name, NULL);
+		else if ((n = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1)) < 0)
+			r = -errno;
+		else if ((link[n] = '\0', symlinkat(link, mirror, e->d_name)) < 0)
+			r = -errno;
+	}
+	if (!r) {
+		step = "mount its mirror";
+		if ((r = store_seal(mirror)) == 0 &&
+		    syscall(SYS_move_mount, mirror, "", AT_FDCWD, ETC_DIR, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			r = -errno;
+	}
+	if (!r)
+		rewinddir(d);
+	while (!r && (e = readdir(d)) != NULL) {
+		char path[PATH_MAX];
+		struct stat st;
+		int t;
+
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISLNK(st.st_mode))
 			continue;
-		if (n == max) {
-			n = -E2BIG;
-			break;
-		}
-		if (!(out[n++] = strdup(mp))) {
-			n = -ENOMEM;
-			break;
-		}
+		step = e->d_name;
+		snprintf(path, sizeof(path), ETC_DIR "/%s", e->d_name);
+		t = (int)syscall(SYS_open_tree, orig, e->d_name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		if (t < 0 || syscall(SYS_move_mount, t, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			r = -errno;
+		if (t >= 0)
+			close(t);
 	}
-	free(info);
-	if (n < 0) {
-		for (int i = 0; i < max && out[i]; i++)
-			free(out[i]);
-		return n;
-	}
-	qsort(out, (size_t)n, sizeof(*out), cmp_str);
-	/* Keep the outermost: a clone with AT_RECURSIVE carries what is below it (and duplicates). */
-	for (int i = 0; i < n; i++) {
-		size_t l = kept ? strlen(out[kept - 1]) : 0;
-
-		if (kept && strncmp(out[i], out[kept - 1], l) == 0 && (out[i][l] == '/' || !out[i][l])) {
-			free(out[i]);
-			continue;
-		}
-		out[kept++] = out[i];
-	}
-	return kept;
-}
-
-/*
- * overlay_missing() - make @n files that do not exist under ETC_DIR appear there: ETC_DIR becomes
- * a read-only overlay of the store's directory @layer over the original, and the original's
- * submounts are moved back onto it.  Fails with one line.
- */
-static void overlay_missing(int store, const char *layer, struct sandbox_shared *sh)
-{
-	char *mp[SUBMOUNTS_MAX] = { NULL };
-	int clone[SUBMOUNTS_MAX];
-	int n = submounts(ETC_DIR, mp, SUBMOUNTS_MAX), ofs = -1, om = -1, up = -1, low = -1;
-	const char *step = "list its submounts";
-	int err = 0;
-
-	if (n < 0)
-		fail(sh, "cannot place the child's name files in " ETC_DIR " (%s): %s", step, strerror(-n));
-	for (int i = 0; i < n; i++)
-		clone[i] = -1;
-	step = "clone its submounts";
-	for (int i = 0; i < n && !err; i++)
-		if ((clone[i] = (int)syscall(SYS_open_tree, AT_FDCWD, mp[i],
-					     OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)) < 0)
-			err = errno;
-	if (!err) {
-		step = "open the layers";
-		up = openat(store, layer, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		low = open(ETC_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (up < 0 || low < 0)
-			err = errno;
-	}
-	if (!err) {
-		/* Two lower layers and no upper one: a read-only overlay, no work directory needed. */
-		step = "create an overlay (overlayfs in a user namespace needs Linux 5.11)";
-		ofs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
-		if (ofs < 0 ||
-		    syscall(SYS_fsconfig, ofs, FSCONFIG_SET_FD, "lowerdir+", NULL, up) < 0 ||
-		    syscall(SYS_fsconfig, ofs, FSCONFIG_SET_FD, "lowerdir+", NULL, low) < 0 ||
-		    syscall(SYS_fsconfig, ofs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
-		    (om = (int)syscall(SYS_fsmount, ofs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV)) < 0)
-			err = errno;
-	}
-	if (!err) {
-		step = "mount the overlay";
-		if (syscall(SYS_move_mount, om, "", AT_FDCWD, ETC_DIR, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-			err = errno;
-	}
-	for (int i = 0; i < n; i++) {
-		if (!err && syscall(SYS_move_mount, clone[i], "", AT_FDCWD, mp[i],
-				    MOVE_MOUNT_F_EMPTY_PATH) < 0) {
-			err = errno;
-			step = mp[i];
-		}
-		if (clone[i] >= 0)
-			close(clone[i]);
-	}
-	if (err)
-		fail(sh, "cannot place the child's name files in " ETC_DIR " (%s): %s", step, strerror(err));
-	for (int i = 0; i < n; i++)
-		free(mp[i]);
-	close(ofs);
-	close(om);
-	close(up);
-	close(low);
+	if (r)
+		fail(sh, "cannot place the child's name files in " ETC_DIR " (%s): %s", step, strerror(-r));
+	closedir(d);
+	close(mirror);
+	close(orig);
 }
 
 /* A hidden directory's replacement in the store: empty but for systemd-resolved's resolv.conf
@@ -329,7 +262,7 @@ void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *s
 	enum { NFILES = sizeof(files) / sizeof(files[0]), NHIDDEN = sizeof(hidden) / sizeof(hidden[0]) };
 	char real[NHIDDEN][PATH_MAX];
 	bool is_dir[NHIDDEN], missing[NFILES], any_missing = false;
-	int store, r, nreal = 0, layer = -1;
+	int store, r, nreal = 0;
 
 	if ((store = store_new()) < 0)
 		fail(sh, "cannot create a private tmpfs for the child's name files: %s", strerror(-store));
@@ -348,15 +281,9 @@ void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *s
 			fail(sh, "cannot give the child its own %s: it is a directory on this host",
 			     files[i].path);
 		}
-		if (missing[i] && layer < 0 &&
-		    (mkdirat(store, "etc", 0755) < 0 ||
-		     (layer = openat(store, "etc", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0))
-			fail(sh, "cannot write the child's %s: %s", files[i].path, strerror(errno));
-		if ((r = store_file(missing[i] ? layer : store, name, files[i].text)) < 0)
+		if (!missing[i] && (r = store_file(store, name, files[i].text)) < 0)
 			fail(sh, "cannot write the child's %s: %s", files[i].path, strerror(-r));
 	}
-	if (layer >= 0)
-		close(layer);
 	/* The endpoints that exist, each once (/var/run is usually a link to /run). */
 	for (int i = 0; i < NHIDDEN; i++) {
 		struct stat st;
@@ -386,7 +313,7 @@ void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *s
 		fail(sh, "cannot make the child's name files read-only: %s", strerror(-r));
 
 	if (any_missing)
-		overlay_missing(store, "etc", sh);
+		mirror_etc(files, missing, NFILES, sh);
 	for (int i = 0; i < NFILES; i++) {
 		const char *name = strrchr(files[i].path, '/') + 1;
 
