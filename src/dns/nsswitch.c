@@ -118,9 +118,11 @@ static bool rewrite_line(const char *src, const char *data, const char *e, char 
 		return false;
 	}
 	if (!has_dns) {
-		memmove(out + insert_at + 4, out + insert_at, *len - insert_at);
-		memcpy(out + insert_at, " dns", 4);
-		*len += 4;
+		static const char dns[4] = { ' ', 'd', 'n', 's' };
+
+		memmove(out + insert_at + sizeof(dns), out + insert_at, *len - insert_at);
+		memcpy(out + insert_at, dns, sizeof(dns));
+		*len += sizeof(dns);
 	}
 	if (data < e) {
 		put(out, len, " ", 1);

@@ -145,6 +145,29 @@ static int cover(int store, const char *name, const char *target)
 	return r;
 }
 
+/* Recreate the entry @name of @from in @mirror: a symlink as it is, anything else as an empty
+ * placeholder for the clone moved onto it.  Return: 0 or -errno. */
+static int mirror_entry(int from, const char *name, int mirror)
+{
+	char link[PATH_MAX];
+	struct stat st;
+	ssize_t n;
+
+	if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return 0;
+	if (fstatat(from, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISDIR(st.st_mode))
+		return mkdirat(mirror, name, 0755) < 0 ? -errno : 0;
+	if (!S_ISLNK(st.st_mode))
+		return store_file(mirror, name, NULL);
+	n = readlinkat(from, name, link, sizeof(link) - 1);
+	if (n < 0)
+		return -errno;
+	link[n] = '\0';
+	return symlinkat(link, mirror, name) < 0 ? -errno : 0;
+}
+
 /*
  * mirror_etc() - make the @files marked @missing appear in ETC_DIR: ETC_DIR is covered by a new
  * read-only tmpfs holding them, the original's symlinks (recreated) and, for every other entry, a
@@ -174,23 +197,11 @@ static void mirror_etc(const struct etc_file *files, const bool *missing, int nf
 			r = store_file(mirror, strrchr(files[i].path, '/') + 1, files[i].text);
 	if (!r && ((fd = openat(orig, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || !(d = fdopendir(fd))))
 		r = -errno;
-	while (!r && (e = readdir(d)) != NULL) {
-		char link[PATH_MAX];
-		struct stat st;
-		ssize_t n;
-
-		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-			continue;
-		if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			r = -errno;
-		else if (!S_ISLNK(st.st_mode))
-			r = S_ISDIR(st.st_mode) ? (mkdirat(mirror, e->d_name, 0755) < 0 ? -errno : 0)
-						: store_file(mirror, e->d_name, NULL);
-		else if ((n = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1)) < 0)
-			r = -errno;
-		else if ((link[n] = '\0', symlinkat(link, mirror, e->d_name)) < 0)
-			r = -errno;
-	}
+	if (r || !d)
+		fail(sh, "cannot place the child's name files in " ETC_DIR " (%s): %s", step,
+		     strerror(r ? -r : EIO));
+	while (!r && (e = readdir(d)) != NULL)
+		r = mirror_entry(dirfd(d), e->d_name, mirror);
 	if (!r) {
 		step = "mount its mirror";
 		if ((r = store_seal(mirror)) == 0 &&
