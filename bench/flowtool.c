@@ -16,6 +16,11 @@
  *       Prints "held=N failed=F seconds=T", then keeps them open until stdin reaches EOF (or
  *       TIMEOUT seconds pass), resets them (SO_LINGER 0, so no TIME_WAIT is left) and exits.
  *
+ *   flowtool dnslat ADDR NAME SECONDS
+ *       One UDP socket, one query outstanding: an A query for NAME to ADDR:53, wait for the answer
+ *       with the same ID (1 s at most, then counted lost), repeat for SECONDS. Prints
+ *       "queries=N lost=L p50_us=X p99_us=Y" (request/response time of each answered query).
+ *
  * Every wait is bounded; errors are counted, never retried forever.
  */
 #ifndef _GNU_SOURCE
@@ -248,6 +253,90 @@ static int hold(const char *ip, const char *port, long n, double timeout)
 	return 0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int dnslat(const char *addr, const char *name, double secs)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(53) };
+	unsigned char q[300], r[4096];
+	size_t qlen = 12, cap = 1 << 20, n = 0;
+	double *lat = malloc(cap * sizeof(*lat)), t_end;
+	long lost = 0;
+	unsigned short id = 1;
+	int fd;
+
+	if (!lat || inet_pton(AF_INET, addr, &sa.sin_addr) != 1 || strlen(name) > 250)
+		return 2;
+	memset(q, 0, sizeof(q));
+	q[2] = 0x01;                       /* RD */
+	q[5] = 1;                          /* QDCOUNT */
+	for (const char *p = name; *p;) {  /* labels */
+		size_t l = strcspn(p, ".");
+		if (l == 0 || l > 63)
+			return 2;
+		q[qlen++] = (unsigned char)l;
+		memcpy(q + qlen, p, l);
+		qlen += l;
+		p += l + (p[l] == '.');
+	}
+	q[qlen++] = 0;
+	q[qlen++] = 0; q[qlen++] = 1;      /* A */
+	q[qlen++] = 0; q[qlen++] = 1;      /* IN */
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror("flowtool dnslat");
+		return 1;
+	}
+	t_end = now() + secs;
+	while (now() < t_end && n < cap) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		double t0;
+
+		id++;
+		q[0] = (unsigned char)(id >> 8);
+		q[1] = (unsigned char)id;
+		t0 = now();
+		if (send(fd, q, qlen, 0) < 0) {
+			lost++;
+			continue;
+		}
+		for (;;) {
+			int left = (int)((t0 + 1.0 - now()) * 1000);
+			ssize_t got;
+
+			if (left <= 0 || poll(&pfd, 1, left) <= 0) {
+				lost++;
+				break;
+			}
+			got = recv(fd, r, sizeof(r), 0);
+			if (got >= 12 && r[0] == q[0] && r[1] == q[1]) {
+				lat[n++] = (now() - t0) * 1e6;
+				break;
+			}
+			if (got < 0 && errno != EINTR) {
+				lost++;
+				usleep(1000);
+				break;
+			}
+		}
+	}
+	close(fd);
+	if (!n) {
+		printf("queries=0 lost=%ld\n", lost);
+		free(lat);
+		return 1;
+	}
+	qsort(lat, n, sizeof(*lat), cmp_double);
+	printf("queries=%zu lost=%ld p50_us=%.1f p99_us=%.1f\n", n, lost, lat[n / 2], lat[(n * 99) / 100]);
+	free(lat);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	raise_nofile();
@@ -257,7 +346,9 @@ int main(int argc, char **argv)
 		return rate(argv[2], argv[3], atof(argv[4]));
 	if (argc == 6 && !strcmp(argv[1], "hold"))
 		return hold(argv[2], argv[3], atol(argv[4]), atof(argv[5]));
+	if (argc == 5 && !strcmp(argv[1], "dnslat"))
+		return dnslat(argv[2], argv[3], atof(argv[4]));
 	fprintf(stderr, "usage: flowtool serve ADDR RATE_PORT HOLD_PORT | rate ADDR PORT SECONDS | "
-			"hold ADDR PORT N TIMEOUT\n");
+			"hold ADDR PORT N TIMEOUT | dnslat ADDR NAME SECONDS\n");
 	return 2;
 }

@@ -58,6 +58,7 @@ CLIENT_IP, GATEWAY_IP, SERVER_IP, MTU = "198.18.1.2", "198.18.1.1", "198.51.100.
 WORLD_RANGES = ["198.18.1.0/24", f"{SERVER_IP}/32"]
 IPERF_PORT, SP_TCP_PORT, SP_UDP_PORT, RATE_PORT, HOLD_PORT = 5201, 11111, 11112, 7000, 7001
 FLOWTOOL = "@FLOWTOOL@"  # replaced by the compiled helper's path
+DNS_NAME, DNS_ANSWER = "bench.test", "198.51.100.77"
 
 PASTA = ["pasta", "-q", "-4", "--runas", "0", "--config-net",
          "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--"]
@@ -287,6 +288,11 @@ class World:
                          "tcp", SP_TCP_PORT),
         "sockperf-udp": (["sockperf", "sr", "-i", SERVER_IP, "-p", str(SP_UDP_PORT)], "udp", SP_UDP_PORT),
         "flowtool": ([FLOWTOOL, "serve", SERVER_IP, str(RATE_PORT), str(HOLD_PORT)], "tcp", HOLD_PORT),
+        # an authoritative-only resolver: answers from its own table, never forwards anywhere
+        "dnsmasq": (["dnsmasq", "-k", "--no-resolv", "--no-hosts", "--no-poll", f"--listen-address={SERVER_IP}",
+                     "--bind-interfaces", "--port", "53", f"--address=/{DNS_NAME}/{DNS_ANSWER}",
+                     "--user=root", "--pid-file=", "--dns-forward-max=10000", "--log-facility=-"],
+                    "udp", 53),
     }
 
     def start_server(self, name):
@@ -426,6 +432,40 @@ def conn_rate(world, prefix, track, secs):
     return {"conn_rate": rate, "conn_us": 1e6 / rate}
 
 
+def dns_prefix(prefix):
+    """childflow answers every query itself: tell it the resolver (never the machine's own)."""
+    if prefix[:1] == [CHILDFLOW]:
+        return [CHILDFLOW, "--dns", SERVER_IP] + prefix[1:]
+    return prefix
+
+
+def dns_load(world, prefix, track, secs):
+    """Queries per second with 100 outstanding (dnsperf), and latency with one outstanding."""
+    qfile = os.path.join(world.scratch, "dns-queries.txt")
+    if not os.path.exists(qfile):
+        with open(qfile, "w") as f:
+            f.write("".join(f"{n}.{DNS_NAME} A\n" for n in ("www", "api", "cdn", "mail")))
+        os.chmod(qfile, 0o644)
+    res = {}
+    if shutil.which("dnsperf"):
+        r = run(world.client, dns_prefix(prefix) + ["dnsperf", "-s", SERVER_IP, "-d", qfile, "-l", str(secs),
+                                                    "-q", "100", "-t", "2"], timeout=secs + 20)
+        qps = re.search(r"Queries per second:\s*([\d.]+)", r.out)
+        lost = re.search(r"Queries lost:\s*\d+ \(([\d.]+)%\)", r.out)
+        if r.rc != 0 or not qps:
+            raise WorkloadError(r.why())
+        res["dns_qps"] = float(qps.group(1))
+        if lost:
+            res["dns_lost"] = float(lost.group(1))
+    r = run(world.client, dns_prefix(prefix) + [FLOWTOOL_PATH, "dnslat", SERVER_IP, f"www.{DNS_NAME}",
+                                                str(secs)], timeout=secs + 20)
+    kv = parse_kv(r.out)
+    if r.rc != 0 or "p50_us" not in kv:
+        raise WorkloadError(r.why())
+    res["dns_p50"], res["dns_p99"] = float(kv["p50_us"]), float(kv["p99_us"])
+    return res
+
+
 def hold_flows(world, prefix, n, timeout=60):
     """Open n flows through the path, then read P's memory and CPU while they are all open."""
     p = spawn(world.client, prefix + [FLOWTOOL_PATH, "hold", SERVER_IP, str(HOLD_PORT), str(n),
@@ -512,6 +552,11 @@ ROWS = [
     ("conn_rate", "new TCP connections (connect, 1 B reply, close)", "conn/s", True, "{:.0f}", False),
     ("conn_us", "time per new connection", "µs", False, "{:.1f}", False),
     ("conn_added", "added per new connection vs direct", "µs", False, "{:+.1f}", False),
+    ("dns_qps", "DNS queries/s, 100 outstanding (dnsperf, UDP)", "q/s", True, "{:.0f}", False),
+    ("dns_lost", "DNS queries lost at that load", "%", False, "{:.2f}", False),
+    ("dns_p50", "DNS query latency p50 (one outstanding, RTT)", "µs", False, "{:.1f}", False),
+    ("dns_p99", "DNS query latency p99 (one outstanding, RTT)", "µs", False, "{:.1f}", False),
+    ("dns_added", "added per DNS query vs direct, p50", "µs", False, "{:+.1f}", False),
     ("startup", "start-up of `-- true` (spawn to exit)", "ms", False, "{:.2f}", False),
     ("cost_tcp_up_1", "machine CPU per GB moved, TCP up, 1 stream", "core·s/GB", False, "{:.2f}", False),
     ("cost_tcp_down_1", "machine CPU per GB moved, TCP down, 1 stream", "core·s/GB", False, "{:.2f}", False),
@@ -525,7 +570,7 @@ ROWS = [
     ("pcpu_udp_up", "P CPU during UDP up", "% core", False, "{:.0f}", True),
     ("pcpu_udp_down", "P CPU during UDP down", "% core", False, "{:.0f}", True),
 ]
-NO_RATIO = {"conn_added", "udp_up_loss", "udp_down_loss"}  # differences/percentages: no ratio
+NO_RATIO = {"conn_added", "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
 FLOW_LEVELS_FULL = [0, 1, 100, 10000]
 FLOW_LEVELS_QUICK = [0, 1, 100, 1000]
 
@@ -630,6 +675,12 @@ def targets(data):
             out.append((f"bulk TCP {label}: childflow ≥ 3 × pasta", f"{c / pa:.1f} ×", c / pa >= 3))
         if c and sl:
             out.append((f"bulk TCP {label}: childflow ≥ 2 × slirp4netns", f"{c / sl:.1f} ×", c / sl >= 2))
+    d, c = m("dns_qps", "direct"), m("dns_qps", cf)
+    if d and c:
+        out.append(("DNS through the forwarder ≥ 0.9 × the direct query rate", f"{c / d:.2f} ×", c / d >= 0.9))
+    a = m("dns_added", cf)
+    if a is not None:
+        out.append(("DNS forwarder adds ≤ 30 µs p50", f"{a:+.1f} µs", a <= 30))
     s = m("startup", cf)
     if s is not None:
         out.append(("`childflow -- true` ≤ 10 ms median", f"{s:.2f} ms", s <= 10))
@@ -656,7 +707,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 repetition, short runs (~1-2 min)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--paths", help="comma-separated path names to run (default: all that work)")
-    ap.add_argument("--only", help="comma-separated workloads: startup,latency,connrate,tcp,udp,flows")
+    ap.add_argument("--only", help="comma-separated workloads: startup,latency,dns,connrate,tcp,udp,flows")
     ap.add_argument("--budget", type=float, default=540.0,
                     help="seconds after which remaining repetitions are skipped (default 540)")
     ap.add_argument("--update-docs", action="store_true",
@@ -687,7 +738,7 @@ def main():
     reps = a.reps or (1 if a.quick else 3)
     q = a.quick
     CFG.update(bulk_s=1 if q else 3, omit=0 if q else 1, udp_s=1 if q else 2, lat_s=1 if q else 2,
-               rate_s=0.5 if q else 2, startup_runs=10 if q else 50)
+               rate_s=0.5 if q else 2, dns_s=1 if q else 2, startup_runs=10 if q else 50)
     levels = FLOW_LEVELS_QUICK if q else FLOW_LEVELS_FULL
     only = set(a.only.split(",")) if a.only else None
 
@@ -706,7 +757,7 @@ def main():
         sh(["cc", "-O2", "-D_GNU_SOURCE", "-o", FLOWTOOL_PATH, os.path.join(HERE, "flowtool.c")])
         World.cleanup_stray()
         world.up()
-        for name in ("flowtool", "iperf3", "sockperf-tcp", "sockperf-udp"):
+        for name in ("flowtool", "iperf3", "sockperf-tcp", "sockperf-udp", "dnsmasq"):
             tool = World.SERVER_ARGV[name][0][0]
             if tool != FLOWTOOL and not shutil.which(tool):
                 notes.append(f"{tool} is not installed: its workloads are skipped")
@@ -789,6 +840,14 @@ def main():
         if want("latency") and world.server_alive("sockperf-tcp"):
             interleaved("latency-tcp", lambda p, t: sockperf(world, p, t, "lat_tcp", True, CFG["lat_s"]))
             interleaved("latency-udp", lambda p, t: sockperf(world, p, t, "lat_udp", False, CFG["lat_s"]))
+
+        # 2b. DNS: query rate and latency (childflow's forwarder vs the same resolver direct)
+        if want("dns") and world.server_alive("dnsmasq"):
+            interleaved("dns", lambda p, t: dns_load(world, p, t, CFG["dns_s"]))
+            base = median(data.get("dns_p50", {}).get("direct", []))
+            if base:
+                for name, vals in data.get("dns_p50", {}).items():
+                    data.setdefault("dns_added", {})[name] = [v - base for v in vals]
 
         # 3. new-connection rate
         if want("connrate"):

@@ -8,7 +8,7 @@ set -eu
 BUILD_PKGS="gcc make pkg-config libmnl-dev libnftnl-dev libseccomp-dev libsodium-dev"
 TEST_PKGS="cppcheck clang-tidy clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest iproute2 curl busybox-static procps util-linux passwd uidmap nftables"
 DEMO_PKGS="python3 iproute2 curl busybox-static procps util-linux"
-BENCH_PKGS="python3 iproute2 procps util-linux passwd uidmap iperf3 sockperf passt slirp4netns"
+BENCH_PKGS="python3 iproute2 procps util-linux passwd uidmap iperf3 sockperf passt slirp4netns dnsmasq-base dnsperf"
 
 case "${1:-build}" in
   build) want="$BUILD_PKGS" ;;

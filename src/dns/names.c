@@ -48,7 +48,7 @@ struct dns_names *dns_names_new(size_t max)
 	n = calloc(1, sizeof(*n));
 	if (!n)
 		return NULL;
-	n->bucket = calloc(nb, sizeof(*n->bucket));
+	n->bucket = calloc(nb, sizeof(struct name_pair *));
 	if (!n->bucket) {
 		free(n);
 		return NULL;
@@ -172,7 +172,7 @@ void dns_names_add(struct dns_names *n, const struct sockaddr *sa, const char *n
 
 	b = bucket_of(n, family, addr);
 	for (struct name_pair *p = n->bucket[b]; p; p = p->hnext) {
-		if (p->family == family && !memcmp(p->addr, addr, 16) && !strcmp(p->name, low)) {
+		if (p->family == family && memcmp(p->addr, addr, 16) == 0 && strcmp(p->name, low) == 0) {
 			p->expire_ms = now_ms + (uint64_t)ttl_s * 1000;
 			bucket_unlink(n, p);
 			bucket_push(n, p);
@@ -182,8 +182,12 @@ void dns_names_add(struct dns_names *n, const struct sockaddr *sa, const char *n
 		}
 	}
 	/* Room: reclaim expired pairs at the cold end first, then the least recently refreshed. */
-	while (n->lru_tail && (n->n >= n->max || n->lru_tail->expire_ms <= now_ms))
-		pair_free(n, n->lru_tail);
+	for (struct name_pair *old = n->lru_tail; old && (n->n >= n->max || old->expire_ms <= now_ms);) {
+		struct name_pair *prev = old->lprev;
+
+		pair_free(n, old);
+		old = prev;
+	}
 
 	struct name_pair *p = malloc(sizeof(*p) + len + 1);
 	if (!p)
@@ -208,7 +212,7 @@ size_t dns_names_lookup(const struct dns_names *n, const struct sockaddr *sa, ui
 	if (!n || !addr_key(sa, &family, addr))
 		return 0;
 	for (const struct name_pair *p = n->bucket[bucket_of(n, family, addr)]; p; p = p->hnext) {
-		if (p->family != family || memcmp(p->addr, addr, 16) || p->expire_ms <= now_ms)
+		if (p->family != family || memcmp(p->addr, addr, 16) != 0 || p->expire_ms <= now_ms)
 			continue;
 		if (found < max)
 			out[found] = p->name;

@@ -28,7 +28,7 @@ static const char *keyword(const char *line, size_t len, const char *kw)
 {
 	size_t n = strlen(kw);
 
-	if (len <= n || memcmp(line, kw, n) || (line[n] != ' ' && line[n] != '\t'))
+	if (len <= n || memcmp(line, kw, n) != 0 || (line[n] != ' ' && line[n] != '\t'))
 		return NULL;
 	return line + n;
 }
