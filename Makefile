@@ -115,6 +115,7 @@ FUZZ_CC      ?= clang
 FUZZ_LIB_fuzz_cli := src/cli/cli.c src/util/log.c
 FUZZ_LIB_fuzz_resolvconf := src/dns/resolvconf.c src/backend/netplan.c
 FUZZ_LIB_fuzz_dns := src/dns/wire.c src/dns/names.c
+FUZZ_LIB_fuzz_hosts := src/dns/hosts.c src/dns/nsswitch.c
 
 .SECONDEXPANSION:
 build/fuzz/%: tests/fuzz/%.c $$(or $$(FUZZ_LIB_$$*),$$(LIB_SRC)) $(shell find src -name '*.h')

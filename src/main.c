@@ -16,11 +16,14 @@
 #include "connect/direct.h"
 #include "ctx.h"
 #include "dns/dns.h"
+#include "dns/hosts.h"
 #include "dns/names.h"
+#include "dns/nsswitch.h"
 #include "dns/resolvconf.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
 #include "util/log.h"
+#include "util/proc.h"
 
 /* Flags that parse and validate today but whose behaviour arrives with later work. */
 static int refuse_unimplemented(const struct cli_options *o)
@@ -29,8 +32,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 
 	if (o->capture)
 		flag = "--capture";
-	else if (o->hosts_file)
-		flag = "--hosts-file";
 	else if (o->proxy_set)
 		flag = "--proxy";
 	else if (o->root || o->backend_rootful)
@@ -75,6 +76,91 @@ static void raise_fd_limit(void)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+}
+
+/* The texts of the child's name files (sandbox_config's resolv_conf, hosts, nsswitch). */
+struct name_files {
+	char resolv[RESOLV_LINES_MAX + 256];
+	char *hosts;
+	char *nsswitch;
+};
+
+/* --hosts-file merged over the host's /etc/hosts.  Return: 0, or an exit code after one line. */
+static int load_hosts(const char *path, struct name_files *nf)
+{
+	size_t olen = 0, blen = 0, len;
+	char *over = hosts_load(path, HOSTS_FILE_MAX, &olen), *base;
+
+	if (!over) {
+		int e = errno;
+
+		if (e == ENOENT || e == ENOTDIR)
+			log_error("error: `--hosts-file` path does not exist: %s", path);
+		else if (e == EINVAL)
+			log_error("error: `--hosts-file` is not a regular file: %s (give a file in /etc/hosts format)",
+				  path);
+		else if (e == EFBIG)
+			log_error("error: `--hosts-file` is larger than %u MiB: %s (use a smaller file)",
+				  HOSTS_FILE_MAX >> 20, path);
+		else if (e == EILSEQ)
+			log_error("error: `--hosts-file` contains a NUL byte, so it is not a hosts file: %s", path);
+		else
+			log_error("error: `--hosts-file` cannot be read: %s: %s (make it readable by you)", path,
+				  strerror(e));
+		return e == ENOMEM ? EXIT_SETUP : EXIT_USAGE;
+	}
+	base = hosts_load("/etc/hosts", HOSTS_HOST_FILE_MAX, &blen);
+	if (!base && errno != ENOENT) {
+		log_error("cannot read /etc/hosts to merge `--hosts-file` over it: %s", strerror(errno));
+		free(over);
+		return EXIT_SETUP;
+	}
+	nf->hosts = hosts_merge(over, olen, base ? base : "", base ? blen : 0, &len);
+	free(over);
+	free(base);
+	if (nf->hosts)
+		return 0;
+	log_error("cannot merge `--hosts-file` over /etc/hosts: %s", strerror(ENOMEM));
+	return EXIT_SETUP;
+}
+
+/*
+ * name_files() - what the child sees as files for name resolution: its resolv.conf (the gateway,
+ * and the host's search/domain/options lines from @host_rc), /etc/hosts with --hosts-file, and
+ * nsswitch.conf when its hosts: line names sources that go around DNS.
+ * Return: 0, or an exit code after one line.
+ */
+static int name_files(const struct cli_options *o, const struct resolv_conf *host_rc,
+		      struct sandbox_config *cfg, struct name_files *nf)
+{
+	struct netplan np;
+	char *ns;
+	size_t len;
+	int r;
+
+	netplan_init(&np, cfg->ipv6);
+	if ((r = resolvconf_child_text(host_rc, &np, nf->resolv, sizeof(nf->resolv))) < 0) {
+		log_error("cannot write the child's /etc/resolv.conf: %s", strerror(-r));
+		return EXIT_SETUP;
+	}
+	cfg->resolv_conf = nf->resolv;
+	if (o->hosts_file) {
+		if ((r = load_hosts(o->hosts_file, nf)) != 0)
+			return r;
+		cfg->hosts = nf->hosts;
+	}
+	/* Without a readable nsswitch.conf glibc uses "dns files" for hosts: nothing to rewrite. */
+	ns = proc_read_text("/etc/nsswitch.conf", 1u << 20);
+	if (!ns)
+		return 0;
+	r = nsswitch_rewrite(ns, strlen(ns), &nf->nsswitch, &len);
+	free(ns);
+	if (r < 0) {
+		log_error("cannot rewrite the child's /etc/nsswitch.conf: %s", strerror(-r));
+		return EXIT_SETUP;
+	}
+	cfg->nsswitch = nf->nsswitch;
+	return 0;
 }
 
 /* (address, name) pairs the tree's answers may leave in c->names: about 3 MiB at most. */
@@ -163,12 +249,13 @@ int main(int argc, char **argv)
 {
 	struct cli_options opt;
 	struct sandbox_config cfg;
-	struct resolv_conf host_rc;
 	struct sandbox sb;
 	struct ctx c;
+	struct resolv_conf host_rc;
+	struct name_files nf;
 	char err[CLI_ERR_MAX];
 	sigset_t fwd;
-	int sigfd, code;
+	int sigfd, code, r;
 
 	log_init();
 	if (cli_parse(argc, argv, &opt, err, sizeof(err)) < 0) {
@@ -193,8 +280,19 @@ int main(int argc, char **argv)
 
 	if (sandbox_config_init(&cfg, opt.argv, netplan_host_has_ipv6()) < 0)
 		return EXIT_USAGE;
-	/* The host's resolver configuration: the forwarder's upstreams (without --dns) and its timing. */
-	resolvconf_load("/etc/resolv.conf", &host_rc);
+	/* Read once, before the sandbox starts: the forwarder's upstreams (without --dns) and timing,
+	 * and the lines the child's resolv.conf keeps. */
+	r = resolvconf_load("/etc/resolv.conf", &host_rc);
+	if (r < 0 && r != -ENOENT) {
+		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
+		return EXIT_SETUP;
+	}
+	memset(&nf, 0, sizeof(nf));
+	if ((code = name_files(&opt, &host_rc, &cfg, &nf)) != 0) {
+		free(nf.hosts);
+		free(nf.nsswitch);
+		return code;
+	}
 
 	/* Signals wait in the queue from now on; the relay reads them from a signalfd. */
 	sigemptyset(&fwd);
@@ -208,7 +306,11 @@ int main(int argc, char **argv)
 	signal(SIGTTOU, SIG_IGN);
 
 	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
-	if (sandbox_start(&cfg, &sb) < 0)
+	r = sandbox_start(&cfg, &sb);
+	/* The sandbox has its copies now. */
+	free(nf.hosts);
+	free(nf.nsswitch);
+	if (r < 0)
 		return EXIT_SETUP;
 	log_debug("sandbox ready; relaying");
 	/* From here on the command shares our stderr and may stop it: never block on it. */

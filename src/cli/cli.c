@@ -91,8 +91,11 @@ static const struct opt_def opt_table[] = {
 	{ OPT_DNS, 'd', "dns", "DNS",
 	  "Force DNS traffic for the child tree to this IPv4 or IPv6 resolver", NULL, false },
 	{ OPT_HOSTS_FILE, 0, "hosts-file", "HOSTS_FILE",
-	  "Bind-mount an `/etc/hosts`-format file over the child's `/etc/hosts` so those entries are "
-	  "consulted first during name resolution", NULL, false },
+	  "Overlay an `/etc/hosts`-format file on the child's `/etc/hosts`: its entries come first and "
+	  "win, the host's entries for other names remain (a regular file of at most 4 MiB). Inside, the "
+	  "host's name-service endpoints (systemd-resolved's /run/systemd/resolve, nscd, avahi, the D-Bus "
+	  "system bus) are hidden and nsswitch.conf's hosts: line keeps only files, dns and the like",
+	  NULL, false },
 	{ OPT_PROXY, 'p', "proxy", "PROXY",
 	  "Configure an upstream proxy URI, for example http://127.0.0.1:8080, "
 	  "https://proxy.example.com:443, or socks5://host.docker.internal:10080. `--root` uses transparent "

@@ -8,7 +8,7 @@
  *   LINK       <- C_LINK_READY: lo, eth0's addresses, eth0 up, default routes
  *   WAIT_UP    until eth0 carries frames (bounded)          -> C_LINK_UP
  *              <- C_GO: gw0 carries frames too
- *   MOUNTS     private mounts, a sysfs of N2
+ *   MOUNTS     private mounts, a sysfs of N2, the name files (etcfiles.c)
  *   INIT       fork init; its pid goes to the shared page (release), then -> C_INIT_STARTED, and
  *              only then init gets its go-ahead byte: the command cannot exist before its
  *              init's pid is known to P
@@ -207,12 +207,13 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	if (gw_send_op(sync, GW_C_LINK_UP) < 0 || gw_expect(sync, GW_C_GO) < 0)
 		_exit(EXIT_SETUP);   /* G printed why */
 	log_debug("child: network configured, both ends of the link operational");
-	/* Keep our mounts (the private /proc, later the resolv.conf overlay) out of the host. */
+	/* Keep our mounts (the private /proc, /sys, the name files) out of the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		log_error("cannot make the child's mounts private: %s", strerror(errno));
 		sandbox_setup_fail(sh);
 	}
 	mount_sysfs();
+	child_name_files(cfg, sh);
 	init = child_start_init(cfg, sh, sync);
 	/* Wait without reaping, forget the pid, then reap: P must never signal a recycled pid. */
 	while (waitid(P_PID, (id_t)init, &si, WEXITED | WNOWAIT) < 0)

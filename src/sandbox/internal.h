@@ -56,6 +56,13 @@ __attribute__((noreturn)) void gateway_main(const struct sandbox_config *cfg, co
 __attribute__((noreturn)) void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 					  struct sandbox_shared *sh, int sync, pid_t gw_pid);
 
+/*
+ * child_name_files() - C: give the command @cfg's resolv.conf, hosts and nsswitch.conf and hide
+ * the host's name-service endpoints, in C's (private) mount namespace (etcfiles.c).  Fails with
+ * one line (setup failure).
+ */
+void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *sh);
+
 /* init: PID 1 of the PID namespace; never returns.  Starts the command once @go_fd yields a byte. */
 __attribute__((noreturn)) void init_main(const struct sandbox_config *cfg, int go_fd,
 					 struct sandbox_shared *sh);

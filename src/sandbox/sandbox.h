@@ -38,6 +38,10 @@ struct sandbox_config {
 	sigset_t orig_ignored;        /* signals the caller had ignored; stay ignored for the command */
 	bool own_pgrp;                /* put the command in a process group of its own */
 	unsigned int test_delay_init_pid_us; /* CHILDFLOW_TEST_DELAY_INIT_PID_US (tests only) */
+	/* The child's name files (etcfiles.c), each NULL to keep the host's: */
+	const char *resolv_conf;      /* the full text of its /etc/resolv.conf */
+	const char *hosts;            /* its /etc/hosts (--hosts-file merged over the host's) */
+	const char *nsswitch;         /* its /etc/nsswitch.conf (hosts: sources that bypass DNS dropped) */
 };
 
 /* The pool of N1 sockets of one kind: held fds plus those asked of G and not yet arrived. */

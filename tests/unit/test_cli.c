@@ -718,8 +718,12 @@ static void test_help_text(void **state)
 	assert_contains(help, "\n  -d, --dns <DNS>\n          Force DNS traffic for the child tree to this IPv4 "
 			      "or IPv6 resolver\n");
 	assert_contains(help, "\n      --hosts-file <HOSTS_FILE>\n"
-			      "          Bind-mount an `/etc/hosts`-format file over the child's `/etc/hosts`\n"
-			      "          so those entries are consulted first during name resolution\n");
+			      "          Overlay an `/etc/hosts`-format file on the child's `/etc/hosts`: its\n"
+			      "          entries come first and win, the host's entries for other names remain\n"
+			      "          (a regular file of at most 4 MiB). Inside, the host's name-service\n"
+			      "          endpoints (systemd-resolved's /run/systemd/resolve, nscd, avahi, the\n"
+			      "          D-Bus system bus) are hidden and nsswitch.conf's hosts: line keeps\n"
+			      "          only files, dns and the like\n");
 	assert_contains(help, "\n  -p, --proxy <PROXY>\n          Configure an upstream proxy URI, for example "
 			      "http://127.0.0.1:8080,\n          https://proxy.example.com:443, or "
 			      "socks5://host.docker.internal:10080.\n");
