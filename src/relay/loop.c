@@ -43,6 +43,12 @@ int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src)
 	return epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) < 0 ? -errno : 0;
 }
 
+int relay_probe(struct relay *r, const struct connector *conn)
+{
+	r->now_ms = relay_now_ms();
+	return tcp_probe(r, conn);
+}
+
 static void arm_tcp_listeners(struct relay *r, uint32_t events)
 {
 	for (int i = BE_TCP4; i <= BE_TCP6; i++) {
