@@ -14,6 +14,7 @@ declare -A allow=(
   [connect]="connect relay util"
   [proxy]="proxy relay util"
   [sandbox]="sandbox backend netlink nft util"
+  [dns]="dns backend util"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

@@ -14,12 +14,14 @@
 #include "relay/connector.h"
 
 struct relay;
+struct dns_names;
 
 struct ctx {
 	struct backend_ref be;             /* rootless sandbox (or, later, rootful) */
 	struct policy policy;
 	struct connector route[POL_N];     /* the connector for POL_DIRECT and POL_PROXY */
 	struct relay *relay;
+	struct dns_names *names;            /* what the tree resolved: address -> names (dns/names.h) */
 };
 
 #endif

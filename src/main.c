@@ -15,6 +15,7 @@
 #include "cli/cli.h"
 #include "connect/direct.h"
 #include "ctx.h"
+#include "dns/names.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
 #include "util/log.h"
@@ -77,6 +78,9 @@ static void raise_fd_limit(void)
 }
 
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
+/* (address, name) pairs the tree's answers may leave in c->names: about 3 MiB at most. */
+#define NAMES_MAX 32768
+
 static int run(struct ctx *c, int sigfd)
 {
 	const struct backend_ops *be = c->be.ops;
@@ -84,12 +88,15 @@ static int run(struct ctx *c, int sigfd)
 	int code, r;
 
 	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
-	if ((r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
+	c->names = dns_names_new(NAMES_MAX);
+	r = c->names ? 0 : -ENOMEM;
+	if (r < 0 || (r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
 	    (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0) {
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
 		policy_free(&c->policy);
+		dns_names_free(c->names);
 		be->kill(c->be.b);
 		be->finish(c->be.b);
 		be->release(c->be.b);
@@ -99,6 +106,7 @@ static int run(struct ctx *c, int sigfd)
 	log_debug("command finished: exit code %d", code);
 	relay_free(relay);
 	policy_free(&c->policy);
+	dns_names_free(c->names);
 	be->release(c->be.b);
 	return code;
 }
