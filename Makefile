@@ -8,7 +8,7 @@ SHELL   := /bin/bash
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
-PKGS    := libmnl libnftnl libseccomp libsodium
+PKGS    := libmnl libnftnl libseccomp libsodium openssl
 PYTHON  ?= /usr/bin/python3
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \

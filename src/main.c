@@ -16,6 +16,7 @@
 #include "connect/direct.h"
 #include "ctx.h"
 #include "dns/names.h"
+#include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
 #include "util/log.h"
@@ -31,8 +32,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 		flag = "--dns";
 	else if (o->hosts_file)
 		flag = "--hosts-file";
-	else if (o->proxy_set)
-		flag = "--proxy";
 	else if (o->root || o->backend_rootful)
 		flag = "--root";
 	else if (o->iface)
@@ -41,6 +40,44 @@ static int refuse_unimplemented(const struct cli_options *o)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
 	return -1;
+}
+
+/*
+ * setup_proxy() - the route through --proxy: its host resolved now (the host's resolver, before the
+ * command starts), the credentials, the TLS context.  CHILDFLOW_PROXY_TIMEOUT (seconds, 1-600)
+ * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line.
+ */
+static int setup_proxy(const struct cli_options *o, const char *password, struct proxy **px)
+{
+	static const enum proxy_kind kinds[] = {
+		[PROXY_HTTP] = PROXY_KIND_HTTP, [PROXY_HTTPS] = PROXY_KIND_HTTPS, [PROXY_SOCKS5] = PROXY_KIND_SOCKS5,
+	};
+	struct proxy_params p = {
+		.kind = kinds[o->proxy.scheme],
+		.host = o->proxy.host,
+		.port = o->proxy.port,
+		.user = o->proxy_user,
+		.password = password,
+		.insecure = o->proxy_insecure,
+	};
+	const char *t = getenv("CHILDFLOW_PROXY_TIMEOUT");
+	char err[CLI_ERR_MAX];
+
+	if (t) {
+		char *end;
+		unsigned long v = strtoul(t, &end, 10);
+
+		if (!*t || *end || v < 1 || v > 600) {
+			log_error("error: CHILDFLOW_PROXY_TIMEOUT must be a number of seconds from 1 to 600");
+			return EXIT_USAGE;
+		}
+		p.timeout_ms = (unsigned int)v * 1000u;
+	}
+	if (proxy_new(px, &p, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return EXIT_SETUP;
+	}
+	return 0;
 }
 
 /*
@@ -81,18 +118,25 @@ static void raise_fd_limit(void)
 /* (address, name) pairs the tree's answers may leave in c->names: about 3 MiB at most. */
 #define NAMES_MAX 32768
 
-static int run(struct ctx *c, int sigfd)
+static int run(struct ctx *c, int sigfd, const struct proxy *px)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
 	int code, r;
 
 	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
+	if (px) {
+		c->route[POL_PROXY] = proxy_connector(px);
+		c->policy.proxy_tcp = true;
+	}
 	c->names = dns_names_new(NAMES_MAX);
 	r = c->names ? 0 : -ENOMEM;
 	if (r < 0 || (r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
 	    (r = relay_new(&relay, c, sigfd)) < 0 ||
-	    (r = relay_observe(relay, &flow_debug_observer)) < 0) {
+	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
+	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
+	     * told early, while the command starts; nothing waits for it. */
+	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
 		policy_free(&c->policy);
@@ -117,7 +161,8 @@ int main(int argc, char **argv)
 	struct sandbox_config cfg;
 	struct sandbox sb;
 	struct ctx c;
-	char err[CLI_ERR_MAX];
+	struct proxy *px = NULL;
+	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code;
 
@@ -139,8 +184,16 @@ int main(int argc, char **argv)
 	case CLI_RUN:
 		break;
 	}
+	/* First, before anything can copy our command line or environment: the password out of sight. */
+	if (cli_take_password(&opt, argc, argv, password, err, sizeof(err)) < 0) {
+		log_error("error: %s", err);
+		return EXIT_USAGE;
+	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
+	if (opt.proxy_set && (code = setup_proxy(&opt, password, &px)) != 0)
+		return code;
+	explicit_bzero(password, sizeof(password));
 
 	if (sandbox_config_init(&cfg, opt.argv, netplan_host_has_ipv6()) < 0)
 		return EXIT_USAGE;
@@ -173,8 +226,9 @@ int main(int argc, char **argv)
 		c.be.ops->release(c.be.b);
 		return EXIT_SETUP;
 	}
-	code = run(&c, sigfd);
+	code = run(&c, sigfd, px);
 	close(sigfd);
+	proxy_free(px);
 	if (log_dropped())
 		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());
 	return code;
