@@ -125,14 +125,13 @@ static int run(struct ctx *c, int sigfd, const struct proxy *px)
 	int code, r;
 
 	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
-	if (px) {
+	if (px)
 		c->route[POL_PROXY] = proxy_connector(px);
-		c->policy.proxy_tcp = true;
-	}
 	c->names = dns_names_new(NAMES_MAX);
 	r = c->names ? 0 : -ENOMEM;
-	if (r < 0 || (r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
-	    (r = relay_new(&relay, c, sigfd)) < 0 ||
+	if (r == 0 && (r = policy_init(&c->policy, be->netplan(c->be.b))) == 0)
+		c->policy.proxy_tcp = px != NULL;   /* TCP goes to the proxy by default */
+	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */

@@ -325,7 +325,7 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 					break;
 				c->phase = PH_TLS;
 			} else {
-				c->phase = PH_SEND;
+				c->phase = c->probe && !c->px->auth ? PH_DONE : PH_SEND;
 			}
 			continue;
 		case PH_TLS:
@@ -344,7 +344,7 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 			c->phase = PH_DONE;
 			continue;
 		default:
-			if (c->probe && !c->ssl)
+			if (c->probe && !c->px->auth)
 				proxy_tell(c->px, CAUSE_OK, 2, "answers");
 			return CONN_READY;
 		}
