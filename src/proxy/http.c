@@ -225,12 +225,13 @@ static int judge_reply(struct pconn *c)
 		proxy_tell(px, CAUSE_PROTOCOL, 0, "sent a malformed reply to CONNECT: \"%s\"", c->u.hr.line);
 		return ENETUNREACH;
 	}
-	if (code == 407) {
+	/* 407 is the standard answer; tinyproxy says 401 to a CONNECT. */
+	if (code == 407 || code == 401) {
 		if (px->auth)
-			proxy_tell(px, CAUSE_CREDENTIALS, 0, "rejected the credentials (407)");
+			proxy_tell(px, CAUSE_CREDENTIALS, 0, "rejected the credentials (%d)", code);
 		else
-			proxy_tell(px, CAUSE_CREDENTIALS, 1, "requires credentials (407): give them with "
-				   "--proxy-user and --proxy-password");
+			proxy_tell(px, CAUSE_CREDENTIALS, 1, "requires credentials (%d): give them with "
+				   "--proxy-user and --proxy-password", code);
 		return ENETUNREACH;
 	}
 	if (c->probe) {

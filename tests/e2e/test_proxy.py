@@ -143,7 +143,7 @@ print(json.dumps(out))
 
 
 @pytest.mark.parametrize("scheme,port,text", [
-    ("http", X.TINY, "rejected the credentials (407)"),
+    ("http", X.TINY, "rejected the credentials (401)"),   # tinyproxy answers a CONNECT with 401
     ("socks5", X.MICROSOCKS, "rejected the credentials (SOCKS5 username/password)"),
     ("socks5", X.DANTE, "rejected the credentials (SOCKS5 username/password)"),
 ], ids=["tinyproxy", "microsocks", "dante"])
