@@ -825,7 +825,7 @@ int cli_take_password(struct cli_options *opt, int argc, char **argv, char *buf,
 		if (strlen(opt->proxy_password) >= CLI_PASSWORD_MAX)
 			r = fail(err, errlen, "the proxy password is longer than %d bytes", CLI_PASSWORD_MAX - 1);
 		else
-			memcpy(buf, opt->proxy_password, strlen(opt->proxy_password));
+			memcpy(buf, opt->proxy_password, strlen(opt->proxy_password) + 1);
 		/* The value lives inside an argv word ("-P", "x" or "--proxy-password=x"): blank it. */
 		for (int i = 1; i < argc; i++)
 			if (argv[i] <= opt->proxy_password && opt->proxy_password < argv[i] + strlen(argv[i]) + 1)
@@ -837,7 +837,7 @@ int cli_take_password(struct cli_options *opt, int argc, char **argv, char *buf,
 		if (strlen(env) >= CLI_PASSWORD_MAX || !*env)
 			r = fail(err, errlen, "%s must hold 1 to %d bytes", CLI_PASSWORD_ENV, CLI_PASSWORD_MAX - 1);
 		else
-			memcpy(buf, env, strlen(env));
+			memcpy(buf, env, strlen(env) + 1);
 	}
 	if (env) {
 		blank(env);

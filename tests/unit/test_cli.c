@@ -29,6 +29,9 @@ static int parse_words(struct cli_options *opt, char *err, const char *const *wo
 	return cli_parse(argc, (char **)words, opt, err, CLI_ERR_MAX);
 }
 
+#define CREDS_IN_URI "proxy URI must not contain credentials; use `--proxy-user` and " \
+	"`--proxy-password-file` (or `--proxy-password`)"
+
 #define ARGV(...) ((const char *const[]){ "childflow", __VA_ARGS__, NULL })
 
 /*
@@ -91,8 +94,9 @@ static void test_proxy_valid(void **state)
 	expect_proxy_ok("http://h:0", PROXY_HTTP, "h", 0);
 	expect_proxy_ok("http://h:65535", PROXY_HTTP, "h", 65535);
 	expect_proxy_ok("http://h:0080", PROXY_HTTP, "h", 80);
-	/* Reference quirk: no userinfo parsing, "user@h" is the literal host. */
-	expect_proxy_ok("http://user@h:1", PROXY_HTTP, "user@h", 1);
+	/* Unlike the reference (which takes "user@h" for a host name), credentials in the URI are refused
+	 * with a message that says where they go. */
+	expect_proxy_err("http://user@h:1", CREDS_IN_URI);
 }
 
 static void test_proxy_rule1_no_scheme_separator(void **state)
@@ -155,7 +159,7 @@ static void test_proxy_rule6_plain_host(void **state)
 {
 	const char *v6 = "IPv6 proxy hosts must be enclosed in `[` and `]`";
 
-	expect_proxy_err("http://user:pass@h:1", v6);
+	expect_proxy_err("http://user:pass@h:1", CREDS_IN_URI);   /* the reference: the v6 message */
 	expect_proxy_err("http://2001:db8::1:8080", v6);
 	expect_proxy_err("http://::1", v6);
 	expect_proxy_err("http://h", "proxy URI must include a port");
@@ -726,7 +730,9 @@ static void test_help_text(void **state)
 	assert_contains(help, "\n  -U, --proxy-user <PROXY_USER>\n          Username for upstream proxy "
 			      "authentication\n");
 	assert_contains(help, "\n  -P, --proxy-password <PROXY_PASSWORD>\n          Password for upstream proxy "
-			      "authentication\n");
+			      "authentication.");
+	assert_contains(help, "\n      --proxy-password-file <FILE>\n          Read the proxy password from");
+	assert_contains(help, "DNS, UDP and ICMP still go\n          direct\n");
 	assert_contains(help, "\n      --proxy-insecure\n"
 			      "          Ignore certificate trust errors for https:// upstream proxies while\n"
 			      "          still validating the hostname\n");
