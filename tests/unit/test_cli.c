@@ -781,6 +781,44 @@ static void test_capture_point_names(void **state)
 	assert_string_equal(cli_capture_point_name((enum capture_point)42), "unknown");
 }
 
+/* cli_take_password(): -P is copied and blanked in argv; the file and the variable are read. */
+static void test_take_password(void **state)
+{
+	char w0[] = "childflow", w1[] = "-p", w2[] = "http://h:1", w3[] = "-U", w4[] = "u",
+	     w5[] = "--proxy-password=s3cret", w6[] = "true";
+	char *argv[] = { w0, w1, w2, w3, w4, w5, w6, NULL };
+	char *argv2[] = { w0, w1, w2, w3, w4, w6, NULL };
+	char pw[CLI_PASSWORD_MAX], err[CLI_ERR_MAX], path[] = "/tmp/cfpwXXXXXX";
+	struct cli_options opt;
+	int fd;
+
+	(void)state;
+	assert_int_equal(cli_parse(7, argv, &opt, err, sizeof(err)), 0);
+	assert_int_equal(cli_take_password(&opt, 7, argv, pw, err, sizeof(err)), 0);
+	assert_string_equal(pw, "s3cret");
+	assert_memory_equal(w5, "--proxy-password=\0\0\0\0\0\0", sizeof(w5));
+	assert_null(opt.proxy_password);
+
+	setenv(CLI_PASSWORD_ENV, "fromenv", 1);
+	assert_int_equal(cli_parse(6, argv2, &opt, err, sizeof(err)), 0);
+	assert_int_equal(cli_take_password(&opt, 6, argv2, pw, err, sizeof(err)), 0);
+	assert_string_equal(pw, "fromenv");
+	assert_null(getenv(CLI_PASSWORD_ENV));
+	/* Without it, -U alone is the reference's pairing error. */
+	assert_int_equal(cli_parse(6, argv2, &opt, err, sizeof(err)), -1);
+
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "filepw\nsecond line\n", 19), 19);
+	close(fd);
+	opt.proxy_password_file = path;
+	assert_int_equal(cli_take_password(&opt, 6, argv2, pw, err, sizeof(err)), 0);
+	assert_string_equal(pw, "filepw");
+	unlink(path);
+	assert_int_equal(cli_take_password(&opt, 6, argv2, pw, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "cannot read `--proxy-password-file`"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -803,6 +841,7 @@ int main(void)
 		cmocka_unit_test(test_hosts_file),
 		cmocka_unit_test(test_capture_point_requires_capture),
 		cmocka_unit_test(test_proxy_credentials_pairing),
+		cmocka_unit_test(test_take_password),
 		cmocka_unit_test(test_proxy_options_require_proxy),
 		cmocka_unit_test(test_proxy_insecure_needs_https),
 		cmocka_unit_test(test_validation_order),
