@@ -148,15 +148,16 @@ int http_status(const char *line)
 
 int http_status_errno(int code)
 {
-	switch (code) {
-	case 504:
-		return ETIMEDOUT;            /* the proxy's connect timed out */
-	case 502:
-	case 503:
-		return ECONNREFUSED;         /* tinyproxy, squid: the destination refused or failed */
-	default:
-		return ECONNREFUSED;         /* 403, 405, ...: the proxy will not connect there */
-	}
+	/* 504: the proxy's connect timed out; 502/503 (tinyproxy, squid: the destination refused or
+	 * failed), 403, 405...: the proxy will not connect there. */
+	return code == 504 ? ETIMEDOUT : ECONNREFUSED;
+}
+
+/* Bytes of a length-prefixed field (not a C string: no NUL is written). */
+static void put_bytes(uint8_t *dst, const char *src, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		dst[i] = (uint8_t)src[i];
 }
 
 size_t socks5_greeting(uint8_t *buf, bool userpass)
@@ -180,9 +181,9 @@ int socks5_auth_request(uint8_t *buf, size_t len, const char *user, const char *
 		return -EINVAL;
 	buf[0] = 1;
 	buf[1] = (uint8_t)ul;
-	memcpy(buf + 2, user, ul);
+	put_bytes(buf + 2, user, ul);
 	buf[2 + ul] = (uint8_t)pl;
-	memcpy(buf + 3 + ul, pass, pl);
+	put_bytes(buf + 3 + ul, pass, pl);
 	return (int)(3 + ul + pl);
 }
 
@@ -208,7 +209,7 @@ int socks5_connect_request(uint8_t *buf, size_t len, const struct sockaddr *dst,
 
 		buf[3] = 3;
 		buf[o++] = (uint8_t)nl;
-		memcpy(buf + o, name, nl);
+		put_bytes(buf + o, name, nl);
 		o += nl;
 	} else if (dst->sa_family == AF_INET6) {
 		buf[3] = 4;

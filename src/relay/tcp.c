@@ -351,24 +351,33 @@ static enum pump_result read_ended(struct relay *r, struct tcp_flow *f, int d, s
 	return PUMP_CLOSED;
 }
 
-/* End @i of @f is the connector's stream (TLS), not a socket the engine reads itself. */
+/* The connector's stream (TLS) when end @i of @f is one, not a socket the engine reads itself. */
+static const struct conn_stream_ops *stream_of(const struct tcp_flow *f, int i)
+{
+	return i == 1 ? f->stream : NULL;
+}
+
 static bool is_stream(const struct tcp_flow *f, int i)
 {
-	return i == 1 && f->stream;
+	return stream_of(f, i) != NULL;
 }
 
 static ssize_t end_peek(struct tcp_flow *f, int i, void *buf, size_t len)
 {
-	if (is_stream(f, i))
-		return f->stream->peek(f->cstate, f->end[i].fd, buf, len);
+	const struct conn_stream_ops *st = stream_of(f, i);
+
+	if (st)
+		return st->peek(f->cstate, f->end[i].fd, buf, len);
 	return recv(f->end[i].fd, buf, len, MSG_PEEK | MSG_DONTWAIT);
 }
 
 /* Drop @n peeked bytes.  Return: false when the socket gave fewer (the stream would be corrupt). */
 static bool end_consume(struct tcp_flow *f, int i, size_t n)
 {
-	if (is_stream(f, i)) {
-		f->stream->consume(f->cstate, n);
+	const struct conn_stream_ops *st = stream_of(f, i);
+
+	if (st) {
+		st->consume(f->cstate, n);
 		return true;
 	}
 	return recv(f->end[i].fd, NULL, n, MSG_TRUNC | MSG_DONTWAIT) == (ssize_t)n;
@@ -376,8 +385,10 @@ static bool end_consume(struct tcp_flow *f, int i, size_t n)
 
 static ssize_t end_send(struct tcp_flow *f, int i, const void *buf, size_t len, int flags)
 {
-	if (is_stream(f, i))
-		return f->stream->send(f->cstate, f->end[i].fd, buf, len);
+	const struct conn_stream_ops *st = stream_of(f, i);
+
+	if (st)
+		return st->send(f->cstate, f->end[i].fd, buf, len);
 	return send(f->end[i].fd, buf, len, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
@@ -464,8 +475,10 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 				return PUMP_CLOSED;
 			}
 			if (!dir->shut) {
-				if (is_stream(f, !d))
-					f->stream->shutdown(f->cstate, dst->fd);
+				const struct conn_stream_ops *st = stream_of(f, !d);
+
+				if (st)
+					st->shutdown(f->cstate, dst->fd);
 				else
 					shutdown(dst->fd, SHUT_WR);
 				dir->shut = true;
