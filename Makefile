@@ -8,7 +8,7 @@ SHELL   := /bin/bash
 PREFIX  ?= /usr/local
 DESTDIR ?=
 CC      ?= cc
-PKGS    := libmnl libnftnl libseccomp libsodium ldns
+PKGS    := libmnl libnftnl libseccomp libsodium ldns openssl
 PYTHON  ?= /usr/bin/python3
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes \
@@ -113,6 +113,7 @@ FUZZ_CC      ?= clang
 
 # The sources each target needs (the whole library when not listed): fewer to instrument, faster builds.
 FUZZ_LIB_fuzz_cli := src/cli/cli.c src/util/log.c
+FUZZ_LIB_fuzz_proxy := src/proxy/wire.c
 FUZZ_LIB_fuzz_resolvconf := src/dns/resolvconf.c src/backend/netplan.c
 FUZZ_LIB_fuzz_dns := src/dns/wire.c src/dns/names.c
 FUZZ_LIB_fuzz_hosts := src/dns/hosts.c src/dns/nsswitch.c

@@ -129,4 +129,31 @@ in_host env CHILDFLOW_DEBUG=1 "$CF" -- sh -c "for u in http://$R1V4/ http://198.
 	grep -E ' flow [0-9]+ ' | sed -e 's/^childflow: debug: \[[^]]*\] /   /'
 in_host ip route del local 198.19.7.0/24 dev lo
 
+heading "Through an authenticated proxy, for a program that ignores proxy variables"
+R2V4=203.0.113.10
+R2NS=$(sed -n 's/^remote2=//p' <<<"$STATE")
+PXPW=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
+printf '%s\n' "$PXPW" >"$WORK/proxy-password"
+chmod 0644 "$WORK/proxy-password"
+: >"$WORK/tinyproxy.log"
+chmod 0666 "$WORK/tinyproxy.log"
+printf 'User nobody\nGroup nogroup\nPort 8888\nTimeout 30\nLogFile "%s"\nLogLevel Info\nBasicAuth demo %s\n' \
+	"$WORK/tinyproxy.log" "$PXPW" >"$WORK/tinyproxy.conf"
+ip netns exec "$R2NS" tinyproxy -d -c "$WORK/tinyproxy.conf" >/dev/null 2>&1 &
+PXPID=$!
+for i in $(seq 50); do ip netns exec "$R2NS" ss -Hltn 'sport = :8888' | grep -q . && break; sleep 0.05; done
+echo "   (tinyproxy with Basic auth on $R2V4:8888, in the remote2 namespace)"
+mark_log
+show "childflow -p http://$R2V4:8888 -U demo --proxy-password-file pw -- busybox wget -q -O - http://$R1V4/"
+in_host "$CF" -p "http://$R2V4:8888" -U demo --proxy-password-file "$WORK/proxy-password" -- \
+	busybox wget -q -O - "http://$R1V4/"
+new_log
+echo "   (the web server's client is the proxy, $R2V4, not the host)"
+grep -o 'CONNECT [^ ]* HTTP/1.1' "$WORK/tinyproxy.log" | grep -v '0.0.0.0:0' | sed 's/^/   proxy log: /'
+show "childflow -p http://$R2V4:8888 -U demo -P wrong -- busybox wget -q -O - http://$R1V4/"
+in_host "$CF" -p "http://$R2V4:8888" -U demo -P wrong -- busybox wget -q -O - "http://$R1V4/" 2>&1 |
+	sed 's/^/   /'
+kill "$PXPID" 2>/dev/null
+wait "$PXPID" 2>/dev/null
+
 heading "Done; tearing the world down"

@@ -10,8 +10,9 @@ declare -A allow=(
   [nft]="nft util"
   [backend]="backend util"
   [policy]="policy backend netlink util"
-  [relay]="relay backend policy util ctx.h"
+  [relay]="relay backend policy dns util ctx.h"
   [connect]="connect relay util"
+  [proxy]="proxy relay util"
   [sandbox]="sandbox backend netlink nft util"
   [dns]="dns relay backend util"
 )

@@ -20,6 +20,7 @@
 #include "dns/names.h"
 #include "dns/nsswitch.h"
 #include "dns/resolvconf.h"
+#include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
 #include "util/log.h"
@@ -32,8 +33,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 
 	if (o->capture)
 		flag = "--capture";
-	else if (o->proxy_set)
-		flag = "--proxy";
 	else if (o->root || o->backend_rootful)
 		flag = "--root";
 	else if (o->iface)
@@ -42,6 +41,44 @@ static int refuse_unimplemented(const struct cli_options *o)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
 	return -1;
+}
+
+/*
+ * setup_proxy() - the route through --proxy: its host resolved now (the host's resolver, before the
+ * command starts), the credentials, the TLS context.  CHILDFLOW_PROXY_TIMEOUT (seconds, 1-600)
+ * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line.
+ */
+static int setup_proxy(const struct cli_options *o, const char *password, struct proxy **px)
+{
+	static const enum proxy_kind kinds[] = {
+		[PROXY_HTTP] = PROXY_KIND_HTTP, [PROXY_HTTPS] = PROXY_KIND_HTTPS, [PROXY_SOCKS5] = PROXY_KIND_SOCKS5,
+	};
+	struct proxy_params p = {
+		.kind = kinds[o->proxy.scheme],
+		.host = o->proxy.host,
+		.port = o->proxy.port,
+		.user = o->proxy_user,
+		.password = password,
+		.insecure = o->proxy_insecure,
+	};
+	const char *t = getenv("CHILDFLOW_PROXY_TIMEOUT");
+	char err[CLI_ERR_MAX];
+
+	if (t) {
+		char *end;
+		unsigned long v = strtoul(t, &end, 10);
+
+		if (!*t || *end || v < 1 || v > 600) {
+			log_error("error: CHILDFLOW_PROXY_TIMEOUT must be a number of seconds from 1 to 600");
+			return EXIT_USAGE;
+		}
+		p.timeout_ms = (unsigned int)v * 1000u;
+	}
+	if (proxy_new(px, &p, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return EXIT_SETUP;
+	}
+	return 0;
 }
 
 /*
@@ -212,7 +249,8 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 }
 
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
-static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd)
+static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
+	       const struct proxy *px)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
@@ -220,10 +258,15 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	int code, r;
 
 	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
-	if ((r = start_dns(c, o, host_rc, &fwd)) < 0 ||
-	    (r = policy_init(&c->policy, be->netplan(c->be.b))) < 0 ||
-	    (r = relay_new(&relay, c, sigfd)) < 0 ||
-	    (r = relay_observe(relay, &flow_debug_observer)) < 0) {
+	if (px)
+		c->route[POL_PROXY] = proxy_connector(px);
+	if ((r = start_dns(c, o, host_rc, &fwd)) == 0 && (r = policy_init(&c->policy, be->netplan(c->be.b))) == 0)
+		c->policy.proxy_tcp = px != NULL;   /* TCP goes to the proxy by default */
+	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
+	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
+	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
+	     * told early, while the command starts; nothing waits for it. */
+	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
 		dns_fwd_free(fwd);
@@ -253,7 +296,8 @@ int main(int argc, char **argv)
 	struct ctx c;
 	struct resolv_conf host_rc;
 	struct name_files nf;
-	char err[CLI_ERR_MAX];
+	struct proxy *px = NULL;
+	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
 
@@ -275,22 +319,34 @@ int main(int argc, char **argv)
 	case CLI_RUN:
 		break;
 	}
+	/* First, before anything can copy our command line or environment: the password out of sight. */
+	if (cli_take_password(&opt, argc, argv, password, err, sizeof(err)) < 0) {
+		log_error("error: %s", err);
+		return EXIT_USAGE;
+	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
+	if (opt.proxy_set && (code = setup_proxy(&opt, password, &px)) != 0)
+		return code;
+	explicit_bzero(password, sizeof(password));
 
-	if (sandbox_config_init(&cfg, opt.argv, netplan_host_has_ipv6()) < 0)
+	if (sandbox_config_init(&cfg, opt.argv, netplan_host_has_ipv6()) < 0) {
+		proxy_free(px);
 		return EXIT_USAGE;
+	}
 	/* Read once, before the sandbox starts: the forwarder's upstreams (without --dns) and timing,
 	 * and the lines the child's resolv.conf keeps. */
 	r = resolvconf_load("/etc/resolv.conf", &host_rc);
 	if (r < 0 && r != -ENOENT) {
 		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
+		proxy_free(px);
 		return EXIT_SETUP;
 	}
 	memset(&nf, 0, sizeof(nf));
 	if ((code = name_files(&opt, &host_rc, &cfg, &nf)) != 0) {
 		free(nf.hosts);
 		free(nf.nsswitch);
+		proxy_free(px);
 		return code;
 	}
 
@@ -310,8 +366,10 @@ int main(int argc, char **argv)
 	/* The sandbox has its copies now. */
 	free(nf.hosts);
 	free(nf.nsswitch);
-	if (r < 0)
+	if (r < 0) {
+		proxy_free(px);
 		return EXIT_SETUP;
+	}
 	log_debug("sandbox ready; relaying");
 	/* From here on the command shares our stderr and may stop it: never block on it. */
 	log_nonblocking();
@@ -324,10 +382,12 @@ int main(int argc, char **argv)
 		c.be.ops->kill(c.be.b);
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
+		proxy_free(px);
 		return EXIT_SETUP;
 	}
-	code = run(&c, &opt, &host_rc, sigfd);
+	code = run(&c, &opt, &host_rc, sigfd, px);
 	close(sigfd);
+	proxy_free(px);
 	if (log_dropped())
 		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());
 	return code;

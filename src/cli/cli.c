@@ -29,8 +29,11 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -56,6 +59,7 @@ enum opt_id {
 	OPT_PROXY,
 	OPT_PROXY_USER,
 	OPT_PROXY_PASSWORD,
+	OPT_PROXY_PASSWORD_FILE,
 	OPT_PROXY_INSECURE,
 	OPT_IFACE,
 	OPT_HELP,
@@ -98,13 +102,18 @@ static const struct opt_def opt_table[] = {
 	  NULL, false },
 	{ OPT_PROXY, 'p', "proxy", "PROXY",
 	  "Configure an upstream proxy URI, for example http://127.0.0.1:8080, "
-	  "https://proxy.example.com:443, or socks5://host.docker.internal:10080. `--root` uses transparent "
-	  "interception, while the default rootless backend relays outbound TCP through the selected proxy "
-	  "from the parent-side engine", NULL, false },
+	  "https://proxy.example.com:443, or socks5://host.docker.internal:10080. Every TCP connection of "
+	  "the command tree goes through it, whatever the program (proxy variables are not needed); the "
+	  "proxy is asked for the name the tree resolved when there is one. DNS, UDP and ICMP still go "
+	  "direct", NULL, false },
 	{ OPT_PROXY_USER, 'U', "proxy-user", "PROXY_USER",
 	  "Username for upstream proxy authentication", NULL, false },
 	{ OPT_PROXY_PASSWORD, 'P', "proxy-password", "PROXY_PASSWORD",
-	  "Password for upstream proxy authentication", NULL, false },
+	  "Password for upstream proxy authentication. Visible to other users until childflow starts (it "
+	  "then blanks it in its command line): prefer --proxy-password-file or CHILDFLOW_PROXY_PASSWORD",
+	  NULL, false },
+	{ OPT_PROXY_PASSWORD_FILE, 0, "proxy-password-file", "FILE",
+	  "Read the proxy password from the first line of FILE (instead of --proxy-password)", NULL, false },
 	{ OPT_PROXY_INSECURE, 0, "proxy-insecure", NULL,
 	  "Ignore certificate trust errors for https:// upstream proxies while still validating the "
 	  "hostname", NULL, false },
@@ -283,7 +292,8 @@ static int apply_value(struct parser *p, const struct opt_def *d, const char *va
 		return 0;
 	case OPT_PROXY:
 		if (cli_parse_proxy(value, &opt->proxy, msg, sizeof(msg)) < 0)
-			return fail_value(p, d, value, msg);
+			return fail_value(p, d, strchr(value, '@') ? "<URI with credentials, not shown>" : value,
+					  msg);
 		opt->proxy_set = true;
 		return 0;
 	case OPT_PROXY_USER:
@@ -291,6 +301,11 @@ static int apply_value(struct parser *p, const struct opt_def *d, const char *va
 		return 0;
 	case OPT_PROXY_PASSWORD:
 		opt->proxy_password = value;
+		return 0;
+	case OPT_PROXY_PASSWORD_FILE:
+		if (*value == '\0')
+			return fail_missing_value(p, d);
+		opt->proxy_password_file = value;
 		return 0;
 	case OPT_IFACE:
 		if (!valid_ifname(value))
@@ -455,9 +470,14 @@ static int validate(const struct cli_options *opt, char *err, size_t errlen)
 	}
 	if (opt->capture_point != CAPTURE_CHILD && !opt->capture)
 		return fail(err, errlen, "`--capture-point` requires `--capture`");
-	if ((opt->proxy_user == NULL) != (opt->proxy_password == NULL))
+	if (opt->proxy_password && opt->proxy_password_file)
+		return fail(err, errlen, "`--proxy-password` and `--proxy-password-file` cannot be used together");
+	/* CHILDFLOW_PROXY_PASSWORD counts only with --proxy-user: it may be exported for other runs. */
+	if ((opt->proxy_user == NULL) != (opt->proxy_password == NULL && opt->proxy_password_file == NULL) &&
+	    !(opt->proxy_user && getenv(CLI_PASSWORD_ENV)))
 		return fail(err, errlen, "`--proxy-user` and `--proxy-password` must be provided together");
-	if ((opt->proxy_user || opt->proxy_password || opt->proxy_insecure) && !opt->proxy_set)
+	if ((opt->proxy_user || opt->proxy_password || opt->proxy_password_file || opt->proxy_insecure) &&
+	    !opt->proxy_set)
 		return fail(err, errlen, "proxy authentication and TLS options require `--proxy`");
 	if (opt->proxy_insecure && opt->proxy.scheme != PROXY_HTTPS)
 		return fail(err, errlen, "`--proxy-insecure` is only valid with an `https://` upstream proxy");
@@ -625,6 +645,11 @@ int cli_parse_proxy(const char *s, struct proxy_spec *out, char *err, size_t err
 		return fail(err, errlen, "proxy URI is missing host:port");
 	if (strpbrk(rest, "/?#"))
 		return fail(err, errlen, "proxy URI must not contain a path, query, or fragment");
+	/* The reference takes "user@h" for a host name (and "u:p@h" fails as an IPv6 host); say what
+	 * is wrong instead. */
+	if (strchr(rest, '@'))
+		return fail(err, errlen, "proxy URI must not contain credentials; use `--proxy-user` and "
+			    "`--proxy-password-file` (or `--proxy-password`)");
 
 	/* Case-sensitive on purpose, like the reference: "HTTP" and "socks5h" are refused. */
 	slen = (size_t)(sep - s);
@@ -747,4 +772,79 @@ void cli_print_help(FILE *f)
 void cli_print_version(FILE *f)
 {
 	fprintf(f, "childflow %s\n", CHILDFLOW_VERSION);
+}
+
+/* Blank the bytes of @s in place (argv or environ memory, which /proc shows). */
+static void blank(char *s)
+{
+	explicit_bzero(s, strlen(s));
+}
+
+/* The first line of @path (a file, or a pipe such as <(pass show x)) into @buf. */
+static int read_password_file(const char *path, char *buf, char *err, size_t errlen)
+{
+	char tmp[4096];
+	size_t got = 0, len;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY), e = 0;
+
+	if (fd < 0)
+		return fail(err, errlen, "cannot read `--proxy-password-file` %s: %s", path, strerror(errno));
+	while (got < sizeof(tmp) - 1) {
+		ssize_t n = read(fd, tmp + got, sizeof(tmp) - 1 - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			e = errno;
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (memchr(tmp, '\n', got))
+			break;
+	}
+	close(fd);
+	tmp[got] = '\0';
+	len = strcspn(tmp, "\r\n");
+	if (len < CLI_PASSWORD_MAX)
+		memcpy(buf, tmp, len);
+	explicit_bzero(tmp, sizeof(tmp));
+	if (e)
+		return fail(err, errlen, "cannot read `--proxy-password-file` %s: %s", path, strerror(e));
+	if (len >= CLI_PASSWORD_MAX)
+		return fail(err, errlen, "the password in `--proxy-password-file` %s is longer than %d bytes",
+			    path, CLI_PASSWORD_MAX - 1);
+	if (len == 0)
+		return fail(err, errlen, "`--proxy-password-file` %s holds no password", path);
+	return 0;
+}
+
+int cli_take_password(struct cli_options *opt, int argc, char **argv, char *buf, char *err, size_t errlen)
+{
+	char *env = getenv(CLI_PASSWORD_ENV);
+	int r = 0;
+
+	memset(buf, 0, CLI_PASSWORD_MAX);
+	if (opt->proxy_password) {
+		if (strlen(opt->proxy_password) >= CLI_PASSWORD_MAX)
+			r = fail(err, errlen, "the proxy password is longer than %d bytes", CLI_PASSWORD_MAX - 1);
+		else
+			memcpy(buf, opt->proxy_password, strlen(opt->proxy_password) + 1);
+		/* The value lives inside an argv word ("-P", "x" or "--proxy-password=x"): blank it. */
+		for (int i = 1; i < argc; i++)
+			if (argv[i] <= opt->proxy_password && opt->proxy_password < argv[i] + strlen(argv[i]) + 1)
+				blank((char *)opt->proxy_password);
+		opt->proxy_password = NULL;
+	} else if (opt->proxy_user && opt->proxy_password_file) {
+		r = read_password_file(opt->proxy_password_file, buf, err, errlen);
+	} else if (opt->proxy_user && env) {
+		if (strlen(env) >= CLI_PASSWORD_MAX || !*env)
+			r = fail(err, errlen, "%s must hold 1 to %d bytes", CLI_PASSWORD_ENV, CLI_PASSWORD_MAX - 1);
+		else
+			memcpy(buf, env, strlen(env) + 1);
+	}
+	if (env) {
+		blank(env);
+		unsetenv(CLI_PASSWORD_ENV);
+	}
+	return r;
 }

@@ -69,7 +69,8 @@ struct cli_options {
 	bool proxy_set;                 /* -p, --proxy */
 	struct proxy_spec proxy;
 	const char *proxy_user;         /* -U */
-	const char *proxy_password;     /* -P */
+	const char *proxy_password;     /* -P (points into argv until cli_take_password()) */
+	const char *proxy_password_file; /* --proxy-password-file */
 	bool proxy_insecure;            /* --proxy-insecure */
 
 	const char *iface;              /* -i, --iface */
@@ -85,6 +86,19 @@ struct cli_options {
  * `http`, `https`, or `socks5`".  The caller prints "childflow: error: <err>" and exits 2.
  */
 int cli_parse(int argc, char **argv, struct cli_options *opt, char *err, size_t errlen);
+
+#define CLI_PASSWORD_ENV "CHILDFLOW_PROXY_PASSWORD"
+#define CLI_PASSWORD_MAX 256      /* bytes, with the NUL */
+
+/*
+ * cli_take_password() - move the proxy password out of sight, into @buf (CLI_PASSWORD_MAX bytes):
+ * from -P (then blanked in @argv, so /proc/PID/cmdline no longer shows it), else the first line of
+ * --proxy-password-file, else $CHILDFLOW_PROXY_PASSWORD (then removed from the environment and
+ * blanked, so the command does not inherit it).  Call it right after cli_parse(), before forking.
+ * Without --proxy-user nothing is taken (*buf is ""), but -P and the variable are blanked anyway.
+ * Return: 0, or -1 with one line in @err (which never contains the password).
+ */
+int cli_take_password(struct cli_options *opt, int argc, char **argv, char *buf, char *err, size_t errlen);
 
 /* Helpers exposed for unit tests and for later modules. */
 int cli_parse_proxy(const char *s, struct proxy_spec *out, char *err, size_t errlen);

@@ -94,4 +94,5 @@ const struct connector_ops direct_connector_ops = {
 	.start = direct_start,
 	.step = direct_step,
 	.abort = NULL,
+	.stream = NULL,
 };

@@ -4,12 +4,21 @@
  *
  * The TCP engine (relay/tcp.c) owns the child's socket, the splice pipes and the flow's life; a
  * connector owns only the making of the upstream byte stream: a direct connect (connect/direct.c),
- * later an HTTP CONNECT, a TLS-wrapped proxy or a SOCKS5 handshake.  The engine calls start() once,
- * then step() on every event of the upstream fd until the connector says READY (the fd now carries
- * the child's byte stream, and the engine splices it) or FAILED (with the errno the child should
- * see: ECONNREFUSED, EHOSTUNREACH, ETIMEDOUT, ...).  The engine enforces timeout_ms, and calls
- * abort() when the flow ends before READY.  A connector never blocks and keeps its per-flow state in
- * the @st area the engine allocates with the flow (state_size bytes, zeroed, at most CONN_STATE_MAX).
+ * an HTTP CONNECT, a TLS-wrapped HTTP CONNECT or a SOCKS5 handshake (proxy/).  The engine calls
+ * start() once, then step() on every event of the upstream fd until the connector says READY (the fd
+ * now carries the child's byte stream) or FAILED (with the errno the child should see:
+ * ECONNREFUSED, EHOSTUNREACH, ETIMEDOUT, ...; the SYN gate turns it into what the child's connect()
+ * reports).  The engine enforces the timeout, and calls abort() when the flow ends before READY.  A
+ * connector never blocks and keeps its per-flow state in the @st area the engine allocates with the
+ * flow (state_size bytes, zeroed, at most CONN_STATE_MAX); @st lives as long as the flow.
+ *
+ * Bytes that follow the handshake (a proxy's first bytes from the destination, sent right behind
+ * its reply) belong to the child: a connector reads exactly its handshake (peek, then consume what
+ * it parsed) and leaves the rest in the socket (or in its stream), where the engine finds it.
+ *
+ * After READY the upstream is either the plain fd (stream == NULL: the engine splices it), or a
+ * byte stream the connector keeps on top of the fd (stream != NULL: TLS), which the engine moves
+ * with the stream's peek/consume/send through user space, and releases when the flow ends.
  *
  * A flow may start before the child's connection is accepted (the SYN gate): start() needs only the
  * destination, so the engine can begin a flow from a SYN and adopt the child's socket later.
@@ -17,9 +26,11 @@
 #ifndef CHILDFLOW_RELAY_CONNECTOR_H
 #define CHILDFLOW_RELAY_CONNECTOR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 #include "relay/flow.h"
 
@@ -27,16 +38,41 @@
 
 enum conn_step { CONN_MORE, CONN_READY, CONN_FAILED };
 
+/* Why a flow ended before READY (abort()). */
+enum conn_abort {
+	CONN_ABORT_ENDED,     /* the child went away, the flow was evicted, or the run ended */
+	CONN_ABORT_TIMEOUT,   /* the connector's time ran out (the child sees ETIMEDOUT) */
+};
+
 struct conn_req {
-	const struct flow_record *f;
+	const struct flow_record *f;          /* NULL for a probe */
 	const struct sockaddr_storage *dst;   /* where the child wanted to go */
-	const char *dst_name;                 /* the name it used, or NULL (remote-DNS proxies) */
+	const char *dst_name;                 /* the name the child resolved it from in this run, or
+					       * NULL; valid for the flow's life */
+	bool probe;                           /* no child: check that the route works (reach the
+					       * proxy, authenticate), then say READY; connect nowhere */
+};
+
+/*
+ * A byte stream over the upstream fd (after READY), with socket semantics: peek() returns like
+ * recv(MSG_PEEK|MSG_DONTWAIT) (n > 0, 0 at EOF, -1 with errno EAGAIN, ECONNRESET, ...) and may
+ * return fewer bytes than are buffered; consume() drops @n bytes of what peek() returned; send() is
+ * like send(MSG_DONTWAIT) and may take fewer bytes; a send() that returned -1/EAGAIN is retried with
+ * the same bytes (or more) in front.  An event of either kind on the fd may make either way progress.
+ */
+struct conn_stream_ops {
+	ssize_t (*peek)(void *st, int fd, void *buf, size_t len);
+	void (*consume)(void *st, size_t n);
+	ssize_t (*send)(void *st, int fd, const void *buf, size_t len);
+	void (*shutdown)(void *st, int fd);   /* no more bytes from the child: end our direction */
+	void (*release)(void *st);            /* the flow ended (the engine closes the fd) */
 };
 
 struct connector_ops {
 	const char *name;          /* the route, as flow records and the flow log show it */
 	size_t state_size;
 	unsigned int timeout_ms;   /* from start() to READY; 0: the engine's default */
+	const struct conn_stream_ops *stream;   /* NULL: READY means a plain fd, spliced */
 
 	/*
 	 * start() - begin connecting to @rq->dst with configuration @cfg.
@@ -50,13 +86,15 @@ struct connector_ops {
 	/* step() - @events arrived on @fd.  Same contract as start() for *want and *err. */
 	enum conn_step (*step)(void *st, int fd, uint32_t events, uint32_t *want, int *err);
 
-	/* abort() - the flow ends before READY (the fd is closed by the engine).  May be NULL. */
-	void (*abort)(void *st);
+	/* abort() - the flow ends before READY, for @why (the fd is closed by the engine).  May be
+	 * NULL.  Not called after FAILED. */
+	void (*abort)(void *st, enum conn_abort why);
 };
 
 struct connector {
 	const struct connector_ops *ops;
 	const void *cfg;           /* the connector's configuration (proxy address, credentials) */
+	unsigned int timeout_ms;   /* overrides ops->timeout_ms when not 0 */
 };
 
 #endif

@@ -136,6 +136,8 @@ void tcp_sweep(struct relay *r);
 void tcp_close_all(struct relay *r);
 bool tcp_drained(const struct relay *r);
 void tcp_reap(struct relay *r);
+/* tcp_probe() - check @conn's route once, without a child (see tcp.c).  Return: 0 or -errno. */
+int tcp_probe(struct relay *r, const struct connector *conn);
 int tcp_init(struct relay *r);
 
 int udp_init(struct relay *r);

@@ -48,6 +48,12 @@ bool relay_own_listener(int k)
 	return k == BE_TCP4 || k == BE_TCP6 || k == BE_UDP4 || k == BE_UDP6;
 }
 
+int relay_probe(struct relay *r, const struct connector *conn)
+{
+	r->now_ms = relay_now_ms();
+	return tcp_probe(r, conn);
+}
+
 static void arm_tcp_listeners(struct relay *r, uint32_t events)
 {
 	for (int i = BE_TCP4; i <= BE_TCP6; i++) {

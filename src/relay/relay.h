@@ -34,6 +34,14 @@ int relay_observe(struct relay *r, const struct flow_observer *o);
 /* Run until the command has exited and its flows drained; Return: childflow's exit code. */
 int relay_run(struct relay *r);
 
+/*
+ * relay_probe() - check the route of @conn once, in the loop, without a child: the connector
+ * reaches its proxy and authenticates (and reports a failure itself), then the probe ends.  Never
+ * blocks; bounded by the connector's timeout.  Return: 0 or -errno.
+ */
+struct connector;
+int relay_probe(struct relay *r, const struct connector *conn);
+
 void relay_free(struct relay *r);
 
 #endif

@@ -12,7 +12,8 @@
  *               Bounded in time (connector timeout or lim.connect_ms) and in number
  *               (lim.max_connecting: the oldest yields to a new one once it has been pending
  *               lim.yield_ms; before that, new connections wait in the listener's backlog).
- *   SPLICING    the connector said READY: bytes move both ways.
+ *   SPLICING    the connector said READY: bytes move both ways (through the connector's stream
+ *               when it has one, e.g. TLS to a proxy: then copied, never spliced).
  *   CLOSED      flow_close(): sockets closed (with a reset when it failed), the record ended and
  *               observed; freed after the current epoll batch.
  *
@@ -29,6 +30,9 @@
  * the end that failed is remembered as dead (tcp_end.err), nothing more is written to it, what its
  * socket still holds is passed on, and only then is the other side reset.  Urgent data passes
  * through with MSG_OOB.
+ *
+ * A probe (tcp_probe()) is a flow without a child: its connector checks that the route works (the
+ * proxy answers, takes the credentials) and the flow ends at READY.  It has no life record.
  */
 #include "relay/internal.h"
 
@@ -42,6 +46,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include "dns/names.h"
 #include "util/log.h"
 
 #define TCP_BUDGET (4u << 20)   /* bytes one flow may move before others get a turn */
@@ -75,6 +80,10 @@ struct tcp_flow {
 	struct tcp_dir dir[2];
 	enum tcp_state state;
 	const struct connector *conn;
+	const struct conn_stream_ops *stream;   /* SPLICING through the connector's stream */
+	char *name;               /* the name the child resolved the destination from (rec.dst_name) */
+	bool probe;               /* no child, no record: tcp_probe() */
+	bool conn_failed;         /* the connector said FAILED (it cleaned up: no abort()) */
 	bool direct;              /* the route dials the destination itself: check for host NAT */
 	bool verifying;           /* connected; on r->tcp_verify until the NAT check of this loop turn */
 	struct tcp_flow *next_verify;
@@ -202,8 +211,11 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flo
 	flow_unready(r, f);
 	if (f->state == TCP_CONNECTING) {
 		connecting_unlink(r, f);
-		if (f->conn && f->conn->ops->abort)
-			f->conn->ops->abort(f->cstate);
+		if (f->conn && f->conn->ops->abort && !f->conn_failed)
+			f->conn->ops->abort(f->cstate, outcome == FLOW_UP_TIMEOUT ? CONN_ABORT_TIMEOUT
+										 : CONN_ABORT_ENDED);
+	} else if (f->stream) {
+		f->stream->release(f->cstate);
 	}
 	for (int i = 0; i < 2; i++) {
 		if (f->end[i].fd >= 0) {
@@ -229,7 +241,8 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flo
 	r->n_tcp--;
 	f->rec.bytes_up = f->dir[0].bytes;
 	f->rec.bytes_down = f->dir[1].bytes;
-	flow_end(&r->hub, &f->rec, outcome, err);
+	if (!f->probe)
+		flow_end(&r->hub, &f->rec, outcome, err);
 	/* epoll may still hold events for this flow in the batch being handled: free it later. */
 	f->dead = true;
 	f->next = r->tcp_dead;
@@ -242,6 +255,7 @@ void tcp_reap(struct relay *r)
 		struct tcp_flow *f = r->tcp_dead;
 
 		r->tcp_dead = f->next;
+		free(f->name);
 		free(f);
 	}
 }
@@ -337,9 +351,51 @@ static enum pump_result read_ended(struct relay *r, struct tcp_flow *f, int d, s
 	return PUMP_CLOSED;
 }
 
+/* The connector's stream (TLS) when end @i of @f is one, not a socket the engine reads itself. */
+static const struct conn_stream_ops *stream_of(const struct tcp_flow *f, int i)
+{
+	return i == 1 ? f->stream : NULL;
+}
+
+static bool is_stream(const struct tcp_flow *f, int i)
+{
+	return stream_of(f, i) != NULL;
+}
+
+static ssize_t end_peek(struct tcp_flow *f, int i, void *buf, size_t len)
+{
+	const struct conn_stream_ops *st = stream_of(f, i);
+
+	if (st)
+		return st->peek(f->cstate, f->end[i].fd, buf, len);
+	return recv(f->end[i].fd, buf, len, MSG_PEEK | MSG_DONTWAIT);
+}
+
+/* Drop @n peeked bytes.  Return: false when the socket gave fewer (the stream would be corrupt). */
+static bool end_consume(struct tcp_flow *f, int i, size_t n)
+{
+	const struct conn_stream_ops *st = stream_of(f, i);
+
+	if (st) {
+		st->consume(f->cstate, n);
+		return true;
+	}
+	return recv(f->end[i].fd, NULL, n, MSG_TRUNC | MSG_DONTWAIT) == (ssize_t)n;
+}
+
+static ssize_t end_send(struct tcp_flow *f, int i, const void *buf, size_t len, int flags)
+{
+	const struct conn_stream_ops *st = stream_of(f, i);
+
+	if (st)
+		return st->send(f->cstate, f->end[i].fd, buf, len);
+	return send(f->end[i].fd, buf, len, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 /*
  * copy_once() - move bytes without a pipe, through the shared scratch buffer: peek, send, then drop
  * from the source exactly what the destination took.  Nothing stays in user space between calls.
+ * The only way for a flow with a stream (TLS), and the fallback when pipes run short.
  */
 static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, size_t *budget)
 {
@@ -350,25 +406,26 @@ static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, si
 
 	/* recv() stops before the urgent mark but not at it: a read that starts there would pass the
 	 * urgent byte on in line.  Take it first (always asked: EPOLLPRI may not have been seen yet). */
-	if (take_urgent_at_mark(src, dir))
+	if (!is_stream(f, d) && take_urgent_at_mark(src, dir))
 		return PUMP_AGAIN;
-	n = recv(src->fd, r->scratch, want, MSG_PEEK | MSG_DONTWAIT);
+	n = end_peek(f, d, r->scratch, want);
 	if (n <= 0)
 		return read_ended(r, f, d, n);
-	m = send(f->end[!d].fd, r->scratch, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	m = end_send(f, !d, r->scratch, (size_t)n, 0);
 	if (m <= 0) {
 		if (m == 0)
 			errno = EAGAIN;
 		return write_stalled(f, !d);
 	}
-	if (recv(src->fd, NULL, (size_t)m, MSG_TRUNC | MSG_DONTWAIT) != m) {
+	if (!end_consume(f, d, (size_t)m)) {
 		/* The peeked bytes cannot vanish from a socket only we read; if they did, the stream
 		 * would be corrupt: end it. */
 		flow_close(r, f, true, reset_outcome(d), EIO);
 		return PUMP_CLOSED;
 	}
 	dir->bytes += (uint64_t)m;
-	r->stats.copied += (uint64_t)m;
+	if (!f->stream)
+		r->stats.copied += (uint64_t)m;
 	*budget = (size_t)m >= *budget ? 0 : *budget - (size_t)m;
 	return PUMP_AGAIN;
 }
@@ -401,7 +458,7 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 		if (dir->urg_pending) {
 			if (!dst->writable)
 				return PUMP_IDLE;
-			n = send(dst->fd, &dir->urg_byte, 1, MSG_OOB | MSG_DONTWAIT | MSG_NOSIGNAL);
+			n = end_send(f, !d, &dir->urg_byte, 1, MSG_OOB);
 			if (n == 1) {
 				dir->urg_pending = false;
 				dir->bytes++;
@@ -418,7 +475,12 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 				return PUMP_CLOSED;
 			}
 			if (!dir->shut) {
-				shutdown(dst->fd, SHUT_WR);
+				const struct conn_stream_ops *st = stream_of(f, !d);
+
+				if (st)
+					st->shutdown(f->cstate, dst->fd);
+				else
+					shutdown(dst->fd, SHUT_WR);
 				dir->shut = true;
 			}
 			return PUMP_IDLE;
@@ -430,11 +492,12 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
-		int pg = pipe_get(r, dir->pipe);
+		/* A stream is copied: its bytes exist only in user space. */
+		int pg = f->stream ? -EXDEV : pipe_get(r, dir->pipe);
 		if (pg < 0) {
 			/* At the cap or out of fds: copy instead, so that flows holding pipes (stalled
 			 * ones) never stop the others. */
-			if (pg != -ENOBUFS)
+			if (pg != -ENOBUFS && pg != -EXDEV)
 				relay_shortage(r, SHORT_FDS);
 			pr = copy_once(r, f, d, budget);
 			if (pr != PUMP_AGAIN)
@@ -527,6 +590,7 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 
 	connecting_unlink(r, f);
 	f->state = TCP_SPLICING;
+	f->stream = f->conn->ops->stream;
 	f->end[1].writable = true;
 	f->end[1].readable = true;
 	if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0) {
@@ -544,6 +608,11 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
  */
 static void connect_ready(struct relay *r, struct tcp_flow *f)
 {
+	if (f->probe) {
+		log_debug("the %s route works (probe)", f->conn->ops->name);
+		flow_close(r, f, false, FLOW_OK, 0);
+		return;
+	}
 	if (!f->direct) {
 		start_splicing(r, f);
 		return;
@@ -589,6 +658,11 @@ void tcp_verify(struct relay *r)
 
 static void connect_failed(struct relay *r, struct tcp_flow *f, enum flow_outcome o, int err)
 {
+	if (f->probe) {
+		log_debug("the %s route's probe failed: %s", f->conn->ops->name, strerror(err));
+		flow_close(r, f, true, o, err);
+		return;
+	}
 	log_debug("upstream connect to flow %llu failed: %s", (unsigned long long)f->rec.id, strerror(err));
 	r->stats.tcp_failed++;
 	flow_close(r, f, true, o, err);
@@ -601,6 +675,7 @@ static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st,
 		connect_ready(r, f);
 		break;
 	case CONN_FAILED:
+		f->conn_failed = true;
 		connect_failed(r, f, FLOW_UP_FAILED, err);
 		break;
 	case CONN_MORE:
@@ -625,6 +700,77 @@ static void record_refusal(struct relay *r, const struct sockaddr_storage *child
 	flow_record_at_once(&r->hub, FLOW_TCP, child, dst, why, o, err);
 }
 
+/* An empty flow for @conn, with no fds yet. */
+static struct tcp_flow *flow_alloc(const struct connector *conn)
+{
+	struct tcp_flow *f;
+
+	if (conn->ops->state_size > CONN_STATE_MAX)
+		return NULL;
+	f = calloc(1, sizeof(*f) + conn->ops->state_size);
+	if (!f)
+		return NULL;
+	f->conn = conn;
+	for (int i = 0; i < 2; i++) {
+		f->end[i].ev.kind = EV_TCP_END;
+		f->end[i].ev.index = i;
+		f->end[i].flow = f;
+		f->end[i].fd = -1;
+		f->dir[i].pipe[0] = f->dir[i].pipe[1] = -1;
+	}
+	return f;
+}
+
+/*
+ * flow_start() - link @f as connecting and start its connector for @rq.
+ * Return: false when the flow ended at once (closed).
+ */
+static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_req *rq)
+{
+	const struct connector *conn = f->conn;
+	unsigned int tmo = conn->timeout_ms ? conn->timeout_ms : conn->ops->timeout_ms;
+	uint32_t want = EPOLLOUT;
+	enum conn_step st;
+	int err = 0, up = -1;
+
+	f->state = TCP_CONNECTING;
+	f->begun_ms = r->now_ms;
+	f->deadline_ms = r->now_ms + (tmo ? tmo : r->lim.connect_ms);
+	flow_link(r, f);
+	connecting_link(r, f);
+	st = conn->ops->start(f->cstate, conn->cfg, rq, &up, &want, &err);
+	if (st == CONN_FAILED) {
+		f->conn_failed = true;
+		if (err == EMFILE || err == ENFILE)
+			relay_pause_accept(r, SHORT_FDS);   /* more would fail the same way */
+		connect_failed(r, f, err == EMFILE || err == ENFILE ? FLOW_NO_RESOURCES : FLOW_UP_FAILED, err);
+		return false;
+	}
+	f->end[1].fd = up;
+	if ((err = relay_watch(r, up, want | EPOLLRDHUP | EPOLLPRI | EPOLLET, &f->end[1].ev)) < 0) {
+		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
+		return false;
+	}
+	if (st == CONN_READY)
+		connect_ready(r, f);
+	return !f->dead;
+}
+
+/*
+ * dst_name() - the name the tree resolved @dst from in this run, if any: when several names map to
+ * the address, the most recently resolved one (dns_names_lookup() returns it first).  Return: a
+ * copy the flow owns, or NULL.
+ */
+static char *dst_name(struct relay *r, const struct sockaddr_storage *dst)
+{
+	const char *names[1];
+
+	if (!r->c->names ||
+	    dns_names_lookup(r->c->names, (const struct sockaddr *)dst, r->now_ms, names, 1) == 0)
+		return NULL;
+	return strdup(names[0]);
+}
+
 /*
  * tcp_flow_begin() - a child wants @dst: decide, and start the route's connector.
  * The child's socket is adopted with tcp_flow_adopt() (at once after accept(), or later for a flow
@@ -634,28 +780,29 @@ static void record_refusal(struct relay *r, const struct sockaddr_storage *child
 static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_storage *child,
 				       const struct sockaddr_storage *dst)
 {
-	struct policy_query q = { .proto = POL_TCP, .dst = (const struct sockaddr *)dst };
+	char *name = dst_name(r, dst);
+	struct policy_query q = { .proto = POL_TCP, .dst = (const struct sockaddr *)dst, .name = name };
 	struct policy_verdict v = policy_decide(&r->c->policy, &q);
 	const struct connector *conn;
 	struct tcp_flow *f;
-	enum conn_step st;
-	uint32_t want = EPOLLOUT;
-	int err = 0, up = -1;
 
 	if (v.action == POL_DENY) {
 		log_debug("refusing a TCP connection: %s", v.reason);
 		r->stats.tcp_denied++;
+		free(name);
 		record_refusal(r, child, dst, v.reason, FLOW_DENIED, EACCES);
 		return NULL;
 	}
 	if (r->n_tcp >= r->lim.max_tcp) {
 		relay_shortage(r, SHORT_TCP);
 		r->stats.tcp_full++;
+		free(name);
 		record_refusal(r, child, dst, "too many connections", FLOW_NO_RESOURCES, ENOBUFS);
 		return NULL;
 	}
 	conn = &r->c->route[v.action];
 	if (!conn->ops) {
+		free(name);
 		record_refusal(r, child, dst, "no connector for the route", FLOW_NO_RESOURCES, ENOSYS);
 		return NULL;
 	}
@@ -666,48 +813,41 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 		r->stats.tcp_yielded++;
 		connect_failed(r, r->conn_old, FLOW_EVICTED, ETIMEDOUT);
 	}
-	f = calloc(1, sizeof(*f) + (conn->ops->state_size <= CONN_STATE_MAX ? conn->ops->state_size : 0));
-	if (!f || conn->ops->state_size > CONN_STATE_MAX) {
-		free(f);
+	f = flow_alloc(conn);
+	if (!f) {
+		free(name);
 		record_refusal(r, child, dst, "out of memory", FLOW_NO_RESOURCES, ENOMEM);
 		return NULL;
 	}
 	flow_begin(&r->hub, &f->rec, FLOW_TCP, child, dst);
+	f->name = name;
+	f->rec.dst_name = name;
 	f->rec.route = conn->ops->name;
 	f->rec.rule = v.reason;
-	f->conn = conn;
 	f->direct = v.action == POL_DIRECT;
-	for (int i = 0; i < 2; i++) {
-		f->end[i].ev.kind = EV_TCP_END;
-		f->end[i].ev.index = i;
-		f->end[i].flow = f;
-		f->end[i].fd = -1;
-		f->dir[i].pipe[0] = f->dir[i].pipe[1] = -1;
-	}
-	f->state = TCP_CONNECTING;
-	f->begun_ms = r->now_ms;
-	f->deadline_ms = r->now_ms + (conn->ops->timeout_ms ? conn->ops->timeout_ms : r->lim.connect_ms);
-	flow_link(r, f);
-	connecting_link(r, f);
 	flow_opened(&r->hub, &f->rec);
 	r->stats.tcp_accepted++;
 
-	struct conn_req rq = { .f = &f->rec, .dst = dst, .dst_name = f->rec.dst_name };
-	st = conn->ops->start(f->cstate, conn->cfg, &rq, &up, &want, &err);
-	if (st == CONN_FAILED) {
-		if (err == EMFILE || err == ENFILE)
-			relay_pause_accept(r, SHORT_FDS);   /* more would fail the same way */
-		connect_failed(r, f, err == EMFILE || err == ENFILE ? FLOW_NO_RESOURCES : FLOW_UP_FAILED, err);
-		return NULL;
-	}
-	f->end[1].fd = up;
-	if ((err = relay_watch(r, up, want | EPOLLRDHUP | EPOLLPRI | EPOLLET, &f->end[1].ev)) < 0) {
-		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
-		return NULL;
-	}
-	if (st == CONN_READY)
-		connect_ready(r, f);
-	return f->dead ? NULL : f;
+	struct conn_req rq = { .f = &f->rec, .dst = dst, .dst_name = f->name };
+
+	return flow_start(r, f, &rq) ? f : NULL;
+}
+
+int tcp_probe(struct relay *r, const struct connector *conn)
+{
+	struct sockaddr_storage none = { .ss_family = AF_INET };
+	struct conn_req rq = { .dst = &none, .probe = true };
+	struct tcp_flow *f;
+
+	if (!conn->ops)
+		return -EINVAL;
+	f = flow_alloc(conn);
+	if (!f)
+		return -ENOMEM;
+	f->probe = true;
+	f->dir[0].shut = true;   /* nothing to drain at exit */
+	flow_start(r, f, &rq);
+	return 0;
 }
 
 /* tcp_flow_adopt() - attach the child's accepted socket @c to @f.  Return: 0, or -errno (closed). */
@@ -808,6 +948,12 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 
 		if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)
 			end_dead(f, src->index, err);
+	}
+	if (is_stream(f, src->index)) {
+		/* TLS may need to read to write (and the other way round): any event retries both. */
+		e->readable = e->writable = true;
+		flow_pump(r, f);
+		return;
 	}
 	if (events & EPOLLPRI)
 		e->urgent = true;

@@ -29,6 +29,9 @@ static int parse_words(struct cli_options *opt, char *err, const char *const *wo
 	return cli_parse(argc, (char **)words, opt, err, CLI_ERR_MAX);
 }
 
+#define CREDS_IN_URI "proxy URI must not contain credentials; use `--proxy-user` and " \
+	"`--proxy-password-file` (or `--proxy-password`)"
+
 #define ARGV(...) ((const char *const[]){ "childflow", __VA_ARGS__, NULL })
 
 /*
@@ -91,8 +94,9 @@ static void test_proxy_valid(void **state)
 	expect_proxy_ok("http://h:0", PROXY_HTTP, "h", 0);
 	expect_proxy_ok("http://h:65535", PROXY_HTTP, "h", 65535);
 	expect_proxy_ok("http://h:0080", PROXY_HTTP, "h", 80);
-	/* Reference quirk: no userinfo parsing, "user@h" is the literal host. */
-	expect_proxy_ok("http://user@h:1", PROXY_HTTP, "user@h", 1);
+	/* Unlike the reference (which takes "user@h" for a host name), credentials in the URI are refused
+	 * with a message that says where they go. */
+	expect_proxy_err("http://user@h:1", CREDS_IN_URI);
 }
 
 static void test_proxy_rule1_no_scheme_separator(void **state)
@@ -155,7 +159,7 @@ static void test_proxy_rule6_plain_host(void **state)
 {
 	const char *v6 = "IPv6 proxy hosts must be enclosed in `[` and `]`";
 
-	expect_proxy_err("http://user:pass@h:1", v6);
+	expect_proxy_err("http://user:pass@h:1", CREDS_IN_URI);   /* the reference: the v6 message */
 	expect_proxy_err("http://2001:db8::1:8080", v6);
 	expect_proxy_err("http://::1", v6);
 	expect_proxy_err("http://h", "proxy URI must include a port");
@@ -730,7 +734,9 @@ static void test_help_text(void **state)
 	assert_contains(help, "\n  -U, --proxy-user <PROXY_USER>\n          Username for upstream proxy "
 			      "authentication\n");
 	assert_contains(help, "\n  -P, --proxy-password <PROXY_PASSWORD>\n          Password for upstream proxy "
-			      "authentication\n");
+			      "authentication.");
+	assert_contains(help, "\n      --proxy-password-file <FILE>\n          Read the proxy password from");
+	assert_contains(help, "DNS, UDP and ICMP still go\n          direct\n");
 	assert_contains(help, "\n      --proxy-insecure\n"
 			      "          Ignore certificate trust errors for https:// upstream proxies while\n"
 			      "          still validating the hostname\n");
@@ -779,6 +785,44 @@ static void test_capture_point_names(void **state)
 	assert_string_equal(cli_capture_point_name((enum capture_point)42), "unknown");
 }
 
+/* cli_take_password(): -P is copied and blanked in argv; the file and the variable are read. */
+static void test_take_password(void **state)
+{
+	char w0[] = "childflow", w1[] = "-p", w2[] = "http://h:1", w3[] = "-U", w4[] = "u",
+	     w5[] = "--proxy-password=s3cret", w6[] = "true";
+	char *argv[] = { w0, w1, w2, w3, w4, w5, w6, NULL };
+	char *argv2[] = { w0, w1, w2, w3, w4, w6, NULL };
+	char pw[CLI_PASSWORD_MAX], err[CLI_ERR_MAX], path[] = "/tmp/cfpwXXXXXX";
+	struct cli_options opt;
+	int fd;
+
+	(void)state;
+	assert_int_equal(cli_parse(7, argv, &opt, err, sizeof(err)), 0);
+	assert_int_equal(cli_take_password(&opt, 7, argv, pw, err, sizeof(err)), 0);
+	assert_string_equal(pw, "s3cret");
+	assert_memory_equal(w5, "--proxy-password=\0\0\0\0\0\0", sizeof(w5));
+	assert_null(opt.proxy_password);
+
+	setenv(CLI_PASSWORD_ENV, "fromenv", 1);
+	assert_int_equal(cli_parse(6, argv2, &opt, err, sizeof(err)), 0);
+	assert_int_equal(cli_take_password(&opt, 6, argv2, pw, err, sizeof(err)), 0);
+	assert_string_equal(pw, "fromenv");
+	assert_null(getenv(CLI_PASSWORD_ENV));
+	/* Without it, -U alone is the reference's pairing error. */
+	assert_int_equal(cli_parse(6, argv2, &opt, err, sizeof(err)), -1);
+
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "filepw\nsecond line\n", 19), 19);
+	close(fd);
+	opt.proxy_password_file = path;
+	assert_int_equal(cli_take_password(&opt, 6, argv2, pw, err, sizeof(err)), 0);
+	assert_string_equal(pw, "filepw");
+	unlink(path);
+	assert_int_equal(cli_take_password(&opt, 6, argv2, pw, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "cannot read `--proxy-password-file`"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -801,6 +845,7 @@ int main(void)
 		cmocka_unit_test(test_hosts_file),
 		cmocka_unit_test(test_capture_point_requires_capture),
 		cmocka_unit_test(test_proxy_credentials_pairing),
+		cmocka_unit_test(test_take_password),
 		cmocka_unit_test(test_proxy_options_require_proxy),
 		cmocka_unit_test(test_proxy_insecure_needs_https),
 		cmocka_unit_test(test_validation_order),

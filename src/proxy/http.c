@@ -1,0 +1,421 @@
+// SPDX-License-Identifier: MIT
+/*
+ * proxy/http — the http:// and https:// routes: HTTP CONNECT, over TLS to the proxy for https.
+ *
+ * States (struct pconn.phase):
+ *   PH_DIAL   TCP connect to the proxy (EPOLLOUT)
+ *   PH_TLS    https: TLS handshake; the certificate must be valid for the URI's host name or IP
+ *             (SNI for names); --proxy-insecure accepts an untrusted chain, never another host
+ *   PH_SEND   "CONNECT name:port" (or the address) with Basic credentials, sent from c->sent on
+ *   PH_REPLY  the reply's header block, peeked and consumed exactly up to its blank line: what the
+ *             proxy sends after it is the destination's and stays for the child
+ *   -> READY on 2xx (http: the fd is spliced; https: the TLS stream below carries the flow),
+ *      FAILED otherwise (told once per cause).
+ * A probe stops after TLS when it has no credentials to check, else asks for CONNECT 0.0.0.0:0 (an
+ * address nothing listens on, so no proxy connects anywhere): 407 says the credentials are wrong,
+ * any other answer that they were taken.
+ */
+#include "proxy/internal.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#define PEEK_CHUNK 2048
+
+/* ---------- I/O over the socket or TLS (socket semantics: -1 with errno EAGAIN, ...) ---------- */
+
+/* After an SSL call returned @r <= 0: set errno and *want as a socket would.  Return: -1, or 0 at EOF. */
+static ssize_t tls_result(SSL *ssl, int r, uint32_t *want)
+{
+	int e = SSL_get_error(ssl, r);
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		*want = EPOLLIN;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_WANT_WRITE:
+		*want = EPOLLOUT;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (errno == 0)
+			errno = ECONNRESET;
+		return -1;
+	default:
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+static ssize_t io_peek(struct pconn *c, int fd, void *buf, size_t len, uint32_t *want)
+{
+	*want = EPOLLIN;
+	if (c->ssl) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_peek(c->ssl, buf, (int)len);
+		return r > 0 ? r : tls_result(c->ssl, r, want);
+	}
+	return recv(fd, buf, len, MSG_PEEK | MSG_DONTWAIT);
+}
+
+/* Drop @n bytes just peeked. */
+static void io_consume(struct pconn *c, int fd, size_t n)
+{
+	char sink[PEEK_CHUNK];
+
+	while (n > 0) {
+		size_t k = n < sizeof(sink) ? n : sizeof(sink);
+		ssize_t got;
+
+		if (c->ssl) {
+			ERR_clear_error();
+			got = SSL_read(c->ssl, sink, (int)k);
+		} else {
+			got = recv(fd, NULL, k, MSG_TRUNC | MSG_DONTWAIT);
+		}
+		if (got <= 0)
+			return;   /* cannot happen for bytes already peeked */
+		n -= (size_t)got;
+	}
+}
+
+static ssize_t io_send(struct pconn *c, int fd, const void *buf, size_t len, uint32_t *want)
+{
+	*want = EPOLLOUT;
+	if (c->ssl) {
+		int r;
+
+		ERR_clear_error();
+		r = SSL_write(c->ssl, buf, (int)len);
+		if (r > 0)
+			return r;
+		r = (int)tls_result(c->ssl, r, want);
+		if (r == 0)
+			errno = EPIPE;
+		return -1;
+	}
+	return send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* ---------- TLS ---------- */
+
+/* --proxy-insecure: accept any trust-chain error, but never a certificate for another host. */
+static int insecure_verify(int ok, X509_STORE_CTX *store)
+{
+	int e = X509_STORE_CTX_get_error(store);
+
+	if (ok)
+		return 1;
+	return e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH ? 0 : 1;
+}
+
+static int tls_begin(struct pconn *c, int fd)
+{
+	const struct proxy *px = c->px;
+
+	c->ssl = SSL_new(px->tls);
+	if (!c->ssl || !SSL_set_fd(c->ssl, fd))
+		return ENOMEM;
+	if (px->host_is_ip) {
+		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), px->host))
+			return ENOMEM;
+	} else if (!SSL_set_tlsext_host_name(c->ssl, px->host) || !SSL_set1_host(c->ssl, px->host)) {
+		return ENOMEM;
+	}
+	if (px->insecure)
+		SSL_set_verify(c->ssl, SSL_VERIFY_PEER, insecure_verify);
+	SSL_set_connect_state(c->ssl);
+	return 0;
+}
+
+/* The handshake failed: tell why.  Return: the child's errno. */
+static int tls_failed(struct pconn *c, int r)
+{
+	const struct proxy *px = c->px;
+	long v = SSL_get_verify_result(c->ssl);
+	unsigned long e = ERR_peek_error();
+
+	if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
+		proxy_tell(px, CAUSE_TLS, (int)v, "presented a TLS certificate that is not valid for %s "
+			   "(refused, also with --proxy-insecure)", px->host);
+	else if (v != X509_V_OK)
+		proxy_tell(px, CAUSE_TLS, (int)v, "presented a TLS certificate that is not trusted: %s "
+			   "(trust its CA, e.g. with SSL_CERT_FILE, or use --proxy-insecure)",
+			   X509_verify_cert_error_string(v));
+	else if (e)
+		proxy_tell(px, CAUSE_TLS, 100000 + ERR_GET_REASON(e), "failed the TLS handshake: %s",
+			   ERR_reason_error_string(e));
+	else
+		proxy_tell(px, CAUSE_CLOSED, errno, "closed the connection during the TLS handshake%s%s",
+			   r < 0 && errno ? ": " : "", r < 0 && errno ? strerror(errno) : "");
+	return ENETUNREACH;
+}
+
+/* In insecure mode the chain was not required to verify: check the name ourselves as well. */
+static bool tls_peer_is_host(struct pconn *c)
+{
+	const struct proxy *px = c->px;
+	X509 *cert = SSL_get1_peer_certificate(c->ssl);
+	bool ok;
+
+	if (!cert)
+		return false;
+	ok = px->host_is_ip ? X509_check_ip_asc(cert, px->host, 0) == 1
+			    : X509_check_host(cert, px->host, strlen(px->host), 0, NULL) == 1;
+	X509_free(cert);
+	return ok;
+}
+
+/* Return: 0 done, EAGAIN (*want set), or the child's errno. */
+static int tls_step(struct pconn *c, uint32_t *want)
+{
+	int r;
+
+	ERR_clear_error();
+	errno = 0;
+	r = SSL_connect(c->ssl);
+	if (r != 1) {
+		int e = SSL_get_error(c->ssl, r);
+
+		if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+			*want = e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+			return EAGAIN;
+		}
+		return tls_failed(c, r);
+	}
+	if (!tls_peer_is_host(c)) {
+		proxy_tell(c->px, CAUSE_TLS, X509_V_ERR_HOSTNAME_MISMATCH, "presented a TLS certificate that "
+			   "is not valid for %s (refused, also with --proxy-insecure)", c->px->host);
+		return ENETUNREACH;
+	}
+	proxy_tell(c->px, CAUSE_OK, 1, "TLS %s, kernel TLS: send %s, receive %s", SSL_get_version(c->ssl),
+		   BIO_get_ktls_send(SSL_get_wbio(c->ssl)) ? "on" : "off",
+		   BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) ? "on" : "off");
+	return 0;
+}
+
+/* ---------- CONNECT ---------- */
+
+/* A copy of the proxy's status line fit for a terminal. */
+static void printable(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			*s = '?';
+}
+
+/* The reply's header block is complete: judge its status.  Return: 0 (READY), or the child's errno. */
+static int judge_reply(struct pconn *c)
+{
+	const struct proxy *px = c->px;
+	int code = http_status(c->u.hr.line);
+
+	printable(c->u.hr.line);
+	if (code < 0) {
+		proxy_tell(px, CAUSE_PROTOCOL, 0, "sent a malformed reply to CONNECT: \"%s\"", c->u.hr.line);
+		return ENETUNREACH;
+	}
+	/* 407 is the standard answer; tinyproxy says 401 to a CONNECT. */
+	if (code == 407 || code == 401) {
+		if (px->auth)
+			proxy_tell(px, CAUSE_CREDENTIALS, 0, "rejected the credentials (%d)", code);
+		else
+			proxy_tell(px, CAUSE_CREDENTIALS, 1, "requires credentials (%d): give them with "
+				   "--proxy-user and --proxy-password", code);
+		return ENETUNREACH;
+	}
+	if (c->probe) {
+		proxy_tell(px, CAUSE_OK, 0, "took the credentials (probe answered %d)", code);
+		return 0;
+	}
+	if (code >= 200 && code < 300)
+		return 0;
+	proxy_tell(px, CAUSE_REFUSED, code, "refused a CONNECT: \"%s\"", c->u.hr.line);
+	return http_status_errno(code);
+}
+
+/* Send the CONNECT request from c->sent on.  Return: 0 sent, EAGAIN, or the child's errno. */
+static int send_request(struct pconn *c, int fd, uint32_t *want)
+{
+	char auth[PROXY_AUTHORITY_MAX], req[PROXY_REQ_MAX];
+	int len;
+
+	if (c->probe)
+		len = proxy_http_request(req, sizeof(req), "0.0.0.0:0", c->px->basic);
+	else if (proxy_authority(auth, sizeof(auth), &c->dst.sa, c->name) < 0 ||
+		 (len = proxy_http_request(req, sizeof(req), auth, c->px->auth ? c->px->basic : NULL)) < 0)
+		return EINVAL;
+	while (c->sent < (size_t)len) {
+		ssize_t n = io_send(c, fd, req + c->sent, (size_t)len - c->sent, want);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return EAGAIN;
+			proxy_tell(c->px, CAUSE_CLOSED, errno, "closed the connection: %s", strerror(errno));
+			return ENETUNREACH;
+		}
+		c->sent += (size_t)n;
+	}
+	explicit_bzero(req, sizeof(req));
+	return 0;
+}
+
+/* Read the reply's header block.  Return: 0 (READY), EAGAIN, or the child's errno. */
+static int read_reply(struct pconn *c, int fd, uint32_t *want)
+{
+	char buf[PEEK_CHUNK];
+
+	for (;;) {
+		bool done;
+		ssize_t n = io_peek(c, fd, buf, sizeof(buf), want);
+		size_t k;
+
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			return EAGAIN;
+		if (n <= 0) {
+			int e = n == 0 ? 0 : errno;
+
+			proxy_tell(c->px, CAUSE_CLOSED, e, "closed the connection before answering CONNECT%s%s",
+				   e ? ": " : "", e ? strerror(e) : "");
+			return ENETUNREACH;
+		}
+		k = http_reader_feed(&c->u.hr, buf, (size_t)n, &done);
+		io_consume(c, fd, k);
+		if (done)
+			return judge_reply(c);
+		if (c->u.hr.total > PROXY_HDR_MAX) {
+			proxy_tell(c->px, CAUSE_PROTOCOL, 1, "sent a reply to CONNECT longer than %d bytes",
+				   PROXY_HDR_MAX);
+			return ENETUNREACH;
+		}
+	}
+}
+
+static enum conn_step http_start(void *st, const void *cfg, const struct conn_req *rq, int *fd,
+				 uint32_t *want, int *err)
+{
+	return proxy_dial(st, cfg, rq, fd, want, err);
+}
+
+static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *want, int *err)
+{
+	struct pconn *c = st;
+	int r = 0;
+
+	for (;;) {
+		switch (c->phase) {
+		case PH_DIAL:
+			if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+				*want = EPOLLOUT;
+				return CONN_MORE;
+			}
+			if ((r = proxy_dial_done(c, fd)) != 0)
+				break;
+			if (c->px->kind == PROXY_KIND_HTTPS) {
+				if ((r = tls_begin(c, fd)) != 0)
+					break;
+				c->phase = PH_TLS;
+			} else {
+				c->phase = c->probe && !c->px->auth ? PH_DONE : PH_SEND;
+			}
+			continue;
+		case PH_TLS:
+			if ((r = tls_step(c, want)) != 0)
+				break;
+			c->phase = c->probe && !c->px->auth ? PH_DONE : PH_SEND;
+			continue;
+		case PH_SEND:
+			if ((r = send_request(c, fd, want)) != 0)
+				break;
+			c->phase = PH_REPLY;
+			continue;
+		case PH_REPLY:
+			if ((r = read_reply(c, fd, want)) != 0)
+				break;
+			c->phase = PH_DONE;
+			continue;
+		default:
+			if (c->probe && !c->px->auth)
+				proxy_tell(c->px, CAUSE_OK, 2, "answers");
+			return CONN_READY;
+		}
+		if (r == EAGAIN)
+			return CONN_MORE;
+		*err = r;
+		proxy_abort(c, CONN_ABORT_ENDED);   /* frees the TLS state; the engine closes the fd */
+		return CONN_FAILED;
+	}
+}
+
+/* ---------- the https flow's stream (after READY) ---------- */
+
+static ssize_t tls_peek(void *st, int fd, void *buf, size_t len)
+{
+	uint32_t want;
+
+	return io_peek(st, fd, buf, len > 16384 ? 16384 : len, &want);
+}
+
+static void tls_consume(void *st, size_t n)
+{
+	io_consume(st, -1, n);
+}
+
+static ssize_t tls_send(void *st, int fd, const void *buf, size_t len)
+{
+	uint32_t want;
+
+	return io_send(st, fd, buf, len > 65536 ? 65536 : len, &want);
+}
+
+static void tls_shutdown(void *st, int fd)
+{
+	struct pconn *c = st;
+
+	ERR_clear_error();
+	SSL_shutdown(c->ssl);   /* close_notify; TLS keeps reading what the proxy still sends */
+	shutdown(fd, SHUT_WR);
+}
+
+static void tls_release(void *st)
+{
+	proxy_abort(st, CONN_ABORT_ENDED);
+}
+
+static const struct conn_stream_ops tls_stream_ops = {
+	.peek = tls_peek,
+	.consume = tls_consume,
+	.send = tls_send,
+	.shutdown = tls_shutdown,
+	.release = tls_release,
+};
+
+const struct connector_ops proxy_http_ops = {
+	.name = "proxy-http",
+	.state_size = sizeof(struct pconn),
+	.timeout_ms = PROXY_TIMEOUT_MS_DEFAULT,
+	.stream = NULL,
+	.start = http_start,
+	.step = http_step,
+	.abort = proxy_abort,
+};
+
+const struct connector_ops proxy_https_ops = {
+	.name = "proxy-https",
+	.state_size = sizeof(struct pconn),
+	.timeout_ms = PROXY_TIMEOUT_MS_DEFAULT,
+	.stream = &tls_stream_ops,
+	.start = http_start,
+	.step = http_step,
+	.abort = proxy_abort,
+};

@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/* proxy/internal — what the proxy connectors share (not for other modules). */
+#ifndef CHILDFLOW_PROXY_INTERNAL_H
+#define CHILDFLOW_PROXY_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+#include "proxy/proxy.h"
+#include "proxy/wire.h"
+#include "relay/flow.h"
+
+/* Causes of failure, each told once per run (with a code: an errno, a status, a TLS error). */
+enum proxy_cause {
+	CAUSE_UNREACHABLE,    /* the TCP connect to the proxy failed (code: errno) */
+	CAUSE_TIMEOUT,        /* no answer in time (code: the phase) */
+	CAUSE_TLS,            /* the TLS handshake failed (code: verify result or error reason) */
+	CAUSE_CREDENTIALS,    /* 407 / RFC 1929 refused (code: 0 given, 1 none given) */
+	CAUSE_AUTH_METHOD,    /* SOCKS5: no acceptable method (code: the method) */
+	CAUSE_REFUSED,        /* the proxy would not connect to the destination (code: status / REP) */
+	CAUSE_PROTOCOL,       /* a malformed or oversized reply (code: 0) */
+	CAUSE_CLOSED,         /* the proxy closed or reset the connection mid-handshake (code: errno) */
+	CAUSE_OK,             /* the probe succeeded (told at debug level) */
+};
+
+#define PROXY_TOLD_MAX 64
+
+struct proxy_told {
+	struct { enum proxy_cause cause; int code; } seen[PROXY_TOLD_MAX];
+	unsigned int n;
+};
+
+struct proxy {
+	enum proxy_kind kind;
+	char host[256];
+	bool host_is_ip;
+	char shown[300];                      /* "host:port", "[v6]:port": how messages name it */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	bool auth;
+	char user[PROXY_CRED_MAX + 1];
+	char pass[PROXY_CRED_MAX + 1];
+	char basic[700];                      /* base64 of user:pass (http, https) */
+	bool insecure;
+	unsigned int timeout_ms;
+	SSL_CTX *tls;
+	struct proxy_told *told;              /* mutable through the const cfg the engine holds */
+};
+
+/* Phases of a handshake (the connectors' states; also the code of CAUSE_TIMEOUT). */
+enum proxy_phase {
+	PH_DIAL,          /* TCP connect to the proxy in progress */
+	PH_TLS,           /* TLS handshake (https) */
+	PH_SEND,          /* sending the request (CONNECT, SOCKS5 greeting/auth/connect) */
+	PH_REPLY,         /* reading the HTTP reply */
+	PH_S5_METHOD,     /* SOCKS5: waiting for the method reply */
+	PH_S5_AUTH,       /* SOCKS5: waiting for the RFC 1929 reply */
+	PH_S5_REPLY,      /* SOCKS5: waiting for the CONNECT reply */
+	PH_DONE,
+};
+
+/* Per-flow state of every proxy connector (in the engine's state area). */
+struct pconn {
+	const struct proxy *px;
+	union flow_addr dst;
+	const char *name;                     /* the name to ask for, or NULL (the address) */
+	bool probe;
+	enum proxy_phase phase;
+	enum proxy_phase next;                /* after PH_SEND: which reply to wait for */
+	size_t sent;                          /* bytes of the current request already sent */
+	SSL *ssl;                             /* https */
+	union {
+		struct http_reader hr;        /* http, https: the reply's header block */
+		struct {                      /* socks5: the reply so far (read, never past its end) */
+			uint8_t buf[4 + 1 + 255 + 2];
+			uint16_t len;
+		} s5;
+	} u;
+};
+
+/* proxy_tell() - tell @cause once per run (a warning; CAUSE_OK at debug level).  @fmt is the text
+ * after "proxy <host:port> ". */
+void proxy_tell(const struct proxy *px, enum proxy_cause cause, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/* proxy_fail() - tell @cause and return the errno the child sees for it (ENETUNREACH: the proxy). */
+int proxy_fail_unreachable(struct pconn *c, int err);
+
+/* Start the TCP connect to the proxy.  Return: CONN_MORE with *fd, or CONN_FAILED with *err. */
+enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct conn_req *rq, int *fd,
+			  uint32_t *want, int *err);
+
+/* The connect finished (EPOLLOUT): Return: 0, or the child's errno (told). */
+int proxy_dial_done(struct pconn *c, int fd);
+
+/* abort(): a timeout is told once per phase. */
+void proxy_abort(void *st, enum conn_abort why);
+
+extern const struct connector_ops proxy_http_ops, proxy_https_ops, proxy_socks5_ops;
+
+#endif

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: MIT
+/*
+ * proxy — the route's setup (resolving the proxy, the TLS context), the TCP connect to the proxy
+ * shared by every scheme, and the once-per-cause warnings.  The schemes are http.c (http, https)
+ * and socks5.c.
+ */
+#include "proxy/internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+
+#include <openssl/err.h>
+
+#include "util/log.h"
+
+#define KEEPIDLE_S 300
+#define KEEPINTVL_S 30
+#define KEEPCNT 10
+
+void proxy_tell(const struct proxy *px, enum proxy_cause cause, int code, const char *fmt, ...)
+{
+	struct proxy_told *t = px->told;
+	char msg[512];
+	va_list ap;
+
+	for (unsigned int i = 0; i < t->n; i++)
+		if (t->seen[i].cause == cause && t->seen[i].code == code)
+			return;
+	if (t->n < PROXY_TOLD_MAX) {
+		t->seen[t->n].cause = cause;
+		t->seen[t->n].code = code;
+		t->n++;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (cause == CAUSE_OK)
+		log_debug("proxy %s %s", px->shown, msg);
+	else
+		log_warn("proxy %s %s", px->shown, msg);
+}
+
+int proxy_fail_unreachable(struct pconn *c, int err)
+{
+	proxy_tell(c->px, CAUSE_UNREACHABLE, err, "cannot be reached: %s", strerror(err));
+	return ENETUNREACH;
+}
+
+enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct conn_req *rq, int *fd,
+			  uint32_t *want, int *err)
+{
+	int one = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
+	int s = socket(px->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	c->px = px;
+	c->probe = rq->probe;
+	c->name = rq->dst_name;
+	memcpy(&c->dst, rq->dst, rq->dst->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								 : sizeof(struct sockaddr_in));
+	c->phase = PH_DIAL;
+	if (s < 0) {
+		*err = errno;
+		return CONN_FAILED;
+	}
+	/* As for direct flows: no Nagle (handshakes and interactive flows), keepalive so that a proxy
+	 * that vanishes ends the flow. */
+	if (setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+	    setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+	    setsockopt(s, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+	    setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0) {
+		*err = errno;
+		close(s);
+		return CONN_FAILED;
+	}
+	if (connect(s, (const struct sockaddr *)&px->addr, px->addrlen) < 0 && errno != EINPROGRESS) {
+		*err = errno == EMFILE || errno == ENFILE ? errno : proxy_fail_unreachable(c, errno);
+		close(s);
+		return CONN_FAILED;
+	}
+	*fd = s;
+	*want = EPOLLOUT;
+	return CONN_MORE;
+}
+
+int proxy_dial_done(struct pconn *c, int fd)
+{
+	int e = 0;
+	socklen_t len = sizeof(e);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
+		e = errno;
+	return e ? proxy_fail_unreachable(c, e) : 0;
+}
+
+void proxy_abort(void *st, enum conn_abort why)
+{
+	static const char *const during[] = {
+		[PH_DIAL] = "did not accept the connection",
+		[PH_TLS] = "did not complete the TLS handshake",
+		[PH_SEND] = "did not take the request",
+		[PH_REPLY] = "did not answer the CONNECT request",
+		[PH_S5_METHOD] = "did not answer the SOCKS5 greeting",
+		[PH_S5_AUTH] = "did not answer the SOCKS5 authentication",
+		[PH_S5_REPLY] = "did not answer the SOCKS5 CONNECT request",
+		[PH_DONE] = "did not finish",
+	};
+	struct pconn *c = st;
+
+	if (!c->px)
+		return;
+	if (why == CONN_ABORT_TIMEOUT)
+		proxy_tell(c->px, CAUSE_TIMEOUT, (int)c->phase, "%s within %u s", during[c->phase],
+			   (c->px->timeout_ms + 999) / 1000);
+	if (c->ssl) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+}
+
+/* Resolve @host with the host's resolver; the first address (getaddrinfo's order, RFC 6724) is used. */
+static int resolve(struct proxy *px, const char *host, uint16_t port, char *err, size_t errlen)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG }, *res = NULL;
+	char ports[8];
+	int r;
+
+	snprintf(ports, sizeof(ports), "%u", port);
+	r = getaddrinfo(host, ports, &hints, &res);
+	if (r == EAI_NONAME || r == EAI_ADDRFAMILY) {
+		/* AI_ADDRCONFIG hides addresses of a family without a configured address: try all. */
+		hints.ai_flags = 0;
+		r = getaddrinfo(host, ports, &hints, &res);
+	}
+	if (r != 0) {
+		snprintf(err, errlen, "failed to resolve the upstream proxy %s: %s", px->shown,
+			 r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
+		return -EHOSTUNREACH;
+	}
+	if (!res || res->ai_addrlen > sizeof(px->addr)) {
+		freeaddrinfo(res);
+		snprintf(err, errlen, "the upstream proxy %s did not resolve to an IP address", px->shown);
+		return -EHOSTUNREACH;
+	}
+	memcpy(&px->addr, res->ai_addr, res->ai_addrlen);
+	px->addrlen = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static int tls_setup(struct proxy *px, char *err, size_t errlen)
+{
+	px->tls = SSL_CTX_new(TLS_client_method());
+	if (!px->tls || !SSL_CTX_set_min_proto_version(px->tls, TLS1_2_VERSION) ||
+	    /* the system's trust store; SSL_CERT_FILE and SSL_CERT_DIR override it */
+	    !SSL_CTX_set_default_verify_paths(px->tls)) {
+		snprintf(err, errlen, "cannot set up TLS for the upstream proxy %s: %s", px->shown,
+			 ERR_reason_error_string(ERR_get_error()));
+		return -ENOMEM;
+	}
+	SSL_CTX_set_verify(px->tls, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_mode(px->tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Kernel TLS when both OpenSSL and the kernel have it (the tls module); else OpenSSL's own.
+	 * A proxy that closes without close_notify ends the flow like a FIN. */
+	SSL_CTX_set_options(px->tls, SSL_OP_ENABLE_KTLS | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	return 0;
+}
+
+int proxy_new(struct proxy **out, const struct proxy_params *p, char *err, size_t errlen)
+{
+	struct proxy *px = calloc(1, sizeof(*px));
+	struct in6_addr a6;
+	struct in_addr a4;
+	int r;
+
+	*out = NULL;
+	if (!px || !(px->told = calloc(1, sizeof(*px->told)))) {
+		free(px);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	px->kind = p->kind;
+	px->insecure = p->insecure;
+	px->timeout_ms = p->timeout_ms ? p->timeout_ms : PROXY_TIMEOUT_MS_DEFAULT;
+	snprintf(px->host, sizeof(px->host), "%s", p->host);
+	px->host_is_ip = inet_pton(AF_INET, p->host, &a4) == 1 || inet_pton(AF_INET6, p->host, &a6) == 1;
+	snprintf(px->shown, sizeof(px->shown), strchr(p->host, ':') ? "[%s]:%u" : "%s:%u", p->host, p->port);
+	r = -EINVAL;
+	if (p->user) {
+		if (strlen(p->user) > PROXY_CRED_MAX || strlen(p->password) > PROXY_CRED_MAX || !*p->user ||
+		    !*p->password) {
+			snprintf(err, errlen, "proxy user name and password must be 1 to %d bytes each",
+				 PROXY_CRED_MAX);
+			goto fail;
+		}
+		if (p->kind != PROXY_KIND_SOCKS5 && strchr(p->user, ':')) {
+			snprintf(err, errlen, "an HTTP proxy user name cannot contain `:` (Basic authentication)");
+			goto fail;
+		}
+		px->auth = true;
+		snprintf(px->user, sizeof(px->user), "%s", p->user);
+		snprintf(px->pass, sizeof(px->pass), "%s", p->password);
+		proxy_basic(px->basic, sizeof(px->basic), px->user, px->pass);
+	}
+	if ((r = resolve(px, p->host, p->port, err, errlen)) < 0 ||
+	    (p->kind == PROXY_KIND_HTTPS && (r = tls_setup(px, err, errlen)) < 0))
+		goto fail;
+	*out = px;
+	return 0;
+fail:
+	proxy_free(px);
+	return r;
+}
+
+struct connector proxy_connector(const struct proxy *px)
+{
+	const struct connector_ops *ops = px->kind == PROXY_KIND_HTTP ? &proxy_http_ops :
+					  px->kind == PROXY_KIND_HTTPS ? &proxy_https_ops :
+									 &proxy_socks5_ops;
+
+	return (struct connector){ .ops = ops, .cfg = px, .timeout_ms = px->timeout_ms };
+}
+
+void proxy_free(struct proxy *px)
+{
+	if (!px)
+		return;
+	SSL_CTX_free(px->tls);
+	free(px->told);
+	explicit_bzero(px, sizeof(*px));
+	free(px);
+}
