@@ -200,6 +200,13 @@ static int name_files(const struct cli_options *o, const struct resolv_conf *hos
 	return 0;
 }
 
+/* ctx.resolved: the relay's view of what the tree resolved. */
+static size_t lookup_resolved(const void *src, const struct sockaddr *sa, uint64_t now_ms, const char **out,
+			      size_t max)
+{
+	return dns_names_lookup(src, sa, now_ms, out, max);
+}
+
 /* (address, name) pairs the tree's answers may leave in c->names: about 3 MiB at most. */
 #define NAMES_MAX 32768
 
@@ -241,6 +248,7 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 	c->names = dns_names_new(NAMES_MAX);
 	if (!c->names)
 		return -ENOMEM;
+	c->resolved = (struct name_lookup){ .lookup = lookup_resolved, .src = c->names };
 	cfg.names = c->names;
 	if ((r = dns_fwd_new(fwd, &cfg)) < 0)
 		return r;

@@ -46,7 +46,6 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
-#include "dns/names.h"
 #include "util/log.h"
 
 #define TCP_BUDGET (4u << 20)   /* bytes one flow may move before others get a turn */
@@ -758,15 +757,16 @@ static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_re
 
 /*
  * dst_name() - the name the tree resolved @dst from in this run, if any: when several names map to
- * the address, the most recently resolved one (dns_names_lookup() returns it first).  Return: a
+ * the address, the most recently resolved one (the name lookup of ctx returns it first).  Return: a
  * copy the flow owns, or NULL.
  */
 static char *dst_name(struct relay *r, const struct sockaddr_storage *dst)
 {
 	const char *names[1];
 
-	if (!r->c->names ||
-	    dns_names_lookup(r->c->names, (const struct sockaddr *)dst, r->now_ms, names, 1) == 0)
+	const struct name_lookup *nl = &r->c->resolved;
+
+	if (!nl->lookup || nl->lookup(nl->src, (const struct sockaddr *)dst, r->now_ms, names, 1) == 0)
 		return NULL;
 	return strdup(names[0]);
 }
