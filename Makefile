@@ -114,6 +114,7 @@ FUZZ_CC      ?= clang
 # The sources each target needs (the whole library when not listed): fewer to instrument, faster builds.
 FUZZ_LIB_fuzz_cli := src/cli/cli.c src/util/log.c
 FUZZ_LIB_fuzz_resolvconf := src/dns/resolvconf.c src/backend/netplan.c
+FUZZ_LIB_fuzz_nfq := src/netlink/nfq.c
 
 .SECONDEXPANSION:
 build/fuzz/%: tests/fuzz/%.c $$(or $$(FUZZ_LIB_$$*),$$(LIB_SRC)) $(shell find src -name '*.h')
