@@ -220,7 +220,7 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 			nftnl_expr_free(e);
 		e = NULL;
 	}
-	add_expr(rb, e);
+	add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
 }
 
 /* ---------- the batch ---------- */

@@ -77,7 +77,6 @@ enum gate_reply gate_reply_for(enum flow_outcome o, int err)
 			return GATE_REFUSE;
 		}
 	case FLOW_DENIED:
-		return GATE_REFUSE;
 	case FLOW_OPEN:
 	case FLOW_OK:
 	case FLOW_RESET_UP:
@@ -104,8 +103,8 @@ int gate_init(struct relay *r)
 	r->gate_buckets = 1;
 	while (r->gate_buckets < r->lim.max_connecting * 2u)
 		r->gate_buckets <<= 1;
-	r->gate_hash = calloc(r->gate_buckets, sizeof(*r->gate_hash));
-	r->wait_hash = calloc(r->gate_buckets, sizeof(*r->wait_hash));
+	r->gate_hash = calloc(r->gate_buckets, sizeof(struct tcp_flow *));
+	r->wait_hash = calloc(r->gate_buckets, sizeof(struct gate_wait *));
 	r->gate_out = malloc(GATE_OUT);
 	if (!r->gate_hash || !r->wait_hash || !r->gate_out)
 		return -ENOMEM;

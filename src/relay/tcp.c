@@ -212,15 +212,16 @@ static unsigned int gate_bucket(const struct relay *r, const struct sockaddr_sto
 
 static bool same_addr(const union flow_addr *a, const struct sockaddr_storage *b)
 {
+	union flow_addr y = { 0 };
+
 	if (a->sa.sa_family != b->ss_family)
 		return false;
 	if (b->ss_family == AF_INET) {
-		const struct sockaddr_in *y = (const void *)b;
-
-		return a->in4.sin_port == y->sin_port && a->in4.sin_addr.s_addr == y->sin_addr.s_addr;
+		memcpy(&y.in4, b, sizeof(y.in4));
+		return a->in4.sin_port == y.in4.sin_port && a->in4.sin_addr.s_addr == y.in4.sin_addr.s_addr;
 	}
-	const struct sockaddr_in6 *y = (const void *)b;
-	return a->in6.sin6_port == y->sin6_port && !memcmp(&a->in6.sin6_addr, &y->sin6_addr, 16);
+	memcpy(&y.in6, b, sizeof(y.in6));
+	return a->in6.sin6_port == y.in6.sin6_port && memcmp(&a->in6.sin6_addr, &y.in6.sin6_addr, 16) == 0;
 }
 
 static struct tcp_flow *gate_find(const struct relay *r, const struct sockaddr_storage *child,
