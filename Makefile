@@ -117,6 +117,7 @@ FUZZ_LIB_fuzz_proxy := src/proxy/wire.c
 FUZZ_LIB_fuzz_resolvconf := src/dns/resolvconf.c src/backend/netplan.c
 FUZZ_LIB_fuzz_dns := src/dns/wire.c src/dns/names.c
 FUZZ_LIB_fuzz_hosts := src/dns/hosts.c src/dns/nsswitch.c
+FUZZ_LIB_fuzz_nfq := src/netlink/nfq.c
 
 .SECONDEXPANSION:
 build/fuzz/%: tests/fuzz/%.c $$(or $$(FUZZ_LIB_$$*),$$(LIB_SRC)) $(shell find src -name '*.h')

@@ -35,6 +35,17 @@ enum be_sock_kind {
 	BE_SOCK_N
 };
 
+/*
+ * The SYN gate's contract between a backend's ruleset and the relay: new TCP SYNs from the child
+ * wait in NFQUEUE BE_GATE_QUEUE; a verdict NF_ACCEPT lets one through, NF_ACCEPT with one of these
+ * marks makes the ruleset reject it as the destination did, NF_DROP drops it (relay/gate.c).
+ */
+#define BE_GATE_QUEUE 0
+#define BE_GATE_MARK_RESET 0x12u          /* tcp reset: ECONNREFUSED */
+#define BE_GATE_MARK_HOST_UNREACH 0x13u   /* icmp host unreachable: EHOSTUNREACH */
+#define BE_GATE_MARK_NET_UNREACH 0x14u    /* icmp no route: ENETUNREACH */
+#define BE_GATE_MARK_PROHIBITED 0x15u     /* icmp admin prohibited: EACCES (IPv6), EHOSTUNREACH (IPv4) */
+
 struct backend;
 
 struct backend_ops {
@@ -42,6 +53,10 @@ struct backend_ops {
 
 	/* The transparent listener of kind @k, owned by the backend, or -1 when not offered. */
 	int (*listener)(const struct backend *b, enum be_listener k);
+
+	/* The SYN gate's queue socket (NETLINK_NETFILTER, bound to BE_GATE_QUEUE), owned by the
+	 * backend, or -1 when this host cannot gate (handshakes then complete at once). */
+	int (*gate_fd)(const struct backend *b);
 
 	/*
 	 * ns_socket() - take a socket created in the interception namespace; the caller owns it.

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -162,10 +163,91 @@ static void tproxy_dns(struct rb *rb, uint8_t nfproto, uint16_t port)
 	tproxy(rb, nfproto, IPPROTO_UDP, port);
 }
 
+/* meta l4proto tcp meta mark MARK reject with TYPE/CODE */
+static void reject_marked(struct rb *rb, uint32_t mark, uint32_t type, uint8_t code)
+{
+	struct nftnl_expr *e;
+
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, IPPROTO_TCP);
+	meta_load(rb, NFT_META_MARK);
+	cmp(rb, NFT_CMP_EQ, &mark, sizeof(mark));
+	e = nftnl_expr_alloc("reject");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, type);
+		nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, code);
+	}
+	add_expr(rb, e);
+}
+
+/* iifname IF meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn meta mark 0 queue num Q */
+static void gate_rule(struct rb *rb, const struct gateway_rules *g)
+{
+	char name[IFNAMSIZ];
+	uint32_t zero = 0, mask = 0x17;
+	uint8_t syn = 0x02;
+	struct nftnl_expr *e;
+
+	memset(name, 0, sizeof(name));
+	snprintf(name, sizeof(name), "%s", g->ifname);
+	meta_load(rb, NFT_META_IIFNAME);
+	cmp(rb, NFT_CMP_EQ, name, sizeof(name));
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, IPPROTO_TCP);
+	e = nftnl_expr_alloc("payload");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 13);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+	}
+	add_expr(rb, e);
+	e = nftnl_expr_alloc("bitwise");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 1);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 1);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
+	}
+	add_expr(rb, e);
+	cmp_u8(rb, syn);
+	meta_load(rb, NFT_META_MARK);
+	cmp(rb, NFT_CMP_EQ, &zero, sizeof(zero));
+	if (g->gate == GATEWAY_GATE_NATIVE) {
+		e = nftnl_expr_alloc("queue");
+		if (e) {
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_NUM, BE_GATE_QUEUE);
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_TOTAL, 1);
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_FLAGS, 0);   /* no bypass: fail closed */
+		}
+		add_expr(rb, e);
+		return;
+	}
+	/* struct xt_NFQ_info_v3 { u16 queuenum, queues_total, flags; } padded to XT_ALIGN (8) */
+	uint16_t *info = calloc(1, 8);
+
+	e = nftnl_expr_alloc("target");
+	if (e && info) {
+		info[0] = BE_GATE_QUEUE;
+		info[1] = 1;
+		nftnl_expr_set_str(e, NFTNL_EXPR_TG_NAME, "NFQUEUE");
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TG_REV, 3);
+		nftnl_expr_set(e, NFTNL_EXPR_TG_INFO, info, 8);   /* libnftnl takes ownership */
+	} else {
+		free(info);
+		if (e)
+			nftnl_expr_free(e);
+		e = NULL;
+	}
+	add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
+}
+
 /* ---------- the batch ---------- */
 
 enum rule_id {
-	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_DNS4, R_DNS6, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_COUNT,
+	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_REJ_RESET, R_REJ_HOST, R_REJ_NET, R_REJ_ADMIN, R_DNS4, R_DNS6,
+	R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_GATE, R_COUNT,
 };
 
 static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rules *g)
@@ -204,6 +286,22 @@ static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rule
 	case R_DNS6:
 		tproxy_dns(rb, NFPROTO_IPV6, g->dns_port);
 		break;
+	case R_REJ_RESET:
+		reject_marked(rb, BE_GATE_MARK_RESET, NFT_REJECT_TCP_RST, 0);
+		break;
+	case R_REJ_HOST:
+		reject_marked(rb, BE_GATE_MARK_HOST_UNREACH, NFT_REJECT_ICMPX_UNREACH, NFT_REJECT_ICMPX_HOST_UNREACH);
+		break;
+	case R_REJ_NET:
+		reject_marked(rb, BE_GATE_MARK_NET_UNREACH, NFT_REJECT_ICMPX_UNREACH, NFT_REJECT_ICMPX_NO_ROUTE);
+		break;
+	case R_REJ_ADMIN:
+		reject_marked(rb, BE_GATE_MARK_PROHIBITED, NFT_REJECT_ICMPX_UNREACH,
+			      NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
+		break;
+	case R_GATE:
+		gate_rule(rb, g);
+		break;
 	case R_TCP4:
 		tproxy(rb, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);
 		break;
@@ -223,6 +321,24 @@ static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rule
 	case R_COUNT:
 		break;
 	}
+}
+
+/* A base chain of the prerouting hook in our table. */
+static void add_chain(struct mnl_nlmsg_batch *b, struct nftnl_chain *c, const char *name, int prio,
+		      uint32_t policy, uint32_t seq)
+{
+	struct nlmsghdr *nlh;
+
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, GATEWAY_TABLE);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
+	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, policy);
+	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_INET,
+					  NLM_F_CREATE, seq);
+	nftnl_chain_nlmsg_build_payload(nlh, c);
+	mnl_nlmsg_batch_next(b);
 }
 
 int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, uint32_t seq,
@@ -251,18 +367,22 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 	mnl_nlmsg_batch_next(b);
 
 	ROOM();
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, GATEWAY_TABLE);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, GATEWAY_CHAIN);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
-	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, -150);   /* mangle */
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_DROP);
-	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_INET,
-					  NLM_F_CREATE, seq++);
-	nftnl_chain_nlmsg_build_payload(nlh, c);
-	mnl_nlmsg_batch_next(b);
+	add_chain(b, c, GATEWAY_CHAIN, -150, NF_DROP, seq++);   /* mangle */
+	if (g->gate != GATEWAY_GATE_NONE) {
+		struct nftnl_chain *gc = nftnl_chain_alloc();
 
-	for (int id = 0; id < R_COUNT; id++) {
+		ROOM();
+		if (!gc) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		add_chain(b, gc, GATEWAY_GATE_CHAIN, -300, NF_ACCEPT, seq++);   /* raw: before mangle */
+		nftnl_chain_free(gc);
+	}
+
+	const int last = g->gate != GATEWAY_GATE_NONE ? R_GATE : R_GATE - 1;
+
+	for (int id = 0; id <= last; id++) {
 		struct nftnl_rule *r = nftnl_rule_alloc();
 
 		if (!r) {
@@ -277,7 +397,7 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			goto out;
 		}
 		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, GATEWAY_TABLE);
-		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, GATEWAY_CHAIN);
+		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id == R_GATE ? GATEWAY_GATE_CHAIN : GATEWAY_CHAIN);
 		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
 		build_rule(&rb, (enum rule_id)id, g);
 		if (rb.failed) {
@@ -288,7 +408,7 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 		*last_seq = seq;
 		nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
 						 NLM_F_APPEND | NLM_F_CREATE |
-						 (id == R_COUNT - 1 ? NLM_F_ACK : 0), seq++);
+						 (id == last ? NLM_F_ACK : 0), seq++);
 		nftnl_rule_nlmsg_build_payload(nlh, r);
 		nftnl_rule_free(r);
 		mnl_nlmsg_batch_next(b);
@@ -344,14 +464,15 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 	len = gateway_rules_batch(g, batch, sizeof(batch), (uint32_t)time(NULL), &last_seq);
 	if (len < 0) {
 		snprintf(err, errlen, "cannot build the ruleset: %s", strerror(-len));
-		return -1;
+		return len;
 	}
 	nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
 	if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		snprintf(err, errlen, "cannot open nfnetlink: %s", strerror(errno));
+		r = -errno;
+		snprintf(err, errlen, "cannot open nfnetlink: %s", strerror(-r));
 		if (nl)
 			mnl_socket_close(nl);
-		return -1;
+		return r;
 	}
 	if (mnl_socket_sendto(nl, batch, (size_t)len) < 0)
 		r = -errno;
@@ -360,7 +481,7 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 	mnl_socket_close(nl);
 	if (r < 0) {
 		snprintf(err, errlen, "the kernel refused it: %s", strerror(-r));
-		return -1;
+		return r;
 	}
 	return 0;
 }

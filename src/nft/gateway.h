@@ -14,6 +14,10 @@
  *       iif "lo" accept
  *       iifname != "gw0" drop
  *       icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit } accept
+ *       meta l4proto tcp meta mark 0x12 reject with tcp reset            # the SYN gate's answers
+ *       meta l4proto tcp meta mark 0x13 reject with icmpx host-unreachable
+ *       meta l4proto tcp meta mark 0x14 reject with icmpx no-route
+ *       meta l4proto tcp meta mark 0x15 reject with icmpx admin-prohibited
  *       meta nfproto ipv4 udp dport 53 tproxy ip to :DNS meta mark set 1 accept
  *       meta nfproto ipv6 udp dport 53 tproxy ip6 to :DNS meta mark set 1 accept
  *       meta nfproto ipv4 meta l4proto tcp tproxy ip to :TCP meta mark set 1 accept
@@ -22,7 +26,21 @@
  *       meta nfproto ipv6 meta l4proto udp tproxy ip6 to :UDP meta mark set 1 accept
  *       counter drop
  *     }
+ *     chain gate {                       # only with the SYN gate
+ *       type filter hook prerouting priority raw; policy accept;
+ *       iifname "gw0" meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn meta mark 0 queue num 0
+ *     }
  *   }
+ *
+ * The SYN gate (design §2, cost 1; reference/syn-gate-probe.md): every new TCP connection's SYN is
+ * held in NFQUEUE 0 until P knows how the upstream connect went.  P then lets it pass (on to TPROXY,
+ * the child's handshake completes) or passes it with one of the marks above, which rejects it as the
+ * destination did (refused, host or network unreachable, prohibited), or drops it (a timeout: the
+ * child's own retransmissions and clock decide).  No bypass flag: with nobody reading the queue the
+ * SYN is dropped, never let through ungated.  The gate chain runs first (raw, -300, before mangle),
+ * so a verdict's mark is seen by the reject rules.  Kernels without the native `queue` expression
+ * (CONFIG_NFT_QUEUE unset, as on this project's own VMs) get the xtables NFQUEUE target through
+ * nft_compat instead; the rule is the same.
  *
  * It is built with libnftnl and sent as one nfnetlink batch: a fraction of a millisecond, where
  * parsing the text with libnftables costs over one on the start-up path.
@@ -33,16 +51,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
+
 #define GATEWAY_FWMARK 1u
 #define GATEWAY_LOCAL_TABLE 100u
 #define GATEWAY_TABLE "childflow"
 #define GATEWAY_CHAIN "prerouting"
+#define GATEWAY_GATE_CHAIN "gate"
+/* The queue and the verdict marks are the backend's contract with the relay (backend/backend.h). */
+
+enum gateway_gate {
+	GATEWAY_GATE_NONE,                /* no SYN gate: the gateway completes every handshake */
+	GATEWAY_GATE_NATIVE,              /* nft `queue` */
+	GATEWAY_GATE_COMPAT,              /* xtables NFQUEUE target through nft_compat */
+};
 
 struct gateway_rules {
 	const char *ifname;     /* gateway end of the veth */
 	uint16_t tcp_port;      /* transparent TCP listeners */
 	uint16_t udp_port;      /* transparent UDP listeners */
 	uint16_t dns_port;      /* the DNS forwarder's UDP listeners (DNS over TCP takes tcp_port) */
+	enum gateway_gate gate;
 };
 
 /*
@@ -53,7 +82,8 @@ struct gateway_rules {
 int gateway_rules_batch(const struct gateway_rules *r, void *buf, size_t len, uint32_t seq,
 			uint32_t *last_seq);
 
-/* Load the ruleset in the current network namespace.  Returns 0, or -1 with a message in @err. */
+/* Load the ruleset in the current network namespace.  Returns 0, or -errno with a message in @err
+ * (-ENOENT or -EOPNOTSUPP: an expression this kernel or libnftnl does not have). */
 int gateway_rules_load(const struct gateway_rules *r, char *err, size_t errlen);
 
 #endif

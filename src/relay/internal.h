@@ -23,6 +23,7 @@ enum ev_kind {
 	EV_UDP_CHILD,
 	EV_UDP_HOST,
 	EV_SERVICE,
+	EV_GATE,
 };
 
 /* First member of everything registered with epoll: says what the pointer is. */
@@ -34,6 +35,7 @@ struct ev_src {
 struct tcp_flow;
 struct udp_flow;
 struct udp_pending;
+struct gate_wait;
 
 /*
  * The fd budget, split so that every part keeps its share (relay_limits_from_fds()):
@@ -67,6 +69,7 @@ struct relay_stats {
 	uint64_t tcp_accepted, tcp_denied, tcp_failed, tcp_full, tcp_timeouts, tcp_yielded;
 	uint64_t udp_flows, udp_denied, udp_full, udp_evicted, udp_dropped;
 	uint64_t copied;              /* bytes moved by the pipe-less fallback */
+	uint64_t tcp_gated, gate_rejected, gate_dups, gate_unparsed, gate_lost, gate_busy;
 };
 
 /* Shortages are told once each per run, as a warning (then counted). */
@@ -99,6 +102,17 @@ struct relay {
 	uint64_t trim_id;             /* the last flow id when memory was last given back */
 	unsigned char *scratch;       /* the pipe-less copy's buffer */
 
+	/* SYN gate (gate.c) */
+	int gate_fd;                  /* the backend's queue socket, -1 without a gate */
+	struct ev_src ev_gate;
+	struct tcp_flow **gate_hash;  /* flows begun from a SYN, not yet adopted: by (child, dst) */
+	unsigned int gate_buckets;    /* a power of two */
+	unsigned char *gate_out;      /* verdicts of this loop turn */
+	size_t gate_out_len;
+	struct gate_wait **wait_hash; /* SYNs waiting for a connect slot, by (child, dst) */
+	struct gate_wait *wait_new, *wait_old;   /* the same, newest (admitted first) to oldest */
+	unsigned int n_wait;
+
 	/* UDP */
 	struct udp_flow **udp_hash;
 	unsigned int udp_buckets;
@@ -127,6 +141,36 @@ bool relay_own_listener(int k);
 int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src);
 void relay_pause_accept(struct relay *r, enum shortage why);
 void relay_shortage(struct relay *r, enum shortage s);
+
+/* What a held SYN is answered with (gate.c). */
+enum gate_reply { GATE_PASS, GATE_REFUSE, GATE_HOST_UNREACH, GATE_NET_UNREACH, GATE_PROHIBIT, GATE_DROP };
+
+/* The answer for a flow that ends with @o / @err before its SYN passed (pure; unit tested). */
+enum gate_reply gate_reply_for(enum flow_outcome o, int err);
+int gate_init(struct relay *r);
+void gate_free(struct relay *r);
+void gate_event(struct relay *r);
+void gate_answer(struct relay *r, uint32_t id, enum gate_reply v);
+void gate_flush(struct relay *r);
+
+struct nfq_syn;
+enum tcp_syn_result { TCP_SYN_TAKEN, TCP_SYN_BUSY };
+/*
+ * tcp_syn() - a new SYN from the child, queued as packet @id (tcp.c): answer a retransmission, or
+ * begin its flow, which answers it when the upstream connect has an answer.  Return: TCP_SYN_BUSY
+ * (nothing done) when too many young connects are pending: the gate keeps the SYN waiting.
+ */
+enum tcp_syn_result tcp_syn(struct relay *r, const struct nfq_syn *syn, uint32_t id);
+/* Too many connects pending, all young: new ones wait (tcp.c). */
+bool tcp_connecting_full(const struct relay *r);
+/* Waiting SYNs that may begin now do (gate.c; once per loop turn). */
+void gate_admit(struct relay *r);
+/* Waiting SYNs past their time are dropped (gate.c; from the sweep). */
+void gate_sweep(struct relay *r);
+
+/* The keyed hash of a (child, destination) pair (SipHash, key random per run; udp.c). */
+uint64_t relay_pair_hash(const struct relay *r, const struct sockaddr_storage *child,
+			 const struct sockaddr_storage *dst);
 
 void tcp_accept(struct relay *r, int lfd);
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);

@@ -26,6 +26,7 @@
 
 #define SWEEP_MS 1000
 #define ACCEPT_PAUSE_MS 100
+#define GATE_WAIT_POLL_MS 20
 #define DRAIN_MS 2000    /* after the command exits, bytes in flight get this long to leave */
 
 uint64_t relay_now_ms(void)
@@ -74,7 +75,9 @@ void relay_pause_accept(struct relay *r, enum shortage why)
 	if (r->accept_paused_until)
 		return;
 	r->accept_paused_until = r->now_ms + ACCEPT_PAUSE_MS;
-	arm_tcp_listeners(r, 0);
+	/* With a gate, sockets waiting in accept() belong to flows already connected: keep taking them. */
+	if (r->gate_fd < 0 || why == SHORT_FDS)
+		arm_tcp_listeners(r, 0);
 	relay_shortage(r, why);
 }
 
@@ -148,7 +151,7 @@ static int relay_setup(struct relay *r)
 	r->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (r->epfd < 0)
 		return -errno;
-	if ((err = tcp_init(r)) < 0 || (err = udp_init(r)) < 0)
+	if ((err = tcp_init(r)) < 0 || (err = udp_init(r)) < 0 || (err = gate_init(r)) < 0)
 		return err;
 	for (int i = 0; i < BE_NLISTEN; i++) {
 		if (!relay_own_listener(i))
@@ -190,6 +193,7 @@ int relay_new(struct relay **rp, struct ctx *c, int sigfd)
 	r->c = c;
 	r->sigfd = sigfd;
 	r->epfd = -1;
+	r->gate_fd = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		r->listen_fd[i] = -1;
 	r->now_ms = relay_now_ms();
@@ -285,6 +289,9 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 		if (r->c->service.ops)
 			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
 		break;
+	case EV_GATE:
+		gate_event(r);
+		break;
 	}
 }
 
@@ -295,6 +302,9 @@ int relay_run(struct relay *r)
 	while (!r->done) {
 		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
 		uint64_t svc_at = r->c->service.ops ? r->c->service.ops->deadline(r->c->service.priv) : UINT64_MAX;
+
+		if (r->n_wait && timeout > GATE_WAIT_POLL_MS)
+			timeout = GATE_WAIT_POLL_MS;   /* a waiting SYN may begin once the oldest connect yields */
 
 		if (r->command_gone && timeout > 50)
 			timeout = 50;
@@ -331,8 +341,11 @@ int relay_run(struct relay *r)
 			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
 		tcp_verify(r);
 		tcp_run_ready(r);
+		gate_admit(r);
+		gate_flush(r);
 		if (r->now_ms >= r->next_sweep) {
 			tcp_sweep(r);
+			gate_sweep(r);
 			udp_sweep(r);
 			/* After a burst, give freed flow memory back to the system. */
 			if (!r->n_tcp && !r->n_udp && r->trim_id != r->hub.next_id) {
@@ -362,17 +375,24 @@ void relay_free(struct relay *r)
 	st = &r->stats;
 	log_debug("relay: tcp %llu accepted, %llu denied, %llu failed, %llu refused (table full), %llu "
 		  "timed out, %llu yielded; udp %llu flows, %llu denied, %llu evicted, %llu dropped; "
-		  "%llu bytes copied without a pipe",
+		  "%llu bytes copied without a pipe; SYN gate %llu held, %llu rejected or dropped, %llu "
+		  "retransmissions, %llu unparsed, %llu dropped busy, %llu lost",
 		  (unsigned long long)st->tcp_accepted, (unsigned long long)st->tcp_denied,
 		  (unsigned long long)st->tcp_failed, (unsigned long long)st->tcp_full,
 		  (unsigned long long)st->tcp_timeouts, (unsigned long long)st->tcp_yielded,
 		  (unsigned long long)st->udp_flows, (unsigned long long)st->udp_denied,
 		  (unsigned long long)st->udp_evicted, (unsigned long long)st->udp_dropped,
-		  (unsigned long long)st->copied);
+		  (unsigned long long)st->copied, (unsigned long long)st->tcp_gated,
+		  (unsigned long long)st->gate_rejected, (unsigned long long)st->gate_dups,
+		  (unsigned long long)st->gate_unparsed, (unsigned long long)st->gate_busy,
+		  (unsigned long long)st->gate_lost);
 	if (r->c && r->c->service.ops)
 		r->c->service.ops->stop(r->c->service.priv, &r->hub);
 	tcp_close_all(r);
 	udp_close_all(r);
+	if (r->gate_fd >= 0)
+		gate_flush(r);   /* the SYNs of flows cut at exit */
+	gate_free(r);
 	if (r->epfd >= 0)
 		close(r->epfd);
 	if (r->c && r->c->relay == r)

@@ -12,8 +12,12 @@
  *               Bounded in time (connector timeout or lim.connect_ms) and in number
  *               (lim.max_connecting: the oldest yields to a new one once it has been pending
  *               lim.yield_ms; before that, new connections wait in the listener's backlog).
- *   SPLICING    the connector said READY: bytes move both ways (through the connector's stream
- *               when it has one, e.g. TLS to a proxy: then copied, never spliced).
+ *   ACCEPTING   (a flow begun from a SYN, relay/gate.c) upstream connected and allowed, the SYN
+ *               passed: waiting for accept() to hand over the child's socket (GATE_ACCEPT_MS at
+ *               most); upstream events only mark readiness.
+ *   SPLICING    the connector said READY (and the child's socket is here): bytes move both ways
+ *               (through the connector's stream when it has one, e.g. TLS to a proxy: then copied,
+ *               never spliced).
  *   CLOSED      flow_close(): sockets closed (with a reset when it failed), the record ended and
  *               observed; freed after the current epoll batch.
  *
@@ -46,12 +50,14 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+#include "netlink/nfq.h"
 #include "util/log.h"
 
 #define TCP_BUDGET (4u << 20)   /* bytes one flow may move before others get a turn */
+#define GATE_ACCEPT_MS 5000     /* a passed SYN whose handshake never reaches accept(): the child left */
 #define SCRATCH_SIZE (64u << 10)
 
-enum tcp_state { TCP_CONNECTING, TCP_SPLICING };
+enum tcp_state { TCP_CONNECTING, TCP_ACCEPTING, TCP_SPLICING };
 
 struct tcp_end {
 	struct ev_src ev;         /* kind EV_TCP_END, index = 0 or 1 */
@@ -84,6 +90,10 @@ struct tcp_flow {
 	bool probe;               /* no child, no record: tcp_probe() */
 	bool conn_failed;         /* the connector said FAILED (it cleaned up: no abort()) */
 	bool direct;              /* the route dials the destination itself: check for host NAT */
+	bool gated;               /* begun from a SYN: in r->gate_hash until adopted */
+	bool held;                /* its SYN (packet gate_id) waits for a verdict */
+	uint32_t gate_id, gate_isn;
+	struct tcp_flow *gnext;   /* r->gate_hash chain */
 	bool verifying;           /* connected; on r->tcp_verify until the NAT check of this loop turn */
 	struct tcp_flow *next_verify;
 	int first_dead;           /* the end that failed first, when both have (for the record) */
@@ -201,6 +211,57 @@ static void connecting_link(struct relay *r, struct tcp_flow *f)
 	r->n_connecting++;
 }
 
+/* ---------- flows begun from a SYN (relay/gate.c) ---------- */
+
+static unsigned int gate_bucket(const struct relay *r, const struct sockaddr_storage *child,
+				const struct sockaddr_storage *dst)
+{
+	return (unsigned int)(relay_pair_hash(r, child, dst) & (r->gate_buckets - 1));
+}
+
+static bool same_addr(const union flow_addr *a, const struct sockaddr_storage *b)
+{
+	union flow_addr y = { 0 };
+
+	if (a->sa.sa_family != b->ss_family)
+		return false;
+	if (b->ss_family == AF_INET) {
+		memcpy(&y.in4, b, sizeof(y.in4));
+		return a->in4.sin_port == y.in4.sin_port && a->in4.sin_addr.s_addr == y.in4.sin_addr.s_addr;
+	}
+	memcpy(&y.in6, b, sizeof(y.in6));
+	return a->in6.sin6_port == y.in6.sin6_port && memcmp(&a->in6.sin6_addr, &y.in6.sin6_addr, 16) == 0;
+}
+
+static struct tcp_flow *gate_find(const struct relay *r, const struct sockaddr_storage *child,
+				  const struct sockaddr_storage *dst)
+{
+	if (!r->gate_hash)
+		return NULL;
+	for (struct tcp_flow *f = r->gate_hash[gate_bucket(r, child, dst)]; f; f = f->gnext)
+		if (same_addr(&f->rec.child, child) && same_addr(&f->rec.dst, dst))
+			return f;
+	return NULL;
+}
+
+static void gate_unlink(struct relay *r, struct tcp_flow *f)
+{
+	struct sockaddr_storage child = { 0 }, dst = { 0 };
+
+	if (!f->gated)
+		return;
+	memcpy(&child, &f->rec.child, sizeof(f->rec.child));
+	memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
+	for (struct tcp_flow **pp = &r->gate_hash[gate_bucket(r, &child, &dst)]; *pp; pp = &(*pp)->gnext) {
+		if (*pp == f) {
+			*pp = f->gnext;
+			break;
+		}
+	}
+	f->gated = false;
+	f->gnext = NULL;
+}
+
 /*
  * flow_close() - end the flow.  With @reset both peers see a reset instead of an orderly close.
  * @outcome and @err go to the life record (an outcome set earlier wins).
@@ -208,14 +269,21 @@ static void connecting_link(struct relay *r, struct tcp_flow *f)
 static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flow_outcome outcome, int err)
 {
 	flow_unready(r, f);
-	if (f->state == TCP_CONNECTING) {
+	if (f->state == TCP_CONNECTING || f->state == TCP_ACCEPTING) {
 		connecting_unlink(r, f);
-		if (f->conn && f->conn->ops->abort && !f->conn_failed)
+		if (f->state == TCP_CONNECTING && f->conn && f->conn->ops->abort && !f->conn_failed)
 			f->conn->ops->abort(f->cstate, outcome == FLOW_UP_TIMEOUT ? CONN_ABORT_TIMEOUT
 										 : CONN_ABORT_ENDED);
 	} else if (f->stream) {
 		f->stream->release(f->cstate);
 	}
+	if (f->held) {
+		/* Its SYN still waits: the child learns the outcome as the destination gave it. */
+		f->held = false;
+		gate_answer(r, f->gate_id, gate_reply_for(f->rec.outcome ? f->rec.outcome : outcome,
+							  f->rec.outcome ? f->rec.err : err));
+	}
+	gate_unlink(r, f);
 	for (int i = 0; i < 2; i++) {
 		if (f->end[i].fd >= 0) {
 			if (reset)
@@ -587,6 +655,16 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 {
 	struct epoll_event ev = { .events = EV_ALL, .data.ptr = &f->end[1].ev };
 
+	if (f->held) {
+		/* Let the child's SYN through; its socket arrives by accept() (tcp_accept()). */
+		f->held = false;
+		gate_answer(r, f->gate_id, GATE_PASS);
+		f->state = TCP_ACCEPTING;
+		f->deadline_ms = r->now_ms + GATE_ACCEPT_MS;
+		if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0)
+			flow_close(r, f, true, FLOW_NO_RESOURCES, errno);
+		return;
+	}
 	connecting_unlink(r, f);
 	f->state = TCP_SPLICING;
 	f->stream = f->conn->ops->stream;
@@ -771,14 +849,23 @@ static char *dst_name(struct relay *r, const struct sockaddr_storage *dst)
 	return strdup(names[0]);
 }
 
+/* A SYN held by the gate: its queue packet id and initial sequence number. */
+struct gate_hold {
+	uint32_t id, isn;
+};
+
 /*
  * tcp_flow_begin() - a child wants @dst: decide, and start the route's connector.
- * The child's socket is adopted with tcp_flow_adopt() (at once after accept(), or later for a flow
- * begun from a SYN).  Return: the flow, or NULL when it is refused (recorded; the caller resets the
- * child's connection).
+ * The child's socket is adopted with tcp_flow_adopt() (at once after accept(), or, for a flow begun
+ * from the SYN @hold, once the SYN has passed and accept() returns it).  From a SYN, every way the
+ * flow ends answers it (flow_close()).
+ * Return: the flow, or NULL when it is refused or failed at once (recorded; the caller resets the
+ * child's connection).  *@refused says how to answer a SYN refused before any flow held it, or is
+ * GATE_PASS once a flow did (the flow has answered it, or will).
  */
 static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_storage *child,
-				       const struct sockaddr_storage *dst)
+				       const struct sockaddr_storage *dst, const struct gate_hold *hold,
+				       enum gate_reply *refused)
 {
 	char *name = dst_name(r, dst);
 	struct policy_query q = { .proto = POL_TCP, .dst = (const struct sockaddr *)dst, .name = name };
@@ -786,11 +873,13 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 	const struct connector *conn;
 	struct tcp_flow *f;
 
+	*refused = GATE_DROP;
 	if (v.action == POL_DENY) {
 		log_debug("refusing a TCP connection: %s", v.reason);
 		r->stats.tcp_denied++;
 		free(name);
 		record_refusal(r, child, dst, v.reason, FLOW_DENIED, EACCES);
+		*refused = GATE_REFUSE;
 		return NULL;
 	}
 	if (r->n_tcp >= r->lim.max_tcp) {
@@ -804,6 +893,7 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 	if (!conn->ops) {
 		free(name);
 		record_refusal(r, child, dst, "no connector for the route", FLOW_NO_RESOURCES, ENOSYS);
+		*refused = GATE_REFUSE;
 		return NULL;
 	}
 	/* Connects that never complete (a blackholed destination) must not fill the table: the oldest
@@ -825,6 +915,17 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 	f->rec.route = conn->ops->name;
 	f->rec.rule = v.reason;
 	f->direct = v.action == POL_DIRECT;
+	*refused = GATE_PASS;
+	if (hold) {
+		unsigned int b = gate_bucket(r, child, dst);
+
+		f->gated = f->held = true;
+		f->gate_id = hold->id;
+		f->gate_isn = hold->isn;
+		f->gnext = r->gate_hash[b];
+		r->gate_hash[b] = f;
+		r->stats.tcp_gated++;
+	}
 	flow_opened(&r->hub, &f->rec);
 	r->stats.tcp_accepted++;
 
@@ -872,17 +973,69 @@ static int tcp_flow_adopt(struct relay *r, struct tcp_flow *f, int c)
 	return 0;
 }
 
+/* The child's socket @c arrived for @f, whose SYN passed: splice. */
+static void adopt_passed(struct relay *r, struct tcp_flow *f, int c)
+{
+	gate_unlink(r, f);
+	connecting_unlink(r, f);
+	f->state = TCP_SPLICING;
+	f->end[1].readable = f->end[1].writable = true;
+	tcp_flow_adopt(r, f, c);
+}
+
+/* Too many connects pending, all of them young (a burst, not a blackhole)? */
+static bool connecting_full(const struct relay *r)
+{
+	return r->n_connecting >= r->lim.max_connecting && r->conn_old &&
+	       r->now_ms - r->conn_old->begun_ms < r->lim.yield_ms;
+}
+
+bool tcp_connecting_full(const struct relay *r)
+{
+	return connecting_full(r);
+}
+
+enum tcp_syn_result tcp_syn(struct relay *r, const struct nfq_syn *syn, uint32_t id)
+{
+	struct gate_hold hold = { .id = id, .isn = syn->isn };
+	struct tcp_flow *f = gate_find(r, &syn->src, &syn->dst);
+	enum gate_reply refused;
+
+	if (f) {
+		if (f->gate_isn == syn->isn) {
+			/* A retransmission: the first copy is still held (drop this one), or it passed
+			 * already and the kernel's handshake will answer this one too. */
+			r->stats.gate_dups++;
+			gate_answer(r, id, f->held ? GATE_DROP : GATE_PASS);
+			return TCP_SYN_TAKEN;
+		}
+		/* A new connection on the same ports: the child gave up on the old attempt. */
+		flow_close(r, f, true, FLOW_RESET_CHILD, ECONNRESET);
+	}
+	/* A service (the DNS forwarder) answers these itself: nothing to wait for upstream. */
+	if (r->c->service.ops && r->c->service.ops->claims_tcp(r->c->service.priv, &syn->dst)) {
+		gate_answer(r, id, GATE_PASS);
+		return TCP_SYN_TAKEN;
+	}
+	if (connecting_full(r))
+		return TCP_SYN_BUSY;   /* the gate keeps it waiting, as a listen backlog would */
+	if (!tcp_flow_begin(r, &syn->src, &syn->dst, &hold, &refused) && refused != GATE_PASS)
+		gate_answer(r, id, refused);   /* refused before a flow could hold it */
+	return TCP_SYN_TAKEN;
+}
+
 void tcp_accept(struct relay *r, int lfd)
 {
 	for (int burst = 0; burst < 64; burst++) {
 		struct sockaddr_storage child = { 0 }, dst = { 0 };
 		socklen_t clen = sizeof(child), dlen = sizeof(dst);
 		struct tcp_flow *f;
+		enum gate_reply unused;
 
-		/* Every pending connect is young (a burst, not a blackhole): let the new connections wait
-		 * in the backlog rather than make a live connect yield. */
-		if (r->n_connecting >= r->lim.max_connecting && r->conn_old &&
-		    r->now_ms - r->conn_old->begun_ms < r->lim.yield_ms) {
+		/* Without a gate, new connections wait in the backlog while every pending connect is
+		 * young, rather than make a live connect yield.  With one, they were admitted at their
+		 * SYN: accept() only hands over sockets whose upstream is ready. */
+		if (r->gate_fd < 0 && connecting_full(r)) {
 			relay_pause_accept(r, SHORT_CONNECTING);
 			return;
 		}
@@ -898,12 +1051,16 @@ void tcp_accept(struct relay *r, int lfd)
 			close(c);
 			continue;
 		}
+		if ((f = gate_find(r, &child, &dst)) && f->state == TCP_ACCEPTING) {
+			adopt_passed(r, f, c);
+			continue;
+		}
 		/* A service (the DNS forwarder) answers some destinations itself. */
 		if (r->c->service.ops && r->c->service.ops->claims_tcp(r->c->service.priv, &dst)) {
 			r->c->service.ops->adopt_tcp(r->c->service.priv, &r->hub, c, &child, &dst, r->now_ms);
 			continue;
 		}
-		if (!(f = tcp_flow_begin(r, &child, &dst))) {
+		if (!(f = tcp_flow_begin(r, &child, &dst, NULL, &unused))) {
 			reset_fd(c);
 			close(c);
 			continue;
@@ -919,6 +1076,19 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 
 	if (f->dead)
 		return;
+	if (f->state == TCP_ACCEPTING) {
+		/* Only the upstream socket is here yet: remember what it said for the splicing. */
+		if (events & EPOLLERR) {
+			int err = 0;
+			socklen_t len = sizeof(err);
+
+			if (getsockopt(e->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err)
+				end_dead(f, src->index, err);
+		}
+		if (events & EPOLLPRI)
+			e->urgent = true;
+		return;
+	}
 	if (f->state == TCP_CONNECTING) {
 		if (src->index == 1 && f->verifying)
 			return;   /* connected; splicing starts after this turn's NAT check */
@@ -966,9 +1136,10 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 }
 
 /*
- * tcp_sweep() - once a second: connects past their deadline fail with ETIMEDOUT (the child sees a
- * reset until the SYN gate), and when no pipe was borrowed for a whole second, the idle pool is given
- * back, so that after a burst P returns to its idle fd count.
+ * tcp_sweep() - once a second: connects past their deadline fail with ETIMEDOUT (with the SYN gate
+ * the child's SYN is dropped, so its own clock decides; without, it sees a reset), and when no pipe
+ * was borrowed for a whole second, the idle pool is given back, so that after a burst P returns to
+ * its idle fd count.
  */
 void tcp_sweep(struct relay *r)
 {
@@ -986,7 +1157,10 @@ void tcp_sweep(struct relay *r)
 	while (f) {
 		struct tcp_flow *newer = f->cnewer;
 
-		if (r->now_ms >= f->deadline_ms) {
+		if (r->now_ms >= f->deadline_ms && f->state == TCP_ACCEPTING) {
+			/* The SYN passed, but the handshake never reached accept(): the child left. */
+			flow_close(r, f, true, FLOW_RESET_CHILD, ETIMEDOUT);
+		} else if (r->now_ms >= f->deadline_ms) {
 			r->stats.tcp_timeouts++;
 			connect_failed(r, f, FLOW_UP_TIMEOUT, ETIMEDOUT);
 		}

@@ -95,8 +95,8 @@ static size_t endpoint_bytes(const struct sockaddr_storage *s, unsigned char *ou
 
 /* SipHash-2-4 with a key random per run: the command chooses both endpoints and must not be able to
  * aim at one chain. */
-unsigned int udp_bucket(const struct relay *r, const struct sockaddr_storage *child,
-			const struct sockaddr_storage *dst)
+uint64_t relay_pair_hash(const struct relay *r, const struct sockaddr_storage *child,
+			 const struct sockaddr_storage *dst)
 {
 	unsigned char in[36], out[crypto_shorthash_BYTES];
 	size_t n = endpoint_bytes(child, in);
@@ -105,7 +105,13 @@ unsigned int udp_bucket(const struct relay *r, const struct sockaddr_storage *ch
 	n += endpoint_bytes(dst, in + n);
 	crypto_shorthash(out, in, n, (const unsigned char *)r->udp_key);
 	memcpy(&h, out, sizeof(h));
-	return (unsigned int)(h % r->udp_buckets);
+	return h;
+}
+
+unsigned int udp_bucket(const struct relay *r, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst)
+{
+	return (unsigned int)(relay_pair_hash(r, child, dst) % r->udp_buckets);
 }
 
 int udp_init(struct relay *r)

@@ -170,7 +170,7 @@ static int read_ctl(struct sandbox *sb, int flags)
 
 int sandbox_ctl_recv_listeners(struct sandbox *sb)
 {
-	uint8_t kinds[BE_NLISTEN];
+	uint8_t kinds[BE_NLISTEN + 1];
 	int fds[FDPASS_MAX], nfds = 0;
 	struct gw_msg m;
 
@@ -183,6 +183,8 @@ int sandbox_ctl_recv_listeners(struct sandbox *sb)
 	for (int i = 0; i < nfds; i++) {
 		if (kinds[i] < BE_NLISTEN && sb->listen_fd[kinds[i]] < 0)
 			sb->listen_fd[kinds[i]] = fds[i];
+		else if (kinds[i] == GW_KIND_GATE && sb->gate_fd < 0)
+			sb->gate_fd = fds[i];
 		else
 			close(fds[i]);
 	}

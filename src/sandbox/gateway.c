@@ -35,6 +35,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
+#include "netlink/nfq.h"
 #include "netlink/nl.h"
 #include "nft/gateway.h"
 #include "sandbox/gwproto.h"
@@ -49,8 +50,11 @@ struct gw {
 	int psock;                    /* to P */
 	int csock;                    /* to C; -1 once C closed it */
 	pid_t child;
+	int gate_fd;                  /* the SYN gate's queue socket, -1 without a gate */
 	char inner_uid[192], inner_gid[192];
 };
+
+#define GATE_QUEUE_MAXLEN 4096        /* SYNs held at once; past this the kernel drops (fail closed) */
 
 /* Explain why the kernel refused a user namespace, naming the setting that blocks it. */
 static void explain_userns_failure(int err)
@@ -123,20 +127,81 @@ __attribute__((noreturn)) static void gateway_fail(struct gw *g, const char *ste
 }
 
 /*
+ * gateway_gate_open() - the SYN gate's queue socket, bound to BE_GATE_QUEUE, or -1 when this kernel
+ * cannot queue packets to user space (nfnetlink_queue).  The rejections the gate asks for are ICMP
+ * errors from N1: its rate limits would hold most of them back (the child then waits for its own
+ * retransmission timeout instead of seeing "unreachable"), so they are lifted here.
+ */
+static int gateway_gate_open(void)
+{
+	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	int r;
+
+	if (fd < 0)
+		return -1;
+	if ((r = nfq_bind(fd, BE_GATE_QUEUE, GATE_QUEUE_MAXLEN)) < 0) {
+		log_debug("gateway: no SYN gate, the queue cannot be bound: %s", strerror(-r));
+		close(fd);
+		return -1;
+	}
+	proc_write_file("/proc/sys/net/ipv4/icmp_ratelimit", "0");
+	proc_write_file("/proc/sys/net/ipv4/icmp_msgs_per_sec", "1000000");
+	proc_write_file("/proc/sys/net/ipv4/icmp_msgs_burst", "10000");
+	proc_write_file("/proc/sys/net/ipv6/icmp/ratelimit", "0");
+	return fd;
+}
+
+/*
+ * gateway_load_rules() - the ruleset, with the SYN gate when the queue is bound: the native nft
+ * `queue` expression, else the xtables NFQUEUE target through nft_compat, else no gate at all (one
+ * warning: refusals then look like accepted connections that reset).
+ */
+static void gateway_load_rules(struct gw *g)
+{
+	struct gateway_rules rules = {
+		.ifname = NETPLAN_GW_IFNAME,
+		.tcp_port = NETPLAN_TCP_PORT,
+		.udp_port = NETPLAN_UDP_PORT,
+		.dns_port = NETPLAN_DNS_PORT,
+		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_NATIVE : GATEWAY_GATE_NONE,
+	};
+	char err[256];
+	int r;
+
+	for (;;) {
+		r = gateway_rules_load(&rules, err, sizeof(err));
+		if (r == 0 || rules.gate == GATEWAY_GATE_NONE)
+			break;
+		log_debug("gateway: SYN gate (%s) not loaded: %s",
+			  rules.gate == GATEWAY_GATE_NATIVE ? "nft queue" : "xt NFQUEUE", err);
+		if (rules.gate == GATEWAY_GATE_NATIVE) {
+			rules.gate = GATEWAY_GATE_COMPAT;
+			continue;
+		}
+		rules.gate = GATEWAY_GATE_NONE;
+		close(g->gate_fd);
+		g->gate_fd = -1;
+		log_warn("this kernel cannot hold TCP connections until their destination answers (nft queue "
+			 "or xt NFQUEUE): a refused connection will look accepted, then reset");
+	}
+	if (r < 0) {
+		log_error("cannot load the gateway's nftables ruleset: %s (the kernel needs nf_tables with "
+			  "TPROXY support: nft_tproxy, nf_tproxy_ipv4, nf_tproxy_ipv6)", err);
+		nl_close(g->nl);
+		sandbox_setup_fail(g->sh);
+	}
+	log_debug("gateway: ruleset loaded (SYN gate: %s)", rules.gate == GATEWAY_GATE_NATIVE ? "nft queue" :
+		  rules.gate == GATEWAY_GATE_COMPAT ? "xt NFQUEUE" : "none");
+}
+
+/*
  * gateway_routing() - what N1 needs before the link exists: lo, the policy routing that delivers
  * TPROXY-marked packets locally, and the ruleset (it names gw0 by string, so gw0 may come later).
  * Runs while C is still creating its namespaces.
  */
 static void gateway_routing(struct gw *g)
 {
-	const struct gateway_rules rules = {
-		.ifname = NETPLAN_GW_IFNAME,
-		.tcp_port = NETPLAN_TCP_PORT,
-		.udp_port = NETPLAN_UDP_PORT,
-		.dns_port = NETPLAN_DNS_PORT,
-	};
 	int lo = (int)if_nametoindex("lo");
-	char err[256];
 	int r;
 
 	if ((r = nl_link_up(g->nl, lo, 0)) < 0)
@@ -152,12 +217,8 @@ static void gateway_routing(struct gw *g)
 			gateway_fail(g, "add the IPv6 TPROXY local route", r);
 	}
 	log_debug("gateway: policy routing ready");
-	if (gateway_rules_load(&rules, err, sizeof(err)) < 0) {
-		log_error("cannot load the gateway's nftables ruleset: %s (the kernel needs nf_tables with "
-			  "TPROXY support: nft_tproxy, nf_tproxy_ipv4, nf_tproxy_ipv6)", err);
-		nl_close(g->nl);
-		sandbox_setup_fail(g->sh);
-	}
+	g->gate_fd = gateway_gate_open();
+	gateway_load_rules(g);
 }
 
 /* The veth pair (its peer created directly in C's namespace) and the gateway's addresses. */
@@ -186,8 +247,8 @@ static void gateway_listeners(struct gw *g)
 		[BE_DNS4] = { AF_INET, SOCK_DGRAM, NETPLAN_DNS_PORT },
 		[BE_DNS6] = { AF_INET6, SOCK_DGRAM, NETPLAN_DNS_PORT },
 	};
-	int fds[BE_NLISTEN], n = 0;
-	uint8_t kinds[BE_NLISTEN];
+	int fds[BE_NLISTEN + 1], n = 0;
+	uint8_t kinds[BE_NLISTEN + 1];
 
 	for (int i = 0; i < BE_NLISTEN; i++) {
 		if (spec[i].family == AF_INET6 && !g->np->ipv6)
@@ -201,6 +262,11 @@ static void gateway_listeners(struct gw *g)
 		}
 		kinds[n] = (uint8_t)i;
 		fds[n++] = fd;
+	}
+	if (g->gate_fd >= 0) {
+		kinds[n] = GW_KIND_GATE;
+		fds[n++] = g->gate_fd;
+		g->gate_fd = -1;   /* P's now (closed here with the others once sent) */
 	}
 	if (gw_send(g->psock, (struct gw_msg){ .op = GW_LISTENERS, .count = (uint16_t)n },
 		    kinds, (size_t)n, fds, n) < 0)
@@ -417,7 +483,7 @@ static void gateway_recv_plan(struct gw *g)
 void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 		  struct sandbox_shared *sh, int psock, pid_t p)
 {
-	struct gw g = { .cfg = cfg, .np = np, .sh = sh, .psock = psock, .csock = -1 };
+	struct gw g = { .cfg = cfg, .np = np, .sh = sh, .psock = psock, .csock = -1, .gate_fd = -1 };
 	int cs[2];
 	pid_t self = getpid();
 

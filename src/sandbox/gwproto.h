@@ -10,6 +10,7 @@
  * Setup, P<->G:   G->P HELLO_UNSHARED          U1+N1 exist: P writes G's uid/gid maps
  *                 P->G IDMAP_PLAN              payload: C's uid_map "\0" gid_map "\0"
  *                 G->P LISTENERS               count fds, payload: one enum be_listener per fd
+ *                                              (GW_KIND_GATE: the SYN gate's queue socket)
  *                 G->P UDP_SOCKETS (unasked)   SANDBOX_POOL_FILL per offered family, in batches
  *                 G->P CHILD_NETNS             1 fd: N2 (kept until the relay has drained)
  *                 G->P CMD_STARTED             init runs and its pid is in the shared page
@@ -28,7 +29,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "util/fdpass.h"
+
+/* In LISTENERS, the kind of the SYN gate's NFQUEUE socket (after the enum be_listener kinds). */
+#define GW_KIND_GATE BE_NLISTEN
 
 enum gw_op {
 	GW_HELLO_UNSHARED = 1,
@@ -39,7 +44,6 @@ enum gw_op {
 	GW_UDP_SOCKETS,
 	GW_PACKET_SOCKET,   /* reserved: AF_PACKET on gw0 (capture) */
 	GW_RAW_SOCKET,      /* reserved: raw ICMP in N1 */
-	GW_NFQUEUE,         /* reserved: the SYN gate's queue */
 	GW_C_UNSHARED = 32,
 	GW_C_LINK_READY,
 	GW_C_LINK_UP,

@@ -159,6 +159,9 @@ static void release_fds(struct sandbox *sb)
 			close(sb->listen_fd[i]);
 		sb->listen_fd[i] = -1;
 	}
+	if (sb->gate_fd >= 0)
+		close(sb->gate_fd);
+	sb->gate_fd = -1;
 	if (sb->child_netns_fd >= 0)
 		close(sb->child_netns_fd);
 	sb->child_netns_fd = -1;
@@ -176,7 +179,7 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	pid_t p = getpid();
 
 	memset(sb, 0, sizeof(*sb));
-	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = -1;
+	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		sb->listen_fd[i] = -1;
 	sigemptyset(&sb->queued);
@@ -261,6 +264,11 @@ static int be_listener(const struct backend *b, enum be_listener k)
 	return k < BE_NLISTEN ? csb_of(b)->listen_fd[k] : -1;
 }
 
+static int be_gate_fd(const struct backend *b)
+{
+	return csb_of(b)->gate_fd;
+}
+
 static int be_ns_socket(struct backend *b, enum be_sock_kind k)
 {
 	return sandbox_ctl_ns_socket(sb_of(b), k);
@@ -343,7 +351,7 @@ static unsigned int be_reserved_fds(const struct backend *b)
 {
 	(void)b;
 	/* Both pools, the listeners, the control socket, G's pidfd and the child's netns. */
-	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 3;
+	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 4;
 }
 
 static const struct netplan *be_netplan(const struct backend *b)
@@ -354,6 +362,7 @@ static const struct netplan *be_netplan(const struct backend *b)
 static const struct backend_ops sandbox_ops = {
 	.name = "rootless",
 	.listener = be_listener,
+	.gate_fd = be_gate_fd,
 	.ns_socket = be_ns_socket,
 	.ctl_fd = be_ctl_fd,
 	.on_ctl = be_on_ctl,

@@ -133,8 +133,6 @@ def test_tcp_reset_from_client_reaches_server(cf, world, remote, fam):
     assert hits[0]["client"] == host_addr(fam), hits
 
 
-@pytest.mark.xfail(strict=True, reason="design §2 cost 1 (SYN gate) not implemented yet: a refused upstream "
-                   "connect reaches the child as connect-OK-then-reset. Remove this marker when it lands.")
 @pytest.mark.parametrize("fam", ["v4", "v6"])
 def test_refused_connection_is_refused(cf, world, fam):
     """A closed port upstream must look closed to the command (a blocking connect() is refused),

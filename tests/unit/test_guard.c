@@ -453,7 +453,7 @@ static int batch_rules(const void *buf, int len, char rules[][1024], int max)
 static void test_gateway_ruleset(void **state)
 {
 	const struct gateway_rules g = { .ifname = "gw0", .tcp_port = 15001, .udp_port = 15002, .dns_port = 53 };
-	static char buf[32768], rules[16][1024];
+	static char buf[32768], rules[20][1024];
 	char tiny[256];
 	uint32_t last = 0;
 	int len, n;
@@ -461,10 +461,10 @@ static void test_gateway_ruleset(void **state)
 	(void)state;
 	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
 	assert_true(len > 0);
-	n = batch_rules(buf, len, rules, 16);
-	assert_int_equal(n, 12);
-	/* 100: batch begin, 101: table, 102: chain, 103..114: rules, then batch end */
-	assert_int_equal(last, 114);
+	n = batch_rules(buf, len, rules, 20);
+	assert_int_equal(n, 16);
+	/* 100: batch begin, 101: table, 102: chain, 103..118: rules, then batch end */
+	assert_int_equal(last, 118);
 	assert_non_null(strstr(rules[0], "[ meta load iif => reg 1 ]"));
 	assert_non_null(strstr(rules[0], "[ cmp eq reg 1 0x00000001 ]"));
 	assert_non_null(strstr(rules[0], "accept"));
@@ -475,29 +475,68 @@ static void test_gateway_ruleset(void **state)
 	assert_non_null(strstr(rules[2], "[ cmp eq reg 1 0x00000087 ]"));   /* neighbour solicitation */
 	assert_non_null(strstr(rules[3], "[ cmp eq reg 1 0x00000088 ]"));   /* neighbour advertisement */
 	assert_non_null(strstr(rules[4], "[ cmp eq reg 1 0x00000085 ]"));   /* router solicitation */
-	/* DNS over UDP first: l4proto 17, dport 53 (0x3500 in network order), to port 53 */
-	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00000011 ]"));
-	assert_non_null(strstr(rules[5], "[ payload load 2b @ transport header + 2 => reg 1 ]"));
-	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00003500 ]"));
-	assert_non_null(strstr(rules[5], "[ immediate reg 1 0x00003500 ]"));
-	assert_non_null(strstr(rules[5], "[ tproxy ip port reg 1 ]"));
-	assert_non_null(strstr(rules[5], "[ meta set mark with reg 1 ]"));
-	assert_non_null(strstr(rules[6], "[ payload load 2b @ transport header + 2 => reg 1 ]"));
-	assert_non_null(strstr(rules[6], "[ tproxy ip6 port reg 1 ]"));
-	/* TCP over IPv4: nfproto 2, l4proto 6, port 15001 (0x3a99 in network order) */
-	assert_non_null(strstr(rules[7], "[ cmp eq reg 1 0x00000002 ]"));
-	assert_non_null(strstr(rules[7], "[ cmp eq reg 1 0x00000006 ]"));
-	assert_non_null(strstr(rules[7], "[ immediate reg 1 0x0000993a ]"));
-	assert_non_null(strstr(rules[7], "[ tproxy ip port reg 1 ]"));
-	assert_non_null(strstr(rules[7], "[ meta set mark with reg 1 ]"));
-	assert_non_null(strstr(rules[8], "[ tproxy ip6 port reg 1 ]"));
-	assert_non_null(strstr(rules[9], "[ cmp eq reg 1 0x00000011 ]"));   /* UDP */
-	assert_non_null(strstr(rules[9], "[ immediate reg 1 0x00009a3a ]")); /* 15002 */
+	/* the SYN gate's answers, before TPROXY could take the SYN: marks 0x12..0x15 */
+	assert_non_null(strstr(rules[5], "[ meta load mark => reg 1 ]"));
+	assert_non_null(strstr(rules[5], "[ cmp eq reg 1 0x00000012 ]"));
+	assert_non_null(strstr(rules[5], "[ reject type 1 code 0 ]"));     /* tcp reset */
+	assert_non_null(strstr(rules[6], "[ cmp eq reg 1 0x00000013 ]"));
+	assert_non_null(strstr(rules[6], "[ reject type 2 code 2 ]"));     /* icmpx host unreachable */
+	assert_non_null(strstr(rules[7], "[ reject type 2 code 0 ]"));     /* icmpx no route */
+	assert_non_null(strstr(rules[8], "[ cmp eq reg 1 0x00000015 ]"));
+	assert_non_null(strstr(rules[8], "[ reject type 2 code 3 ]"));     /* icmpx admin prohibited */
+	/* DNS over UDP before the other UDP: l4proto 17, dport 53 (0x3500 in network order), to port 53 */
+	assert_non_null(strstr(rules[9], "[ cmp eq reg 1 0x00000011 ]"));
+	assert_non_null(strstr(rules[9], "[ payload load 2b @ transport header + 2 => reg 1 ]"));
+	assert_non_null(strstr(rules[9], "[ cmp eq reg 1 0x00003500 ]"));
+	assert_non_null(strstr(rules[9], "[ immediate reg 1 0x00003500 ]"));
+	assert_non_null(strstr(rules[9], "[ tproxy ip port reg 1 ]"));
+	assert_non_null(strstr(rules[9], "[ meta set mark with reg 1 ]"));
+	assert_non_null(strstr(rules[10], "[ payload load 2b @ transport header + 2 => reg 1 ]"));
 	assert_non_null(strstr(rules[10], "[ tproxy ip6 port reg 1 ]"));
-	assert_non_null(strstr(rules[11], "[ counter pkts 0 bytes 0 ]"));
-	assert_non_null(strstr(rules[11], "drop"));
+	/* TCP over IPv4: nfproto 2, l4proto 6, port 15001 (0x3a99 in network order) */
+	assert_non_null(strstr(rules[11], "[ cmp eq reg 1 0x00000002 ]"));
+	assert_non_null(strstr(rules[11], "[ cmp eq reg 1 0x00000006 ]"));
+	assert_non_null(strstr(rules[11], "[ immediate reg 1 0x0000993a ]"));
+	assert_non_null(strstr(rules[11], "[ tproxy ip port reg 1 ]"));
+	assert_non_null(strstr(rules[11], "[ meta set mark with reg 1 ]"));
+	assert_non_null(strstr(rules[12], "[ tproxy ip6 port reg 1 ]"));
+	assert_non_null(strstr(rules[13], "[ cmp eq reg 1 0x00000011 ]"));   /* UDP */
+	assert_non_null(strstr(rules[13], "[ immediate reg 1 0x00009a3a ]")); /* 15002 */
+	assert_non_null(strstr(rules[14], "[ tproxy ip6 port reg 1 ]"));
+	assert_non_null(strstr(rules[15], "[ counter pkts 0 bytes 0 ]"));
+	assert_non_null(strstr(rules[15], "drop"));
 	/* too small a buffer is refused, not overrun */
 	assert_int_equal(gateway_rules_batch(&g, tiny, sizeof(tiny), 1, &last), -ENOSPC);
+}
+
+/* With the SYN gate: a second chain, and one rule in it that queues bare SYNs (native or compat). */
+static void test_gateway_ruleset_gate(void **state)
+{
+	struct gateway_rules g = { .ifname = "gw0", .tcp_port = 15001, .udp_port = 15002, .dns_port = 53,
+				   .gate = GATEWAY_GATE_NATIVE };
+	static char buf[32768], rules[20][1024];
+	uint32_t last = 0;
+	int len, n;
+
+	(void)state;
+	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
+	assert_true(len > 0);
+	n = batch_rules(buf, len, rules, 20);
+	assert_int_equal(n, 17);
+	assert_int_equal(last, 120);   /* two chains, 17 rules; the gate rule is acknowledged */
+	assert_non_null(strstr(rules[16], "[ meta load iifname => reg 1 ]"));
+	assert_non_null(strstr(rules[16], "[ cmp eq reg 1 0x00307767 0x00000000 0x00000000 0x00000000 ]"));
+	assert_non_null(strstr(rules[16], "[ payload load 1b @ transport header + 13 => reg 1 ]"));
+	assert_non_null(strstr(rules[16], "[ bitwise reg 1 = ( reg 1 & 0x00000017 ) ^ 0x00000000 ]"));
+	assert_non_null(strstr(rules[16], "[ cmp eq reg 1 0x00000002 ]"));
+	assert_non_null(strstr(rules[16], "[ meta load mark => reg 1 ]"));
+	assert_non_null(strstr(rules[16], "[ queue num 0 ]"));
+	assert_null(strstr(rules[16], "bypass"));   /* fail closed */
+	g.gate = GATEWAY_GATE_COMPAT;
+	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
+	n = batch_rules(buf, len, rules, 20);
+	assert_int_equal(n, 17);
+	assert_non_null(strstr(rules[16], "[ target name NFQUEUE rev 3 ]"));
 }
 
 int main(void)
@@ -514,6 +553,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_local_peer, netns_setup, netns_teardown),
 		cmocka_unit_test_setup_teardown(test_local_peer_scan, netns_setup, netns_teardown),
 		cmocka_unit_test(test_gateway_ruleset),
+		cmocka_unit_test(test_gateway_ruleset_gate),
 	};
 
 	netplan_init(&np, true);
