@@ -274,14 +274,20 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flo
 		if (f->state == TCP_CONNECTING && f->conn && f->conn->ops->abort && !f->conn_failed)
 			f->conn->ops->abort(f->cstate, outcome == FLOW_UP_TIMEOUT ? CONN_ABORT_TIMEOUT
 										 : CONN_ABORT_ENDED);
-	} else if (f->stream) {
-		f->stream->release(f->cstate);
 	}
+	if (f->state != TCP_CONNECTING && f->stream)
+		f->stream->release(f->cstate);
 	if (f->held) {
-		/* Its SYN still waits: the child learns the outcome as the destination gave it. */
+		enum flow_outcome o = f->rec.outcome ? f->rec.outcome : outcome;
+		enum gate_reply v = gate_reply_for(o, f->rec.outcome ? f->rec.err : err);
+
+		/* Its SYN still waits: the child learns the outcome as the destination gave it.  Through
+		 * a proxy that did not answer in time, nothing more can be learnt: say so at once, as a
+		 * refusal, rather than leave the child retransmitting into new attempts. */
+		if (v == GATE_DROP && !f->direct && (o == FLOW_UP_TIMEOUT || o == FLOW_UP_FAILED))
+			v = GATE_REFUSE;
 		f->held = false;
-		gate_answer(r, f->gate_id, gate_reply_for(f->rec.outcome ? f->rec.outcome : outcome,
-							  f->rec.outcome ? f->rec.err : err));
+		gate_answer(r, f->gate_id, v);
 	}
 	gate_unlink(r, f);
 	for (int i = 0; i < 2; i++) {
@@ -660,6 +666,7 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 		f->held = false;
 		gate_answer(r, f->gate_id, GATE_PASS);
 		f->state = TCP_ACCEPTING;
+		f->stream = f->conn->ops->stream;
 		f->deadline_ms = r->now_ms + GATE_ACCEPT_MS;
 		if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0)
 			flow_close(r, f, true, FLOW_NO_RESOURCES, errno);

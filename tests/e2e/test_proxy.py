@@ -267,7 +267,18 @@ def test_password_hidden_from_process_list_and_command(px, cf, world, sess):
     marker = f"{100 + os.getpid() % 100}.{int(time.monotonic_ns() % 10**6)}"
     p = cf.popen(["-p", proxy_uri("http", X.TINY)] + auth(px) + ["--", "sleep", marker])
     try:
-        assert wait_until(lambda: pids_with_arg(marker), 10), "sleep never started"
+        # the command itself (childflow's own argv holds the marker too, before it has started)
+        def sleeping():
+            found = []
+            for pid in pids_with_arg(marker):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        if f.read().startswith(b"sleep\0"):
+                            found.append(pid)
+                except OSError:
+                    pass
+            return found
+        assert wait_until(sleeping, 10), "sleep never started"
         cf_pids = [pid for pid in pids_with_arg(px.user)]
         assert cf_pids, "childflow not found by its -U argument"
         for pid in cf_pids:
