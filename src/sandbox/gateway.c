@@ -152,9 +152,11 @@ static int gateway_gate_open(void)
 }
 
 /*
- * gateway_load_rules() - the ruleset, with the SYN gate when the queue is bound: the native nft
- * `queue` expression, else the xtables NFQUEUE target through nft_compat, else no gate at all (one
- * warning: refusals then look like accepted connections that reset).
+ * gateway_load_rules() - the ruleset, with the SYN gate when the queue is bound: the xtables NFQUEUE
+ * target through nft_compat, else the native nft `queue` expression, else no gate at all (one
+ * warning: refusals then look like accepted connections that reset).  Compat first: distribution
+ * kernels have both, and a kernel without one of them asks the host's modprobe for it on every
+ * try (about 10 ms of start-up on this project's VMs, which lack nft_queue).
  */
 static void gateway_load_rules(struct gw *g)
 {
@@ -163,7 +165,7 @@ static void gateway_load_rules(struct gw *g)
 		.tcp_port = NETPLAN_TCP_PORT,
 		.udp_port = NETPLAN_UDP_PORT,
 		.dns_port = NETPLAN_DNS_PORT,
-		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_NATIVE : GATEWAY_GATE_NONE,
+		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_COMPAT : GATEWAY_GATE_NONE,
 	};
 	char err[256];
 	int r;
@@ -174,8 +176,8 @@ static void gateway_load_rules(struct gw *g)
 			break;
 		log_debug("gateway: SYN gate (%s) not loaded: %s",
 			  rules.gate == GATEWAY_GATE_NATIVE ? "nft queue" : "xt NFQUEUE", err);
-		if (rules.gate == GATEWAY_GATE_NATIVE) {
-			rules.gate = GATEWAY_GATE_COMPAT;
+		if (rules.gate == GATEWAY_GATE_COMPAT) {
+			rules.gate = GATEWAY_GATE_NATIVE;
 			continue;
 		}
 		rules.gate = GATEWAY_GATE_NONE;
