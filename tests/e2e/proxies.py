@@ -58,6 +58,8 @@ def serve(c):
             c.recv(3)
             c.sendall(b"\x05\x00")
             req = c.recv(262)
+            if len(req) < 7:   # the start-up probe stops after the greeting
+                return
             atyp, port = req[3], int.from_bytes(req[-2:], "big")
             addr = req[5:-2].decode() if atyp == 3 else socket.inet_ntop(
                 socket.AF_INET if atyp == 1 else socket.AF_INET6, req[4:-2])
@@ -221,10 +223,10 @@ class Proxies:
                     f"internal: {PROXY6} port = {DANTE}\nexternal: eth0\nsocksmethod: username\n"
                     "user.privileged: root\nuser.unprivileged: nobody\n"
                     "client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }\nclient pass { from: ::/0 to: ::/0 }\n"
-                    f"socks block {{ from: 0.0.0.0/0 to: {BLOCKED4}/32 log: connect }}\n"
-                    f"socks block {{ from: ::/0 to: {BLOCKED6}/128 log: connect }}\n"
-                    "socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 log: connect }\n"
-                    "socks pass { from: ::/0 to: ::/0 log: connect }\n")
+                    + "".join(f"socks block {{ from: {c} to: {b} log: connect }}\n"
+                              for c in ("0.0.0.0/0", "::/0") for b in (f"{BLOCKED4}/32", f"{BLOCKED6}/128"))
+                    + "".join(f"socks pass {{ from: {c} to: {d} log: connect }}\n"
+                              for c in ("0.0.0.0/0", "::/0") for d in ("0.0.0.0/0", "::/0")))
         self._spawn(["danted", "-f", conf], DANTE, os.path.join(self.dir, "danted.out"))
 
     def refuse_host(self):

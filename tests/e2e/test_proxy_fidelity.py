@@ -70,8 +70,8 @@ class LogTail:
 
 
 def connects(tail):
-    """The CONNECT authorities tinyproxy logged, in order."""
-    return re.findall(r'CONNECT (\S+) HTTP', tail.new())
+    """The CONNECT authorities tinyproxy logged, in order (without the start-up probe's)."""
+    return [a for a in re.findall(r'CONNECT (\S+) HTTP', tail.new()) if a != "0.0.0.0:0"]
 
 
 def dns_args():
@@ -89,11 +89,10 @@ def test_http_proxy_asked_by_name(pxw, cf):
     assert not warnings(r), r
 
 
-@pytest.mark.parametrize("port", [X.MICROSOCKS, X.DANTE], ids=["microsocks", "dante"])
-def test_socks5_asked_by_name(pxw, cf, port):
-    log = pxw.microsocks_log if port == X.MICROSOCKS else pxw.dante_log
-    tail = LogTail(log)
-    r = cf.run(dns_args() + ["-p", proxy_uri("socks5", port)] + auth(pxw) + ["--"] +
+def test_socks5_asked_by_name(pxw, cf):
+    """microsocks logs the name it was asked for (dante logs the address it resolved it to)."""
+    tail = LogTail(pxw.microsocks_log)
+    r = cf.run(dns_args() + ["-p", proxy_uri("socks5", X.MICROSOCKS)] + auth(pxw) + ["--"] +
                curl("http://r1.test/who.txt"))
     assert (r.rc, r.text) == (0, "remote1\n"), r
     new = tail.new()
