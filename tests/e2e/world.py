@@ -147,8 +147,10 @@ def delete_netns(ns):
 
 
 def cleanup_stray(pattern=r"^cfw(\d+)[a-z]-"):
-    """Delete namespaces from earlier runs whose owning pid (the number in the name) is dead."""
-    for ns in netns_list():
+    """Delete namespaces from earlier runs whose owning pid (the number in the name) is dead, and
+    the /etc/netns/<ns> files such a run gave them (tests/e2e/proxies.py)."""
+    stale_etc = os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []
+    for ns in sorted(set(netns_list()) | set(stale_etc)):
         m = re.match(pattern, ns)
         if not m:
             continue
@@ -160,7 +162,10 @@ def cleanup_stray(pattern=r"^cfw(\d+)[a-z]-"):
                 pass
             except PermissionError:
                 continue
-        delete_netns(ns)
+        if ns in stale_etc:
+            shutil.rmtree(os.path.join("/etc/netns", ns), ignore_errors=True)
+        if ns in netns_list():
+            delete_netns(ns)
 
 
 def wait_file(path, timeout=10.0, proc=None):
