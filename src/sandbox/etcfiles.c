@@ -295,15 +295,14 @@ static int make_placeholder(int dirfd, const char *rel)
 		rel = slash + 1;
 		if (!part[0])
 			continue;
-		if (mkdirat(d, part, 0755) < 0 && errno != EEXIST)
+		if ((mkdirat(d, part, 0755) < 0 && errno != EEXIST) ||
+		    (next = openat(d, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
 			r = -errno;
-		else if ((next = openat(d, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-			r = -errno;
-		else {
-			if (d != dirfd)
-				close(d);
-			d = next;
+			break;
 		}
+		if (d != dirfd)
+			close(d);
+		d = next;
 	}
 	if (!r && *rel && (r = store_file(d, rel, NULL)) == -EEXIST)
 		r = 0;
