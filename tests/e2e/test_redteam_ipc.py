@@ -241,3 +241,17 @@ def test_held_raw_packet_nested_netns_abstract(cf, hostsvc, probe, mode):
     assert out[f"tcp 127.0.0.1:{HOSTSVC_LO_PORT}"].startswith("err:"), r
     assert out["tcp 198.51.100.10:80"] == "err:ENETUNREACH", r
     assert out["sock raw-tcp"] == "ok:lo", r   # root of its own empty namespace: nothing but lo
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_new_privs(cf, mode):
+    """no_new_privs is set for every command (init.c, README): an execve() inside never gains
+    privileges from a setuid bit or file capabilities; the user's command has no capabilities."""
+    r = cf.run(MODES[mode] + ["--", "sh", "-c", "grep -E '^(NoNewPrivs|CapEff|CapPrm):' /proc/self/status"])
+    assert r.rc == 0, r
+    st = dict(l.split(":\t") for l in r.text.splitlines())
+    assert st["NoNewPrivs"] == "1", r
+    if cf.runner.uid:
+        assert st["CapEff"] == st["CapPrm"] == "0000000000000000", r
+    else:
+        assert int(st["CapEff"], 16) != 0, r   # root keeps its capabilities in its own user namespace
