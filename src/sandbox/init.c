@@ -24,10 +24,15 @@
  *     they are locked mounts there (enter_locked_mounts(); only for a root caller: any other
  *     caller's command holds no capability in U2 and cannot unmount anything);
  *   - any other caller runs as its own uid/gid with no capabilities (SECBIT_NOROOT, cleared sets).
- * no_new_privs is set, on purpose, for everyone (libseccomp would set it anyway; we say so
- * explicitly): an execve() never gains privileges inside, so a setuid binary or file capability
- * (ping's cap_net_raw) cannot raise an unprivileged command's privileges in U2; a root caller has
- * nothing to gain from them.
+ * no_new_privs is set, on purpose, for everyone and in both modes (libseccomp would set it anyway;
+ * we say so explicitly): an execve() never gains privileges inside, so a setuid or setgid bit is
+ * ignored and a file capability (ping's cap_net_raw) is not granted: they cannot raise an
+ * unprivileged command's privileges in U2; a root caller has nothing to gain from them.  It must
+ * stay: the bounding set is not reduced, so without it a file-capability binary could gain
+ * capabilities in U2.
+ *
+ * With --isolate (sandbox_config.isolate) the command also loses the session variables, gets a
+ * fresh session keyring (isolate_session()) and may not create user namespaces (load_filter()).
  */
 #include "sandbox/internal.h"
 
