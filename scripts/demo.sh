@@ -164,4 +164,27 @@ in_host "$CF" -p "http://$R2V4:8888" -U demo -P wrong -- busybox wget -q -O - "h
 kill "$PXPID" 2>/dev/null
 wait "$PXPID" 2>/dev/null
 
+heading "Host IPC around the network: a host process on a unix socket fetches 127.0.0.1 for the command"
+# A host-side helper on a pathname socket in the demo's own directory (under /tmp): each client gets
+# what the host's loopback-only service answers.  --isolate gives the command a private /tmp.
+in_host /usr/bin/python3 -c "
+import socket, sys
+srv = socket.socket(socket.AF_UNIX); srv.bind('$WORK/host.sock'); srv.listen(); srv.settimeout(30)
+import os; os.chmod('$WORK/host.sock', 0o666)
+for _ in range(2):
+    c, _ = srv.accept()
+    u = socket.create_connection(('127.0.0.1', 8080), timeout=3)
+    u.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); c.sendall(u.recv(4096).split(b'\\r\\n\\r\\n', 1)[-1]); c.close()
+" 2>/dev/null &
+IPCPID=$!
+for i in $(seq 50); do [ -S "$WORK/host.sock" ] && break; sleep 0.05; done
+ASK="import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect('$WORK/host.sock'); print('   got:', s.recv(200).decode().strip())"
+show "childflow -- python3 -c '<connect to $WORK/host.sock, print the answer>'"
+in_host "$CF" -- /usr/bin/python3 -c "$ASK" 2>&1 | tail -n 1
+echo "   (by default /tmp is shared: the loopback-only service answered)"
+show "childflow --isolate -- python3 -c '<the same>'"
+in_host "$CF" --isolate -- /usr/bin/python3 -c "$ASK" 2>&1 | tail -n 1 | sed 's/^/   /'
+kill "$IPCPID" 2>/dev/null
+wait "$IPCPID" 2>/dev/null
+
 heading "Done; tearing the world down"

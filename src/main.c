@@ -342,6 +342,9 @@ int main(int argc, char **argv)
 		proxy_free(px);
 		return EXIT_USAGE;
 	}
+	cfg.isolate = opt.isolate;
+	for (int i = 0; i < opt.n_allow_sockets && i < SANDBOX_MAX_ALLOW_SOCKETS; i++)
+		cfg.allow_sockets[cfg.n_allow_sockets++] = opt.allow_sockets[i];
 	/* Read once, before the sandbox starts: the forwarder's upstreams (without --dns) and timing,
 	 * and the lines the child's resolv.conf keeps. */
 	r = resolvconf_load("/etc/resolv.conf", &host_rc);

@@ -62,6 +62,8 @@ enum opt_id {
 	OPT_PROXY_PASSWORD_FILE,
 	OPT_PROXY_INSECURE,
 	OPT_IFACE,
+	OPT_ISOLATE,
+	OPT_ALLOW_SOCKET,
 	OPT_HELP,
 	OPT_VERSION,
 	OPT_COUNT,
@@ -75,52 +77,65 @@ struct opt_def {
 	const char *help;       /* reference help text, trailing period stripped as clap does */
 	const char *help_extra; /* extra help lines (defaults, possible values), or NULL */
 	bool hidden;            /* parsed but not shown in --help */
+	bool repeatable;        /* may be given more than once */
 };
 
 /* Declaration order is the --help order, as in the reference. */
 static const struct opt_def opt_table[] = {
 	{ OPT_CAPTURE, 'c', "capture", "OUTPUT",
-	  "Write only the target command tree's traffic as pcapng", NULL, false },
+	  "Write only the target command tree's traffic as pcapng", NULL, false, false },
 	{ OPT_CAPTURE_POINT, 'C', "capture-point", "OUTPUT_VIEW",
 	  "Select which capture point or view `--capture` should write. `child` is the current stable view",
-	  "[default: child]\n[possible values: child, egress, wire-egress, both]", false },
+	  "[default: child]\n[possible values: child, egress, wire-egress, both]", false, false },
 	{ OPT_ROOT, 0, "root", NULL,
 	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend", NULL,
-	  false },
+	  false, false },
 	{ OPT_DOCTOR, 0, "doctor", NULL,
-	  "Diagnose whether the current host is ready for the selected backend", NULL, false },
+	  "Diagnose whether the current host is ready for the selected backend", NULL, false, false },
 	{ OPT_NETWORK_BACKEND, 0, "network-backend", "NETWORK_BACKEND",
 	  "Select the networking backend. This is kept as a hidden compatibility escape hatch; use `--root` "
-	  "for the public CLI", NULL, true },
+	  "for the public CLI", NULL, true, false },
 	{ OPT_DNS, 'd', "dns", "DNS",
-	  "Force DNS traffic for the child tree to this IPv4 or IPv6 resolver", NULL, false },
+	  "Force DNS traffic for the child tree to this IPv4 or IPv6 resolver", NULL, false, false },
 	{ OPT_HOSTS_FILE, 0, "hosts-file", "HOSTS_FILE",
 	  "Overlay an `/etc/hosts`-format file on the child's `/etc/hosts`: its entries come first and "
 	  "win, the host's entries for other names remain (a regular file of at most 4 MiB). Inside, the "
 	  "host's name-service endpoints (systemd-resolved's /run/systemd/resolve, nscd, avahi, the D-Bus "
 	  "system bus) are hidden and nsswitch.conf's hosts: line keeps only files, dns and the like",
-	  NULL, false },
+	  NULL, false, false },
 	{ OPT_PROXY, 'p', "proxy", "PROXY",
 	  "Configure an upstream proxy URI, for example http://127.0.0.1:8080, "
 	  "https://proxy.example.com:443, or socks5://host.docker.internal:10080. Every TCP connection of "
 	  "the command tree goes through it, whatever the program (proxy variables are not needed); the "
 	  "proxy is asked for the name the tree resolved when there is one. DNS, UDP and ICMP still go "
-	  "direct", NULL, false },
+	  "direct", NULL, false, false },
 	{ OPT_PROXY_USER, 'U', "proxy-user", "PROXY_USER",
-	  "Username for upstream proxy authentication", NULL, false },
+	  "Username for upstream proxy authentication", NULL, false, false },
 	{ OPT_PROXY_PASSWORD, 'P', "proxy-password", "PROXY_PASSWORD",
 	  "Password for upstream proxy authentication. Visible to other users until childflow starts (it "
 	  "then blanks it in its command line): prefer --proxy-password-file or CHILDFLOW_PROXY_PASSWORD",
-	  NULL, false },
+	  NULL, false, false },
 	{ OPT_PROXY_PASSWORD_FILE, 0, "proxy-password-file", "FILE",
-	  "Read the proxy password from the first line of FILE (instead of --proxy-password)", NULL, false },
+	  "Read the proxy password from the first line of FILE (instead of --proxy-password)", NULL, false, false },
 	{ OPT_PROXY_INSECURE, 0, "proxy-insecure", NULL,
 	  "Ignore certificate trust errors for https:// upstream proxies while still validating the "
-	  "hostname", NULL, false },
+	  "hostname", NULL, false, false },
 	{ OPT_IFACE, 'i', "iface", "IFACE",
-	  "Force the host-side egress interface for the child's direct traffic", NULL, false },
-	{ OPT_HELP, 'h', "help", NULL, "Print help", NULL, false },
-	{ OPT_VERSION, 'V', "version", NULL, "Print version", NULL, false },
+	  "Force the host-side egress interface for the child's direct traffic", NULL, false, false },
+	{ OPT_ISOLATE, 0, "isolate", NULL,
+	  "Also cut the host IPC that could carry the tree around the network controls: a private /tmp "
+	  "and /dev/shm, its own SysV/POSIX IPC namespace, $XDG_RUNTIME_DIR hidden (session D-Bus, "
+	  "Wayland, agents), SSH_AUTH_SOCK, DBUS_SESSION_BUS_ADDRESS, DISPLAY, WAYLAND_DISPLAY and the "
+	  "like removed from the environment, a fresh session keyring, and no new user namespaces inside "
+	  "(a nested childflow or `unshare -U` fails). Without it, only the endpoints that resolve names "
+	  "or open connections for a caller are hidden (systemd-resolved, nscd, avahi, the D-Bus system "
+	  "bus, the Docker, Podman and containerd API sockets)", NULL, false, false },
+	{ OPT_ALLOW_SOCKET, 0, "allow-socket", "PATH",
+	  "Let the unix socket at PATH (absolute) through on purpose, even where the sandbox hides it "
+	  "(repeatable, up to 16); with --isolate, an environment variable naming it is kept",
+	  NULL, false, true },
+	{ OPT_HELP, 'h', "help", NULL, "Print help", NULL, false, false },
+	{ OPT_VERSION, 'V', "version", NULL, "Print version", NULL, false, false },
 };
 
 #define OPT_TABLE_LEN (sizeof(opt_table) / sizeof(opt_table[0]))
@@ -307,6 +322,15 @@ static int apply_value(struct parser *p, const struct opt_def *d, const char *va
 			return fail_missing_value(p, d);
 		opt->proxy_password_file = value;
 		return 0;
+	case OPT_ALLOW_SOCKET:
+		if (*value == '\0')
+			return fail_missing_value(p, d);
+		if (value[0] != '/')
+			return fail_value(p, d, value, "not an absolute path");
+		if (opt->n_allow_sockets == CLI_MAX_ALLOW_SOCKETS)
+			return fail_value(p, d, value, "too many sockets (at most 16)");
+		opt->allow_sockets[opt->n_allow_sockets++] = value;
+		return 0;
 	case OPT_IFACE:
 		if (!valid_ifname(value))
 			return fail_value(p, d, value, "not a valid network interface name");
@@ -334,6 +358,9 @@ static void apply_flag(struct parser *p, const struct opt_def *d)
 	case OPT_PROXY_INSECURE:
 		opt->proxy_insecure = true;
 		break;
+	case OPT_ISOLATE:
+		opt->isolate = true;
+		break;
 	case OPT_HELP:
 		opt->action = CLI_HELP;
 		break;
@@ -350,7 +377,7 @@ static int mark_seen(struct parser *p, const struct opt_def *d)
 {
 	char name[64];
 
-	if (p->seen[d->id]) {
+	if (p->seen[d->id] && !d->repeatable) {
 		arg_display(d, name, sizeof(name));
 		return fail(p->err, p->errlen, "the argument '%s' cannot be used multiple times", name);
 	}

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 
 #define CLI_ERR_MAX 512
+#define CLI_MAX_ALLOW_SOCKETS 16
 
 enum capture_point {
 	CAPTURE_CHILD = 0,
@@ -74,6 +75,10 @@ struct cli_options {
 	bool proxy_insecure;            /* --proxy-insecure */
 
 	const char *iface;              /* -i, --iface */
+
+	bool isolate;                   /* --isolate */
+	const char *allow_sockets[CLI_MAX_ALLOW_SOCKETS]; /* --allow-socket PATH (repeatable), absolute */
+	int n_allow_sockets;
 
 	char **argv;                    /* command to run (points into the caller's argv), NULL-terminated */
 	int argc;

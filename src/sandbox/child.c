@@ -3,12 +3,14 @@
  * child — C, the child bootstrap (see sandbox.h for the process tree).
  *
  * States (messages are gwproto.h's, on the socket to G):
- *   UNSHARE    unshare(USER|NET|NS|PID); IPv6 sysctls (CAP_NET_ADMIN over N2 is ours before any
+ *   UNSHARE    unshare(USER|NET|NS|PID, and IPC with --isolate); IPv6 sysctls (CAP_NET_ADMIN over N2 is ours before any
  *              id is mapped)                               -> C_UNSHARED
  *   LINK       <- C_LINK_READY: lo, eth0's addresses, eth0 up, default routes
  *   WAIT_UP    until eth0 carries frames (bounded)          -> C_LINK_UP
  *              <- C_GO: gw0 carries frames too
- *   MOUNTS     private mounts, a sysfs of N2, the name files (etcfiles.c)
+ *   MOUNTS     private mounts, a sysfs of N2, with --isolate a private /tmp, /dev/shm and
+ *              /dev/mqueue, the name files and hidden host endpoints, the sockets let through
+ *              (etcfiles.c)
  *   INIT       fork init; its pid goes to the shared page (release), then -> C_INIT_STARTED, and
  *              only then init gets its go-ahead byte: the command cannot exist before its
  *              init's pid is known to P
@@ -29,6 +31,7 @@
 #include <sys/mount.h>
 #include <linux/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -129,6 +132,34 @@ static void mount_sysfs(void)
 		close(cg);
 }
 
+/*
+ * isolate_mounts() - --isolate: a fresh tmpfs on /tmp and /dev/shm (the host's sockets in /tmp, X11's
+ * /tmp/.X11-unix included, and its shared memory stay out of sight), and the POSIX message queues
+ * of the IPC namespace C created (its /dev/mqueue), when those directories exist.  Mounted in C's
+ * mount namespace; for a root caller's command they are locked mounts (init.c), for anyone else's
+ * there is no capability to unmount them.  Fails with one line.
+ */
+static void isolate_mounts(struct sandbox_shared *sh)
+{
+	static const struct { const char *path, *type, *opts; } m[] = {
+		{ "/tmp", "tmpfs", "mode=1777" },
+		{ "/dev/shm", "tmpfs", "mode=1777" },
+		{ "/dev/mqueue", "mqueue", NULL },
+	};
+
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		struct stat st;
+
+		if (stat(m[i].path, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		if (mount(m[i].type, m[i].path, m[i].type, MS_NOSUID | MS_NODEV, m[i].opts) < 0) {
+			log_error("cannot give the command a private %s (--isolate): %s", m[i].path,
+				  strerror(errno));
+			sandbox_setup_fail(sh);
+		}
+	}
+}
+
 static void noop_handler(int sig)
 {
 	(void)sig;
@@ -186,15 +217,17 @@ static pid_t child_start_init(const struct sandbox_config *cfg, struct sandbox_s
 void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 		struct sandbox_shared *sh, int sync, pid_t gw_pid)
 {
+	struct child_allowed allowed;
 	siginfo_t si;
 	pid_t init;
 	int st;
 
 	proc_die_with_parent(gw_pid);
 	block_forwarded_signals();
-	if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID) < 0) {
-		log_error("cannot create the child's namespaces (user, network, mount, PID): %s",
-			  strerror(errno));
+	if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID |
+		    (cfg->isolate ? CLONE_NEWIPC : 0)) < 0) {
+		log_error("cannot create the child's namespaces (user, network, mount, PID%s): %s",
+			  cfg->isolate ? ", IPC" : "", strerror(errno));
 		sandbox_setup_fail(sh);
 	}
 	child_sysctls(np, sh);
@@ -213,7 +246,12 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 		sandbox_setup_fail(sh);
 	}
 	mount_sysfs();
-	child_name_files(cfg, sh);
+	/* The sockets let through are cloned before anything covers them, put back after. */
+	child_allow_take(cfg, &allowed, sh);
+	if (cfg->isolate)
+		isolate_mounts(sh);
+	child_name_files(cfg, &allowed, sh);
+	child_allow_place(&allowed, sh);
 	init = child_start_init(cfg, sh, sync);
 	/* Wait without reaping, forget the pid, then reap: P must never signal a recycled pid. */
 	while (waitid(P_PID, (id_t)init, &si, WEXITED | WNOWAIT) < 0)

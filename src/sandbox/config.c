@@ -2,15 +2,18 @@
 /*
  * config — what the command inherits from the caller, recorded by P before it changes anything
  * (blocks signals, opens fds): the fds >= 3 handed over on purpose, the signal dispositions and
- * mask, the process-group decision, and the environment's id-map choice.
+ * mask, the process-group decision, the environment's id-map choice and the caller's runtime
+ * directory.
  */
 #include "sandbox/internal.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "util/log.h"
 
@@ -42,6 +45,28 @@ static void record_inherited_fds(struct sandbox_config *cfg)
 	}
 	closedir(d);
 	qsort(cfg->keep_fds, (size_t)cfg->n_keep_fds, sizeof(int), cmp_int);
+}
+
+/*
+ * record_runtime_dir() - the caller's $XDG_RUNTIME_DIR (else /run/user/UID), resolved, when it is a
+ * directory the caller owns and not "/": what hide.c may cover.  Anything else is left alone.
+ */
+static void record_runtime_dir(struct sandbox_config *cfg)
+{
+	const char *env = getenv("XDG_RUNTIME_DIR");
+	char given[PATH_MAX], real[PATH_MAX];
+	struct stat st;
+
+	cfg->runtime_dir[0] = '\0';
+	if (env && *env)
+		snprintf(given, sizeof(given), "%s", env);
+	else
+		snprintf(given, sizeof(given), "/run/user/%u", (unsigned int)getuid());
+	if (given[0] != '/' || !realpath(given, real) || strcmp(real, "/") == 0 ||
+	    strlen(real) >= sizeof(cfg->runtime_dir) || stat(real, &st) < 0 || !S_ISDIR(st.st_mode) ||
+	    st.st_uid != getuid())
+		return;
+	memcpy(cfg->runtime_dir, real, strlen(real) + 1);
 }
 
 static void record_signals(struct sandbox_config *cfg)
@@ -78,6 +103,7 @@ int sandbox_config_init(struct sandbox_config *cfg, char **argv, bool ipv6)
 	}
 	record_inherited_fds(cfg);
 	record_signals(cfg);
+	record_runtime_dir(cfg);
 	/*
 	 * kill(0, sig) from the command reaches its process group, across the PID namespace.  When
 	 * childflow leads its own group (an interactive shell made one for this job), that group holds

@@ -16,12 +16,17 @@
  * When P dies, C and its mount namespace die with it; a detached tmpfs has no path, so nothing is
  * ever left on the host, not even after SIGKILL.
  *
- * Name-service endpoints that would answer lookups around DNS packets are covered too, when they
- * exist: systemd-resolved's /run/systemd/resolve/ (varlink io.systemd.Resolve and friends; a
- * resolv.conf or stub-resolv.conf there is kept, with the child's content), nscd's /run/nscd/
- * and /var/run/nscd/, avahi's /run/avahi-daemon/socket, and the D-Bus system bus socket (which
- * carries systemd-resolved's D-Bus API).  A directory gets an empty read-only directory over it, a
- * socket an empty regular file (connect() is refused).
+ * Host endpoints that would resolve names or open connections for the tree, around its network
+ * controls, are covered too, when they exist: systemd-resolved's /run/systemd/resolve/ (varlink
+ * io.systemd.Resolve and friends; a resolv.conf or stub-resolv.conf there is kept, with the child's
+ * content), nscd's /run/nscd/ and /var/run/nscd/, avahi's /run/avahi-daemon/socket, the D-Bus
+ * system bus socket (which carries systemd-resolved's D-Bus API), and the container engines' API
+ * sockets (Docker, Podman, containerd; also those in the caller's runtime directory).  With
+ * --isolate the caller's runtime directory itself ($XDG_RUNTIME_DIR: the session bus, Wayland,
+ * agents) is covered.  A directory gets an empty read-only directory over it, a socket an empty
+ * regular file (connect() is refused).  Each --allow-socket path is cloned before anything is
+ * covered (child_allow_take()) and moved back onto its own path afterwards (child_allow_place()),
+ * onto a placeholder prepared in the cover when it lies inside a hidden directory.
  */
 #include "sandbox/internal.h"
 
@@ -44,14 +49,26 @@
 #define ETC_DIR "/etc"
 #define RESOLVED_DIR "/run/systemd/resolve"
 
-/* The name-service endpoints hidden inside (see the top of this file). */
+/* The host endpoints hidden inside (see the top of this file). */
 static const char *const hidden[] = {
 	RESOLVED_DIR,
 	"/run/nscd",
 	"/var/run/nscd",
 	"/run/avahi-daemon/socket",
 	"/run/dbus/system_bus_socket",
+	"/var/run/docker.sock",
+	"/run/docker.sock",
+	"/run/podman",
+	"/var/run/podman",
+	"/run/containerd/containerd.sock",
+	"/run/containerd/containerd.sock.ttrpc",
 };
+
+/* Under the caller's runtime directory (sandbox_config's runtime_dir), hidden too. */
+static const char *const hidden_in_runtime_dir[] = { "podman", "docker.sock" };
+
+/* Every path that may be hidden: the table, the runtime directory's, the runtime directory itself. */
+#define HIDDEN_MAX (sizeof(hidden) / sizeof(hidden[0]) + sizeof(hidden_in_runtime_dir) / sizeof(hidden_in_runtime_dir[0]) + 1)
 
 /* The resolv.conf files kept in systemd-resolved's directory when they exist there. */
 static const char *const resolved_files[] = { "resolv.conf", "stub-resolv.conf" };
@@ -263,16 +280,130 @@ static int store_hidden_dir(int store, const char *name, const char *orig, const
 	return r;
 }
 
-void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *sh)
+/* Make @rel (relative to @dirfd) exist as an empty file, with its missing parent directories, for a
+ * clone to be moved onto.  Return: 0 or -errno. */
+static int make_placeholder(int dirfd, const char *rel)
+{
+	char part[PATH_MAX];
+	const char *slash;
+	int d = dirfd, r = 0;
+
+	while (!r && (slash = strchr(rel, '/')) != NULL) {
+		int next;
+
+		snprintf(part, sizeof(part), "%.*s", (int)(slash - rel), rel);
+		rel = slash + 1;
+		if (!part[0])
+			continue;
+		if ((mkdirat(d, part, 0755) < 0 && errno != EEXIST) ||
+		    (next = openat(d, part, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+			r = -errno;
+			break;
+		}
+		if (d != dirfd)
+			close(d);
+		d = next;
+	}
+	if (!r && *rel && (r = store_file(d, rel, NULL)) == -EEXIST)
+		r = 0;
+	if (d != dirfd)
+		close(d);
+	return r;
+}
+
+/* The @i-th path that may be hidden for @cfg, into @buf; false past the end.  The runtime
+ * directory (with --isolate) comes first, so that what lies inside it is seen as covered already. */
+static bool hidden_path(const struct sandbox_config *cfg, size_t i, char *buf, size_t len)
+{
+	const size_t nrt = sizeof(hidden_in_runtime_dir) / sizeof(hidden_in_runtime_dir[0]);
+	const size_t ntab = sizeof(hidden) / sizeof(hidden[0]);
+
+	if (i == 0) {
+		snprintf(buf, len, "%s", cfg->isolate ? cfg->runtime_dir : "");
+		return true;
+	}
+	if (--i < ntab) {
+		snprintf(buf, len, "%s", hidden[i]);
+		return true;
+	}
+	if ((i -= ntab) < nrt) {
+		if (cfg->runtime_dir[0])
+			snprintf(buf, len, "%s/%s", cfg->runtime_dir, hidden_in_runtime_dir[i]);
+		else
+			buf[0] = '\0';
+		return true;
+	}
+	return false;
+}
+
+/* @path lies strictly inside the directory @dir. */
+static bool path_inside(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+
+	return strncmp(path, dir, n) == 0 && path[n] == '/';
+}
+
+void child_allow_take(const struct sandbox_config *cfg, struct child_allowed *al, struct sandbox_shared *sh)
+{
+	al->n = 0;
+	for (int i = 0; i < cfg->n_allow_sockets; i++) {
+		const char *p = cfg->allow_sockets[i];
+		struct stat st;
+		int t;
+
+		if (stat(p, &st) < 0)
+			fail(sh, "cannot let %s through (--allow-socket): %s", p, strerror(errno));
+		if (!S_ISSOCK(st.st_mode))
+			fail(sh, "cannot let %s through (--allow-socket): not a unix socket", p);
+		if (!realpath(p, al->path[al->n]))
+			fail(sh, "cannot resolve %s (--allow-socket): %s", p, strerror(errno));
+		t = (int)syscall(SYS_open_tree, AT_FDCWD, al->path[al->n], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+		if (t < 0)
+			fail(sh, "cannot let %s through (--allow-socket): %s", p, strerror(errno));
+		al->tree[al->n++] = t;
+	}
+}
+
+void child_allow_place(struct child_allowed *al, struct sandbox_shared *sh)
+{
+	for (int i = 0; i < al->n; i++) {
+		const char *p = al->path[i];
+		struct stat st;
+		int root, r = 0;
+
+		if (lstat(p, &st) < 0) {
+			/* Under a private /tmp or /dev/shm: make its place (the hidden directories'
+			 * covers got theirs before they were sealed). */
+			if ((root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+				r = -errno;
+			else {
+				r = make_placeholder(root, p + 1);
+				close(root);
+			}
+		}
+		if (!r && syscall(SYS_move_mount, al->tree[i], "", AT_FDCWD, p, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			r = -errno;
+		if (r)
+			fail(sh, "cannot let %s through (--allow-socket): %s", p, strerror(-r));
+		close(al->tree[i]);
+		al->tree[i] = -1;
+	}
+	if (al->n)
+		log_debug("child: %d socket(s) let through on purpose", al->n);
+}
+
+void child_name_files(const struct sandbox_config *cfg, const struct child_allowed *al,
+		      struct sandbox_shared *sh)
 {
 	const struct etc_file files[] = {
 		{ ETC_DIR "/resolv.conf", cfg->resolv_conf },
 		{ ETC_DIR "/hosts", cfg->hosts },
 		{ ETC_DIR "/nsswitch.conf", cfg->nsswitch },
 	};
-	enum { NFILES = sizeof(files) / sizeof(files[0]), NHIDDEN = sizeof(hidden) / sizeof(hidden[0]) };
-	char real[NHIDDEN][PATH_MAX];
-	bool is_dir[NHIDDEN], missing[NFILES], any_missing = false;
+	enum { NFILES = sizeof(files) / sizeof(files[0]) };
+	char real[HIDDEN_MAX][PATH_MAX], cand[PATH_MAX];
+	bool is_dir[HIDDEN_MAX], missing[NFILES], any_missing = false;
 	int store, r, nreal = 0;
 
 	if ((store = store_new()) < 0)
@@ -295,27 +426,43 @@ void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *s
 		if (!missing[i] && (r = store_file(store, name, files[i].text)) < 0)
 			fail(sh, "cannot write the child's %s: %s", files[i].path, strerror(-r));
 	}
-	/* The endpoints that exist, each once (/var/run is usually a link to /run). */
-	for (int i = 0; i < NHIDDEN; i++) {
+	/* The endpoints that exist, each once (/var/run is usually a link to /run), and not inside a
+	 * directory hidden already. */
+	for (size_t i = 0; hidden_path(cfg, i, cand, sizeof(cand)); i++) {
 		struct stat st;
 		char name[32];
 		bool dup = false;
 
-		if (lstat(hidden[i], &st) < 0) {
-			if (errno == ENOENT || errno == ENOTDIR)
+		if (!cand[0])
+			continue;
+		if (lstat(cand, &st) < 0) {
+			if (errno == ENOENT || errno == ENOTDIR || errno == EACCES)
 				continue;
-			fail(sh, "cannot look at %s: %s", hidden[i], strerror(errno));
+			fail(sh, "cannot look at %s: %s", cand, strerror(errno));
 		}
-		if (!realpath(hidden[i], real[nreal]))
-			fail(sh, "cannot resolve %s: %s", hidden[i], strerror(errno));
+		if (!realpath(cand, real[nreal]))
+			fail(sh, "cannot resolve %s: %s", cand, strerror(errno));
 		for (int j = 0; j < nreal; j++)
-			dup |= strcmp(real[j], real[nreal]) == 0;
+			dup |= strcmp(real[j], real[nreal]) == 0 || (is_dir[j] && path_inside(real[nreal], real[j]));
 		if (dup)
 			continue;
 		is_dir[nreal] = stat(real[nreal], &st) == 0 && S_ISDIR(st.st_mode);
 		snprintf(name, sizeof(name), "hidden%d", nreal);
 		r = is_dir[nreal] ? store_hidden_dir(store, name, real[nreal], cfg->resolv_conf)
 				  : store_file(store, name, NULL);
+		/* A socket let through on purpose gets its place in the cover of its directory. */
+		for (int k = 0; !r && is_dir[nreal] && k < al->n; k++) {
+			int d;
+
+			if (!path_inside(al->path[k], real[nreal]))
+				continue;
+			if ((d = openat(store, name, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+				r = -errno;
+				break;
+			}
+			r = make_placeholder(d, al->path[k] + strlen(real[nreal]) + 1);
+			close(d);
+		}
 		if (r < 0)
 			fail(sh, "cannot prepare the cover of %s: %s", real[nreal], strerror(-r));
 		nreal++;
@@ -336,8 +483,8 @@ void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *s
 
 		snprintf(name, sizeof(name), "hidden%d", i);
 		if ((r = cover(store, name, real[i])) < 0)
-			fail(sh, "cannot hide the host's name service at %s: %s", real[i], strerror(-r));
+			fail(sh, "cannot hide the host's endpoint at %s: %s", real[i], strerror(-r));
 	}
 	close(store);
-	log_debug("child: name files placed (%d name-service endpoints hidden)", nreal);
+	log_debug("child: name files placed (%d host endpoints hidden)", nreal);
 }

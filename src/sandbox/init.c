@@ -24,22 +24,29 @@
  *     they are locked mounts there (enter_locked_mounts(); only for a root caller: any other
  *     caller's command holds no capability in U2 and cannot unmount anything);
  *   - any other caller runs as its own uid/gid with no capabilities (SECBIT_NOROOT, cleared sets).
- * no_new_privs is set, on purpose, for everyone (libseccomp would set it anyway; we say so
- * explicitly): an execve() never gains privileges inside, so a setuid binary or file capability
- * (ping's cap_net_raw) cannot raise an unprivileged command's privileges in U2; a root caller has
- * nothing to gain from them.
+ * no_new_privs is set, on purpose, for everyone and in both modes (libseccomp would set it anyway;
+ * we say so explicitly): an execve() never gains privileges inside, so a setuid or setgid bit is
+ * ignored and a file capability (ping's cap_net_raw) is not granted: they cannot raise an
+ * unprivileged command's privileges in U2; a root caller has nothing to gain from them.  It must
+ * stay: the bounding set is not reduced, so without it a file-capability binary could gain
+ * capabilities in U2.
+ *
+ * With --isolate (sandbox_config.isolate) the command also loses the session variables, gets a
+ * fresh session keyring (isolate_session()) and may not create user namespaces (load_filter()).
  */
 #include "sandbox/internal.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include <linux/keyctl.h>
 #include <linux/securebits.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -124,12 +131,16 @@ static int drop_capabilities(void)
 }
 
 /*
- * deny_terminal_injection() - the command shares the caller's terminal, and TIOCSTI would let it push
- * keystrokes into the caller's shell, which runs them outside the sandbox once childflow exits
- * (bubblewrap's CVE-2017-5226).  TIOCLINUX can do the same on a virtual console.  A seccomp filter
- * refuses both ioctls.  It also sets no_new_privs (see the top of this file).
+ * load_filter() - the command's seccomp filter.  The command shares the caller's terminal, and
+ * TIOCSTI would let it push keystrokes into the caller's shell, which runs them outside the sandbox
+ * once childflow exits (bubblewrap's CVE-2017-5226); TIOCLINUX can do the same on a virtual
+ * console: both ioctls are refused.  With --isolate, creating a user namespace is refused too
+ * (unshare() and clone() with CLONE_NEWUSER: EPERM; clone3(), whose flags a filter cannot read:
+ * ENOSYS, so that libc falls back to clone()): new user namespaces are where most kernel exploits
+ * start, and a sysctl such as user.max_user_namespaces would be the caller's whole user namespace's,
+ * not the command's.  Loading it sets no_new_privs (see the top of this file).
  */
-static int deny_terminal_injection(void)
+static int load_filter(const struct sandbox_config *cfg)
 {
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
 	int r;
@@ -146,10 +157,87 @@ static int deny_terminal_injection(void)
 	if (r == 0)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
 				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCLINUX));
+	if (r == 0 && cfg->isolate)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
+				     SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
+	if (r == 0 && cfg->isolate)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+				     SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));
+	if (r == 0 && cfg->isolate)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
 	if (r == 0)
 		r = seccomp_load(ctx);
 	seccomp_release(ctx);
 	return r;
+}
+
+/*
+ * The variables that point the command at the host's session services (agents, buses, displays,
+ * the runtime directory); --isolate removes them, except one that names a socket let through.
+ */
+static const char *const session_vars[] = {
+	"SSH_AUTH_SOCK", "SSH_AGENT_PID", "GPG_AGENT_INFO", "DBUS_SESSION_BUS_ADDRESS",
+	"DBUS_SYSTEM_BUS_ADDRESS", "DISPLAY", "XAUTHORITY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET",
+	"XDG_RUNTIME_DIR", "SESSION_MANAGER", "PULSE_SERVER", "PIPEWIRE_REMOTE", "DOCKER_HOST",
+	"CONTAINER_HOST", "TMUX", "TMUX_PANE", "STY",
+};
+
+static bool names_allowed_socket(const struct sandbox_config *cfg, const char *value)
+{
+	for (int i = 0; i < cfg->n_allow_sockets; i++)
+		if (strstr(value, cfg->allow_sockets[i]))
+			return true;
+	return false;
+}
+
+/*
+ * isolate_session() - --isolate, in the command: the session variables removed (a relative
+ * WAYLAND_DISPLAY whose socket is let through becomes its absolute path), and a fresh anonymous
+ * session keyring, so the caller's session keys (tokens, Kerberos KEYRING caches) are no longer
+ * possessed.  Return: 0, or -1 after printing one line.
+ */
+static int isolate_session(const struct sandbox_config *cfg)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR"), *wl = getenv("WAYLAND_DISPLAY");
+	char wayland[PATH_MAX];
+
+	wayland[0] = '\0';
+	if (rt && wl && wl[0] != '/')
+		snprintf(wayland, sizeof(wayland), "%s/%s", rt, wl);
+	for (size_t i = 0; i < sizeof(session_vars) / sizeof(session_vars[0]); i++) {
+		const char *v = getenv(session_vars[i]);
+
+		if (v && !names_allowed_socket(cfg, v))
+			unsetenv(session_vars[i]);
+	}
+	if (wayland[0] && names_allowed_socket(cfg, wayland))
+		setenv("WAYLAND_DISPLAY", wayland, 1);
+	if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS) {
+		log_error("cannot give the command a session keyring of its own (--isolate): %s",
+			  strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * keep_working_directory() - the working directory, found again by its path in the command's own
+ * mounts: an inherited one under /proc or /sys is otherwise the host's procfs or sysfs below ours
+ * (every host pid, /proc/PID/net of the host), and with --isolate one under /tmp the host's /tmp.
+ * A path that does not exist inside (/proc/1234) starts the command in / with a warning; a deleted
+ * directory is kept as it is.
+ */
+static void keep_working_directory(void)
+{
+	char cwd[PATH_MAX];
+
+	if (!getcwd(cwd, sizeof(cwd)))
+		return;
+	if (cwd[0] == '/' && chdir(cwd) == 0)
+		return;
+	log_warn("the working directory %s is not visible inside the sandbox; the command starts in /", cwd);
+	if (chdir("/") < 0)
+		log_warn("cannot change to /: %s", strerror(errno));
 }
 
 /*
@@ -263,10 +351,14 @@ __attribute__((noreturn)) static void exec_command(const struct sandbox_config *
 	/* Only a root caller's command keeps capabilities in U2 that could unmount anything. */
 	if (cfg->caller_is_root && enter_locked_mounts() < 0)
 		_exit(EXIT_SETUP);
+	keep_working_directory();
+	if (cfg->isolate && isolate_session(cfg) < 0)
+		_exit(EXIT_SETUP);
 	restore_signals(cfg);
-	r = deny_terminal_injection();
+	r = load_filter(cfg);
 	if (r < 0) {
-		log_error("cannot install the seccomp filter that protects your terminal: %s", strerror(-r));
+		log_error("cannot install the command's seccomp filter (terminal protection%s): %s",
+			  cfg->isolate ? ", no user namespaces" : "", strerror(-r));
 		_exit(EXIT_SETUP);
 	}
 	if (!cfg->caller_is_root && (r = drop_capabilities()) < 0) {

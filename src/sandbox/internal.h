@@ -3,6 +3,7 @@
 #ifndef CHILDFLOW_SANDBOX_INTERNAL_H
 #define CHILDFLOW_SANDBOX_INTERNAL_H
 
+#include <limits.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -56,12 +57,26 @@ __attribute__((noreturn)) void gateway_main(const struct sandbox_config *cfg, co
 __attribute__((noreturn)) void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 					  struct sandbox_shared *sh, int sync, pid_t gw_pid);
 
+/* The --allow-socket paths, resolved, and a clone of each taken before anything is covered. */
+struct child_allowed {
+	int n;
+	int tree[SANDBOX_MAX_ALLOW_SOCKETS];
+	char path[SANDBOX_MAX_ALLOW_SOCKETS][PATH_MAX];
+};
+
 /*
- * child_name_files() - C: give the command @cfg's resolv.conf, hosts and nsswitch.conf and hide
- * the host's name-service endpoints, in C's (private) mount namespace (etcfiles.c).  Fails with
- * one line (setup failure).
+ * C, in its (private) mount namespace (etcfiles.c), in this order; each fails with one line (setup
+ * failure):
+ * child_allow_take() - clone each of @cfg's --allow-socket paths (which must be unix sockets) into @al;
+ * child_name_files() - give the command @cfg's resolv.conf, hosts and nsswitch.conf, and hide the
+ *   host endpoints that resolve names or connect for a caller (with --isolate, the caller's runtime
+ *   directory too), with a place kept for @al's sockets inside hidden directories;
+ * child_allow_place() - put @al's clones back onto their paths, over the hiding.
  */
-void child_name_files(const struct sandbox_config *cfg, struct sandbox_shared *sh);
+void child_allow_take(const struct sandbox_config *cfg, struct child_allowed *al, struct sandbox_shared *sh);
+void child_name_files(const struct sandbox_config *cfg, const struct child_allowed *al,
+		      struct sandbox_shared *sh);
+void child_allow_place(struct child_allowed *al, struct sandbox_shared *sh);
 
 /* init: PID 1 of the PID namespace; never returns.  Starts the command once @go_fd yields a byte. */
 __attribute__((noreturn)) void init_main(const struct sandbox_config *cfg, int go_fd,

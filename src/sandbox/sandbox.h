@@ -26,6 +26,7 @@
 #include "sandbox/idmap.h"
 
 #define SANDBOX_MAX_KEEP_FDS 64
+#define SANDBOX_MAX_ALLOW_SOCKETS 16
 
 struct sandbox_config {
 	char **argv;                  /* the command, NULL-terminated */
@@ -42,6 +43,11 @@ struct sandbox_config {
 	const char *resolv_conf;      /* the full text of its /etc/resolv.conf */
 	const char *hosts;            /* its /etc/hosts (--hosts-file merged over the host's) */
 	const char *nsswitch;         /* its /etc/nsswitch.conf (hosts: sources that bypass DNS dropped) */
+	/* Host IPC (hide.c, init.c): */
+	bool isolate;                 /* --isolate: private /tmp, /dev/shm, IPC namespace, keyring, ... */
+	const char *allow_sockets[SANDBOX_MAX_ALLOW_SOCKETS]; /* --allow-socket paths, let through */
+	int n_allow_sockets;
+	char runtime_dir[256];        /* the caller's $XDG_RUNTIME_DIR when it is a directory of its own, or "" */
 };
 
 /* The pool of N1 sockets of one kind: held fds plus those asked of G and not yet arrived. */

@@ -65,13 +65,18 @@ class FakeSocket:
     from another PID namespace than ours (the sandbox's; a peer gone before we look counts too).
     setpriv's initgroups() may ask nscd from our own PID namespace: that is not the child."""
 
-    def __init__(self, path):
-        self.path, self.conns, self.foreign = path, 0, 0
+    def __init__(self, path, answer=None):
+        """`answer`: called per connection, its bytes are sent before closing (None: nothing).
+        A path starting with NUL is an abstract socket (of this network namespace)."""
+        self.path, self.conns, self.foreign, self.answer = path, 0, 0, answer
         self.my_pidns = os.readlink("/proc/self/ns/pid")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        os.chmod(path, 0o666)   # the unprivileged user may connect, as to the real daemons
+        if path.startswith("\0"):
+            self.sock.bind(path)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            self.sock.bind(path)
+            os.chmod(path, 0o666)   # the unprivileged user may connect, as to the real daemons
         self.sock.listen(16)
         threading.Thread(target=self._serve, daemon=True).start()
 
@@ -88,6 +93,11 @@ class FakeSocket:
                     self.foreign += 1
             except OSError:
                 self.foreign += 1
+            if self.answer:
+                try:
+                    c.sendall(self.answer())
+                except OSError:
+                    pass
             c.close()
 
 

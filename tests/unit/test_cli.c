@@ -326,6 +326,39 @@ static void test_iface_rootless(void **state)
 	assert_false(opt.backend_rootful);
 }
 
+static void test_isolate_and_allow_socket(void **state)
+{
+	struct cli_options opt;
+
+	EXPECT_OK(&opt, "cmd");
+	assert_false(opt.isolate);
+	assert_int_equal(opt.n_allow_sockets, 0);
+	EXPECT_OK(&opt, "--isolate", "--allow-socket", "/run/a.sock", "--allow-socket=/tmp/b", "cmd", "--isolate");
+	assert_true(opt.isolate);
+	assert_int_equal(opt.n_allow_sockets, 2);
+	assert_string_equal(opt.allow_sockets[0], "/run/a.sock");
+	assert_string_equal(opt.allow_sockets[1], "/tmp/b");
+	assert_int_equal(opt.argc, 2);
+	EXPECT_ERR("the argument '--isolate' cannot be used multiple times", "--isolate", "--isolate", "cmd");
+	EXPECT_ERR("invalid value 'a.sock' for '--allow-socket <PATH>': not an absolute path",
+		   "--allow-socket", "a.sock", "cmd");
+	EXPECT_ERR("a value is required for '--allow-socket <PATH>' but none was supplied",
+		   "--allow-socket=", "cmd");
+	EXPECT_ERR("unexpected value 'yes' for '--isolate' found; no more were expected", "--isolate=yes", "cmd");
+	EXPECT_OK(&opt, "--allow-socket", "/1", "--allow-socket", "/2", "--allow-socket", "/3", "--allow-socket", "/4",
+		  "--allow-socket", "/5", "--allow-socket", "/6", "--allow-socket", "/7", "--allow-socket", "/8",
+		  "--allow-socket", "/9", "--allow-socket", "/10", "--allow-socket", "/11", "--allow-socket", "/12",
+		  "--allow-socket", "/13", "--allow-socket", "/14", "--allow-socket", "/15", "--allow-socket", "/16",
+		  "cmd");
+	assert_int_equal(opt.n_allow_sockets, 16);
+	EXPECT_ERR("invalid value '/17' for '--allow-socket <PATH>': too many sockets (at most 16)",
+		   "--allow-socket", "/1", "--allow-socket", "/2", "--allow-socket", "/3", "--allow-socket", "/4",
+		   "--allow-socket", "/5", "--allow-socket", "/6", "--allow-socket", "/7", "--allow-socket", "/8",
+		   "--allow-socket", "/9", "--allow-socket", "/10", "--allow-socket", "/11", "--allow-socket", "/12",
+		   "--allow-socket", "/13", "--allow-socket", "/14", "--allow-socket", "/15", "--allow-socket", "/16",
+		   "--allow-socket", "/17", "cmd");
+}
+
 static void test_iface_name_syntax(void **state)
 {
 	struct cli_options opt;
@@ -842,6 +875,7 @@ int main(void)
 		cmocka_unit_test(test_missing_command),
 		cmocka_unit_test(test_iface_rootless),
 		cmocka_unit_test(test_iface_name_syntax),
+		cmocka_unit_test(test_isolate_and_allow_socket),
 		cmocka_unit_test(test_hosts_file),
 		cmocka_unit_test(test_capture_point_requires_capture),
 		cmocka_unit_test(test_proxy_credentials_pairing),
