@@ -170,7 +170,7 @@ static int read_ctl(struct sandbox *sb, int flags)
 
 int sandbox_ctl_recv_listeners(struct sandbox *sb)
 {
-	uint8_t kinds[BE_NLISTEN + 1];
+	uint8_t kinds[BE_NLISTEN + 2];
 	int fds[FDPASS_MAX], nfds = 0;
 	struct gw_msg m;
 
@@ -185,6 +185,8 @@ int sandbox_ctl_recv_listeners(struct sandbox *sb)
 			sb->listen_fd[kinds[i]] = fds[i];
 		else if (kinds[i] == GW_KIND_GATE && sb->gate_fd < 0)
 			sb->gate_fd = fds[i];
+		else if (kinds[i] == GW_KIND_CAPTURE && sb->capture_fd < 0)
+			sb->capture_fd = fds[i];
 		else
 			close(fds[i]);
 	}

@@ -162,6 +162,9 @@ static void release_fds(struct sandbox *sb)
 	if (sb->gate_fd >= 0)
 		close(sb->gate_fd);
 	sb->gate_fd = -1;
+	if (sb->capture_fd >= 0)
+		close(sb->capture_fd);
+	sb->capture_fd = -1;
 	if (sb->child_netns_fd >= 0)
 		close(sb->child_netns_fd);
 	sb->child_netns_fd = -1;
@@ -179,7 +182,7 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	pid_t p = getpid();
 
 	memset(sb, 0, sizeof(*sb));
-	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = -1;
+	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = sb->capture_fd = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		sb->listen_fd[i] = -1;
 	sigemptyset(&sb->queued);
@@ -269,6 +272,23 @@ static int be_gate_fd(const struct backend *b)
 	return csb_of(b)->gate_fd;
 }
 
+static int be_capture(const struct backend *b, struct be_capture *out)
+{
+	const struct sandbox *sb = csb_of(b);
+
+	if (sb->capture_fd < 0)
+		return -ENOENT;
+	*out = (struct be_capture){
+		.fd = sb->capture_fd,
+		.block_size = SANDBOX_CAPTURE_BLOCK_SIZE,
+		.block_nr = SANDBOX_CAPTURE_BLOCKS,
+		.retire_ms = SANDBOX_CAPTURE_RETIRE_MS,
+		.ifname = NETPLAN_GW_IFNAME,
+		.backend = "rootless-internal",
+	};
+	return 0;
+}
+
 static int be_ns_socket(struct backend *b, enum be_sock_kind k)
 {
 	return sandbox_ctl_ns_socket(sb_of(b), k);
@@ -350,8 +370,8 @@ static void be_release(struct backend *b)
 static unsigned int be_reserved_fds(const struct backend *b)
 {
 	(void)b;
-	/* Both pools, the listeners, the control socket, G's pidfd and the child's netns. */
-	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 4;
+	/* Both pools, the listeners, the gate, the capture, the control socket, G's pidfd, the child's netns. */
+	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 5;
 }
 
 static const struct netplan *be_netplan(const struct backend *b)
@@ -363,6 +383,7 @@ static const struct backend_ops sandbox_ops = {
 	.name = "rootless",
 	.listener = be_listener,
 	.gate_fd = be_gate_fd,
+	.capture = be_capture,
 	.ns_socket = be_ns_socket,
 	.ctl_fd = be_ctl_fd,
 	.on_ctl = be_on_ctl,

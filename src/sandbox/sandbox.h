@@ -42,7 +42,13 @@ struct sandbox_config {
 	const char *resolv_conf;      /* the full text of its /etc/resolv.conf */
 	const char *hosts;            /* its /etc/hosts (--hosts-file merged over the host's) */
 	const char *nsswitch;         /* its /etc/nsswitch.conf (hosts: sources that bypass DNS dropped) */
+	bool capture;                 /* a packet socket with a ring on gw0 for P (backend capture()) */
 };
+
+/* The capture ring G sets up on gw0 (backend.h's struct be_capture): 32 blocks of 1 MiB. */
+#define SANDBOX_CAPTURE_BLOCK_SIZE (1u << 20)
+#define SANDBOX_CAPTURE_BLOCKS 32u
+#define SANDBOX_CAPTURE_RETIRE_MS 20u
 
 /* The pool of N1 sockets of one kind: held fds plus those asked of G and not yet arrived. */
 #define SANDBOX_POOL_MAX 64           /* held + in flight never exceed this */
@@ -66,6 +72,7 @@ struct sandbox {
 	int ctl_fd;                   /* SEQPACKET to G (gwproto.h); non-blocking once started */
 	int listen_fd[BE_NLISTEN];    /* transparent listeners in N1; -1 when not offered */
 	int gate_fd;                  /* the SYN gate's NFQUEUE socket in N1; -1 when the host cannot gate */
+	int capture_fd;               /* AF_PACKET on gw0 with its ring (cfg->capture), else -1 */
 	int child_netns_fd;           /* keeps N2 (and the veth) alive until the relay has drained */
 	struct sandbox_shared *shared;
 	struct sandbox_pool pool[BE_SOCK_N];
