@@ -346,20 +346,24 @@ bool capture_finish(struct capture *c)
 	uint64_t end;
 
 	if (c->ring && !c->stopped) {
-		/* The block being filled is handed over when its timer fires (after one or two
-		 * periods): wait for it, and for any that follow, until the ring is quiet. */
+		/*
+		 * The block being filled now is handed over when its timer fires (after one or two
+		 * periods).  Once it is, every frame until now has been taken; later ones (the
+		 * child's kernel may still send, e.g. MLD reports) need not be waited for.
+		 */
 		uint64_t until = now_ms() + FINISH_RING_MS;
 
-		for (;;) {
+		drain(c, now_ms(), FINISH_WAIT_MS);
+		while (!c->stopped && now_ms() < until) {
 			struct pollfd pf = { .fd = c->ring_fd, .events = POLLIN };
-			const struct tpacket_block_desc *bd;
+			const struct tpacket_block_desc *bd =
+				(const struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
 
-			drain(c, now_ms(), FINISH_WAIT_MS);
-			bd = (const struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
-			if (c->stopped || now_ms() >= until)
-				break;
-			if (poll(&pf, 1, (int)c->retire_ms * 2 + 10) <= 0 &&
-			    !__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE))
+			if (!__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) &&
+			    !(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+				break;   /* nothing waiting in the ring */
+			poll(&pf, 1, (int)(until - now_ms()));
+			if (drain(c, now_ms(), FINISH_WAIT_MS) > 0)
 				break;
 		}
 	}

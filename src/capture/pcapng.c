@@ -74,7 +74,8 @@ static void put_opt(struct pcapng *w, uint16_t code, const void *v, size_t vlen)
 {
 	put16(w, code);
 	put16(w, (uint16_t)vlen);
-	put(w, v, vlen);
+	if (vlen)
+		put(w, v, vlen);
 	put_zero(w, pad4(vlen) - vlen);
 }
 
