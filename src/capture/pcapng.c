@@ -74,9 +74,14 @@ static void put_opt(struct pcapng *w, uint16_t code, const void *v, size_t vlen)
 {
 	put16(w, code);
 	put16(w, (uint16_t)vlen);
-	if (vlen)
-		put(w, v, vlen);
+	put(w, v, vlen);
 	put_zero(w, pad4(vlen) - vlen);
+}
+
+/* opt_endofopt */
+static void put_end(struct pcapng *w)
+{
+	put32(w, OPT_END);
 }
 
 static size_t str_len(const char *s)
@@ -139,7 +144,7 @@ int pcapng_shb(struct pcapng *w, const char *os, const char *userappl)
 		put_opt(w, OPT_SHB_OS, os, ol);
 	if (ul)
 		put_opt(w, OPT_SHB_USERAPPL, userappl, ul);
-	put_opt(w, OPT_END, NULL, 0);
+	put_end(w);
 	put32(w, (uint32_t)total);
 	w->blocks++;
 	return 0;
@@ -164,7 +169,7 @@ int pcapng_idb(struct pcapng *w, uint16_t linktype, uint32_t snaplen, const char
 		put_opt(w, OPT_IF_NAME, name, nl);
 	if (dl)
 		put_opt(w, OPT_IF_DESCRIPTION, desc, dl);
-	put_opt(w, OPT_END, NULL, 0);
+	put_end(w);
 	put32(w, (uint32_t)total);
 	w->blocks++;
 	return (int)w->n_if++;
@@ -193,7 +198,7 @@ int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data
 	put_zero(w, pad4(caplen) - caplen);
 	if (flags) {
 		put_opt(w, OPT_EPB_FLAGS, &flags, 4);
-		put_opt(w, OPT_END, NULL, 0);
+		put_end(w);
 	}
 	put32(w, (uint32_t)total);
 	w->blocks++;
@@ -222,7 +227,7 @@ int pcapng_isb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, uint64_t start_n
 	put_opt(w, OPT_ISB_ENDTIME, ts, 8);
 	put_opt(w, OPT_ISB_IFRECV, &recv, 8);
 	put_opt(w, OPT_ISB_IFDROP, &drop, 8);
-	put_opt(w, OPT_END, NULL, 0);
+	put_end(w);
 	put32(w, (uint32_t)total);
 	w->blocks++;
 	return 0;
