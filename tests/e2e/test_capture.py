@@ -310,15 +310,17 @@ def test_closed_pipe_stops_capture_exit_3(cf, world):
 
 
 def test_full_disk_stops_capture_keeps_whole_blocks(cf, world, capdir):
-    """A 1 MiB tmpfs fills during a 4 MiB download: one warning, exit 3, the file ends on a whole block."""
+    """An 8 MiB tmpfs fills during three 4 MiB downloads: one warning, exit 3, the file ends on a whole
+    block (writes are at most 3 MiB, so the first ones, with packets, fit)."""
     rem = W.REMOTES["remote1"]["v4"]
     out = os.path.join(capdir, "full.pcapng")
-    inner = ('mount -t tmpfs -o size=1m,mode=1777 tmpfs "$0" && "$@"; rc=$?; cp "$0/f.pcapng" '
+    inner = ('mount -t tmpfs -o size=8m,mode=1777 tmpfs "$0" && "$@"; rc=$?; cp "$0/f.pcapng" '
              f'{out}; chmod 644 {out}; exit $rc')
     mnt = tempfile.mkdtemp(prefix="full-", dir=capdir)
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner, mnt] + \
         cf.argv(["-c", os.path.join(mnt, "f.pcapng"), "--", "sh", "-c",
-                 f"curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/big.bin')} && echo CMD-OK"])
+                 f"curl -sS --noproxy '*' --max-time 20 -o /dev/null -o /dev/null -o /dev/null "
+                 f"{url(rem, '/big.bin')} {url(rem, '/big.bin')} {url(rem, '/big.bin')} && echo CMD-OK"])
     r = subprocess.run(argv, capture_output=True, timeout=60)
     assert r.returncode == 3, r
     assert b"CMD-OK" in r.stdout, r
@@ -327,7 +329,7 @@ def test_full_disk_stops_capture_keeps_whole_blocks(cf, world, capdir):
     with open(out, "rb") as f:
         data = f.read()
     s = summary(data)            # whole blocks only, nothing torn
-    assert 0 < len(data) <= 1 << 20 and s["epb"] > 0 and not s["isb"], (len(data), s["epb"])
+    assert 0 < len(data) <= 8 << 20 and s["epb"] > 0 and not s["isb"], (len(data), s["epb"])
     rc, _, errs = tshark(out, "-q")
     assert rc == 0 and not errs, errs
 
