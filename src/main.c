@@ -432,6 +432,8 @@ int main(int argc, char **argv)
 		sigaddset(&fwd, sandbox_forwarded_signals[i]);
 	sigprocmask(SIG_BLOCK, &fwd, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file size limit ends the capture with EFBIG (one warning, exit 3), not childflow. */
+	signal(SIGXFSZ, SIG_IGN);
 	/* An interactive shell inside takes the terminal's foreground: with `stty tostop`, a line we
 	 * (or G, C) write would then stop us by SIGTTOU, O_NONBLOCK or not, freezing every flow.
 	 * Ignored, the write goes through; init gives the command the caller's disposition back. */

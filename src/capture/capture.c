@@ -373,7 +373,8 @@ bool capture_finish(struct capture *c)
 		pcapng_isb(&c->w, (uint32_t)c->ifid, end, c->start_ns, end, c->recv, c->drops);
 	if (!c->stopped)
 		flush_wait(c, FINISH_WAIT_MS);
-	if (c->drops)
+	/* Once stopped, the ring is no longer read and fills: those drops were told as the stop. */
+	if (c->drops && !c->stopped)
 		log_warn("capture: the kernel dropped %llu of %llu packets (the capture ring was full); %s "
 			 "misses them (its statistics block says so)", (unsigned long long)c->drops,
 			 (unsigned long long)c->recv, c->path);

@@ -342,3 +342,19 @@ def test_other_views_refuse(cf, capdir, view):
     lines = [l for l in r.etext.split("\n") if l.strip()]
     assert len(lines) == 1 and "not implemented" in lines[0] and view in lines[0], r
     assert not os.listdir(capdir), "a capture file was created for a refused view"
+
+
+def test_file_size_limit_stops_capture_exit_3(cf, world, capdir):
+    """RLIMIT_FSIZE: the write fails with EFBIG (SIGXFSZ is ignored by childflow), the capture stops with
+    one warning, and no second warning about the drops that follow."""
+    rem = W.REMOTES["remote1"]["v4"]
+    cap = os.path.join(capdir, "fsize.pcapng")
+    r = cf.run(["prlimit", "--fsize=3000000", cf.bin, "-c", cap, "--", "sh", "-c",
+                f"curl -sS --noproxy '*' --max-time 20 -o /dev/null -o /dev/null {url(rem, '/big.bin')} "
+                f"{url(rem, '/big.bin')} && echo CMD-OK"], direct=True, timeout=60)
+    assert r.rc == 3 and b"CMD-OK" in r.out, r
+    lines = [l for l in r.etext.split("\n") if l.strip()]
+    assert len(lines) == 1 and "capture stopped" in lines[0] and "File too large" in lines[0], r
+    with open(cap, "rb") as f:
+        s = summary(f.read())
+    assert s["epb"] > 0 and not s["isb"], s["epb"]
