@@ -349,9 +349,11 @@ def test_file_size_limit_stops_capture_exit_3(cf, world, capdir):
     one warning, and no second warning about the drops that follow."""
     rem = W.REMOTES["remote1"]["v4"]
     cap = os.path.join(capdir, "fsize.pcapng")
-    r = cf.run(["prlimit", "--fsize=3000000", cf.bin, "-c", cap, "--", "sh", "-c",
-                f"curl -sS --noproxy '*' --max-time 20 -o /dev/null -o /dev/null {url(rem, '/big.bin')} "
-                f"{url(rem, '/big.bin')} && echo CMD-OK"], direct=True, timeout=60)
+    big = url(rem, "/big.bin")
+    # 8 MB: more than one write (at most 3 MiB), less than three 4 MiB downloads
+    r = cf.run(["prlimit", "--fsize=8000000", cf.bin, "-c", cap, "--", "sh", "-c",
+                f"curl -sS --noproxy '*' --max-time 20 -o /dev/null -o /dev/null -o /dev/null {big} {big} {big}"
+                " && echo CMD-OK"], direct=True, timeout=60)
     assert r.rc == 3 and b"CMD-OK" in r.out, r
     lines = [l for l in r.etext.split("\n") if l.strip()]
     assert len(lines) == 1 and "capture stopped" in lines[0] and "File too large" in lines[0], r
