@@ -39,6 +39,7 @@ import select
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,9 @@ PROXY_PORTS = {"http": 3128, "socks5": 1080, "https": 3129}   # tinyproxy, micro
 PROXY_NAMES = {"http": "tinyproxy (http)", "socks5": "microsocks (socks5)", "https": "stunnel+tinyproxy (https)"}
 SOURCE_PORT = 7002
 
+# `childflow -c` captures to a tmpfs file (removed after every run; bulk TCP writes gigabytes).
+CAPTURE_FILE = f"/dev/shm/childflow-bench-{os.getpid()}.pcapng"
+
 PASTA = ["pasta", "-q", "-4", "--runas", "0", "--config-net",
          "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--"]
 
@@ -73,7 +77,7 @@ PATHS = [
     ("direct", [], []),
     ("childflow", [CHILDFLOW, "--"], [CHILDFLOW]),
     ("childflow --root", [CHILDFLOW, "--root", "--"], [CHILDFLOW]),
-    ("childflow -c", [CHILDFLOW, "-c", "/dev/null", "--"], [CHILDFLOW]),
+    ("childflow -c", [CHILDFLOW, "-c", CAPTURE_FILE, "--"], [CHILDFLOW]),
     ("pasta", PASTA, ["pasta"]),
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]
@@ -186,6 +190,39 @@ class Result:
         return f"exit {self.rc}: {tail}" if self.rc is not None else f"timed out: {tail}"
 
 
+def capture_result():
+    """The kernel's counters (received, dropped) from the statistics block (ISB) that ends the bench's
+    capture file, or None when there is none (a cut capture); the file is removed either way."""
+    try:
+        with open(CAPTURE_FILE, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            bl = struct.unpack("<I", f.read(4))[0]
+            f.seek(-bl, os.SEEK_END)
+            blk = f.read(bl)
+    except (OSError, struct.error):
+        return None
+    finally:
+        try:
+            os.unlink(CAPTURE_FILE)
+        except OSError:
+            pass
+    if len(blk) < 24 or struct.unpack_from("<I", blk)[0] != 5:
+        return None
+    opts, off, body = {}, 20, blk[:-4]
+    while off + 4 <= len(body):
+        code, ln = struct.unpack_from("<HH", body, off)
+        if code == 0:
+            break
+        opts[code] = body[off + 4:off + 4 + ln]
+        off += 4 + ((ln + 3) & ~3)
+    if 4 not in opts or 5 not in opts:
+        return None
+    return struct.unpack("<Q", opts[4])[0], struct.unpack("<Q", opts[5])[0]
+
+
+LAST_CAPTURE = [None]  # (received, dropped) of the last run of the `childflow -c` path
+
+
 def run(ns, argv, timeout, track=False):
     """Run argv in ns to completion (bounded); optionally sample its own CPU time while it runs."""
     t0 = time.perf_counter()
@@ -208,6 +245,8 @@ def run(ns, argv, timeout, track=False):
                     return Result(None, "", "", time.perf_counter() - t0, cpu)
     finally:
         stop(p)
+        if CAPTURE_FILE in argv:
+            LAST_CAPTURE[0] = capture_result()
     return Result(p.returncode, out.decode(errors="replace"), err.decode(errors="replace"),
                   time.perf_counter() - t0, cpu)
 
@@ -390,6 +429,8 @@ def iperf(world, prefix, track, key, extra, secs, omit):
         raise WorkloadError(r.why())
     if track and r.p_cpu is not None:
         res["pcpu_" + key] = 100.0 * r.p_cpu / (secs + omit)
+    if CAPTURE_FILE in argv and LAST_CAPTURE[0]:
+        res["capdrop_" + key] = LAST_CAPTURE[0][1]
     if key.startswith("tcp") and c0 is not None and c1 is not None:
         moved = s["bits_per_second"] / 8 * (secs + omit)  # bytes, assuming the omitted second alike
         res["cost_" + key] = (c1 - c0) / (moved / 1e9)
@@ -638,6 +679,12 @@ ROWS = [
     ("cost_tcp_up_8", "machine CPU per GB moved, TCP up, 8 streams", "core·s/GB", False, "{:.2f}", False),
     ("cost_tcp_down_8", "machine CPU per GB moved, TCP down, 8 streams", "core·s/GB", False, "{:.2f}",
      False),
+    ("capdrop_tcp_up_1", "`-c`: packets the kernel dropped, TCP up, 1 stream", "packets", False, "{:.0f}", True),
+    ("capdrop_tcp_down_1", "`-c`: packets the kernel dropped, TCP down, 1 stream", "packets", False, "{:.0f}",
+     True),
+    ("capdrop_tcp_up_8", "`-c`: packets the kernel dropped, TCP up, 8 streams", "packets", False, "{:.0f}", True),
+    ("capdrop_tcp_down_8", "`-c`: packets the kernel dropped, TCP down, 8 streams", "packets", False, "{:.0f}",
+     True),
     ("pcpu_tcp_up_1", "P CPU during TCP up, 1 stream", "% core", False, "{:.0f}", True),
     ("pcpu_tcp_down_1", "P CPU during TCP down, 1 stream", "% core", False, "{:.0f}", True),
     ("pcpu_tcp_up_8", "P CPU during TCP up, 8 streams", "% core", False, "{:.0f}", True),
@@ -645,7 +692,9 @@ ROWS = [
     ("pcpu_udp_up", "P CPU during UDP up", "% core", False, "{:.0f}", True),
     ("pcpu_udp_down", "P CPU during UDP down", "% core", False, "{:.0f}", True),
 ]
-NO_RATIO = {"conn_added", "px_added_http", "px_added_socks5", "px_added_https", "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
+NO_RATIO = {"capdrop_tcp_up_1", "capdrop_tcp_down_1", "capdrop_tcp_up_8", "capdrop_tcp_down_8",
+            "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "udp_up_loss",
+            "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
 FLOW_LEVELS_FULL = [0, 1, 100, 10000]
 FLOW_LEVELS_QUICK = [0, 1, 100, 1000]
 
@@ -750,6 +799,9 @@ def targets(data):
             out.append((f"bulk TCP {label}: childflow ≥ 3 × pasta", f"{c / pa:.1f} ×", c / pa >= 3))
         if c and sl:
             out.append((f"bulk TCP {label}: childflow ≥ 2 × slirp4netns", f"{c / sl:.1f} ×", c / sl >= 2))
+        w = m(key, "childflow -c")
+        if c and w:
+            out.append((f"bulk TCP {label}: childflow -c ≥ 0.8 × childflow", f"{w / c:.2f} ×", w / c >= 0.8))
     d, c = m("dns_qps", "direct"), m("dns_qps", cf)
     if d and c:
         out.append(("DNS through the forwarder ≥ 0.9 × the direct query rate", f"{c / d:.2f} ×", c / d >= 0.9))

@@ -109,6 +109,14 @@ s.sendto(b'hello over udp', ('$R1V4', 7))
 data, peer = s.recvfrom(100)
 print('   echo:', data.decode(), 'from', peer[0])"
 
+heading "Capture exactly the command's traffic (-c): pcapng, read back with tshark"
+show "childflow -c demo.pcapng -- curl -o /dev/null http://$R1V4/; tshark -r demo.pcapng"
+in_host "$CF" -c "$WORK/demo.pcapng" -- "${CURL[@]}" -o /dev/null "http://$R1V4/"
+tshark -r "$WORK/demo.pcapng" -Y 'arp || tcp || dns' 2>/dev/null | sed 's/^/   /'
+capinfos -M "$WORK/demo.pcapng" 2>/dev/null | grep -E 'Capture application|Description' | sed 's/^ */   /'
+show "childflow -c - -- curl -o /dev/null http://[$R1V6]/ | tshark -r - -Y http   (live, to a reader)"
+in_host "$CF" -c - -- "${CURL[@]}" -o /dev/null "http://[$R1V6]/" | tshark -r - -Y http 2>/dev/null | sed 's/^/   /'
+
 heading "Exit codes pass through"
 show "childflow -- sh -c 'exit 7'"
 in_host "$CF" -- sh -c 'exit 7'

@@ -15,6 +15,7 @@ declare -A allow=(
   [proxy]="proxy relay util"
   [sandbox]="sandbox backend netlink nft util"
   [dns]="dns relay backend util"
+  [capture]="capture util"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

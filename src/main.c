@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 
+#include "capture/capture.h"
 #include "cli/cli.h"
 #include "connect/direct.h"
 #include "ctx.h"
@@ -31,9 +32,12 @@ static int refuse_unimplemented(const struct cli_options *o)
 {
 	const char *flag = NULL;
 
-	if (o->capture)
-		flag = "--capture";
-	else if (o->root || o->backend_rootful)
+	if (o->capture && o->capture_point != CAPTURE_CHILD) {
+		log_error("error: `--capture-point %s` is not implemented in this build yet; use `-C child` "
+			  "(the default)", cli_capture_point_name(o->capture_point));
+		return -1;
+	}
+	if (o->root || o->backend_rootful)
 		flag = "--root";
 	else if (o->iface)
 		flag = "--iface";
@@ -256,9 +260,46 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 	return 0;
 }
 
+/* The status when the capture stopped early: the command's, unless that says success. */
+#define EXIT_CAPTURE_INCOMPLETE 3
+
+static void capture_hook_run(void *priv, uint64_t now_ms)
+{
+	capture_run(priv, now_ms);
+}
+
+static uint64_t capture_hook_deadline(void *priv)
+{
+	return capture_deadline(priv);
+}
+
+/*
+ * start_capture() - the child view: read the backend's capture point into @cap, driven by @relay.
+ * Its interface block says `childflow view=child backend=<backend> kind=isolated interface=<if>`.
+ * Return: 0 or -errno (after one line).
+ */
+static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap)
+{
+	const struct backend_ops *be = c->be.ops;
+	struct be_capture bc;
+	char desc[256];
+	int r;
+
+	if (!be->capture || be->capture(c->be.b, &bc) < 0) {
+		log_error("cannot start the capture: the %s backend offers no capture point", be->name);
+		return -ENOENT;
+	}
+	snprintf(desc, sizeof(desc), "childflow view=child backend=%s kind=isolated interface=%s", bc.backend,
+		 bc.ifname);
+	if ((r = capture_attach(cap, bc.fd, bc.block_size, bc.block_nr, bc.retire_ms, bc.ifname, desc)) < 0)
+		return r;
+	return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
+							   .deadline = capture_hook_deadline, .priv = cap });
+}
+
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
 static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
-	       const struct proxy *px)
+	       const struct proxy *px, struct capture *cap)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
@@ -272,6 +313,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 		c->policy.proxy_tcp = px != NULL;   /* TCP goes to the proxy by default */
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
+	    (cap && (r = start_capture(c, relay, cap)) < 0) ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */
 	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
@@ -288,6 +330,9 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	code = relay_run(relay);
 	log_debug("command finished: exit code %d", code);
 	relay_free(relay);
+	/* Before the backend lets the link go: what the ring still holds, then the statistics. */
+	if (cap && !capture_finish(cap) && code == 0)
+		code = EXIT_CAPTURE_INCOMPLETE;
 	dns_fwd_free(fwd);
 	log_debug("dns: %zu (address, name) pairs remembered", dns_names_count(c->names));
 	dns_names_free(c->names);
@@ -305,6 +350,7 @@ int main(int argc, char **argv)
 	struct resolv_conf host_rc;
 	struct name_files nf;
 	struct proxy *px = NULL;
+	struct capture *cap = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
@@ -345,11 +391,32 @@ int main(int argc, char **argv)
 	cfg.isolate = opt.isolate;
 	for (int i = 0; i < opt.n_allow_sockets && i < SANDBOX_MAX_ALLOW_SOCKETS; i++)
 		cfg.allow_sockets[cfg.n_allow_sockets++] = opt.allow_sockets[i];
+	cfg.capture = opt.capture != NULL;
+	/* Opened after sandbox_config_init() (the command must not inherit it) and before the command
+	 * exists: an output that cannot be written is a usage error now, not a warning later. */
+	if (opt.capture) {
+		char appl[64];
+
+		snprintf(appl, sizeof(appl), "childflow %s", cli_version());
+		cap = capture_open(opt.capture, appl);
+		if (!cap) {
+			proxy_free(px);
+			return EXIT_USAGE;
+		}
+		/* stdout carries the capture: the command's own output goes to our stderr. */
+		if (!strcmp(opt.capture, "-") && dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+			log_error("cannot give the command stderr as its stdout: %s", strerror(errno));
+			capture_free(cap);
+			proxy_free(px);
+			return EXIT_SETUP;
+		}
+	}
 	/* Read once, before the sandbox starts: the forwarder's upstreams (without --dns) and timing,
 	 * and the lines the child's resolv.conf keeps. */
 	r = resolvconf_load("/etc/resolv.conf", &host_rc);
 	if (r < 0 && r != -ENOENT) {
 		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
+		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
@@ -357,6 +424,7 @@ int main(int argc, char **argv)
 	if ((code = name_files(&opt, &host_rc, &cfg, &nf)) != 0) {
 		free(nf.hosts);
 		free(nf.nsswitch);
+		capture_free(cap);
 		proxy_free(px);
 		return code;
 	}
@@ -367,6 +435,8 @@ int main(int argc, char **argv)
 		sigaddset(&fwd, sandbox_forwarded_signals[i]);
 	sigprocmask(SIG_BLOCK, &fwd, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file size limit ends the capture with EFBIG (one warning, exit 3), not childflow. */
+	signal(SIGXFSZ, SIG_IGN);
 	/* An interactive shell inside takes the terminal's foreground: with `stty tostop`, a line we
 	 * (or G, C) write would then stop us by SIGTTOU, O_NONBLOCK or not, freezing every flow.
 	 * Ignored, the write goes through; init gives the command the caller's disposition back. */
@@ -378,6 +448,7 @@ int main(int argc, char **argv)
 	free(nf.hosts);
 	free(nf.nsswitch);
 	if (r < 0) {
+		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
@@ -393,11 +464,13 @@ int main(int argc, char **argv)
 		c.be.ops->kill(c.be.b);
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
+		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
-	code = run(&c, &opt, &host_rc, sigfd, px);
+	code = run(&c, &opt, &host_rc, sigfd, px, cap);
 	close(sigfd);
+	capture_free(cap);
 	proxy_free(px);
 	if (log_dropped())
 		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());

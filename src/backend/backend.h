@@ -46,6 +46,19 @@ enum be_sock_kind {
 #define BE_GATE_MARK_NET_UNREACH 0x14u    /* icmp no route: ENETUNREACH */
 #define BE_GATE_MARK_PROHIBITED 0x15u     /* icmp admin prohibited: EACCES (IPv6), EHOSTUNREACH (IPv4) */
 
+/*
+ * The capture point on the child's link: an AF_PACKET socket (SOCK_RAW, every protocol) bound to the
+ * interception side of the link before the link came up, with a TPACKET_V3 receive ring of
+ * @block_nr blocks of @block_size bytes, each handed to user space when full or after @retire_ms.
+ * Frames are Ethernet; PACKET_OUTGOING ones go to the child, the others came from it.
+ */
+struct be_capture {
+	int fd;                       /* owned by the backend (closed by release()) */
+	unsigned int block_size, block_nr, retire_ms;
+	const char *ifname;           /* the interface captured on */
+	const char *backend;          /* the backend's name in capture metadata ("rootless-internal") */
+};
+
 struct backend;
 
 struct backend_ops {
@@ -62,6 +75,9 @@ struct backend_ops {
 	 * IPv6 packets, any source address) through which errors from upstream reach the child as the
 	 * ICMP the sender sent; owned by the backend, -1 when not offered. */
 	int (*inject_fd)(const struct backend *b, int family);
+
+	/* The capture point (when asked for at start); Return: 0, or -ENOENT when there is none. */
+	int (*capture)(const struct backend *b, struct be_capture *out);
 
 	/*
 	 * ns_socket() - take a socket created in the interception namespace; the caller owns it.

@@ -790,10 +790,16 @@ void cli_print_help(FILE *f)
 		   "Exit status:\n"
 		   "  The exit status of COMMAND, or:\n"
 		   "  128+N  COMMAND was killed by signal N\n"
+		   "  3      COMMAND succeeded but the capture is incomplete (its output failed)\n"
 		   "  125    childflow itself failed (setup error, missing kernel feature)\n"
 		   "  126    COMMAND exists but cannot be executed\n"
 		   "  127    COMMAND was not found\n"
 		   "  2      usage error\n");
+}
+
+const char *cli_version(void)
+{
+	return CHILDFLOW_VERSION;
 }
 
 void cli_print_version(FILE *f)

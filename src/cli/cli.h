@@ -112,5 +112,7 @@ const char *cli_capture_point_name(enum capture_point cp);
 
 void cli_print_help(FILE *f);
 void cli_print_version(FILE *f);
+/* The version string ("0.1.0"). */
+const char *cli_version(void);
 
 #endif

@@ -24,6 +24,7 @@ enum ev_kind {
 	EV_UDP_HOST,
 	EV_SERVICE,
 	EV_GATE,
+	EV_HOOK,
 };
 
 /* First member of everything registered with epoll: says what the pointer is. */
@@ -87,6 +88,9 @@ struct relay {
 	struct ev_src ev_listen[BE_NLISTEN];
 	int listen_fd[BE_NLISTEN];
 	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy, ev_service;
+	struct relay_hook hook[RELAY_MAX_HOOKS];   /* relay_add_hook() */
+	struct ev_src ev_hook[RELAY_MAX_HOOKS];
+	int n_hooks;
 	int sigfd;
 
 	/* TCP */

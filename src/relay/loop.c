@@ -219,6 +219,38 @@ int relay_observe(struct relay *r, const struct flow_observer *o)
 	return flow_observe(&r->hub, o);
 }
 
+int relay_add_hook(struct relay *r, const struct relay_hook *h)
+{
+	int i = r->n_hooks, err;
+
+	if (i >= RELAY_MAX_HOOKS)
+		return -ENOSPC;
+	r->hook[i] = *h;
+	r->ev_hook[i] = (struct ev_src){ .kind = EV_HOOK, .index = i };
+	if ((err = relay_watch(r, h->fd, EPOLLIN, &r->ev_hook[i])) < 0)
+		return err;
+	r->n_hooks++;
+	return 0;
+}
+
+/* The hooks whose deadline passed run; Return: the earliest deadline left (UINT64_MAX: none). */
+static uint64_t run_hooks_due(struct relay *r, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+
+	for (int i = 0; i < r->n_hooks; i++) {
+		uint64_t at = r->hook[i].deadline(r->hook[i].priv);
+
+		if (at <= now) {
+			r->hook[i].run(r->hook[i].priv, now);
+			at = r->hook[i].deadline(r->hook[i].priv);
+		}
+		if (at < next)
+			next = at;
+	}
+	return next;
+}
+
 static void on_signal(struct relay *r)
 {
 	struct signalfd_siginfo si;
@@ -297,6 +329,9 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 	case EV_GATE:
 		gate_event(r);
 		break;
+	case EV_HOOK:
+		r->hook[src->index].run(r->hook[src->index].priv, r->now_ms);
+		break;
 	}
 }
 
@@ -307,15 +342,19 @@ int relay_run(struct relay *r)
 	while (!r->done) {
 		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
 		uint64_t svc_at = r->c->service.ops ? r->c->service.ops->deadline(r->c->service.priv) : UINT64_MAX;
+		uint64_t wake_at = run_hooks_due(r, relay_now_ms());
+
+		if (svc_at < wake_at)
+			wake_at = svc_at;
 
 		if (r->n_wait && timeout > GATE_WAIT_POLL_MS)
 			timeout = GATE_WAIT_POLL_MS;   /* a waiting SYN may begin once the oldest connect yields */
 
 		if (r->command_gone && timeout > 50)
 			timeout = 50;
-		if (svc_at != UINT64_MAX) {
+		if (wake_at != UINT64_MAX) {
 			uint64_t now = relay_now_ms();
-			uint64_t wait = svc_at > now ? svc_at - now : 0;
+			uint64_t wait = wake_at > now ? wake_at - now : 0;
 
 			if (wait < (uint64_t)timeout)
 				timeout = (int)wait;

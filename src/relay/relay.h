@@ -42,6 +42,23 @@ int relay_run(struct relay *r);
 struct connector;
 int relay_probe(struct relay *r, const struct connector *conn);
 
+/*
+ * A module with an fd of its own that the loop drives without knowing what it does (the capture):
+ * run() when @fd is readable (EPOLLIN, level-triggered) or when deadline() (CLOCK_MONOTONIC ms,
+ * UINT64_MAX for none) has passed.  run() never blocks.
+ */
+struct relay_hook {
+	int fd;
+	void (*run)(void *priv, uint64_t now_ms);
+	uint64_t (*deadline)(void *priv);
+	void *priv;
+};
+
+#define RELAY_MAX_HOOKS 4
+
+/* relay_add_hook() - drive @h from now on (copied).  Return: 0, -ENOSPC, or -errno from epoll. */
+int relay_add_hook(struct relay *r, const struct relay_hook *h);
+
 void relay_free(struct relay *r);
 
 #endif

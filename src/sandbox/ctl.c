@@ -189,6 +189,8 @@ int sandbox_ctl_recv_listeners(struct sandbox *sb)
 			sb->inject_fd[0] = fds[i];
 		else if (kinds[i] == GW_KIND_INJECT6 && sb->inject_fd[1] < 0)
 			sb->inject_fd[1] = fds[i];
+		else if (kinds[i] == GW_KIND_CAPTURE && sb->capture_fd < 0)
+			sb->capture_fd = fds[i];
 		else
 			close(fds[i]);
 	}

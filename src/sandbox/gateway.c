@@ -6,9 +6,11 @@
  * States (messages are gwproto.h's):
  *   UNSHARE    unshare(USER|NET)                           -> HELLO_UNSHARED to P
  *   PLAN       P wrote our maps                             <- IDMAP_PLAN (C's maps)
- *   FORK_C     fork C; while C unshares: lo, policy routing, ruleset, listeners -> LISTENERS to P,
+ *   FORK_C     fork C; while C unshares: lo, policy routing, ruleset, listeners (and the capture's
+ *              packet socket with its ring)                                  -> LISTENERS to P,
  *              then SANDBOX_POOL_FILL UDP sockets per family                   -> UDP_SOCKETS to P
- *   MAP_C      <- C_UNSHARED: write C's maps, veth (peer in N2), addresses, gw0 up
+ *   MAP_C      <- C_UNSHARED: write C's maps, veth (peer in N2), the capture bound to gw0,
+ *              addresses, gw0 up
  *                                                           -> CHILD_NETNS to P, C_LINK_READY to C
  *   SERVE      until C exits: P's socket requests (UDP_SOCKETS, in batches);
  *              <- C_LINK_UP: wait until gw0 carries frames  -> C_GO to C
@@ -26,6 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -51,6 +55,7 @@ struct gw {
 	int csock;                    /* to C; -1 once C closed it */
 	pid_t child;
 	int gate_fd;                  /* the SYN gate's queue socket, -1 without a gate */
+	int capture_fd;               /* the capture's packet socket until it is bound to gw0, else -1 */
 	char inner_uid[192], inner_gid[192];
 };
 
@@ -223,6 +228,52 @@ static void gateway_routing(struct gw *g)
 	gateway_load_rules(g);
 }
 
+/*
+ * gateway_capture_open() - the capture's packet socket: protocol 0, so it sees nothing until
+ * gateway_capture_bind() binds it to gw0, and a TPACKET_V3 receive ring that P maps.
+ * Return: the fd, or -errno.
+ */
+static int gateway_capture_open(void)
+{
+	struct tpacket_req3 req = {
+		.tp_block_size = SANDBOX_CAPTURE_BLOCK_SIZE,
+		.tp_block_nr = SANDBOX_CAPTURE_BLOCKS,
+		.tp_frame_size = 2048,
+		.tp_frame_nr = SANDBOX_CAPTURE_BLOCK_SIZE / 2048 * SANDBOX_CAPTURE_BLOCKS,
+		.tp_retire_blk_tov = SANDBOX_CAPTURE_RETIRE_MS,
+	};
+	int v3 = TPACKET_V3;
+	int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof(v3)) < 0 ||
+	    setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0) {
+		int e = errno;
+
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+/* Bind the capture's socket to gw0 (created, not up yet): from here on it sees every frame. */
+static void gateway_capture_bind(struct gw *g, int ifindex)
+{
+	struct sockaddr_ll sll = {
+		.sll_family = AF_PACKET,
+		.sll_protocol = htons(ETH_P_ALL),
+		.sll_ifindex = ifindex,
+	};
+
+	if (g->capture_fd < 0)
+		return;
+	if (bind(g->capture_fd, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+		gateway_fail(g, "bind the capture to gw0", -errno);
+	close(g->capture_fd);
+	g->capture_fd = -1;
+}
+
 /* The veth pair (its peer created directly in C's namespace) and the gateway's addresses. */
 static void gateway_link(struct gw *g)
 {
@@ -231,6 +282,7 @@ static void gateway_link(struct gw *g)
 	if ((r = nl_veth_create(g->nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, g->child, NETPLAN_MTU)) < 0)
 		gateway_fail(g, "create the veth pair", r);
 	gw = (int)if_nametoindex(NETPLAN_GW_IFNAME);
+	gateway_capture_bind(g, gw);
 	if ((r = nl_addr_add(g->nl, gw, AF_INET, &g->np->gw4, g->np->plen4)) < 0)
 		gateway_fail(g, "add the gateway IPv4 address", r);
 	if (g->np->ipv6 && (r = nl_addr_add(g->nl, gw, AF_INET6, &g->np->gw6, g->np->plen6)) < 0)
@@ -285,10 +337,23 @@ static void gateway_listeners(struct gw *g)
 		kinds[n] = fam ? GW_KIND_INJECT6 : GW_KIND_INJECT4;
 		fds[n++] = fd;
 	}
+	if (g->cfg->capture) {
+		int fd = gateway_capture_open();
+
+		if (fd < 0) {
+			log_error("cannot start the capture: cannot create a packet socket with a %u MiB ring in "
+				  "the gateway namespace: %s", SANDBOX_CAPTURE_BLOCKS * SANDBOX_CAPTURE_BLOCK_SIZE >> 20,
+				  strerror(-fd));
+			sandbox_setup_fail(g->sh);
+		}
+		kinds[n] = GW_KIND_CAPTURE;
+		fds[n++] = fd;
+		g->capture_fd = fd;   /* kept until gw0 exists to bind it (gateway_link) */
+	}
 	if (gw_send(g->psock, (struct gw_msg){ .op = GW_LISTENERS, .count = (uint16_t)n },
 		    kinds, (size_t)n, fds, n) < 0)
 		_exit(EXIT_SETUP);
-	gw_close_fds(fds, n);
+	gw_close_fds(fds, n - (g->capture_fd >= 0));
 }
 
 /* C's maps, then the link; hand P a reference to N2 and let C configure its end. */
@@ -500,7 +565,8 @@ static void gateway_recv_plan(struct gw *g)
 void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 		  struct sandbox_shared *sh, int psock, pid_t p)
 {
-	struct gw g = { .cfg = cfg, .np = np, .sh = sh, .psock = psock, .csock = -1, .gate_fd = -1 };
+	struct gw g = { .cfg = cfg, .np = np, .sh = sh, .psock = psock, .csock = -1, .gate_fd = -1,
+			.capture_fd = -1 };
 	int cs[2];
 	pid_t self = getpid();
 

@@ -11,7 +11,8 @@
  *                 P->G IDMAP_PLAN              payload: C's uid_map "\0" gid_map "\0"
  *                 G->P LISTENERS               count fds, payload: one enum be_listener per fd
  *                                              (GW_KIND_GATE: the SYN gate's queue socket;
- *                                              GW_KIND_INJECT4/6: raw sockets for ICMP errors)
+ *                                              GW_KIND_INJECT4/6: raw sockets for ICMP errors;
+ *                                              GW_KIND_CAPTURE: the capture's packet socket)
  *                 G->P UDP_SOCKETS (unasked)   SANDBOX_POOL_FILL per offered family, in batches
  *                 G->P CHILD_NETNS             1 fd: N2 (kept until the relay has drained)
  *                 G->P CMD_STARTED             init runs and its pid is in the shared page
@@ -33,12 +34,14 @@
 #include "backend/backend.h"
 #include "util/fdpass.h"
 
-/* In LISTENERS, kinds after the enum be_listener ones: the SYN gate's NFQUEUE socket, and the raw
- * sockets that send the child ICMP errors (IPv4, IPv6). */
+/* In LISTENERS, kinds after the enum be_listener ones: the SYN gate's NFQUEUE socket, the raw
+ * sockets that send the child ICMP errors (IPv4, IPv6), and the capture's AF_PACKET socket (its ring
+ * set up; bound to gw0 by G once gw0 exists, before it is up). */
 #define GW_KIND_GATE BE_NLISTEN
 #define GW_KIND_INJECT4 (BE_NLISTEN + 1)
 #define GW_KIND_INJECT6 (BE_NLISTEN + 2)
-#define GW_KINDS_MAX (BE_NLISTEN + 3)
+#define GW_KIND_CAPTURE (BE_NLISTEN + 3)
+#define GW_KINDS_MAX (BE_NLISTEN + 4)
 
 enum gw_op {
 	GW_HELLO_UNSHARED = 1,
@@ -47,7 +50,7 @@ enum gw_op {
 	GW_CHILD_NETNS,
 	GW_CMD_STARTED,
 	GW_UDP_SOCKETS,
-	GW_PACKET_SOCKET,   /* reserved: AF_PACKET on gw0 (capture) */
+	GW_PACKET_SOCKET,   /* reserved (the capture's socket travels in LISTENERS) */
 	GW_RAW_SOCKET,      /* reserved: raw ICMP in N1 */
 	GW_C_UNSHARED = 32,
 	GW_C_LINK_READY,

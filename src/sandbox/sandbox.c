@@ -167,6 +167,9 @@ static void release_fds(struct sandbox *sb)
 			close(sb->inject_fd[i]);
 		sb->inject_fd[i] = -1;
 	}
+	if (sb->capture_fd >= 0)
+		close(sb->capture_fd);
+	sb->capture_fd = -1;
 	if (sb->child_netns_fd >= 0)
 		close(sb->child_netns_fd);
 	sb->child_netns_fd = -1;
@@ -184,7 +187,7 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	pid_t p = getpid();
 
 	memset(sb, 0, sizeof(*sb));
-	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = -1;
+	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = sb->capture_fd = -1;
 	sb->inject_fd[0] = sb->inject_fd[1] = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		sb->listen_fd[i] = -1;
@@ -280,6 +283,23 @@ static int be_inject_fd(const struct backend *b, int family)
 	return csb_of(b)->inject_fd[family == AF_INET6];
 }
 
+static int be_capture(const struct backend *b, struct be_capture *out)
+{
+	const struct sandbox *sb = csb_of(b);
+
+	if (sb->capture_fd < 0)
+		return -ENOENT;
+	*out = (struct be_capture){
+		.fd = sb->capture_fd,
+		.block_size = SANDBOX_CAPTURE_BLOCK_SIZE,
+		.block_nr = SANDBOX_CAPTURE_BLOCKS,
+		.retire_ms = SANDBOX_CAPTURE_RETIRE_MS,
+		.ifname = NETPLAN_GW_IFNAME,
+		.backend = "rootless-internal",
+	};
+	return 0;
+}
+
 static int be_ns_socket(struct backend *b, enum be_sock_kind k)
 {
 	return sandbox_ctl_ns_socket(sb_of(b), k);
@@ -361,8 +381,9 @@ static void be_release(struct backend *b)
 static unsigned int be_reserved_fds(const struct backend *b)
 {
 	(void)b;
-	/* Both pools, the listeners, the control socket, G's pidfd and the child's netns. */
-	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 6;
+	/* Both pools, the listeners, the gate, the raw sockets, the capture, the control socket, G's
+	 * pidfd and the child's netns. */
+	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 7;
 }
 
 static const struct netplan *be_netplan(const struct backend *b)
@@ -375,6 +396,7 @@ static const struct backend_ops sandbox_ops = {
 	.listener = be_listener,
 	.gate_fd = be_gate_fd,
 	.inject_fd = be_inject_fd,
+	.capture = be_capture,
 	.ns_socket = be_ns_socket,
 	.ctl_fd = be_ctl_fd,
 	.on_ctl = be_on_ctl,

@@ -48,7 +48,13 @@ struct sandbox_config {
 	const char *allow_sockets[SANDBOX_MAX_ALLOW_SOCKETS]; /* --allow-socket paths, let through */
 	int n_allow_sockets;
 	char runtime_dir[256];        /* the caller's $XDG_RUNTIME_DIR when it is a directory of its own, or "" */
+	bool capture;                 /* a packet socket with a ring on gw0 for P (backend capture()) */
 };
+
+/* The capture ring G sets up on gw0 (backend.h's struct be_capture): 32 blocks of 1 MiB. */
+#define SANDBOX_CAPTURE_BLOCK_SIZE (1u << 20)
+#define SANDBOX_CAPTURE_BLOCKS 32u
+#define SANDBOX_CAPTURE_RETIRE_MS 20u
 
 /* The pool of N1 sockets of one kind: held fds plus those asked of G and not yet arrived. */
 #define SANDBOX_POOL_MAX 64           /* held + in flight never exceed this */
@@ -73,6 +79,7 @@ struct sandbox {
 	int listen_fd[BE_NLISTEN];    /* transparent listeners in N1; -1 when not offered */
 	int gate_fd;                  /* the SYN gate's NFQUEUE socket in N1; -1 when the host cannot gate */
 	int inject_fd[2];             /* raw IPv4, IPv6 sockets in N1 for ICMP errors to the child; -1: none */
+	int capture_fd;               /* AF_PACKET on gw0 with its ring (cfg->capture), else -1 */
 	int child_netns_fd;           /* keeps N2 (and the veth) alive until the relay has drained */
 	struct sandbox_shared *shared;
 	struct sandbox_pool pool[BE_SOCK_N];

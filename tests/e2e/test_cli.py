@@ -71,8 +71,8 @@ def test_usage_error_exit_2(cfc, args, needle):
 
 
 @pytest.mark.parametrize("args,what", [
-    (["-c", "out.pcapng"], "captur"),
-], ids=["-c"])
+    (["-c", "out.pcapng", "-C", "egress"], "captur"),
+], ids=["-C-egress"])
 def test_unimplemented_flags_refuse_clearly(cf, sess, args, what):
     pcap = os.path.join(sess.work, "out.pcapng")
     if os.path.exists(pcap):
@@ -83,7 +83,7 @@ def test_unimplemented_flags_refuse_clearly(cf, sess, args, what):
     lines = [l for l in r.etext.split("\n") if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("childflow:"), r
     assert what in lines[0].lower(), r
-    assert not os.path.exists(pcap), "a capture file was created for an unimplemented -c"
+    assert not os.path.exists(pcap), "a capture file was created for an unimplemented view"
 
 
 def test_help_and_version(cf):

@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: MIT */
+#include "capture/capture.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/if_packet.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include "capture/pcapng.h"
+#include "util/log.h"
+
+#define STALL_RETRY_MS 10        /* a full pipe is tried again this often */
+#define FINISH_WAIT_MS 2000      /* at the end, a pipe gets this long to take the rest */
+#define FINISH_RING_MS 500       /* ... and the ring this long to hand over its last frames */
+
+struct capture {
+	struct pcapng w;
+	int out_fd;
+	int epfd;
+	char *path;                   /* for messages: the file, or "stdout" */
+	int ring_fd;                  /* the backend's; -1 before capture_attach() */
+	unsigned char *ring;
+	size_t ring_len;
+	unsigned int block_size, block_nr, next_block, retire_ms;
+	int ifid;
+	bool stalled, stopped, told;
+	uint64_t first_pending_ms;    /* when the oldest unwritten packet was buffered; 0: none */
+	uint64_t start_ns;
+	uint64_t recv, drops;         /* the kernel's counters (PACKET_STATISTICS), summed */
+};
+
+static uint64_t now_realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * open_stdout() - the fd the capture writes for "-": a pipe gets an open file description of its
+ * own, non-blocking (the caller's stays as it was), anything else a duplicate.
+ */
+static int open_stdout(void)
+{
+	struct stat st;
+
+	if (isatty(STDOUT_FILENO)) {
+		log_error("error: `--capture -` writes pcapng to stdout, which is a terminal; pipe it into a "
+			  "reader (childflow -c - -- CMD | tshark -r -) or give a file");
+		return -1;
+	}
+	if (fstat(STDOUT_FILENO, &st) < 0) {
+		log_error("error: `--capture -`: stdout is not open: %s", strerror(errno));
+		return -1;
+	}
+	if (S_ISFIFO(st.st_mode)) {
+		int fd = open("/proc/self/fd/1", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+
+		if (fd >= 0)
+			return fd;
+	}
+	int fd = fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+
+	if (fd < 0)
+		log_error("error: `--capture -`: cannot use stdout: %s", strerror(errno));
+	return fd;
+}
+
+struct capture *capture_open(const char *path, const char *userappl)
+{
+	struct capture *c = calloc(1, sizeof(*c));
+	struct utsname u;
+	char os[sizeof(u.sysname) + sizeof(u.release) + 2];
+	bool to_stdout = !strcmp(path, "-");
+	int r;
+
+	if (!c) {
+		log_error("cannot start the capture: %s", strerror(ENOMEM));
+		return NULL;
+	}
+	c->out_fd = c->epfd = c->ring_fd = -1;
+	c->ifid = -1;
+	c->path = strdup(to_stdout ? "stdout" : path);
+	if (!c->path) {
+		log_error("cannot start the capture: %s", strerror(ENOMEM));
+		free(c);
+		return NULL;
+	}
+	if (to_stdout) {
+		c->out_fd = open_stdout();
+	} else {
+		/* O_NONBLOCK: a FIFO without a reader is an error now, not a hang. */
+		c->out_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0600);
+		if (c->out_fd < 0)
+			log_error("error: cannot write the capture to %s: %s (give a path you can write)", path,
+				  strerror(errno));
+	}
+	if (c->out_fd < 0) {
+		capture_free(c);
+		return NULL;
+	}
+	if (uname(&u) == 0)
+		snprintf(os, sizeof(os), "%s %s", u.sysname, u.release);
+	else
+		snprintf(os, sizeof(os), "Linux");
+	c->start_ns = now_realtime_ns();
+	if ((r = pcapng_open(&c->w, c->out_fd, 4u << 20)) < 0 || (r = pcapng_shb(&c->w, os, userappl)) < 0 ||
+	    (r = pcapng_flush(&c->w)) < 0) {
+		log_error("error: cannot write the capture to %s: %s (give a path you can write)", c->path,
+			  strerror(-r));
+		capture_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+		   unsigned int retire_ms, const char *ifname, const char *desc)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	size_t cap = 2u * block_size + (1u << 20);
+	int r;
+
+	c->ring_len = (size_t)block_size * block_nr;
+	c->ring = mmap(NULL, c->ring_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (c->ring == MAP_FAILED) {
+		r = -errno;
+		c->ring = NULL;
+		log_error("cannot start the capture: cannot map the packet ring: %s", strerror(-r));
+		return r;
+	}
+	c->ring_fd = fd;
+	c->block_size = block_size;
+	c->block_nr = block_nr;
+	c->retire_ms = retire_ms;
+	/* Room for a whole block of frames (each takes more room in the ring than in an EPB) twice. */
+	if (c->w.cap < cap) {
+		unsigned char *nb = realloc(c->w.buf, cap);
+
+		if (!nb) {
+			log_error("cannot start the capture: %s", strerror(ENOMEM));
+			return -ENOMEM;
+		}
+		c->w.buf = nb;
+		c->w.cap = cap;
+	}
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (c->epfd < 0 || epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		r = -errno;
+		log_error("cannot start the capture: %s", strerror(-r));
+		return r;
+	}
+	c->ifid = pcapng_idb(&c->w, PCAPNG_LINKTYPE_ETHERNET, CAPTURE_SNAPLEN, ifname, desc);
+	r = c->ifid < 0 ? c->ifid : pcapng_flush(&c->w);
+	if (r < 0) {
+		log_error("error: cannot write the capture to %s: %s", c->path, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+int capture_fd(const struct capture *c)
+{
+	return c->epfd;
+}
+
+/* A write failed: one warning; the output ends at its last whole block; the ring is let go. */
+static void stop(struct capture *c)
+{
+	c->stopped = true;
+	c->stalled = false;
+	c->first_pending_ms = 0;
+	if (c->epfd >= 0 && c->ring_fd >= 0)
+		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->ring_fd, NULL);
+	if (!c->told)
+		log_warn("capture stopped: cannot write to %s: %s; it holds the packets up to now (exit "
+			 "status 3 if the command succeeds)", c->path, strerror(-pcapng_error(&c->w)));
+	c->told = true;
+}
+
+/* The ring is (not) to be read: a stalled output holds it back. */
+static void set_stalled(struct capture *c, bool stalled)
+{
+	struct epoll_event ev = { .events = stalled ? 0 : EPOLLIN };
+
+	if (c->stalled == stalled)
+		return;
+	c->stalled = stalled;
+	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->ring_fd, &ev);
+}
+
+/* Flush; Return: 0 when the output took it all, -EAGAIN (a full pipe), or -1 when stopped. */
+static int flush(struct capture *c)
+{
+	int r = pcapng_flush(&c->w);
+
+	if (r == 0)
+		c->first_pending_ms = 0;
+	else if (r != -EAGAIN) {
+		stop(c);
+		return -1;
+	}
+	return r;
+}
+
+/* Copy the frames of one ring block into the writer.  There is room for all of them. */
+static void take_block(struct capture *c, struct tpacket_block_desc *bd, uint64_t now)
+{
+	const unsigned char *p = (const unsigned char *)bd + bd->hdr.bh1.offset_to_first_pkt;
+
+	for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts; i++) {
+		const struct tpacket3_hdr *h = (const struct tpacket3_hdr *)p;
+		const struct sockaddr_ll *sll = (const struct sockaddr_ll *)(p + TPACKET_ALIGN(sizeof(*h)));
+		/* On the gateway's end of the link: frames it sends go to the tree, the rest came from it. */
+		uint32_t dir = sll->sll_pkttype == PACKET_OUTGOING ? PCAPNG_EPB_OUTBOUND : PCAPNG_EPB_INBOUND;
+		uint64_t ts = (uint64_t)h->tp_sec * 1000000000u + h->tp_nsec;
+
+		if (pcapng_epb(&c->w, (uint32_t)c->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) < 0)
+			break;   /* cannot happen: a block's frames fit in the room reserved for it */
+		if (!c->first_pending_ms)
+			c->first_pending_ms = now ? now : 1;
+		if (!h->tp_next_offset)
+			break;
+		p += h->tp_next_offset;
+	}
+}
+
+/*
+ * drain() - take every block the kernel has handed over, flushing when the buffer cannot hold one
+ * more.  @wait_ms > 0 (at the end): a full pipe is waited for, at most that long in all.
+ * Return: the number of blocks taken.
+ */
+static unsigned int drain(struct capture *c, uint64_t now, int wait_ms)
+{
+	unsigned int taken = 0;
+	uint64_t until = now_ms() + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
+
+	while (!c->stopped && c->ring) {
+		struct tpacket_block_desc *bd =
+			(struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+
+		if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+			break;
+		while (pcapng_room(&c->w) < c->block_size) {
+			int r = flush(c);
+
+			if (r < 0 && r != -EAGAIN)
+				return taken;
+			if (r == 0 || pcapng_room(&c->w) >= c->block_size)
+				break;
+			uint64_t t = now_ms();
+
+			if (wait_ms <= 0 || t >= until) {
+				set_stalled(c, true);
+				return taken;
+			}
+			struct pollfd pf = { .fd = c->out_fd, .events = POLLOUT };
+
+			poll(&pf, 1, (int)(until - t));
+		}
+		take_block(c, bd, now);
+		/* The kernel zeroes it when it opens the block again; zeroed now, a non-zero count on a
+		 * block of the kernel's means it is filling it (capture_finish() waits for that one). */
+		bd->hdr.bh1.num_pkts = 0;
+		__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+		c->next_block = (c->next_block + 1) % c->block_nr;
+		taken++;
+	}
+	if (!c->stopped)
+		set_stalled(c, false);
+	return taken;
+}
+
+void capture_run(struct capture *c, uint64_t now)
+{
+	if (c->stopped || !c->ring)
+		return;
+	drain(c, now, 0);
+	if (!c->stopped && c->first_pending_ms && now >= c->first_pending_ms + CAPTURE_FLUSH_MS)
+		flush(c);
+}
+
+uint64_t capture_deadline(const struct capture *c)
+{
+	if (c->stopped)
+		return UINT64_MAX;
+	if (c->stalled)
+		return now_ms() + STALL_RETRY_MS;
+	return c->first_pending_ms ? c->first_pending_ms + CAPTURE_FLUSH_MS : UINT64_MAX;
+}
+
+/* Sum the kernel's counters (reading them resets them). */
+static void read_stats(struct capture *c)
+{
+	struct tpacket_stats_v3 st;
+	socklen_t len = sizeof(st);
+
+	memset(&st, 0, sizeof(st));
+	if (c->ring_fd >= 0 && getsockopt(c->ring_fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+		c->recv += st.tp_packets;   /* the kernel counts the dropped ones in too */
+		c->drops += st.tp_drops;
+	}
+}
+
+/* Flush, waiting for a full pipe at most @wait_ms.  Return: 0, or -1 when the capture stopped. */
+static int flush_wait(struct capture *c, int wait_ms)
+{
+	uint64_t until = now_ms() + (uint64_t)wait_ms;
+	int r;
+
+	while ((r = flush(c)) == -EAGAIN) {
+		struct pollfd pf = { .fd = c->out_fd, .events = POLLOUT };
+		uint64_t t = now_ms();
+
+		if (t >= until) {
+			c->w.err = -ETIMEDOUT;
+			stop(c);
+			return -1;
+		}
+		poll(&pf, 1, (int)(until - t));
+	}
+	return r;
+}
+
+bool capture_finish(struct capture *c)
+{
+	uint64_t end;
+
+	if (c->ring && !c->stopped) {
+		/*
+		 * The block being filled now is handed over when its timer fires (after one or two
+		 * periods).  Once it is, every frame until now has been taken; later ones (the
+		 * child's kernel may still send, e.g. MLD reports) need not be waited for.
+		 */
+		uint64_t until = now_ms() + FINISH_RING_MS;
+
+		drain(c, now_ms(), FINISH_WAIT_MS);
+		while (!c->stopped && now_ms() < until) {
+			struct pollfd pf = { .fd = c->ring_fd, .events = POLLIN };
+			const struct tpacket_block_desc *bd =
+				(const struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+
+			if (!__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) &&
+			    !(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+				break;   /* nothing waiting in the ring */
+			poll(&pf, 1, (int)(until - now_ms()));
+			if (drain(c, now_ms(), FINISH_WAIT_MS) > 0)
+				break;
+		}
+	}
+	read_stats(c);
+	end = now_realtime_ns();
+	if (!c->stopped && c->ifid >= 0 && (pcapng_room(&c->w) >= 256 || flush_wait(c, FINISH_WAIT_MS) == 0))
+		pcapng_isb(&c->w, (uint32_t)c->ifid, end, c->start_ns, end, c->recv, c->drops);
+	if (!c->stopped)
+		flush_wait(c, FINISH_WAIT_MS);
+	/* Once stopped, the ring is no longer read and fills: those drops were told as the stop. */
+	if (c->drops && !c->stopped)
+		log_warn("capture: the kernel dropped %llu of %llu packets (the capture ring was full); %s "
+			 "misses them (its statistics block says so)", (unsigned long long)c->drops,
+			 (unsigned long long)c->recv, c->path);
+	log_debug("capture: %llu packets written to %s, %llu dropped by the kernel",
+		  (unsigned long long)c->w.packets, c->path, (unsigned long long)c->drops);
+	return !c->stopped;
+}
+
+void capture_free(struct capture *c)
+{
+	if (!c)
+		return;
+	if (c->w.buf)
+		pcapng_close(&c->w, 0);
+	if (c->ring)
+		munmap(c->ring, c->ring_len);
+	if (c->epfd >= 0)
+		close(c->epfd);
+	if (c->out_fd >= 0)
+		close(c->out_fd);
+	free(c->path);
+	free(c);
+}

@@ -1,0 +1,362 @@
+"""Capture (`-c`, issue 9): the child view, read back with tshark and capinfos and walked block by block.
+
+Every capture is checked three ways: our own walker (whole blocks, leading and trailing lengths equal,
+nothing after the last), capinfos (the metadata as Wireshark reads it) and tshark (the flows, the
+payload, the directions).  The host's own traffic to the same server during the run must not appear.
+"""
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+import childprogs as P
+import world as W
+from cfutil import curl, kill_tree, py, url
+
+CHILD4, CHILD6 = "10.240.255.2", "fd42:6368:696c::2"
+DESC = "childflow view=child backend=rootless-internal kind=isolated interface=gw0"
+BT_SHB, BT_IDB, BT_ISB, BT_EPB = 0x0A0D0D0A, 1, 5, 6
+
+
+def walk(data, complete=True):
+    """The blocks of a pcapng byte string, as {type, body, ...}; asserts the structure."""
+    assert data[:4] == struct.pack("<I", BT_SHB), f"no section header: {data[:16]!r}"
+    blocks, off = [], 0
+    while off < len(data):
+        if len(data) - off < 12:
+            assert not complete, f"{len(data) - off} stray bytes after the last block"
+            break
+        bt, bl = struct.unpack_from("<II", data, off)
+        assert bl % 4 == 0 and bl >= 12, f"bad block length {bl} at {off}"
+        if bl > len(data) - off:
+            assert not complete, f"block at {off} ({bl} bytes) is cut short"
+            break
+        assert struct.unpack_from("<I", data, off + bl - 4)[0] == bl, f"trailing length differs at {off}"
+        blocks.append({"type": bt, "body": data[off + 8:off + bl - 4]})
+        off += bl
+    return blocks
+
+
+def options(buf):
+    out, off = {}, 0
+    while off + 4 <= len(buf):
+        code, ln = struct.unpack_from("<HH", buf, off)
+        if code == 0:
+            break
+        out.setdefault(code, []).append(buf[off + 4:off + 4 + ln])
+        off += 4 + ((ln + 3) & ~3)
+    return out
+
+
+def summary(data, complete=True):
+    bl = walk(data, complete)
+    s = {"epb": 0, "idb": [], "isb": [], "shb": None, "flags": []}
+    for b in bl:
+        body = b["body"]
+        if b["type"] == BT_SHB:
+            o = options(body[16:])
+            s["shb"] = {k: v[0].decode() for k, v in o.items()}
+        elif b["type"] == BT_IDB:
+            lt, _, snap = struct.unpack_from("<HHI", body)
+            o = options(body[8:])
+            s["idb"].append({"linktype": lt, "snaplen": snap, "name": o[2][0].decode(),
+                             "desc": o[3][0].decode(), "tsresol": o[9][0][0]})
+        elif b["type"] == BT_EPB:
+            s["epb"] += 1
+            cap = struct.unpack_from("<I", body, 12)[0]
+            o = options(body[20 + ((cap + 3) & ~3):])
+            s["flags"].append(struct.unpack("<I", o[2][0])[0] if 2 in o else None)
+        elif b["type"] == BT_ISB:
+            o = options(body[12:])
+            s["isb"].append({"recv": struct.unpack("<Q", o[4][0])[0], "drop": struct.unpack("<Q", o[5][0])[0]})
+    return s
+
+
+def tshark(path_or_data, *args, timeout=60):
+    """tshark -r over a file (or bytes on stdin): (rc, stdout, stderr)."""
+    if isinstance(path_or_data, bytes):
+        p = subprocess.run(["tshark", "-r", "-"] + list(args), input=path_or_data, capture_output=True,
+                           timeout=timeout)
+    else:
+        p = subprocess.run(["tshark", "-r", path_or_data] + list(args), capture_output=True, timeout=timeout)
+    err = b"\n".join(l for l in p.stderr.split(b"\n") if l.strip() and b"Running as user" not in l)
+    return p.returncode, p.stdout.decode(errors="replace"), err.decode(errors="replace")
+
+
+def fields(path, flt, *names):
+    rc, out, err = tshark(path, "-Y", flt, "-T", "fields", *sum((["-e", n] for n in names), []))
+    assert rc == 0 and not err, (rc, err)
+    return [l.split("\t") for l in out.split("\n") if l]
+
+
+def read_ok(path):
+    """tshark and capinfos read it without a warning; Return: the summary of our walker."""
+    rc, _, err = tshark(path, "-q")
+    assert rc == 0 and not err, f"tshark: rc={rc} {err}"
+    p = subprocess.run(["capinfos", "-M", path], capture_output=True, timeout=30)
+    assert p.returncode == 0 and not p.stderr.strip(), p
+    assert f"Description = {DESC}" in p.stdout.decode(), p.stdout.decode()
+    with open(path, "rb") as f:
+        return summary(f.read())
+
+
+@pytest.fixture
+def capdir(sess, runner):
+    d = tempfile.mkdtemp(prefix="cap-", dir=sess.work)
+    os.chown(d, runner.uid, runner.gid)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def host_request(world, token):
+    """The host's own request to remote1 during the run (not the tree's): must not be captured."""
+    p = subprocess.run(["ip", "netns", "exec", world.host] + curl("-o", "/dev/null", "-w", "%{http_code}",
+                       url(W.REMOTES["remote1"]["v4"], f"/index.html?host={token}")),
+                       capture_output=True, timeout=30)
+    assert p.stdout == b"200", p
+
+
+def test_child_view_v4_http_udp_dns(cf, world, capdir):
+    """A 4 MiB download, a UDP echo and a DNS query, with the child's addresses; ARP; the host's
+    concurrent request to the same server is absent; metadata exact; directions; statistics."""
+    cap = os.path.join(capdir, "v4.pcapng")
+    token = os.urandom(6).hex()
+    rem = W.REMOTES["remote1"]["v4"]
+    script = (f"curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/big.bin?id=' + token)} && "
+              f"sleep 1.5 && {shlex.join(py(P.UDP_ECHO, rem, W.ECHO_PORT, 2))} && "
+              f"dig +time=1 +tries=1 @{rem} cap-{token}.test >/dev/null; true")
+    p = cf.popen(["-c", cap, "--", "sh", "-c", script])
+    try:
+        time.sleep(1.0)
+        host_request(world, token)
+        assert p.poll() is None, "the command ended before the host's request: not concurrent"
+        out, err = p.communicate(timeout=60)
+    finally:
+        kill_tree(p)
+    assert p.returncode == 0, (out, err)
+    assert world.svc_remote1.wait_find(path=f"/index.html?host={token}"), "the host's request never arrived"
+    udp = json.loads(out.decode().strip().split("\n")[-1])
+    assert all(x["ok"] for x in udp["results"]), udp
+
+    s = read_ok(cap)
+    assert s["shb"][4] == "childflow 0.1.0" and s["shb"][3].startswith("Linux "), s["shb"]
+    assert s["idb"] == [{"linktype": 1, "snaplen": 262144, "name": "gw0", "desc": DESC, "tsresol": 9}]
+    assert len(s["isb"]) == 1 and s["isb"][0]["drop"] == 0 and s["isb"][0]["recv"] >= s["epb"], s["isb"]
+    assert s["epb"] > 50 and set(s["flags"]) <= {1, 2}, s["flags"][:20]
+
+    # the download, reassembled from the capture, is the file
+    objdir = os.path.join(capdir, "objects")
+    rc, _, errs = tshark(cap, "-q", "--export-objects", f"http,{objdir}")
+    assert rc == 0 and not errs, errs
+    got = [f for f in os.listdir(objdir) if f.startswith("big.bin")]
+    assert got, os.listdir(objdir)
+    with open(os.path.join(objdir, got[0]), "rb") as f:
+        assert hashlib.sha256(f.read()).digest() == hashlib.sha256(world.files["big.bin"]).digest()
+    # only the tree: nothing of the host's address, not its request
+    assert not fields(cap, f"ip.addr=={W.HOST_V4} || http.request.uri contains \"host=\"", "frame.number")
+    reqs = fields(cap, "http.request", "ip.src", "ip.dst", "http.request.uri")
+    assert reqs == [[CHILD4, rem, f"/big.bin?id={token}"]], reqs
+    # UDP both ways with the child's address; the payloads are the ones the child sent
+    udp_rows = fields(cap, f"udp.port=={W.ECHO_PORT}", "ip.src", "ip.dst", "udp.payload")
+    msgs = {bytes.fromhex(r[2].replace(":", "")).decode() for r in udp_rows}
+    assert {x["msg"] for x in udp["results"]} <= msgs, udp_rows
+    assert {(r[0], r[1]) for r in udp_rows} == {(CHILD4, rem), (rem, CHILD4)}, udp_rows
+    # DNS as the child sent it, and ARP for its gateway
+    assert fields(cap, f"dns.qry.name==\"cap-{token}.test\" && ip.src=={CHILD4}", "frame.number")
+    assert fields(cap, f"arp.src.proto_ipv4=={CHILD4}", "frame.number")
+    # directions: what the child sent is inbound on gw0, what it received outbound
+    dirs = fields(cap, "tcp.port==80", "ip.src", "frame.packet_flags_direction")
+    assert {(src, int(d, 16)) for src, d in dirs} == {(CHILD4, 1), (rem, 2)}, set(map(tuple, dirs))
+
+
+def test_child_view_v6(cf, world, capdir):
+    cap = os.path.join(capdir, "v6.pcapng")
+    rem = W.REMOTES["remote2"]["v6"]
+    script = (f"curl -sS --noproxy '*' --max-time 20 -g -o /dev/null {url(rem, '/who.txt')} && "
+              f"{shlex.join(py(P.UDP_ECHO, rem, W.ECHO_PORT, 1))}")
+    r = cf.run(["-c", cap, "--", "sh", "-c", script], timeout=60)
+    assert r.rc == 0, r
+    read_ok(cap)
+    assert fields(cap, "http.request", "ipv6.src", "ipv6.dst") == [[CHILD6, rem]]
+    assert {tuple(x) for x in fields(cap, f"udp.port=={W.ECHO_PORT}", "ipv6.src", "ipv6.dst")} == \
+        {(CHILD6, rem), (rem, CHILD6)}
+    assert fields(cap, f"icmpv6.type==135 && ipv6.src=={CHILD6}", "frame.number"), "no neighbour solicitation"
+
+
+def test_stdout_into_tshark_live(cf, world):
+    """`-c -`: pcapng on stdout, read live; the command's stdout goes to childflow's stderr; packets
+    reach the reader while the command still runs (flushed at least every 100 ms)."""
+    rem = W.REMOTES["remote1"]["v4"]
+    argv = cf.argv(["-c", "-", "--", "sh", "-c",
+                    f"echo CMD-STDOUT; curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/who.txt')}"
+                    "; echo CURL-DONE >&2; sleep 2.5"])
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(os.environ), start_new_session=True)
+    chunks, lock = [], threading.Lock()
+
+    def reader():
+        for c in iter(lambda: os.read(p.stdout.fileno(), 65536), b""):
+            with lock:
+                chunks.append((time.monotonic(), c))
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        err = p.stderr.read()
+        p.wait(timeout=30)
+        t_exit = time.monotonic()
+        t.join(timeout=10)
+    finally:
+        kill_tree(p)
+    assert p.returncode == 0, err
+    assert b"CMD-STDOUT" in err and b"CURL-DONE" in err, err
+    data = b"".join(c for _, c in chunks)
+    s = summary(data)
+    assert s["isb"] and s["idb"][0]["desc"] == DESC
+    # the HTTP response was on the reader's side well before the command's sleep ended
+    acc, seen_at = b"", None
+    for ts, c in chunks:
+        acc += c
+        if b"HTTP/1.0 200" in acc:
+            seen_at = ts
+            break
+    assert seen_at is not None and t_exit - seen_at > 1.5, (seen_at, t_exit)
+    rc, out, errs = tshark(data, "-Y", "http")
+    assert rc == 0 and not errs and "GET /who.txt" in out, (rc, out, errs)
+    # and through a real pipeline
+    sh = subprocess.run(["sh", "-c", '"$@" | tshark -r - -Y http 2>&1', "sh"] +
+                        cf.argv(["-c", "-", "--", "curl", "-sS", "--noproxy", "*", "--max-time", "20",
+                                 url(rem, "/who.txt")]), capture_output=True, timeout=60)
+    assert b"GET /who.txt" in sh.stdout and b"remote1" in sh.stderr, sh
+
+
+def wait_packets(path, pred, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            if pred(data):
+                return data
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{path}: nothing matching after {timeout}s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_run_leaves_a_readable_file(cf, world, capdir, sig):
+    cap = os.path.join(capdir, "int.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    p = cf.popen(["-c", cap, "--", "sh", "-c",
+                  f"curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/who.txt')}; exec sleep 30"])
+    try:
+        wait_packets(cap, lambda d: b"HTTP/1.0 200" in d)
+        if sig == signal.SIGKILL:
+            # the childflow process itself (the first of its session: setpriv/env exec into it)
+            os.kill(p.pid, signal.SIGKILL)
+        else:
+            os.kill(p.pid, signal.SIGINT)
+        p.communicate(timeout=20)
+    finally:
+        kill_tree(p)
+    assert p.returncode == (-9 if sig == signal.SIGKILL else 130), p.returncode
+    s = read_ok(cap)
+    assert fields(cap, "http.request", "ip.src") == [[CHILD4]]
+    assert len(s["isb"]) == (0 if sig == signal.SIGKILL else 1), s["isb"]
+
+
+def test_unwritable_path_exit_2_before_the_command(cf, sess, capdir):
+    marker = os.path.join(capdir, "ran")
+    bad = [os.path.join(capdir, "no-such-dir", "x.pcapng"), capdir, "/dev/full"]
+    if cf.runner.user:
+        bad.append("/root/childflow-test.pcapng")
+    for path in bad:
+        r = cf.run(["-c", path, "--", "touch", marker])
+        assert r.rc == 2, (path, r)
+        lines = [l for l in r.etext.split("\n") if l.strip()]
+        assert len(lines) == 1 and lines[0].startswith("childflow: error:") and "capture" in lines[0], r
+        assert not os.path.exists(marker), f"the command ran although {path} cannot be written"
+
+
+def test_closed_pipe_stops_capture_exit_3(cf, world):
+    """The reader goes away mid-run: one warning, the command goes on, childflow exits 3."""
+    rem = W.REMOTES["remote1"]["v4"]
+    cmd = (f"sleep 0.5; curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/big.bin')}; "
+           f"curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/big.bin')}; echo CMD-OK")
+    p = subprocess.Popen(cf.argv(["-c", "-", "--", "sh", "-c", cmd]), stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        head = p.stdout.read(200)
+        p.stdout.close()
+        err = p.stderr.read()
+        p.wait(timeout=40)
+    finally:
+        kill_tree(p)
+    assert head.startswith(struct.pack("<I", BT_SHB)), head[:16]
+    assert p.returncode == 3, (p.returncode, err)
+    assert b"CMD-OK" in err, err
+    warns = [l for l in err.decode().split("\n") if "capture stopped" in l]
+    assert len(warns) == 1 and "stdout" in warns[0], err
+
+
+def test_full_disk_stops_capture_keeps_whole_blocks(cf, world, capdir):
+    """An 8 MiB tmpfs fills during three 4 MiB downloads: one warning, exit 3, the file ends on a whole
+    block (writes are at most 3 MiB, so the first ones, with packets, fit)."""
+    rem = W.REMOTES["remote1"]["v4"]
+    out = os.path.join(capdir, "full.pcapng")
+    inner = ('mount -t tmpfs -o size=8m,mode=1777 tmpfs "$0" && "$@"; rc=$?; cp "$0/f.pcapng" '
+             f'{out}; chmod 644 {out}; exit $rc')
+    mnt = tempfile.mkdtemp(prefix="full-", dir=capdir)
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", inner, mnt] + \
+        cf.argv(["-c", os.path.join(mnt, "f.pcapng"), "--", "sh", "-c",
+                 f"curl -sS --noproxy '*' --max-time 20 -o /dev/null -o /dev/null -o /dev/null "
+                 f"{url(rem, '/big.bin')} {url(rem, '/big.bin')} {url(rem, '/big.bin')} && echo CMD-OK"])
+    r = subprocess.run(argv, capture_output=True, timeout=60)
+    assert r.returncode == 3, r
+    assert b"CMD-OK" in r.stdout, r
+    warns = [l for l in r.stderr.decode().split("\n") if "capture stopped" in l]
+    assert len(warns) == 1 and "No space left" in warns[0], r.stderr
+    with open(out, "rb") as f:
+        data = f.read()
+    s = summary(data)            # whole blocks only, nothing torn
+    assert 0 < len(data) <= 8 << 20 and s["epb"] > 0 and not s["isb"], (len(data), s["epb"])
+    rc, _, errs = tshark(out, "-q")
+    assert rc == 0 and not errs, errs
+
+
+@pytest.mark.parametrize("view", ["egress", "wire-egress", "both"])
+def test_other_views_refuse(cf, capdir, view):
+    cap = os.path.join(capdir, "v.pcapng")
+    r = cf.run(["-c", cap, "-C", view, "--", "sh", "-c", "echo RAN"])
+    assert r.rc == 2 and b"RAN" not in r.out, r
+    lines = [l for l in r.etext.split("\n") if l.strip()]
+    assert len(lines) == 1 and "not implemented" in lines[0] and view in lines[0], r
+    assert not os.listdir(capdir), "a capture file was created for a refused view"
+
+
+def test_file_size_limit_stops_capture_exit_3(cf, world, capdir):
+    """RLIMIT_FSIZE: the write fails with EFBIG (SIGXFSZ is ignored by childflow), the capture stops with
+    one warning, and no second warning about the drops that follow."""
+    rem = W.REMOTES["remote1"]["v4"]
+    cap = os.path.join(capdir, "fsize.pcapng")
+    big = url(rem, "/big.bin")
+    # 8 MB: more than one write (at most 3 MiB), less than three 4 MiB downloads
+    r = cf.run(["prlimit", "--fsize=8000000", cf.bin, "-c", cap, "--", "sh", "-c",
+                f"curl -sS --noproxy '*' --max-time 20 -o /dev/null -o /dev/null -o /dev/null {big} {big} {big}"
+                " && echo CMD-OK"], direct=True, timeout=60)
+    assert r.rc == 3 and b"CMD-OK" in r.out, r
+    lines = [l for l in r.etext.split("\n") if l.strip()]
+    assert len(lines) == 1 and "capture stopped" in lines[0] and "File too large" in lines[0], r
+    with open(cap, "rb") as f:
+        s = summary(f.read())
+    assert s["epb"] > 0 and not s["isb"], s["epb"]
