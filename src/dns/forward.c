@@ -145,6 +145,20 @@ uint64_t dns_max_tries(const struct dns_fwd *f)
 }
 
 /*
+ * dns_rand16() - 16 random bits (upstream IDs, socket choice), from a pool filled by libsodium's
+ * CSPRNG 256 values at a time: one getrandom() per 256 queries instead of two per query.
+ */
+uint16_t dns_rand16(struct dns_fwd *f)
+{
+	if (f->rnd_left < 2) {
+		randombytes_buf(f->rnd, sizeof(f->rnd));
+		f->rnd_left = sizeof(f->rnd);
+	}
+	f->rnd_left -= 2;
+	return (uint16_t)(f->rnd[f->rnd_left] << 8 | f->rnd[f->rnd_left + 1]);
+}
+
+/*
  * dns_query_new() - an outstanding query for @msg (a copy is kept), with its flow record opened.
  * Return: it (in the heap, not sent), or NULL when out of memory.
  */
@@ -346,7 +360,7 @@ static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 {
 	while (q->tries < dns_max_tries(f) && f->now < q->deadline) {
 		int slot = (int)(q->tries % (unsigned int)f->n_ns) * DNS_UP_SOCKS +
-			   (int)randombytes_uniform(DNS_UP_SOCKS);
+			   (int)(dns_rand16(f) % DNS_UP_SOCKS);   /* a power of 2: unbiased */
 		int fd = slot_open(f, slot);
 		uint16_t id = 0;
 
@@ -356,7 +370,7 @@ static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 			continue;
 		}
 		for (int k = 0; k < 8; k++) {
-			id = (uint16_t)randombytes_uniform(65536);
+			id = dns_rand16(f);
 			if (!up_find(f, slot, id))
 				break;
 		}
@@ -638,46 +652,71 @@ static void run_timers(struct dns_fwd *f)
 	}
 }
 
-static void svc_run(void *priv, struct flow_hub *hub, uint64_t now_ms)
+void dns_ev_init(const struct dns_fwd *f, struct dns_ev *ev, enum dns_ev_kind kind, int index)
+{
+	*ev = (struct dns_ev){ .head.relay_tag = f->tag, .kind = kind, .index = index };
+}
+
+/* The relay's epoll set is ours too: the listeners go in now, upstream sockets when opened. */
+static int svc_attach(void *priv, int epfd, int tag)
 {
 	struct dns_fwd *f = priv;
-	struct epoll_event evs[64];
-	int n;
+
+	f->epfd = epfd;
+	f->tag = tag;
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_listen[i] };
+
+		dns_ev_init(f, &f->ev_listen[i], DEV_LISTEN, i);
+		if (f->listen[i] >= 0 && epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->listen[i], &ev) < 0)
+			return -errno;
+	}
+	for (int s = 0; s < DNS_SLOTS; s++)
+		dns_ev_init(f, &f->ev_up[s], DEV_UP, s);
+	return 0;
+}
+
+static void svc_event(void *priv, struct flow_hub *hub, struct relay_service_ev *rev, uint32_t events,
+		      uint64_t now_ms)
+{
+	struct dns_fwd *f = priv;
+	struct dns_ev *ev = (struct dns_ev *)(void *)rev;
 
 	f->hub = hub;
 	f->now = now_ms;
-	n = epoll_wait(f->epfd, evs, 64, 0);
-	if (n > 0)
-		maybe_reload(f);
-	for (int i = 0; i < n; i++) {
-		struct dns_ev *ev = evs[i].data.ptr;
-
-		switch (ev->kind) {
-		case DEV_LISTEN:
-			listener_readable(f, ev->index);
-			break;
-		case DEV_UP:
-			if (f->up_fd[ev->index] >= 0)
-				upstream_readable(f, ev->index);
-			break;
-		case DEV_TCP_CHILD:
-		case DEV_TCP_UP:
-			dns_tcp_event(f, ev, evs[i].events);
-			break;
-		}
+	maybe_reload(f);
+	switch (ev->kind) {
+	case DEV_LISTEN:
+		listener_readable(f, ev->index);
+		break;
+	case DEV_UP:
+		if (f->up_fd[ev->index] >= 0)
+			upstream_readable(f, ev->index);
+		break;
+	case DEV_TCP_CHILD:
+	case DEV_TCP_UP:
+		dns_tcp_event(f, ev, events);
+		break;
 	}
-	run_timers(f);
 }
 
-static int svc_fd(void *priv)
+static void svc_run(void *priv, struct flow_hub *hub, uint64_t now_ms)
 {
-	return ((struct dns_fwd *)priv)->epfd;
+	struct dns_fwd *f = priv;
+
+	f->hub = hub;
+	f->now = now_ms;
+	run_timers(f);
+	dns_tcp_free_dead(f);
 }
 
 static uint64_t svc_deadline(void *priv)
 {
 	const struct dns_fwd *f = priv;
 	uint64_t d = f->n_heap ? f->heap[0]->try_deadline : UINT64_MAX;
+
+	if (f->dead)
+		return 0;   /* a session closed outside a batch (an eviction at adopt): free it soon */
 
 	if (f->n_tcp && f->next_sweep < d)
 		d = f->next_sweep;
@@ -707,7 +746,7 @@ static void svc_adopt_tcp(void *priv, struct flow_hub *hub, int fd, const struct
 static unsigned int svc_reserved_fds(void *priv)
 {
 	(void)priv;
-	return 1 + DNS_SLOTS + 2 * DNS_TCP_MAX;
+	return DNS_SLOTS + 2 * DNS_TCP_MAX;
 }
 
 static void svc_stop(void *priv, struct flow_hub *hub)
@@ -716,6 +755,7 @@ static void svc_stop(void *priv, struct flow_hub *hub)
 
 	f->hub = hub;
 	dns_tcp_close_all(f);
+	dns_tcp_free_dead(f);
 	/* From the heap's end: no entry moves. */
 	for (unsigned int i = f->n_heap; i-- > 0;)
 		dns_query_end(f, f->heap[i], FLOW_CUT_AT_EXIT, 0);
@@ -725,7 +765,8 @@ static void svc_stop(void *priv, struct flow_hub *hub)
 }
 
 static const struct relay_service_ops dns_service_ops = {
-	.fd = svc_fd,
+	.attach = svc_attach,
+	.event = svc_event,
 	.run = svc_run,
 	.deadline = svc_deadline,
 	.claims_tcp = svc_claims_tcp,
@@ -767,8 +808,7 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	f->names = cfg->names;
 	f->heap = calloc(DNS_HEAP_MAX, sizeof(void *));
 	f->buf = malloc((size_t)RX_BATCH * RX_BUF);
-	f->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!f->heap || !f->buf || f->epfd < 0 || sodium_init() < 0) {
+	if (!f->heap || !f->buf || sodium_init() < 0) {
 		dns_fwd_free(f);
 		return -ENOMEM;
 	}
@@ -776,19 +816,6 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	f->now = f->next_check = 0;
 	f->listen[0] = cfg->listen4;
 	f->listen[1] = cfg->listen6;
-	for (int i = 0; i < 2; i++) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_listen[i] };
-
-		f->ev_listen[i] = (struct dns_ev){ .kind = DEV_LISTEN, .index = i };
-		if (f->listen[i] >= 0 && epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->listen[i], &ev) < 0) {
-			int e = errno;
-
-			dns_fwd_free(f);
-			return -e;
-		}
-	}
-	for (int s = 0; s < DNS_SLOTS; s++)
-		f->ev_up[s] = (struct dns_ev){ .kind = DEV_UP, .index = s };
 	rc = *cfg->host;
 	if (cfg->fixed) {
 		f->fixed = true;
@@ -812,8 +839,7 @@ void dns_fwd_free(struct dns_fwd *f)
 		return;
 	for (int s = 0; s < DNS_SLOTS; s++)
 		slot_close(f, s);
-	if (f->epfd >= 0)
-		close(f->epfd);
+	dns_tcp_free_dead(f);
 	free(f->heap);
 	free(f->buf);
 	free(f);

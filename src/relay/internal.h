@@ -26,11 +26,17 @@ enum ev_kind {
 	EV_GATE,
 };
 
-/* First member of everything registered with epoll: says what the pointer is. */
+/*
+ * First member of everything registered with epoll: says what the pointer is.  A service's tokens
+ * start with a struct relay_service_ev instead, whose int tag is EV_SERVICE (relay/service.h).
+ */
 struct ev_src {
 	enum ev_kind kind;
 	int index;
 };
+
+_Static_assert(sizeof(enum ev_kind) == sizeof(int) && offsetof(struct ev_src, kind) == 0,
+	       "a service's relay_service_ev must read as an ev_src kind");
 
 struct tcp_flow;
 struct udp_flow;
@@ -85,7 +91,8 @@ struct relay {
 
 	struct ev_src ev_listen[BE_NLISTEN];
 	int listen_fd[BE_NLISTEN];
-	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy, ev_service;
+	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy;
+	bool service_events;          /* the service had events in this batch: run() follows it */
 	int sigfd;
 
 	/* TCP */
