@@ -251,42 +251,93 @@ void dns_all_failed(struct dns_fwd *f, const char *why)
 
 /* ---------- UDP: to the child ---------- */
 
-/* Send @msg to the UDP child of @q from the address it wrote to (IP_PKTINFO on the transparent
- * listener: the kernel allows a non-local source there). */
-static void reply_udp(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
-		      const void *msg, size_t len)
+union pktinfo_buf {
+	char b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+	struct cmsghdr align;
+};
+
+/* @m: @io to @child from @dst (IP_PKTINFO on the transparent listener: the kernel allows a non-local
+ * source there), @cb its control buffer. */
+static void reply_msg(struct msghdr *m, union pktinfo_buf *cb, struct iovec *io, int fam,
+		      const union flow_addr *child, const union flow_addr *dst)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
-		struct cmsghdr align;
-	} cb;
-	struct iovec io = { .iov_base = (void *)msg, .iov_len = len };
-	struct msghdr m = { .msg_name = (void *)child, .msg_iov = &io, .msg_iovlen = 1, .msg_control = cb.b };
 	struct cmsghdr *c;
 
-	memset(&cb, 0, sizeof(cb));
-	c = (struct cmsghdr *)cb.b;
+	memset(cb, 0, sizeof(*cb));
+	*m = (struct msghdr){ .msg_name = (void *)child, .msg_iov = io, .msg_iovlen = 1, .msg_control = cb->b };
+	c = (struct cmsghdr *)cb->b;
 	if (fam == 0) {
 		struct in_pktinfo pi = { .ipi_spec_dst = dst->in4.sin_addr };
 
-		m.msg_namelen = sizeof(struct sockaddr_in);
+		m->msg_namelen = sizeof(struct sockaddr_in);
 		c->cmsg_level = SOL_IP;
 		c->cmsg_type = IP_PKTINFO;
 		c->cmsg_len = CMSG_LEN(sizeof(pi));
 		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-		m.msg_controllen = CMSG_SPACE(sizeof(pi));
+		m->msg_controllen = CMSG_SPACE(sizeof(pi));
 	} else {
 		struct in6_pktinfo pi = { .ipi6_addr = dst->in6.sin6_addr };
 
-		m.msg_namelen = sizeof(struct sockaddr_in6);
+		m->msg_namelen = sizeof(struct sockaddr_in6);
 		c->cmsg_level = SOL_IPV6;
 		c->cmsg_type = IPV6_PKTINFO;
 		c->cmsg_len = CMSG_LEN(sizeof(pi));
 		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-		m.msg_controllen = CMSG_SPACE(sizeof(pi));
+		m->msg_controllen = CMSG_SPACE(sizeof(pi));
 	}
+}
+
+/* Send @msg to the UDP child at @child from the address it wrote to, @dst. */
+static void reply_udp(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
+		      const void *msg, size_t len)
+{
+	union pktinfo_buf cb;
+	struct iovec io = { .iov_base = (void *)msg, .iov_len = len };
+	struct msghdr m;
+
+	reply_msg(&m, &cb, &io, fam, child, dst);
 	if (sendmsg(f->listen[fam], &m, MSG_DONTWAIT) < 0)
 		f->dropped++;
+}
+
+/* Answers of one receive batch, sent to the children with one sendmmsg() per listener. */
+struct reply_batch {
+	int fam, n;
+	struct mmsghdr mm[RX_BATCH];
+	struct iovec io[RX_BATCH];
+	union flow_addr to[RX_BATCH], from[RX_BATCH];
+	union pktinfo_buf cb[RX_BATCH];
+};
+
+static void batch_flush(struct dns_fwd *f, struct reply_batch *b)
+{
+	for (int i = 0; i < b->n;) {
+		int k = sendmmsg(f->listen[b->fam], b->mm + i, (unsigned int)(b->n - i), MSG_DONTWAIT);
+
+		if (k <= 0) {
+			f->dropped++;   /* this one failed (the child's socket is full, ...): on with the rest */
+			i++;
+		} else {
+			i += k;
+		}
+	}
+	b->n = 0;
+}
+
+/* Queue @msg (it must stay put until the flush) for the child of @q. */
+static void batch_add(struct dns_fwd *f, struct reply_batch *b, const struct dns_query *q, void *msg, size_t len)
+{
+	int i;
+
+	if (b->n && (b->fam != q->fam || b->n == RX_BATCH))
+		batch_flush(f, b);
+	i = b->n++;
+	b->fam = q->fam;
+	b->to[i] = q->rec.child;
+	b->from[i] = q->rec.dst;
+	b->io[i] = (struct iovec){ .iov_base = msg, .iov_len = len };
+	memset(&b->mm[i], 0, sizeof(b->mm[i]));
+	reply_msg(&b->mm[i].msg_hdr, &b->cb[i], &b->io[i], q->fam, &b->to[i], &b->from[i]);
 }
 
 static void udp_error_reply(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
@@ -416,6 +467,9 @@ static void slot_failed(struct dns_fwd *f, int slot, int err)
 
 static void upstream_readable(struct dns_fwd *f, int slot)
 {
+	struct reply_batch b;
+
+	b.n = 0;
 	for (int burst = 0; burst < 4; burst++) {
 		struct mmsghdr mm[RX_BATCH];
 		struct iovec io[RX_BATCH];
@@ -445,11 +499,12 @@ static void upstream_readable(struct dns_fwd *f, int slot)
 			if (dns_check_answer(m, len, &q->q, f->names, f->now) < 0)
 				continue;   /* not the answer to it: keep waiting */
 			dns_set_id(m, q->client_id);
-			reply_udp(f, q->fam, &q->rec.child, &q->rec.dst, m, len);
+			batch_add(f, &b, q, m, len);
 			q->rec.bytes_down = len;
 			q->rec.pkts_down = 1;
 			dns_query_end(f, q, FLOW_OK, 0);
 		}
+		batch_flush(f, &b);   /* before the next burst reuses the buffers */
 		if (n < RX_BATCH)
 			return;
 	}
