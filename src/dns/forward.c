@@ -402,6 +402,50 @@ static struct dns_query *up_find(struct dns_fwd *f, int slot, uint16_t id)
 	return NULL;
 }
 
+/* First tries of the queries of one receive batch: one sendmmsg() per upstream socket. */
+struct send_batch {
+	int n;
+	struct dns_query *q[RX_BATCH];   /* each in the table on its slot already */
+	int slot[RX_BATCH];              /* q[i]'s (q[i] may be gone once an earlier send failed) */
+};
+
+static void udp_next_try(struct dns_fwd *f, struct dns_query *q, int err);
+
+static void sendq_flush(struct dns_fwd *f, struct send_batch *b)
+{
+	f->sendq = NULL;   /* what fails below is tried again at once */
+	for (int slot = 0; slot < DNS_SLOTS; slot++) {
+		struct dns_query *qs[RX_BATCH];
+		struct mmsghdr mm[RX_BATCH];
+		struct iovec io[RX_BATCH];
+		int n = 0;
+
+		for (int i = 0; i < b->n; i++) {
+			if (b->slot[i] != slot)
+				continue;
+			qs[n] = b->q[i];
+			io[n] = (struct iovec){ .iov_base = qs[n]->msg, .iov_len = qs[n]->len };
+			memset(&mm[n], 0, sizeof(mm[n]));
+			mm[n].msg_hdr.msg_iov = &io[n];
+			mm[n].msg_hdr.msg_iovlen = 1;
+			n++;
+		}
+		for (int i = 0; i < n;) {
+			int k = sendmmsg(f->up_fd[slot], mm + i, (unsigned int)(n - i), MSG_DONTWAIT);
+
+			if (k > 0) {
+				i += k;
+				continue;
+			}
+			/* As for send(): a full buffer is a lost datagram, the try's timer resends it. */
+			if (errno != EAGAIN && errno != ENOBUFS)
+				udp_next_try(f, qs[i], errno);
+			i++;
+		}
+	}
+	b->n = 0;
+}
+
 /*
  * udp_try() - send @q to the nameserver of its try number, on a random socket of it, with a fresh
  * random ID; a socket that cannot be had or refuses at once moves it to the next try.  After the
@@ -426,7 +470,10 @@ static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 				break;
 		}
 		dns_set_id(q->msg, id);
-		if (send(fd, q->msg, q->len, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
+		if (f->sendq && f->sendq->n < RX_BATCH) {
+			f->sendq->slot[f->sendq->n] = slot;   /* sent by sendq_flush(), with the others */
+			f->sendq->q[f->sendq->n++] = q;
+		} else if (send(fd, q->msg, q->len, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
 			err = errno;   /* an ICMP error reported late, an unreachable network */
 			q->tries++;
 			continue;
@@ -576,6 +623,8 @@ static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storag
 
 static void listener_readable(struct dns_fwd *f, int fam)
 {
+	struct send_batch b;
+
 	for (int burst = 0; burst < 4; burst++) {
 		struct sockaddr_storage child[RX_BATCH];
 		union {
@@ -599,6 +648,8 @@ static void listener_readable(struct dns_fwd *f, int fam)
 		n = recvmmsg(f->listen[fam], mm, RX_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
+		b.n = 0;
+		f->sendq = &b;
 		for (int i = 0; i < n; i++) {
 			struct sockaddr_storage dst;
 
@@ -606,6 +657,7 @@ static void listener_readable(struct dns_fwd *f, int fam)
 				continue;
 			child_query(f, fam, &child[i], &dst, io[i].iov_base, mm[i].msg_len);
 		}
+		sendq_flush(f, &b);
 		if (n < RX_BATCH)
 			return;
 	}

@@ -34,6 +34,7 @@ struct dns_ev {
 };
 
 struct dns_tcp;
+struct send_batch;
 
 /* One query exchange (UDP or TCP): its flow record, and its bytes for the next try. */
 struct dns_query {
@@ -93,6 +94,7 @@ struct dns_fwd {
 	uint8_t rnd[512];             /* random bytes for IDs and sockets, taken from the end */
 	unsigned int rnd_left;
 	uint8_t *buf;                 /* receive buffers (UDP batches) */
+	struct send_batch *sendq;     /* while the child's queries are read: first sends wait here */
 	uint64_t dropped, formerr, dup, refused_full;
 };
 
