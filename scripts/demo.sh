@@ -26,7 +26,9 @@ if [ ! -x "$SRC_BIN" ]; then
 fi
 
 WORK=$(mktemp -d /tmp/cfdemo.XXXXXX)
+DNSPIDS=()   # the demo's resolvers (the DNS step), stopped on every exit
 cleanup() {
+	[ ${#DNSPIDS[@]} -gt 0 ] && kill "${DNSPIDS[@]}" 2>/dev/null
 	"$PY" tests/e2e/world.py down --prefix "$PREFIX" >/dev/null 2>&1
 	rm -rf "$WORK"
 }
@@ -173,7 +175,6 @@ start_dnsmasq() {   # NS ADDR LOG RECORD...
 	for i in $(seq 100); do grep -q started "$log" 2>/dev/null && return; sleep 0.05; done
 	echo "demo.sh: dnsmasq on $addr did not start" >&2
 }
-DNSPIDS=()
 ip netns exec "$R2NS" ip addr add "$REC4/32" dev eth0
 start_dnsmasq "$R1NS" "$R1V4" "$WORK/resolver.log" --host-record=www.demo.test,"$R1V4" \
 	--cname=web.demo.test,www.demo.test
@@ -201,5 +202,6 @@ in_host "$CF" --dns "$R1V4" --hosts-file "$WORK/hosts-extra" -- \
 echo "   (its entries win over DNS; the host's own /etc/hosts entries for other names remain)"
 kill "${DNSPIDS[@]}" 2>/dev/null
 wait "${DNSPIDS[@]}" 2>/dev/null
+DNSPIDS=()
 
 heading "Done; tearing the world down"
