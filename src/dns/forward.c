@@ -33,7 +33,7 @@
 
 #include "util/log.h"
 
-#define RX_BATCH 16
+#define RX_BATCH DNS_RX_BATCH
 #define RX_BUF 65536
 #define RELOAD_MS 1000
 #define SWEEP_MS 1000
@@ -402,27 +402,26 @@ static struct dns_query *up_find(struct dns_fwd *f, int slot, uint16_t id)
 	return NULL;
 }
 
-/* First tries of the queries of one receive batch: one sendmmsg() per upstream socket. */
-struct send_batch {
-	int n;
-	struct dns_query *q[RX_BATCH];   /* each in the table on its slot already */
-	int slot[RX_BATCH];              /* q[i]'s (q[i] may be gone once an earlier send failed) */
-};
-
 static void udp_next_try(struct dns_fwd *f, struct dns_query *q, int err);
 
-static void sendq_flush(struct dns_fwd *f, struct send_batch *b)
+static void sendq_flush(struct dns_fwd *f)
 {
-	f->sendq = NULL;   /* what fails below is tried again at once */
-	for (int slot = 0; slot < DNS_SLOTS; slot++) {
-		struct dns_query *qs[RX_BATCH];
+	struct send_batch *b = &f->sendq;
+	bool taken[RX_BATCH] = { false };
+
+	f->batching = false;   /* what fails below is tried again at once */
+	for (int first = 0; first < b->n; first++) {
+		struct dns_query *qs[RX_BATCH] = { NULL };
 		struct mmsghdr mm[RX_BATCH];
 		struct iovec io[RX_BATCH];
-		int n = 0;
+		int slot = b->slot[first], n = 0;
 
-		for (int i = 0; i < b->n; i++) {
-			if (b->slot[i] != slot)
+		if (taken[first])
+			continue;
+		for (int i = first; i < b->n; i++) {   /* the batch's queries on this socket */
+			if (taken[i] || b->slot[i] != slot)
 				continue;
+			taken[i] = true;
 			qs[n] = b->q[i];
 			io[n] = (struct iovec){ .iov_base = qs[n]->msg, .iov_len = qs[n]->len };
 			memset(&mm[n], 0, sizeof(mm[n]));
@@ -438,7 +437,7 @@ static void sendq_flush(struct dns_fwd *f, struct send_batch *b)
 				continue;
 			}
 			/* As for send(): a full buffer is a lost datagram, the try's timer resends it. */
-			if (errno != EAGAIN && errno != ENOBUFS)
+			if (errno != EAGAIN && errno != ENOBUFS && qs[i])
 				udp_next_try(f, qs[i], errno);
 			i++;
 		}
@@ -470,9 +469,9 @@ static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 				break;
 		}
 		dns_set_id(q->msg, id);
-		if (f->sendq && f->sendq->n < RX_BATCH) {
-			f->sendq->slot[f->sendq->n] = slot;   /* sent by sendq_flush(), with the others */
-			f->sendq->q[f->sendq->n++] = q;
+		if (f->batching && f->sendq.n < RX_BATCH) {
+			f->sendq.slot[f->sendq.n] = slot;   /* sent by sendq_flush(), with the others */
+			f->sendq.q[f->sendq.n++] = q;
 		} else if (send(fd, q->msg, q->len, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
 			err = errno;   /* an ICMP error reported late, an unreachable network */
 			q->tries++;
@@ -623,8 +622,6 @@ static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storag
 
 static void listener_readable(struct dns_fwd *f, int fam)
 {
-	struct send_batch b;
-
 	for (int burst = 0; burst < 4; burst++) {
 		struct sockaddr_storage child[RX_BATCH];
 		union {
@@ -648,8 +645,8 @@ static void listener_readable(struct dns_fwd *f, int fam)
 		n = recvmmsg(f->listen[fam], mm, RX_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
-		b.n = 0;
-		f->sendq = &b;
+		f->sendq.n = 0;
+		f->batching = true;
 		for (int i = 0; i < n; i++) {
 			struct sockaddr_storage dst;
 
@@ -657,7 +654,7 @@ static void listener_readable(struct dns_fwd *f, int fam)
 				continue;
 			child_query(f, fam, &child[i], &dst, io[i].iov_base, mm[i].msg_len);
 		}
-		sendq_flush(f, &b);
+		sendq_flush(f);
 		if (n < RX_BATCH)
 			return;
 	}

@@ -34,7 +34,16 @@ struct dns_ev {
 };
 
 struct dns_tcp;
-struct send_batch;
+struct dns_query;
+
+#define DNS_RX_BATCH 16          /* datagrams per recvmmsg()/sendmmsg() */
+
+/* First tries of the queries of one receive batch: one sendmmsg() per upstream socket. */
+struct send_batch {
+	int n;
+	struct dns_query *q[DNS_RX_BATCH];   /* each in the table on its slot already */
+	int slot[DNS_RX_BATCH];              /* q[i]'s (q[i] may be gone once an earlier send failed) */
+};
 
 /* One query exchange (UDP or TCP): its flow record, and its bytes for the next try. */
 struct dns_query {
@@ -94,7 +103,8 @@ struct dns_fwd {
 	uint8_t rnd[512];             /* random bytes for IDs and sockets, taken from the end */
 	unsigned int rnd_left;
 	uint8_t *buf;                 /* receive buffers (UDP batches) */
-	struct send_batch *sendq;     /* while the child's queries are read: first sends wait here */
+	struct send_batch sendq;      /* first sends wait here while the child's queries are read */
+	bool batching;
 	uint64_t dropped, formerr, dup, refused_full;
 };
 

@@ -285,9 +285,11 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 		break;
 	case EV_SERVICE:
 		/* The service's own token (relay/service.h): its first member is the tag. */
-		r->c->service.ops->event(r->c->service.priv, &r->hub, (struct relay_service_ev *)(void *)src,
-					 events, r->now_ms);
-		r->service_events = true;
+		if (r->c->service.ops) {
+			r->c->service.ops->event(r->c->service.priv, &r->hub,
+						 (struct relay_service_ev *)(void *)src, events, r->now_ms);
+			r->service_events = true;
+		}
 		break;
 	case EV_GATE:
 		gate_event(r);
