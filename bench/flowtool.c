@@ -11,6 +11,12 @@
  *       Sequential connect + read until EOF + close, for SECONDS. The server's byte proves the
  *       connection reached the server, so a relay that completes the handshake locally (childflow's
  *       gateway kernel) is measured to the real end. Prints "conns=N failed=F seconds=T".
+ *   flowtool rate ADDR PORT SECONDS VIA PROXY_ADDR PROXY_PORT [CA_FILE]
+ *       The same, each connection through a proxy (no authentication): VIA is http (CONNECT),
+ *       https (CONNECT inside TLS to the proxy, verified against CA_FILE) or socks5.
+ *   flowtool source ADDR PORT
+ *       A bulk HTTP source: per connection (a forked process), read the request, answer
+ *       "HTTP/1.0 200 OK" and send zeros until the client goes away.
  *   flowtool hold ADDR PORT N TIMEOUT
  *       Opens N connections (at most 256 in progress at once) and waits for each one's byte.
  *       Prints "held=N failed=F seconds=T", then keeps them open until stdin reaches EOF (or
@@ -40,6 +46,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <openssl/ssl.h>
 
 static double now(void)
 {
@@ -122,34 +132,122 @@ static int serve(const char *ip, const char *rport, const char *hport)
 	return 0;
 }
 
-static int rate(const char *ip, const char *port, double seconds)
+/* The proxy of `rate ... VIA`: how to ask it for the destination. */
+struct via {
+	const char *kind;           /* NULL: connect directly */
+	struct sockaddr_in proxy;
+	SSL_CTX *tls;               /* https */
+};
+
+/* Read exactly one CONNECT reply header block (byte by byte: nothing past it).  Return: 1 if 2xx. */
+static int http_reply_ok(SSL *ssl, int fd)
+{
+	char h[1024];
+	size_t n = 0;
+
+	while (n < sizeof(h) - 1) {
+		if ((ssl ? SSL_read(ssl, h + n, 1) : read(fd, h + n, 1)) != 1)
+			return 0;
+		n++;
+		if (n >= 4 && !memcmp(h + n - 4, "\r\n\r\n", 4))
+			break;
+	}
+	h[n] = 0;
+	return !strncmp(h, "HTTP/1.", 7) && h[9] == '2';
+}
+
+/* Connect @fd to @dst, through @v's proxy when set; then the server's byte and EOF.  Return: 1 ok. */
+static int one_conn(int fd, const struct sockaddr_in *dst, const struct via *v)
+{
+	char b, req[128], ip[INET_ADDRSTRLEN];
+	unsigned char s5[10];
+	SSL *ssl = NULL;
+	int ok = 0;
+
+	if (!v->kind)
+		return connect(fd, (const struct sockaddr *)dst, sizeof(*dst)) == 0 && read(fd, &b, 1) == 1 &&
+		       read(fd, &b, 1) == 0;
+	if (connect(fd, (const struct sockaddr *)&v->proxy, sizeof(v->proxy)) != 0)
+		return 0;
+	inet_ntop(AF_INET, &dst->sin_addr, ip, sizeof(ip));
+	if (!strcmp(v->kind, "socks5")) {
+		unsigned char hello[3] = { 5, 1, 0 }, conn[10] = { 5, 1, 0, 1 };
+		memcpy(conn + 4, &dst->sin_addr, 4);
+		memcpy(conn + 8, &dst->sin_port, 2);
+		return write(fd, hello, 3) == 3 && read(fd, s5, 2) == 2 && s5[1] == 0 &&
+		       write(fd, conn, 10) == 10 && recv(fd, s5, 10, MSG_WAITALL) == 10 && s5[1] == 0 &&
+		       read(fd, &b, 1) == 1 && read(fd, &b, 1) == 0;
+	}
+	snprintf(req, sizeof(req), "CONNECT %s:%u HTTP/1.1\r\nHost: %s:%u\r\n\r\n", ip, ntohs(dst->sin_port),
+		 ip, ntohs(dst->sin_port));
+	if (v->tls) {
+		ssl = SSL_new(v->tls);
+		if (!ssl || !SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1)
+			goto out;
+		ok = SSL_write(ssl, req, (int)strlen(req)) == (int)strlen(req) && http_reply_ok(ssl, fd) &&
+		     SSL_read(ssl, &b, 1) == 1 && SSL_read(ssl, &b, 1) <= 0;
+	} else {
+		ok = write(fd, req, strlen(req)) == (ssize_t)strlen(req) && http_reply_ok(NULL, fd) &&
+		     read(fd, &b, 1) == 1 && read(fd, &b, 1) == 0;
+	}
+out:
+	SSL_free(ssl);
+	return ok;
+}
+
+static int rate(const char *ip, const char *port, double seconds, const struct via *v)
 {
 	struct sockaddr_in sa = addr_of(ip, port);
 	struct timeval tv = { .tv_sec = 2 };
 	long conns = 0, failed = 0;
 	double t0 = now(), t = t0;
-	char b;
 
 	while (t - t0 < seconds && failed < 100) {
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok = 0;
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
 		if (fd < 0) {
 			perror("flowtool: socket");
 			return 1;
 		}
 		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && read(fd, &b, 1) == 1 &&
-		    read(fd, &b, 1) == 0)
-			ok = 1;
-		close(fd);
-		if (ok)
+		if (v->kind)
+			setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (one_conn(fd, &sa, v))
 			conns++;
 		else
 			failed++;
+		close(fd);
 		t = now();
 	}
 	printf("conns=%ld failed=%ld seconds=%.6f\n", conns, failed, t - t0);
 	return conns > 0 ? 0 : 1;
+}
+
+static int source(const char *ip, const char *port)
+{
+	struct sockaddr_in sa = addr_of(ip, port);
+	int l = listen_on(&sa);
+	static char zeros[1 << 18];
+
+	fcntl(l, F_SETFL, 0);
+	signal(SIGCHLD, SIG_IGN);   /* no zombies */
+	printf("ready\n");
+	fflush(stdout);
+	for (;;) {
+		int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+		char req[4096];
+
+		if (c < 0)
+			continue;
+		if (fork() == 0) {
+			static const char hdr[] = "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n";
+			if (read(c, req, sizeof(req)) > 0 && write(c, hdr, sizeof(hdr) - 1) > 0)
+				while (write(c, zeros, sizeof(zeros)) > 0)
+					;
+			_exit(0);
+		}
+		close(c);
+	}
 }
 
 enum { ST_CONNECTING = 1, ST_WAITBYTE = 2, ST_HELD = 3 };
@@ -342,13 +440,28 @@ int main(int argc, char **argv)
 	raise_nofile();
 	if (argc == 5 && !strcmp(argv[1], "serve"))
 		return serve(argv[2], argv[3], argv[4]);
-	if (argc == 5 && !strcmp(argv[1], "rate"))
-		return rate(argv[2], argv[3], atof(argv[4]));
+	if (argc == 5 && !strcmp(argv[1], "rate")) {
+		struct via v = { 0 };
+		return rate(argv[2], argv[3], atof(argv[4]), &v);
+	}
+	if ((argc == 8 || argc == 9) && !strcmp(argv[1], "rate")) {
+		struct via v = { .kind = argv[5], .proxy = addr_of(argv[6], argv[7]) };
+		if (!strcmp(v.kind, "https")) {
+			v.tls = SSL_CTX_new(TLS_client_method());
+			if (!v.tls || argc != 9 || SSL_CTX_load_verify_locations(v.tls, argv[8], NULL) != 1)
+				return 2;
+			SSL_CTX_set_verify(v.tls, SSL_VERIFY_PEER, NULL);
+		}
+		return rate(argv[2], argv[3], atof(argv[4]), &v);
+	}
+	if (argc == 4 && !strcmp(argv[1], "source"))
+		return source(argv[2], argv[3]);
 	if (argc == 6 && !strcmp(argv[1], "hold"))
 		return hold(argv[2], argv[3], atol(argv[4]), atof(argv[5]));
 	if (argc == 5 && !strcmp(argv[1], "dnslat"))
 		return dnslat(argv[2], argv[3], atof(argv[4]));
-	fprintf(stderr, "usage: flowtool serve ADDR RATE_PORT HOLD_PORT | rate ADDR PORT SECONDS | "
+	fprintf(stderr, "usage: flowtool serve ADDR RATE_PORT HOLD_PORT | rate ADDR PORT SECONDS [VIA PADDR PPORT [CA]] | "
+			"source ADDR PORT | "
 			"hold ADDR PORT N TIMEOUT | dnslat ADDR NAME SECONDS\n");
 	return 2;
 }

@@ -59,6 +59,10 @@ WORLD_RANGES = ["198.18.1.0/24", f"{SERVER_IP}/32"]
 IPERF_PORT, SP_TCP_PORT, SP_UDP_PORT, RATE_PORT, HOLD_PORT = 5201, 11111, 11112, 7000, 7001
 FLOWTOOL = "@FLOWTOOL@"  # replaced by the compiled helper's path
 DNS_NAME, DNS_ANSWER = "bench.test", "198.51.100.77"
+# The proxy workload: proxies on the server netns' eth0, a bulk HTTP source behind them.
+PROXY_PORTS = {"http": 3128, "socks5": 1080, "https": 3129}   # tinyproxy, microsocks, stunnel+tinyproxy
+PROXY_NAMES = {"http": "tinyproxy (http)", "socks5": "microsocks (socks5)", "https": "stunnel+tinyproxy (https)"}
+SOURCE_PORT = 7002
 
 PASTA = ["pasta", "-q", "-4", "--runas", "0", "--config-net",
          "-t", "none", "-u", "none", "-T", "none", "-U", "none", "--"]
@@ -467,6 +471,70 @@ def dns_load(world, prefix, track, secs):
     return res
 
 
+def proxy_setup(world):
+    """Start tinyproxy, microsocks and stunnel (a self-signed certificate for GATEWAY_IP) in the
+    server netns, and the bulk source they lead to.  Return: the certificate's path (the CA)."""
+    d = world.scratch
+    cert, key = os.path.join(d, "proxy.pem"), os.path.join(d, "proxy.key")
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=childflow bench proxy",
+        "-addext", f"subjectAltName=IP:{GATEWAY_IP}"])
+    os.chmod(cert, 0o644)
+    with open(os.path.join(d, "tinyproxy.conf"), "w") as f:
+        f.write(f"User nobody\nGroup nogroup\nPort {PROXY_PORTS['http']}\nListen {GATEWAY_IP}\nTimeout 60\n"
+                "MaxClients 200\nLogLevel Critical\n")
+    with open(os.path.join(d, "stunnel.conf"), "w") as f:
+        f.write(f"foreground = yes\npid =\n[https]\naccept = {GATEWAY_IP}:{PROXY_PORTS['https']}\n"
+                f"connect = {GATEWAY_IP}:{PROXY_PORTS['http']}\ncert = {cert}\nkey = {key}\n"
+                "sslVersionMin = TLSv1.2\n")
+    world.SERVER_ARGV = dict(World.SERVER_ARGV, **{
+        "tinyproxy": (["tinyproxy", "-d", "-c", os.path.join(d, "tinyproxy.conf")], "tcp", PROXY_PORTS["http"]),
+        "microsocks": (["microsocks", "-i", GATEWAY_IP, "-p", str(PROXY_PORTS["socks5"])], "tcp",
+                       PROXY_PORTS["socks5"]),
+        "stunnel": (["stunnel4", os.path.join(d, "stunnel.conf")], "tcp", PROXY_PORTS["https"]),
+        "source": ([FLOWTOOL, "source", SERVER_IP, str(SOURCE_PORT)], "tcp", SOURCE_PORT),
+    })
+    for name in ("source", "tinyproxy", "microsocks", "stunnel"):
+        world.start_server(name)
+    return cert
+
+
+def proxy_argv(kind, via_cf, cert, client, direct_args):
+    """`client` through the proxy of `kind`: by childflow -p (via_cf), or by the client itself
+    (`direct_args` tell it the proxy)."""
+    uri = f"{kind}://{GATEWAY_IP}:{PROXY_PORTS[kind]}"
+    if via_cf:
+        return ["env", f"SSL_CERT_FILE={cert}", CHILDFLOW, "-p", uri, "--"] + client
+    return client + direct_args(uri)
+
+
+def proxy_bulk(world, kind, via_cf, cert, secs):
+    """A download from the source for `secs` seconds with curl, through the proxy."""
+    curl = ["curl", "-sS", "-o", "/dev/null", "--max-time", str(secs), "-w", "%{size_download} %{time_total}"]
+    if via_cf:
+        curl += ["--noproxy", "*"]   # a proxy variable must not matter: childflow is the proxy path
+    argv = proxy_argv(kind, via_cf, cert, curl, lambda uri: ["-x", uri] + (
+        ["--proxy-cacert", cert] if kind == "https" else []))
+    r = run(world.client, argv + [f"http://{SERVER_IP}:{SOURCE_PORT}/"], timeout=secs + 20)
+    m = re.match(r"^(\d+) ([\d.]+)$", r.out.strip())
+    if r.rc not in (0, 28) or not m or float(m.group(2)) <= 0 or int(m.group(1)) == 0:
+        raise WorkloadError(r.why())
+    return {f"px_bulk_{kind}": int(m.group(1)) * 8 / float(m.group(2)) / 1e9}
+
+
+def proxy_rate(world, kind, via_cf, cert, secs):
+    """flowtool rate through the proxy: childflow does the handshake, or flowtool itself."""
+    base = [FLOWTOOL_PATH, "rate", SERVER_IP, str(RATE_PORT), str(secs)]
+    argv = proxy_argv(kind, via_cf, cert, base, lambda uri: [kind, GATEWAY_IP, str(PROXY_PORTS[kind])] + (
+        [cert] if kind == "https" else []))
+    r = run(world.client, argv, timeout=secs + 20)
+    kv = parse_kv(r.out)
+    if r.rc != 0 or "conns" not in kv:
+        raise WorkloadError(r.why())
+    rate = int(kv["conns"]) / float(kv["seconds"])
+    return {f"px_rate_{kind}": rate, f"px_conn_us_{kind}": 1e6 / rate}
+
+
 def hold_flows(world, prefix, n, timeout=60):
     """Open n flows through the path, then read P's memory and CPU while they are all open."""
     p = spawn(world.client, prefix + [FLOWTOOL_PATH, "hold", SERVER_IP, str(HOLD_PORT), str(n),
@@ -553,6 +621,13 @@ ROWS = [
     ("conn_rate", "new TCP connections (connect, 1 B reply, close)", "conn/s", True, "{:.0f}", False),
     ("conn_us", "time per new connection", "µs", False, "{:.1f}", False),
     ("conn_added", "added per new connection vs direct", "µs", False, "{:+.1f}", False),
+    *[row for kind in PROXY_PORTS for row in (
+        (f"px_bulk_{kind}", f"proxy {PROXY_NAMES[kind]}: TCP bulk down (curl; direct = `curl -x`)",
+         "Gbit/s", True, "{:.2f}", False),
+        (f"px_rate_{kind}", f"proxy {PROXY_NAMES[kind]}: new connections (direct = flowtool's own handshake)",
+         "conn/s", True, "{:.0f}", False),
+        (f"px_added_{kind}", f"proxy {PROXY_NAMES[kind]}: added per new connection vs direct", "µs", False,
+         "{:+.1f}", False))],
     ("dns_qps", "DNS queries/s, 100 outstanding (dnsperf, UDP)", "q/s", True, "{:.0f}", False),
     ("dns_lost", "DNS queries lost at that load", "%", False, "{:.2f}", False),
     ("dns_p50", "DNS query latency p50 (one outstanding, RTT)", "µs", False, "{:.1f}", False),
@@ -571,7 +646,7 @@ ROWS = [
     ("pcpu_udp_up", "P CPU during UDP up", "% core", False, "{:.0f}", True),
     ("pcpu_udp_down", "P CPU during UDP down", "% core", False, "{:.0f}", True),
 ]
-NO_RATIO = {"conn_added", "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
+NO_RATIO = {"conn_added", "px_added_http", "px_added_socks5", "px_added_https", "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
 FLOW_LEVELS_FULL = [0, 1, 100, 10000]
 FLOW_LEVELS_QUICK = [0, 1, 100, 1000]
 
@@ -688,6 +763,15 @@ def targets(data):
     a = m("conn_added", cf)
     if a is not None:
         out.append(("connection setup adds ≤ 100 µs", f"{a:+.1f} µs", a <= 100))
+    for kind in PROXY_PORTS:
+        d, c = m(f"px_bulk_{kind}", "direct"), m(f"px_bulk_{kind}", cf)
+        if d and c:
+            out.append((f"bulk TCP through {PROXY_NAMES[kind]}: childflow -p ≥ 0.9 × the client's own",
+                        f"{c / d:.2f} ×", c / d >= 0.9))
+        a = m(f"px_added_{kind}", cf)
+        if a is not None:
+            out.append((f"connection through {PROXY_NAMES[kind]}: childflow -p adds ≤ 100 µs", f"{a:+.1f} µs",
+                        a <= 100))
     r = m("f0_rss", cf)
     if r is not None:
         out.append(("P RSS ≤ 8 MiB idle", f"{r:.1f} MiB", r <= 8))
@@ -708,7 +792,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 repetition, short runs (~1-2 min)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--paths", help="comma-separated path names to run (default: all that work)")
-    ap.add_argument("--only", help="comma-separated workloads: startup,latency,dns,connrate,tcp,udp,flows")
+    ap.add_argument("--only", help="comma-separated workloads: startup,latency,dns,connrate,proxy,tcp,udp,flows")
     ap.add_argument("--budget", type=float, default=540.0,
                     help="seconds after which remaining repetitions are skipped (default 540)")
     ap.add_argument("--update-docs", action="store_true",
@@ -755,7 +839,8 @@ def main():
     try:
         global FLOWTOOL_PATH
         FLOWTOOL_PATH = os.path.join(scratch, "flowtool")
-        sh(["cc", "-O2", "-D_GNU_SOURCE", "-o", FLOWTOOL_PATH, os.path.join(HERE, "flowtool.c")])
+        sh(["cc", "-O2", "-D_GNU_SOURCE", "-o", FLOWTOOL_PATH, os.path.join(HERE, "flowtool.c"), "-lssl",
+            "-lcrypto"])
         World.cleanup_stray()
         world.up()
         for name in ("flowtool", "iperf3", "sockperf-tcp", "sockperf-udp", "dnsmasq"):
@@ -857,6 +942,24 @@ def main():
             if base:
                 for name, vals in data.get("conn_us", {}).items():
                     data.setdefault("conn_added", {})[name] = [v - base for v in vals]
+
+        # 3b. through proxies: childflow -p versus the client using the same proxy itself
+        if want("proxy") and any(p[0] == "childflow" for p in paths):
+            missing = [t for t in ("tinyproxy", "microsocks", "stunnel4", "curl", "openssl") if not shutil.which(t)]
+            if missing:
+                notes.append(f"proxy: not installed: {', '.join(missing)}; its workload is skipped")
+            else:
+                cert = proxy_setup(world)
+                pl = [("direct", False), ("childflow", True)]
+                for kind in PROXY_PORTS:
+                    interleaved(f"proxy-bulk-{kind}", lambda v, t, kind=kind:
+                                proxy_bulk(world, kind, v, cert, CFG["bulk_s"] + 1), plist=pl)
+                    interleaved(f"proxy-rate-{kind}", lambda v, t, kind=kind:
+                                proxy_rate(world, kind, v, cert, CFG["rate_s"]), plist=pl)
+                    base = median(data.get(f"px_conn_us_{kind}", {}).get("direct", []))
+                    if base:
+                        data[f"px_added_{kind}"] = {"childflow": [v - base for v in
+                                                                  data[f"px_conn_us_{kind}"].get("childflow", [])]}
 
         # 4. bulk TCP
         if want("tcp") and world.server_alive("iperf3"):

@@ -116,6 +116,14 @@ show "childflow -- sh -c 'exit 7'"
 in_host "$CF" -- sh -c 'exit 7'
 echo "   exit code: $?"
 
+heading "A closed port is refused, as without childflow (curl exit 7, not a reset after connecting)"
+show "curl http://$R1V4:81/   (on the host itself: nothing listens on port 81)"
+in_host "${CURL[@]}" --max-time 3 "http://$R1V4:81/" 2>&1 | sed 's/^/   /'
+echo "   curl exit code: ${PIPESTATUS[0]}"
+show "childflow -- curl http://$R1V4:81/"
+in_host "$CF" -- "${CURL[@]}" --max-time 3 "http://$R1V4:81/" 2>&1 | sed 's/^/   /'
+echo "   curl exit code: ${PIPESTATUS[0]} (the command's SYN waited for childflow's own connect, which was refused)"
+
 heading "Host-local services are not reachable from inside"
 show "curl http://127.0.0.1:8080/   (on the host itself)"
 in_host "${CURL[@]}" "http://127.0.0.1:8080/"

@@ -58,6 +58,11 @@ struct backend_ops {
 	 * backend, or -1 when this host cannot gate (handshakes then complete at once). */
 	int (*gate_fd)(const struct backend *b);
 
+	/* A raw socket of the interception namespace (IPPROTO_RAW: the caller writes whole IPv4 or
+	 * IPv6 packets, any source address) through which errors from upstream reach the child as the
+	 * ICMP the sender sent; owned by the backend, -1 when not offered. */
+	int (*inject_fd)(const struct backend *b, int family);
+
 	/*
 	 * ns_socket() - take a socket created in the interception namespace; the caller owns it.
 	 * Never blocks: the backend keeps a pool and refills it asynchronously.

@@ -11,9 +11,12 @@
  * it reach the child.  http and socks5 flows are then spliced like direct ones; https flows move
  * through OpenSSL (kernel TLS where OpenSSL and the kernel have it).
  *
- * Failures reach the child as the errno the connector returns (a reset until the SYN gate turns it
- * into a refusal): the proxy's own failures (unreachable, TLS, credentials, a malformed reply) are
- * ENETUNREACH, its answers about the destination ECONNREFUSED, EHOSTUNREACH, ENETUNREACH or ETIMEDOUT.
+ * Failures reach the child as the errno the connector returns, which the SYN gate turns into what
+ * the child's connect() reports (relay/gate.c gate_reply_for()): the proxy's own failures
+ * (unreachable, TLS, credentials, a malformed reply) are ENETUNREACH; its answers about the
+ * destination are socks5_rep_errno() (EACCES, ENETUNREACH, EHOSTUNREACH, ECONNREFUSED) or, for an
+ * HTTP CONNECT, http_status_errno() (ECONNREFUSED; 504 ETIMEDOUT, which the gate answers as a
+ * refusal for a proxied flow).  The README's proxy section has the table.
  * Each distinct cause is told once per run as a warning ("childflow: warning: proxy
  * 198.51.100.20:8888 rejected the credentials (407)"), never once per connection.
  */

@@ -256,6 +256,8 @@ int socks5_reply(const uint8_t *b, size_t n, int *rep)
 int socks5_rep_errno(int rep)
 {
 	switch (rep) {
+	case 2:
+		return EACCES;         /* not allowed by the ruleset: administratively prohibited */
 	case 3:
 		return ENETUNREACH;
 	case 4:
@@ -263,9 +265,12 @@ int socks5_rep_errno(int rep)
 	case 5:
 		return ECONNREFUSED;
 	case 6:
-		return ETIMEDOUT;
+		/* TTL expired: the proxy's connect timed out (dante, microsocks) or a hop limit ran
+		 * out.  Not ETIMEDOUT: a dropped SYN would only make the child retransmit into new
+		 * proxy handshakes; a host the path cannot reach is what Linux reports for both. */
+		return EHOSTUNREACH;
 	default:
-		return ECONNREFUSED;   /* 1 general failure, 2 not allowed, 7, 8, unassigned */
+		return ECONNREFUSED;   /* 1 general failure, 7, 8, unassigned */
 	}
 }
 

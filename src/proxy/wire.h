@@ -93,7 +93,11 @@ int socks5_connect_request(uint8_t *buf, size_t len, const struct sockaddr *dst,
  */
 int socks5_reply(const uint8_t *b, size_t n, int *rep);
 
-/* What a child should see for REP @rep (not 0), and its RFC 1928 meaning. */
+/*
+ * socks5_rep_errno() - the errno a child's connect() should see for REP @rep (not 0): 2 EACCES,
+ * 3 ENETUNREACH, 4 and 6 EHOSTUNREACH, 5 and every other code ECONNREFUSED.
+ * socks5_rep_str() - its RFC 1928 meaning.
+ */
 int socks5_rep_errno(int rep);
 const char *socks5_rep_str(int rep);
 

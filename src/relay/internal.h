@@ -74,6 +74,7 @@ void relay_limits_from_fds(struct relay_limits *lim, unsigned long fds, unsigned
 struct relay_stats {
 	uint64_t tcp_accepted, tcp_denied, tcp_failed, tcp_full, tcp_timeouts, tcp_yielded;
 	uint64_t udp_flows, udp_denied, udp_full, udp_evicted, udp_dropped;
+	uint64_t udp_icmp;            /* ICMP errors from upstream passed to the child */
 	uint64_t copied;              /* bytes moved by the pipe-less fallback */
 	uint64_t tcp_gated, gate_rejected, gate_dups, gate_unparsed, gate_lost, gate_busy;
 };
@@ -121,6 +122,7 @@ struct relay {
 	unsigned int n_wait;
 
 	/* UDP */
+	int inject_fd[2];             /* the backend's raw IPv4, IPv6 sockets for ICMP errors; -1: none */
 	struct udp_flow **udp_hash;
 	unsigned int udp_buckets;
 	uint64_t udp_key[2];          /* SipHash key, random per run */

@@ -153,6 +153,10 @@ static int relay_setup(struct relay *r)
 		return -errno;
 	if ((err = tcp_init(r)) < 0 || (err = udp_init(r)) < 0 || (err = gate_init(r)) < 0)
 		return err;
+	if (be->inject_fd) {
+		r->inject_fd[0] = be->inject_fd(c->be.b, AF_INET);
+		r->inject_fd[1] = be->inject_fd(c->be.b, AF_INET6);
+	}
 	for (int i = 0; i < BE_NLISTEN; i++) {
 		if (!relay_own_listener(i))
 			continue;
@@ -192,6 +196,7 @@ int relay_new(struct relay **rp, struct ctx *c, int sigfd)
 	r->sigfd = sigfd;
 	r->epfd = -1;
 	r->gate_fd = -1;
+	r->inject_fd[0] = r->inject_fd[1] = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		r->listen_fd[i] = -1;
 	r->now_ms = relay_now_ms();

@@ -15,6 +15,12 @@
  * recently used flow is evicted if it has been quiet for udp_keep_ms, else the least recently used
  * one-way flow (never answered), else the least recently used one (see make_room()), so a spray of
  * new flows evicts its own kind before the tree's active conversations.
+ *
+ * Errors from upstream come back: the host socket asks for them (IP_RECVERR, IPV6_RECVERR), and an
+ * ICMP error it gets (port unreachable, host or network unreachable, too big, time exceeded) is
+ * written to the child through the backend's raw socket, from the address that sent it, quoting the
+ * child's datagram (relay/icmp.h), so the child's connected socket sees ECONNREFUSED and its
+ * path-MTU discovery the smaller MTU, as without childflow.
  */
 #include "relay/internal.h"
 
@@ -25,7 +31,9 @@
 #include <sys/epoll.h>
 
 #include <sodium.h>
+#include <linux/errqueue.h>
 
+#include "relay/icmp.h"
 #include "util/log.h"
 
 #define UDP_BUF 65536
@@ -269,6 +277,12 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 		goto fail;
 	}
 	hfd = socket(dst->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (hfd >= 0 && r->inject_fd[dst->ss_family == AF_INET6] >= 0) {
+		int one = 1;
+
+		setsockopt(hfd, dst->ss_family == AF_INET ? SOL_IP : SOL_IPV6,
+			   dst->ss_family == AF_INET ? IP_RECVERR : IPV6_RECVERR, &one, sizeof(one));
+	}
 	if (hfd < 0 || connect(hfd, (const struct sockaddr *)dst, sa_len(dst)) < 0) {
 		err = -errno;
 		log_debug("cannot open a UDP flow upstream: %s", strerror(-err));
@@ -483,6 +497,57 @@ void udp_listener_event(struct relay *r, int lfd)
  * addresses travel.  A datagram the other side cannot take now is dropped, as UDP may; only what
  * was sent is counted.
  */
+/*
+ * pass_errors() - the ICMP errors queued on @f's host socket, passed to the child as ICMP.
+ * Bounded per call; what is left waits for the next EPOLLERR.
+ */
+static void pass_errors(struct relay *r, struct udp_flow *f)
+{
+	int fam = f->rec.dst.sa.sa_family, inj = r->inject_fd[fam == AF_INET6];
+	socklen_t alen = fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	struct sockaddr_storage child = { 0 }, dst = { 0 };
+
+	memcpy(&child, &f->rec.child, alen);
+	memcpy(&dst, &f->rec.dst, alen);
+	for (int i = 0; i < 16; i++) {
+		unsigned char data[2048], ctl[512], pkt[128];
+		struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
+				    .msg_controllen = sizeof(ctl) };
+		ssize_t n = recvmsg(f->host_fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT);
+
+		if (n < 0)
+			return;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+			const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
+			struct icmp_report rep = { .family = fam };
+			struct sockaddr_storage to = child;
+			const struct sockaddr *off;
+			size_t len;
+
+			if (!((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+			      (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
+			    c->cmsg_len < CMSG_LEN(sizeof(*ee) + alen) ||
+			    ee->ee_origin != (fam == AF_INET ? SO_EE_ORIGIN_ICMP : SO_EE_ORIGIN_ICMP6))
+				continue;
+			/* the sender's address follows the error (SO_EE_OFFENDER) */
+			off = SO_EE_OFFENDER(ee);
+			if (off->sa_family != fam)
+				continue;
+			rep.type = ee->ee_type;
+			rep.code = ee->ee_code;
+			rep.mtu = ee->ee_info;
+			memcpy(&rep.from, off, alen);
+			len = icmp_error_build(pkt, sizeof(pkt), &rep, &child, &dst, (size_t)n);
+			if (!len)
+				continue;
+			((struct sockaddr_in *)&to)->sin_port = 0;   /* raw sockets: no port (same offset in v6) */
+			if (sendto(inj, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, alen) == (ssize_t)len)
+				r->stats.udp_icmp++;
+		}
+	}
+}
+
 void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 {
 	bool from_child = src->kind == EV_UDP_CHILD;
@@ -492,9 +557,10 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 	struct mmsghdr msgs[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
 
-	(void)events;
 	if (f->dead)
 		return;
+	if (!from_child && (events & EPOLLERR) && r->inject_fd[f->rec.dst.sa.sa_family == AF_INET6] >= 0)
+		pass_errors(r, f);
 	for (int batch = 0; batch < UDP_BATCHES; batch++) {
 		memset(msgs, 0, sizeof(msgs));
 		for (int i = 0; i < UDP_BATCH; i++) {

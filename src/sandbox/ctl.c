@@ -170,7 +170,7 @@ static int read_ctl(struct sandbox *sb, int flags)
 
 int sandbox_ctl_recv_listeners(struct sandbox *sb)
 {
-	uint8_t kinds[BE_NLISTEN + 1];
+	uint8_t kinds[GW_KINDS_MAX];
 	int fds[FDPASS_MAX], nfds = 0;
 	struct gw_msg m;
 
@@ -185,6 +185,10 @@ int sandbox_ctl_recv_listeners(struct sandbox *sb)
 			sb->listen_fd[kinds[i]] = fds[i];
 		else if (kinds[i] == GW_KIND_GATE && sb->gate_fd < 0)
 			sb->gate_fd = fds[i];
+		else if (kinds[i] == GW_KIND_INJECT4 && sb->inject_fd[0] < 0)
+			sb->inject_fd[0] = fds[i];
+		else if (kinds[i] == GW_KIND_INJECT6 && sb->inject_fd[1] < 0)
+			sb->inject_fd[1] = fds[i];
 		else
 			close(fds[i]);
 	}

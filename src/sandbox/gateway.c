@@ -152,9 +152,11 @@ static int gateway_gate_open(void)
 }
 
 /*
- * gateway_load_rules() - the ruleset, with the SYN gate when the queue is bound: the native nft
- * `queue` expression, else the xtables NFQUEUE target through nft_compat, else no gate at all (one
- * warning: refusals then look like accepted connections that reset).
+ * gateway_load_rules() - the ruleset, with the SYN gate when the queue is bound: the xtables NFQUEUE
+ * target through nft_compat, else the native nft `queue` expression, else no gate at all (one
+ * warning: refusals then look like accepted connections that reset).  Compat first: distribution
+ * kernels have both, and a kernel without one of them asks the host's modprobe for it on every
+ * try (about 10 ms of start-up on this project's VMs, which lack nft_queue).
  */
 static void gateway_load_rules(struct gw *g)
 {
@@ -163,7 +165,7 @@ static void gateway_load_rules(struct gw *g)
 		.tcp_port = NETPLAN_TCP_PORT,
 		.udp_port = NETPLAN_UDP_PORT,
 		.dns_port = NETPLAN_DNS_PORT,
-		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_NATIVE : GATEWAY_GATE_NONE,
+		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_COMPAT : GATEWAY_GATE_NONE,
 	};
 	char err[256];
 	int r;
@@ -174,8 +176,8 @@ static void gateway_load_rules(struct gw *g)
 			break;
 		log_debug("gateway: SYN gate (%s) not loaded: %s",
 			  rules.gate == GATEWAY_GATE_NATIVE ? "nft queue" : "xt NFQUEUE", err);
-		if (rules.gate == GATEWAY_GATE_NATIVE) {
-			rules.gate = GATEWAY_GATE_COMPAT;
+		if (rules.gate == GATEWAY_GATE_COMPAT) {
+			rules.gate = GATEWAY_GATE_NATIVE;
 			continue;
 		}
 		rules.gate = GATEWAY_GATE_NONE;
@@ -247,8 +249,8 @@ static void gateway_listeners(struct gw *g)
 		[BE_DNS4] = { AF_INET, SOCK_DGRAM, NETPLAN_DNS_PORT },
 		[BE_DNS6] = { AF_INET6, SOCK_DGRAM, NETPLAN_DNS_PORT },
 	};
-	int fds[BE_NLISTEN + 1], n = 0;
-	uint8_t kinds[BE_NLISTEN + 1];
+	int fds[GW_KINDS_MAX], n = 0;
+	uint8_t kinds[GW_KINDS_MAX];
 
 	for (int i = 0; i < BE_NLISTEN; i++) {
 		if (spec[i].family == AF_INET6 && !g->np->ipv6)
@@ -267,6 +269,21 @@ static void gateway_listeners(struct gw *g)
 		kinds[n] = GW_KIND_GATE;
 		fds[n++] = g->gate_fd;
 		g->gate_fd = -1;   /* P's now (closed here with the others once sent) */
+	}
+	/* Raw sockets for the ICMP errors P gives the child (IPPROTO_RAW: send only, they receive
+	 * nothing). */
+	for (int fam = 0; fam < 2; fam++) {
+		int fd;
+
+		if (fam == 1 && !g->np->ipv6)
+			continue;
+		fd = socket(fam ? AF_INET6 : AF_INET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, IPPROTO_RAW);
+		if (fd < 0) {
+			log_debug("gateway: no raw socket for ICMP errors: %s", strerror(errno));
+			continue;
+		}
+		kinds[n] = fam ? GW_KIND_INJECT6 : GW_KIND_INJECT4;
+		fds[n++] = fd;
 	}
 	if (gw_send(g->psock, (struct gw_msg){ .op = GW_LISTENERS, .count = (uint16_t)n },
 		    kinds, (size_t)n, fds, n) < 0)

@@ -10,7 +10,8 @@
  * Setup, P<->G:   G->P HELLO_UNSHARED          U1+N1 exist: P writes G's uid/gid maps
  *                 P->G IDMAP_PLAN              payload: C's uid_map "\0" gid_map "\0"
  *                 G->P LISTENERS               count fds, payload: one enum be_listener per fd
- *                                              (GW_KIND_GATE: the SYN gate's queue socket)
+ *                                              (GW_KIND_GATE: the SYN gate's queue socket;
+ *                                              GW_KIND_INJECT4/6: raw sockets for ICMP errors)
  *                 G->P UDP_SOCKETS (unasked)   SANDBOX_POOL_FILL per offered family, in batches
  *                 G->P CHILD_NETNS             1 fd: N2 (kept until the relay has drained)
  *                 G->P CMD_STARTED             init runs and its pid is in the shared page
@@ -32,8 +33,12 @@
 #include "backend/backend.h"
 #include "util/fdpass.h"
 
-/* In LISTENERS, the kind of the SYN gate's NFQUEUE socket (after the enum be_listener kinds). */
+/* In LISTENERS, kinds after the enum be_listener ones: the SYN gate's NFQUEUE socket, and the raw
+ * sockets that send the child ICMP errors (IPv4, IPv6). */
 #define GW_KIND_GATE BE_NLISTEN
+#define GW_KIND_INJECT4 (BE_NLISTEN + 1)
+#define GW_KIND_INJECT6 (BE_NLISTEN + 2)
+#define GW_KINDS_MAX (BE_NLISTEN + 3)
 
 enum gw_op {
 	GW_HELLO_UNSHARED = 1,

@@ -162,6 +162,11 @@ static void release_fds(struct sandbox *sb)
 	if (sb->gate_fd >= 0)
 		close(sb->gate_fd);
 	sb->gate_fd = -1;
+	for (int i = 0; i < 2; i++) {
+		if (sb->inject_fd[i] >= 0)
+			close(sb->inject_fd[i]);
+		sb->inject_fd[i] = -1;
+	}
 	if (sb->child_netns_fd >= 0)
 		close(sb->child_netns_fd);
 	sb->child_netns_fd = -1;
@@ -180,6 +185,7 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 
 	memset(sb, 0, sizeof(*sb));
 	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = -1;
+	sb->inject_fd[0] = sb->inject_fd[1] = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		sb->listen_fd[i] = -1;
 	sigemptyset(&sb->queued);
@@ -269,6 +275,11 @@ static int be_gate_fd(const struct backend *b)
 	return csb_of(b)->gate_fd;
 }
 
+static int be_inject_fd(const struct backend *b, int family)
+{
+	return csb_of(b)->inject_fd[family == AF_INET6];
+}
+
 static int be_ns_socket(struct backend *b, enum be_sock_kind k)
 {
 	return sandbox_ctl_ns_socket(sb_of(b), k);
@@ -351,7 +362,7 @@ static unsigned int be_reserved_fds(const struct backend *b)
 {
 	(void)b;
 	/* Both pools, the listeners, the control socket, G's pidfd and the child's netns. */
-	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 4;
+	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 6;
 }
 
 static const struct netplan *be_netplan(const struct backend *b)
@@ -363,6 +374,7 @@ static const struct backend_ops sandbox_ops = {
 	.name = "rootless",
 	.listener = be_listener,
 	.gate_fd = be_gate_fd,
+	.inject_fd = be_inject_fd,
 	.ns_socket = be_ns_socket,
 	.ctl_fd = be_ctl_fd,
 	.on_ctl = be_on_ctl,

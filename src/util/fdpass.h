@@ -5,7 +5,7 @@
 
 #include <stddef.h>
 
-#define FDPASS_MAX 8
+#define FDPASS_MAX 16
 
 /* Send @n fds (n may be 0) with a small payload.  Returns 0 or -errno. */
 int fdpass_send(int sock, const void *buf, size_t len, const int *fds, int n);

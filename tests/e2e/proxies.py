@@ -13,7 +13,12 @@ In the proxy namespace:
     danted     :1081  username/password against a throwaway system user       (socks5://)
     fake       :9000  HTTP CONNECT proxy whose 200 reply carries the destination's first bytes
     fake       :9001  SOCKS5 proxy whose CONNECT reply carries the destination's first bytes
+    fake       :9002  SOCKS5 proxy that answers a CONNECT to port 7000+N with REP N (1-8), logging
+                      each request's address type and address
     (nothing)  :9999  a dead proxy: connections are refused
+dante refuses (REP 2, its ruleset) CONNECTs to BLOCKED4/BLOCKED6.  The proxies resolve names with
+/etc/netns/<ns>/hosts (`names`; `ip netns exec` binds it over /etc/hosts) and a resolv.conf naming
+only the namespace's own loopback: they never ask this machine's resolver.
 Every proxy listens on both addresses.  `refuse_host()` makes remote1 reset TCP from the host's own
 addresses, so that only the proxied path can reach it.  Everything is removed by `down()`.
 """
@@ -28,8 +33,10 @@ import world as W
 NET4, NET6 = "198.18.7.0/24", "2001:db8:7::/64"
 GW4, GW6 = "198.18.7.1", "2001:db8:7::1"
 PROXY4, PROXY6 = "198.18.7.10", "2001:db8:7::10"
-TINY, STUNNEL, STUNNEL_OTHER, MICROSOCKS, DANTE, FAKE_HTTP, FAKE_SOCKS, DEAD = \
-    8888, 8443, 8444, 1080, 1081, 9000, 9001, 9999
+TINY, STUNNEL, STUNNEL_OTHER, MICROSOCKS, DANTE, FAKE_HTTP, FAKE_SOCKS, FAKE_REP, DEAD = \
+    8888, 8443, 8444, 1080, 1081, 9000, 9001, 9002, 9999
+REP_BASE = 7000                                        # FAKE_REP: port REP_BASE+N gets REP N
+BLOCKED4, BLOCKED6 = "198.51.100.80", "2001:db8:100::80"   # dante: "not allowed by ruleset"
 CERT_NAME = "proxy.test"
 GREETING = b"EARLY-BYTES-FROM-THE-DESTINATION\n"
 
@@ -47,6 +54,20 @@ def serve(c):
                     return
                 buf += d
             c.sendall(b"HTTP/1.1 200 Connection established\r\nX-Pad: 1\r\n\r\n" + greeting)
+        elif kind == "socks5-rep":
+            c.recv(3)
+            c.sendall(b"\x05\x00")
+            req = c.recv(262)
+            if len(req) < 7:   # the start-up probe stops after the greeting
+                return
+            atyp, port = req[3], int.from_bytes(req[-2:], "big")
+            addr = req[5:-2].decode() if atyp == 3 else socket.inet_ntop(
+                socket.AF_INET if atyp == 1 else socket.AF_INET6, req[4:-2])
+            print(f"atyp={atyp} addr={addr} port={port}", flush=True)
+            rep = port - int(greeting) if 0 < port - int(greeting) <= 8 else 0
+            c.sendall(bytes([5, rep, 0, 1, 0, 0, 0, 0, 0, 0]))
+            if rep:
+                return
         else:
             c.recv(3)
             c.sendall(b"\x05\x00")
@@ -104,9 +125,12 @@ def make_ca(d):
 
 
 class Proxies:
-    def __init__(self, world, logdir):
+    def __init__(self, world, logdir, names=None):
+        """`names`: {host name: [addresses]} the proxies resolve (their /etc/hosts)."""
         self.w = world
+        self.names = names or {}
         self.ns = f"{world.prefix}-proxy"
+        self.etc = f"/etc/netns/{self.ns}"
         self.dir = os.path.join(logdir, f"proxies-{world.prefix}")
         self.procs = []
         self.user = "cfp" + secrets.token_hex(3)   # tinyproxy/microsocks user, and dante's system user
@@ -128,6 +152,12 @@ class Proxies:
         w, ns = self.w, self.ns
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
+        os.makedirs(self.etc, exist_ok=True)
+        with open(f"{self.etc}/hosts", "w") as f:
+            f.write("127.0.0.1 localhost\n::1 localhost\n" +
+                    "".join(f"{a} {n}\n" for n, addrs in self.names.items() for a in addrs))
+        with open(f"{self.etc}/resolv.conf", "w") as f:
+            f.write("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
         sh(["ip", "netns", "add", ns])
         w.sysctl(ns, "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
         w.ip(ns, "link", "set", "lo", "up")
@@ -148,9 +178,12 @@ class Proxies:
         self._spawn(["microsocks", "-i", "::", "-p", str(MICROSOCKS), "-u", self.user, "-P", self.password],
                     MICROSOCKS, self.microsocks_log)
         self._start_dante()
-        for kind, port in (("http", FAKE_HTTP), ("socks5", FAKE_SOCKS)):
-            self._spawn([W.PY, "-c", FAKE, kind, str(port), GREETING.decode().strip()], port,
+        for kind, port, arg in (("http", FAKE_HTTP, GREETING.decode().strip()),
+                                ("socks5", FAKE_SOCKS, GREETING.decode().strip()),
+                                ("socks5-rep", FAKE_REP, str(REP_BASE))):
+            self._spawn([W.PY, "-u", "-c", FAKE, kind, str(port), arg], port,
                         os.path.join(self.dir, f"fake-{kind}.log"))
+        self.rep_log = os.path.join(self.dir, "fake-socks5-rep.log")
 
     def _spawn(self, argv, port, log):
         p = subprocess.Popen(["ip", "netns", "exec", self.ns] + argv, stdin=subprocess.DEVNULL,
@@ -190,8 +223,10 @@ class Proxies:
                     f"internal: {PROXY6} port = {DANTE}\nexternal: eth0\nsocksmethod: username\n"
                     "user.privileged: root\nuser.unprivileged: nobody\n"
                     "client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }\nclient pass { from: ::/0 to: ::/0 }\n"
-                    "socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 log: connect }\n"
-                    "socks pass { from: ::/0 to: ::/0 log: connect }\n")
+                    + "".join(f"socks block {{ from: {c} to: {b} log: connect }}\n"
+                              for c in ("0.0.0.0/0", "::/0") for b in (f"{BLOCKED4}/32", f"{BLOCKED6}/128"))
+                    + "".join(f"socks pass {{ from: {c} to: {d} log: connect }}\n"
+                              for c in ("0.0.0.0/0", "::/0") for d in ("0.0.0.0/0", "::/0")))
         self._spawn(["danted", "-f", conf], DANTE, os.path.join(self.dir, "danted.out"))
 
     def refuse_host(self):
@@ -225,3 +260,4 @@ class Proxies:
             sh(["userdel", self.sysuser], check=False)
             self.sysuser = None
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.etc, ignore_errors=True)

@@ -34,15 +34,16 @@ static void pair(int sv[2])
 static void send_raw(int sock, const void *buf, size_t len, int n)
 {
 	union {
-		char b[CMSG_SPACE(sizeof(int) * 16)];
+		char b[CMSG_SPACE(sizeof(int) * 2 * FDPASS_MAX)];
 		struct cmsghdr align;
 	} cb;
-	int fds[16];
+	int fds[2 * FDPASS_MAX];
 	struct iovec io = { .iov_base = (void *)buf, .iov_len = len };
 	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = cb.b,
 			    .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n) };
 	struct cmsghdr *c;
 
+	assert_true(n <= 2 * FDPASS_MAX);
 	memset(&cb, 0, sizeof(cb));
 	for (int i = 0; i < n; i++)
 		fds[i] = 0;

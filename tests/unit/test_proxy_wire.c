@@ -184,6 +184,11 @@ static void test_socks5_reply_length(void **s)
 	assert_int_equal(socks5_reply((const uint8_t *)"\x04", 1, &rep), -EPROTO);
 	assert_int_equal(socks5_rep_errno(5), ECONNREFUSED);
 	assert_int_equal(socks5_rep_errno(4), EHOSTUNREACH);
+	assert_int_equal(socks5_rep_errno(1), ECONNREFUSED);
+	assert_int_equal(socks5_rep_errno(2), EACCES);
+	assert_int_equal(socks5_rep_errno(3), ENETUNREACH);
+	assert_int_equal(socks5_rep_errno(6), EHOSTUNREACH);
+	assert_int_equal(socks5_rep_errno(8), ECONNREFUSED);
 	assert_string_equal(socks5_rep_str(5), "connection refused");
 	assert_string_equal(socks5_rep_str(200), "unassigned reply code");
 }

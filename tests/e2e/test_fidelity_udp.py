@@ -1,0 +1,86 @@
+"""Network fidelity for UDP (issue 10): ICMP errors that a datagram draws upstream reach the command
+as the ICMP they were, from the address that sent them, so a connected UDP socket learns that the
+port is closed (ECONNREFUSED) or the host unreachable, as without childflow.  Each case runs from
+the host directly (the control) and inside childflow; both must read the same."""
+import json
+
+import pytest
+
+import world as W
+from cfutil import py
+
+# argv: recverr target...; one connected socket per target: send, then wait for an answer or an
+# error.  With recverr=1 the socket asks for every ICMP error (IP_RECVERR): Linux reports host and
+# network unreachable to a UDP socket only then; port unreachable always.
+PROBE = r'''
+import errno, json, socket, sys, time
+out = {}
+recverr = sys.argv[1] == "1"
+for t in sys.argv[2:]:
+    h, _, p = t.rpartition(":")
+    h = h.strip("[]")
+    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET, socket.SOCK_DGRAM)
+    if recverr:
+        s.setsockopt(41, 25, 1) if ":" in h else s.setsockopt(0, 11, 1)   # IPV6_RECVERR, IP_RECVERR
+    s.settimeout(2)
+    s.connect((h, int(p)))
+    t0 = time.monotonic()
+    try:
+        s.send(b"are you there")
+        d = s.recv(100)
+        out[t] = ["data", d.decode(errors="replace")]
+    except socket.timeout:
+        out[t] = ["timeout", None]
+    except OSError as e:
+        out[t] = [errno.errorcode.get(e.errno, str(e.errno)), round(time.monotonic() - t0, 3)]
+    s.close()
+print(json.dumps(out))
+'''
+
+R1 = W.REMOTES["remote1"]
+CLOSED = 9          # nothing listens on udp/9 on the remotes: their kernel answers port unreachable
+FILTERED = 9998     # the router answers for this one
+
+
+def target(fam, port):
+    return f"{R1['v4']}:{port}" if fam == "v4" else f"[{R1['v6']}]:{port}"
+
+
+def probe(cf, targets, direct=False, recverr=False):
+    args = py(PROBE, "1" if recverr else "0", *targets)
+    r = cf.direct(args, timeout=20) if direct else cf.run(["--"] + args, timeout=20)
+    assert r.rc == 0, r
+    return json.loads(r.out)
+
+
+def test_closed_port_is_refused(cf, world):
+    want = {target("v4", CLOSED): "ECONNREFUSED", target("v6", CLOSED): "ECONNREFUSED"}
+    control = probe(cf, list(want), direct=True)
+    inside = probe(cf, list(want))
+    assert {t: v[0] for t, v in control.items()} == want, ("the control itself", control)
+    assert {t: v[0] for t, v in inside.items()} == want, inside
+    assert all(v[1] < 1 for v in inside.values()), inside   # at once, not after the timeout
+
+
+@pytest.mark.parametrize("verdict,err", [("reject with icmpx type host-unreachable", "EHOSTUNREACH"),
+                                         ("reject with icmpx type no-route", "ENETUNREACH")],
+                         ids=["host-unreachable", "no-route"])
+def test_router_errors_reach_the_command(cf, world, verdict, err):
+    want = {target("v4", FILTERED): err, target("v6", FILTERED): err}
+    with W.NftTable(world.router, "forward") as nft:
+        nft.set(f"ip daddr {R1['v4']} udp dport {FILTERED} {verdict}",
+                f"ip6 daddr {R1['v6']} udp dport {FILTERED} {verdict}")
+        control = probe(cf, list(want), direct=True, recverr=True)
+        inside = probe(cf, list(want), recverr=True)
+        # and without IP_RECVERR, as outside, the socket is not told (a soft error for UDP)
+        quiet = probe(cf, list(want))
+    assert {t: v[0] for t, v in control.items()} == want, ("the control itself", control)
+    assert {t: v[0] for t, v in inside.items()} == want, inside
+    assert {t: v[0] for t, v in quiet.items()} == {t: "timeout" for t in want}, quiet
+
+
+def test_open_port_still_answers(cf, world):
+    """The error path leaves ordinary replies alone: the echo service answers as before."""
+    t4, t6 = target("v4", W.ECHO_PORT), target("v6", W.ECHO_PORT)
+    inside = probe(cf, [t4, t6])
+    assert inside == {t4: ["data", "are you there"], t6: ["data", "are you there"]}, inside
