@@ -478,9 +478,10 @@ def conn_rate(world, prefix, track, secs):
 
 
 def dns_prefix(prefix):
-    """childflow answers every query itself: tell it the resolver (never the machine's own)."""
-    if prefix[:1] == [CHILDFLOW]:
-        return [CHILDFLOW, "--dns", SERVER_IP] + prefix[1:]
+    """childflow answers every query itself: tell it the resolver (never the machine's own).
+    The same for the baseline build, which would otherwise ask the machine's resolv.conf."""
+    if prefix[:1] in ([CHILDFLOW], [_BASELINE]):
+        return prefix[:1] + ["--dns", SERVER_IP] + prefix[1:]
     return prefix
 
 

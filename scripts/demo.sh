@@ -26,7 +26,9 @@ if [ ! -x "$SRC_BIN" ]; then
 fi
 
 WORK=$(mktemp -d /tmp/cfdemo.XXXXXX)
+DNSPIDS=()   # the demo's resolvers (the DNS step), stopped on every exit
 cleanup() {
+	[ ${#DNSPIDS[@]} -gt 0 ] && kill "${DNSPIDS[@]}" 2>/dev/null
 	"$PY" tests/e2e/world.py down --prefix "$PREFIX" >/dev/null 2>&1
 	rm -rf "$WORK"
 }
@@ -194,5 +196,51 @@ show "childflow --isolate -- python3 -c '<the same>'"
 in_host "$CF" --isolate -- /usr/bin/python3 -c "$ASK" 2>&1 | tail -n 1 | sed 's/^/   /'
 kill "$IPCPID" 2>/dev/null
 wait "$IPCPID" 2>/dev/null
+
+heading "DNS: every lookup is answered by childflow's forwarder, from the resolver it was given"
+R1NS=$(sed -n 's/^remote1=//p' <<<"$STATE")
+REC4=203.0.113.99
+# A resolver on remote1 serving the demo's names, and a second one on remote2 ($REC4) that answers
+# differently and logs every query: it must see none.  Only the world's resolvers are ever used
+# (--dns names one): the machine's own resolv.conf plays no part.
+start_dnsmasq() {   # NS ADDR LOG RECORD...
+	local ns=$1 addr=$2 log=$3
+	shift 3
+	: >"$log"
+	ip netns exec "$ns" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+		--no-poll --bind-interfaces --user=root --pid-file= --cache-size=0 --log-queries \
+		--log-facility="$log" --listen-address="$addr" "$@" >/dev/null 2>&1 &
+	DNSPIDS+=("$!")
+	for i in $(seq 100); do grep -q started "$log" 2>/dev/null && return; sleep 0.05; done
+	echo "demo.sh: dnsmasq on $addr did not start" >&2
+}
+ip netns exec "$R2NS" ip addr add "$REC4/32" dev eth0
+start_dnsmasq "$R1NS" "$R1V4" "$WORK/resolver.log" --host-record=www.demo.test,"$R1V4" \
+	--cname=web.demo.test,www.demo.test
+start_dnsmasq "$R2NS" "$REC4" "$WORK/elsewhere.log" --host-record=www.demo.test,203.0.113.66
+echo "   (dnsmasq on $R1V4 serves www.demo.test = $R1V4; another on $REC4 would say 203.0.113.66)"
+show "childflow --dns $R1V4 -- getent hosts web.demo.test"
+in_host "$CF" --dns "$R1V4" -- getent hosts web.demo.test | sed 's/^/   /'
+show "childflow --dns $R1V4 -- curl http://www.demo.test/"
+mark_log
+in_host "$CF" --dns "$R1V4" -- "${CURL[@]}" "http://www.demo.test/"
+new_log
+show "childflow --dns $R1V4 -- dig +short @$REC4 www.demo.test   (asks $REC4 directly)"
+in_host "$CF" --dns "$R1V4" -- dig +short +time=3 +tries=1 @"$REC4" www.demo.test | sed 's/^/   /'
+show "childflow --dns $R1V4 -- dig +tcp +short @$REC4 www.demo.test"
+in_host "$CF" --dns "$R1V4" -- dig +tcp +short +time=3 +tries=1 @"$REC4" www.demo.test | sed 's/^/   /'
+echo "   queries $REC4 saw: $(grep -c ' query\[' "$WORK/elsewhere.log")" \
+	"(the resolver on $R1V4 answered all $(grep -c ' query\[' "$WORK/resolver.log"))"
+printf '203.0.113.10 www.demo.test\n198.51.100.10 intranet.demo.test\n' >"$WORK/hosts-extra"
+chmod 0644 "$WORK/hosts-extra"
+show "cat hosts-extra"
+sed 's/^/   /' "$WORK/hosts-extra"
+show "childflow --dns $R1V4 --hosts-file hosts-extra -- getent hosts www.demo.test intranet.demo.test localhost"
+in_host "$CF" --dns "$R1V4" --hosts-file "$WORK/hosts-extra" -- \
+	getent hosts www.demo.test intranet.demo.test localhost | sed 's/^/   /'
+echo "   (its entries win over DNS; the host's own /etc/hosts entries for other names remain)"
+kill "${DNSPIDS[@]}" 2>/dev/null
+wait "${DNSPIDS[@]}" 2>/dev/null
+DNSPIDS=()
 
 heading "Done; tearing the world down"

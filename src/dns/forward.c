@@ -33,7 +33,7 @@
 
 #include "util/log.h"
 
-#define RX_BATCH 16
+#define RX_BATCH DNS_RX_BATCH
 #define RX_BUF 65536
 #define RELOAD_MS 1000
 #define SWEEP_MS 1000
@@ -145,6 +145,20 @@ uint64_t dns_max_tries(const struct dns_fwd *f)
 }
 
 /*
+ * dns_rand16() - 16 random bits (upstream IDs, socket choice), from a pool filled by libsodium's
+ * CSPRNG 256 values at a time: one getrandom() per 256 queries instead of two per query.
+ */
+uint16_t dns_rand16(struct dns_fwd *f)
+{
+	if (f->rnd_left < 2) {
+		randombytes_buf(f->rnd, sizeof(f->rnd));
+		f->rnd_left = sizeof(f->rnd);
+	}
+	f->rnd_left -= 2;
+	return (uint16_t)(f->rnd[f->rnd_left] << 8 | f->rnd[f->rnd_left + 1]);
+}
+
+/*
  * dns_query_new() - an outstanding query for @msg (a copy is kept), with its flow record opened.
  * Return: it (in the heap, not sent), or NULL when out of memory.
  */
@@ -237,42 +251,93 @@ void dns_all_failed(struct dns_fwd *f, const char *why)
 
 /* ---------- UDP: to the child ---------- */
 
-/* Send @msg to the UDP child of @q from the address it wrote to (IP_PKTINFO on the transparent
- * listener: the kernel allows a non-local source there). */
-static void reply_udp(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
-		      const void *msg, size_t len)
+union pktinfo_buf {
+	char b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+	struct cmsghdr align;
+};
+
+/* @m: @io to @child from @dst (IP_PKTINFO on the transparent listener: the kernel allows a non-local
+ * source there), @cb its control buffer. */
+static void reply_msg(struct msghdr *m, union pktinfo_buf *cb, struct iovec *io, int fam,
+		      const union flow_addr *child, const union flow_addr *dst)
 {
-	union {
-		char b[CMSG_SPACE(sizeof(struct in6_pktinfo))];
-		struct cmsghdr align;
-	} cb;
-	struct iovec io = { .iov_base = (void *)msg, .iov_len = len };
-	struct msghdr m = { .msg_name = (void *)child, .msg_iov = &io, .msg_iovlen = 1, .msg_control = cb.b };
 	struct cmsghdr *c;
 
-	memset(&cb, 0, sizeof(cb));
-	c = (struct cmsghdr *)cb.b;
+	memset(cb, 0, sizeof(*cb));
+	*m = (struct msghdr){ .msg_name = (void *)child, .msg_iov = io, .msg_iovlen = 1, .msg_control = cb->b };
+	c = (struct cmsghdr *)cb->b;
 	if (fam == 0) {
 		struct in_pktinfo pi = { .ipi_spec_dst = dst->in4.sin_addr };
 
-		m.msg_namelen = sizeof(struct sockaddr_in);
+		m->msg_namelen = sizeof(struct sockaddr_in);
 		c->cmsg_level = SOL_IP;
 		c->cmsg_type = IP_PKTINFO;
 		c->cmsg_len = CMSG_LEN(sizeof(pi));
 		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-		m.msg_controllen = CMSG_SPACE(sizeof(pi));
+		m->msg_controllen = CMSG_SPACE(sizeof(pi));
 	} else {
 		struct in6_pktinfo pi = { .ipi6_addr = dst->in6.sin6_addr };
 
-		m.msg_namelen = sizeof(struct sockaddr_in6);
+		m->msg_namelen = sizeof(struct sockaddr_in6);
 		c->cmsg_level = SOL_IPV6;
 		c->cmsg_type = IPV6_PKTINFO;
 		c->cmsg_len = CMSG_LEN(sizeof(pi));
 		memcpy(CMSG_DATA(c), &pi, sizeof(pi));
-		m.msg_controllen = CMSG_SPACE(sizeof(pi));
+		m->msg_controllen = CMSG_SPACE(sizeof(pi));
 	}
+}
+
+/* Send @msg to the UDP child at @child from the address it wrote to, @dst. */
+static void reply_udp(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
+		      const void *msg, size_t len)
+{
+	union pktinfo_buf cb;
+	struct iovec io = { .iov_base = (void *)msg, .iov_len = len };
+	struct msghdr m;
+
+	reply_msg(&m, &cb, &io, fam, child, dst);
 	if (sendmsg(f->listen[fam], &m, MSG_DONTWAIT) < 0)
 		f->dropped++;
+}
+
+/* Answers of one receive batch, sent to the children with one sendmmsg() per listener. */
+struct reply_batch {
+	int fam, n;
+	struct mmsghdr mm[RX_BATCH];
+	struct iovec io[RX_BATCH];
+	union flow_addr to[RX_BATCH], from[RX_BATCH];
+	union pktinfo_buf cb[RX_BATCH];
+};
+
+static void batch_flush(struct dns_fwd *f, struct reply_batch *b)
+{
+	for (int i = 0; i < b->n;) {
+		int k = sendmmsg(f->listen[b->fam], b->mm + i, (unsigned int)(b->n - i), MSG_DONTWAIT);
+
+		if (k <= 0) {
+			f->dropped++;   /* this one failed (the child's socket is full, ...): on with the rest */
+			i++;
+		} else {
+			i += k;
+		}
+	}
+	b->n = 0;
+}
+
+/* Queue @msg (it must stay put until the flush) for the child of @q. */
+static void batch_add(struct dns_fwd *f, struct reply_batch *b, const struct dns_query *q, void *msg, size_t len)
+{
+	int i;
+
+	if (b->n && (b->fam != q->fam || b->n == RX_BATCH))
+		batch_flush(f, b);
+	i = b->n++;
+	b->fam = q->fam;
+	b->to[i] = q->rec.child;
+	b->from[i] = q->rec.dst;
+	b->io[i] = (struct iovec){ .iov_base = msg, .iov_len = len };
+	memset(&b->mm[i], 0, sizeof(b->mm[i]));
+	reply_msg(&b->mm[i].msg_hdr, &b->cb[i], &b->io[i], q->fam, &b->to[i], &b->from[i]);
 }
 
 static void udp_error_reply(struct dns_fwd *f, int fam, const union flow_addr *child, const union flow_addr *dst,
@@ -337,6 +402,49 @@ static struct dns_query *up_find(struct dns_fwd *f, int slot, uint16_t id)
 	return NULL;
 }
 
+static void udp_next_try(struct dns_fwd *f, struct dns_query *q, int err);
+
+static void sendq_flush(struct dns_fwd *f)
+{
+	struct send_batch *b = &f->sendq;
+	bool taken[RX_BATCH] = { false };
+
+	f->batching = false;   /* what fails below is tried again at once */
+	for (int first = 0; first < b->n; first++) {
+		struct dns_query *qs[RX_BATCH] = { NULL };
+		struct mmsghdr mm[RX_BATCH];
+		struct iovec io[RX_BATCH];
+		int slot = b->slot[first], n = 0;
+
+		if (taken[first])
+			continue;
+		for (int i = first; i < b->n; i++) {   /* the batch's queries on this socket */
+			if (taken[i] || b->slot[i] != slot)
+				continue;
+			taken[i] = true;
+			qs[n] = b->q[i];
+			io[n] = (struct iovec){ .iov_base = qs[n]->msg, .iov_len = qs[n]->len };
+			memset(&mm[n], 0, sizeof(mm[n]));
+			mm[n].msg_hdr.msg_iov = &io[n];
+			mm[n].msg_hdr.msg_iovlen = 1;
+			n++;
+		}
+		for (int i = 0; i < n;) {
+			int k = sendmmsg(f->up_fd[slot], mm + i, (unsigned int)(n - i), MSG_DONTWAIT);
+
+			if (k > 0) {
+				i += k;
+				continue;
+			}
+			/* As for send(): a full buffer is a lost datagram, the try's timer resends it. */
+			if (errno != EAGAIN && errno != ENOBUFS && qs[i])
+				udp_next_try(f, qs[i], errno);
+			i++;
+		}
+	}
+	b->n = 0;
+}
+
 /*
  * udp_try() - send @q to the nameserver of its try number, on a random socket of it, with a fresh
  * random ID; a socket that cannot be had or refuses at once moves it to the next try.  After the
@@ -346,7 +454,7 @@ static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 {
 	while (q->tries < dns_max_tries(f) && f->now < q->deadline) {
 		int slot = (int)(q->tries % (unsigned int)f->n_ns) * DNS_UP_SOCKS +
-			   (int)randombytes_uniform(DNS_UP_SOCKS);
+			   (int)(dns_rand16(f) % DNS_UP_SOCKS);   /* a power of 2: unbiased */
 		int fd = slot_open(f, slot);
 		uint16_t id = 0;
 
@@ -356,12 +464,15 @@ static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 			continue;
 		}
 		for (int k = 0; k < 8; k++) {
-			id = (uint16_t)randombytes_uniform(65536);
+			id = dns_rand16(f);
 			if (!up_find(f, slot, id))
 				break;
 		}
 		dns_set_id(q->msg, id);
-		if (send(fd, q->msg, q->len, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
+		if (f->batching && f->sendq.n < RX_BATCH) {
+			f->sendq.slot[f->sendq.n] = slot;   /* sent by sendq_flush(), with the others */
+			f->sendq.q[f->sendq.n++] = q;
+		} else if (send(fd, q->msg, q->len, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
 			err = errno;   /* an ICMP error reported late, an unreachable network */
 			q->tries++;
 			continue;
@@ -402,6 +513,9 @@ static void slot_failed(struct dns_fwd *f, int slot, int err)
 
 static void upstream_readable(struct dns_fwd *f, int slot)
 {
+	struct reply_batch b;
+
+	b.n = 0;
 	for (int burst = 0; burst < 4; burst++) {
 		struct mmsghdr mm[RX_BATCH];
 		struct iovec io[RX_BATCH];
@@ -431,11 +545,12 @@ static void upstream_readable(struct dns_fwd *f, int slot)
 			if (dns_check_answer(m, len, &q->q, f->names, f->now) < 0)
 				continue;   /* not the answer to it: keep waiting */
 			dns_set_id(m, q->client_id);
-			reply_udp(f, q->fam, &q->rec.child, &q->rec.dst, m, len);
+			batch_add(f, &b, q, m, len);
 			q->rec.bytes_down = len;
 			q->rec.pkts_down = 1;
 			dns_query_end(f, q, FLOW_OK, 0);
 		}
+		batch_flush(f, &b);   /* before the next burst reuses the buffers */
 		if (n < RX_BATCH)
 			return;
 	}
@@ -530,6 +645,8 @@ static void listener_readable(struct dns_fwd *f, int fam)
 		n = recvmmsg(f->listen[fam], mm, RX_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
+		f->sendq.n = 0;
+		f->batching = true;
 		for (int i = 0; i < n; i++) {
 			struct sockaddr_storage dst;
 
@@ -537,6 +654,7 @@ static void listener_readable(struct dns_fwd *f, int fam)
 				continue;
 			child_query(f, fam, &child[i], &dst, io[i].iov_base, mm[i].msg_len);
 		}
+		sendq_flush(f);
 		if (n < RX_BATCH)
 			return;
 	}
@@ -638,46 +756,71 @@ static void run_timers(struct dns_fwd *f)
 	}
 }
 
-static void svc_run(void *priv, struct flow_hub *hub, uint64_t now_ms)
+void dns_ev_init(const struct dns_fwd *f, struct dns_ev *ev, enum dns_ev_kind kind, int index)
+{
+	*ev = (struct dns_ev){ .head.relay_tag = f->tag, .kind = kind, .index = index };
+}
+
+/* The relay's epoll set is ours too: the listeners go in now, upstream sockets when opened. */
+static int svc_attach(void *priv, int epfd, int tag)
 {
 	struct dns_fwd *f = priv;
-	struct epoll_event evs[64];
-	int n;
+
+	f->epfd = epfd;
+	f->tag = tag;
+	for (int i = 0; i < 2; i++) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_listen[i] };
+
+		dns_ev_init(f, &f->ev_listen[i], DEV_LISTEN, i);
+		if (f->listen[i] >= 0 && epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->listen[i], &ev) < 0)
+			return -errno;
+	}
+	for (int s = 0; s < DNS_SLOTS; s++)
+		dns_ev_init(f, &f->ev_up[s], DEV_UP, s);
+	return 0;
+}
+
+static void svc_event(void *priv, struct flow_hub *hub, struct relay_service_ev *rev, uint32_t events,
+		      uint64_t now_ms)
+{
+	struct dns_fwd *f = priv;
+	struct dns_ev *ev = (struct dns_ev *)(void *)rev;
 
 	f->hub = hub;
 	f->now = now_ms;
-	n = epoll_wait(f->epfd, evs, 64, 0);
-	if (n > 0)
-		maybe_reload(f);
-	for (int i = 0; i < n; i++) {
-		struct dns_ev *ev = evs[i].data.ptr;
-
-		switch (ev->kind) {
-		case DEV_LISTEN:
-			listener_readable(f, ev->index);
-			break;
-		case DEV_UP:
-			if (f->up_fd[ev->index] >= 0)
-				upstream_readable(f, ev->index);
-			break;
-		case DEV_TCP_CHILD:
-		case DEV_TCP_UP:
-			dns_tcp_event(f, ev, evs[i].events);
-			break;
-		}
+	maybe_reload(f);
+	switch (ev->kind) {
+	case DEV_LISTEN:
+		listener_readable(f, ev->index);
+		break;
+	case DEV_UP:
+		if (f->up_fd[ev->index] >= 0)
+			upstream_readable(f, ev->index);
+		break;
+	case DEV_TCP_CHILD:
+	case DEV_TCP_UP:
+		dns_tcp_event(f, ev, events);
+		break;
 	}
-	run_timers(f);
 }
 
-static int svc_fd(void *priv)
+static void svc_run(void *priv, struct flow_hub *hub, uint64_t now_ms)
 {
-	return ((struct dns_fwd *)priv)->epfd;
+	struct dns_fwd *f = priv;
+
+	f->hub = hub;
+	f->now = now_ms;
+	run_timers(f);
+	dns_tcp_free_dead(f);
 }
 
 static uint64_t svc_deadline(void *priv)
 {
 	const struct dns_fwd *f = priv;
 	uint64_t d = f->n_heap ? f->heap[0]->try_deadline : UINT64_MAX;
+
+	if (f->dead)
+		return 0;   /* a session closed outside a batch (an eviction at adopt): free it soon */
 
 	if (f->n_tcp && f->next_sweep < d)
 		d = f->next_sweep;
@@ -707,7 +850,7 @@ static void svc_adopt_tcp(void *priv, struct flow_hub *hub, int fd, const struct
 static unsigned int svc_reserved_fds(void *priv)
 {
 	(void)priv;
-	return 1 + DNS_SLOTS + 2 * DNS_TCP_MAX;
+	return DNS_SLOTS + 2 * DNS_TCP_MAX;
 }
 
 static void svc_stop(void *priv, struct flow_hub *hub)
@@ -716,6 +859,7 @@ static void svc_stop(void *priv, struct flow_hub *hub)
 
 	f->hub = hub;
 	dns_tcp_close_all(f);
+	dns_tcp_free_dead(f);
 	/* From the heap's end: no entry moves. */
 	for (unsigned int i = f->n_heap; i-- > 0;)
 		dns_query_end(f, f->heap[i], FLOW_CUT_AT_EXIT, 0);
@@ -725,7 +869,8 @@ static void svc_stop(void *priv, struct flow_hub *hub)
 }
 
 static const struct relay_service_ops dns_service_ops = {
-	.fd = svc_fd,
+	.attach = svc_attach,
+	.event = svc_event,
 	.run = svc_run,
 	.deadline = svc_deadline,
 	.claims_tcp = svc_claims_tcp,
@@ -767,8 +912,7 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	f->names = cfg->names;
 	f->heap = calloc(DNS_HEAP_MAX, sizeof(void *));
 	f->buf = malloc((size_t)RX_BATCH * RX_BUF);
-	f->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (!f->heap || !f->buf || f->epfd < 0 || sodium_init() < 0) {
+	if (!f->heap || !f->buf || sodium_init() < 0) {
 		dns_fwd_free(f);
 		return -ENOMEM;
 	}
@@ -776,19 +920,6 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	f->now = f->next_check = 0;
 	f->listen[0] = cfg->listen4;
 	f->listen[1] = cfg->listen6;
-	for (int i = 0; i < 2; i++) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_listen[i] };
-
-		f->ev_listen[i] = (struct dns_ev){ .kind = DEV_LISTEN, .index = i };
-		if (f->listen[i] >= 0 && epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->listen[i], &ev) < 0) {
-			int e = errno;
-
-			dns_fwd_free(f);
-			return -e;
-		}
-	}
-	for (int s = 0; s < DNS_SLOTS; s++)
-		f->ev_up[s] = (struct dns_ev){ .kind = DEV_UP, .index = s };
 	rc = *cfg->host;
 	if (cfg->fixed) {
 		f->fixed = true;
@@ -812,8 +943,7 @@ void dns_fwd_free(struct dns_fwd *f)
 		return;
 	for (int s = 0; s < DNS_SLOTS; s++)
 		slot_close(f, s);
-	if (f->epfd >= 0)
-		close(f->epfd);
+	dns_tcp_free_dead(f);
 	free(f->heap);
 	free(f->buf);
 	free(f);

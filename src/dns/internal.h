@@ -11,6 +11,7 @@
 #include "dns/dns.h"
 #include "dns/wire.h"
 #include "relay/flow.h"
+#include "relay/service.h"
 
 #define DNS_MAX_QUERIES 4096     /* outstanding UDP queries */
 #define DNS_PER_CLIENT 256       /* ... of which from one client socket */
@@ -25,13 +26,24 @@
 
 enum dns_ev_kind { DEV_LISTEN, DEV_UP, DEV_TCP_CHILD, DEV_TCP_UP };
 
-/* First member of everything in the module's epoll set. */
+/* What the module's fds carry as epoll data in the relay's set (relay/service.h). */
 struct dns_ev {
+	struct relay_service_ev head;   /* first: the relay's tag */
 	enum dns_ev_kind kind;
 	int index;
 };
 
 struct dns_tcp;
+struct dns_query;
+
+#define DNS_RX_BATCH 16          /* datagrams per recvmmsg()/sendmmsg() */
+
+/* First tries of the queries of one receive batch: one sendmmsg() per upstream socket. */
+struct send_batch {
+	int n;
+	struct dns_query *q[DNS_RX_BATCH];   /* each in the table on its slot already */
+	int slot[DNS_RX_BATCH];              /* q[i]'s (q[i] may be gone once an earlier send failed) */
+};
 
 /* One query exchange (UDP or TCP): its flow record, and its bytes for the next try. */
 struct dns_query {
@@ -54,7 +66,8 @@ struct dns_query {
 };
 
 struct dns_fwd {
-	int epfd;
+	int epfd;                     /* the relay's epoll set (attach()); -1 before */
+	int tag;                      /* its tag for our events */
 	int listen[2];
 	struct dns_ev ev_listen[2];
 	struct dns_names *names;
@@ -83,15 +96,21 @@ struct dns_fwd {
 
 	/* TCP sessions */
 	struct dns_tcp *sessions;
+	struct dns_tcp *dead;         /* closed in this batch, freed by run() (events may still name them) */
 	unsigned int n_tcp;
 	uint64_t next_sweep;
 
+	uint8_t rnd[512];             /* random bytes for IDs and sockets, taken from the end */
+	unsigned int rnd_left;
 	uint8_t *buf;                 /* receive buffers (UDP batches) */
+	struct send_batch sendq;      /* first sends wait here while the child's queries are read */
+	bool batching;
 	uint64_t dropped, formerr, dup, refused_full;
 };
 
 /* forward.c, for tcp.c */
 uint64_t dns_max_tries(const struct dns_fwd *f);
+uint16_t dns_rand16(struct dns_fwd *f);
 struct dns_query *dns_query_new(struct dns_fwd *f, const uint8_t *msg, size_t len,
 				const struct dns_question *q, const struct sockaddr_storage *child,
 				const struct sockaddr_storage *dst);
@@ -108,5 +127,7 @@ void dns_tcp_event(struct dns_fwd *f, struct dns_ev *ev, uint32_t events);
 void dns_tcp_timeout(struct dns_fwd *f, struct dns_query *q);
 void dns_tcp_sweep(struct dns_fwd *f);
 void dns_tcp_close_all(struct dns_fwd *f);
+void dns_tcp_free_dead(struct dns_fwd *f);
+void dns_ev_init(const struct dns_fwd *f, struct dns_ev *ev, enum dns_ev_kind kind, int index);
 
 #endif

@@ -26,8 +26,6 @@
 #include <unistd.h>
 #include <sys/epoll.h>
 
-#include <sodium.h>
-
 #include "util/log.h"
 
 #define FRAME_MAX (2 + DNS_MSG_MAX)
@@ -46,6 +44,7 @@ struct dns_tcp {
 	unsigned int tries;           /* upstream connections made; the nameserver is tries % n_ns */
 	bool connecting;
 	bool child_eof;
+	bool closed;                  /* on f->dead: its fds are closed, later events of the batch ignored */
 	uint8_t in[2 + DNS_QUERY_MAX];
 	size_t in_len;
 	uint8_t *uin;                 /* FRAME_MAX bytes from upstream */
@@ -167,12 +166,22 @@ static void up_close(struct dns_tcp *s)
 	s->out_u.len = 0;
 }
 
+static void sess_free(struct dns_tcp *s)
+{
+	free(s->uin);
+	free(s->out_c.p);
+	free(s->out_u.p);
+	free(s);
+}
+
+/* End @s: its queries, its fds; its memory waits for dns_tcp_free_dead() (see relay/service.h). */
 static void sess_close(struct dns_fwd *f, struct dns_tcp *s, enum flow_outcome o, int err)
 {
 	while (s->qs)
 		query_done(f, s, s->qs, o, err);
 	up_close(s);
 	close(s->cfd);
+	s->cfd = -1;
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -180,10 +189,20 @@ static void sess_close(struct dns_fwd *f, struct dns_tcp *s, enum flow_outcome o
 	if (s->next)
 		s->next->prev = s->prev;
 	f->n_tcp--;
-	free(s->uin);
-	free(s->out_c.p);
-	free(s->out_u.p);
-	free(s);
+	s->closed = true;
+	s->prev = NULL;
+	s->next = f->dead;
+	f->dead = s;
+}
+
+void dns_tcp_free_dead(struct dns_fwd *f)
+{
+	while (f->dead) {
+		struct dns_tcp *s = f->dead;
+
+		f->dead = s->next;
+		sess_free(s);
+	}
 }
 
 static bool sess_finished(const struct dns_tcp *s)
@@ -292,7 +311,7 @@ static bool child_frame(struct dns_fwd *f, struct dns_tcp *s, const uint8_t *msg
 	}
 	q->sess = s;
 	for (bool clash = true; clash;) {
-		id = (uint16_t)randombytes_uniform(65536);
+		id = dns_rand16(f);
 		clash = false;
 		for (const struct dns_query *o = s->qs; o; o = o->snext)
 			clash |= o->up_id == id;
@@ -417,6 +436,8 @@ void dns_tcp_event(struct dns_fwd *f, struct dns_ev *ev, uint32_t events)
 {
 	struct dns_tcp *s = ev->kind == DEV_TCP_CHILD ? sess_of(ev, ev_child) : sess_of(ev, ev_up);
 
+	if (s->closed)
+		return;   /* closed by an earlier event of the same batch */
 	s->last_ms = f->now;
 	if (ev->kind == DEV_TCP_UP) {
 		up_event(f, s, events);
@@ -468,18 +489,14 @@ void dns_tcp_adopt(struct dns_fwd *f, int fd, const struct sockaddr_storage *chi
 		s->out_u.p = malloc(s->out_u.cap);
 	}
 	if (!s || !s->uin || !s->out_c.p || !s->out_u.p) {
-		if (s) {
-			free(s->uin);
-			free(s->out_c.p);
-			free(s->out_u.p);
-			free(s);
-		}
+		if (s)
+			sess_free(s);
 		dns_record_at_once(f, child, dst, "dns: too many TCP sessions", FLOW_NO_RESOURCES, ENOBUFS);
 		close(fd);
 		return;
 	}
-	s->ev_child = (struct dns_ev){ .kind = DEV_TCP_CHILD };
-	s->ev_up = (struct dns_ev){ .kind = DEV_TCP_UP };
+	dns_ev_init(f, &s->ev_child, DEV_TCP_CHILD, 0);
+	dns_ev_init(f, &s->ev_up, DEV_TCP_UP, 0);
 	s->cfd = fd;
 	s->ufd = -1;
 	s->child = *child;
@@ -488,11 +505,10 @@ void dns_tcp_adopt(struct dns_fwd *f, int fd, const struct sockaddr_storage *chi
 	s->cwant = EPOLLIN;
 	ev = (struct epoll_event){ .events = EPOLLIN, .data.ptr = &s->ev_child };
 	if (epoll_ctl(f->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		free(s->uin);
-		free(s->out_c.p);
-		free(s->out_u.p);
-		free(s);
-		dns_record_at_once(f, child, dst, "dns: cannot watch a TCP session", FLOW_NO_RESOURCES, errno);
+		int e = errno;
+
+		sess_free(s);
+		dns_record_at_once(f, child, dst, "dns: cannot watch a TCP session", FLOW_NO_RESOURCES, e);
 		close(fd);
 		return;
 	}

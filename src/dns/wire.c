@@ -48,7 +48,7 @@ static int question_of(const ldns_pkt *p, struct dns_question *q)
 	return 0;
 }
 
-enum dns_verdict dns_check_query(const uint8_t *msg, size_t len, struct dns_question *q)
+enum dns_verdict dns_check_query_full(const uint8_t *msg, size_t len, struct dns_question *q)
 {
 	ldns_pkt *p = NULL;
 	enum dns_verdict v;
@@ -62,6 +62,48 @@ enum dns_verdict dns_check_query(const uint8_t *msg, size_t len, struct dns_ques
 	v = question_of(p, q) == 0 ? DNS_FORWARD : DNS_FORMERR;
 	ldns_pkt_free(p);
 	return v;
+}
+
+static uint16_t be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+/*
+ * plain_question() - the common message, checked by hand: a header with counts (1, 0, 0, 0) and
+ * exactly one question whose name is plain labels (1-63 bytes each, no compression pointer), up to
+ * DNS_WIRE_NAME_MAX bytes, ending exactly at @len.  Nothing else is taken: libldns has the last word
+ * on anything with records or anything unusual.  Return: true, with @q filled, when @msg is one.
+ */
+static bool plain_question(const uint8_t *msg, size_t len, struct dns_question *q)
+{
+	size_t i = DNS_HDR;
+
+	if (len < DNS_HDR + 5 || be16(msg + 4) != 1 || be16(msg + 6) || be16(msg + 8) || be16(msg + 10))
+		return false;
+	while (i < len && msg[i]) {
+		if (msg[i] > 63)
+			return false;
+		i += 1u + msg[i];
+	}
+	if (i >= len || i + 1 - DNS_HDR > DNS_WIRE_NAME_MAX || i + 5 != len)
+		return false;
+	q->len = (uint8_t)(i + 1 - DNS_HDR);
+	memcpy(q->name, msg + DNS_HDR, q->len);
+	q->type = be16(msg + i + 1);
+	q->qclass = be16(msg + i + 3);
+	return true;
+}
+
+enum dns_verdict dns_check_query(const uint8_t *msg, size_t len, struct dns_question *q)
+{
+	if (len < DNS_HDR || len > DNS_QUERY_MAX || (msg[2] & FLAG_QR))
+		return DNS_DROP;
+	if (OPCODE(msg[2]) != LDNS_PACKET_QUERY)
+		return DNS_NOTIMP;
+	if (plain_question(msg, len, q))
+		return DNS_FORWARD;
+	return dns_check_query_full(msg, len, q);
 }
 
 /* @n (presentation: lowercased, no trailing dot) of wire name @rdf. */
@@ -173,6 +215,9 @@ int dns_check_answer(const uint8_t *msg, size_t len, const struct dns_question *
 
 	if (len < DNS_HDR || !(msg[2] & FLAG_QR))
 		return -EBADMSG;
+	/* An answer without records (SERVFAIL, REFUSED, NODATA without SOA): nothing to walk. */
+	if (plain_question(msg, len, &aq))
+		return dns_question_eq(&aq, q) ? 0 : -ENOMSG;
 	if (ldns_wire2pkt(&p, msg, len) != LDNS_STATUS_OK)
 		return -EBADMSG;
 	r = question_of(p, &aq);

@@ -27,11 +27,17 @@ enum ev_kind {
 	EV_HOOK,
 };
 
-/* First member of everything registered with epoll: says what the pointer is. */
+/*
+ * First member of everything registered with epoll: says what the pointer is.  A service's tokens
+ * start with a struct relay_service_ev instead, whose int tag is EV_SERVICE (relay/service.h).
+ */
 struct ev_src {
 	enum ev_kind kind;
 	int index;
 };
+
+_Static_assert(sizeof(enum ev_kind) == sizeof(int) && offsetof(struct ev_src, kind) == 0,
+	       "a service's relay_service_ev must read as an ev_src kind");
 
 struct tcp_flow;
 struct udp_flow;
@@ -87,10 +93,11 @@ struct relay {
 
 	struct ev_src ev_listen[BE_NLISTEN];
 	int listen_fd[BE_NLISTEN];
-	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy, ev_service;
+	struct ev_src ev_signal, ev_lifetime, ev_ctl, ev_policy;
 	struct relay_hook hook[RELAY_MAX_HOOKS];   /* relay_add_hook() */
 	struct ev_src ev_hook[RELAY_MAX_HOOKS];
 	int n_hooks;
+	bool service_events;          /* the service had events in this batch: run() follows it */
 	int sigfd;
 
 	/* TCP */

@@ -179,9 +179,7 @@ static int relay_setup(struct relay *r)
 	fd = be->ctl_fd(c->be.b);
 	if (fd >= 0 && (err = relay_watch(r, fd, EPOLLIN, &r->ev_ctl)) < 0)
 		return err;
-	r->ev_service.kind = EV_SERVICE;
-	if (c->service.ops && (err = relay_watch(r, c->service.ops->fd(c->service.priv), EPOLLIN,
-						 &r->ev_service)) < 0)
+	if (c->service.ops && (err = c->service.ops->attach(c->service.priv, r->epfd, EV_SERVICE)) < 0)
 		return err;
 	return 0;
 }
@@ -323,8 +321,12 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 		udp_event(r, src, events);
 		break;
 	case EV_SERVICE:
-		if (r->c->service.ops)
-			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
+		/* The service's own token (relay/service.h): its first member is the tag. */
+		if (r->c->service.ops) {
+			r->c->service.ops->event(r->c->service.priv, &r->hub,
+						 (struct relay_service_ev *)(void *)src, events, r->now_ms);
+			r->service_events = true;
+		}
 		break;
 	case EV_GATE:
 		gate_event(r);
@@ -369,6 +371,7 @@ int relay_run(struct relay *r)
 			return EXIT_SETUP;
 		}
 		r->now_ms = relay_now_ms();
+		r->service_events = false;
 		for (int i = 0; i < n; i++) {
 			struct ev_src *src = evs[i].data.ptr;
 
@@ -381,7 +384,7 @@ int relay_run(struct relay *r)
 		for (int i = 0; i < n; i++)
 			if (((struct ev_src *)evs[i].data.ptr)->kind == EV_LIFETIME && !r->command_gone)
 				dispatch(r, evs[i].data.ptr, evs[i].events);
-		if (r->c->service.ops && r->now_ms >= svc_at)
+		if (r->c->service.ops && (r->service_events || r->now_ms >= svc_at))
 			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
 		tcp_verify(r);
 		tcp_run_ready(r);

@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <arpa/inet.h>
@@ -130,6 +131,92 @@ static void test_question_eq(void **state)
 	query(&m, 2, "\x01" "b" "\x04" "test", 1);
 	assert_int_equal(dns_check_query(m.b, m.n, &b), DNS_FORWARD);
 	assert_false(dns_question_eq(&a, &b));
+}
+
+/* A wire name of @len bytes (root included) from labels of 63 bytes and one shorter. */
+static void long_name(char *out, size_t len)
+{
+	size_t o = 0;
+
+	while (len - o > 1) {
+		size_t l = len - o - 1 > 64 ? 63 : len - o - 2;
+
+		out[o++] = (char)l;
+		memset(out + o, 'x', l);
+		o += l;
+	}
+	out[o] = '\0';
+}
+
+/* The hand-read shortcut of dns_check_query() gives what libldns gives, at its edges. */
+static void test_query_shortcut_agrees(void **state)
+{
+	static const struct { size_t name_len; int label; bool trailing, opt; enum dns_verdict want; } cases[] = {
+		{ 255, 0, false, false, DNS_FORWARD },    /* the longest name */
+		{ 256, 0, false, false, DNS_FORMERR },    /* one byte too long */
+		{ 0, 63, false, false, DNS_FORWARD },     /* the longest label */
+		{ 0, 64, false, false, DNS_FORMERR },     /* 0x40: not a length */
+		{ 8, 0, true, false, DNS_FORWARD },       /* a stray byte after the question */
+		{ 8, 0, false, true, DNS_FORWARD },       /* an OPT record (EDNS): libldns reads it */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct dns_question a, b;
+		char name[300];
+		struct msg m;
+
+		memset(&a, 0, sizeof(a));
+		memset(&b, 0, sizeof(b));
+		if (cases[i].label) {
+			name[0] = (char)cases[i].label;
+			memset(name + 1, 'y', (size_t)cases[i].label);
+			name[1 + cases[i].label] = '\0';
+		} else if (cases[i].name_len == 8) {
+			memcpy(name, NAME_A, sizeof(NAME_A));
+		} else {
+			long_name(name, cases[i].name_len);
+		}
+		hdr(&m, 7, 0x0100, 1, 0);
+		question(&m, name, 1);
+		if (cases[i].opt) {
+			m.b[11] = 1;                                  /* ARCOUNT */
+			put(&m, "\0\0\x29\x10\x00\0\0\0\0\0\0", 11);   /* root, OPT, 4096, ttl 0, rdlen 0 */
+		}
+		if (cases[i].trailing)
+			put(&m, "z", 1);
+		assert_int_equal(dns_check_query(m.b, m.n, &a), cases[i].want);
+		assert_int_equal(dns_check_query_full(m.b, m.n, &b), cases[i].want);
+		if (cases[i].want == DNS_FORWARD) {
+			assert_int_equal(a.len, b.len);
+			assert_memory_equal(a.name, b.name, a.len);
+			assert_int_equal(a.type, b.type);
+			assert_int_equal(a.qclass, b.qclass);
+		}
+	}
+}
+
+/* A record-less answer (SERVFAIL) is matched by hand: its question must still be the query's. */
+static void test_recordless_answer(void **state)
+{
+	struct dns_names *names = dns_names_new(8);
+	struct dns_question q, other;
+	struct msg m;
+
+	(void)state;
+	assert_non_null(names);
+	query(&m, 1, NAME_A, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORWARD);
+	query(&m, 1, NAME_MID, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &other), DNS_FORWARD);
+	hdr(&m, 1, 0x8182, 1, 0);
+	question(&m, "\x01" "A" "\x04" "TEST", 1);   /* the case may differ */
+	assert_int_equal(dns_check_answer(m.b, m.n, &q, names, 0), 0);
+	assert_int_equal(dns_check_answer(m.b, m.n, &other, names, 0), -ENOMSG);
+	assert_int_equal(dns_names_count(names), 0);
+	m.b[2] &= 0x7f;                                  /* QR clear: not an answer */
+	assert_int_equal(dns_check_answer(m.b, m.n, &q, names, 0), -EBADMSG);
+	dns_names_free(names);
 }
 
 /* An answer to alias.test A: mid -> a first, then alias -> mid (out of order), then a's A record;
@@ -263,6 +350,8 @@ int main(void)
 		cmocka_unit_test(test_query_forwarded),
 		cmocka_unit_test(test_query_refused_kinds),
 		cmocka_unit_test(test_question_eq),
+		cmocka_unit_test(test_query_shortcut_agrees),
+		cmocka_unit_test(test_recordless_answer),
 		cmocka_unit_test(test_answer_accepted_and_remembered),
 		cmocka_unit_test(test_answer_rejected),
 		cmocka_unit_test(test_id_restore_touches_only_the_id),
