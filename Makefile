@@ -126,11 +126,14 @@ build/fuzz/%: tests/fuzz/%.c $$(or $$(FUZZ_LIB_$$*),$$(LIB_SRC)) $(shell find sr
 	    -fno-sanitize-recover=all $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -o $@ $< \
 	    $(or $(FUZZ_LIB_$*),$(LIB_SRC)) $(LDLIBS_ALL)
 
+# A finding fails the target (its last lines and the crash file's name are shown), never only a log line.
 fuzz: $(FUZZ_BIN)
 	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); corpus=tests/fuzz/corpus/$${n#fuzz_}; \
 	    work=build/fuzz/$$n.corpus; mkdir -p $$work; echo "== $$n ($(FUZZ_SECONDS) s)"; \
-	    (cd build/fuzz && ../../$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
-	        ../../$$work ../../$$corpus 2>&1 | tail -n 2); done
+	    if ! (cd build/fuzz && ../../$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	        ../../$$work ../../$$corpus >$$n.log 2>&1); then \
+	        tail -n 40 build/fuzz/$$n.log; echo "fuzz: $$n found a failing input (build/fuzz/crash-* or leak-*)" >&2; \
+	        exit 1; fi; tail -n 2 build/fuzz/$$n.log; done
 
 # cppcheck over the tree, and clang-tidy once per source file (a stamp per file, so `make -j` runs
 # them in parallel and an unchanged file with unchanged headers is not analysed again).

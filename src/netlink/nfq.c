@@ -93,6 +93,8 @@ int nfq_parse(const void *buf, size_t len, struct nfq_packet *p)
 	mnl_attr_for_each(a, nlh, sizeof(struct nfgenmsg)) {
 		uint16_t type = mnl_attr_get_type(a), plen = mnl_attr_get_payload_len(a);
 
+		if ((const uint8_t *)mnl_attr_get_payload(a) + plen > (const uint8_t *)buf + nlh->nlmsg_len)
+			return -EBADMSG;
 		if (type == NFQA_PACKET_HDR && plen >= sizeof(struct nfqnl_msg_packet_hdr)) {
 			const struct nfqnl_msg_packet_hdr *h = mnl_attr_get_payload(a);
 
@@ -103,7 +105,11 @@ int nfq_parse(const void *buf, size_t len, struct nfq_packet *p)
 			p->len = plen;
 		}
 	}
-	return have_hdr && p->payload ? 1 : -EBADMSG;
+	/* libmnl walks attributes up to the aligned end of the message: one that reaches past
+	 * nlmsg_len itself (an unaligned length) is not part of it */
+	if (!have_hdr || !p->payload || p->payload + p->len > (const uint8_t *)buf + nlh->nlmsg_len)
+		return -EBADMSG;
+	return 1;
 }
 
 /* The TCP header at @th (@len bytes left): a bare SYN (no ACK, RST, FIN)?  Fills ports and ISN. */

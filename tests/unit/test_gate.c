@@ -153,6 +153,24 @@ static void test_packet_message(void **state)
 	assert_int_equal(nfq_parse(h, h->nlmsg_len, &p), -EBADMSG);
 }
 
+/* An unaligned length whose last attribute reaches past it (found by fuzz_nfq): not parsed. */
+static void test_packet_attribute_past_length(void **state)
+{
+	uint8_t buf[512], pkt[64];
+	struct nlmsghdr *h = mnl_nlmsg_put_header(buf);
+	struct nfqnl_msg_packet_hdr ph = { .packet_id = htonl(7) };
+	struct nfq_packet p;
+
+	(void)state;
+	h->nlmsg_type = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET;
+	mnl_nlmsg_put_extra_header(h, sizeof(struct nfgenmsg));
+	mnl_attr_put(h, NFQA_PACKET_HDR, sizeof(ph), &ph);
+	mnl_attr_put(h, NFQA_PAYLOAD, 8, pkt);
+	assert_int_equal(nfq_parse(h, h->nlmsg_len, &p), 1);
+	h->nlmsg_len -= 3;                                          /* cuts the payload attribute */
+	assert_int_equal(nfq_parse(h, h->nlmsg_len, &p), -EBADMSG);
+}
+
 /* Every outcome answers the SYN the way the child would have been answered without childflow. */
 static void test_replies(void **state)
 {
@@ -176,6 +194,7 @@ int main(void)
 		cmocka_unit_test(test_syn_v6_ext),
 		cmocka_unit_test(test_verdict_message),
 		cmocka_unit_test(test_packet_message),
+		cmocka_unit_test(test_packet_attribute_past_length),
 		cmocka_unit_test(test_replies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
