@@ -10,6 +10,7 @@ keyring that dies with its processes.  Every run is as root and as the unprivile
 """
 import json
 import os
+import shutil
 
 import pytest
 
@@ -21,8 +22,13 @@ MODES = {"default": [], "isolate": ["--isolate"]}
 HIDDEN = ("err:ECONNREFUSED", "err:ENOENT", "err:EACCES")   # what connect() to a hidden socket gives
 
 @pytest.fixture(scope="module")
-def probe():
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "ipcprobe.py")
+def probe(sess):
+    """The probe, copied into the session's directory: the made-up host covers /tmp with a fresh
+    tmpfs and keeps only that directory, and the checkout itself may live under /tmp (CI's may)."""
+    dst = os.path.join(sess.work, "ipcprobe.py")
+    shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ipcprobe.py"), dst)
+    os.chmod(dst, 0o644)
+    return dst
 
 
 def probed(res):
