@@ -11,6 +11,7 @@ keyring that dies with its processes.  Every run is as root and as the unprivile
 import json
 import os
 import shutil
+import tempfile
 
 import pytest
 
@@ -22,13 +23,19 @@ MODES = {"default": [], "isolate": ["--isolate"]}
 HIDDEN = ("err:ECONNREFUSED", "err:ENOENT", "err:EACCES")   # what connect() to a hidden socket gives
 
 @pytest.fixture(scope="module")
-def probe(sess):
-    """The probe, copied into the session's directory: the made-up host covers /tmp with a fresh
-    tmpfs and keeps only that directory, and the checkout itself may live under /tmp (CI's may)."""
-    dst = os.path.join(sess.work, "ipcprobe.py")
+def probe():
+    """The probe, copied to a directory that every mode leaves visible: the made-up host covers
+    /tmp, /dev/shm and /run, --isolate gives the command its own /tmp, and the checkout itself may
+    live under /tmp (a CI clone may).  Removed at the end of the module."""
+    d = tempfile.mkdtemp(dir="/var/tmp", prefix="cfw-ipcprobe-")
+    os.chmod(d, 0o755)
+    dst = os.path.join(d, "ipcprobe.py")
     shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "ipcprobe.py"), dst)
     os.chmod(dst, 0o644)
-    return dst
+    try:
+        yield dst
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def probed(res):
