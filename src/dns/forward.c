@@ -39,43 +39,11 @@
 #define SWEEP_MS 1000
 #define MIN_TRY_MS 200
 
-static socklen_t sa_len(const struct sockaddr_storage *ss)
-{
-	return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-}
-
-static size_t endpoint_bytes(const struct sockaddr *s, unsigned char *out)
-{
-	if (s->sa_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)s;
-
-		memcpy(out, &a->sin_addr, 4);
-		memcpy(out + 4, &a->sin_port, 2);
-		return 6;
-	}
-	const struct sockaddr_in6 *a = (const void *)s;
-	memcpy(out, &a->sin6_addr, 16);
-	memcpy(out + 16, &a->sin6_port, 2);
-	return 18;
-}
-
-static bool same_endpoint(const union flow_addr *a, const struct sockaddr_storage *b)
-{
-	unsigned char x[18], y[18];
-	size_t n;
-
-	if (a->sa.sa_family != b->ss_family)
-		return false;
-	n = endpoint_bytes(&a->sa, x);
-	endpoint_bytes((const struct sockaddr *)b, y);
-	return !memcmp(x, y, n);
-}
-
 /* The client-socket chain of @child (keyed SipHash: the child chooses its ports). */
 static unsigned int client_bucket(const struct dns_fwd *f, const struct sockaddr_storage *child)
 {
 	unsigned char in[18], out[crypto_shorthash_BYTES];
-	size_t n = endpoint_bytes((const struct sockaddr *)child, in);
+	size_t n = flow_endpoint_bytes(child, in);
 	uint64_t h;
 
 	crypto_shorthash(out, in, n, (const unsigned char *)f->key);
@@ -376,7 +344,7 @@ static int slot_open(struct dns_fwd *f, int slot)
 		return -errno;
 	/* connect() binds a random ephemeral port, and the kernel then takes only the server's
 	 * datagrams on it, and reports its ICMP errors. */
-	if (connect(fd, (const struct sockaddr *)ns, sa_len(ns)) < 0 ||
+	if (connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0 ||
 	    epoll_ctl(f->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int e = errno;
 
@@ -597,10 +565,10 @@ static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storag
 	}
 	b = client_bucket(f, child);
 	for (dq = f->chash[b]; dq; dq = dq->cnext) {
-		if (!same_endpoint(&dq->rec.child, child))
+		if (!flow_same_endpoint(&dq->rec.child, child))
 			continue;
 		if (dq->client_id == dns_id(msg) && dns_question_eq(&dq->q, &q) &&
-		    same_endpoint(&dq->rec.dst, dst)) {
+		    flow_same_endpoint(&dq->rec.dst, dst)) {
 			f->dup++;   /* a retransmit: the answer to the first goes to both */
 			return;
 		}
@@ -892,7 +860,7 @@ static void check_fixed(const struct sockaddr_storage *ns)
 
 	if (fd < 0)
 		return;
-	if (connect(fd, (const struct sockaddr *)ns, sa_len(ns)) < 0)
+	if (connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0)
 		log_warn("warning: the DNS resolver %s cannot be reached (%s): lookups inside will get SERVFAIL",
 			 flow_addr_str((const struct sockaddr *)ns, a, sizeof(a)), strerror(errno));
 	close(fd);

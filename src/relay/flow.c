@@ -104,6 +104,39 @@ const char *flow_proto_name(enum flow_proto p)
 	return "unknown";
 }
 
+socklen_t flow_sa_len(const void *sa)
+{
+	return ((const struct sockaddr *)sa)->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+								   : sizeof(struct sockaddr_in6);
+}
+
+size_t flow_endpoint_bytes(const void *sa, unsigned char *out)
+{
+	if (((const struct sockaddr *)sa)->sa_family == AF_INET) {
+		const struct sockaddr_in *a = sa;
+
+		memcpy(out, &a->sin_addr, 4);
+		memcpy(out + 4, &a->sin_port, 2);
+		return 6;
+	}
+	const struct sockaddr_in6 *a = sa;
+	memcpy(out, &a->sin6_addr, 16);
+	memcpy(out + 16, &a->sin6_port, 2);
+	return 18;
+}
+
+bool flow_same_endpoint(const void *a, const void *b)
+{
+	unsigned char x[18], y[18];
+	size_t n;
+
+	if (((const struct sockaddr *)a)->sa_family != ((const struct sockaddr *)b)->sa_family)
+		return false;
+	n = flow_endpoint_bytes(a, x);
+	flow_endpoint_bytes(b, y);
+	return memcmp(x, y, n) == 0;
+}
+
 char *flow_addr_str(const struct sockaddr *ss, char *buf, size_t len)
 {
 	char a[INET6_ADDRSTRLEN] = "?";

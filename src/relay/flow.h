@@ -16,6 +16,7 @@
 #ifndef CHILDFLOW_RELAY_FLOW_H
 #define CHILDFLOW_RELAY_FLOW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <netinet/in.h>
@@ -93,6 +94,15 @@ void flow_record_at_once(struct flow_hub *h, enum flow_proto proto, const struct
 
 const char *flow_outcome_name(enum flow_outcome o);
 const char *flow_proto_name(enum flow_proto p);
+
+/* The length of @sa as the socket calls want it (AF_INET or AF_INET6). */
+socklen_t flow_sa_len(const void *sa);
+
+/* Address and port of @sa (AF_INET or AF_INET6) into @out (18 bytes of room); Return: 6 or 18. */
+size_t flow_endpoint_bytes(const void *sa, unsigned char *out);
+
+/* Same family, address and port (sockaddr_in6 may carry flowinfo that does not matter)? */
+bool flow_same_endpoint(const void *a, const void *b);
 
 /* "198.51.100.10:80" or "[2001:db8::1]:80" into @buf; Return: @buf. */
 char *flow_addr_str(const struct sockaddr *sa, char *buf, size_t len);

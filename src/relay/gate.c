@@ -136,13 +136,6 @@ static void wait_unlink(struct relay *r, struct gate_wait *w)
 	free(w);
 }
 
-static bool same_sa(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	size_t n = a->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-
-	return a->ss_family == b->ss_family && memcmp(a, b, n) == 0;
-}
-
 /* Keep @syn (packet @id) waiting for a connect slot; the oldest waiting one goes when full. */
 static void wait_push(struct relay *r, const struct nfq_syn *syn, uint32_t id)
 {
@@ -181,7 +174,7 @@ static void gate_take(struct relay *r, const struct nfq_syn *syn, uint32_t id)
 	unsigned int b = (unsigned int)(relay_pair_hash(r, &syn->src, &syn->dst) & (r->gate_buckets - 1));
 
 	for (struct gate_wait *w = r->wait_hash[b]; w; w = w->hnext) {
-		if (!same_sa(&w->syn.src, &syn->src) || !same_sa(&w->syn.dst, &syn->dst))
+		if (!flow_same_endpoint(&w->syn.src, &syn->src) || !flow_same_endpoint(&w->syn.dst, &syn->dst))
 			continue;
 		if (w->syn.isn == syn->isn) {
 			r->stats.gate_dups++;

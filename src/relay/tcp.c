@@ -219,27 +219,13 @@ static unsigned int gate_bucket(const struct relay *r, const struct sockaddr_sto
 	return (unsigned int)(relay_pair_hash(r, child, dst) & (r->gate_buckets - 1));
 }
 
-static bool same_addr(const union flow_addr *a, const struct sockaddr_storage *b)
-{
-	union flow_addr y = { 0 };
-
-	if (a->sa.sa_family != b->ss_family)
-		return false;
-	if (b->ss_family == AF_INET) {
-		memcpy(&y.in4, b, sizeof(y.in4));
-		return a->in4.sin_port == y.in4.sin_port && a->in4.sin_addr.s_addr == y.in4.sin_addr.s_addr;
-	}
-	memcpy(&y.in6, b, sizeof(y.in6));
-	return a->in6.sin6_port == y.in6.sin6_port && memcmp(&a->in6.sin6_addr, &y.in6.sin6_addr, 16) == 0;
-}
-
 static struct tcp_flow *gate_find(const struct relay *r, const struct sockaddr_storage *child,
 				  const struct sockaddr_storage *dst)
 {
 	if (!r->gate_hash)
 		return NULL;
 	for (struct tcp_flow *f = r->gate_hash[gate_bucket(r, child, dst)]; f; f = f->gnext)
-		if (same_addr(&f->rec.child, child) && same_addr(&f->rec.dst, dst))
+		if (flow_same_endpoint(&f->rec.child, child) && flow_same_endpoint(&f->rec.dst, dst))
 			return f;
 	return NULL;
 }

@@ -64,53 +64,16 @@ struct udp_pending {
 
 #define flow_of(ptr, member) ((struct udp_flow *)((char *)(ptr) - offsetof(struct udp_flow, member)))
 
-static socklen_t sa_len(const struct sockaddr_storage *ss)
-{
-	return ss->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-}
-
-/* Compare address and port only (sockaddr_in6 may carry flowinfo we don't care about). */
-static bool same_endpoint(const void *pa, const struct sockaddr_storage *b)
-{
-	const struct sockaddr *a = pa;
-
-	if (a->sa_family != b->ss_family)
-		return false;
-	if (a->sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, 16);
-}
-
-/* Address and port of @s into @out; Return: bytes written (6 or 18). */
-static size_t endpoint_bytes(const struct sockaddr_storage *s, unsigned char *out)
-{
-	if (s->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)s;
-
-		memcpy(out, &a->sin_addr, 4);
-		memcpy(out + 4, &a->sin_port, 2);
-		return 6;
-	}
-	const struct sockaddr_in6 *a = (const void *)s;
-	memcpy(out, &a->sin6_addr, 16);
-	memcpy(out + 16, &a->sin6_port, 2);
-	return 18;
-}
-
 /* SipHash-2-4 with a key random per run: the command chooses both endpoints and must not be able to
  * aim at one chain. */
 uint64_t relay_pair_hash(const struct relay *r, const struct sockaddr_storage *child,
 			 const struct sockaddr_storage *dst)
 {
 	unsigned char in[36], out[crypto_shorthash_BYTES];
-	size_t n = endpoint_bytes(child, in);
+	size_t n = flow_endpoint_bytes(child, in);
 	uint64_t h;
 
-	n += endpoint_bytes(dst, in + n);
+	n += flow_endpoint_bytes(dst, in + n);
 	crypto_shorthash(out, in, n, (const unsigned char *)r->udp_key);
 	memcpy(&h, out, sizeof(h));
 	return h;
@@ -201,7 +164,7 @@ static struct udp_flow *flow_find(struct relay *r, const struct sockaddr_storage
 				  const struct sockaddr_storage *dst)
 {
 	for (struct udp_flow *f = r->udp_hash[udp_bucket(r, child, dst)]; f; f = f->hnext)
-		if (same_endpoint(&f->rec.child, child) && same_endpoint(&f->rec.dst, dst))
+		if (flow_same_endpoint(&f->rec.child, child) && flow_same_endpoint(&f->rec.dst, dst))
 			return f;
 	return NULL;
 }
@@ -215,8 +178,8 @@ static int place_child_socket(int fd, const struct sockaddr_storage *child, cons
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
 		       fam == AF_INET ? IP_TRANSPARENT : IPV6_TRANSPARENT, &one, sizeof(one)) < 0 ||
-	    bind(fd, (const struct sockaddr *)dst, sa_len(dst)) < 0 ||
-	    connect(fd, (const struct sockaddr *)child, sa_len(child)) < 0)
+	    bind(fd, (const struct sockaddr *)dst, flow_sa_len(dst)) < 0 ||
+	    connect(fd, (const struct sockaddr *)child, flow_sa_len(child)) < 0)
 		return -errno;
 	return 0;
 }
@@ -283,7 +246,7 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 		setsockopt(hfd, dst->ss_family == AF_INET ? SOL_IP : SOL_IPV6,
 			   dst->ss_family == AF_INET ? IP_RECVERR : IPV6_RECVERR, &one, sizeof(one));
 	}
-	if (hfd < 0 || connect(hfd, (const struct sockaddr *)dst, sa_len(dst)) < 0) {
+	if (hfd < 0 || connect(hfd, (const struct sockaddr *)dst, flow_sa_len(dst)) < 0) {
 		err = -errno;
 		log_debug("cannot open a UDP flow upstream: %s", strerror(-err));
 		goto fail;
@@ -399,7 +362,7 @@ static struct udp_pending *pending_for(struct relay *r, const struct sockaddr_st
 				       const struct sockaddr_storage *dst)
 {
 	for (struct udp_pending *p = r->pend_head; p; p = p->next)
-		if (same_endpoint(&p->child, child) && same_endpoint(&p->dst, dst))
+		if (flow_same_endpoint(&p->child, child) && flow_same_endpoint(&p->dst, dst))
 			return p;
 	return NULL;
 }
