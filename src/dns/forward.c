@@ -526,21 +526,6 @@ static void upstream_readable(struct dns_fwd *f, int slot)
 
 /* ---------- UDP: from the child ---------- */
 
-static bool orig_dst(struct msghdr *m, struct sockaddr_storage *dst)
-{
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-		if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) ||
-		    (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR)) {
-			size_t n = c->cmsg_len - CMSG_LEN(0);
-
-			memset(dst, 0, sizeof(*dst));
-			memcpy(dst, CMSG_DATA(c), n < sizeof(*dst) ? n : sizeof(*dst));
-			return true;
-		}
-	}
-	return false;
-}
-
 /* A query of the child's from @child to @dst on listener @fam. */
 static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storage *child,
 			const struct sockaddr_storage *dst, const uint8_t *msg, size_t len)
@@ -618,7 +603,7 @@ static void listener_readable(struct dns_fwd *f, int fam)
 		for (int i = 0; i < n; i++) {
 			struct sockaddr_storage dst;
 
-			if (!orig_dst(&mm[i].msg_hdr, &dst) || child[i].ss_family != dst.ss_family)
+			if (!flow_orig_dst(&mm[i].msg_hdr, &dst) || child[i].ss_family != dst.ss_family)
 				continue;
 			child_query(f, fam, &child[i], &dst, io[i].iov_base, mm[i].msg_len);
 		}

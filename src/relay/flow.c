@@ -137,6 +137,21 @@ bool flow_same_endpoint(const void *a, const void *b)
 	return memcmp(x, y, n) == 0;
 }
 
+bool flow_orig_dst(struct msghdr *m, struct sockaddr_storage *dst)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+		if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) ||
+		    (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR)) {
+			size_t n = c->cmsg_len - CMSG_LEN(0);
+
+			memset(dst, 0, sizeof(*dst));
+			memcpy(dst, CMSG_DATA(c), n < sizeof(*dst) ? n : sizeof(*dst));
+			return true;
+		}
+	}
+	return false;
+}
+
 char *flow_addr_str(const struct sockaddr *ss, char *buf, size_t len)
 {
 	char a[INET6_ADDRSTRLEN] = "?";

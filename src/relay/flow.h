@@ -104,6 +104,9 @@ size_t flow_endpoint_bytes(const void *sa, unsigned char *out);
 /* Same family, address and port (sockaddr_in6 may carry flowinfo that does not matter)? */
 bool flow_same_endpoint(const void *a, const void *b);
 
+/* The original destination a transparent socket's datagram @m carries (IP(V6)_ORIGDSTADDR). */
+bool flow_orig_dst(struct msghdr *m, struct sockaddr_storage *dst);
+
 /* "198.51.100.10:80" or "[2001:db8::1]:80" into @buf; Return: @buf. */
 char *flow_addr_str(const struct sockaddr *sa, char *buf, size_t len);
 

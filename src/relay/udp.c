@@ -418,21 +418,6 @@ void udp_retry_pending(struct relay *r)
 		r->pend_tail = p;
 }
 
-static bool orig_dst(struct msghdr *m, struct sockaddr_storage *dst)
-{
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-		if ((c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) ||
-		    (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR)) {
-			size_t n = c->cmsg_len - CMSG_LEN(0);
-
-			memset(dst, 0, sizeof(*dst));
-			memcpy(dst, CMSG_DATA(c), n < sizeof(*dst) ? n : sizeof(*dst));
-			return true;
-		}
-	}
-	return false;
-}
-
 void udp_listener_event(struct relay *r, int lfd)
 {
 	for (int burst = 0; burst < UDP_BURST; burst++) {
@@ -448,7 +433,7 @@ void udp_listener_event(struct relay *r, int lfd)
 
 		if (n < 0)
 			return;
-		if (!orig_dst(&m, &dst))
+		if (!flow_orig_dst(&m, &dst))
 			continue;
 		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n);
 	}
