@@ -101,22 +101,27 @@ static void verdict(struct rb *rb, int v)
 	add_expr(rb, e);
 }
 
+/* Load @len bytes at @offset of the transport header into reg 1. */
+static void transport_load(struct rb *rb, uint32_t offset, uint32_t len)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("payload");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
+	}
+	add_expr(rb, e);
+}
+
 static void icmpv6_type(struct rb *rb, uint8_t type)
 {
-	struct nftnl_expr *e;
-
 	meta_load(rb, NFT_META_NFPROTO);
 	cmp_u8(rb, NFPROTO_IPV6);
 	meta_load(rb, NFT_META_L4PROTO);
 	cmp_u8(rb, IPPROTO_ICMPV6);
-	e = nftnl_expr_alloc("payload");
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 0);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
+	transport_load(rb, 0, 1);
 	cmp_u8(rb, type);
 }
 
@@ -147,18 +152,10 @@ static void tproxy(struct rb *rb, uint8_t nfproto, uint8_t l4proto, uint16_t por
 static void tproxy_dns(struct rb *rb, uint8_t nfproto, uint16_t port)
 {
 	uint16_t dport = htons(53);
-	struct nftnl_expr *e;
 
 	meta_load(rb, NFT_META_L4PROTO);
 	cmp_u8(rb, IPPROTO_UDP);
-	e = nftnl_expr_alloc("payload");
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 2);   /* udphdr.dest */
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 2);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
+	transport_load(rb, 2, 2);   /* udphdr.dest */
 	cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
 	tproxy(rb, nfproto, IPPROTO_UDP, port);
 }
@@ -194,14 +191,7 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 	cmp(rb, NFT_CMP_EQ, name, sizeof(name));
 	meta_load(rb, NFT_META_L4PROTO);
 	cmp_u8(rb, IPPROTO_TCP);
-	e = nftnl_expr_alloc("payload");
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, 13);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, 1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
+	transport_load(rb, 13, 1);
 	e = nftnl_expr_alloc("bitwise");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
