@@ -21,6 +21,7 @@
 #include "dns/names.h"
 #include "dns/nsswitch.h"
 #include "dns/resolvconf.h"
+#include "netlink/nl.h"
 #include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
@@ -39,8 +40,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 	}
 	if (o->root || o->backend_rootful)
 		flag = "--root";
-	else if (o->iface)
-		flag = "--iface";
 	if (!flag)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
@@ -48,11 +47,53 @@ static int refuse_unimplemented(const struct cli_options *o)
 }
 
 /*
+ * check_iface() - `--iface @name` must exist and be up (administratively, and with a carrier)
+ * before the command starts; @eg then names it for every upstream socket.
+ * Return: 0, or EXIT_SETUP after one line that says what to do.
+ */
+static int check_iface(const char *name, struct egress *eg)
+{
+	struct nl *nl = nl_open();
+	bool up = false, carrier = false;
+	int r;
+
+	if (!nl) {
+		log_error("error: cannot check `--iface %s`: rtnetlink: %s", name, strerror(errno));
+		return EXIT_SETUP;
+	}
+	r = nl_link_state(nl, name, &up, &carrier);
+	nl_close(nl);
+	if (r == -ENODEV) {
+		log_error("error: `--iface %s`: no such network interface (`ip link` lists them; give one that "
+			  "exists)", name);
+		return EXIT_SETUP;
+	}
+	if (r < 0) {
+		log_error("error: cannot check `--iface %s`: rtnetlink: %s", name, strerror(-r));
+		return EXIT_SETUP;
+	}
+	if (!up) {
+		log_error("error: `--iface %s` is down (bring it up with `ip link set %s up`, or choose another "
+			  "interface)", name, name);
+		return EXIT_SETUP;
+	}
+	if (!carrier) {
+		log_error("error: `--iface %s` has no carrier (connect its link, or choose another interface)",
+			  name);
+		return EXIT_SETUP;
+	}
+	snprintf(eg->ifname, sizeof(eg->ifname), "%s", name);
+	log_debug("--iface %s: upstream sockets are bound to it (SO_BINDTODEVICE)", name);
+	return 0;
+}
+
+/*
  * setup_proxy() - the route through --proxy: its host resolved now (the host's resolver, before the
  * command starts), the credentials, the TLS context.  CHILDFLOW_PROXY_TIMEOUT (seconds, 1-600)
  * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line.
  */
-static int setup_proxy(const struct cli_options *o, const char *password, struct proxy **px)
+static int setup_proxy(const struct cli_options *o, const char *password, const struct egress *eg,
+		       struct proxy **px)
 {
 	static const enum proxy_kind kinds[] = {
 		[PROXY_HTTP] = PROXY_KIND_HTTP, [PROXY_HTTPS] = PROXY_KIND_HTTPS, [PROXY_SOCKS5] = PROXY_KIND_SOCKS5,
@@ -64,6 +105,7 @@ static int setup_proxy(const struct cli_options *o, const char *password, struct
 		.user = o->proxy_user,
 		.password = password,
 		.insecure = o->proxy_insecure,
+		.egress = eg,
 	};
 	const char *t = getenv("CHILDFLOW_PROXY_TIMEOUT");
 	char err[CLI_ERR_MAX];
@@ -229,6 +271,7 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 		.resolv_path = "/etc/resolv.conf",
 		.listen4 = be->listener(c->be.b, BE_DNS4),
 		.listen6 = be->listener(c->be.b, BE_DNS6),
+		.egress = &c->egress,
 	};
 	int r;
 
@@ -306,7 +349,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	struct dns_fwd *fwd = NULL;
 	int code, r;
 
-	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
+	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops, .cfg = &c->egress };
 	if (px)
 		c->route[POL_PROXY] = proxy_connector(px);
 	if ((r = start_dns(c, o, host_rc, &fwd)) == 0 && (r = policy_init(&c->policy, be->netplan(c->be.b))) == 0)
@@ -351,6 +394,7 @@ int main(int argc, char **argv)
 	struct name_files nf;
 	struct proxy *px = NULL;
 	struct capture *cap = NULL;
+	struct egress eg;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
@@ -380,7 +424,10 @@ int main(int argc, char **argv)
 	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
-	if (opt.proxy_set && (code = setup_proxy(&opt, password, &px)) != 0)
+	memset(&eg, 0, sizeof(eg));
+	if (opt.iface && (code = check_iface(opt.iface, &eg)) != 0)
+		return code;
+	if (opt.proxy_set && (code = setup_proxy(&opt, password, &eg, &px)) != 0)
 		return code;
 	explicit_bzero(password, sizeof(password));
 
@@ -458,6 +505,7 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 	memset(&c, 0, sizeof(c));
 	c.be = sandbox_backend(&sb);
+	c.egress = eg;
 	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0) {
 		log_error("cannot start the relay: %s", strerror(errno));

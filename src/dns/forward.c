@@ -354,9 +354,9 @@ static int slot_open(struct dns_fwd *f, int slot)
 
 	if (f->up_fd[slot] >= 0)
 		return f->up_fd[slot];
-	fd = socket(ns->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	/* connect() binds a random ephemeral port, and the kernel then takes only the server's
 	 * datagrams on it, and reports its ICMP errors. */
 	if (connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0 ||
@@ -862,17 +862,18 @@ struct relay_service dns_fwd_service(struct dns_fwd *f)
 }
 
 /* --dns: an unreachable resolver is not a setup error (lookups get SERVFAIL), but say so. */
-static void check_fixed(const struct sockaddr_storage *ns)
+static void check_fixed(const struct dns_fwd *f, const struct sockaddr_storage *ns)
 {
-	int fd = socket(ns->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_CLOEXEC), e = fd < 0 ? -fd : 0;
 	char a[64];
 
-	if (fd < 0)
-		return;
-	if (connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0)
+	if (fd >= 0 && connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0)
+		e = errno;
+	if (e)
 		log_warn("warning: the DNS resolver %s cannot be reached (%s): lookups inside will get SERVFAIL",
-			 flow_addr_str((const struct sockaddr *)ns, a, sizeof(a)), strerror(errno));
-	close(fd);
+			 flow_addr_str((const struct sockaddr *)ns, a, sizeof(a)), strerror(e));
+	if (fd >= 0)
+		close(fd);
 }
 
 int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
@@ -887,6 +888,8 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	for (int s = 0; s < DNS_SLOTS; s++)
 		f->up_fd[s] = -1;
 	f->names = cfg->names;
+	if (cfg->egress)
+		f->egress = *cfg->egress;
 	f->heap = calloc(DNS_HEAP_MAX, sizeof(void *));
 	f->buf = malloc((size_t)RX_BATCH * RX_BUF);
 	if (!f->heap || !f->buf || sodium_init() < 0) {
@@ -903,7 +906,7 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 		memset(rc.ns, 0, sizeof(rc.ns));
 		rc.ns[0] = *cfg->fixed;
 		rc.n_ns = 1;
-		check_fixed(cfg->fixed);
+		check_fixed(f, cfg->fixed);
 	} else {
 		f->path = cfg->resolv_path;
 		if (f->path && stat(f->path, &f->st) == 0)

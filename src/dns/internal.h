@@ -78,6 +78,7 @@ struct dns_fwd {
 
 	/* Upstreams */
 	bool fixed;                   /* --dns: never re-read resolv.conf */
+	struct egress egress;         /* --iface: upstream sockets come from egress_socket() */
 	struct sockaddr_storage ns[RESOLV_MAX_NS];
 	int n_ns;
 	unsigned int attempts;

@@ -230,10 +230,15 @@ static void up_connect(struct dns_fwd *f, struct dns_tcp *s, int err)
 	while (s->qs && s->tries < dns_max_tries(f)) {
 		const struct sockaddr_storage *ns = &f->ns[(s->ns_first + s->tries) % (unsigned int)f->n_ns];
 		struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = &s->ev_up };
-		int fd = socket(ns->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int fd = egress_socket(&f->egress, ns, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
 
+		if (fd == -ENETUNREACH) {   /* --iface is gone: try the next nameserver */
+			err = ENETUNREACH;
+			s->tries++;
+			continue;
+		}
 		if (fd < 0) {
-			err = errno;
+			err = -fd;
 			break;   /* out of fds: another nameserver would not help */
 		}
 		if ((connect(fd, (const struct sockaddr *)ns, ns->ss_family == AF_INET ?

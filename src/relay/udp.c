@@ -34,6 +34,7 @@
 #include <linux/errqueue.h>
 
 #include "relay/icmp.h"
+#include "util/egress.h"
 #include "util/log.h"
 
 #define UDP_BUF 65536
@@ -219,14 +220,16 @@ static bool make_room(struct relay *r)
 
 /*
  * flow_new() - open the flow for a first datagram, with @cfd from the backend's pool.
- * Return: the flow, or NULL (the datagram is dropped, @cfd is closed, the record says why).
+ * Return: the flow, or NULL (the datagram is dropped, @cfd is closed, the record says why, and
+ * *@errp is the error, positive).
  */
 static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr_storage *child,
-				 const struct sockaddr_storage *dst, const char *rule)
+				 const struct sockaddr_storage *dst, const char *rule, int *errp)
 {
 	struct udp_flow *f = calloc(1, sizeof(*f));
 	int err = 0, hfd = -1;
 
+	*errp = ENOMEM;
 	if (!f) {
 		close(cfd);
 		return NULL;
@@ -239,14 +242,20 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 		log_debug("cannot place a UDP reply socket: %s", strerror(-err));
 		goto fail;
 	}
-	hfd = socket(dst->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (hfd >= 0 && r->inject_fd[dst->ss_family == AF_INET6] >= 0) {
+	hfd = egress_socket(&r->c->egress, dst, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (hfd < 0) {
+		err = hfd;
+		hfd = -1;
+		log_debug("cannot open a UDP flow upstream: %s", strerror(-err));
+		goto fail;
+	}
+	if (r->inject_fd[dst->ss_family == AF_INET6] >= 0) {
 		int one = 1;
 
 		setsockopt(hfd, dst->ss_family == AF_INET ? SOL_IP : SOL_IPV6,
 			   dst->ss_family == AF_INET ? IP_RECVERR : IPV6_RECVERR, &one, sizeof(one));
 	}
-	if (hfd < 0 || connect(hfd, (const struct sockaddr *)dst, flow_sa_len(dst)) < 0) {
+	if (connect(hfd, (const struct sockaddr *)dst, flow_sa_len(dst)) < 0) {
 		err = -errno;
 		log_debug("cannot open a UDP flow upstream: %s", strerror(-err));
 		goto fail;
@@ -282,7 +291,49 @@ fail:
 	flow_opened(&r->hub, &f->rec);
 	flow_end(&r->hub, &f->rec, FLOW_NO_RESOURCES, -err);
 	free(f);
+	*errp = -err;
 	return NULL;
+}
+
+/*
+ * tell_unreachable() - the host has no way to @dst (no route, or `--iface` down or gone: connect()
+ * said ENETUNREACH or EHOSTUNREACH at once): the child's first datagram of @n bytes draws a
+ * destination-unreachable from its gateway, as a router without a route would send, so its
+ * connected socket sees the error instead of silence.
+ */
+static void tell_unreachable(struct relay *r, const struct sockaddr_storage *child,
+			     const struct sockaddr_storage *dst, size_t n, int err)
+{
+	const struct netplan *np = r->c->be.ops->netplan(r->c->be.b);
+	int fam = dst->ss_family, inj = r->inject_fd[fam == AF_INET6];
+	struct icmp_report rep = { .family = fam };
+	struct sockaddr_storage to = *child;
+	unsigned char pkt[128];
+	size_t len;
+
+	if (inj < 0 || !np)
+		return;
+	if (fam == AF_INET) {
+		struct sockaddr_in *from = (struct sockaddr_in *)&rep.from;
+
+		rep.type = 3;                                  /* destination unreachable */
+		rep.code = err == EHOSTUNREACH ? 1 : 0;        /* host / network unreachable */
+		from->sin_family = AF_INET;
+		from->sin_addr = np->gw4;
+	} else {
+		struct sockaddr_in6 *from = (struct sockaddr_in6 *)&rep.from;
+
+		rep.type = 1;                                  /* destination unreachable */
+		rep.code = err == EHOSTUNREACH ? 3 : 0;        /* address unreachable / no route */
+		from->sin6_family = AF_INET6;
+		from->sin6_addr = np->gw6;
+	}
+	len = icmp_error_build(pkt, sizeof(pkt), &rep, child, dst, n);
+	if (!len)
+		return;
+	((struct sockaddr_in *)&to)->sin_port = 0;   /* raw sockets: no port (same offset in v6) */
+	if (sendto(inj, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, flow_sa_len(&to)) == (ssize_t)len)
+		r->stats.udp_icmp++;
 }
 
 static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf, size_t n)
@@ -333,7 +384,7 @@ static int start_flow(struct relay *r, const struct sockaddr_storage *child,
 	struct policy_query q = { .proto = POL_UDP, .dst = (const struct sockaddr *)dst };
 	struct policy_verdict v = policy_decide(&r->c->policy, &q);
 	struct udp_flow *f;
-	int cfd;
+	int cfd, err;
 
 	if (v.action == POL_DENY) {
 		log_debug("dropping UDP to a denied destination: %s", v.reason);
@@ -351,9 +402,11 @@ static int start_flow(struct relay *r, const struct sockaddr_storage *child,
 		r->stats.udp_dropped++;
 		return 1;
 	}
-	f = flow_new(r, cfd, child, dst, v.reason);
+	f = flow_new(r, cfd, child, dst, v.reason, &err);
 	if (f)
 		first_datagram(r, f, buf, n);
+	else if (err == ENETUNREACH || err == EHOSTUNREACH)
+		tell_unreachable(r, child, dst, n, err);
 	return 1;
 }
 
