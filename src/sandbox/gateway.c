@@ -115,7 +115,7 @@ static int make_listener(int family, int type, uint16_t port)
 	    (type == SOCK_DGRAM &&
 	     setsockopt(fd, lvl, family == AF_INET ? IP_RECVORIGDSTADDR : IPV6_RECVORIGDSTADDR,
 			&one, sizeof(one)) < 0) ||
-	    (type == SOCK_DGRAM &&   /* the child's TTL / hop limit, carried upstream (traceroute) */
+	    (type == SOCK_DGRAM && port == NETPLAN_UDP_PORT &&   /* the child's TTL, carried upstream */
 	     setsockopt(fd, lvl, family == AF_INET ? IP_RECVTTL : IPV6_RECVHOPLIMIT, &one, sizeof(one)) < 0) ||
 	    bind(fd, (struct sockaddr *)&ss, len) < 0 ||
 	    (type == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)) {
