@@ -45,7 +45,7 @@ static int upstream_sockopts(int fd)
 static enum conn_step direct_start(void *st, const void *cfg, const struct conn_req *rq, int *fd,
 				   uint32_t *want, int *err)
 {
-	int s = egress_socket(cfg, rq->dst, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int s = egress_socket(cfg, rq->dst, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int r;
 
 	(void)st;

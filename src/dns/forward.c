@@ -354,7 +354,7 @@ static int slot_open(struct dns_fwd *f, int slot)
 
 	if (f->up_fd[slot] >= 0)
 		return f->up_fd[slot];
-	fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+	fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return fd;
 	/* connect() binds a random ephemeral port, and the kernel then takes only the server's
@@ -864,7 +864,7 @@ struct relay_service dns_fwd_service(struct dns_fwd *f)
 /* --dns: an unreachable resolver is not a setup error (lookups get SERVFAIL), but say so. */
 static void check_fixed(const struct dns_fwd *f, const struct sockaddr_storage *ns)
 {
-	int fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_CLOEXEC), e = fd < 0 ? -fd : 0;
+	int fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_CLOEXEC, 0), e = fd < 0 ? -fd : 0;
 	char a[64];
 
 	if (fd >= 0 && connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0)

@@ -230,7 +230,7 @@ static void up_connect(struct dns_fwd *f, struct dns_tcp *s, int err)
 	while (s->qs && s->tries < dns_max_tries(f)) {
 		const struct sockaddr_storage *ns = &f->ns[(s->ns_first + s->tries) % (unsigned int)f->n_ns];
 		struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = &s->ev_up };
-		int fd = egress_socket(&f->egress, ns, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = egress_socket(&f->egress, ns, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 		if (fd == -ENETUNREACH) {   /* --iface is gone: try the next nameserver */
 			err = ENETUNREACH;

@@ -60,7 +60,7 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
 			  uint32_t *want, int *err)
 {
 	int one = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
-	int s = egress_socket(&px->egress, &px->addr, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+	int s = egress_socket(&px->egress, &px->addr, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	c->px = px;
 	c->probe = rq->probe;

@@ -48,6 +48,7 @@ struct udp_flow {
 	struct ev_src ev_child;   /* EV_UDP_CHILD: the interception socket, connected to the child */
 	struct ev_src ev_host;    /* EV_UDP_HOST: the host socket, connected to the destination */
 	int child_fd, host_fd;
+	int ttl;                  /* TTL / hop limit set on host_fd from the child's; -1: the host's default */
 	unsigned int bucket;
 	uint64_t last_ms;
 	bool dead;                /* closed; freed after the current epoll batch */
@@ -238,11 +239,12 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 	f->rec.route = "direct";
 	f->rec.rule = rule;
 	f->child_fd = cfd;
+	f->ttl = -1;
 	if ((err = place_child_socket(cfd, child, dst)) < 0) {
 		log_debug("cannot place a UDP reply socket: %s", strerror(-err));
 		goto fail;
 	}
-	hfd = egress_socket(&r->c->egress, dst, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC);
+	hfd = egress_socket(&r->c->egress, dst, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (hfd < 0) {
 		err = hfd;
 		hfd = -1;
@@ -336,9 +338,23 @@ static void tell_unreachable(struct relay *r, const struct sockaddr_storage *chi
 		r->stats.udp_icmp++;
 }
 
-static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf, size_t n)
+/*
+ * first_datagram() - a datagram from the listener (a flow's first ones), sent upstream with the
+ * child's TTL / hop limit @ttl (-1: unknown), so that traceroute's probes expire where they would
+ * without childflow.  Later datagrams of the flow keep the last one set.
+ */
+static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf, size_t n, int ttl)
 {
-	ssize_t w = send(f->host_fd, buf, n, MSG_DONTWAIT);
+	ssize_t w;
+
+	if (ttl >= 0 && ttl != f->ttl) {
+		int fam = f->rec.dst.sa.sa_family;
+
+		if (setsockopt(f->host_fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
+			       fam == AF_INET ? IP_TTL : IPV6_UNICAST_HOPS, &ttl, sizeof(ttl)) == 0)
+			f->ttl = ttl;
+	}
+	w = send(f->host_fd, buf, n, MSG_DONTWAIT);
 
 	touch(r, f);
 	if (w == (ssize_t)n) {
@@ -379,7 +395,7 @@ static bool queue_pending(struct relay *r, const struct sockaddr_storage *child,
  * recorded), 0 when the pool is empty and the datagram must wait.
  */
 static int start_flow(struct relay *r, const struct sockaddr_storage *child,
-		      const struct sockaddr_storage *dst, const void *buf, size_t n)
+		      const struct sockaddr_storage *dst, const void *buf, size_t n, int ttl)
 {
 	struct policy_query q = { .proto = POL_UDP, .dst = (const struct sockaddr *)dst };
 	struct policy_verdict v = policy_decide(&r->c->policy, &q);
@@ -404,7 +420,7 @@ static int start_flow(struct relay *r, const struct sockaddr_storage *child,
 	}
 	f = flow_new(r, cfd, child, dst, v.reason, &err);
 	if (f)
-		first_datagram(r, f, buf, n);
+		first_datagram(r, f, buf, n, ttl);
 	else if (err == ENETUNREACH || err == EHOSTUNREACH)
 		tell_unreachable(r, child, dst, n, err);
 	return 1;
@@ -422,16 +438,16 @@ static struct udp_pending *pending_for(struct relay *r, const struct sockaddr_st
 
 /* Handle one datagram from the listener. */
 static void listener_datagram(struct relay *r, const struct sockaddr_storage *child,
-			      const struct sockaddr_storage *dst, const void *buf, size_t n)
+			      const struct sockaddr_storage *dst, const void *buf, size_t n, int ttl)
 {
 	struct udp_flow *f = flow_find(r, child, dst);
 
 	if (f) {
-		first_datagram(r, f, buf, n);
+		first_datagram(r, f, buf, n, ttl);
 		return;
 	}
 	/* Keep the order of a flow's datagrams: behind its queued first one, or first in line. */
-	if ((r->pend_head && pending_for(r, child, dst)) || !start_flow(r, child, dst, buf, n)) {
+	if ((r->pend_head && pending_for(r, child, dst)) || !start_flow(r, child, dst, buf, n, ttl)) {
 		if (!queue_pending(r, child, dst, buf, n))
 			r->stats.udp_dropped++;
 	}
@@ -455,8 +471,8 @@ void udp_retry_pending(struct relay *r)
 		}
 		f = flow_find(r, &p->child, &p->dst);
 		if (f) {
-			first_datagram(r, f, p->data, p->len);
-		} else if (!start_flow(r, &p->child, &p->dst, p->data, p->len)) {
+			first_datagram(r, f, p->data, p->len, -1);
+		} else if (!start_flow(r, &p->child, &p->dst, p->data, p->len, -1)) {
 			dry[fam] = true;
 			pp = &p->next;
 			continue;
@@ -486,9 +502,16 @@ void udp_listener_event(struct relay *r, int lfd)
 
 		if (n < 0)
 			return;
+		int ttl = -1;
+
 		if (!flow_orig_dst(&m, &dst))
 			continue;
-		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n);
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+			if (((c->cmsg_level == SOL_IP && c->cmsg_type == IP_TTL) ||
+			     (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_HOPLIMIT)) &&
+			    c->cmsg_len >= CMSG_LEN(sizeof(int)))
+				memcpy(&ttl, CMSG_DATA(c), sizeof(ttl));
+		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n, ttl);
 	}
 }
 

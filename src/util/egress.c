@@ -20,9 +20,9 @@ static int is_loopback(const struct sockaddr_storage *ss)
 	return 0;
 }
 
-int egress_socket(const struct egress *eg, const struct sockaddr_storage *dst, int type)
+int egress_socket(const struct egress *eg, const struct sockaddr_storage *dst, int type, int proto)
 {
-	int fd = socket(dst->ss_family, type, 0);
+	int fd = socket(dst->ss_family, type, proto);
 
 	if (fd < 0)
 		return -errno;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * egress — the one place P makes a socket that leaves the host (direct TCP and UDP, the DNS
- * forwarder's upstreams, the proxy connection), so that `--iface` can bind every one of them.
+ * forwarder's upstreams, the proxy connection, ICMP echo), so that `--iface` can bind every one of them.
  */
 #ifndef CHILDFLOW_UTIL_EGRESS_H
 #define CHILDFLOW_UTIL_EGRESS_H
@@ -18,7 +18,8 @@ struct egress {
  * egress_socket() - a fresh socket towards @dst, bound to @eg's interface
  * @eg: the egress (NULL or an empty ifname: not bound)
  * @dst: where the socket will connect or send (its family is the socket's)
- * @type: SOCK_STREAM or SOCK_DGRAM, with SOCK_NONBLOCK / SOCK_CLOEXEC as the caller wants
+ * @type: SOCK_STREAM, SOCK_DGRAM or SOCK_RAW, with SOCK_NONBLOCK / SOCK_CLOEXEC as the caller wants
+ * @proto: the protocol (0, or IPPROTO_ICMP/ICMPV6 for echo sockets)
  *
  * With an interface, the socket is bound to it by SO_BINDTODEVICE (allowed unprivileged on a socket
  * not yet bound or connected, since Linux 5.7): the kernel routes it out of that device only and
@@ -28,6 +29,6 @@ struct egress {
  *
  * Return: the fd, or -errno (-ENETUNREACH when the interface no longer exists).
  */
-int egress_socket(const struct egress *eg, const struct sockaddr_storage *dst, int type);
+int egress_socket(const struct egress *eg, const struct sockaddr_storage *dst, int type, int proto);
 
 #endif
