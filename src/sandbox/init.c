@@ -340,11 +340,38 @@ static void restore_signals(const struct sandbox_config *cfg)
 	sigprocmask(SIG_SETMASK, &cfg->orig_mask, NULL);
 }
 
+/*
+ * take_pty() - the command's own session, with P's pty slave as its controlling terminal and in
+ * place of those of fds 0-2 that were the caller's terminal: kill(0) and killpg() from the tree
+ * reach only its own process groups, and the caller's terminal is P's alone.  Tells P (PTY_READY)
+ * that the pty is held, so P may put the caller's terminal in raw mode.  Return: 0, or -1 after
+ * one line.
+ */
+static int take_pty(const struct sandbox_config *cfg)
+{
+	if (setsid() < 0 || ioctl(cfg->pty_slave, TIOCSCTTY, 0) < 0) {
+		log_error("cannot give the command its own terminal session: %s", strerror(errno));
+		return -1;
+	}
+	for (int fd = 0; fd < 3; fd++)
+		if ((cfg->pty_fds & (1u << fd)) && dup2(cfg->pty_slave, fd) < 0) {
+			log_error("cannot give the command its terminal: %s", strerror(errno));
+			return -1;
+		}
+	if (cfg->pty_slave > 2)
+		close(cfg->pty_slave);
+	if (write(cfg->pty_report, "R", 1) != 1)
+		log_debug("cannot tell childflow that the command holds its pty: %s", strerror(errno));
+	return 0;
+}
+
 __attribute__((noreturn)) static void exec_command(const struct sandbox_config *cfg)
 {
 	int r;
 
-	if (cfg->own_pgrp && setpgid(0, 0) < 0) {
+	if (cfg->pty && take_pty(cfg) < 0)
+		_exit(EXIT_SETUP);
+	if (!cfg->pty && cfg->own_pgrp && setpgid(0, 0) < 0) {
 		log_error("cannot give the command its own process group: %s", strerror(errno));
 		_exit(EXIT_SETUP);
 	}
@@ -404,6 +431,8 @@ void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_share
 	sigaddset(&set, SIGCHLD);
 	for (int i = 0; i < sandbox_n_forwarded_signals; i++)
 		sigaddset(&set, sandbox_forwarded_signals[i]);
+	if (cfg->pty)
+		sigaddset(&set, SIGCONT);   /* P continues the command after it stopped (`fg`) */
 	sigprocmask(SIG_BLOCK, &set, NULL);
 
 	cmd = fork();
@@ -425,9 +454,27 @@ void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_share
 			int st;
 			pid_t p;
 
+			/* On its pty, a stopped command is reported to P, which stops childflow in turn. */
+			while (cfg->pty && (p = waitpid(cmd, &st, WNOHANG | WUNTRACED)) > 0) {
+				unsigned char b = (unsigned char)WSTOPSIG(st);
+
+				if (!WIFSTOPPED(st))
+					_exit(sandbox_status_code(st));
+				if (write(cfg->pty_report, &b, 1) != 1)
+					kill(-cmd, SIGCONT);   /* P cannot hear it: do not leave it stopped */
+			}
 			while ((p = waitpid(-1, &st, WNOHANG)) > 0)
 				if (p == cmd)
 					_exit(sandbox_status_code(st));
+			continue;
+		}
+		if (cfg->pty) {
+			/* The command is in a session of its own: no terminal signal reached it, and its
+			 * pty tells it of a new window size itself.  SIGCONT goes to its whole group. */
+			if (sig == SIGCONT)
+				kill(-cmd, SIGCONT);
+			else if (sig != SIGWINCH)
+				kill(cmd, sig);
 			continue;
 		}
 		/* A terminal signal (SI_KERNEL) already reached the command's process group. */
