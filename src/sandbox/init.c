@@ -341,16 +341,23 @@ static void restore_signals(const struct sandbox_config *cfg)
 }
 
 /*
- * take_pty() - the command's own session, with P's pty slave as its controlling terminal and in
- * place of those of fds 0-2 that were the caller's terminal: kill(0) and killpg() from the tree
- * reach only its own process groups, and the caller's terminal is P's alone.  Tells P (PTY_READY)
- * that the pty is held, so P may put the caller's terminal in raw mode.  Return: 0, or -1 after
- * one line.
+ * take_pty() - in the command, before anything else: a process group of its own in init's session
+ * (init leads it, with P's pty slave as its controlling terminal: see init_main()), the terminal's
+ * foreground, and the slave in place of those of fds 0-2 that were the caller's terminal.  So
+ * kill(0) and killpg() from the tree reach only its own process groups, the caller's terminal is
+ * P's alone, and the group is not orphaned (its parent init is in the same session), so a Ctrl-Z
+ * on the pty stops it.  Tells P (PTY_READY) that the pty is held, so P may put the caller's
+ * terminal in raw mode.  Return: 0, or -1 after one line.
  */
 static int take_pty(const struct sandbox_config *cfg)
 {
-	if (setsid() < 0 || ioctl(cfg->pty_slave, TIOCSCTTY, 0) < 0) {
-		log_error("cannot give the command its own terminal session: %s", strerror(errno));
+	sigset_t ttou;
+
+	sigemptyset(&ttou);
+	sigaddset(&ttou, SIGTTOU);   /* tcsetpgrp() from the background; restore_signals() undoes it */
+	sigprocmask(SIG_BLOCK, &ttou, NULL);
+	if (setpgid(0, 0) < 0 || tcsetpgrp(cfg->pty_slave, getpid()) < 0) {
+		log_error("cannot give the command the foreground of its terminal: %s", strerror(errno));
 		return -1;
 	}
 	for (int fd = 0; fd < 3; fd++)
@@ -435,6 +442,12 @@ void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_share
 		sigaddset(&set, SIGCONT);   /* P continues the command after it stopped (`fg`) */
 	sigprocmask(SIG_BLOCK, &set, NULL);
 
+	/* On its own pty, the command's session is init's: P's terminal signals no longer reach us
+	 * (P forwards them), and the command's process group has a parent in its session. */
+	if (cfg->pty && (setsid() < 0 || ioctl(cfg->pty_slave, TIOCSCTTY, 0) < 0)) {
+		log_error("cannot give the command a terminal session of its own: %s", strerror(errno));
+		_exit(EXIT_SETUP);
+	}
 	cmd = fork();
 	if (cmd < 0) {
 		log_error("cannot fork the command: %s", strerror(errno));
@@ -469,8 +482,8 @@ void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_share
 			continue;
 		}
 		if (cfg->pty) {
-			/* The command is in a session of its own: no terminal signal reached it, and its
-			 * pty tells it of a new window size itself.  SIGCONT goes to its whole group. */
+			/* Our session is the pty's: every signal here came from P (SIGWINCH never does:
+			 * the pty tells the command itself).  SIGCONT goes to the command's whole group. */
 			if (sig == SIGCONT)
 				kill(-cmd, SIGCONT);
 			else if (sig != SIGWINCH)
