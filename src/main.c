@@ -450,6 +450,7 @@ int main(int argc, char **argv)
 		cfg.pty_slave = ptyc.slave;
 		cfg.pty_report = ptyc.report;
 		cfg.pty_fds = ptyc.fds;
+		memcpy(cfg.pty_hide, ptyc.path, sizeof(cfg.pty_hide));
 		cfg.own_pgrp = false;
 	}
 	/* Read once, before the sandbox starts: the forwarder's upstreams (without --dns) and timing,

@@ -43,6 +43,7 @@ struct sandbox_config {
 	int pty_slave;                /* becomes its controlling terminal */
 	int pty_report;               /* the command writes 'R' once it holds it; init, stop signals */
 	unsigned int pty_fds;         /* bit N: fd N (0-2) becomes the slave */
+	char pty_hide[64];            /* the caller's terminal's path (/dev/pts/N), hidden inside, or "" */
 	unsigned int test_delay_init_pid_us; /* CHILDFLOW_TEST_DELAY_INIT_PID_US (tests only) */
 	/* The child's name files (etcfiles.c), each NULL to keep the host's: */
 	const char *resolv_conf;      /* the full text of its /etc/resolv.conf */

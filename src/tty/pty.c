@@ -402,6 +402,8 @@ int pty_open(struct pty_relay **out, struct pty_child *child)
 	for (int fd = 0; fd < 3; fd++)
 		if (same_tty(fd, st.st_rdev))
 			child->fds |= 1u << fd;
+	if (ttyname_r(tfd, child->path, sizeof(child->path)) != 0)
+		child->path[0] = '\0';
 	pr->stop_ignored = sigaction(SIGTSTP, NULL, &sa) == 0 && sa.sa_handler == SIG_IGN;
 	pr->in = (struct pty_dir){ .src = pr->term, .dst = -1 };
 	pr->out = (struct pty_dir){ .src = pr->master, .dst = -1 };

@@ -31,6 +31,7 @@ struct pty_child {
 	int slave;            /* the slave, to become the command's controlling terminal */
 	int report;           /* write end of the report pipe (non-blocking) */
 	unsigned int fds;     /* bit N: fd N (0-2) is the caller's terminal and becomes the slave */
+	char path[64];        /* the caller's terminal's path, or "" when it has none */
 };
 
 /* Bytes on the report pipe: PTY_READY from the command once it holds the pty; else the number of

@@ -290,3 +290,32 @@ def test_ctrl_z_and_fg(cf):
         t.expect(rb"RC=5", 5)
     finally:
         t.close()
+
+
+PROBE_TTY = r"""
+import fcntl, os, sys, termios
+try:
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_NOCTTY)
+    print("OPEN=ok", flush=True)
+except OSError as e:
+    print("OPEN=" + (os.strerror(e.errno) or "?").replace(" ", "_"), flush=True)
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"x")
+    print("TIOCSTI=ok", flush=True)
+except OSError as e:
+    print("TIOCSTI=" + str(e.errno), flush=True)
+"""
+
+
+def test_callers_terminal_not_reachable_by_path(cf):
+    """The caller's terminal (/dev/pts/N) is hidden inside: the command cannot open it to read the
+    caller's keystrokes or write to it behind P's back; TIOCSTI stays refused (EPERM) on its own
+    pty too (the seccomp filter; dev.tty.legacy_tiocsti is 1 on the test machine)."""
+    # The terminal's path is only known once it exists: a shell in it passes its own `tty`.
+    t = shell_pty(cf, f"{cf.bin} -- /usr/bin/python3 -c '{PROBE_TTY}' $(tty); echo RC=$?")
+    try:
+        t.expect(rb"RC=0", 20)
+        assert re.search(rb"OPEN=(Permission_denied|Read-only_file_system|No_such_device_or_address)", t.buf), t.buf
+        assert b"TIOCSTI=1\r" in t.buf or b"TIOCSTI=1\n" in t.buf, t.buf
+    finally:
+        t.close()
