@@ -468,7 +468,7 @@ void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_share
 			pid_t p;
 
 			/* On its pty, a stopped command is reported to P, which stops childflow in turn. */
-			while (cfg->pty && (p = waitpid(cmd, &st, WNOHANG | WUNTRACED)) > 0) {
+			while (cfg->pty && waitpid(cmd, &st, WNOHANG | WUNTRACED) > 0) {
 				unsigned char b = (unsigned char)WSTOPSIG(st);
 
 				if (!WIFSTOPPED(st))
