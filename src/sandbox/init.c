@@ -6,10 +6,13 @@
  * (Ctrl-C would not stop `sleep`).  States of init:
  *   GO       wait for C's go-ahead byte (EOF: C is gone, exit); PDEATHSIG from then on
  *   PROC     mount a fresh /proc (only this PID namespace)
- *   RUN      fork the command (which enters a mount namespace where /proc and /sys are locked,
- *            enter_locked_mounts()), set cmd_started (release); then forward what P sends (SI_USER;
- *            terminal signals, SI_KERNEL, already reached the command's group), reap orphans,
- *            and exit with the command's status; the kernel then kills whatever it left behind
+ *   SESSION  on a terminal (cfg->pty): a session of our own, P's pty slave its controlling terminal
+ *   RUN      fork the command (which takes its pty, take_pty(), and enters a mount namespace where
+ *            /proc and /sys are locked, enter_locked_mounts()), set cmd_started (release); then
+ *            forward what P sends (SI_USER; without a pty, terminal signals, SI_KERNEL, already
+ *            reached the command's group; with one, everything but SIGWINCH, and SIGCONT to the
+ *            command's group), report the command's stops to P (pty), reap orphans, and exit with
+ *            the command's status; the kernel then kills whatever it left behind
  * The forwarded signals are blocked from init's birth (C's mask), so one P sent before the
  * command existed waits in init's queue and is passed on as soon as there is a command.
  *
