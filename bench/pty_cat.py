@@ -9,6 +9,7 @@ the file is random bytes in /var/tmp, removed at the end.  Prints min and median
 import fcntl
 import os
 import pty
+import shutil
 import subprocess
 import sys
 import termios
@@ -46,6 +47,8 @@ def main():
         for _ in range(100):
             f.write(os.urandom(1 << 20))
     rows = [("cat alone on a terminal", ["cat", F])]
+    if shutil.which("script"):   # a peer: util-linux script(1) relays its own pty the same way
+        rows.append(("cat under script(1)", ["script", "-qec", f"cat {F}", "/dev/null"]))
     if OLD:
         rows.append(("childflow, command shares the terminal", [OLD, "--", "cat", F]))
     rows.append(("childflow, through its pty relay", [NEW, "--", "cat", F]))
