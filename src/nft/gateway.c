@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "nft/gateway.h"
+#include "nft/expr.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -23,162 +24,70 @@
 #include <libnftnl/table.h>
 #include <libnftnl/batch.h>
 
-/* ---------- expression helpers (each appends one expression to @r) ---------- */
-
-/* A rule under construction: an expression that cannot be allocated (out of memory, or a libnftnl
- * without it, such as tproxy) fails the whole ruleset rather than leaving a rule without it. */
-struct rb {
-	struct nftnl_rule *r;
-	bool failed;
-};
-
-static void add_expr(struct rb *rb, struct nftnl_expr *e)
+static void icmpv6_type(struct nft_rb *rb, uint8_t type)
 {
-	if (e)
-		nftnl_rule_add_expr(rb->r, e);
-	else
-		rb->failed = true;
-}
-
-static void meta_load(struct rb *rb, uint32_t key)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("meta");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
-}
-
-static void meta_set(struct rb *rb, uint32_t key)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("meta");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
-}
-
-static void cmp(struct rb *rb, uint32_t op, const void *data, uint32_t len)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
-		nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
-	}
-	add_expr(rb, e);
-}
-
-static void cmp_u8(struct rb *rb, uint8_t v)
-{
-	cmp(rb, NFT_CMP_EQ, &v, sizeof(v));
-}
-
-static void imm_data(struct rb *rb, const void *data, uint32_t len)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
-		nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, data, len);
-	}
-	add_expr(rb, e);
-}
-
-static void verdict(struct rb *rb, int v)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)v);
-	}
-	add_expr(rb, e);
-}
-
-/* Load @len bytes at @offset of the transport header into reg 1. */
-static void transport_load(struct rb *rb, uint32_t offset, uint32_t len)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("payload");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
-}
-
-static void icmpv6_type(struct rb *rb, uint8_t type)
-{
-	meta_load(rb, NFT_META_NFPROTO);
-	cmp_u8(rb, NFPROTO_IPV6);
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_ICMPV6);
-	transport_load(rb, 0, 1);
-	cmp_u8(rb, type);
+	nft_meta_load(rb, NFT_META_NFPROTO);
+	nft_cmp_u8(rb, NFPROTO_IPV6);
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_ICMPV6);
+	nft_transport_load(rb, 0, 1);
+	nft_cmp_u8(rb, type);
 }
 
 /* meta nfproto FAMILY meta l4proto PROTO tproxy to :PORT meta mark set FWMARK accept */
-static void tproxy(struct rb *rb, uint8_t nfproto, uint8_t l4proto, uint16_t port)
+static void tproxy(struct nft_rb *rb, uint8_t nfproto, uint8_t l4proto, uint16_t port)
 {
 	uint16_t nport = htons(port);
 	uint32_t mark = GATEWAY_FWMARK;
 	struct nftnl_expr *e;
 
-	meta_load(rb, NFT_META_NFPROTO);
-	cmp_u8(rb, nfproto);
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, l4proto);
-	imm_data(rb, &nport, sizeof(nport));
+	nft_meta_load(rb, NFT_META_NFPROTO);
+	nft_cmp_u8(rb, nfproto);
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, l4proto);
+	nft_imm_data(rb, &nport, sizeof(nport));
 	e = nftnl_expr_alloc("tproxy");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, nfproto);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_1);
 	}
-	add_expr(rb, e);
-	imm_data(rb, &mark, sizeof(mark));
-	meta_set(rb, NFT_META_MARK);
-	verdict(rb, NF_ACCEPT);
+	nft_add_expr(rb, e);
+	nft_imm_data(rb, &mark, sizeof(mark));
+	nft_meta_set(rb, NFT_META_MARK);
+	nft_verdict(rb, NF_ACCEPT);
 }
 
 /* meta nfproto FAMILY udp dport 53 tproxy to :PORT meta mark set FWMARK accept */
-static void tproxy_dns(struct rb *rb, uint8_t nfproto, uint16_t port)
+static void tproxy_dns(struct nft_rb *rb, uint8_t nfproto, uint16_t port)
 {
 	uint16_t dport = htons(53);
 
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_UDP);
-	transport_load(rb, 2, 2);   /* udphdr.dest */
-	cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_UDP);
+	nft_transport_load(rb, 2, 2);   /* udphdr.dest */
+	nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
 	tproxy(rb, nfproto, IPPROTO_UDP, port);
 }
 
 /* meta l4proto tcp meta mark MARK reject with TYPE/CODE */
-static void reject_marked(struct rb *rb, uint32_t mark, uint32_t type, uint8_t code)
+static void reject_marked(struct nft_rb *rb, uint32_t mark, uint32_t type, uint8_t code)
 {
 	struct nftnl_expr *e;
 
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_TCP);
-	meta_load(rb, NFT_META_MARK);
-	cmp(rb, NFT_CMP_EQ, &mark, sizeof(mark));
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_TCP);
+	nft_meta_load(rb, NFT_META_MARK);
+	nft_cmp(rb, NFT_CMP_EQ, &mark, sizeof(mark));
 	e = nftnl_expr_alloc("reject");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, type);
 		nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, code);
 	}
-	add_expr(rb, e);
+	nft_add_expr(rb, e);
 }
 
 /* iifname IF meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn meta mark 0 queue num Q */
-static void gate_rule(struct rb *rb, const struct gateway_rules *g)
+static void gate_rule(struct nft_rb *rb, const struct gateway_rules *g)
 {
 	char name[IFNAMSIZ];
 	uint32_t zero = 0, mask = 0x17;
@@ -187,11 +96,11 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 
 	memset(name, 0, sizeof(name));
 	snprintf(name, sizeof(name), "%s", g->ifname);
-	meta_load(rb, NFT_META_IIFNAME);
-	cmp(rb, NFT_CMP_EQ, name, sizeof(name));
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_TCP);
-	transport_load(rb, 13, 1);
+	nft_meta_load(rb, NFT_META_IIFNAME);
+	nft_cmp(rb, NFT_CMP_EQ, name, sizeof(name));
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_TCP);
+	nft_transport_load(rb, 13, 1);
 	e = nftnl_expr_alloc("bitwise");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
@@ -200,10 +109,10 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 1);
 		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
 	}
-	add_expr(rb, e);
-	cmp_u8(rb, syn);
-	meta_load(rb, NFT_META_MARK);
-	cmp(rb, NFT_CMP_EQ, &zero, sizeof(zero));
+	nft_add_expr(rb, e);
+	nft_cmp_u8(rb, syn);
+	nft_meta_load(rb, NFT_META_MARK);
+	nft_cmp(rb, NFT_CMP_EQ, &zero, sizeof(zero));
 	if (g->gate == GATEWAY_GATE_NATIVE) {
 		e = nftnl_expr_alloc("queue");
 		if (e) {
@@ -211,7 +120,7 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_TOTAL, 1);
 			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_FLAGS, 0);   /* no bypass: fail closed */
 		}
-		add_expr(rb, e);
+		nft_add_expr(rb, e);
 		return;
 	}
 	/* struct xt_NFQ_info_v3 { u16 queuenum, queues_total, flags; } padded to XT_ALIGN (8) */
@@ -230,7 +139,7 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 			nftnl_expr_free(e);
 		e = NULL;
 	}
-	add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
+	nft_add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
 }
 
 /* ---------- the batch ---------- */
@@ -240,35 +149,35 @@ enum rule_id {
 	R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_GATE, R_COUNT,
 };
 
-static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rules *g)
+static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_rules *g)
 {
 	char name[IFNAMSIZ];
 	uint32_t lo = 1;   /* lo is always ifindex 1 in a network namespace */
 
 	switch (id) {
 	case R_LO:
-		meta_load(rb, NFT_META_IIF);
-		cmp(rb, NFT_CMP_EQ, &lo, sizeof(lo));
-		verdict(rb, NF_ACCEPT);
+		nft_meta_load(rb, NFT_META_IIF);
+		nft_cmp(rb, NFT_CMP_EQ, &lo, sizeof(lo));
+		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_FOREIGN:
 		memset(name, 0, sizeof(name));
 		snprintf(name, sizeof(name), "%s", g->ifname);
-		meta_load(rb, NFT_META_IIFNAME);
-		cmp(rb, NFT_CMP_NEQ, name, sizeof(name));
-		verdict(rb, NF_DROP);
+		nft_meta_load(rb, NFT_META_IIFNAME);
+		nft_cmp(rb, NFT_CMP_NEQ, name, sizeof(name));
+		nft_verdict(rb, NF_DROP);
 		break;
 	case R_NS:
 		icmpv6_type(rb, ND_NEIGHBOR_SOLICIT);
-		verdict(rb, NF_ACCEPT);
+		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_NA:
 		icmpv6_type(rb, ND_NEIGHBOR_ADVERT);
-		verdict(rb, NF_ACCEPT);
+		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_RS:
 		icmpv6_type(rb, ND_ROUTER_SOLICIT);
-		verdict(rb, NF_ACCEPT);
+		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_DNS4:
 		tproxy_dns(rb, NFPROTO_IPV4, g->dns_port);
@@ -305,8 +214,8 @@ static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rule
 		tproxy(rb, NFPROTO_IPV6, IPPROTO_UDP, g->udp_port);
 		break;
 	case R_DROP:
-		add_expr(rb, nftnl_expr_alloc("counter"));
-		verdict(rb, NF_DROP);
+		nft_add_expr(rb, nftnl_expr_alloc("counter"));
+		nft_verdict(rb, NF_DROP);
 		break;
 	case R_COUNT:
 		break;
@@ -379,7 +288,7 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			rc = -ENOMEM;
 			goto out;
 		}
-		struct rb rb = { .r = r };
+		struct nft_rb rb = { .r = r };
 
 		if (mnl_nlmsg_batch_size(b) + 4096 > len) {
 			nftnl_rule_free(r);
@@ -418,32 +327,6 @@ out:
 	return rc;
 }
 
-/* Read until the ACK of @last_seq, or the first error.  Returns 0 or -errno. */
-static int wait_ack(struct mnl_socket *nl, uint32_t last_seq)
-{
-	char buf[8192];
-
-	for (;;) {
-		ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
-
-		if (n < 0)
-			return -errno;
-		int left = (int)n;
-
-		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; mnl_nlmsg_ok(h, left);
-		     h = mnl_nlmsg_next(h, &left)) {
-			if (h->nlmsg_type != NLMSG_ERROR)
-				continue;
-			const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
-
-			if (e->error)
-				return e->error;
-			if (h->nlmsg_seq == last_seq)
-				return 0;
-		}
-	}
-}
-
 int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 {
 	char batch[16384];   /* the ruleset is about 2 KiB; -ENOSPC says if it ever outgrows this */
@@ -467,7 +350,7 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 	if (mnl_socket_sendto(nl, batch, (size_t)len) < 0)
 		r = -errno;
 	else
-		r = wait_ack(nl, last_seq);
+		r = nft_wait_ack(nl, last_seq);
 	mnl_socket_close(nl);
 	if (r < 0) {
 		snprintf(err, errlen, "the kernel refused it: %s", strerror(-r));
