@@ -23,6 +23,7 @@
 #include "dns/resolvconf.h"
 #include "proxy/proxy.h"
 #include "relay/relay.h"
+#include "root/root.h"
 #include "sandbox/sandbox.h"
 #include "util/log.h"
 #include "util/proc.h"
@@ -37,9 +38,7 @@ static int refuse_unimplemented(const struct cli_options *o)
 			  "(the default)", cli_capture_point_name(o->capture_point));
 		return -1;
 	}
-	if (o->root || o->backend_rootful)
-		flag = "--root";
-	else if (o->iface)
+	if (o->iface)
 		flag = "--iface";
 	if (!flag)
 		return 0;
@@ -351,6 +350,7 @@ int main(int argc, char **argv)
 	struct name_files nf;
 	struct proxy *px = NULL;
 	struct capture *cap = NULL;
+	struct root_host *root = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
@@ -380,6 +380,11 @@ int main(int argc, char **argv)
 	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
+	if (opt.backend_rootful && geteuid() != 0) {
+		log_error("error: --root needs root privileges: run it with sudo, or drop --root to use the "
+			  "rootless backend");
+		return EXIT_USAGE;
+	}
 	if (opt.proxy_set && (code = setup_proxy(&opt, password, &px)) != 0)
 		return code;
 	explicit_bzero(password, sizeof(password));
@@ -442,12 +447,26 @@ int main(int argc, char **argv)
 	 * Ignored, the write goes through; init gives the command the caller's disposition back. */
 	signal(SIGTTOU, SIG_IGN);
 
+	if (opt.backend_rootful) {
+		if (root_host_begin(&root, cfg.ipv6) < 0) {
+			free(nf.hosts);
+			free(nf.nsswitch);
+			capture_free(cap);
+			proxy_free(px);
+			return EXIT_SETUP;
+		}
+		cfg.uplink = root_host_uplink(root);
+		cfg.proxy_tcp = px != NULL;
+		cfg.on_unshared = root_host_attach;
+		cfg.on_unshared_arg = root;
+	}
 	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
 	r = sandbox_start(&cfg, &sb);
 	/* The sandbox has its copies now. */
 	free(nf.hosts);
 	free(nf.nsswitch);
 	if (r < 0) {
+		root_host_end(root);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
@@ -464,12 +483,14 @@ int main(int argc, char **argv)
 		c.be.ops->kill(c.be.b);
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
+		root_host_end(root);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
 	code = run(&c, &opt, &host_rc, sigfd, px, cap);
 	close(sigfd);
+	root_host_end(root);
 	capture_free(cap);
 	proxy_free(px);
 	if (log_dropped())

@@ -14,6 +14,7 @@
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <linux/netfilter.h>
+#include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <libmnl/libmnl.h>
@@ -100,6 +101,12 @@ static void gate_rule(struct nft_rb *rb, const struct gateway_rules *g)
 	nft_cmp(rb, NFT_CMP_EQ, name, sizeof(name));
 	nft_meta_load(rb, NFT_META_L4PROTO);
 	nft_cmp_u8(rb, IPPROTO_TCP);
+	if (g->uplink && !g->proxy_tcp) {   /* rootful without -p: only DNS over TCP is TPROXYed */
+		uint16_t dport = htons(53);
+
+		nft_transport_load(rb, 2, 2);
+		nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
+	}
 	nft_transport_load(rb, 13, 1);
 	e = nftnl_expr_alloc("bitwise");
 	if (e) {
@@ -145,14 +152,39 @@ static void gate_rule(struct nft_rb *rb, const struct gateway_rules *g)
 /* ---------- the batch ---------- */
 
 enum rule_id {
-	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_REJ_RESET, R_REJ_HOST, R_REJ_NET, R_REJ_ADMIN, R_DNS4, R_DNS6,
-	R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_GATE, R_COUNT,
+	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_UP_REPLY, R_UP_DROP, R_REJ_RESET, R_REJ_HOST, R_REJ_NET,
+	R_REJ_ADMIN, R_DNS4, R_DNS6, R_DNSTCP4, R_DNSTCP6, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP,
+	R_FORWARD, R_GATE, R_IN_GUARD, R_MASQ, R_COUNT,
 };
+
+enum chain_id { C_PRE, C_GATE, C_INPUT, C_NAT, C_COUNT };
+
+static const struct {
+	const char *name, *type;
+	uint32_t hook;
+	int prio;
+} chains[C_COUNT] = {
+	[C_PRE] = { GATEWAY_CHAIN, "filter", NF_INET_PRE_ROUTING, -150 },          /* mangle */
+	[C_GATE] = { GATEWAY_GATE_CHAIN, "filter", NF_INET_PRE_ROUTING, -300 },    /* raw: before mangle */
+	[C_INPUT] = { "input", "filter", NF_INET_LOCAL_IN, 0 },
+	[C_NAT] = { "postrouting", "nat", NF_INET_POST_ROUTING, 100 },             /* srcnat */
+};
+
+/* meta l4proto tcp tcp dport 53 */
+static void tcp_dns(struct nft_rb *rb)
+{
+	uint16_t dport = htons(53);
+
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_TCP);
+	nft_transport_load(rb, 2, 2);   /* tcphdr.dest */
+	nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
+}
 
 static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_rules *g)
 {
-	char name[IFNAMSIZ];
 	uint32_t lo = 1;   /* lo is always ifindex 1 in a network namespace */
+	uint32_t mark = GATEWAY_FWMARK;
 
 	switch (id) {
 	case R_LO:
@@ -161,10 +193,9 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_FOREIGN:
-		memset(name, 0, sizeof(name));
-		snprintf(name, sizeof(name), "%s", g->ifname);
-		nft_meta_load(rb, NFT_META_IIFNAME);
-		nft_cmp(rb, NFT_CMP_NEQ, name, sizeof(name));
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_NEQ, g->ifname);
+		if (g->uplink)
+			nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_NEQ, g->uplink);
 		nft_verdict(rb, NF_DROP);
 		break;
 	case R_NS:
@@ -179,11 +210,28 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 		icmpv6_type(rb, ND_ROUTER_SOLICIT);
 		nft_verdict(rb, NF_ACCEPT);
 		break;
+	case R_UP_REPLY:   /* from the host: only the replies to the child's own flows (and their errors) */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->uplink);
+		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case R_UP_DROP:
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->uplink);
+		nft_verdict(rb, NF_DROP);
+		break;
 	case R_DNS4:
 		tproxy_dns(rb, NFPROTO_IPV4, g->dns_port);
 		break;
 	case R_DNS6:
 		tproxy_dns(rb, NFPROTO_IPV6, g->dns_port);
+		break;
+	case R_DNSTCP4:
+		tcp_dns(rb);
+		tproxy(rb, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);
+		break;
+	case R_DNSTCP6:
+		tcp_dns(rb);
+		tproxy(rb, NFPROTO_IPV6, IPPROTO_TCP, g->tcp_port);
 		break;
 	case R_REJ_RESET:
 		reject_marked(rb, BE_GATE_MARK_RESET, NFT_REJECT_TCP_RST, 0);
@@ -217,27 +265,72 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 		nft_add_expr(rb, nftnl_expr_alloc("counter"));
 		nft_verdict(rb, NF_DROP);
 		break;
+	case R_FORWARD:   /* rootful: what is left is the host kernel's to route */
+		nft_add_expr(rb, nftnl_expr_alloc("counter"));
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case R_IN_GUARD:   /* the child reaches N1's own sockets only through TPROXY */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->ifname);
+		nft_meta_load(rb, NFT_META_L4PROTO);
+		nft_cmp(rb, NFT_CMP_NEQ, &(uint8_t){ IPPROTO_ICMPV6 }, 1);
+		nft_meta_load(rb, NFT_META_MARK);
+		nft_cmp(rb, NFT_CMP_NEQ, &mark, sizeof(mark));
+		nft_verdict(rb, NF_DROP);
+		break;
+	case R_MASQ:
+		nft_ifname(rb, NFT_META_OIFNAME, NFT_CMP_EQ, g->uplink);
+		nft_masquerade(rb);
+		break;
 	case R_COUNT:
 		break;
 	}
 }
 
-/* A base chain of the prerouting hook in our table. */
-static void add_chain(struct mnl_nlmsg_batch *b, struct nftnl_chain *c, const char *name, int prio,
-		      uint32_t policy, uint32_t seq)
+/*
+ * The rules in order, each with its chain.  Rootless: everything the child sends is TPROXYed.
+ * Rootful (g->uplink): DNS always, TCP with proxy_tcp, and the rest forwarded; the interception
+ * rules come before the only accept that lets traffic go direct (R_FORWARD), in both families.
+ */
+static int rule_plan(const struct gateway_rules *g, uint8_t *ids, uint8_t *chain)
 {
-	struct nlmsghdr *nlh;
+	int n = 0;
 
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, GATEWAY_TABLE);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
-	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, policy);
-	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_INET,
-					  NLM_F_CREATE, seq);
-	nftnl_chain_nlmsg_build_payload(nlh, c);
-	mnl_nlmsg_batch_next(b);
+#define ADD(id, c) do { ids[n] = (uint8_t)(id); chain[n++] = (uint8_t)(c); } while (0)
+	ADD(R_LO, C_PRE);
+	ADD(R_FOREIGN, C_PRE);
+	ADD(R_NS, C_PRE);
+	ADD(R_NA, C_PRE);
+	ADD(R_RS, C_PRE);
+	if (g->uplink) {
+		ADD(R_UP_REPLY, C_PRE);
+		ADD(R_UP_DROP, C_PRE);
+	}
+	ADD(R_REJ_RESET, C_PRE);
+	ADD(R_REJ_HOST, C_PRE);
+	ADD(R_REJ_NET, C_PRE);
+	ADD(R_REJ_ADMIN, C_PRE);
+	ADD(R_DNS4, C_PRE);
+	ADD(R_DNS6, C_PRE);
+	if (!g->uplink || g->proxy_tcp) {
+		ADD(R_TCP4, C_PRE);
+		ADD(R_TCP6, C_PRE);
+	} else {
+		ADD(R_DNSTCP4, C_PRE);
+		ADD(R_DNSTCP6, C_PRE);
+	}
+	if (!g->uplink) {
+		ADD(R_UDP4, C_PRE);
+		ADD(R_UDP6, C_PRE);
+		ADD(R_DROP, C_PRE);
+	} else {
+		ADD(R_FORWARD, C_PRE);
+		ADD(R_IN_GUARD, C_INPUT);
+		ADD(R_MASQ, C_NAT);
+	}
+	if (g->gate != GATEWAY_GATE_NONE)
+		ADD(R_GATE, C_GATE);
+#undef ADD
+	return n;
 }
 
 int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, uint32_t seq,
@@ -245,11 +338,13 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 {
 	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
 	struct nftnl_table *t = nftnl_table_alloc();
-	struct nftnl_chain *c = nftnl_chain_alloc();
+	uint8_t ids[R_COUNT], chain[R_COUNT];
+	bool used[C_COUNT] = { false };
 	struct nlmsghdr *nlh;
+	int n = rule_plan(g, ids, chain);
 	int rc = 0;
 
-	if (!b || !t || !c) {
+	if (!b || !t) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -265,23 +360,16 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 	nftnl_table_nlmsg_build_payload(nlh, t);
 	mnl_nlmsg_batch_next(b);
 
-	ROOM();
-	add_chain(b, c, GATEWAY_CHAIN, -150, NF_DROP, seq++);   /* mangle */
-	if (g->gate != GATEWAY_GATE_NONE) {
-		struct nftnl_chain *gc = nftnl_chain_alloc();
-
+	for (int i = 0; i < n; i++)
+		used[chain[i]] = true;
+	for (int ch = 0; ch < C_COUNT; ch++) {
+		if (!used[ch])
+			continue;
 		ROOM();
-		if (!gc) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		add_chain(b, gc, GATEWAY_GATE_CHAIN, -300, NF_ACCEPT, seq++);   /* raw: before mangle */
-		nftnl_chain_free(gc);
+		nft_add_chain(b, GATEWAY_TABLE, chains[ch].name, chains[ch].type, chains[ch].hook, chains[ch].prio,
+			      ch == C_PRE ? NF_DROP : NF_ACCEPT, seq++);
 	}
-
-	const int last = g->gate != GATEWAY_GATE_NONE ? R_GATE : R_GATE - 1;
-
-	for (int id = 0; id <= last; id++) {
+	for (int i = 0; i < n; i++) {
 		struct nftnl_rule *r = nftnl_rule_alloc();
 
 		if (!r) {
@@ -296,9 +384,9 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			goto out;
 		}
 		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, GATEWAY_TABLE);
-		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id == R_GATE ? GATEWAY_GATE_CHAIN : GATEWAY_CHAIN);
+		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chains[chain[i]].name);
 		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-		build_rule(&rb, (enum rule_id)id, g);
+		build_rule(&rb, (enum rule_id)ids[i], g);
 		if (rb.failed) {
 			nftnl_rule_free(r);
 			rc = -EOPNOTSUPP;
@@ -306,8 +394,7 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 		}
 		*last_seq = seq;
 		nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
-						 NLM_F_APPEND | NLM_F_CREATE |
-						 (id == last ? NLM_F_ACK : 0), seq++);
+						 NLM_F_APPEND | NLM_F_CREATE | (i == n - 1 ? NLM_F_ACK : 0), seq++);
 		nftnl_rule_nlmsg_build_payload(nlh, r);
 		nftnl_rule_free(r);
 		mnl_nlmsg_batch_next(b);
@@ -318,8 +405,6 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 	rc = (int)mnl_nlmsg_batch_size(b);
 #undef ROOM
 out:
-	if (c)
-		nftnl_chain_free(c);
 	if (t)
 		nftnl_table_free(t);
 	if (b)
