@@ -46,6 +46,32 @@
 #define REC_MAX 8192
 #define VAL_MAX 64
 
+/*
+ * Records of every network namespace share the directory, but a sysctl path means the namespace of
+ * whoever opens it: each record names its run's namespace on its first line, and only records of
+ * our own namespace are shared or restored by us.
+ */
+static char netns_tag[64];
+
+static void netns_tag_init(void)
+{
+	struct stat st;
+
+	if (stat("/proc/self/ns/net", &st) == 0)
+		snprintf(netns_tag, sizeof(netns_tag), "netns %lu:%lu\n", (unsigned long)st.st_dev,
+			 (unsigned long)st.st_ino);
+	else
+		snprintf(netns_tag, sizeof(netns_tag), "netns unknown\n");
+}
+
+/* Is the record's text (@rec) of our network namespace? */
+static bool same_netns(const char *rec)
+{
+	const char *nl = strchr(rec, '\n');
+
+	return nl && strstr(rec, netns_tag) && strstr(rec, netns_tag) < nl + 1;
+}
+
 /* Lock the records' directory (creating it).  Return: its fd, or -errno. */
 static int lock_dir(void)
 {
@@ -166,7 +192,7 @@ static bool live_value(int dfd, const char *self, const char *path, char *val, s
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
-		if (!record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0)
+		if (!record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && same_netns(rec))
 			found = record_value(rec, path, val, vlen);
 		close(fd);
 	}
@@ -235,6 +261,7 @@ static void collect_stale(int dfd)
 		return;
 	}
 	while ((de = readdir(d))) {
+		char rec[REC_MAX];
 		int fd;
 
 		if (strncmp(de->d_name, "slot-", 5))
@@ -242,7 +269,8 @@ static void collect_stale(int dfd)
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
-		if (record_is_stale(fd)) {
+		/* Another namespace's record is left to a run there. */
+		if (record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && same_netns(rec)) {
 			log_debug("host: restoring what a dead childflow --root run left (%s)", de->d_name);
 			restore_record(dfd, de->d_name, fd);
 		}
@@ -297,9 +325,11 @@ __attribute__((noreturn)) static void watchdog_main(struct root_state *st, int s
 
 int root_state_begin(struct root_state *st)
 {
-	int sp[2], dfd = lock_dir();
+	int sp[2], dfd;
 	pid_t p = getpid();
 
+	netns_tag_init();
+	dfd = lock_dir();
 	memset(st, 0, sizeof(*st));
 	st->rec_fd = st->wd_fd = -1;
 	if (dfd < 0) {
@@ -329,7 +359,7 @@ int root_state_begin(struct root_state *st)
 		unlock_dir(dfd);
 		return -1;
 	}
-	dprintf(st->rec_fd, "# childflow --root, pid %d\n", (int)p);
+	dprintf(st->rec_fd, "# childflow --root, pid %d, %s", (int)p, netns_tag);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 || (st->watchdog = fork()) < 0) {
 		log_error("cannot start the watchdog that restores the host for --root: %s", strerror(errno));
 		close(st->rec_fd);
