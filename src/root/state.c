@@ -187,7 +187,7 @@ static bool live_value(int dfd, const char *self, const char *path, char *val, s
 	while (!found && (de = readdir(d))) {
 		int fd;
 
-		if (strncmp(de->d_name, "slot-", 5) || !strcmp(de->d_name, self))
+		if (strncmp(de->d_name, "slot-", 5) != 0 || strcmp(de->d_name, self) == 0)
 			continue;
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
@@ -264,7 +264,7 @@ static void collect_stale(int dfd)
 		char rec[REC_MAX];
 		int fd;
 
-		if (strncmp(de->d_name, "slot-", 5))
+		if (strncmp(de->d_name, "slot-", 5) != 0)
 			continue;
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
