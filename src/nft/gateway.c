@@ -297,14 +297,14 @@ static int rule_plan(const struct gateway_rules *g, uint8_t *ids, uint8_t *chain
 
 #define ADD(id, c) do { ids[n] = (uint8_t)(id); chain[n++] = (uint8_t)(c); } while (0)
 	ADD(R_LO, C_PRE);
+	if (g->uplink)
+		ADD(R_UP_REPLY, C_PRE);   /* first: half of all forwarded packets, the replies */
 	ADD(R_FOREIGN, C_PRE);
 	ADD(R_NS, C_PRE);
 	ADD(R_NA, C_PRE);
 	ADD(R_RS, C_PRE);
-	if (g->uplink) {
-		ADD(R_UP_REPLY, C_PRE);
-		ADD(R_UP_DROP, C_PRE);
-	}
+	if (g->uplink)
+		ADD(R_UP_DROP, C_PRE);    /* after neighbour discovery, which conntrack does not track */
 	ADD(R_REJ_RESET, C_PRE);
 	ADD(R_REJ_HOST, C_PRE);
 	ADD(R_REJ_NET, C_PRE);

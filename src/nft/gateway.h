@@ -32,8 +32,9 @@
  *     }
  *   }
  *
- * Rootful (--root, uplink "up0"): after the neighbour-discovery rules,
+ * Rootful (--root, uplink "up0"): right after the lo rule
  *       iifname "up0" ct state established,related accept      # replies to the child's flows
+ *   and after the neighbour-discovery rules
  *       iifname "up0" drop
  *   the reject rules and the DNS TPROXY rules as above, then either the TCP TPROXY rules (-p: all of
  *   TCP goes to the relay and the proxy) or only `tcp dport 53` TPROXYed (DNS over TCP), and
