@@ -325,3 +325,19 @@ def test_three_concurrent_runs(rcf, world, sess):
             if p.poll() is None:
                 kill_tree(p)
     assert_restored(world, before, timeout=2)
+
+
+def test_capture_child_view(rcf, world, sess):
+    """-c works with --root: the child view on gw0 holds the forwarded flow, named rootful."""
+    import socket
+    path = os.path.join(sess.work, f"root-{os.getpid()}.pcapng")
+    try:
+        r = rcf.run(["--root", "-c", path, "--"] + curl("-o", "/dev/null", url(R2["v4"], "/index.html")))
+        assert r.rc == 0, r
+        with open(path, "rb") as f:
+            data = f.read()
+        assert b"backend=rootful" in data and b"interface=gw0" in data, data[:400]
+        assert socket.inet_aton(R2["v4"]) in data, "no packet to the remote in the capture"
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
