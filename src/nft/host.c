@@ -5,18 +5,20 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <netinet/in.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/batch.h>
+#include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/table.h>
 
 #include "nft/expr.h"
 
-enum { H_IN, H_REPLY, H_OUT_DROP, H_MASQ4, H_MASQ6, H_COUNT };
+enum { H_IN, H_REPLY, H_OUT_DROP, H_LOCAL_REPLY, H_LOCAL_ICMP6, H_LOCAL_REJECT, H_MASQ4, H_MASQ6, H_COUNT };
 
 static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 {
@@ -34,6 +36,28 @@ static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 		nft_ifname(rb, NFT_META_OIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_verdict(rb, NF_DROP);
 		break;
+	case H_LOCAL_REPLY:
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case H_LOCAL_ICMP6:   /* neighbour discovery with the host end (conntrack does not track it) */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		nft_meta_load(rb, NFT_META_L4PROTO);
+		nft_cmp_u8(rb, IPPROTO_ICMPV6);
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case H_LOCAL_REJECT: {   /* the host's own services are not the child's, as in rootless mode */
+		struct nftnl_expr *e = nftnl_expr_alloc("reject");
+
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		if (e) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
+			nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
+		}
+		nft_add_expr(rb, e);
+		break;
+	}
 	case H_MASQ4:
 		nft_meta_load(rb, NFT_META_NFPROTO);
 		nft_cmp_u8(rb, NFPROTO_IPV4);
@@ -75,6 +99,7 @@ static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t 
 	nftnl_table_nlmsg_build_payload(nlh, t);
 	mnl_nlmsg_batch_next(b);
 	nft_add_chain(b, h->table, "forward", "filter", NF_INET_FORWARD, 0, NF_ACCEPT, seq++);
+	nft_add_chain(b, h->table, "input", "filter", NF_INET_LOCAL_IN, 0, NF_ACCEPT, seq++);
 	nft_add_chain(b, h->table, "postrouting", "nat", NF_INET_POST_ROUTING, 100, NF_ACCEPT, seq++);
 	for (int id = 0; id < n; id++) {
 		struct nftnl_rule *r = nftnl_rule_alloc();
@@ -87,7 +112,8 @@ static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t 
 			goto out;
 		}
 		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, h->table);
-		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id < H_MASQ4 ? "forward" : "postrouting");
+		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id < H_LOCAL_REPLY ? "forward" : id < H_MASQ4 ? "input" :
+				   "postrouting");
 		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
 		build(&rb, id, h);
 		if (rb.failed) {

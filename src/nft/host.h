@@ -9,6 +9,10 @@
  *       iifname "cfroot<slot>" accept
  *       oifname "cfroot<slot>" ct state established,related accept
  *       oifname "cfroot<slot>" drop }
+ *     chain input { type filter hook input priority filter; policy accept;
+ *       iifname "cfroot<slot>" ct state established,related accept
+ *       iifname "cfroot<slot>" meta l4proto ipv6-icmp accept        # neighbour discovery
+ *       iifname "cfroot<slot>" reject with icmpx admin-prohibited }   # not the host's own services
  *     chain postrouting { type nat hook postrouting priority srcnat; policy accept;
  *       meta nfproto ipv4 ip saddr <uplink v4> masquerade
  *       meta nfproto ipv6 ip6 saddr <uplink v6> masquerade }

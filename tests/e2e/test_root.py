@@ -341,3 +341,24 @@ def test_capture_child_view(rcf, world, sess):
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+CONNECT_READ = r'''
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print("banner:" + s.recv(100).decode().strip())
+except OSError as e:
+    print("error:" + type(e).__name__)
+'''
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_host_own_services_are_refused(rcf, world, hostsvc, fam):
+    """As in rootless mode, the host's own services are not the command's: a connection to the
+    host's address from inside is refused at once (the control: from the host it works)."""
+    addr = W.HOST_V4 if fam == "v4" else W.HOST_V6
+    c = rcf.direct(py(CONNECT_READ, addr, 18002))
+    assert c.text.strip() == "banner:HOSTSVC", c
+    r = rcf.run(["--root", "--"] + py(CONNECT_READ, addr, 18002))
+    assert r.rc == 0 and r.text.strip().startswith("error:") and r.secs < 3, r
