@@ -122,17 +122,21 @@ static int for_route_ifaces(struct root_host *h, const char *proc_file, bool las
 static int forward4(struct root_host *h, const char *ifname)
 {
 	char path[128];
+	int r;
 
 	snprintf(path, sizeof(path), "/proc/sys/net/ipv4/conf/%s/forwarding", ifname);
-	return root_state_set(&h->st, path, "1");
+	r = root_state_set(&h->st, path, "1");
+	return r == -ENOENT ? 0 : r;   /* gone since /proc/net/route listed it */
 }
 
 static int forward6(struct root_host *h, const char *ifname)
 {
 	char path[128];
+	int r;
 
 	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/force_forwarding", ifname);
-	return root_state_set(&h->st, path, "1");
+	r = root_state_set(&h->st, path, "1");
+	return r == -ENOENT ? 0 : r;
 }
 
 /*
