@@ -119,6 +119,23 @@ capinfos -M "$WORK/demo.pcapng" 2>/dev/null | grep -E 'Capture application|Descr
 show "childflow -c - -- curl -o /dev/null http://[$R1V6]/ | tshark -r - -Y http   (live, to a reader)"
 in_host "$CF" -c - -- "${CURL[@]}" -o /dev/null "http://[$R1V6]/" | tshark -r - -Y http 2>/dev/null | sed 's/^/   /'
 
+heading "--root: the host kernel routes and masquerades the command's direct traffic (no relay), and puts everything back"
+show "childflow --root -- sh -c 'ping -c1 $R1V4; curl http://$R1V4/'"
+mark_log
+in_host sh -c 'nft list ruleset; ip -o link; sysctl net.ipv4.conf.eth0.forwarding' >"$WORK/root-before.txt" 2>&1
+in_host env CHILDFLOW_DEBUG=1 "$CF" --root -- sh -c "ping -c1 -W3 $R1V4 | sed -n 2p; ${CURL[*]} http://$R1V4/" \
+	2>"$WORK/root-debug.txt"
+new_log
+echo "   what --root changed on the host, and put back (CHILDFLOW_DEBUG=1):"
+grep -E 'host (change|restored)' "$WORK/root-debug.txt" | sed 's/^childflow: debug: \[[^]]*\] /     /'
+
+in_host sh -c 'nft list ruleset; ip -o link; sysctl net.ipv4.conf.eth0.forwarding' >"$WORK/root-after.txt" 2>&1
+if cmp -s "$WORK/root-before.txt" "$WORK/root-after.txt"; then
+	echo "   host ruleset, links and forwarding afterwards: exactly as before"
+else
+	echo "   host state differs afterwards:"; diff "$WORK/root-before.txt" "$WORK/root-after.txt" | sed 's/^/   /'
+fi
+
 heading "Exit codes pass through"
 show "childflow -- sh -c 'exit 7'"
 in_host "$CF" -- sh -c 'exit 7'

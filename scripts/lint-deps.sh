@@ -17,6 +17,7 @@ declare -A allow=(
   [dns]="dns relay backend util"
   [capture]="capture util"
   [tty]="tty util"
+  [root]="root backend netlink nft util"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

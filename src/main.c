@@ -24,6 +24,7 @@
 #include "netlink/nl.h"
 #include "proxy/proxy.h"
 #include "relay/relay.h"
+#include "root/root.h"
 #include "sandbox/sandbox.h"
 #include "tty/pty.h"
 #include "util/log.h"
@@ -39,8 +40,8 @@ static int refuse_unimplemented(const struct cli_options *o)
 			  "(the default)", cli_capture_point_name(o->capture_point));
 		return -1;
 	}
-	if (o->root || o->backend_rootful)
-		flag = "--root";
+	if ((o->root || o->backend_rootful) && o->iface)
+		flag = "--iface with --root";
 	if (!flag)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
@@ -423,6 +424,7 @@ int main(int argc, char **argv)
 	struct egress eg;
 	struct pty_relay *pty = NULL;
 	struct pty_child ptyc;
+	struct root_host *root = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
@@ -452,6 +454,11 @@ int main(int argc, char **argv)
 	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
+	if (opt.backend_rootful && geteuid() != 0) {
+		log_error("error: --root needs root privileges: run it with sudo, or drop --root to use the "
+			  "rootless backend");
+		return EXIT_USAGE;
+	}
 	memset(&eg, 0, sizeof(eg));
 	if (opt.iface && (code = check_iface(opt.iface, &eg)) != 0)
 		return code;
@@ -533,12 +540,27 @@ int main(int argc, char **argv)
 	 * Ignored, the write goes through; init gives the command the caller's disposition back. */
 	signal(SIGTTOU, SIG_IGN);
 
+	if (opt.backend_rootful) {
+		if (root_host_begin(&root, cfg.ipv6) < 0) {
+			free(nf.hosts);
+			free(nf.nsswitch);
+			pty_free(pty);
+			capture_free(cap);
+			proxy_free(px);
+			return EXIT_SETUP;
+		}
+		cfg.uplink = root_host_uplink(root);
+		cfg.proxy_tcp = px != NULL;
+		cfg.on_unshared = root_host_attach;
+		cfg.on_unshared_arg = root;
+	}
 	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
 	r = sandbox_start(&cfg, &sb);
 	/* The sandbox has its copies now. */
 	free(nf.hosts);
 	free(nf.nsswitch);
 	if (r < 0) {
+		root_host_end(root);
 		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
@@ -551,6 +573,7 @@ int main(int argc, char **argv)
 		be.ops->kill(be.b);
 		be.ops->finish(be.b);
 		be.ops->release(be.b);
+		root_host_end(root);
 		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
@@ -572,6 +595,7 @@ int main(int argc, char **argv)
 		c.be.ops->kill(c.be.b);
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
+		root_host_end(root);
 		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
@@ -579,6 +603,7 @@ int main(int argc, char **argv)
 	}
 	code = run(&c, &opt, &host_rc, sigfd, px, cap, pty);
 	close(sigfd);
+	root_host_end(root);
 	pty_free(pty);
 	capture_free(cap);
 	proxy_free(px);

@@ -88,7 +88,13 @@ static const struct opt_def opt_table[] = {
 	  "Select which capture point or view `--capture` should write. `child` is the current stable view",
 	  "[default: child]\n[possible values: child, egress, wire-egress, both]", false, false },
 	{ OPT_ROOT, 0, "root", NULL,
-	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend", NULL,
+	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend",
+	  "Needs root (sudo). Direct traffic is routed and masqueraded by the host kernel; DNS and -p stay "
+	  "intercepted. Host changes while it runs (CHILDFLOW_DEBUG=1 prints each): a veth cfroot<N> and an "
+	  "nftables table inet childflow-root<N> (both go by themselves), forwarding on the interfaces "
+	  "with routes (net.ipv4.conf.<if>.forwarding; IPv6: net.ipv6.conf.<if>.force_forwarding, or "
+	  "conf.all.forwarding before Linux 6.17), restored to their previous values at exit, even "
+	  "after SIGKILL, by a watchdog (records in /run/childflow-root)",
 	  false, false },
 	{ OPT_DOCTOR, 0, "doctor", NULL,
 	  "Diagnose whether the current host is ready for the selected backend", NULL, false, false },

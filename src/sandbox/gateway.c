@@ -185,6 +185,8 @@ static void gateway_load_rules(struct gw *g)
 		.dns_port = NETPLAN_DNS_PORT,
 		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_COMPAT : GATEWAY_GATE_NONE,
 		.echo = g->echo_fd >= 0,
+		.uplink = g->cfg->uplink ? NETPLAN_UPLINK_IFNAME : NULL,
+		.proxy_tcp = g->cfg->proxy_tcp,
 	};
 	char err[256];
 	int r;
@@ -220,6 +222,34 @@ static void gateway_load_rules(struct gw *g)
 }
 
 /*
+ * gateway_uplink() - rootful: up0 (P created it here before sending the plan) with its addresses,
+ * the default routes to the host through it, and forwarding in N1.
+ */
+static void gateway_uplink(struct gw *g)
+{
+	const struct netplan_uplink *u = g->cfg->uplink;
+	int up = (int)if_nametoindex(NETPLAN_UPLINK_IFNAME);
+	int r;
+
+	if (!up)
+		gateway_fail(g, "find the uplink", -ENODEV);
+	if (proc_write_file("/proc/sys/net/ipv4/ip_forward", "1") < 0 ||
+	    (g->np->ipv6 && proc_write_file("/proc/sys/net/ipv6/conf/all/forwarding", "1") < 0))
+		gateway_fail(g, "enable forwarding", -errno);
+	if ((r = nl_addr_add(g->nl, up, AF_INET, &u->gw4, u->plen4)) < 0)
+		gateway_fail(g, "add the uplink IPv4 address", r);
+	if (g->np->ipv6 && (r = nl_addr_add(g->nl, up, AF_INET6, &u->gw6, u->plen6)) < 0)
+		gateway_fail(g, "add the uplink IPv6 address", r);
+	if ((r = nl_link_up(g->nl, up, 0)) < 0)
+		gateway_fail(g, "bring the uplink up", r);
+	if ((r = nl_route_add(g->nl, AF_INET, RT_TABLE_MAIN, RTN_UNICAST, up, &u->host4)) < 0)
+		gateway_fail(g, "add the default route to the host", r);
+	if (g->np->ipv6 && (r = nl_route_add(g->nl, AF_INET6, RT_TABLE_MAIN, RTN_UNICAST, up, &u->host6)) < 0)
+		gateway_fail(g, "add the IPv6 default route to the host", r);
+	log_debug("gateway: uplink to the host ready");
+}
+
+/*
  * gateway_routing() - what N1 needs before the link exists: lo, the policy routing that delivers
  * TPROXY-marked packets locally, and the ruleset (it names gw0 by string, so gw0 may come later).
  * Runs while C is still creating its namespaces.
@@ -242,6 +272,8 @@ static void gateway_routing(struct gw *g)
 			gateway_fail(g, "add the IPv6 TPROXY local route", r);
 	}
 	log_debug("gateway: policy routing ready");
+	if (g->cfg->uplink)
+		gateway_uplink(g);
 	g->gate_fd = gateway_gate_open();
 	/* The echo queue rides on the gate's: the same queueing support, a rule beside the gate's. */
 	if (g->gate_fd >= 0)

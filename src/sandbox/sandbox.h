@@ -55,6 +55,14 @@ struct sandbox_config {
 	int n_allow_sockets;
 	char runtime_dir[256];        /* the caller's $XDG_RUNTIME_DIR when it is a directory of its own, or "" */
 	bool capture;                 /* a packet socket with a ring on gw0 for P (backend capture()) */
+	/* The rootful backend (--root, src/root/): G also gets "up0", a link to the host, forwards what
+	 * it does not intercept and masquerades it there.  NULL: rootless. */
+	const struct netplan_uplink *uplink;
+	bool proxy_tcp;               /* rootful: all TCP goes to the relay (-p), not only DNS */
+	/* P, once G has its namespaces and before C exists (the rootful host side creates up0 in
+	 * G's network namespace here).  Return: 0, or -1 after one line (the setup then fails). */
+	int (*on_unshared)(void *arg, pid_t gw_pid);
+	void *on_unshared_arg;
 };
 
 /* The capture ring G sets up on gw0 (backend.h's struct be_capture): 32 blocks of 1 MiB. */
@@ -98,6 +106,7 @@ struct sandbox {
 	bool killed;                  /* P killed the tree on purpose: G's death needs no message */
 	bool finished;                /* G (and any orphaned C or init) reaped */
 	bool own_pgrp;                /* the command is not in P's process group */
+	bool rootful;                 /* started with an uplink (--root) */
 	int abort_sig;                /* a signal ended the setup: exit 128+N */
 };
 
