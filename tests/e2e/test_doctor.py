@@ -269,7 +269,18 @@ def test_no_ipv6_route(cf, cf4, wrap, resolver):
     assert it["hint"], it
 
 
-def test_dead_resolver(cf, wrap):
+@pytest.fixture
+def router_icmp_unlimited(world):
+    """The router answers every datagram to its closed port 53 with an ICMP error (its rate limit
+    would swallow the run's, a moment after the doctor's)."""
+    path = "/proc/sys/net/ipv4/icmp_ratelimit"
+    saved = W.sh(["ip", "netns", "exec", world.router, "cat", path]).stdout.decode().strip()
+    world.sysctl(world.router, "net.ipv4.icmp_ratelimit=0")
+    yield
+    world.sysctl(world.router, f"net.ipv4.icmp_ratelimit={saved}")
+
+
+def test_dead_resolver(cf, wrap, router_icmp_unlimited):
     """resolv.conf naming the router, where nothing listens on port 53: a warning, in both."""
     w = wrap(cf, DEAD_DNS)
     rc, rep, _ = w.doctor()
