@@ -25,6 +25,7 @@
 #include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -86,7 +87,7 @@ static int setup_proxy(const struct cli_options *o, const char *password, struct
 			snprintf(errout, errlen, "%s", err);
 			return EXIT_SETUP;
 		}
-		doctor_fail("proxy", 0, err);
+		explain_fail("proxy", 0, err);
 		return EXIT_SETUP;
 	}
 	return 0;
@@ -407,6 +408,7 @@ int main(int argc, char **argv)
 	int sigfd, code, r;
 
 	log_init();
+	doctor_init();   /* setup failures explain themselves in the doctor's words */
 	if (cli_parse(argc, argv, &opt, err, sizeof(err)) < 0) {
 		log_error("error: %s", err);
 		return EXIT_USAGE;

@@ -31,7 +31,7 @@
 
 #include <sodium.h>
 
-#include "doctor/doctor.h"
+#include "util/explain.h"
 #include "util/log.h"
 
 #define RX_BATCH DNS_RX_BATCH
@@ -215,7 +215,7 @@ void dns_all_failed(struct dns_fwd *f, const char *why)
 	f->warned = true;
 	snprintf(what, sizeof(what), "%s, %s%s", flow_addr_str((const struct sockaddr *)&f->ns[0], a, sizeof(a)),
 		 why, f->n_ns > 1 ? ", and the others" : "");
-	doctor_warn("dns", 0, what);
+	explain_warn("dns", 0, what);
 }
 
 /* ---------- UDP: to the child ---------- */

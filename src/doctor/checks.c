@@ -7,7 +7,7 @@
  * connectors of proxy/.  Nothing here sends a packet to the real network: a resolver gets one query
  * (it is the host's own), the proxy one probe, and IPv6 is a route lookup.
  *
- * A run's failing step calls doctor_fail() with the check's key; explain() then words it exactly as
+ * A run's failing step calls explain_fail() with the check's key; explain() then words it exactly as
  * the doctor's run() does for the same failure.  New features add one entry at the end of the table.
  */
 #include "doctor/internal.h"
@@ -257,7 +257,7 @@ static void run_uidmap(const struct doctor_env *env, struct doctor_finding *f)
 	}
 	sigprocmask(SIG_SETMASK, NULL, &mask);
 	f->detail[0] = '\0';
-	r = idmap_apply_gateway(pid, choice, &mask, &plan);   /* a failure lands in @f (doctor_fail) */
+	r = idmap_apply_gateway(pid, choice, &mask, &plan);   /* a failure lands in @f (explain_fail) */
 	close(hp[1]);
 	close(rp[0]);
 	kill(pid, SIGKILL);
@@ -844,7 +844,7 @@ static void run_iface(const struct doctor_env *env, struct doctor_finding *f)
 		return;
 	}
 	for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
-		if (strcmp(i->ifa_name, env->iface)) {
+		if (strcmp(i->ifa_name, env->iface) != 0) {
 			if (i->ifa_addr && i->ifa_addr->sa_family == AF_PACKET && nl < sizeof(names) - 1) {
 				nl += (size_t)snprintf(names + nl, sizeof(names) - nl, "%s%s", nl ? ", " : "", i->ifa_name);
 				if (nl >= sizeof(names))

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * doctor — running the table of checks (checks.c), the report as text or JSON, and the explained
- * failures of normal runs (doctor_fail(), doctor_warn()).
+ * failures of normal runs (the explainer of util/explain.h).
  */
 #include "doctor/internal.h"
 
@@ -10,9 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/explain.h"
 #include "util/log.h"
 
-static struct doctor_finding *captured;   /* doctor_capture(): doctor_fail() fills this instead */
+static struct doctor_finding *captured;   /* doctor_capture(): explanations go here */
 
 void doctor_detail(struct doctor_finding *f, enum doctor_status st, const char *fmt, ...)
 {
@@ -61,7 +62,8 @@ static const struct doctor_check *explain(const char *key, int err, const char *
 	return c;
 }
 
-void doctor_fail(const char *key, int err, const char *what)
+/* The explainer (util/explain.h): the check's words, printed, or kept for the report. */
+static void tell(bool fatal, const char *key, int err, const char *what)
 {
 	struct doctor_finding f;
 	const struct doctor_check *c;
@@ -71,25 +73,19 @@ void doctor_fail(const char *key, int err, const char *what)
 		return;
 	}
 	c = explain(key, err, what, &f);
-	log_error("%s", f.detail);
+	if (fatal)
+		log_error("%s", f.detail);
+	else
+		log_warn("%s", f.detail);
 	if (f.hint[0])
 		log_error("fix: %s", f.hint);
-	if (c && c->reason_code)
+	if (fatal && c && c->reason_code)
 		log_error("reason_code: %s", c->reason_code);
 }
 
-void doctor_warn(const char *key, int err, const char *what)
+void doctor_init(void)
 {
-	struct doctor_finding f;
-
-	if (captured) {
-		explain(key, err, what, captured);
-		return;
-	}
-	explain(key, err, what, &f);
-	log_warn("%s", f.detail);
-	if (f.hint[0])
-		log_error("fix: %s", f.hint);
+	explain_set(tell);
 }
 
 /* ---------- the report ---------- */
@@ -230,7 +226,7 @@ int doctor_run(const struct doctor_env *env, enum doctor_format fmt, FILE *out)
 		doctor_capture(NULL);
 		r.n++;
 	}
-	code = strcmp(doctor_verdict(&r), "blocked") ? 0 : 1;
+	code = strcmp(doctor_verdict(&r), "blocked") == 0 ? 1 : 0;
 	if (doctor_print(&r, fmt, out) < 0) {
 		log_error("cannot write the doctor's report");
 		code = 1;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * doctor — what this host can do for childflow, and how to fix the rest (`--doctor`), and the same
- * explanation when a normal run fails at a setup step (doctor_fail()).
+ * explanation when a normal run fails at a setup step (util/explain.h, doctor_init()).
  *
  * The checks are one table (checks.c): each entry has a key, a label, the backends it concerns, and
  * a function that *tries* the thing where that is safe (in a throwaway namespace or a forked child,
@@ -9,7 +9,7 @@
  * what it found, and for anything not ok the exact fix on this distribution.  Preflight checks
  * decide the verdict (any blocked: exit 1); capability checks only inform (optional features).
  *
- * A setup step of a normal run that fails calls doctor_fail() with the check's key and the errno:
+ * A setup step of a normal run that fails calls explain_fail() with the check's key and the errno:
  * the check's explain() turns that into the very line the doctor prints for it.  Nothing runs
  * before a failure: the happy path pays nothing.
  */
@@ -93,20 +93,14 @@ int doctor_print(const struct doctor_report *r, enum doctor_format fmt, FILE *ou
 int doctor_run(const struct doctor_env *env, enum doctor_format fmt, FILE *out);
 
 /*
- * doctor_fail() - a normal run's setup step failed: print the doctor's finding for check @key
- * (what is wrong, the fix, the reason code) as childflow's error lines.  While the doctor
- * itself runs a check (doctor_capture()), the finding is kept for the report instead.  @err is a
- * positive errno or 0; @what, the step's own words, or NULL.
+ * doctor_init() - install the doctor as util/explain.h's explainer: a run's failing setup step
+ * (explain_fail()) then prints the doctor's finding for its check (what is wrong, the fix, the
+ * reason code), and a surviving condition (explain_warn()) the warning and the fix.  While the
+ * doctor itself runs a check (doctor_capture()), the finding is kept for the report instead.
  */
-void doctor_fail(const char *key, int err, const char *what);
+void doctor_init(void);
 
-/*
- * doctor_warn() - the same for a condition the run survives (a resolver that does not answer, a
- * proxy refusing the credentials): the warning line, then the fix.  The caller tells each cause once.
- */
-void doctor_warn(const char *key, int err, const char *what);
-
-/* doctor_capture() - route doctor_fail() into @f (NULL: print again). */
+/* doctor_capture() - keep explanations in @f instead of printing them (NULL: print again). */
 void doctor_capture(struct doctor_finding *f);
 
 /* doctor_find() - the check with @key, or NULL. */

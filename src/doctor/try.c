@@ -207,7 +207,7 @@ static bool os_release_has(const char *word)
 	if (!t)
 		return false;
 	for (char *save = NULL, *l = strtok_r(t, "\n", &save); l && !yes; l = strtok_r(NULL, "\n", &save)) {
-		if (strncmp(l, "ID=", 3) && strncmp(l, "ID_LIKE=", 8))
+		if (strncmp(l, "ID=", 3) != 0 && strncmp(l, "ID_LIKE=", 8) != 0)
 			continue;
 		yes = strstr(l, word) != NULL;
 	}

@@ -20,7 +20,7 @@
 
 #include <openssl/err.h>
 
-#include "doctor/doctor.h"
+#include "util/explain.h"
 #include "util/log.h"
 
 #define KEEPIDLE_S 300
@@ -75,7 +75,7 @@ void proxy_tell(const struct proxy *px, enum proxy_cause cause, int code, const 
 		char what[sizeof(msg) + sizeof(px->shown) + 8];
 
 		snprintf(what, sizeof(what), "proxy %s %s", px->shown, msg);
-		doctor_warn("proxy", cause_errno(cause, code), what);
+		explain_warn("proxy", cause_errno(cause, code), what);
 	}
 }
 

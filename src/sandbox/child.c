@@ -35,9 +35,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include "doctor/doctor.h"
 #include "netlink/nl.h"
 #include "sandbox/gwproto.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -231,7 +231,7 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 
 		snprintf(what, sizeof(what), "cannot create the child's namespaces (user, network, mount, PID%s)",
 			 cfg->isolate ? ", IPC" : "");
-		doctor_fail("user_namespaces", errno, what);
+		explain_fail("user_namespaces", errno, what);
 		sandbox_setup_fail(sh);
 	}
 	child_sysctls(np, sh);
@@ -246,7 +246,7 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	log_debug("child: network configured, both ends of the link operational");
 	/* Keep our mounts (the private /proc, /sys, the name files) out of the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		doctor_fail("mounts", errno, "cannot make the child's mounts private");
+		explain_fail("mounts", errno, "cannot make the child's mounts private");
 		sandbox_setup_fail(sh);
 	}
 	mount_sysfs();

@@ -39,11 +39,11 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include "doctor/doctor.h"
 #include "netlink/nfq.h"
 #include "netlink/nl.h"
 #include "nft/gateway.h"
 #include "sandbox/gwproto.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -167,10 +167,10 @@ static void gateway_load_rules(struct gw *g)
 		rules.gate = GATEWAY_GATE_NONE;
 		close(g->gate_fd);
 		g->gate_fd = -1;
-		doctor_warn("syn_gate", 0, err);
+		explain_warn("syn_gate", 0, err);
 	}
 	if (r < 0) {
-		doctor_fail("nftables", 0, err);
+		explain_fail("nftables", 0, err);
 		nl_close(g->nl);
 		sandbox_setup_fail(g->sh);
 	}
@@ -257,7 +257,7 @@ static void gateway_link(struct gw *g)
 	int gw, r;
 
 	if ((r = nl_veth_create(g->nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, g->child, NETPLAN_MTU)) < 0) {
-		doctor_fail("veth", -r, "cannot create the veth pair");
+		explain_fail("veth", -r, "cannot create the veth pair");
 		nl_close(g->nl);
 		sandbox_setup_fail(g->sh);
 	}
@@ -553,7 +553,7 @@ void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 	proc_die_with_parent(p);
 	sandbox_ignore_forwarded_signals();
 	if (unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0) {
-		doctor_fail("user_namespaces", errno, "cannot create a user namespace");
+		explain_fail("user_namespaces", errno, "cannot create a user namespace");
 		sandbox_setup_fail(sh);
 	}
 	log_debug("gateway: user and network namespaces created");

@@ -53,7 +53,7 @@ int idmap_plan_make(struct idmap_plan *plan, enum idmap_mode mode, uid_t uid, gi
 /*
  * idmap_apply_gateway() - P gives G (@pid, in a fresh user namespace) its uid/gid maps according to
  * @choice, and settles the plan whose inner maps C gets.  Helpers run with @caller_mask.  The
- * doctor tries it on a throwaway namespace.  Return: 0, or -1 after doctor_fail("uidmap", ...).
+ * doctor tries it on a throwaway namespace.  Return: 0, or -1 after explain_fail("uidmap", ...).
  */
 int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *caller_mask,
 			struct idmap_plan *plan);

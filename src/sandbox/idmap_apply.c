@@ -21,7 +21,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
-#include "doctor/doctor.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -172,7 +172,7 @@ int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *cal
 	have = choice == IDMAP_CHOOSE_DIRECT ? 0 : idmap_caller_subids(&su, &sg, &file);
 	if (have < 0) {
 		snprintf(what, sizeof(what), "cannot read %s", file);
-		doctor_fail("uidmap", -have, what);
+		explain_fail("uidmap", -have, what);
 		return -1;
 	}
 	if (have && idmap_plan_make(plan, IDMAP_HELPER, uid, gid, &su, &sg) == 0) {
@@ -190,7 +190,7 @@ int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *cal
 		}
 	}
 	if (choice == IDMAP_CHOOSE_HELPER) {
-		doctor_fail("uidmap", 0, "cannot map ids with newuidmap/newgidmap (CHILDFLOW_UIDMAP=helper)");
+		explain_fail("uidmap", 0, "cannot map ids with newuidmap/newgidmap (CHILDFLOW_UIDMAP=helper)");
 		return -1;
 	}
 	idmap_plan_make(plan, IDMAP_DIRECT, uid, gid, NULL, NULL);
@@ -199,7 +199,7 @@ done:
 	if (r < 0) {
 		snprintf(what, sizeof(what), "cannot map your uid %u/gid %u into the sandbox's user namespace",
 			 (unsigned)uid, (unsigned)gid);
-		doctor_fail("uidmap", -r, what);
+		explain_fail("uidmap", -r, what);
 		return -1;
 	}
 	return 0;

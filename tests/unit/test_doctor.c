@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "doctor/internal.h"
+#include "util/explain.h"
 
 static void noop(const struct doctor_env *env, struct doctor_finding *f)
 {
@@ -142,22 +143,23 @@ static void test_fail_is_the_doctors_words(void **state)
 	struct doctor_finding f;
 
 	(void)state;
+	doctor_init();
 	memset(&f, 0, sizeof(f));
 	doctor_capture(&f);
-	doctor_warn("dns", 0, "192.0.2.53:53, timed out");
+	explain_warn("dns", 0, "192.0.2.53:53, timed out");
 	doctor_capture(NULL);
 	assert_int_equal(f.status, DOCTOR_WARNING);
 	assert_string_equal(f.detail, "no DNS resolver answered (192.0.2.53:53, timed out): lookups inside get SERVFAIL");
 	assert_non_null(strstr(f.hint, "--dns ADDRESS"));
 
 	doctor_capture(&f);
-	doctor_fail("proxy", 13 /* EACCES */, "proxy 1.2.3.4:8080 rejected the credentials (407)");
+	explain_fail("proxy", 13 /* EACCES */, "proxy 1.2.3.4:8080 rejected the credentials (407)");
 	doctor_capture(NULL);
 	assert_string_equal(f.detail, "proxy 1.2.3.4:8080 rejected the credentials (407)");
 	assert_non_null(strstr(f.hint, "-U"));
 
 	doctor_capture(&f);
-	doctor_fail("no-such-check", 2 /* ENOENT */, "cannot do it");
+	explain_fail("no-such-check", 2 /* ENOENT */, "cannot do it");
 	doctor_capture(NULL);
 	assert_int_equal(f.status, DOCTOR_BLOCKED);
 	assert_string_equal(f.detail, "cannot do it: No such file or directory");
