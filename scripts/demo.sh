@@ -45,7 +45,7 @@ CF=$WORK/childflow
 heading() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; }
 
-if ! STATE=$("$PY" tests/e2e/world.py up --prefix "$PREFIX" --dir "$WORK" 2>"$WORK/world.err"); then
+if ! STATE=$("$PY" tests/e2e/world.py up --prefix "$PREFIX" --dir "$WORK" --uplinks 2 2>"$WORK/world.err"); then
 	echo "demo.sh: could not build the test world:" >&2
 	cat "$WORK/world.err" >&2
 	exit 1
@@ -253,5 +253,16 @@ echo "   (its entries win over DNS; the host's own /etc/hosts entries for other 
 kill "${DNSPIDS[@]}" 2>/dev/null
 wait "${DNSPIDS[@]}" 2>/dev/null
 DNSPIDS=()
+
+heading "Two uplinks: -i/--iface chooses the one the command's traffic leaves by"
+echo "   (the host has eth0 198.18.0.2, its default route, and eth1 198.19.0.2; /whoami answers the"
+echo "   address the server saw)"
+show "childflow -- curl http://$R1V4/whoami"
+in_host "$CF" -- "${CURL[@]}" "http://$R1V4/whoami" | sed 's/^/   /'
+show "childflow -i eth1 -- curl http://$R1V4/whoami   (run as $DEMO_USER)"
+as_user "$CF" -i eth1 -- curl -sS --noproxy '*' --max-time 10 "http://$R1V4/whoami" | sed 's/^/   /'
+show "childflow -i eth9 -- true"
+in_host "$CF" -i eth9 -- true 2>&1 | sed 's/^/   /'
+echo "   exit code: ${PIPESTATUS[0]}"
 
 heading "Done; tearing the world down"

@@ -17,6 +17,7 @@
 #include "policy/policy.h"
 #include "relay/connector.h"
 #include "relay/service.h"
+#include "util/egress.h"
 
 struct relay;
 struct dns_names;
@@ -40,6 +41,7 @@ struct ctx {
 	struct relay *relay;
 	struct dns_names *names;            /* what the tree resolved: address -> names (dns/names.h) */
 	struct name_lookup resolved;       /* the same, for the relay; lookup NULL when there is none */
+	struct egress egress;              /* --iface: every upstream socket is made by egress_socket() */
 };
 
 #endif

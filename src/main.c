@@ -22,6 +22,7 @@
 #include "dns/names.h"
 #include "dns/nsswitch.h"
 #include "dns/resolvconf.h"
+#include "netlink/nl.h"
 #include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
@@ -41,12 +42,37 @@ static int refuse_unimplemented(const struct cli_options *o)
 	}
 	if (o->root || o->backend_rootful)
 		flag = "--root";
-	else if (o->iface)
-		flag = "--iface";
 	if (!flag)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
 	return -1;
+}
+
+/*
+ * check_iface() - `--iface @name` must exist and be up (administratively, and with a carrier)
+ * before the command starts; @eg then names it for every upstream socket.
+ * Return: 0, or EXIT_SETUP after the doctor's explanation (what is wrong, how to fix it).
+ */
+static int check_iface(const char *name, struct egress *eg)
+{
+	struct nl *nl = nl_open();
+	bool up = false, carrier = false;
+	int r;
+
+	if (!nl) {
+		explain_fail("iface", errno, name);
+		return EXIT_SETUP;
+	}
+	r = nl_link_state(nl, name, &up, &carrier);
+	nl_close(nl);
+	if (r < 0 || !up || !carrier) {
+		/* The doctor's words: no such interface, down, no carrier (doctor/checks.c). */
+		explain_fail("iface", r < 0 ? -r : !up ? ENETDOWN : ENOLINK, name);
+		return EXIT_SETUP;
+	}
+	snprintf(eg->ifname, sizeof(eg->ifname), "%s", name);
+	log_debug("--iface %s: upstream sockets are bound to it (SO_BINDTODEVICE)", name);
+	return 0;
 }
 
 /*
@@ -55,8 +81,8 @@ static int refuse_unimplemented(const struct cli_options *o)
  * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line (the
  * doctor's, for a proxy that cannot be set up); with @errout, that error goes there unprinted.
  */
-static int setup_proxy(const struct cli_options *o, const char *password, struct proxy **px, char *errout,
-		       size_t errlen)
+static int setup_proxy(const struct cli_options *o, const char *password, const struct egress *eg,
+		       struct proxy **px, char *errout, size_t errlen)
 {
 	static const enum proxy_kind kinds[] = {
 		[PROXY_HTTP] = PROXY_KIND_HTTP, [PROXY_HTTPS] = PROXY_KIND_HTTPS, [PROXY_SOCKS5] = PROXY_KIND_SOCKS5,
@@ -68,6 +94,7 @@ static int setup_proxy(const struct cli_options *o, const char *password, struct
 		.user = o->proxy_user,
 		.password = password,
 		.insecure = o->proxy_insecure,
+		.egress = eg,
 	};
 	const char *t = getenv("CHILDFLOW_PROXY_TIMEOUT");
 	char err[CLI_ERR_MAX];
@@ -110,13 +137,17 @@ static int run_doctor(struct cli_options *o, int argc, char **argv)
 		.resolv_path = "/etc/resolv.conf",
 	};
 	struct proxy *px = NULL;
+	struct egress eg;
 	int code;
 
 	if (cli_take_password(o, argc, argv, password, err, sizeof(err)) < 0) {
 		log_error("error: %s", err);
 		return EXIT_USAGE;
 	}
-	if (o->proxy_set && (code = setup_proxy(o, password, &px, perr, sizeof(perr))) != 0) {
+	memset(&eg, 0, sizeof(eg));
+	if (o->iface)
+		snprintf(eg.ifname, sizeof(eg.ifname), "%s", o->iface);
+	if (o->proxy_set && (code = setup_proxy(o, password, &eg, &px, perr, sizeof(perr))) != 0) {
 		if (code == EXIT_USAGE)
 			return code;
 		env.proxy_error = perr;
@@ -296,6 +327,7 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 		.resolv_path = "/etc/resolv.conf",
 		.listen4 = be->listener(c->be.b, BE_DNS4),
 		.listen6 = be->listener(c->be.b, BE_DNS6),
+		.egress = &c->egress,
 	};
 	int r;
 
@@ -358,7 +390,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	struct dns_fwd *fwd = NULL;
 	int code, r;
 
-	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
+	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops, .cfg = &c->egress };
 	if (px)
 		c->route[POL_PROXY] = proxy_connector(px);
 	if ((r = start_dns(c, o, host_rc, &fwd)) == 0 && (r = policy_init(&c->policy, be->netplan(c->be.b))) == 0)
@@ -403,6 +435,7 @@ int main(int argc, char **argv)
 	struct name_files nf;
 	struct proxy *px = NULL;
 	struct capture *cap = NULL;
+	struct egress eg;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
@@ -432,7 +465,10 @@ int main(int argc, char **argv)
 	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
-	if (opt.proxy_set && (code = setup_proxy(&opt, password, &px, NULL, 0)) != 0)
+	memset(&eg, 0, sizeof(eg));
+	if (opt.iface && (code = check_iface(opt.iface, &eg)) != 0)
+		return code;
+	if (opt.proxy_set && (code = setup_proxy(&opt, password, &eg, &px, NULL, 0)) != 0)
 		return code;
 	explicit_bzero(password, sizeof(password));
 
@@ -510,6 +546,7 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 	memset(&c, 0, sizeof(c));
 	c.be = sandbox_backend(&sb);
+	c.egress = eg;
 	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0) {
 		log_error("cannot start the relay: %s", strerror(errno));

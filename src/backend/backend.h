@@ -47,6 +47,13 @@ enum be_sock_kind {
 #define BE_GATE_MARK_PROHIBITED 0x15u     /* icmp admin prohibited: EACCES (IPv6), EHOSTUNREACH (IPv4) */
 
 /*
+ * The echo queue: the child's ICMP and ICMPv6 echo requests wait in NFQUEUE BE_ECHO_QUEUE, copied
+ * whole.  NF_DROP: the relay took it (it answers through inject_fd() with what upstream answered);
+ * NF_ACCEPT: the ruleset answers it "administratively prohibited" (relay/echo.c).
+ */
+#define BE_ECHO_QUEUE 1
+
+/*
  * The capture point on the child's link: an AF_PACKET socket (SOCK_RAW, every protocol) bound to the
  * interception side of the link before the link came up, with a TPACKET_V3 receive ring of
  * @block_nr blocks of @block_size bytes, each handed to user space when full or after @retire_ms.
@@ -70,6 +77,10 @@ struct backend_ops {
 	/* The SYN gate's queue socket (NETLINK_NETFILTER, bound to BE_GATE_QUEUE), owned by the
 	 * backend, or -1 when this host cannot gate (handshakes then complete at once). */
 	int (*gate_fd)(const struct backend *b);
+
+	/* The echo queue's socket (NETLINK_NETFILTER, bound to BE_ECHO_QUEUE), owned by the backend,
+	 * or -1 (echo requests are then answered "administratively prohibited" by the ruleset). */
+	int (*echo_fd)(const struct backend *b);
 
 	/* A raw socket of the interception namespace (IPPROTO_RAW: the caller writes whole IPv4 or
 	 * IPv6 packets, any source address) through which errors from upstream reach the child as the

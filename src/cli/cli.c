@@ -124,7 +124,12 @@ static const struct opt_def opt_table[] = {
 	  "Ignore certificate trust errors for https:// upstream proxies while still validating the "
 	  "hostname", NULL, false, false },
 	{ OPT_IFACE, 'i', "iface", "IFACE",
-	  "Force the host-side egress interface for the child's direct traffic", NULL, false, false },
+	  "Force the host-side egress interface for the child's direct traffic, its DNS upstream "
+	  "queries and its proxy connection, whatever the host's default route says (rootless: every "
+	  "upstream socket is bound to IFACE with SO_BINDTODEVICE and leaves with IFACE's address). IFACE "
+	  "must exist and be up when childflow starts (else exit 125); if it goes down later, new "
+	  "connections fail as unreachable. A nameserver or proxy on loopback is reached over loopback",
+	  NULL, false, false },
 	{ OPT_ISOLATE, 0, "isolate", NULL,
 	  "Also cut the host IPC that could carry the tree around the network controls: a private /tmp "
 	  "and /dev/shm, its own SysV/POSIX IPC namespace, $XDG_RUNTIME_DIR hidden (session D-Bus, "
@@ -491,8 +496,6 @@ static int validate(const struct cli_options *opt, char *err, size_t errlen)
 
 	if (opt->argc == 0)
 		return fail(err, errlen, "missing command to execute");
-	if (!opt->backend_rootful && opt->iface)
-		return fail(err, errlen, "`--iface` is not supported by the `rootless-internal` backend");
 	if (opt->hosts_file) {
 		if (stat(opt->hosts_file, &st) < 0) {
 			if (errno == ENOENT || errno == ENOTDIR)

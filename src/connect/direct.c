@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * connect/direct — a non-blocking connect() to the destination the child dialled.
+ * connect/direct — a non-blocking connect() to the destination the child dialled, from a socket
+ * made by egress_socket() (the connector's cfg is the run's struct egress: `--iface`).
  *
  * States: CONNECTING (after start(), waiting for EPOLLOUT) -> READY, or FAILED with SO_ERROR.
  * Keepalive is set on the upstream socket so that a peer that vanishes without a reset (NAT timeout,
@@ -14,6 +15,8 @@
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+
+#include "util/egress.h"
 
 #define KEEPIDLE_S 300
 #define KEEPINTVL_S 30
@@ -42,13 +45,12 @@ static int upstream_sockopts(int fd)
 static enum conn_step direct_start(void *st, const void *cfg, const struct conn_req *rq, int *fd,
 				   uint32_t *want, int *err)
 {
-	int s = socket(rq->dst->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int s = egress_socket(cfg, rq->dst, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int r;
 
 	(void)st;
-	(void)cfg;
 	if (s < 0) {
-		*err = errno;
+		*err = -s;
 		return CONN_FAILED;
 	}
 	if ((r = upstream_sockopts(s)) < 0) {

@@ -5,6 +5,7 @@
 
 #include "relay/connector.h"
 
+/* Its cfg is a const struct egress * (util/egress.h): where the upstream socket leaves. */
 extern const struct connector_ops direct_connector_ops;
 
 #endif

@@ -27,6 +27,7 @@
 #include "dns/names.h"
 #include "dns/resolvconf.h"
 #include "relay/service.h"
+#include "util/egress.h"
 
 struct dns_fwd;
 
@@ -36,6 +37,7 @@ struct dns_fwd_config {
 	const char *resolv_path;               /* re-read when it changes (only without --dns) */
 	int listen4, listen6;                  /* the backend's DNS listeners, or -1 */
 	struct dns_names *names;               /* where answers' addresses go, or NULL */
+	const struct egress *egress;           /* where upstream queries leave (--iface), or NULL */
 };
 
 /* Set up the forwarder (no query is sent yet).  Return: 0 or -errno. */

@@ -8,17 +8,19 @@
  *             in the timer heap until try_deadline
  *   -> ANSWERED   an answer on that socket with that ID and the query's question: the client's
  *                 ID is put back and it goes to the child, as it came (TC, EDNS, DNSSEC included)
- *   -> next try   the try timed out, or the socket reported an ICMP error (ECONNREFUSED, ...):
- *                 at once to the next nameserver; after all tries (nameservers x attempts), or at
- *                 the deadline (the host's timeout minus a margin: before the child's resolver
- *                 gives up), SERVFAIL
+ *   -> next try   the try timed out, the socket reported an ICMP error (ECONNREFUSED, ...), or
+ *                 the nameserver answered SERVFAIL, REFUSED or NOTIMP (glibc's res_send moves on
+ *                 then too): at once to the next nameserver; after all tries (nameservers x
+ *                 attempts), or at the deadline (the host's timeout minus a margin: before the
+ *                 child's resolver gives up), the last such rcode an upstream gave, else SERVFAIL
  * A retransmit (same client socket, ID and question) while the query is outstanding is not sent
  * again.  The table is bounded (DNS_MAX_QUERIES, DNS_PER_CLIENT per client socket): beyond, the
  * child gets SERVFAIL at once rather than waiting for nothing.
  *
  * Without --dns the host's resolv.conf is looked at (stat) at most once a second while queries
  * arrive; a change (another file, mtime, size) reloads the nameservers, and queries waiting on an
- * old one are sent again to the new ones.  `rotate` is not followed: nameservers are tried in order.
+ * old one are sent again to the new ones.  Nameservers are tried in file order from the first; with
+ * `options rotate` each new query starts one further along (round robin), as glibc does.
  */
 #include "dns/internal.h"
 
@@ -111,6 +113,17 @@ static void heap_remove(struct dns_fwd *f, struct dns_query *q)
 uint64_t dns_max_tries(const struct dns_fwd *f)
 {
 	return (uint64_t)f->n_ns * f->attempts;
+}
+
+unsigned int dns_first_ns(struct dns_fwd *f)
+{
+	unsigned int n;
+
+	if (!f->rotate)
+		return 0;
+	n = f->next_first % (unsigned int)f->n_ns;
+	f->next_first = n + 1;
+	return n;
 }
 
 /*
@@ -319,14 +332,16 @@ static void udp_error_reply(struct dns_fwd *f, int fam, const union flow_addr *c
 		reply_udp(f, fam, child, dst, out, n);
 }
 
-/* SERVFAIL for @q (all tries failed, or the deadline passed), and its end. */
+/* SERVFAIL (or the rcode an upstream gave) for @q: all tries failed, or the deadline passed. */
 static void udp_fail(struct dns_fwd *f, struct dns_query *q, enum flow_outcome o, int err)
 {
 	dns_set_id(q->msg, q->client_id);
-	udp_error_reply(f, q->fam, &q->rec.child, &q->rec.dst, q->msg, &q->q, DNS_RCODE_SERVFAIL);
+	udp_error_reply(f, q->fam, &q->rec.child, &q->rec.dst, q->msg, &q->q,
+			q->rcode ? q->rcode : DNS_RCODE_SERVFAIL);
 	q->rec.bytes_down = DNS_HDR + q->q.len + 4u;
 	q->rec.pkts_down = 1;
-	dns_all_failed(f, err == ETIMEDOUT ? "timed out" : strerror(err));
+	if (!q->rcode)   /* a resolver that answered SERVFAIL or REFUSED did answer */
+		dns_all_failed(f, err == ETIMEDOUT ? "timed out" : strerror(err));
 	dns_query_end(f, q, o, err);
 }
 
@@ -340,9 +355,9 @@ static int slot_open(struct dns_fwd *f, int slot)
 
 	if (f->up_fd[slot] >= 0)
 		return f->up_fd[slot];
-	fd = socket(ns->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return -errno;
+		return fd;
 	/* connect() binds a random ephemeral port, and the kernel then takes only the server's
 	 * datagrams on it, and reports its ICMP errors. */
 	if (connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0 ||
@@ -422,7 +437,7 @@ static void sendq_flush(struct dns_fwd *f)
 static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 {
 	while (q->tries < dns_max_tries(f) && f->now < q->deadline) {
-		int slot = (int)(q->tries % (unsigned int)f->n_ns) * DNS_UP_SOCKS +
+		int slot = (int)((q->tries + q->ns_first) % (unsigned int)f->n_ns) * DNS_UP_SOCKS +
 			   (int)(dns_rand16(f) % DNS_UP_SOCKS);   /* a power of 2: unbiased */
 		int fd = slot_open(f, slot);
 		uint16_t id = 0;
@@ -513,6 +528,11 @@ static void upstream_readable(struct dns_fwd *f, int slot)
 				continue;   /* late, or not ours */
 			if (dns_check_answer(m, len, &q->q, f->names, f->now) < 0)
 				continue;   /* not the answer to it: keep waiting */
+			if (dns_rcode_moves_on(m) && q->tries + 1 < dns_max_tries(f) && f->now < q->deadline) {
+				q->rcode = dns_rcode(m);   /* ask the next one; this is the answer if none does */
+				udp_next_try(f, q, EPROTO);
+				continue;
+			}
 			dns_set_id(m, q->client_id);
 			batch_add(f, &b, q, m, len);
 			q->rec.bytes_down = len;
@@ -568,6 +588,7 @@ static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storag
 		return;
 	}
 	dq->fam = fam;
+	dq->ns_first = dns_first_ns(f);
 	dq->cnext = f->chash[b];
 	f->chash[b] = dq;
 	f->n_udp++;
@@ -648,6 +669,8 @@ static void set_servers(struct dns_fwd *f, const struct resolv_conf *rc)
 		f->n_ns = 1;
 	}
 	set_timing(f, rc->timeout_s, rc->attempts);
+	f->rotate = rc->rotate && f->n_ns > 1;
+	f->next_first = 0;
 	for (int s = 0; s < DNS_SLOTS; s++)
 		slot_close(f, s);
 	if (!f->n_heap || !(wait = calloc(f->n_heap, sizeof(void *))))
@@ -657,7 +680,8 @@ static void set_servers(struct dns_fwd *f, const struct resolv_conf *rc)
 			wait[n++] = f->heap[i];
 	for (unsigned int i = 0; i < n; i++) {
 		up_unlink(f, wait[i]);
-		wait[i]->tries %= (unsigned int)f->n_ns;   /* start over on the new list, same deadline */
+		wait[i]->tries = 0;   /* start over on the new list, same deadline */
+		wait[i]->ns_first %= (unsigned int)f->n_ns;
 		udp_try(f, wait[i], ETIMEDOUT);
 	}
 	free(wait);
@@ -839,17 +863,18 @@ struct relay_service dns_fwd_service(struct dns_fwd *f)
 }
 
 /* --dns: an unreachable resolver is not a setup error (lookups get SERVFAIL), but say so. */
-static void check_fixed(const struct sockaddr_storage *ns)
+static void check_fixed(const struct dns_fwd *f, const struct sockaddr_storage *ns)
 {
-	int fd = socket(ns->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	int fd = egress_socket(&f->egress, ns, SOCK_DGRAM | SOCK_CLOEXEC, 0), e = fd < 0 ? -fd : 0;
 	char a[64];
 
-	if (fd < 0)
-		return;
-	if (connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0)
+	if (fd >= 0 && connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0)
+		e = errno;
+	if (e)
 		log_warn("the DNS resolver %s cannot be reached (%s): lookups inside will get SERVFAIL",
-			 flow_addr_str((const struct sockaddr *)ns, a, sizeof(a)), strerror(errno));
-	close(fd);
+			 flow_addr_str((const struct sockaddr *)ns, a, sizeof(a)), strerror(e));
+	if (fd >= 0)
+		close(fd);
 }
 
 int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
@@ -864,6 +889,8 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	for (int s = 0; s < DNS_SLOTS; s++)
 		f->up_fd[s] = -1;
 	f->names = cfg->names;
+	if (cfg->egress)
+		f->egress = *cfg->egress;
 	f->heap = calloc(DNS_HEAP_MAX, sizeof(void *));
 	f->buf = malloc((size_t)RX_BATCH * RX_BUF);
 	if (!f->heap || !f->buf || sodium_init() < 0) {
@@ -880,7 +907,7 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 		memset(rc.ns, 0, sizeof(rc.ns));
 		rc.ns[0] = *cfg->fixed;
 		rc.n_ns = 1;
-		check_fixed(cfg->fixed);
+		check_fixed(f, cfg->fixed);
 	} else {
 		f->path = cfg->resolv_path;
 		if (f->path && stat(f->path, &f->st) == 0)

@@ -54,6 +54,8 @@ struct dns_query {
 	int fam;                      /* 0: IPv4 listener, 1: IPv6 (UDP) */
 	int slot;                     /* the upstream UDP socket it waits on, or -1 */
 	unsigned int tries;
+	unsigned int ns_first;        /* the nameserver of try 0 (rotate: round robin; else 0) */
+	int rcode;                    /* an upstream's SERVFAIL/REFUSED/NOTIMP kept for the end, or 0 */
 	uint64_t deadline;            /* SERVFAIL then */
 	uint64_t try_deadline;        /* the current try gives up then (the heap's key) */
 	unsigned int heap_i;
@@ -76,9 +78,12 @@ struct dns_fwd {
 
 	/* Upstreams */
 	bool fixed;                   /* --dns: never re-read resolv.conf */
+	struct egress egress;         /* --iface: upstream sockets come from egress_socket() */
 	struct sockaddr_storage ns[RESOLV_MAX_NS];
 	int n_ns;
 	unsigned int attempts;
+	bool rotate;                  /* resolv.conf's `options rotate`: try 0 goes round robin */
+	unsigned int next_first;      /* rotate: the nameserver the next query starts with */
 	uint64_t total_ms, per_try_ms;
 	const char *path;
 	struct stat st;               /* of the resolv.conf read last (dev, ino, mtime, size) */
@@ -111,6 +116,8 @@ struct dns_fwd {
 /* forward.c, for tcp.c */
 uint64_t dns_max_tries(const struct dns_fwd *f);
 uint16_t dns_rand16(struct dns_fwd *f);
+/* dns_first_ns() - the nameserver a new query's first try goes to (round robin under rotate). */
+unsigned int dns_first_ns(struct dns_fwd *f);
 struct dns_query *dns_query_new(struct dns_fwd *f, const uint8_t *msg, size_t len,
 				const struct dns_question *q, const struct sockaddr_storage *child,
 				const struct sockaddr_storage *dst);

@@ -41,7 +41,8 @@ struct dns_tcp {
 	int cfd, ufd;
 	uint32_t cwant, uwant;        /* epoll interest now set */
 	struct sockaddr_storage child, dst;
-	unsigned int tries;           /* upstream connections made; the nameserver is tries % n_ns */
+	unsigned int tries;           /* upstream connections made */
+	unsigned int ns_first;        /* the nameserver is (ns_first + tries) % n_ns (rotate) */
 	bool connecting;
 	bool child_eof;
 	bool closed;                  /* on f->dead: its fds are closed, later events of the batch ignored */
@@ -227,12 +228,17 @@ static void queue_up(struct dns_fwd *f, struct dns_tcp *s, struct dns_query *q)
 static void up_connect(struct dns_fwd *f, struct dns_tcp *s, int err)
 {
 	while (s->qs && s->tries < dns_max_tries(f)) {
-		const struct sockaddr_storage *ns = &f->ns[s->tries % (unsigned int)f->n_ns];
+		const struct sockaddr_storage *ns = &f->ns[(s->ns_first + s->tries) % (unsigned int)f->n_ns];
 		struct epoll_event ev = { .events = EPOLLOUT, .data.ptr = &s->ev_up };
-		int fd = socket(ns->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		int fd = egress_socket(&f->egress, ns, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
+		if (fd == -ENETUNREACH) {   /* --iface is gone: try the next nameserver */
+			err = ENETUNREACH;
+			s->tries++;
+			continue;
+		}
 		if (fd < 0) {
-			err = errno;
+			err = -fd;
 			break;   /* out of fds: another nameserver would not help */
 		}
 		if ((connect(fd, (const struct sockaddr *)ns, ns->ss_family == AF_INET ?
@@ -499,6 +505,7 @@ void dns_tcp_adopt(struct dns_fwd *f, int fd, const struct sockaddr_storage *chi
 	dns_ev_init(f, &s->ev_up, DEV_TCP_UP, 0);
 	s->cfd = fd;
 	s->ufd = -1;
+	s->ns_first = dns_first_ns(f);
 	s->child = *child;
 	s->dst = *dst;
 	s->last_ms = f->now;

@@ -59,6 +59,20 @@ static inline void dns_set_id(uint8_t *msg, uint16_t id)
 	msg[1] = (uint8_t)id;
 }
 
+/* The header's RCODE (the low 4 bits; extended rcodes live in an OPT record). */
+static inline int dns_rcode(const uint8_t *msg)
+{
+	return msg[3] & 0x0f;
+}
+
+/* An answer after which a stub resolver asks the next nameserver (glibc's res_send does). */
+static inline bool dns_rcode_moves_on(const uint8_t *msg)
+{
+	int r = dns_rcode(msg);
+
+	return r == DNS_RCODE_SERVFAIL || r == DNS_RCODE_NOTIMP || r == DNS_RCODE_REFUSED;
+}
+
 /*
  * dns_check_query() - what to do with @len bytes the child sent as a query (see the top).
  * Return: the verdict; on DNS_FORWARD @q is its question.

@@ -351,7 +351,7 @@ static int try_gate(void *arg, char *msg, size_t len)
 	(void)arg;
 	if (fd < 0)
 		return -errno;
-	if ((r = nfq_bind(fd, BE_GATE_QUEUE, 16)) < 0) {
+	if ((r = nfq_bind(fd, BE_GATE_QUEUE, NFQ_COPY_RANGE, 16)) < 0) {
 		snprintf(msg, len, "the queue cannot be bound: %s", strerror(-r));
 		close(fd);
 		return r;
@@ -649,28 +649,57 @@ static void run_ipv6(const struct doctor_env *env, struct doctor_finding *f)
 	doctor_hint(f, "only if you want IPv6 inside: give the host an IPv6 default route");
 }
 
+/* net.ipv4.ping_group_range as one line ("1 0"), into @buf. */
+static const char *ping_range(char *buf, size_t len)
+{
+	char *t = proc_read_text("/proc/sys/net/ipv4/ping_group_range", 128);
+
+	snprintf(buf, len, "%s", t ? t : "?");
+	free(t);
+	buf[strcspn(buf, "\n")] = '\0';
+	for (char *p = buf; *p; p++)
+		if (*p == '\t')
+			*p = ' ';
+	return buf;
+}
+
+static void explain_ping(int err, const char *what, struct doctor_finding *f)
+{
+	char range[64], fix[320], exe[256];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+	(void)err;
+	(void)what;
+	exe[n > 0 ? n : 0] = '\0';
+	doctor_detail(f, DOCTOR_WARNING, "ping inside is answered \"administratively prohibited\": this host does "
+		      "not let childflow send ICMP echo (net.ipv4.ping_group_range is \"%s\", which leaves out group "
+		      "%u, and no CAP_NET_RAW for a raw socket)", ping_range(range, sizeof(range)), (unsigned)getegid());
+	doctor_hint(f, "%s; or give childflow CAP_NET_RAW: setcap cap_net_raw+ep %s",
+		    doctor_sysctl_fix("net.ipv4.ping_group_range", "0 2147483647", fix, sizeof(fix)),
+		    exe[0] ? exe : "$(command -v childflow)");
+}
+
 static void run_ping(const struct doctor_env *env, struct doctor_finding *f)
 {
-	char *range = proc_read_text("/proc/sys/net/ipv4/ping_group_range", 128), fix[320];
+	char range[64];
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, IPPROTO_ICMP);
 
 	(void)env;
-	if (range)
-		range[strcspn(range, "\n")] = '\0';
-	for (char *p = range; p && *p; p++)
-		if (*p == '\t')
-			*p = ' ';
 	if (fd >= 0) {
 		close(fd);
-		doctor_detail(f, DOCTOR_OK, "ICMP echo sockets open for gid %u (net.ipv4.ping_group_range is \"%s\")",
-			      (unsigned)getegid(), range ? range : "?");
-	} else {
-		doctor_detail(f, DOCTOR_WARNING, "ICMP echo sockets are refused for gid %u (%s): net.ipv4.ping_group_range "
-			      "is \"%s\"; childflow does not relay ICMP echo yet, so this only limits what a relay of "
-			      "ping could do", (unsigned)getegid(), strerror(errno), range ? range : "?");
-		doctor_hint(f, "%s", doctor_sysctl_fix("net.ipv4.ping_group_range", "0 2147483647", fix, sizeof(fix)));
+		doctor_detail(f, DOCTOR_OK, "ICMP echo sockets open for group %u (net.ipv4.ping_group_range is \"%s\"): "
+			      "ping inside is answered from upstream", (unsigned)getegid(), ping_range(range, sizeof(range)));
+		return;
 	}
-	free(range);
+	fd = socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_ICMP);
+	if (fd >= 0) {
+		close(fd);
+		doctor_detail(f, DOCTOR_OK, "ICMP echo sockets are refused to group %u (net.ipv4.ping_group_range is "
+			      "\"%s\"), but a raw ICMP socket opens (CAP_NET_RAW): ping inside is answered through it",
+			      (unsigned)getegid(), ping_range(range, sizeof(range)));
+		return;
+	}
+	explain_ping(EACCES, NULL, f);
 }
 
 static void run_capture(const struct doctor_env *env, struct doctor_finding *f)
@@ -830,50 +859,84 @@ static bool has_iface(const struct doctor_env *env)
 	return env->iface != NULL;
 }
 
+/* The interfaces here, for the fix of a missing one. */
+static void iface_names(char *buf, size_t len)
+{
+	struct if_nameindex *ni = if_nameindex();
+	size_t n = 0;
+
+	buf[0] = '\0';
+	for (struct if_nameindex *i = ni; i && i->if_index && n < len - 1; i++) {
+		n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? ", " : "", i->if_name);
+		if (n >= len)
+			n = len - 1;
+	}
+	if (ni)
+		if_freenameindex(ni);
+}
+
+/* @err: ENODEV (no such link), ENETDOWN (down), ENOLINK (no carrier), else rtnetlink's; @what: the name. */
+static void explain_iface(int err, const char *what, struct doctor_finding *f)
+{
+	char names[256];
+
+	if (!what)
+		what = "?";
+	switch (err) {
+	case ENODEV:
+		iface_names(names, sizeof(names));
+		doctor_detail(f, DOCTOR_BLOCKED, "`--iface %s`: no such network interface", what);
+		doctor_hint(f, "give -i one that exists: %s", names[0] ? names : "(none)");
+		break;
+	case ENETDOWN:
+		doctor_detail(f, DOCTOR_BLOCKED, "`--iface %s` is down", what);
+		doctor_hint(f, "bring it up with `ip link set %s up` (as root), or choose another interface", what);
+		break;
+	case ENOLINK:
+		doctor_detail(f, DOCTOR_BLOCKED, "`--iface %s` has no carrier", what);
+		doctor_hint(f, "connect its link, or choose another interface");
+		break;
+	default:
+		doctor_detail(f, DOCTOR_BLOCKED, "cannot check `--iface %s`: rtnetlink: %s", what, strerror(err));
+		break;
+	}
+}
+
 static void run_iface(const struct doctor_env *env, struct doctor_finding *f)
 {
 	struct ifaddrs *ifa = NULL;
-	unsigned int flags = 0;
-	bool found = false;
-	int n4 = 0, n6 = 0;
-	char names[256] = "";
-	size_t nl = 0;
+	struct nl *nl = nl_open();
+	bool up = false, carrier = false;
+	int n4 = 0, n6 = 0, r;
 
-	if (getifaddrs(&ifa) < 0) {
-		doctor_detail(f, DOCTOR_BLOCKED, "cannot list the interfaces: %s", strerror(errno));
+	if (!nl) {
+		explain_iface(errno, env->iface, f);
 		return;
 	}
-	for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
-		if (strcmp(i->ifa_name, env->iface) != 0) {
-			if (i->ifa_addr && i->ifa_addr->sa_family == AF_PACKET && nl < sizeof(names) - 1) {
-				nl += (size_t)snprintf(names + nl, sizeof(names) - nl, "%s%s", nl ? ", " : "", i->ifa_name);
-				if (nl >= sizeof(names))
-					nl = sizeof(names) - 1;
-			}
-			continue;
-		}
-		found = true;
-		flags = i->ifa_flags;
-		if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET)
-			n4++;
-		if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET6)
-			n6++;
+	r = nl_link_state(nl, env->iface, &up, &carrier);
+	nl_close(nl);
+	if (r < 0 || !up || !carrier) {
+		explain_iface(r < 0 ? -r : !up ? ENETDOWN : ENOLINK, env->iface, f);
+		return;
 	}
-	freeifaddrs(ifa);
-	if (!found) {
-		doctor_detail(f, DOCTOR_BLOCKED, "there is no interface %s here", env->iface);
-		doctor_hint(f, "give -i one of: %s", names[0] ? names : "(none)");
-	} else if (!(flags & IFF_UP)) {
-		doctor_detail(f, DOCTOR_BLOCKED, "%s exists but is down", env->iface);
-		doctor_hint(f, "ip link set %s up (as root)", env->iface);
-	} else if (!n4 && !n6) {
-		doctor_detail(f, DOCTOR_BLOCKED, "%s is up but has no address", env->iface);
+	if (getifaddrs(&ifa) == 0) {
+		for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
+			if (strcmp(i->ifa_name, env->iface) != 0 || !i->ifa_addr)
+				continue;
+			n4 += i->ifa_addr->sa_family == AF_INET;
+			n6 += i->ifa_addr->sa_family == AF_INET6;
+		}
+		freeifaddrs(ifa);
+	}
+	if (!n4 && !n6) {
+		doctor_detail(f, DOCTOR_WARNING, "%s is up, with a carrier, but has no address: nothing can leave "
+			      "through it", env->iface);
 		doctor_hint(f, "give %s an address (ip address add ADDRESS/PREFIX dev %s), or choose another -i",
 			    env->iface, env->iface);
-	} else {
-		doctor_detail(f, DOCTOR_OK, "%s is up%s, with %d IPv4 and %d IPv6 address%s", env->iface,
-			      flags & IFF_RUNNING ? " and running" : " (no carrier yet)", n4, n6, n4 + n6 == 1 ? "" : "es");
+		return;
 	}
+	doctor_detail(f, DOCTOR_OK, "%s is up, with a carrier and %d IPv4 and %d IPv6 address%s", env->iface, n4, n6,
+		      n4 + n6 == 1 ? "" : "es");
 }
 
 /* ---------- the table ---------- */
@@ -892,12 +955,12 @@ const struct doctor_check doctor_checks[] = {
 	{ "veth", "veth link", DOCTOR_PREFLIGHT, BOTH, "veth_create_blocked", NULL, run_veth, explain_veth },
 	{ "mounts", "private mounts", DOCTOR_PREFLIGHT, DOCTOR_ROOTLESS, "mount_propagation_blocked", NULL,
 	  run_mounts, explain_mounts },
-	{ "iface", "interface (-i)", DOCTOR_PREFLIGHT, BOTH, "iface_unusable", has_iface, run_iface, NULL },
+	{ "iface", "interface (-i)", DOCTOR_PREFLIGHT, BOTH, "iface_unusable", has_iface, run_iface, explain_iface },
 	{ "dns", "host resolvers", DOCTOR_PREFLIGHT, BOTH, NULL, NULL, run_dns, explain_dns },
 	{ "proxy", "proxy (-p)", DOCTOR_PREFLIGHT, BOTH, "proxy_unusable", has_proxy, run_proxy, explain_proxy },
 	{ "syn_gate", "SYN gate (NFQUEUE)", DOCTOR_CAPABILITY, BOTH, NULL, NULL, run_gate, explain_gate },
 	{ "ipv6", "IPv6 reachability", DOCTOR_CAPABILITY, BOTH, NULL, NULL, run_ipv6, NULL },
-	{ "icmp_echo", "ICMP echo sockets", DOCTOR_CAPABILITY, BOTH, NULL, NULL, run_ping, NULL },
+	{ "icmp_echo", "ICMP echo (ping inside)", DOCTOR_CAPABILITY, BOTH, NULL, NULL, run_ping, explain_ping },
 	{ "af_packet_capture", "capture privilege (wire-egress)", DOCTOR_CAPABILITY, BOTH, "packet_capture_blocked",
 	  NULL, run_capture, NULL },
 	{ "fast_tcp", "seccomp ADDFD (--fast-tcp)", DOCTOR_CAPABILITY, BOTH, NULL, NULL, run_fast_tcp, NULL },

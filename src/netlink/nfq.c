@@ -55,12 +55,12 @@ static int config_send(int fd, struct nlmsghdr *nlh)
 	}
 }
 
-int nfq_bind(int fd, uint16_t queue, uint32_t maxlen)
+int nfq_bind(int fd, uint16_t queue, uint32_t copy_range, uint32_t maxlen)
 {
 	char buf[256];
 	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
 	struct nfqnl_msg_config_cmd cmd = { .command = NFQNL_CFG_CMD_BIND };
-	struct nfqnl_msg_config_params params = { .copy_range = htonl(NFQ_COPY_RANGE),
+	struct nfqnl_msg_config_params params = { .copy_range = htonl(copy_range),
 						  .copy_mode = NFQNL_COPY_PACKET };
 	uint32_t seq = (uint32_t)time(NULL);
 	struct nlmsghdr *nlh;
@@ -125,48 +125,93 @@ static int tcp_syn(const uint8_t *th, size_t len, uint16_t *sport, uint16_t *dpo
 	return 0;
 }
 
-int nfq_syn_parse(const uint8_t *pkt, size_t len, struct nfq_syn *out)
+/*
+ * ip_locate() - the addresses, TTL / hop limit and transport header of the IPv4 or IPv6 packet at
+ * @pkt (@len bytes); IPv6 hop-by-hop (0), routing (43) and destination options (60) headers are
+ * skipped.  A fragment (IPv4 MF or offset, IPv6 header 44) is not a packet we can judge whole.
+ * Return: the transport protocol with *@off its header's offset, or -EINVAL.
+ */
+static int ip_locate(const uint8_t *pkt, size_t len, struct sockaddr_storage *src,
+		     struct sockaddr_storage *dst, uint8_t *ttl, size_t *off)
 {
-	memset(out, 0, sizeof(*out));
 	if (len < 1)
 		return -EINVAL;
 	if ((pkt[0] >> 4) == 4) {
-		struct sockaddr_in *s = (struct sockaddr_in *)&out->src, *d = (struct sockaddr_in *)&out->dst;
+		struct sockaddr_in *s = (struct sockaddr_in *)src, *d = (struct sockaddr_in *)dst;
 		size_t ihl = (size_t)(pkt[0] & 0x0f) * 4;
 
-		if (len < 20 || ihl < 20 || ihl > len || pkt[9] != IPPROTO_TCP)
+		if (len < 20 || ihl < 20 || ihl > len)
 			return -EINVAL;
 		if ((pkt[6] & 0x3f) || pkt[7])           /* MF set or a fragment offset */
 			return -EINVAL;
 		s->sin_family = d->sin_family = AF_INET;
 		memcpy(&s->sin_addr, pkt + 12, 4);
 		memcpy(&d->sin_addr, pkt + 16, 4);
-		return tcp_syn(pkt + ihl, len - ihl, &s->sin_port, &d->sin_port, &out->isn);
+		*ttl = pkt[8];
+		*off = ihl;
+		return pkt[9];
 	}
 	if ((pkt[0] >> 4) == 6) {
-		struct sockaddr_in6 *s = (struct sockaddr_in6 *)&out->src, *d = (struct sockaddr_in6 *)&out->dst;
-		size_t off = 40;
+		struct sockaddr_in6 *s = (struct sockaddr_in6 *)src, *d = (struct sockaddr_in6 *)dst;
+		size_t o = 40;
 		uint8_t nh;
 
 		if (len < 40)
 			return -EINVAL;
 		nh = pkt[6];
-		/* hop-by-hop (0), routing (43), destination options (60); a fragment (44) is not a SYN
-		 * the gate can judge whole */
 		for (int hops = 0; nh == 0 || nh == 43 || nh == 60; hops++) {
-			if (hops > 8 || off + 8 > len)
+			if (hops > 8 || o + 8 > len)
 				return -EINVAL;
-			nh = pkt[off];
-			off += ((size_t)pkt[off + 1] + 1) * 8;
+			nh = pkt[o];
+			o += ((size_t)pkt[o + 1] + 1) * 8;
 		}
-		if (nh != IPPROTO_TCP || off > len)
+		if (o > len || nh == 44)
 			return -EINVAL;
 		s->sin6_family = d->sin6_family = AF_INET6;
 		memcpy(&s->sin6_addr, pkt + 8, 16);
 		memcpy(&d->sin6_addr, pkt + 24, 16);
-		return tcp_syn(pkt + off, len - off, &s->sin6_port, &d->sin6_port, &out->isn);
+		*ttl = pkt[7];
+		*off = o;
+		return nh;
 	}
 	return -EINVAL;
+}
+
+int nfq_syn_parse(const uint8_t *pkt, size_t len, struct nfq_syn *out)
+{
+	size_t off;
+	uint8_t ttl;
+	int proto;
+
+	memset(out, 0, sizeof(*out));
+	proto = ip_locate(pkt, len, &out->src, &out->dst, &ttl, &off);
+	if (proto != IPPROTO_TCP)
+		return -EINVAL;
+	/* sin_port and sin6_port sit at the same offset */
+	return tcp_syn(pkt + off, len - off, &((struct sockaddr_in *)&out->src)->sin_port,
+		       &((struct sockaddr_in *)&out->dst)->sin_port, &out->isn);
+}
+
+int nfq_echo_parse(const uint8_t *pkt, size_t len, struct nfq_echo *out)
+{
+	size_t off;
+	int proto;
+
+	memset(out, 0, sizeof(*out));
+	proto = ip_locate(pkt, len, &out->src, &out->dst, &out->ttl, &off);
+	if (proto < 0 || len - off < 8)
+		return -EINVAL;
+	/* the family from the packet: the addresses were written through sockaddr_in(6) pointers */
+	if (!((pkt[0] >> 4) == 4 && proto == IPPROTO_ICMP && pkt[off] == 8) &&
+	    !((pkt[0] >> 4) == 6 && proto == IPPROTO_ICMPV6 && pkt[off] == 128))
+		return -EINVAL;
+	if (pkt[off + 1] != 0)
+		return -EINVAL;
+	out->id = (uint16_t)(pkt[off + 4] << 8 | pkt[off + 5]);
+	out->seq = (uint16_t)(pkt[off + 6] << 8 | pkt[off + 7]);
+	out->data = pkt + off + 8;
+	out->data_len = len - off - 8;
+	return 0;
 }
 
 size_t nfq_verdict_put(void *buf, size_t room, uint16_t queue, uint32_t id, uint32_t verdict, uint32_t mark)

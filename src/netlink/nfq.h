@@ -14,15 +14,16 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define NFQ_COPY_RANGE 128    /* bytes of each packet copied to P: IPv6 + extension headers + TCP */
+#define NFQ_COPY_RANGE 128    /* bytes of each SYN copied to P: IPv6 + extension headers + TCP */
+#define NFQ_COPY_ECHO 65535   /* ICMP echo requests are copied whole (P sends their data on) */
 
 /*
  * nfq_bind() - bind @fd (NETLINK_NETFILTER, in the queueing namespace) to @queue: copy the first
- * NFQ_COPY_RANGE bytes of each packet, hold at most @maxlen packets.  No fail-open: when P is not
+ * @copy_range bytes of each packet, hold at most @maxlen packets.  No fail-open: when P is not
  * reading, or the queue is full, the kernel drops the SYN (the child retransmits).  Synchronous
  * (waits for the kernel's acknowledgements); for setup only.  Return: 0 or -errno.
  */
-int nfq_bind(int fd, uint16_t queue, uint32_t maxlen);
+int nfq_bind(int fd, uint16_t queue, uint32_t copy_range, uint32_t maxlen);
 
 /* One queued packet, pointing into the receive buffer. */
 struct nfq_packet {
@@ -50,6 +51,22 @@ struct nfq_syn {
  * Return: 0 with @out filled, or -EINVAL when it is not a complete, unfragmented TCP SYN.
  */
 int nfq_syn_parse(const uint8_t *pkt, size_t len, struct nfq_syn *out);
+
+/* An ICMP echo request (ping) as the echo relay needs it. */
+struct nfq_echo {
+	struct sockaddr_storage src, dst;   /* the child's address and the destination it pings */
+	uint8_t ttl;                        /* TTL / hop limit as the child sent it */
+	uint16_t id, seq;                   /* host order */
+	const uint8_t *data;                /* the echo's data, after the 8-byte ICMP header */
+	size_t data_len;
+};
+
+/*
+ * nfq_echo_parse() - read an IPv4 ICMP or IPv6 ICMPv6 echo request from @pkt (@len bytes from its
+ * network header; IPv6 extension headers as nfq_syn_parse()).  @out->data points into @pkt.
+ * Return: 0, or -EINVAL when it is not a complete, unfragmented echo request.
+ */
+int nfq_echo_parse(const uint8_t *pkt, size_t len, struct nfq_echo *out);
 
 /*
  * nfq_verdict_put() - append a verdict for packet @id of @queue to @buf (@room bytes free):

@@ -281,6 +281,54 @@ int nl_link_wait_ready(struct nl *nl, int ifindex, int timeout_ms)
 	return r < 0 ? r : 0;
 }
 
+struct link_flags {
+	bool found;
+	unsigned int flags;
+};
+
+static int link_flags_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct link_flags *lf = data;
+	const struct ifinfomsg *ifm = mnl_nlmsg_get_payload(nlh);
+
+	if (nlh->nlmsg_type != RTM_NEWLINK || mnl_nlmsg_get_payload_len(nlh) < sizeof(*ifm))
+		return MNL_CB_OK;
+	lf->found = true;
+	lf->flags = ifm->ifi_flags;
+	return MNL_CB_STOP;
+}
+
+int nl_link_state(struct nl *nl, const char *name, bool *up, bool *carrier)
+{
+	char buf[8192];
+	struct nlmsghdr *nlh = put_header(buf, RTM_GETLINK, 0);
+	struct ifinfomsg *ifm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifm));
+	struct link_flags lf = { .found = false };
+	ssize_t n;
+	int r;
+
+	if (strlen(name) >= IFNAMSIZ)
+		return -ENODEV;
+	ifm->ifi_family = AF_UNSPEC;
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+	nlh->nlmsg_seq = ++nl->seq;
+	if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	do {
+		n = mnl_socket_recvfrom(nl->sock, buf, sizeof(buf));
+		if (n < 0)
+			return -errno;
+		r = mnl_cb_run(buf, n, nl->seq, nl->portid, link_flags_cb, &lf);
+	} while (r > 0 && !lf.found);
+	if (r < 0)
+		return -errno;
+	if (!lf.found)
+		return -ENODEV;
+	*up = lf.flags & IFF_UP;
+	*carrier = lf.flags & IFF_LOWER_UP;
+	return 0;
+}
+
 /* ---------- route lookups (RTM_GETROUTE) ---------- */
 
 static int route_attr_cb(const struct nlattr *attr, void *data)

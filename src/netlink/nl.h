@@ -35,6 +35,12 @@ int nl_rule_add_fwmark(struct nl *nl, int family, uint32_t mark, uint32_t table,
  */
 int nl_link_wait_ready(struct nl *nl, int ifindex, int timeout_ms);
 
+/*
+ * nl_link_state() - is the link named @name here up (IFF_UP, *@up) and does it have a carrier
+ * (IFF_LOWER_UP, *@carrier)?  Return: 0, -ENODEV when there is no such link, or another -errno.
+ */
+int nl_link_state(struct nl *nl, const char *name, bool *up, bool *carrier);
+
 /* What the kernel said about one destination. */
 struct rt_answer {
 	int type;       /* RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST, ...; RTN_UNREACHABLE when there is no route */

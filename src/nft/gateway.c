@@ -177,18 +177,58 @@ static void reject_marked(struct rb *rb, uint32_t mark, uint32_t type, uint8_t c
 	add_expr(rb, e);
 }
 
-/* iifname IF meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn meta mark 0 queue num Q */
-static void gate_rule(struct rb *rb, const struct gateway_rules *g)
+/* queue num @queue (no bypass: fail closed), as the native expression or the xtables target */
+static void queue_to(struct rb *rb, const struct gateway_rules *g, uint16_t queue)
+{
+	struct nftnl_expr *e;
+
+	if (g->gate == GATEWAY_GATE_NATIVE) {
+		e = nftnl_expr_alloc("queue");
+		if (e) {
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_NUM, queue);
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_TOTAL, 1);
+			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_FLAGS, 0);
+		}
+		add_expr(rb, e);
+		return;
+	}
+	/* struct xt_NFQ_info_v3 { u16 queuenum, queues_total, flags; } padded to XT_ALIGN (8) */
+	uint16_t *info = calloc(1, 8);
+
+	e = nftnl_expr_alloc("target");
+	if (e && info) {
+		info[0] = queue;
+		info[1] = 1;
+		nftnl_expr_set_str(e, NFTNL_EXPR_TG_NAME, "NFQUEUE");
+		nftnl_expr_set_u32(e, NFTNL_EXPR_TG_REV, 3);
+		nftnl_expr_set(e, NFTNL_EXPR_TG_INFO, info, 8);   /* libnftnl takes ownership */
+	} else {
+		free(info);
+		if (e)
+			nftnl_expr_free(e);
+		e = NULL;
+	}
+	add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
+}
+
+static void iifname_is(struct rb *rb, const struct gateway_rules *g)
 {
 	char name[IFNAMSIZ];
-	uint32_t zero = 0, mask = 0x17;
-	uint8_t syn = 0x02;
-	struct nftnl_expr *e;
 
 	memset(name, 0, sizeof(name));
 	snprintf(name, sizeof(name), "%s", g->ifname);
 	meta_load(rb, NFT_META_IIFNAME);
 	cmp(rb, NFT_CMP_EQ, name, sizeof(name));
+}
+
+/* iifname IF meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn meta mark 0 queue num Q */
+static void gate_rule(struct rb *rb, const struct gateway_rules *g)
+{
+	uint32_t zero = 0, mask = 0x17;
+	uint8_t syn = 0x02;
+	struct nftnl_expr *e;
+
+	iifname_is(rb, g);
 	meta_load(rb, NFT_META_L4PROTO);
 	cmp_u8(rb, IPPROTO_TCP);
 	transport_load(rb, 13, 1);
@@ -204,41 +244,50 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 	cmp_u8(rb, syn);
 	meta_load(rb, NFT_META_MARK);
 	cmp(rb, NFT_CMP_EQ, &zero, sizeof(zero));
-	if (g->gate == GATEWAY_GATE_NATIVE) {
-		e = nftnl_expr_alloc("queue");
-		if (e) {
-			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_NUM, BE_GATE_QUEUE);
-			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_TOTAL, 1);
-			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_FLAGS, 0);   /* no bypass: fail closed */
-		}
-		add_expr(rb, e);
-		return;
-	}
-	/* struct xt_NFQ_info_v3 { u16 queuenum, queues_total, flags; } padded to XT_ALIGN (8) */
-	uint16_t *info = calloc(1, 8);
+	queue_to(rb, g, BE_GATE_QUEUE);
+}
 
-	e = nftnl_expr_alloc("target");
-	if (e && info) {
-		info[0] = BE_GATE_QUEUE;
-		info[1] = 1;
-		nftnl_expr_set_str(e, NFTNL_EXPR_TG_NAME, "NFQUEUE");
-		nftnl_expr_set_u32(e, NFTNL_EXPR_TG_REV, 3);
-		nftnl_expr_set(e, NFTNL_EXPR_TG_INFO, info, 8);   /* libnftnl takes ownership */
-	} else {
-		free(info);
-		if (e)
-			nftnl_expr_free(e);
-		e = NULL;
+/* meta nfproto FAMILY meta l4proto PROTO TYPE == echo-request */
+static void echo_request(struct rb *rb, uint8_t nfproto)
+{
+	meta_load(rb, NFT_META_NFPROTO);
+	cmp_u8(rb, nfproto);
+	meta_load(rb, NFT_META_L4PROTO);
+	cmp_u8(rb, nfproto == NFPROTO_IPV4 ? IPPROTO_ICMP : IPPROTO_ICMPV6);
+	transport_load(rb, 0, 1);
+	cmp_u8(rb, nfproto == NFPROTO_IPV4 ? 8 : ICMP6_ECHO_REQUEST);
+}
+
+/* echo-request reject with icmpx admin-prohibited */
+static void echo_reject(struct rb *rb, uint8_t nfproto)
+{
+	struct nftnl_expr *e;
+
+	echo_request(rb, nfproto);
+	e = nftnl_expr_alloc("reject");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
+		nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
 	}
-	add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
+	add_expr(rb, e);
 }
 
 /* ---------- the batch ---------- */
 
 enum rule_id {
 	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_REJ_RESET, R_REJ_HOST, R_REJ_NET, R_REJ_ADMIN, R_DNS4, R_DNS6,
-	R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_DROP, R_GATE, R_COUNT,
+	R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_REJ_ECHO4, R_REJ_ECHO6, R_DROP,
+	R_GATE, R_ECHO4, R_ECHO6, R_COUNT,   /* the gate chain's */
 };
+
+static bool rule_wanted(enum rule_id id, const struct gateway_rules *g)
+{
+	if (id >= R_GATE && g->gate == GATEWAY_GATE_NONE)
+		return false;
+	if ((id == R_ECHO4 || id == R_ECHO6) && !g->echo)
+		return false;
+	return id < R_COUNT;
+}
 
 static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rules *g)
 {
@@ -291,6 +340,16 @@ static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rule
 		break;
 	case R_GATE:
 		gate_rule(rb, g);
+		break;
+	case R_ECHO4:
+	case R_ECHO6:
+		iifname_is(rb, g);
+		echo_request(rb, id == R_ECHO4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+		queue_to(rb, g, BE_ECHO_QUEUE);
+		break;
+	case R_REJ_ECHO4:
+	case R_REJ_ECHO6:
+		echo_reject(rb, id == R_REJ_ECHO4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
 		break;
 	case R_TCP4:
 		tproxy(rb, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);
@@ -370,9 +429,14 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 		nftnl_chain_free(gc);
 	}
 
-	const int last = g->gate != GATEWAY_GATE_NONE ? R_GATE : R_GATE - 1;
+	int last = 0;
 
+	for (int id = 0; id < R_COUNT; id++)
+		if (rule_wanted((enum rule_id)id, g))
+			last = id;
 	for (int id = 0; id <= last; id++) {
+		if (!rule_wanted((enum rule_id)id, g))
+			continue;
 		struct nftnl_rule *r = nftnl_rule_alloc();
 
 		if (!r) {
@@ -387,7 +451,7 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			goto out;
 		}
 		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, GATEWAY_TABLE);
-		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id == R_GATE ? GATEWAY_GATE_CHAIN : GATEWAY_CHAIN);
+		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id >= R_GATE ? GATEWAY_GATE_CHAIN : GATEWAY_CHAIN);
 		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
 		build_rule(&rb, (enum rule_id)id, g);
 		if (rb.failed) {

@@ -24,11 +24,15 @@
  *       meta nfproto ipv6 meta l4proto tcp tproxy ip6 to :TCP meta mark set 1 accept
  *       meta nfproto ipv4 meta l4proto udp tproxy ip to :UDP meta mark set 1 accept
  *       meta nfproto ipv6 meta l4proto udp tproxy ip6 to :UDP meta mark set 1 accept
+ *       icmp type echo-request reject with icmpx admin-prohibited   # echo P did not take
+ *       icmpv6 type echo-request reject with icmpx admin-prohibited
  *       counter drop
  *     }
  *     chain gate {                       # only with the SYN gate
  *       type filter hook prerouting priority raw; policy accept;
  *       iifname "gw0" meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn meta mark 0 queue num 0
+ *       iifname "gw0" icmp type echo-request queue num 1                # with the echo queue
+ *       iifname "gw0" icmpv6 type echo-request queue num 1
  *     }
  *   }
  *
@@ -42,12 +46,17 @@
  * (CONFIG_NFT_QUEUE unset, as on this project's own VMs) get the xtables NFQUEUE target through
  * nft_compat instead; the rule is the same.
  *
+ * The echo queue (relay/echo.c): the child's echo requests wait in NFQUEUE 1, where P takes them
+ * (NF_DROP) and answers with what the destination answered its own echo; one P lets pass (no host
+ * socket can send echo) meets the reject rule, as does every echo request when there is no queue.
+ *
  * It is built with libnftnl and sent as one nfnetlink batch: a fraction of a millisecond, where
  * parsing the text with libnftables costs over one on the start-up path.
  */
 #ifndef CHILDFLOW_NFT_GATEWAY_H
 #define CHILDFLOW_NFT_GATEWAY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +81,7 @@ struct gateway_rules {
 	uint16_t udp_port;      /* transparent UDP listeners */
 	uint16_t dns_port;      /* the DNS forwarder's UDP listeners (DNS over TCP takes tcp_port) */
 	enum gateway_gate gate;
+	bool echo;              /* queue echo requests to BE_ECHO_QUEUE too (needs a gate) */
 };
 
 /*

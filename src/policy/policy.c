@@ -3,6 +3,8 @@
 #include "policy/policy.h"
 
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 int policy_init(struct policy *p, const struct netplan *net)
 {
@@ -27,7 +29,20 @@ void policy_on_notify(struct policy *p)
 
 struct policy_verdict policy_decide(struct policy *p, const struct policy_query *q)
 {
-	enum guard_verdict g = guard_check(&p->guard, q->dst);
+	struct sockaddr_storage icmp_dst;
+	const struct sockaddr *dst = q->dst;
+	enum guard_verdict g;
+
+	if (q->proto == POL_ICMP) {
+		/* ICMP has no port, and the guard refuses port 0 as unspecified: only the address is
+		 * judged, so any port will do */
+		memset(&icmp_dst, 0, sizeof(icmp_dst));
+		memcpy(&icmp_dst, q->dst, q->dst->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+									 : sizeof(struct sockaddr_in));
+		((struct sockaddr_in *)&icmp_dst)->sin_port = htons(1);   /* same offset in sockaddr_in6 */
+		dst = (const struct sockaddr *)&icmp_dst;
+	}
+	g = guard_check(&p->guard, dst);
 
 	if (g != GUARD_ALLOW)
 		return (struct policy_verdict){ .action = POL_DENY, .reason = guard_reason(g) };

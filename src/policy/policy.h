@@ -19,7 +19,7 @@
 
 enum policy_action { POL_DENY, POL_DIRECT, POL_PROXY, POL_N };
 
-enum policy_proto { POL_TCP, POL_UDP };
+enum policy_proto { POL_TCP, POL_UDP, POL_ICMP };
 
 struct policy_query {
 	enum policy_proto proto;

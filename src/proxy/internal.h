@@ -12,6 +12,7 @@
 #include "proxy/proxy.h"
 #include "proxy/wire.h"
 #include "relay/flow.h"
+#include "util/egress.h"
 
 /* Causes of failure, each told once per run (with a code: an errno, a status, a TLS error). */
 enum proxy_cause {
@@ -40,6 +41,7 @@ struct proxy {
 	char shown[300];                      /* "host:port", "[v6]:port": how messages name it */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
+	struct egress egress;                 /* --iface: the connection to the proxy leaves there */
 	bool auth;
 	char user[PROXY_CRED_MAX + 1];
 	char pass[PROXY_CRED_MAX + 1];

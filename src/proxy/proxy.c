@@ -20,6 +20,7 @@
 
 #include <openssl/err.h>
 
+#include "util/egress.h"
 #include "util/explain.h"
 #include "util/log.h"
 
@@ -89,7 +90,7 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
 			  uint32_t *want, int *err)
 {
 	int one = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
-	int s = socket(px->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int s = egress_socket(&px->egress, &px->addr, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
 	c->px = px;
 	c->probe = rq->probe;
@@ -98,7 +99,7 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
 								 : sizeof(struct sockaddr_in));
 	c->phase = PH_DIAL;
 	if (s < 0) {
-		*err = errno;
+		*err = s == -EMFILE || s == -ENFILE ? -s : proxy_fail_unreachable(c, -s);
 		return CONN_FAILED;
 	}
 	/* As for direct flows: no Nagle (handshakes and interactive flows), keepalive so that a proxy
@@ -220,6 +221,8 @@ int proxy_new(struct proxy **out, const struct proxy_params *p, char *err, size_
 	}
 	px->kind = p->kind;
 	px->insecure = p->insecure;
+	if (p->egress)
+		px->egress = *p->egress;
 	px->timeout_ms = p->timeout_ms ? p->timeout_ms : PROXY_TIMEOUT_MS_DEFAULT;
 	snprintf(px->host, sizeof(px->host), "%s", p->host);
 	px->host_is_ip = inet_pton(AF_INET, p->host, &a4) == 1 || inet_pton(AF_INET6, p->host, &a6) == 1;

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "relay/connector.h"
+#include "util/egress.h"
 
 enum proxy_kind { PROXY_KIND_HTTP, PROXY_KIND_HTTPS, PROXY_KIND_SOCKS5 };
 
@@ -41,6 +42,7 @@ struct proxy_params {
 	const char *password;      /* with @user; never printed */
 	bool insecure;             /* https: accept an untrusted chain (never another host's name) */
 	unsigned int timeout_ms;   /* a handshake taking longer fails (ETIMEDOUT); 0: the default */
+	const struct egress *egress;   /* --iface: where the connection to the proxy leaves, or NULL */
 };
 
 struct proxy;

@@ -35,4 +35,21 @@ size_t icmp_error_build(uint8_t *buf, size_t size, const struct icmp_report *rep
 			const struct sockaddr_storage *child, const struct sockaddr_storage *dst,
 			size_t payload_len);
 
+/*
+ * icmp_echo_error_build() - the packet that tells the child @rep about its echo request (@id,
+ * @seq, @data_len bytes of data) from @child to @dst; as icmp_error_build().
+ */
+size_t icmp_echo_error_build(uint8_t *buf, size_t size, const struct icmp_report *rep,
+			     const struct sockaddr_storage *child, const struct sockaddr_storage *dst,
+			     uint16_t id, uint16_t seq, size_t data_len);
+
+/*
+ * icmp_echo_reply_build() - the echo reply the child gets from @from: TTL (hop limit) @ttl as it
+ * reached this host, the child's @id, @seq, and the @data_len bytes at @data (which may lie inside
+ * @buf, at or after buf + 48).  Return: its length, or 0 when it does not fit in @size.
+ */
+size_t icmp_echo_reply_build(uint8_t *buf, size_t size, const struct sockaddr_storage *from,
+			     const struct sockaddr_storage *child, uint8_t ttl, uint16_t id, uint16_t seq,
+			     const uint8_t *data, size_t data_len);
+
 #endif

@@ -25,6 +25,8 @@ enum ev_kind {
 	EV_SERVICE,
 	EV_GATE,
 	EV_HOOK,
+	EV_ECHO_QUEUE,
+	EV_ECHO_HOST,
 };
 
 /*
@@ -43,6 +45,7 @@ struct tcp_flow;
 struct udp_flow;
 struct udp_pending;
 struct gate_wait;
+struct echo_state;
 
 /*
  * The fd budget, split so that every part keeps its share (relay_limits_from_fds()):
@@ -76,6 +79,7 @@ struct relay_stats {
 	uint64_t tcp_accepted, tcp_denied, tcp_failed, tcp_full, tcp_timeouts, tcp_yielded;
 	uint64_t udp_flows, udp_denied, udp_full, udp_evicted, udp_dropped;
 	uint64_t udp_icmp;            /* ICMP errors from upstream passed to the child */
+	uint64_t echo_answers;        /* echo replies and errors about echoes written to the child */
 	uint64_t copied;              /* bytes moved by the pipe-less fallback */
 	uint64_t tcp_gated, gate_rejected, gate_dups, gate_unparsed, gate_lost, gate_busy;
 };
@@ -125,6 +129,8 @@ struct relay {
 	struct gate_wait *wait_new, *wait_old;   /* the same, newest (admitted first) to oldest */
 	unsigned int n_wait;
 
+	/* ICMP echo (echo.c); NULL without the backend's echo queue */
+	struct echo_state *echo;
 	/* UDP */
 	int inject_fd[2];             /* the backend's raw IPv4, IPv6 sockets for ICMP errors; -1: none */
 	struct udp_flow **udp_hash;
@@ -207,5 +213,15 @@ void udp_retry_pending(struct relay *r);
 void udp_sweep(struct relay *r);
 void udp_close_all(struct relay *r);
 void udp_reap(struct relay *r);
+
+/* ICMP echo (echo.c): the queue's requests, the host sockets' answers. */
+int echo_init(struct relay *r);
+void echo_queue_event(struct relay *r);
+void echo_host_event(struct relay *r, struct ev_src *src, uint32_t events);
+void echo_flush(struct relay *r);
+void echo_flush_verdicts(struct echo_state *e);
+void echo_sweep(struct relay *r);
+void echo_reap(struct relay *r);
+void echo_free(struct relay *r);
 
 #endif

@@ -151,7 +151,8 @@ static int relay_setup(struct relay *r)
 	r->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (r->epfd < 0)
 		return -errno;
-	if ((err = tcp_init(r)) < 0 || (err = udp_init(r)) < 0 || (err = gate_init(r)) < 0)
+	if ((err = tcp_init(r)) < 0 || (err = udp_init(r)) < 0 || (err = gate_init(r)) < 0 ||
+	    (err = echo_init(r)) < 0)
 		return err;
 	if (be->inject_fd) {
 		r->inject_fd[0] = be->inject_fd(c->be.b, AF_INET);
@@ -331,6 +332,12 @@ static void dispatch(struct relay *r, struct ev_src *src, uint32_t events)
 	case EV_GATE:
 		gate_event(r);
 		break;
+	case EV_ECHO_QUEUE:
+		echo_queue_event(r);
+		break;
+	case EV_ECHO_HOST:
+		echo_host_event(r, src, events);
+		break;
 	case EV_HOOK:
 		r->hook[src->index].run(r->hook[src->index].priv, r->now_ms);
 		break;
@@ -390,10 +397,12 @@ int relay_run(struct relay *r)
 		tcp_run_ready(r);
 		gate_admit(r);
 		gate_flush(r);
+		echo_flush(r);
 		if (r->now_ms >= r->next_sweep) {
 			tcp_sweep(r);
 			gate_sweep(r);
 			udp_sweep(r);
+			echo_sweep(r);
 			/* After a burst, give freed flow memory back to the system. */
 			if (!r->n_tcp && !r->n_udp && r->trim_id != r->hub.next_id) {
 				malloc_trim(0);
@@ -403,6 +412,7 @@ int relay_run(struct relay *r)
 		}
 		tcp_reap(r);
 		udp_reap(r);
+		echo_reap(r);
 		if (r->accept_paused_until && r->now_ms >= r->accept_paused_until && !r->command_gone) {
 			r->accept_paused_until = 0;
 			arm_tcp_listeners(r, EPOLLIN);
@@ -423,7 +433,7 @@ void relay_free(struct relay *r)
 	log_debug("relay: tcp %llu accepted, %llu denied, %llu failed, %llu refused (table full), %llu "
 		  "timed out, %llu yielded; udp %llu flows, %llu denied, %llu evicted, %llu dropped; "
 		  "%llu bytes copied without a pipe; SYN gate %llu held, %llu rejected or dropped, %llu "
-		  "retransmissions, %llu unparsed, %llu dropped busy, %llu lost",
+		  "retransmissions, %llu unparsed, %llu dropped busy, %llu lost; %llu echo answers",
 		  (unsigned long long)st->tcp_accepted, (unsigned long long)st->tcp_denied,
 		  (unsigned long long)st->tcp_failed, (unsigned long long)st->tcp_full,
 		  (unsigned long long)st->tcp_timeouts, (unsigned long long)st->tcp_yielded,
@@ -432,7 +442,7 @@ void relay_free(struct relay *r)
 		  (unsigned long long)st->copied, (unsigned long long)st->tcp_gated,
 		  (unsigned long long)st->gate_rejected, (unsigned long long)st->gate_dups,
 		  (unsigned long long)st->gate_unparsed, (unsigned long long)st->gate_busy,
-		  (unsigned long long)st->gate_lost);
+		  (unsigned long long)st->gate_lost, (unsigned long long)st->echo_answers);
 	if (r->c && r->c->service.ops)
 		r->c->service.ops->stop(r->c->service.priv, &r->hub);
 	tcp_close_all(r);
@@ -440,6 +450,7 @@ void relay_free(struct relay *r)
 	if (r->gate_fd >= 0)
 		gate_flush(r);   /* the SYNs of flows cut at exit */
 	gate_free(r);
+	echo_free(r);
 	if (r->epfd >= 0)
 		close(r->epfd);
 	if (r->c && r->c->relay == r)

@@ -34,6 +34,7 @@
 #include <linux/errqueue.h>
 
 #include "relay/icmp.h"
+#include "util/egress.h"
 #include "util/log.h"
 
 #define UDP_BUF 65536
@@ -47,6 +48,7 @@ struct udp_flow {
 	struct ev_src ev_child;   /* EV_UDP_CHILD: the interception socket, connected to the child */
 	struct ev_src ev_host;    /* EV_UDP_HOST: the host socket, connected to the destination */
 	int child_fd, host_fd;
+	int ttl;                  /* TTL / hop limit set on host_fd from the child's; -1: the host's default */
 	unsigned int bucket;
 	uint64_t last_ms;
 	bool dead;                /* closed; freed after the current epoll batch */
@@ -219,14 +221,16 @@ static bool make_room(struct relay *r)
 
 /*
  * flow_new() - open the flow for a first datagram, with @cfd from the backend's pool.
- * Return: the flow, or NULL (the datagram is dropped, @cfd is closed, the record says why).
+ * Return: the flow, or NULL (the datagram is dropped, @cfd is closed, the record says why, and
+ * *@errp is the error, positive).
  */
 static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr_storage *child,
-				 const struct sockaddr_storage *dst, const char *rule)
+				 const struct sockaddr_storage *dst, const char *rule, int *errp)
 {
 	struct udp_flow *f = calloc(1, sizeof(*f));
 	int err = 0, hfd = -1;
 
+	*errp = ENOMEM;
 	if (!f) {
 		close(cfd);
 		return NULL;
@@ -235,18 +239,25 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 	f->rec.route = "direct";
 	f->rec.rule = rule;
 	f->child_fd = cfd;
+	f->ttl = -1;
 	if ((err = place_child_socket(cfd, child, dst)) < 0) {
 		log_debug("cannot place a UDP reply socket: %s", strerror(-err));
 		goto fail;
 	}
-	hfd = socket(dst->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (hfd >= 0 && r->inject_fd[dst->ss_family == AF_INET6] >= 0) {
+	hfd = egress_socket(&r->c->egress, dst, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (hfd < 0) {
+		err = hfd;
+		hfd = -1;
+		log_debug("cannot open a UDP flow upstream: %s", strerror(-err));
+		goto fail;
+	}
+	if (r->inject_fd[dst->ss_family == AF_INET6] >= 0) {
 		int one = 1;
 
 		setsockopt(hfd, dst->ss_family == AF_INET ? SOL_IP : SOL_IPV6,
 			   dst->ss_family == AF_INET ? IP_RECVERR : IPV6_RECVERR, &one, sizeof(one));
 	}
-	if (hfd < 0 || connect(hfd, (const struct sockaddr *)dst, flow_sa_len(dst)) < 0) {
+	if (connect(hfd, (const struct sockaddr *)dst, flow_sa_len(dst)) < 0) {
 		err = -errno;
 		log_debug("cannot open a UDP flow upstream: %s", strerror(-err));
 		goto fail;
@@ -282,12 +293,68 @@ fail:
 	flow_opened(&r->hub, &f->rec);
 	flow_end(&r->hub, &f->rec, FLOW_NO_RESOURCES, -err);
 	free(f);
+	*errp = -err;
 	return NULL;
 }
 
-static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf, size_t n)
+/*
+ * tell_unreachable() - the host has no way to @dst (no route, or `--iface` down or gone: connect()
+ * said ENETUNREACH or EHOSTUNREACH at once): the child's first datagram of @n bytes draws a
+ * destination-unreachable from its gateway, as a router without a route would send, so its
+ * connected socket sees the error instead of silence.
+ */
+static void tell_unreachable(struct relay *r, const struct sockaddr_storage *child,
+			     const struct sockaddr_storage *dst, size_t n, int err)
 {
-	ssize_t w = send(f->host_fd, buf, n, MSG_DONTWAIT);
+	const struct netplan *np = r->c->be.ops->netplan(r->c->be.b);
+	int fam = dst->ss_family, inj = r->inject_fd[fam == AF_INET6];
+	struct icmp_report rep = { .family = fam };
+	struct sockaddr_storage to = *child;
+	unsigned char pkt[128];
+	size_t len;
+
+	if (inj < 0 || !np)
+		return;
+	if (fam == AF_INET) {
+		struct sockaddr_in *from = (struct sockaddr_in *)&rep.from;
+
+		rep.type = 3;                                  /* destination unreachable */
+		rep.code = err == EHOSTUNREACH ? 1 : 0;        /* host / network unreachable */
+		from->sin_family = AF_INET;
+		from->sin_addr = np->gw4;
+	} else {
+		struct sockaddr_in6 *from = (struct sockaddr_in6 *)&rep.from;
+
+		rep.type = 1;                                  /* destination unreachable */
+		rep.code = err == EHOSTUNREACH ? 3 : 0;        /* address unreachable / no route */
+		from->sin6_family = AF_INET6;
+		from->sin6_addr = np->gw6;
+	}
+	len = icmp_error_build(pkt, sizeof(pkt), &rep, child, dst, n);
+	if (!len)
+		return;
+	((struct sockaddr_in *)&to)->sin_port = 0;   /* raw sockets: no port (same offset in v6) */
+	if (sendto(inj, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, flow_sa_len(&to)) == (ssize_t)len)
+		r->stats.udp_icmp++;
+}
+
+/*
+ * first_datagram() - a datagram from the listener (a flow's first ones), sent upstream with the
+ * child's TTL / hop limit @ttl (-1: unknown), so that traceroute's probes expire where they would
+ * without childflow.  Later datagrams of the flow keep the last one set.
+ */
+static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf, size_t n, int ttl)
+{
+	ssize_t w;
+
+	if (ttl >= 0 && ttl != f->ttl) {
+		int fam = f->rec.dst.sa.sa_family;
+
+		if (setsockopt(f->host_fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
+			       fam == AF_INET ? IP_TTL : IPV6_UNICAST_HOPS, &ttl, sizeof(ttl)) == 0)
+			f->ttl = ttl;
+	}
+	w = send(f->host_fd, buf, n, MSG_DONTWAIT);
 
 	touch(r, f);
 	if (w == (ssize_t)n) {
@@ -328,12 +395,12 @@ static bool queue_pending(struct relay *r, const struct sockaddr_storage *child,
  * recorded), 0 when the pool is empty and the datagram must wait.
  */
 static int start_flow(struct relay *r, const struct sockaddr_storage *child,
-		      const struct sockaddr_storage *dst, const void *buf, size_t n)
+		      const struct sockaddr_storage *dst, const void *buf, size_t n, int ttl)
 {
 	struct policy_query q = { .proto = POL_UDP, .dst = (const struct sockaddr *)dst };
 	struct policy_verdict v = policy_decide(&r->c->policy, &q);
 	struct udp_flow *f;
-	int cfd;
+	int cfd, err;
 
 	if (v.action == POL_DENY) {
 		log_debug("dropping UDP to a denied destination: %s", v.reason);
@@ -351,9 +418,11 @@ static int start_flow(struct relay *r, const struct sockaddr_storage *child,
 		r->stats.udp_dropped++;
 		return 1;
 	}
-	f = flow_new(r, cfd, child, dst, v.reason);
+	f = flow_new(r, cfd, child, dst, v.reason, &err);
 	if (f)
-		first_datagram(r, f, buf, n);
+		first_datagram(r, f, buf, n, ttl);
+	else if (err == ENETUNREACH || err == EHOSTUNREACH)
+		tell_unreachable(r, child, dst, n, err);
 	return 1;
 }
 
@@ -369,16 +438,16 @@ static struct udp_pending *pending_for(struct relay *r, const struct sockaddr_st
 
 /* Handle one datagram from the listener. */
 static void listener_datagram(struct relay *r, const struct sockaddr_storage *child,
-			      const struct sockaddr_storage *dst, const void *buf, size_t n)
+			      const struct sockaddr_storage *dst, const void *buf, size_t n, int ttl)
 {
 	struct udp_flow *f = flow_find(r, child, dst);
 
 	if (f) {
-		first_datagram(r, f, buf, n);
+		first_datagram(r, f, buf, n, ttl);
 		return;
 	}
 	/* Keep the order of a flow's datagrams: behind its queued first one, or first in line. */
-	if ((r->pend_head && pending_for(r, child, dst)) || !start_flow(r, child, dst, buf, n)) {
+	if ((r->pend_head && pending_for(r, child, dst)) || !start_flow(r, child, dst, buf, n, ttl)) {
 		if (!queue_pending(r, child, dst, buf, n))
 			r->stats.udp_dropped++;
 	}
@@ -402,8 +471,8 @@ void udp_retry_pending(struct relay *r)
 		}
 		f = flow_find(r, &p->child, &p->dst);
 		if (f) {
-			first_datagram(r, f, p->data, p->len);
-		} else if (!start_flow(r, &p->child, &p->dst, p->data, p->len)) {
+			first_datagram(r, f, p->data, p->len, -1);
+		} else if (!start_flow(r, &p->child, &p->dst, p->data, p->len, -1)) {
 			dry[fam] = true;
 			pp = &p->next;
 			continue;
@@ -433,9 +502,16 @@ void udp_listener_event(struct relay *r, int lfd)
 
 		if (n < 0)
 			return;
+		int ttl = -1;
+
 		if (!flow_orig_dst(&m, &dst))
 			continue;
-		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n);
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
+			if (((c->cmsg_level == SOL_IP && c->cmsg_type == IP_TTL) ||
+			     (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_HOPLIMIT)) &&
+			    c->cmsg_len >= CMSG_LEN(sizeof(int)))
+				memcpy(&ttl, CMSG_DATA(c), sizeof(ttl));
+		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n, ttl);
 	}
 }
 

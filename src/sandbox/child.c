@@ -65,6 +65,28 @@ static void child_sysctls(const struct netplan *np, struct sandbox_shared *sh)
 	}
 }
 
+/*
+ * child_ping_groups() - let the command open ICMP echo sockets (SOCK_DGRAM IPPROTO_ICMP), as ping
+ * and traceroute -I do without privilege: N2's net.ipv4.ping_group_range (it covers IPv6 too)
+ * opened to every group mapped here, else to the command's own.  Needs our maps (written by G).
+ * ping's file capability is never granted inside (no_new_privs), so this is how it works.
+ */
+static void child_ping_groups(struct sandbox_shared *sh)
+{
+	static const char path[] = "/proc/sys/net/ipv4/ping_group_range";
+	char own[48];
+	int r;
+
+	if (proc_write_file(path, "0 2147483647") == 0)
+		return;
+	snprintf(own, sizeof(own), "%u %u", (unsigned int)getgid(), (unsigned int)getgid());
+	if ((r = proc_write_file(path, own)) < 0) {
+		log_error("cannot let the command ping (net.ipv4.ping_group_range in the child network "
+			  "namespace): %s", strerror(-r));
+		sandbox_setup_fail(sh);
+	}
+}
+
 /* Configure N2's side of the link and wait until eth0 can carry frames. */
 static void child_network(const struct netplan *np, struct sandbox_shared *sh)
 {
@@ -240,6 +262,7 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	/* G has written our maps and opened our netns (both need us dumpable): from now on, nobody
 	 * inside may ptrace us. */
 	prctl(PR_SET_DUMPABLE, 0);
+	child_ping_groups(sh);
 	child_network(np, sh);
 	if (gw_send_op(sync, GW_C_LINK_UP) < 0 || gw_expect(sync, GW_C_GO) < 0)
 		_exit(EXIT_SETUP);   /* G printed why */

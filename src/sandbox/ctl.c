@@ -185,6 +185,8 @@ int sandbox_ctl_recv_listeners(struct sandbox *sb)
 			sb->listen_fd[kinds[i]] = fds[i];
 		else if (kinds[i] == GW_KIND_GATE && sb->gate_fd < 0)
 			sb->gate_fd = fds[i];
+		else if (kinds[i] == GW_KIND_ECHO && sb->echo_fd < 0)
+			sb->echo_fd = fds[i];
 		else if (kinds[i] == GW_KIND_INJECT4 && sb->inject_fd[0] < 0)
 			sb->inject_fd[0] = fds[i];
 		else if (kinds[i] == GW_KIND_INJECT6 && sb->inject_fd[1] < 0)

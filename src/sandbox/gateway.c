@@ -56,11 +56,13 @@ struct gw {
 	int csock;                    /* to C; -1 once C closed it */
 	pid_t child;
 	int gate_fd;                  /* the SYN gate's queue socket, -1 without a gate */
+	int echo_fd;                  /* the echo requests' queue socket, -1 without one */
 	int capture_fd;               /* the capture's packet socket until it is bound to gw0, else -1 */
 	char inner_uid[192], inner_gid[192];
 };
 
 #define GATE_QUEUE_MAXLEN 4096        /* SYNs held at once; past this the kernel drops (fail closed) */
+#define ECHO_QUEUE_MAXLEN 1024        /* echo requests waiting for P; past this the kernel drops them */
 
 static int make_listener(int family, int type, uint16_t port)
 {
@@ -92,6 +94,8 @@ static int make_listener(int family, int type, uint16_t port)
 	    (type == SOCK_DGRAM &&
 	     setsockopt(fd, lvl, family == AF_INET ? IP_RECVORIGDSTADDR : IPV6_RECVORIGDSTADDR,
 			&one, sizeof(one)) < 0) ||
+	    (type == SOCK_DGRAM && port == NETPLAN_UDP_PORT &&   /* the child's TTL, carried upstream */
+	     setsockopt(fd, lvl, family == AF_INET ? IP_RECVTTL : IPV6_RECVHOPLIMIT, &one, sizeof(one)) < 0) ||
 	    bind(fd, (struct sockaddr *)&ss, len) < 0 ||
 	    (type == SOCK_STREAM && listen(fd, SOMAXCONN) < 0)) {
 		int e = errno;
@@ -116,18 +120,27 @@ __attribute__((noreturn)) static void gateway_fail(struct gw *g, const char *ste
  * errors from N1: its rate limits would hold most of them back (the child then waits for its own
  * retransmission timeout instead of seeing "unreachable"), so they are lifted here.
  */
-static int gateway_gate_open(void)
+static int gateway_queue_open(uint16_t queue, uint32_t copy, uint32_t maxlen)
 {
 	int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
 	int r;
 
 	if (fd < 0)
 		return -1;
-	if ((r = nfq_bind(fd, BE_GATE_QUEUE, GATE_QUEUE_MAXLEN)) < 0) {
-		log_debug("gateway: no SYN gate, the queue cannot be bound: %s", strerror(-r));
+	if ((r = nfq_bind(fd, queue, copy, maxlen)) < 0) {
+		log_debug("gateway: queue %u cannot be bound: %s", queue, strerror(-r));
 		close(fd);
 		return -1;
 	}
+	return fd;
+}
+
+static int gateway_gate_open(void)
+{
+	int fd = gateway_queue_open(BE_GATE_QUEUE, NFQ_COPY_RANGE, GATE_QUEUE_MAXLEN);
+
+	if (fd < 0)
+		return -1;
 	proc_write_file("/proc/sys/net/ipv4/icmp_ratelimit", "0");
 	proc_write_file("/proc/sys/net/ipv4/icmp_msgs_per_sec", "1000000");
 	proc_write_file("/proc/sys/net/ipv4/icmp_msgs_burst", "10000");
@@ -150,6 +163,7 @@ static void gateway_load_rules(struct gw *g)
 		.udp_port = NETPLAN_UDP_PORT,
 		.dns_port = NETPLAN_DNS_PORT,
 		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_COMPAT : GATEWAY_GATE_NONE,
+		.echo = g->echo_fd >= 0,
 	};
 	char err[256];
 	int r;
@@ -165,8 +179,12 @@ static void gateway_load_rules(struct gw *g)
 			continue;
 		}
 		rules.gate = GATEWAY_GATE_NONE;
+		rules.echo = false;
 		close(g->gate_fd);
 		g->gate_fd = -1;
+		if (g->echo_fd >= 0)
+			close(g->echo_fd);
+		g->echo_fd = -1;
 		explain_warn("syn_gate", 0, err);
 	}
 	if (r < 0) {
@@ -202,6 +220,9 @@ static void gateway_routing(struct gw *g)
 	}
 	log_debug("gateway: policy routing ready");
 	g->gate_fd = gateway_gate_open();
+	/* The echo queue rides on the gate's: the same queueing support, a rule beside the gate's. */
+	if (g->gate_fd >= 0)
+		g->echo_fd = gateway_queue_open(BE_ECHO_QUEUE, NFQ_COPY_ECHO, ECHO_QUEUE_MAXLEN);
 	gateway_load_rules(g);
 }
 
@@ -301,6 +322,11 @@ static void gateway_listeners(struct gw *g)
 		kinds[n] = GW_KIND_GATE;
 		fds[n++] = g->gate_fd;
 		g->gate_fd = -1;   /* P's now (closed here with the others once sent) */
+	}
+	if (g->echo_fd >= 0) {
+		kinds[n] = GW_KIND_ECHO;
+		fds[n++] = g->echo_fd;
+		g->echo_fd = -1;
 	}
 	/* Raw sockets for the ICMP errors P gives the child (IPPROTO_RAW: send only, they receive
 	 * nothing). */
@@ -546,7 +572,7 @@ void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 		  struct sandbox_shared *sh, int psock, pid_t p)
 {
 	struct gw g = { .cfg = cfg, .np = np, .sh = sh, .psock = psock, .csock = -1, .gate_fd = -1,
-			.capture_fd = -1 };
+			.echo_fd = -1, .capture_fd = -1 };
 	int cs[2];
 	pid_t self = getpid();
 

@@ -11,6 +11,7 @@
  *                 P->G IDMAP_PLAN              payload: C's uid_map "\0" gid_map "\0"
  *                 G->P LISTENERS               count fds, payload: one enum be_listener per fd
  *                                              (GW_KIND_GATE: the SYN gate's queue socket;
+ *                                              GW_KIND_ECHO: the echo requests' queue socket;
  *                                              GW_KIND_INJECT4/6: raw sockets for ICMP errors;
  *                                              GW_KIND_CAPTURE: the capture's packet socket)
  *                 G->P UDP_SOCKETS (unasked)   SANDBOX_POOL_FILL per offered family, in batches
@@ -41,7 +42,8 @@
 #define GW_KIND_INJECT4 (BE_NLISTEN + 1)
 #define GW_KIND_INJECT6 (BE_NLISTEN + 2)
 #define GW_KIND_CAPTURE (BE_NLISTEN + 3)
-#define GW_KINDS_MAX (BE_NLISTEN + 4)
+#define GW_KIND_ECHO (BE_NLISTEN + 4)
+#define GW_KINDS_MAX (BE_NLISTEN + 5)
 
 enum gw_op {
 	GW_HELLO_UNSHARED = 1,

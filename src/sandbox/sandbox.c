@@ -162,6 +162,9 @@ static void release_fds(struct sandbox *sb)
 	if (sb->gate_fd >= 0)
 		close(sb->gate_fd);
 	sb->gate_fd = -1;
+	if (sb->echo_fd >= 0)
+		close(sb->echo_fd);
+	sb->echo_fd = -1;
 	for (int i = 0; i < 2; i++) {
 		if (sb->inject_fd[i] >= 0)
 			close(sb->inject_fd[i]);
@@ -187,7 +190,7 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	pid_t p = getpid();
 
 	memset(sb, 0, sizeof(*sb));
-	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = sb->capture_fd = -1;
+	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = sb->capture_fd = sb->echo_fd = -1;
 	sb->inject_fd[0] = sb->inject_fd[1] = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		sb->listen_fd[i] = -1;
@@ -276,6 +279,11 @@ static int be_listener(const struct backend *b, enum be_listener k)
 static int be_gate_fd(const struct backend *b)
 {
 	return csb_of(b)->gate_fd;
+}
+
+static int be_echo_fd(const struct backend *b)
+{
+	return csb_of(b)->echo_fd;
 }
 
 static int be_inject_fd(const struct backend *b, int family)
@@ -381,9 +389,9 @@ static void be_release(struct backend *b)
 static unsigned int be_reserved_fds(const struct backend *b)
 {
 	(void)b;
-	/* Both pools, the listeners, the gate, the raw sockets, the capture, the control socket, G's
-	 * pidfd and the child's netns. */
-	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 7;
+	/* Both pools, the listeners, the gate, the echo queue, the raw sockets, the capture, the
+	 * control socket, G's pidfd and the child's netns. */
+	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 8;
 }
 
 static const struct netplan *be_netplan(const struct backend *b)
@@ -395,6 +403,7 @@ static const struct backend_ops sandbox_ops = {
 	.name = "rootless",
 	.listener = be_listener,
 	.gate_fd = be_gate_fd,
+	.echo_fd = be_echo_fd,
 	.inject_fd = be_inject_fd,
 	.capture = be_capture,
 	.ns_socket = be_ns_socket,

@@ -78,6 +78,7 @@ struct sandbox {
 	int ctl_fd;                   /* SEQPACKET to G (gwproto.h); non-blocking once started */
 	int listen_fd[BE_NLISTEN];    /* transparent listeners in N1; -1 when not offered */
 	int gate_fd;                  /* the SYN gate's NFQUEUE socket in N1; -1 when the host cannot gate */
+	int echo_fd;                  /* the echo requests' NFQUEUE socket in N1; -1 when there is none */
 	int inject_fd[2];             /* raw IPv4, IPv6 sockets in N1 for ICMP errors to the child; -1: none */
 	int capture_fd;               /* AF_PACKET on gw0 with its ring (cfg->capture), else -1 */
 	int child_netns_fd;           /* keeps N2 (and the veth) alive until the relay has drained */

@@ -327,3 +327,91 @@ def test_default_path_resolv_conf_change_taken_up(cf, dnsw, sess):
     assert out.decode().split().count(A4) == 2, (out, err)
     assert len(dnsw["real"].queries()) > n_real, "the new nameserver saw nothing"
     assert_recorder_silent(dnsw)
+
+
+def test_default_path_rotate_spreads_queries(cf, dnsw):
+    """`options rotate` in the host's resolv.conf: successive queries start at successive nameservers
+    (glibc's round robin), so both resolvers see queries; without it, the first one sees them all."""
+    prog = "; ".join(f"dig +short +time=3 +tries=1 @{REC4} a.test" for _ in range(6))
+    seen = {}
+    for opts in ("rotate", ""):
+        before = (len(dnsw["loop"].queries()), len(dnsw["real"].queries()))
+        path, argv = private_resolv(
+            cf, f"nameserver {LOOP}\nnameserver {RES4}\noptions timeout:2 attempts:1 {opts}\n",
+            ["--", "sh", "-c", prog])
+        try:
+            rc, out, err = run_argv(argv, 60)
+        finally:
+            os.unlink(path)
+        assert rc == 0 and out.split().count(A4) == 6, (opts, out, err)
+        seen[opts] = (len(dnsw["loop"].queries()) - before[0], len(dnsw["real"].queries()) - before[1])
+    assert seen["rotate"] == (3, 3), seen
+    assert seen[""] == (6, 0), seen
+    assert_recorder_silent(dnsw)
+
+
+# A nameserver on loopback that answers every query with one rcode and counts them.
+RCODE_SERVER = r"""
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+rcode, log = int(sys.argv[2]), sys.argv[3]
+open(log, "w").close()
+while True:
+    m, a = s.recvfrom(4096)
+    if len(m) < 12:
+        continue
+    flags = 0x8000 | (m[2] & 0x01) << 8 | 0x0080 | rcode   # QR, RD copied, RA, rcode
+    s.sendto(m[:2] + flags.to_bytes(2, "big") + m[4:6] + b"\0\0\0\0\0\0" + m[12:], a)
+    with open(log, "a") as f:
+        f.write("q\n")
+"""
+
+
+@pytest.fixture
+def rcode_server(cf, sess):
+    started = []
+
+    def start(addr, rcode):
+        log = os.path.join(sess.logs, f"rcode-{addr}-{rcode}.log")
+        p = subprocess.Popen(["ip", "netns", "exec", cf.world.host, W.PY, "-c", RCODE_SERVER, addr,
+                              str(rcode), log], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, start_new_session=True)
+        started.append(p)
+        W.wait_file(log, proc=p)
+        return lambda: len(open(log).read().split())
+    yield start
+    for p in started:
+        kill_tree(p)
+        p.wait(timeout=5)
+
+
+@pytest.mark.parametrize("rcode,status", [(2, "SERVFAIL"), (5, "REFUSED")])
+def test_default_path_failing_nameserver_moves_on(cf, dnsw, rcode_server, rcode, status):
+    """The host's first nameserver answers SERVFAIL (or REFUSED): the query goes on to the next one,
+    as glibc's resolver does, and the command gets the answer; when every nameserver fails so, the
+    command gets that rcode."""
+    bad = "127.0.0.54"
+    count = rcode_server(bad, rcode)
+    path, argv = private_resolv(cf, f"nameserver {bad}\nnameserver {LOOP}\noptions timeout:2 attempts:1\n",
+                                ["--", "dig", "+time=3", "+tries=1", f"@{REC4}", "a.test"])
+    try:
+        rc, out, err = run_argv(argv, 30)
+    finally:
+        os.unlink(path)
+    assert rc == 0 and "status: NOERROR" in out and A4 in out, (out, err)
+    assert count() == 1, "the failing nameserver was not asked first"
+
+    path, argv = private_resolv(cf, f"nameserver {bad}\noptions timeout:2 attempts:2\n",
+                                ["--", "dig", "+time=5", "+tries=1", f"@{REC4}", "a.test"])
+    try:
+        t0 = time.monotonic()
+        rc, out, err = run_argv(argv, 30)
+        took = time.monotonic() - t0
+    finally:
+        os.unlink(path)
+    assert f"status: {status}" in out, (out, err)
+    assert took < 3, (took, out, err)
+    assert count() == 3, "attempts:2 asks the only nameserver twice"
+    assert "no DNS resolver answered" not in err, err   # it did answer, with an error
+    assert_recorder_silent(dnsw)

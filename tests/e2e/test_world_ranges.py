@@ -40,7 +40,8 @@ def test_route_only_and_v6_clashes():
     routes = ROUTES + [{"dst": "198.18.0.0/15", "gateway": "192.0.2.9", "dev": "eth0"},
                        {"dst": "2001:db8:200::/40", "dev": "tun0"}]
     clashes = W.find_overlaps(W.WORLD_RANGES, ADDRS, routes)
-    assert {r for r, _ in clashes} == {"198.18.0.0/24", "2001:db8:203::/64"}, clashes
+    # the /15 covers the second uplink's 198.19.0.0/24 too
+    assert {r for r, _ in clashes} == {"198.18.0.0/24", "198.19.0.0/24", "2001:db8:203::/64"}, clashes
     # an address inside a world prefix clashes through its own prefix, whatever its length
     addrs = ADDRS + [{"ifname": "wg0", "addr_info": [{"family": "inet6", "local": "2001:db8:100::7",
                                                        "prefixlen": 128}]}]

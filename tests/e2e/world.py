@@ -8,7 +8,15 @@
                                                            2001:db8:203::1/64      2001:db8:203::10/64
 
 The host has default routes (v4 and v6) via the router, which forwards (its own sysctls) to the
-remotes. With v6=False the host has IPv6 disabled altogether (no address, no route, not even ::1).
+remotes.  With uplinks=2 the host has a second uplink to the same router, for `--iface`:
+
+    eth1 198.19.0.2/24         <-> h1 198.19.0.1/24
+         2001:db8:3::2/64              2001:db8:3::1/64
+
+eth1 has default routes of its own with a higher metric (2000), as a multi-homed host has (a second
+NIC, Wi-Fi beside Ethernet): the preferred default routes stay on eth0, so only traffic bound to eth1
+(SO_BINDTODEVICE, or policy routing) leaves there, and the remotes see it from 198.19.0.2 /
+2001:db8:3::2. With v6=False the host has IPv6 disabled altogether (no address, no route, not even ::1).
 Every address is a documentation or benchmarking address (198.18.0.0/15), every link lives in a
 namespace this module created, and nothing is attached to the init namespace: a mistake cannot send
 traffic anywhere real.
@@ -22,7 +30,8 @@ Names are `<prefix>-<role>` (for the test suite the prefix is `cfw<pid><tag>`); 
 removes namespaces left by a crashed earlier run whose pid is gone.
 
 Also a small CLI for scripts/demo.sh:
-    world.py up   --prefix P --dir DIR [--no-v6]   build the world, start servers; prints key=value lines
+    world.py up   --prefix P --dir DIR [--no-v6] [--uplinks 2]
+                                                    build the world, start servers; prints key=value lines
     world.py down --prefix P                        kill everything inside P-* namespaces, delete them
 """
 import argparse
@@ -44,6 +53,10 @@ SERVERS = os.path.join(HERE, "servers.py")
 HOST_V4, HOST_GW4 = "198.18.0.2", "198.18.0.1"
 HOST_V6, HOST_GW6 = "2001:db8:2::2", "2001:db8:2::1"
 HOST_NET4, HOST_NET6 = "198.18.0.0/24", "2001:db8:2::/64"
+# The second uplink (World(uplinks=2)).
+UP2_V4, UP2_GW4 = "198.19.0.2", "198.19.0.1"
+UP2_V6, UP2_GW6 = "2001:db8:3::2", "2001:db8:3::1"
+UP2_NET4, UP2_NET6 = "198.19.0.0/24", "2001:db8:3::/64"
 REMOTES = {
     "remote1": {"v4": "198.51.100.10", "v6": "2001:db8:100::10", "gw4": "198.51.100.1",
                 "gw6": "2001:db8:100::1", "rif": "r1"},
@@ -53,7 +66,7 @@ REMOTES = {
 HTTP_PORT, ECHO_PORT, RESET_PORT, HALFCLOSE_PORT, SINK_PORT = 80, 7, 9, 13, 19
 # Every prefix the e2e world (and the demo) puts on a link.
 WORLD_RANGES = [HOST_NET4, HOST_NET6, "198.51.100.0/24", "2001:db8:100::/64",
-                "203.0.113.0/24", "2001:db8:203::/64"]
+                "203.0.113.0/24", "2001:db8:203::/64", UP2_NET4, UP2_NET6]
 
 
 class RangeClash(RuntimeError):
@@ -239,8 +252,11 @@ class Service:
 
 
 class World:
-    def __init__(self, prefix, v6=True):
-        self.prefix, self.v6 = prefix, v6
+    def __init__(self, prefix, v6=True, uplinks=1):
+        """@uplinks: 1, or 2 for the host's second uplink eth1 (see the module's docstring)."""
+        if uplinks not in (1, 2):
+            raise ValueError("uplinks must be 1 or 2")
+        self.prefix, self.v6, self.uplinks = prefix, v6, uplinks
         self.host = f"{prefix}-host"
         self.router = f"{prefix}-router"
         self.remote = {r: f"{prefix}-{r}" for r in REMOTES}
@@ -298,6 +314,20 @@ class World:
         self.ip(self.host, "route", "add", "default", "via", HOST_GW4)
         if self.v6:
             self.ip(self.host, "-6", "route", "add", "default", "via", HOST_GW6)
+        if self.uplinks == 2:
+            self.ip(self.host, "link", "add", "eth1", "type", "veth", "peer", "name", "h1",
+                    "netns", self.router)
+            self.ip(self.host, "addr", "add", f"{UP2_V4}/24", "dev", "eth1")
+            self.ip(self.router, "addr", "add", f"{UP2_GW4}/24", "dev", "h1")
+            self.ip(self.router, "addr", "add", f"{UP2_GW6}/64", "dev", "h1", "nodad")
+            if self.v6:
+                self.ip(self.host, "addr", "add", f"{UP2_V6}/64", "dev", "eth1", "nodad")
+            self.ip(self.host, "link", "set", "eth1", "up")
+            self.ip(self.router, "link", "set", "h1", "up")
+            self.ip(self.host, "route", "add", "default", "via", UP2_GW4, "dev", "eth1", "metric", "2000")
+            if self.v6:
+                self.ip(self.host, "-6", "route", "add", "default", "via", UP2_GW6, "dev", "eth1",
+                        "metric", "2000")
 
         # router <-> remotes
         for r, a in REMOTES.items():
@@ -386,6 +416,8 @@ def main():
     ap.add_argument("--prefix", default="cfdemo")
     ap.add_argument("--dir", help="directory for server files and logs (up)")
     ap.add_argument("--no-v6", action="store_true")
+    ap.add_argument("--uplinks", type=int, choices=[1, 2], default=1,
+                    help="2: the host also gets eth1 198.19.0.2 (a second uplink, for --iface)")
     ap.add_argument("--host-http-port", type=int, default=8080,
                     help="also start an HTTP service on the host netns' 127.0.0.1 (0 = none)")
     a = ap.parse_args()
@@ -402,7 +434,7 @@ def main():
         ap.error("up needs --dir")
     cleanup_stray(rf"^{re.escape(a.prefix)}-")
     try:
-        w = World(a.prefix, v6=not a.no_v6).up()
+        w = World(a.prefix, v6=not a.no_v6, uplinks=a.uplinks).up()
     except RangeClash as e:
         print(f"world.py: {e}", file=sys.stderr)
         return 1

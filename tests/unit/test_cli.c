@@ -303,9 +303,15 @@ static void test_iface_rootless(void **state)
 {
 	struct cli_options opt;
 
-	EXPECT_ERR("`--iface` is not supported by the `rootless-internal` backend", "-i", "eth0", "cmd");
-	EXPECT_ERR("`--iface` is not supported by the `rootless-internal` backend",
-		   "--network-backend", "rootless-internal", "--iface=eth0", "cmd");
+	/* Unlike the reference, rootless takes --iface too (its upstream sockets are bound to it). */
+	EXPECT_OK(&opt, "-i", "eth0", "cmd");
+	assert_false(opt.backend_rootful);
+	assert_string_equal(opt.iface, "eth0");
+	EXPECT_OK(&opt, "--network-backend", "rootless-internal", "--iface=eth1", "cmd");
+	assert_false(opt.backend_rootful);
+	assert_string_equal(opt.iface, "eth1");
+	EXPECT_ERR("invalid value 'a/b' for '--iface <IFACE>': not a valid network interface name",
+		   "-i", "a/b", "cmd");
 
 	EXPECT_OK(&opt, "--root", "-i", "eth0", "cmd");
 	assert_true(opt.root);
@@ -473,7 +479,7 @@ static void test_validation_order(void **state)
 	/* Everything wrong at once: the missing command comes first. */
 	EXPECT_ERR("missing command to execute", "-i", "eth0", "--hosts-file", "/nonexistent/childflow/hosts",
 		   "-C", "egress", "-U", "u", "--proxy-insecure");
-	EXPECT_ERR("`--iface` is not supported by the `rootless-internal` backend",
+	EXPECT_ERR("`--hosts-file` path does not exist: /nonexistent/childflow/hosts",
 		   "-i", "eth0", "--hosts-file", "/nonexistent/childflow/hosts", "cmd");
 	EXPECT_ERR("`--hosts-file` path does not exist: /nonexistent/childflow/hosts",
 		   "--hosts-file", "/nonexistent/childflow/hosts", "-C", "egress", "cmd");
@@ -774,7 +780,7 @@ static void test_help_text(void **state)
 			      "          Ignore certificate trust errors for https:// upstream proxies while\n"
 			      "          still validating the hostname\n");
 	assert_contains(help, "\n  -i, --iface <IFACE>\n          Force the host-side egress interface for the "
-			      "child's direct traffic\n");
+			      "child's direct traffic,\n          its DNS upstream queries and its proxy connection");
 	assert_contains(help, "\n  -h, --help\n          Print help\n");
 	assert_contains(help, "\n  -V, --version\n          Print version\n");
 	assert_contains(help, "\nExit status:\n");

@@ -462,9 +462,9 @@ static void test_gateway_ruleset(void **state)
 	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
 	assert_true(len > 0);
 	n = batch_rules(buf, len, rules, 20);
-	assert_int_equal(n, 16);
-	/* 100: batch begin, 101: table, 102: chain, 103..118: rules, then batch end */
-	assert_int_equal(last, 118);
+	assert_int_equal(n, 18);
+	/* 100: batch begin, 101: table, 102: chain, 103..120: rules, then batch end */
+	assert_int_equal(last, 120);
 	assert_non_null(strstr(rules[0], "[ meta load iif => reg 1 ]"));
 	assert_non_null(strstr(rules[0], "[ cmp eq reg 1 0x00000001 ]"));
 	assert_non_null(strstr(rules[0], "accept"));
@@ -503,8 +503,11 @@ static void test_gateway_ruleset(void **state)
 	assert_non_null(strstr(rules[13], "[ cmp eq reg 1 0x00000011 ]"));   /* UDP */
 	assert_non_null(strstr(rules[13], "[ immediate reg 1 0x00009a3a ]")); /* 15002 */
 	assert_non_null(strstr(rules[14], "[ tproxy ip6 port reg 1 ]"));
-	assert_non_null(strstr(rules[15], "[ counter pkts 0 bytes 0 ]"));
-	assert_non_null(strstr(rules[15], "drop"));
+	assert_non_null(strstr(rules[15], "[ cmp eq reg 1 0x00000008 ]"));     /* echo-request */
+	assert_non_null(strstr(rules[15], "[ reject type 2 code 3 ]"));        /* icmpx admin-prohibited */
+	assert_non_null(strstr(rules[16], "[ cmp eq reg 1 0x00000080 ]"));
+	assert_non_null(strstr(rules[17], "[ counter pkts 0 bytes 0 ]"));
+	assert_non_null(strstr(rules[17], "drop"));
 	/* too small a buffer is refused, not overrun */
 	assert_int_equal(gateway_rules_batch(&g, tiny, sizeof(tiny), 1, &last), -ENOSPC);
 }
@@ -522,21 +525,21 @@ static void test_gateway_ruleset_gate(void **state)
 	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
 	assert_true(len > 0);
 	n = batch_rules(buf, len, rules, 20);
-	assert_int_equal(n, 17);
-	assert_int_equal(last, 120);   /* two chains, 17 rules; the gate rule is acknowledged */
-	assert_non_null(strstr(rules[16], "[ meta load iifname => reg 1 ]"));
-	assert_non_null(strstr(rules[16], "[ cmp eq reg 1 0x00307767 0x00000000 0x00000000 0x00000000 ]"));
-	assert_non_null(strstr(rules[16], "[ payload load 1b @ transport header + 13 => reg 1 ]"));
-	assert_non_null(strstr(rules[16], "[ bitwise reg 1 = ( reg 1 & 0x00000017 ) ^ 0x00000000 ]"));
-	assert_non_null(strstr(rules[16], "[ cmp eq reg 1 0x00000002 ]"));
-	assert_non_null(strstr(rules[16], "[ meta load mark => reg 1 ]"));
-	assert_non_null(strstr(rules[16], "[ queue num 0 ]"));
-	assert_null(strstr(rules[16], "bypass"));   /* fail closed */
+	assert_int_equal(n, 19);
+	assert_int_equal(last, 122);   /* two chains, 19 rules; the gate rule is acknowledged */
+	assert_non_null(strstr(rules[18], "[ meta load iifname => reg 1 ]"));
+	assert_non_null(strstr(rules[18], "[ cmp eq reg 1 0x00307767 0x00000000 0x00000000 0x00000000 ]"));
+	assert_non_null(strstr(rules[18], "[ payload load 1b @ transport header + 13 => reg 1 ]"));
+	assert_non_null(strstr(rules[18], "[ bitwise reg 1 = ( reg 1 & 0x00000017 ) ^ 0x00000000 ]"));
+	assert_non_null(strstr(rules[18], "[ cmp eq reg 1 0x00000002 ]"));
+	assert_non_null(strstr(rules[18], "[ meta load mark => reg 1 ]"));
+	assert_non_null(strstr(rules[18], "[ queue num 0 ]"));
+	assert_null(strstr(rules[18], "bypass"));   /* fail closed */
 	g.gate = GATEWAY_GATE_COMPAT;
 	len = gateway_rules_batch(&g, buf, sizeof(buf), 100, &last);
 	n = batch_rules(buf, len, rules, 20);
-	assert_int_equal(n, 17);
-	assert_non_null(strstr(rules[16], "[ target name NFQUEUE rev 3 ]"));
+	assert_int_equal(n, 19);
+	assert_non_null(strstr(rules[18], "[ target name NFQUEUE rev 3 ]"));
 }
 
 int main(void)

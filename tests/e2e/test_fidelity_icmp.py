@@ -1,0 +1,158 @@
+"""Network fidelity for ICMP (issue 10): ping, ping -6 and traceroute inside childflow see what the
+world answers - the remote's real replies with the TTL they arrived with, silence when the remote
+drops echo, the router's errors from the router - and path-MTU discovery sees a smaller link MTU.
+Each case also runs from the host directly (the control) where that makes sense.
+
+The world's host netns starts with the kernel's default net.ipv4.ping_group_range ("1 0": nobody may
+open ICMP echo sockets). Root's childflow then uses a raw socket; the user's needs the range open,
+which each user test sets (and puts back) in the host netns; one test keeps it closed."""
+import contextlib
+import re
+
+import pytest
+
+import world as W
+from cfutil import py
+
+R1 = W.REMOTES["remote1"]
+RANGE = "net.ipv4.ping_group_range"
+
+
+@contextlib.contextmanager
+def ping_range(world, value):
+    old = world.sh_ns(world.host, ["sysctl", "-n", RANGE]).split()
+    world.sysctl(world.host, f"{RANGE}={value}")
+    try:
+        yield
+    finally:
+        world.sysctl(world.host, f"{RANGE}={old[0]} {old[1]}")
+
+
+@pytest.fixture
+def open_range(cf, world):
+    """Let the runner open ICMP echo sockets in the host netns (root needs no range: CAP_NET_RAW)."""
+    with ping_range(world, "0 2147483647" if cf.runner.user else "1 0"):
+        yield
+
+
+@pytest.fixture
+def router_unlimited(world):
+    """The router's ICMP rate limits lifted: tests in a row would otherwise find its errors held back."""
+    world.sysctl(world.router, "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0")
+    try:
+        yield
+    finally:
+        world.sysctl(world.router, "net.ipv4.icmp_ratelimit=1000", "net.ipv6.icmp.ratelimit=1000")
+
+
+def forget_pmtu(world):
+    """Drop what the host netns learnt of path MTUs (a route's exceptions go with the route)."""
+    world.ip(world.host, "route", "del", "default", check=False)
+    world.ip(world.host, "route", "add", "default", "via", W.HOST_GW4)
+
+
+def ping(cf, args, direct=False, timeout=20):
+    return cf.run((["--"] if not direct else []) + ["ping", "-n"] + args, timeout=timeout, direct=direct)
+
+
+def ttls(out):
+    return [int(t) for t in re.findall(r"ttl=(\d+)", out)]
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_ping_gets_the_remotes_replies(cf, world, open_range, fam):
+    args = ["-c", "3", "-i", "0.2", "-W", "2"] + (["-6", R1["v6"]] if fam == "v6" else [R1["v4"]])
+    r = ping(cf, args)
+    assert r.rc == 0, r
+    assert "3 received" in r.text, r
+    # the remote's default TTL (64) less the one router on the way, as the host itself sees it
+    assert ttls(r.text) == [63, 63, 63], r
+    control = ping(cf, args, direct=True) if cf.runner.user else None
+    if control:
+        assert ttls(control.text) == [63, 63, 63], control
+
+
+def test_ping_sizes_and_sequence(cf, world, open_range):
+    r = ping(cf, ["-c", "2", "-i", "0.2", "-W", "2", "-s", "1400", "-p", "a5", R1["v4"]])
+    assert r.rc == 0, r
+    assert "1408 bytes from" in r.text and "icmp_seq=2" in r.text, r
+
+
+def test_a_remote_that_drops_echo_gives_no_reply(cf, world, open_range):
+    with W.NftTable(world.remote["remote1"], "input") as nft:
+        nft.set("icmp type echo-request drop", "icmpv6 type echo-request drop")
+        r = ping(cf, ["-c", "2", "-i", "0.2", "-W", "1", R1["v4"]])
+        r6 = ping(cf, ["-6", "-c", "2", "-i", "0.2", "-W", "1", R1["v6"]])
+    for x in (r, r6):
+        assert x.rc == 1, x
+        assert "0 received" in x.text and "errors" not in x.text, x
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_an_unreachable_net_is_told_by_the_router(cf, world, open_range, router_unlimited, fam):
+    dst = "192.0.0.171" if fam == "v4" else "2001:db8:999::1"   # special purpose, never routed here
+    rule = (f"ip daddr {dst} reject with icmp type net-unreachable" if fam == "v4"
+            else f"ip6 daddr {dst} reject with icmpv6 type no-route")
+    with W.NftTable(world.router, "forward") as nft:
+        nft.set(rule)
+        args = ["-c", "1", "-W", "2"] + (["-6", dst] if fam == "v6" else [dst])
+        r = ping(cf, args)
+    want = "Destination Net Unreachable" if fam == "v4" else "Destination unreachable: No route"
+    assert r.rc == 1 and want in r.text and f"From {W.HOST_GW4 if fam == 'v4' else W.HOST_GW6}" in r.text, r
+
+
+def test_closed_ping_range_is_prohibited_at_once_with_a_warning(cf, world):
+    if not cf.runner.user:
+        pytest.skip("root has CAP_NET_RAW: the raw socket works whatever the range says")
+    with ping_range(world, "1 0"):
+        r = ping(cf, ["-c", "2", "-i", "0.2", "-W", "3", R1["v4"]])
+    assert r.rc == 1, r
+    assert "Packet filtered" in r.text, r      # ICMP admin prohibited, from the gateway
+    assert r.secs < 2.5, r                     # at once, not after ping's -W wait
+    assert r.etext.count("net.ipv4.ping_group_range") == 1, r
+
+
+@pytest.mark.parametrize("mode", [[], ["-I"]], ids=["udp", "icmp"])
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_traceroute_shows_the_router_then_the_remote(cf, world, open_range, router_unlimited, mode, fam):
+    if mode == ["-I"] and cf.runner.user:
+        # Known defect, open: through the host's echo socket (the user's path) the reply to the
+        # second hop's probe of a parallel burst is lost (hop 2 reads "*", the remote shows at 3).
+        pytest.xfail("traceroute -I through an ICMP echo socket loses hop 2 (open, see issue 10 note)")
+    dst = R1["v6"] if fam == "v6" else R1["v4"]
+    args = ["traceroute", "-n", "-w", "2", "-q", "1", "-m", "5"] + mode + (["-6"] if fam == "v6" else []) + [dst]
+    r = cf.run(["--"] + args, timeout=40)
+    assert r.rc == 0, r
+    hops = re.findall(r"^\s*(\d+)\s+(\S+)", r.text, re.M)
+    gw = W.HOST_GW6 if fam == "v6" else W.HOST_GW4
+    assert hops == [("1", gw), ("2", dst)], r
+
+
+FRAG = r'''
+import errno, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)        # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF on every datagram
+s.connect((sys.argv[1], 9999))
+out = "sent"
+for i in range(2):                             # 1400 fits our link, not the router's 1280 one
+    try:
+        s.send(b"x" * 1400)
+        out = "sent"
+    except OSError as e:
+        out = "%s %d" % (errno.errorcode[e.errno], s.getsockopt(socket.IPPROTO_IP, 14))   # IP_MTU
+    time.sleep(0.5)
+print(out)
+'''
+
+
+def test_pmtu_a_smaller_router_link_is_learnt(cf, world):
+    forget_pmtu(world)
+    world.ip(world.router, "link", "set", "r1", "mtu", "1280")
+    try:
+        r = cf.run(["--"] + py(FRAG, R1["v4"]), timeout=20)   # first: the host has learnt nothing yet
+        control = cf.direct(py(FRAG, R1["v4"]), timeout=20)
+    finally:
+        world.ip(world.router, "link", "set", "r1", "mtu", "1500")
+        forget_pmtu(world)
+    assert control.text.split() == ["EMSGSIZE", "1280"], control
+    assert r.text.split() == ["EMSGSIZE", "1280"], r
