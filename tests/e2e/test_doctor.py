@@ -245,17 +245,29 @@ def test_no_subid_range(cf, wrap, resolver):
 
 
 def test_ping_group_range_closed(cf, world, wrap, resolver):
+    """The world's host netns with ping_group_range "1 0": the user's ping inside is prohibited
+    (root's goes through a raw socket), and a run that pings says what the doctor says."""
     path = "/proc/sys/net/ipv4/ping_group_range"
     saved = W.sh(["ip", "netns", "exec", world.host, "cat", path]).stdout.decode().split()
+    w = wrap(cf, resolver)
     try:
         world.sysctl(world.host, "net.ipv4.ping_group_range=0 2147483647")
-        rc, rep, _ = wrap(cf, resolver).doctor()
+        rc, rep, _ = w.doctor()
         assert item(rep, "icmp_echo")["status"] == "available", rep
+        assert "ICMP echo sockets open" in item(rep, "icmp_echo")["detail"], rep
         world.sysctl(world.host, "net.ipv4.ping_group_range=1 0")
-        rc, rep, _ = wrap(cf, resolver).doctor()
+        rc, rep, _ = w.doctor()
         it = item(rep, "icmp_echo")
+        if not cf.runner.user:
+            assert it["status"] == "available" and "raw ICMP socket opens" in it["detail"], it
+            return
         assert rc == 0 and it["status"] == "limited" and '"1 0"' in it["detail"], it
         assert it["hint"].startswith('sysctl -w net.ipv4.ping_group_range="0 2147483647"'), it
+        rc, out, err = w.run(["--", "ping", "-c", "1", "-W", "2", R1["v4"]])
+        assert rc == 1, (out, err)
+        lines = err.splitlines()
+        assert f"childflow: warning: {it['detail']}" in lines, err
+        assert f"childflow: fix: {it['hint']}" in lines, err
     finally:
         world.sysctl(world.host, f"net.ipv4.ping_group_range={saved[0]} {saved[1]}")
 
