@@ -26,6 +26,7 @@
 #include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
+#include "tty/pty.h"
 #include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
@@ -381,10 +382,32 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 							   .deadline = capture_hook_deadline, .priv = cap });
 }
 
+/* The command's pty, driven by the relay as a hook; a stopped command is continued through init. */
+struct pty_hook {
+	struct pty_relay *pr;
+	struct ctx *c;
+};
+
+static void pty_hook_run(void *priv, uint64_t now_ms)
+{
+	struct pty_hook *h = priv;
+
+	(void)now_ms;
+	if (pty_run(h->pr) & PTY_EV_CONTINUE)
+		h->c->be.ops->signal(h->c->be.b, SIGCONT, false);
+}
+
+static uint64_t pty_hook_deadline(void *priv)
+{
+	(void)priv;
+	return UINT64_MAX;
+}
+
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
 static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
-	       const struct proxy *px, struct capture *cap)
+	       const struct proxy *px, struct capture *cap, struct pty_relay *pr)
 {
+	struct pty_hook ph = { .pr = pr, .c = c };
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
 	struct dns_fwd *fwd = NULL;
@@ -398,6 +421,8 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
 	    (cap && (r = start_capture(c, relay, cap)) < 0) ||
+	    (pr && (r = relay_add_hook(relay, &(struct relay_hook){ .fd = pty_fd(pr), .run = pty_hook_run,
+			.deadline = pty_hook_deadline, .priv = &ph })) < 0) ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */
 	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
@@ -413,6 +438,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	}
 	code = relay_run(relay);
 	log_debug("command finished: exit code %d", code);
+	pty_finish(pr);
 	relay_free(relay);
 	/* Before the backend lets the link go: what the ring still holds, then the statistics. */
 	if (cap && !capture_finish(cap) && code == 0)
@@ -436,6 +462,8 @@ int main(int argc, char **argv)
 	struct proxy *px = NULL;
 	struct capture *cap = NULL;
 	struct egress eg;
+	struct pty_relay *pty = NULL;
+	struct pty_child ptyc;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
@@ -499,11 +527,26 @@ int main(int argc, char **argv)
 			return EXIT_SETUP;
 		}
 	}
+	/* On a terminal, the command gets a pty of its own (tty/pty.h): its kill(0) stays in its tree. */
+	if (pty_open(&pty, &ptyc) < 0) {
+		capture_free(cap);
+		proxy_free(px);
+		return EXIT_SETUP;
+	}
+	if (pty) {
+		cfg.pty = true;
+		cfg.pty_slave = ptyc.slave;
+		cfg.pty_report = ptyc.report;
+		cfg.pty_fds = ptyc.fds;
+		memcpy(cfg.pty_hide, ptyc.path, sizeof(cfg.pty_hide));
+		cfg.own_pgrp = false;
+	}
 	/* Read once, before the sandbox starts: the forwarder's upstreams (without --dns) and timing,
 	 * and the lines the child's resolv.conf keeps. */
 	r = resolvconf_load("/etc/resolv.conf", &host_rc);
 	if (r < 0 && r != -ENOENT) {
 		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
@@ -512,6 +555,7 @@ int main(int argc, char **argv)
 	if ((code = name_files(&opt, &host_rc, &cfg, &nf)) != 0) {
 		free(nf.hosts);
 		free(nf.nsswitch);
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return code;
@@ -536,6 +580,19 @@ int main(int argc, char **argv)
 	free(nf.hosts);
 	free(nf.nsswitch);
 	if (r < 0) {
+		pty_free(pty);
+		capture_free(cap);
+		proxy_free(px);
+		return EXIT_SETUP;
+	}
+	if (pty && (r = pty_started(pty)) < 0) {
+		struct backend_ref be = sandbox_backend(&sb);
+
+		log_error("cannot relay the command's pty: %s", strerror(-r));
+		be.ops->kill(be.b);
+		be.ops->finish(be.b);
+		be.ops->release(be.b);
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
@@ -547,18 +604,23 @@ int main(int argc, char **argv)
 	memset(&c, 0, sizeof(c));
 	c.be = sandbox_backend(&sb);
 	c.egress = eg;
+	/* On its pty the command learns a new window size from the pty itself (tty/pty.c reads it). */
+	if (pty)
+		sigdelset(&fwd, SIGWINCH);
 	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0) {
 		log_error("cannot start the relay: %s", strerror(errno));
 		c.be.ops->kill(c.be.b);
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
-	code = run(&c, &opt, &host_rc, sigfd, px, cap);
+	code = run(&c, &opt, &host_rc, sigfd, px, cap, pty);
 	close(sigfd);
+	pty_free(pty);
 	capture_free(cap);
 	proxy_free(px);
 	if (log_dropped())

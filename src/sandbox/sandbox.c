@@ -196,7 +196,8 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 		sb->listen_fd[i] = -1;
 	sigemptyset(&sb->queued);
 	netplan_init(&sb->net, cfg->ipv6);
-	sb->own_pgrp = cfg->own_pgrp;
+	/* On its own pty, the command is not in our group (nor init, which leads the pty's session). */
+	sb->own_pgrp = cfg->own_pgrp || cfg->pty;
 	/* Orphans of the sandbox (C and init, when G is killed) become our children, to be reaped. */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	sb->shared = mmap(NULL, sizeof(*sb->shared), PROT_READ | PROT_WRITE,

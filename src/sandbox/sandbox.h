@@ -38,6 +38,12 @@ struct sandbox_config {
 	sigset_t orig_mask;           /* the caller's signal mask, restored for the command */
 	sigset_t orig_ignored;        /* signals the caller had ignored; stay ignored for the command */
 	bool own_pgrp;                /* put the command in a process group of its own */
+	/* The command's own pty (tty/pty.h; main.c fills these when one of fds 0-2 is a terminal): */
+	bool pty;                     /* the command gets a session of its own with pty_slave */
+	int pty_slave;                /* becomes its controlling terminal */
+	int pty_report;               /* the command writes 'R' once it holds it; init, stop signals */
+	unsigned int pty_fds;         /* bit N: fd N (0-2) becomes the slave */
+	char pty_hide[64];            /* the caller's terminal's path (/dev/pts/N), hidden inside, or "" */
 	unsigned int test_delay_init_pid_us; /* CHILDFLOW_TEST_DELAY_INIT_PID_US (tests only) */
 	/* The child's name files (etcfiles.c), each NULL to keep the host's: */
 	const char *resolv_conf;      /* the full text of its /etc/resolv.conf */
