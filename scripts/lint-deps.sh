@@ -16,11 +16,8 @@ declare -A allow=(
   [sandbox]="sandbox backend netlink nft util"
   [dns]="dns relay backend util"
   [capture]="capture util"
-<<<<<<< HEAD
   [doctor]="doctor sandbox dns proxy nft netlink relay backend util"
-=======
   [tty]="tty util"
->>>>>>> main
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do
