@@ -16,6 +16,7 @@ declare -A allow=(
   [sandbox]="sandbox backend netlink nft util"
   [dns]="dns relay backend util"
   [capture]="capture util"
+  [doctor]="doctor sandbox dns proxy nft netlink relay backend util"
   [tty]="tty util"
   [root]="root backend netlink nft util"
 )

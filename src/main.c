@@ -17,6 +17,7 @@
 #include "connect/direct.h"
 #include "ctx.h"
 #include "dns/dns.h"
+#include "doctor/doctor.h"
 #include "dns/hosts.h"
 #include "dns/names.h"
 #include "dns/nsswitch.h"
@@ -27,6 +28,7 @@
 #include "root/root.h"
 #include "sandbox/sandbox.h"
 #include "tty/pty.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -51,7 +53,7 @@ static int refuse_unimplemented(const struct cli_options *o)
 /*
  * check_iface() - `--iface @name` must exist and be up (administratively, and with a carrier)
  * before the command starts; @eg then names it for every upstream socket.
- * Return: 0, or EXIT_SETUP after one line that says what to do.
+ * Return: 0, or EXIT_SETUP after the doctor's explanation (what is wrong, how to fix it).
  */
 static int check_iface(const char *name, struct egress *eg)
 {
@@ -60,28 +62,14 @@ static int check_iface(const char *name, struct egress *eg)
 	int r;
 
 	if (!nl) {
-		log_error("error: cannot check `--iface %s`: rtnetlink: %s", name, strerror(errno));
+		explain_fail("iface", errno, name);
 		return EXIT_SETUP;
 	}
 	r = nl_link_state(nl, name, &up, &carrier);
 	nl_close(nl);
-	if (r == -ENODEV) {
-		log_error("error: `--iface %s`: no such network interface (`ip link` lists them; give one that "
-			  "exists)", name);
-		return EXIT_SETUP;
-	}
-	if (r < 0) {
-		log_error("error: cannot check `--iface %s`: rtnetlink: %s", name, strerror(-r));
-		return EXIT_SETUP;
-	}
-	if (!up) {
-		log_error("error: `--iface %s` is down (bring it up with `ip link set %s up`, or choose another "
-			  "interface)", name, name);
-		return EXIT_SETUP;
-	}
-	if (!carrier) {
-		log_error("error: `--iface %s` has no carrier (connect its link, or choose another interface)",
-			  name);
+	if (r < 0 || !up || !carrier) {
+		/* The doctor's words: no such interface, down, no carrier (doctor/checks.c). */
+		explain_fail("iface", r < 0 ? -r : !up ? ENETDOWN : ENOLINK, name);
 		return EXIT_SETUP;
 	}
 	snprintf(eg->ifname, sizeof(eg->ifname), "%s", name);
@@ -92,10 +80,11 @@ static int check_iface(const char *name, struct egress *eg)
 /*
  * setup_proxy() - the route through --proxy: its host resolved now (the host's resolver, before the
  * command starts), the credentials, the TLS context.  CHILDFLOW_PROXY_TIMEOUT (seconds, 1-600)
- * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line.
+ * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line (the
+ * doctor's, for a proxy that cannot be set up); with @errout, that error goes there unprinted.
  */
 static int setup_proxy(const struct cli_options *o, const char *password, const struct egress *eg,
-		       struct proxy **px)
+		       struct proxy **px, char *errout, size_t errlen)
 {
 	static const enum proxy_kind kinds[] = {
 		[PROXY_HTTP] = PROXY_KIND_HTTP, [PROXY_HTTPS] = PROXY_KIND_HTTPS, [PROXY_SOCKS5] = PROXY_KIND_SOCKS5,
@@ -123,10 +112,55 @@ static int setup_proxy(const struct cli_options *o, const char *password, const 
 		p.timeout_ms = (unsigned int)v * 1000u;
 	}
 	if (proxy_new(px, &p, err, sizeof(err)) < 0) {
-		log_error("%s", err);
+		if (errout) {
+			snprintf(errout, errlen, "%s", err);
+			return EXIT_SETUP;
+		}
+		explain_fail("proxy", 0, err);
 		return EXIT_SETUP;
 	}
 	return 0;
+}
+
+static bool fixed_dns(const struct cli_options *o, struct sockaddr_storage *ss);
+
+/*
+ * run_doctor() - `--doctor`: the checks of the selected backend and of the options given (-i, -p,
+ * --dns), printed to stdout.  Return: 0 when the backend can run, 1 when something blocks it.
+ */
+static int run_doctor(struct cli_options *o, int argc, char **argv)
+{
+	char err[CLI_ERR_MAX], perr[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
+	struct sockaddr_storage dns;
+	struct doctor_env env = {
+		.rootful = o->backend_rootful,
+		.iface = o->iface,
+		.proxy_auth = o->proxy_user != NULL,
+		.resolv_path = "/etc/resolv.conf",
+	};
+	struct proxy *px = NULL;
+	struct egress eg;
+	int code;
+
+	if (cli_take_password(o, argc, argv, password, err, sizeof(err)) < 0) {
+		log_error("error: %s", err);
+		return EXIT_USAGE;
+	}
+	memset(&eg, 0, sizeof(eg));
+	if (o->iface)
+		snprintf(eg.ifname, sizeof(eg.ifname), "%s", o->iface);
+	if (o->proxy_set && (code = setup_proxy(o, password, &eg, &px, perr, sizeof(perr))) != 0) {
+		if (code == EXIT_USAGE)
+			return code;
+		env.proxy_error = perr;
+	}
+	explicit_bzero(password, sizeof(password));
+	env.proxy = px;
+	if (fixed_dns(o, &dns))
+		env.dns = &dns;
+	code = doctor_run(&env, o->doctor_json ? DOCTOR_JSON : DOCTOR_TEXT, stdout);
+	proxy_free(px);
+	return code;
 }
 
 /*
@@ -258,6 +292,28 @@ static size_t lookup_resolved(const void *src, const struct sockaddr *sa, uint64
 /* (address, name) pairs the tree's answers may leave in c->names: about 3 MiB at most. */
 #define NAMES_MAX 32768
 
+/* --dns as a socket address (port 53) in @ss.  Return: whether --dns was given. */
+static bool fixed_dns(const struct cli_options *o, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (!o->dns_set)
+		return false;
+	if (o->dns.family == AF_INET) {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+
+		a->sin_family = AF_INET;
+		a->sin_addr = o->dns.u.v4;
+		a->sin_port = htons(53);
+	} else {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+
+		a->sin6_family = AF_INET6;
+		a->sin6_addr = o->dns.u.v6;
+		a->sin6_port = htons(53);
+	}
+	return true;
+}
+
 /*
  * start_dns() - the forwarder that answers all of the tree's DNS: from --dns when given, else from
  * the host's nameservers (@host_rc, re-read from /etc/resolv.conf when it changes).
@@ -277,23 +333,8 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 	};
 	int r;
 
-	memset(&fixed, 0, sizeof(fixed));
-	if (o->dns_set) {
-		if (o->dns.family == AF_INET) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&fixed;
-
-			a->sin_family = AF_INET;
-			a->sin_addr = o->dns.u.v4;
-			a->sin_port = htons(53);
-		} else {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&fixed;
-
-			a->sin6_family = AF_INET6;
-			a->sin6_addr = o->dns.u.v6;
-			a->sin6_port = htons(53);
-		}
+	if (fixed_dns(o, &fixed))
 		cfg.fixed = &fixed;
-	}
 	c->names = dns_names_new(NAMES_MAX);
 	if (!c->names)
 		return -ENOMEM;
@@ -430,6 +471,7 @@ int main(int argc, char **argv)
 	int sigfd, code, r;
 
 	log_init();
+	doctor_init();   /* setup failures explain themselves in the doctor's words */
 	if (cli_parse(argc, argv, &opt, err, sizeof(err)) < 0) {
 		log_error("error: %s", err);
 		return EXIT_USAGE;
@@ -442,8 +484,7 @@ int main(int argc, char **argv)
 		cli_print_version(stdout);
 		return 0;
 	case CLI_DOCTOR:
-		log_error("error: --doctor is not implemented in this build yet");
-		return EXIT_USAGE;
+		return run_doctor(&opt, argc, argv);
 	case CLI_RUN:
 		break;
 	}
@@ -462,7 +503,7 @@ int main(int argc, char **argv)
 	memset(&eg, 0, sizeof(eg));
 	if (opt.iface && (code = check_iface(opt.iface, &eg)) != 0)
 		return code;
-	if (opt.proxy_set && (code = setup_proxy(&opt, password, &eg, &px)) != 0)
+	if (opt.proxy_set && (code = setup_proxy(&opt, password, &eg, &px, NULL, 0)) != 0)
 		return code;
 	explicit_bzero(password, sizeof(password));
 

@@ -44,6 +44,7 @@
 #include "netlink/nfq.h"
 #include "relay/icmp.h"
 #include "util/egress.h"
+#include "util/explain.h"
 #include "util/log.h"
 
 #define ECHO_MAX 256            /* flows open at once; the least recently used goes for a new one */
@@ -365,9 +366,7 @@ static void request(struct relay *r, const struct nfq_echo *q, uint32_t id)
 		if (!f) {
 			if (err == -EACCES && !e->told) {
 				e->told = true;
-				log_warn("ping inside is answered \"administratively prohibited\": this host does not "
-					 "let childflow send ICMP echo (add group %u to sysctl net.ipv4.ping_group_range, "
-					 "or give childflow CAP_NET_RAW)", (unsigned int)getgid());
+				explain_warn("icmp_echo", EACCES, NULL);   /* the doctor's words and fix */
 			} else if (err == -EMFILE || err == -ENFILE) {
 				relay_shortage(r, SHORT_FDS);
 			}
@@ -495,7 +494,7 @@ static bool raw_error(struct echo_flow *f, const uint8_t *icmp, size_t len, cons
 			return false;
 		qhl = (size_t)(qip[0] & 0x0f) * 4;
 		if (qhl < 20 || len < 8 + qhl + 8 || qip[9] != IPPROTO_ICMP ||
-		    memcmp(qip + 16, &((const struct sockaddr_in *)&f->dst)->sin_addr, 4))
+		    memcmp(qip + 16, &((const struct sockaddr_in *)&f->dst)->sin_addr, 4) != 0)
 			return false;
 		rep->mtu = (uint32_t)(icmp[6] << 8 | icmp[7]);
 	} else {
@@ -503,7 +502,7 @@ static bool raw_error(struct echo_flow *f, const uint8_t *icmp, size_t len, cons
 			return false;
 		qhl = 40;
 		if (len < 8 + 40 + 8 || (qip[0] >> 4) != 6 || qip[6] != IPPROTO_ICMPV6 ||
-		    memcmp(qip + 24, &((const struct sockaddr_in6 *)&f->dst)->sin6_addr, 16))
+		    memcmp(qip + 24, &((const struct sockaddr_in6 *)&f->dst)->sin6_addr, 16) != 0)
 			return false;
 		rep->mtu = (uint32_t)icmp[4] << 24 | (uint32_t)icmp[5] << 16 | (uint32_t)icmp[6] << 8 | icmp[7];
 	}

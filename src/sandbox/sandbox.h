@@ -130,6 +130,14 @@ int sandbox_config_init(struct sandbox_config *cfg, char **argv, bool ipv6);
  */
 int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb);
 
+/*
+ * sandbox_mounts_try() - the doctor's try of the mounts the child makes: its mount propagation made
+ * private, a sysfs of its own, the name files placed over /etc.  Only in a throwaway user + network
+ * + mount namespace (doctor_try()).  Return: 0 or -errno; a name-file step that fails prints its
+ * line and exits EXIT_SETUP, as it does in a run.
+ */
+int sandbox_mounts_try(void);
+
 /* The relay's view of a started sandbox (backend/backend.h); @sb must outlive the relay. */
 struct backend_ref sandbox_backend(struct sandbox *sb);
 
