@@ -16,6 +16,7 @@ declare -A allow=(
   [sandbox]="sandbox backend netlink nft util"
   [dns]="dns relay backend util"
   [capture]="capture util"
+  [fasttcp]="fasttcp relay policy backend util ctx.h"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

@@ -21,6 +21,7 @@
 #include "dns/names.h"
 #include "dns/nsswitch.h"
 #include "dns/resolvconf.h"
+#include "fasttcp/fasttcp.h"
 #include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "sandbox/sandbox.h"
@@ -297,12 +298,40 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 							   .deadline = capture_hook_deadline, .priv = cap });
 }
 
+/* --fast-tcp: the handler of the command's connects, driven by the relay.  Return: 0 or -errno. */
+static int start_fast(struct ctx *c, struct relay *relay, int chan, bool inject, struct fasttcp **ft)
+{
+	struct relay_hook h;
+	int r = fasttcp_new(ft, c, chan, inject);
+
+	if (r < 0)
+		return r;
+	h = fasttcp_hook(*ft);
+	return relay_add_hook(relay, &h);
+}
+
+static void report_fast(const struct fasttcp *ft)
+{
+	const struct fasttcp_stats *s;
+
+	if (!ft)
+		return;
+	s = fasttcp_stats(ft);
+	log_debug("fast-tcp: %llu notifications: %llu connects injected, %llu performed in the sandbox "
+		  "(%llu fell back to the relay), %llu refused at once, %llu on injected sockets, %llu "
+		  "bind/listen", (unsigned long long)s->notifications, (unsigned long long)s->injected,
+		  (unsigned long long)s->performed, (unsigned long long)s->fell_back,
+		  (unsigned long long)s->refused, (unsigned long long)s->host_guarded,
+		  (unsigned long long)s->bind_listen);
+}
+
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
 static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
-	       const struct proxy *px, struct capture *cap)
+	       const struct proxy *px, struct capture *cap, int fast_chan)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
+	struct fasttcp *ft = NULL;
 	struct dns_fwd *fwd = NULL;
 	int code, r;
 
@@ -314,11 +343,14 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
 	    (cap && (r = start_capture(c, relay, cap)) < 0) ||
+	    /* --fast-tcp: a capture view needs every packet, so then nothing is injected. */
+	    (fast_chan >= 0 && (r = start_fast(c, relay, fast_chan, cap == NULL, &ft)) < 0) ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */
 	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
+		fasttcp_free(ft);
 		dns_fwd_free(fwd);
 		dns_names_free(c->names);
 		policy_free(&c->policy);
@@ -330,6 +362,8 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	code = relay_run(relay);
 	log_debug("command finished: exit code %d", code);
 	relay_free(relay);
+	report_fast(ft);
+	fasttcp_free(ft);
 	/* Before the backend lets the link go: what the ring still holds, then the statistics. */
 	if (cap && !capture_finish(cap) && code == 0)
 		code = EXIT_CAPTURE_INCOMPLETE;
@@ -353,7 +387,7 @@ int main(int argc, char **argv)
 	struct capture *cap = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
-	int sigfd, code, r;
+	int sigfd, code, r, fast_chan;
 
 	log_init();
 	if (cli_parse(argc, argv, &opt, err, sizeof(err)) < 0) {
@@ -380,6 +414,14 @@ int main(int argc, char **argv)
 	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
+	if (opt.fast_tcp) {
+		const char *why;
+
+		if (!fasttcp_kernel_ok(&why)) {
+			log_error("error: %s", why);
+			return EXIT_SETUP;
+		}
+	}
 	if (opt.proxy_set && (code = setup_proxy(&opt, password, &px)) != 0)
 		return code;
 	explicit_bzero(password, sizeof(password));
@@ -389,6 +431,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cfg.isolate = opt.isolate;
+	cfg.fast_tcp = opt.fast_tcp;
 	for (int i = 0; i < opt.n_allow_sockets && i < SANDBOX_MAX_ALLOW_SOCKETS; i++)
 		cfg.allow_sockets[cfg.n_allow_sockets++] = opt.allow_sockets[i];
 	cfg.capture = opt.capture != NULL;
@@ -468,7 +511,9 @@ int main(int argc, char **argv)
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
-	code = run(&c, &opt, &host_rc, sigfd, px, cap);
+	fast_chan = sb.fast_fd;   /* the fast-tcp handler owns it from now on */
+	sb.fast_fd = -1;
+	code = run(&c, &opt, &host_rc, sigfd, px, cap, fast_chan);
 	close(sigfd);
 	capture_free(cap);
 	proxy_free(px);
