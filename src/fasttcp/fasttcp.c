@@ -374,8 +374,8 @@ static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t ale
 {
 	const struct sockaddr_un *su = (const struct sockaddr_un *)ss;
 	size_t off = offsetof(struct sockaddr_un, sun_path), n;
-	char path[PATH_MAX + 64], name[sizeof(su->sun_path) + 1];
-	const char *where, *base = NULL;
+	char path[PATH_MAX + 64], name[sizeof(su->sun_path) + 1], base[sizeof(su->sun_path) + 1];
+	const char *where;
 	int w;
 
 	*pfd = -1;
@@ -389,13 +389,9 @@ static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t ale
 		/* bind creates the last component: open its directory, name it through the fd */
 		char *slash = strrchr(name, '/');
 
-		if (slash) {
+		snprintf(base, sizeof(base), "%s", slash ? slash + 1 : name);
+		if (slash)
 			*slash = '\0';
-			base = slash + 1;
-		} else {
-			base = name;
-			name[0] = '\0';
-		}
 		w = snprintf(path, sizeof(path), "/proc/%d/%s/%s", (int)tid, slash ? where : "cwd",
 			     slash ? name : "");
 	} else {
