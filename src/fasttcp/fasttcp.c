@@ -107,6 +107,7 @@ struct fasttcp {
 	struct park park[FT_MAX_PARKED];
 	int n_parked;
 	uint64_t next_sweep;
+	uint64_t next_deadline;         /* the earliest SO_SNDTIMEO of a parked connect, or UINT64_MAX */
 	struct fasttcp_stats st;
 };
 
@@ -920,6 +921,8 @@ static int park_add(struct fasttcp *f, const struct park *p)
 			return -errno;
 		f->park[i] = *p;
 		f->n_parked++;
+		if (p->deadline_ms && p->deadline_ms < f->next_deadline)
+			f->next_deadline = p->deadline_ms;
 		return 0;
 	}
 	return -ENOBUFS;
@@ -1009,6 +1012,7 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 /* Deadlines, and notifications whose thread went away (a signal: the command saw EINTR). */
 static void sweep(struct fasttcp *f, uint64_t now)
 {
+	f->next_deadline = UINT64_MAX;
 	for (int i = 0; i < FT_MAX_PARKED && f->n_parked; i++) {
 		struct park *p = &f->park[i];
 
@@ -1018,6 +1022,8 @@ static void sweep(struct fasttcp *f, uint64_t now)
 			park_end(f, p);
 		else if (p->deadline_ms && p->deadline_ms <= now)
 			park_event(f, p, true);
+		else if (p->deadline_ms && p->deadline_ms < f->next_deadline)
+			f->next_deadline = p->deadline_ms;
 	}
 	f->next_sweep = now + FT_SWEEP_MS;
 }
@@ -1093,7 +1099,7 @@ static void ft_run(void *priv, uint64_t now)
 		else if (tag < FT_MAX_PARKED && f->park[tag].kind != PARK_FREE)
 			park_event(f, &f->park[tag], false);
 	}
-	if (f->n_parked && now >= f->next_sweep)
+	if (f->n_parked && (now >= f->next_sweep || now >= f->next_deadline))
 		sweep(f, now);
 }
 
@@ -1101,7 +1107,9 @@ static uint64_t ft_deadline(void *priv)
 {
 	const struct fasttcp *f = priv;
 
-	return f->n_parked ? f->next_sweep : UINT64_MAX;
+	if (!f->n_parked)
+		return UINT64_MAX;
+	return f->next_deadline < f->next_sweep ? f->next_deadline : f->next_sweep;
 }
 
 struct relay_hook fasttcp_hook(struct fasttcp *f)
@@ -1157,6 +1165,7 @@ int fasttcp_new(struct fasttcp **fp, struct ctx *c, int chan, bool inject)
 		goto fail;
 	}
 	f->next_sweep = now_ms() + FT_SWEEP_MS;
+	f->next_deadline = UINT64_MAX;
 	*fp = f;
 	return 0;
 fail:
