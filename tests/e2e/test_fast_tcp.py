@@ -373,3 +373,58 @@ def test_old_kernel_is_one_clear_error(cf, world):
     p = subprocess.run(argv, capture_output=True, timeout=30)
     assert p.returncode == 125, p
     assert p.stderr.count(b"\n") == 1 and b"Linux 5.19" in p.stderr, p.stderr
+
+
+NGINX_CONF = """
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:18080;
+        location / {{ proxy_pass http://{up}:80; proxy_connect_timeout 5s; proxy_read_timeout 5s; }}
+    }}
+}}
+"""
+
+NGINX_RUN = r'''
+import os, socket, subprocess, sys, time
+d, up, nginx = sys.argv[1], sys.argv[2], sys.argv[4]
+open(os.path.join(d, "nginx.conf"), "w").write(sys.argv[3])
+ng = subprocess.Popen([nginx, "-e", os.path.join(d, "error.log"), "-p", d, "-c", os.path.join(d, "nginx.conf"),
+                       "-g", "daemon off;"])
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", 18080), timeout=1).close(); break
+    except OSError:
+        time.sleep(0.05)
+r = subprocess.run(["curl", "-sS", "-m", "10", "http://127.0.0.1:18080/who.txt"], capture_output=True, timeout=20)
+ng.terminate(); ng.wait(10)
+sys.stdout.write(r.stdout.decode()); sys.stderr.write(r.stderr.decode())
+sys.exit(r.returncode)
+'''
+
+
+def test_nginx_reverse_proxy_does_not_hang(cf, world, sess):
+    """nginx adds its upstream socket to epoll before connect(): through --fast-tcp the upstream
+    connect must still complete (it falls back to the relay) and the page come back."""
+    if not shutil.which("nginx"):
+        pytest.fail("nginx is missing: scripts/deps.sh check installs it")
+    d = os.path.join(sess.work, f"nginx-{os.getpid()}-{cf.runner.name}")
+    os.makedirs(d, exist_ok=True)
+    if cf.runner.user:
+        os.chown(d, cf.runner.uid, cf.runner.gid)
+    try:
+        conf = NGINX_CONF.format(d=d, up=R1["v4"])
+        if not cf.runner.user:
+            conf = "user root;\n" + conf
+        r, st = fast(cf, py(NGINX_RUN, d, R1["v4"], conf, shutil.which("nginx")), timeout=60)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    assert r.rc == 0, r.err.decode()[-2000:]
+    assert r.out == b"remote1\n", r
+    assert st and st["fell_back"] >= 1, st
