@@ -303,10 +303,8 @@ static bool socket_shared(pid_t tid, int cfd, unsigned long ino)
 		if (l <= 0)
 			continue;
 		link[l] = '\0';
-		if (!strcmp(link, want))
-			shared = true;
-		else if (!strcmp(link, "anon_inode:[eventpoll]") && epoll_watches(tid, fd, ino))
-			shared = true;
+		shared = !strcmp(link, want) ||
+			 (!strcmp(link, "anon_inode:[eventpoll]") && epoll_watches(tid, fd, ino));
 	}
 	closedir(d);
 	return shared;
@@ -619,7 +617,7 @@ static int eligible(struct fasttcp *f, pid_t tid, int sfd, int cfd, const struct
 	int dom = 0, typ = 0, proto = 0, v = 0;
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
-	struct sockaddr_storage la;
+	struct sockaddr_storage la = { 0 };
 	socklen_t ll = sizeof(la);
 	struct stat st;
 	char *name = NULL;
@@ -951,7 +949,8 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		if (ti.tcpi_state == TCP_ESTABLISHED && ends_here(f, p->fd)) {
 			struct sockaddr sa = { .sa_family = AF_UNSPEC };
 
-			connect(p->fd, &sa, sizeof(sa));   /* reset it */
+			if (connect(p->fd, &sa, sizeof(sa)) < 0)   /* reset it */
+				log_debug("fast-tcp: cannot reset a connection: %s", strerror(errno));
 		}
 		park_end(f, p);
 		return;
@@ -965,8 +964,10 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		    (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_SYN_RECV))
 			return;
 		getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &e, &l);
-		if (!e && p->alen)   /* as the kernel's blocking connect leaves it: SS_CONNECTED */
-			connect(p->fd, (const struct sockaddr *)&p->dst, p->alen);
+		/* as the kernel's blocking connect leaves it: SS_CONNECTED (0, or EISCONN) */
+		if (!e && p->alen && connect(p->fd, (const struct sockaddr *)&p->dst, p->alen) < 0 &&
+		    errno != EISCONN)
+			e = errno;
 		respond(f, p->id, -e, false);
 		park_end(f, p);
 		return;
@@ -989,7 +990,14 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 			park_end(f, p);
 			return;
 		}
-		connect(p->fd, (const struct sockaddr *)&p->dst, p->alen);   /* SS_CONNECTED */
+		/* SS_CONNECTED, as the kernel's blocking connect leaves it */
+		if (connect(p->fd, (const struct sockaddr *)&p->dst, p->alen) < 0 && errno != EISCONN)
+			e = errno;
+		if (e) {
+			respond(f, p->id, -e, false);
+			park_end(f, p);
+			return;
+		}
 		if (ends_here(f, p->fd)) {
 			respond(f, p->id, -ECONNREFUSED, false);
 			park_end(f, p);
