@@ -428,3 +428,45 @@ def test_nginx_reverse_proxy_does_not_hang(cf, world, sess):
     assert r.rc == 0, r.err.decode()[-2000:]
     assert r.out == b"remote1\n", r
     assert st and st["fell_back"] >= 1, st
+
+
+PASS_ON = r'''
+import array, os, socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=5)
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    fds = array.array("i")
+    msg, anc, flags, addr = b.recvmsg(1, socket.CMSG_LEN(fds.itemsize))
+    fds.frombytes(anc[0][2][:fds.itemsize])
+    c = socket.socket(fileno=fds[0]); c.setblocking(True)   # create_connection(timeout) left O_NONBLOCK
+    c.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        x = c.recv(4096)
+        if not x: break
+        data += x
+    os.write(1, data.split(b"\r\n\r\n")[-1]); os._exit(0)
+a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [s.fileno()]))])
+s.close()
+os.waitpid(pid, 0)
+'''
+
+
+def test_connected_socket_passed_to_another_process(cf, world):
+    r, st = fast(cf, py(PASS_ON, R1["v4"]))
+    assert (r.rc, r.out) == (0, b"remote1\n"), r.err.decode()[-1500:]
+    assert st and st["injected"] == 1, st
+
+
+def test_capture_keeps_every_connect_on_the_relay(cf, world, sess):
+    """-c records the command's packets: nothing may bypass the link, so nothing is injected."""
+    pcap = os.path.join(sess.work, f"fast-{os.getpid()}-{cf.runner.name}.pcapng")
+    try:
+        r, st = fast(cf, curl(url(R1["v4"], "/who.txt")), extra=("-c", pcap))
+        assert (r.rc, r.out) == (0, b"remote1\n"), r
+        assert st and st["injected"] == 0 and st["performed"] >= 1, st
+        assert os.path.getsize(pcap) > 200
+    finally:
+        if os.path.exists(pcap):
+            os.unlink(pcap)
