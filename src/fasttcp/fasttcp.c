@@ -102,6 +102,7 @@ struct fasttcp {
 	int ep, chan, listener;
 	uint64_t host_cookie, sandbox_cookie;
 	int tmpl[2];                    /* AF_INET, AF_INET6 templates from N2 (option defaults) */
+	struct opt_default *defaults[2];  /* their option values, read once (copy_opts()) */
 	struct seccomp_notif *req;
 	size_t req_size, resp_size;
 	struct park park[FT_MAX_PARKED];
@@ -531,6 +532,20 @@ static void perform_bind(struct fasttcp *f, uint64_t id, pid_t tid, int sfd,
 
 enum opt_kind { O_INT, O_LINGER, O_TIMEVAL, O_STR };
 
+union opt_val {
+	int i;
+	struct linger l;
+	struct timeval t;
+	char s[16];
+};
+
+/* The sandbox default of one option: its value, or ok false when the template cannot say. */
+struct opt_default {
+	bool ok;
+	socklen_t len;
+	union opt_val v;
+};
+
 struct opt {
 	int level, name;
 	enum opt_kind kind;
@@ -564,24 +579,37 @@ static const struct opt opt_table[] = {
 	{ SOL_SOCKET, SO_PRIORITY, O_INT, 0 },
 };
 
+#define N_OPTS (sizeof(opt_table) / sizeof(opt_table[0]))
+
+/* The template's values of every option, read once.  Return: the table, or NULL (then every option
+ * that can be read is copied). */
+static struct opt_default *read_defaults(int tmpl)
+{
+	struct opt_default *d = tmpl >= 0 ? calloc(N_OPTS, sizeof(*d)) : NULL;
+
+	for (size_t i = 0; d && i < N_OPTS; i++) {
+		d[i].len = sizeof(d[i].v);
+		d[i].ok = getsockopt(tmpl, opt_table[i].level, opt_table[i].name, &d[i].v, &d[i].len) == 0;
+	}
+	return d;
+}
+
 /* Copy what the command set on @from to @to.  Return: 0, or -1 when an option cannot be copied. */
 static int copy_opts(const struct fasttcp *f, int from, int to, int dom)
 {
-	int tmpl = f->tmpl[dom == AF_INET6 ? 1 : 0];
+	const struct opt_default *def = f->defaults[dom == AF_INET6 ? 1 : 0];
 
-	for (size_t i = 0; i < sizeof(opt_table) / sizeof(opt_table[0]); i++) {
+	for (size_t i = 0; i < N_OPTS; i++) {
 		const struct opt *o = &opt_table[i];
-		union { int i; struct linger l; struct timeval t; char s[16]; } a, d;
-		socklen_t al = sizeof(a), dl = sizeof(d);
+		union opt_val a;
+		socklen_t al = sizeof(a);
 
 		if (o->family && o->family != dom)
 			continue;
 		memset(&a, 0, sizeof(a));
-		memset(&d, 0, sizeof(d));
 		if (getsockopt(from, o->level, o->name, &a, &al) < 0)
 			continue;
-		if (tmpl >= 0 && getsockopt(tmpl, o->level, o->name, &d, &dl) == 0 && al == dl &&
-		    !memcmp(&a, &d, al))
+		if (def && def[i].ok && def[i].len == al && !memcmp(&a, &def[i].v, al))
 			continue;
 		if (o->level == SOL_SOCKET && (o->name == SO_RCVBUF || o->name == SO_SNDBUF))
 			a.i /= 2;   /* the kernel doubles what it is given */
@@ -1060,6 +1088,8 @@ static void on_chan(struct fasttcp *f)
 	f->tmpl[0] = fds[1];
 	f->tmpl[1] = n > 2 ? fds[2] : -1;
 	f->sandbox_cookie = cookie_of(fds[1]);
+	f->defaults[0] = read_defaults(f->tmpl[0]);
+	f->defaults[1] = read_defaults(f->tmpl[1]);
 	/* Linux 6.6: the notifying thread and P hand over on the same CPU (~3x lower latency). */
 	if (ioctl(f->listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, one) < 0)
 		log_debug("fast-tcp: no SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP here (%s)", strerror(errno));
@@ -1200,6 +1230,8 @@ void fasttcp_free(struct fasttcp *f)
 		close(f->chan);
 	if (f->ep >= 0)
 		close(f->ep);
+	free(f->defaults[0]);
+	free(f->defaults[1]);
 	free(f->req);
 	free(f);
 }
