@@ -76,6 +76,8 @@
 #define FT_MAX_PARKED 1024
 #define FT_SWEEP_MS 100
 #define FT_MAX_SCAN_FDS 4096
+#define FT_NB_WAIT_MS 100       /* a non-blocking connect to a destination not known clean waits this long */
+#define FT_CLEAN_SLOTS 256
 #define FT_TAG_CHAN 0xffffffffu
 #define FT_TAG_LISTENER 0xfffffffeu
 
@@ -89,8 +91,11 @@ enum park_kind {
 struct park {
 	enum park_kind kind;
 	uint64_t id;
+	pid_t tid;
 	int fd, cfd, flags;
+	int sfd;                /* PARK_INJECT: our dup of the command's socket (the relay fallback), or -1 */
 	bool cloexec;
+	bool nonblocking;       /* PARK_INJECT of a non-blocking socket: deadline = FT_NB_WAIT_MS */
 	uint64_t deadline_ms;   /* the command's SO_SNDTIMEO, or 0 */
 	struct sockaddr_storage dst;
 	socklen_t alen;
@@ -109,6 +114,9 @@ struct fasttcp {
 	int n_parked;
 	uint64_t next_sweep;
 	uint64_t next_deadline;         /* the earliest SO_SNDTIMEO of a parked connect, or UINT64_MAX */
+	/* Destinations whose connection was found not to end on this host in the last
+	 * GUARD_PEER_CLEAN_MS (the relay's own window, guard.h): direct-mapped on address and port. */
+	struct { struct sockaddr_storage dst; uint64_t until; } clean[FT_CLEAN_SLOTS];
 	struct fasttcp_stats st;
 };
 
@@ -474,7 +482,7 @@ static void perform_connect(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, 
 		close(pfd);
 	if (!(fl & O_NONBLOCK) && (e == EINPROGRESS || e == EAGAIN) && dom != AF_UNIX) {
 		struct park p = { .kind = PARK_PERFORM, .id = id, .fd = sfd, .cfd = cfd, .flags = fl,
-				  .dst = *ss, .alen = alen };
+				  .sfd = -1, .dst = *ss, .alen = alen };
 		struct timeval tv;
 		socklen_t tl = sizeof(tv);
 
@@ -711,9 +719,41 @@ static socklen_t sa_len(int dom)
 	return dom == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 }
 
-/* Hand @hs over (consumed) and answer @err; then, while connecting, watch it (@watch). */
+static unsigned int clean_slot(const struct sockaddr_storage *d)
+{
+	const unsigned char *b = (const unsigned char *)d;
+	size_t n = d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	unsigned int h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 16777619u;
+	return h % FT_CLEAN_SLOTS;
+}
+
+static socklen_t dst_len(const struct sockaddr_storage *d)
+{
+	return d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
+static bool clean_known(const struct fasttcp *f, const struct sockaddr_storage *d)
+{
+	unsigned int i = clean_slot(d);
+
+	return f->clean[i].until > now_ms() && !memcmp(&f->clean[i].dst, d, dst_len(d));
+}
+
+static void clean_set(struct fasttcp *f, const struct sockaddr_storage *d, bool clean)
+{
+	unsigned int i = clean_slot(d);
+
+	memset(&f->clean[i].dst, 0, sizeof(f->clean[i].dst));
+	memcpy(&f->clean[i].dst, d, dst_len(d));
+	f->clean[i].until = clean ? now_ms() + GUARD_PEER_CLEAN_MS : 0;
+}
+
+/* Hand @hs over (consumed) and answer @err; then, while connecting to @watch (or NULL), watch it. */
 static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags, bool cloexec, int err,
-		      bool watch)
+		      const struct sockaddr_storage *watch)
 {
 	int r;
 
@@ -728,7 +768,7 @@ static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags
 	f->st.injected++;
 	respond(f, id, err, false);
 	if (watch) {
-		struct park p = { .kind = PARK_WATCH, .fd = hs, .cfd = cfd };
+		struct park p = { .kind = PARK_WATCH, .fd = hs, .cfd = cfd, .sfd = -1, .dst = *watch };
 
 		if (park_add(f, &p) == 0)
 			return;
@@ -776,29 +816,39 @@ static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, 
 	}
 	if (r == 0) {
 		if (ends_here(f, hs)) {
+			clean_set(f, ss, false);
 			close(hs);
 			goto slow_nohs;
 		}
+		clean_set(f, ss, true);
 		close(sfd);
-		hand_over(f, id, hs, cfd, fl, cloexec, 0, false);
+		hand_over(f, id, hs, cfd, fl, cloexec, 0, NULL);
 		return;
 	}
-	if (fl & O_NONBLOCK) {
+	/* Non-blocking, to a destination recently found not to end on this host: handed over at
+	 * once, checked again at completion (the relay's own 5 s window for a new NAT rule). */
+	if ((fl & O_NONBLOCK) && clean_known(f, ss)) {
 		close(sfd);   /* our reference to the replaced file goes before the command resumes */
-		hand_over(f, id, hs, cfd, fl, cloexec, -EINPROGRESS, true);
+		hand_over(f, id, hs, cfd, fl, cloexec, -EINPROGRESS, ss);
 		return;
 	}
+	/* Otherwise the command waits for the outcome and the NAT check (a non-blocking one at most
+	 * FT_NB_WAIT_MS, then the relay): no byte of it may reach a host service a NAT rule of the
+	 * host redirects to. */
 	{
-		struct park p = { .kind = PARK_INJECT, .id = id, .fd = hs, .cfd = cfd, .flags = fl,
-				  .cloexec = cloexec, .dst = *ss, .alen = alen };
+		struct park p = { .kind = PARK_INJECT, .id = id, .tid = tid, .fd = hs, .cfd = cfd, .flags = fl,
+				  .sfd = sfd, .cloexec = cloexec, .nonblocking = (fl & O_NONBLOCK) != 0,
+				  .dst = *ss, .alen = alen };
 		struct timeval tv;
 		socklen_t tl = sizeof(tv);
 
-		if (!getsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) && (tv.tv_sec || tv.tv_usec))
+		if (p.nonblocking)
+			p.deadline_ms = now_ms() + FT_NB_WAIT_MS;
+		else if (!getsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) && (tv.tv_sec || tv.tv_usec))
 			p.deadline_ms = now_ms() + (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-		close(sfd);
 		if (park_add(f, &p) < 0) {
 			close(hs);
+			close(sfd);
 			respond(f, id, -ENOBUFS, false);
 		}
 	}
@@ -824,7 +874,7 @@ static void guard_host_socket(struct fasttcp *f, uint64_t id, int sfd, int cfd,
 	} else if (getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0) {
 		respond(f, id, -EPERM, false);
 	} else if (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_SYN_RECV) {
-		struct park p = { .kind = PARK_PERFORM, .id = id, .fd = sfd, .cfd = cfd, .flags = fl };
+		struct park p = { .kind = PARK_PERFORM, .id = id, .fd = sfd, .cfd = cfd, .flags = fl, .sfd = -1 };
 
 		if ((fl & O_NONBLOCK) || park_add(f, &p) < 0)
 			respond(f, id, (fl & O_NONBLOCK) ? -EALREADY : -ENOBUFS, false);
@@ -958,6 +1008,9 @@ static void park_end(struct fasttcp *f, struct park *p)
 {
 	epoll_ctl(f->ep, EPOLL_CTL_DEL, p->fd, NULL);   /* before close: the command holds the file */
 	close(p->fd);
+	if (p->sfd >= 0)
+		close(p->sfd);
+	p->sfd = -1;
 	p->kind = PARK_FREE;
 	f->n_parked--;
 }
@@ -977,6 +1030,7 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		if (ti.tcpi_state == TCP_ESTABLISHED && ends_here(f, p->fd)) {
 			struct sockaddr sa = { .sa_family = AF_UNSPEC };
 
+			clean_set(f, &p->dst, false);
 			if (connect(p->fd, &sa, sizeof(sa)) < 0)   /* reset it */
 				log_debug("fast-tcp: cannot reset a connection: %s", strerror(errno));
 		}
@@ -999,47 +1053,52 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		respond(f, p->id, -e, false);
 		park_end(f, p);
 		return;
-	case PARK_INJECT:
-		if (timeout) {
-			int fd = p->fd;
+	case PARK_INJECT: {
+		int fd = p->fd, sfd = p->sfd, cfd = p->cfd, flags = p->flags;
+		uint64_t id = p->id;
+		pid_t tid = p->tid;
+		bool nb = p->nonblocking, cloexec = p->cloexec;
+		struct sockaddr_storage dst = p->dst;
+		socklen_t alen = p->alen;
 
-			epoll_ctl(f->ep, EPOLL_CTL_DEL, fd, NULL);
-			p->kind = PARK_FREE;
-			f->n_parked--;
-			hand_over(f, p->id, fd, p->cfd, p->flags, p->cloexec, -EINPROGRESS, true);
+		if (!timeout) {
+			if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_SYN_SENT)
+				return;
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l);
+			/* SS_CONNECTED, as the kernel's blocking connect leaves it */
+			if (!e && connect(fd, (const struct sockaddr *)&dst, alen) < 0 && errno != EISCONN)
+				e = errno;
+			if (e && !nb) {
+				f->st.refused++;
+				respond(f, id, -e, false);
+				park_end(f, p);
+				return;
+			}
+		}
+		epoll_ctl(f->ep, EPOLL_CTL_DEL, fd, NULL);
+		p->kind = PARK_FREE;
+		p->sfd = -1;
+		f->n_parked--;
+		if (timeout && !nb) {   /* the command's SO_SNDTIMEO: in progress, as natively */
+			close(sfd);
+			hand_over(f, id, fd, cfd, flags, cloexec, -EINPROGRESS, &dst);
 			return;
 		}
-		if (getsockopt(p->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_SYN_SENT)
-			return;
-		getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &e, &l);
-		if (e) {
-			f->st.refused++;
-			respond(f, p->id, -e, false);
-			park_end(f, p);
-			return;
-		}
-		/* SS_CONNECTED, as the kernel's blocking connect leaves it */
-		if (connect(p->fd, (const struct sockaddr *)&p->dst, p->alen) < 0 && errno != EISCONN)
-			e = errno;
-		if (e) {
-			respond(f, p->id, -e, false);
-			park_end(f, p);
+		/* A non-blocking connect that did not complete in time or failed, or any that ends on
+		 * this host: the relay takes it, with its exact outcome (EINPROGRESS, then SO_ERROR). */
+		if (timeout || e || ends_here(f, fd)) {
+			if (!timeout && !e)
+				clean_set(f, &dst, false);
+			close(fd);
+			f->st.fell_back++;
+			perform_connect(f, id, tid, sfd, cfd, &dst, alen);
 			return;
 		}
-		if (ends_here(f, p->fd)) {
-			respond(f, p->id, -ECONNREFUSED, false);
-			park_end(f, p);
-			return;
-		}
-		{
-			int fd = p->fd;
-
-			epoll_ctl(f->ep, EPOLL_CTL_DEL, fd, NULL);
-			p->kind = PARK_FREE;
-			f->n_parked--;
-			hand_over(f, p->id, fd, p->cfd, p->flags, p->cloexec, 0, false);
-		}
+		clean_set(f, &dst, true);
+		close(sfd);
+		hand_over(f, id, fd, cfd, flags, cloexec, nb ? -EINPROGRESS : 0, NULL);
 		return;
+	}
 	case PARK_FREE:
 		return;
 	}
