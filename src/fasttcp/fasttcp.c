@@ -961,8 +961,12 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 	}
 	if (nr == __NR_listen || nr == __NR_bind) {
 		f->st.bind_listen++;
-		if (ck == f->host_cookie)
-			respond(f, id, -EINVAL, false);   /* injected: bound and connected already */
+		int acc = 0;
+
+		/* A host socket: one we injected (bound and connected: EINVAL, as the kernel says), or a
+		 * listener the caller passed in, whose backlog listen() may still change. */
+		if (ck == f->host_cookie && !(nr == __NR_listen && !gint(sfd, SOL_SOCKET, SO_ACCEPTCONN, &acc) && acc))
+			respond(f, id, -EINVAL, false);
 		else if (nr == __NR_listen)
 			respond(f, id, listen(sfd, (int)rq->data.args[1]) < 0 ? -errno : 0, false);
 		else
