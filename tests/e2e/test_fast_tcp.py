@@ -470,3 +470,10 @@ def test_capture_keeps_every_connect_on_the_relay(cf, world, sess):
     finally:
         if os.path.exists(pcap):
             os.unlink(pcap)
+
+
+def test_with_isolate(cf, world):
+    """Both filters stacked (--isolate's and --fast-tcp's): still injected, still works."""
+    r, st = fast(cf, curl(url(R1["v4"], "/who.txt")), extra=("--isolate",))
+    assert (r.rc, r.out) == (0, b"remote1\n"), r
+    assert st and st["injected"] == 1, st
