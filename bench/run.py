@@ -76,6 +76,7 @@ PASTA = ["pasta", "-q", "-4", "--runas", "0", "--config-net",
 PATHS = [
     ("direct", [], []),
     ("childflow", [CHILDFLOW, "--"], [CHILDFLOW]),
+    ("childflow --fast-tcp", [CHILDFLOW, "--fast-tcp", "--"], [CHILDFLOW]),
     ("childflow --root", [CHILDFLOW, "--root", "--"], [CHILDFLOW]),
     ("childflow -c", [CHILDFLOW, "-c", CAPTURE_FILE, "--"], [CHILDFLOW]),
     ("pasta", PASTA, ["pasta"]),
@@ -800,6 +801,14 @@ def targets(data):
             out.append((f"bulk TCP {label}: childflow ≥ 3 × pasta", f"{c / pa:.1f} ×", c / pa >= 3))
         if c and sl:
             out.append((f"bulk TCP {label}: childflow ≥ 2 × slirp4netns", f"{c / sl:.1f} ×", c / sl >= 2))
+        ft = m(key, "childflow --fast-tcp")
+        if d and ft:
+            out.append((f"bulk TCP {label}: childflow --fast-tcp ≥ 0.95 × direct", f"{ft / d:.2f} ×",
+                        ft / d >= 0.95))
+        cd_, cft = m("cost_" + key, "direct"), m("cost_" + key, "childflow --fast-tcp")
+        if cd_ and cft:
+            out.append((f"CPU per GB, TCP {label}: childflow --fast-tcp ≤ 1.1 × direct", f"{cft / cd_:.2f} ×",
+                        cft / cd_ <= 1.1))
         w = m(key, "childflow -c")
         if c and w:
             out.append((f"bulk TCP {label}: childflow -c ≥ 0.8 × childflow", f"{w / c:.2f} ×", w / c >= 0.8))
@@ -815,6 +824,9 @@ def targets(data):
     a = m("conn_added", cf)
     if a is not None:
         out.append(("connection setup adds ≤ 100 µs", f"{a:+.1f} µs", a <= 100))
+    ft, c = m("conn_rate", "childflow --fast-tcp"), m("conn_rate", cf)
+    if ft and c:
+        out.append(("new connections: childflow --fast-tcp ≥ the relay's rate", f"{ft / c:.2f} ×", ft >= c))
     for kind in PROXY_PORTS:
         d, c = m(f"px_bulk_{kind}", "direct"), m(f"px_bulk_{kind}", cf)
         if d and c:

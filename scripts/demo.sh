@@ -159,6 +159,21 @@ else
 	echo "   host state differs afterwards:"; diff "$WORK/root-before.txt" "$WORK/root-after.txt" | sed 's/^/   /'
 fi
 
+heading "--fast-tcp: the same download, its socket connected by childflow from the host (direct path)"
+for FLAG in "" "--fast-tcp "; do
+	show "childflow ${FLAG}-- curl -o /dev/null -w '%{size_download} bytes %{speed_download} B/s' http://$R1V4/big.bin"
+	# shellcheck disable=SC2086
+	in_host env CHILDFLOW_DEBUG=1 "$CF" $FLAG-- "${CURL[@]}" -o /dev/null \
+		-w '   %{size_download} bytes at %{speed_download} B/s (the Python server is the limit here)\n' \
+		"http://$R1V4/big.bin" 2>"$WORK/fast.err"
+	grep -o 'fast-tcp: .*' "$WORK/fast.err" | sed 's/^/   /'
+done
+show "childflow --fast-tcp -- python3 -c '<connect, print getsockname()>'   (what differs: the host's address)"
+in_host "$CF" --fast-tcp -- /usr/bin/python3 -c "
+import socket
+s = socket.create_connection(('$R1V4', 80), timeout=5)
+print('   local address', s.getsockname()[0], '(without --fast-tcp: 10.240.255.2)')"
+
 heading "Exit codes pass through"
 show "childflow -- sh -c 'exit 7'"
 in_host "$CF" -- sh -c 'exit 7'

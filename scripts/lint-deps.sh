@@ -19,6 +19,7 @@ declare -A allow=(
   [doctor]="doctor sandbox dns proxy nft netlink relay backend util"
   [tty]="tty util"
   [root]="root backend netlink nft util"
+  [fasttcp]="fasttcp relay policy backend util ctx.h"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

@@ -23,6 +23,7 @@
 #include "dns/nsswitch.h"
 #include "dns/resolvconf.h"
 #include "netlink/nl.h"
+#include "fasttcp/fasttcp.h"
 #include "proxy/proxy.h"
 #include "relay/relay.h"
 #include "root/root.h"
@@ -404,13 +405,41 @@ static uint64_t pty_hook_deadline(void *priv)
 	return UINT64_MAX;
 }
 
+/* --fast-tcp: the handler of the command's connects, driven by the relay.  Return: 0 or -errno. */
+static int start_fast(struct ctx *c, struct relay *relay, int chan, bool inject, struct fasttcp **ft)
+{
+	struct relay_hook h;
+	int r = fasttcp_new(ft, c, chan, inject);
+
+	if (r < 0)
+		return r;
+	h = fasttcp_hook(*ft);
+	return relay_add_hook(relay, &h);
+}
+
+static void report_fast(const struct fasttcp *ft)
+{
+	const struct fasttcp_stats *s;
+
+	if (!ft)
+		return;
+	s = fasttcp_stats(ft);
+	log_debug("fast-tcp: %llu notifications: %llu connects injected, %llu performed in the sandbox "
+		  "(%llu fell back to the relay), %llu refused at once, %llu on injected sockets, %llu "
+		  "bind/listen", (unsigned long long)s->notifications, (unsigned long long)s->injected,
+		  (unsigned long long)s->performed, (unsigned long long)s->fell_back,
+		  (unsigned long long)s->refused, (unsigned long long)s->host_guarded,
+		  (unsigned long long)s->bind_listen);
+}
+
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
 static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
-	       const struct proxy *px, struct capture *cap, struct pty_relay *pr)
+	       const struct proxy *px, struct capture *cap, struct pty_relay *pr, int fast_chan)
 {
 	struct pty_hook ph = { .pr = pr, .c = c };
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
+	struct fasttcp *ft = NULL;
 	struct dns_fwd *fwd = NULL;
 	int code, r;
 
@@ -424,11 +453,14 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	    (cap && (r = start_capture(c, relay, cap)) < 0) ||
 	    (pr && (r = relay_add_hook(relay, &(struct relay_hook){ .fd = pty_fd(pr), .run = pty_hook_run,
 			.deadline = pty_hook_deadline, .priv = &ph })) < 0) ||
+	    /* --fast-tcp: a capture view needs every packet, so then nothing is injected. */
+	    (fast_chan >= 0 && (r = start_fast(c, relay, fast_chan, cap == NULL, &ft)) < 0) ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */
 	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
+		fasttcp_free(ft);
 		dns_fwd_free(fwd);
 		dns_names_free(c->names);
 		policy_free(&c->policy);
@@ -441,6 +473,8 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	log_debug("command finished: exit code %d", code);
 	pty_finish(pr);
 	relay_free(relay);
+	report_fast(ft);
+	fasttcp_free(ft);
 	/* Before the backend lets the link go: what the ring still holds, then the statistics. */
 	if (cap && !capture_finish(cap) && code == 0)
 		code = EXIT_CAPTURE_INCOMPLETE;
@@ -468,7 +502,7 @@ int main(int argc, char **argv)
 	struct root_host *root = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
-	int sigfd, code, r;
+	int sigfd, code, r, fast_chan;
 
 	log_init();
 	doctor_init();   /* setup failures explain themselves in the doctor's words */
@@ -495,6 +529,14 @@ int main(int argc, char **argv)
 	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
+	if (opt.fast_tcp) {
+		const char *why;
+
+		if (!fasttcp_kernel_ok(&why)) {
+			log_error("error: %s", why);
+			return EXIT_SETUP;
+		}
+	}
 	if (opt.backend_rootful && geteuid() != 0) {
 		log_error("error: --root needs root privileges: run it with sudo, or drop --root to use the "
 			  "rootless backend");
@@ -512,6 +554,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	cfg.isolate = opt.isolate;
+	cfg.fast_tcp = opt.fast_tcp;
 	for (int i = 0; i < opt.n_allow_sockets && i < SANDBOX_MAX_ALLOW_SOCKETS; i++)
 		cfg.allow_sockets[cfg.n_allow_sockets++] = opt.allow_sockets[i];
 	cfg.capture = opt.capture != NULL;
@@ -642,7 +685,9 @@ int main(int argc, char **argv)
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
-	code = run(&c, &opt, &host_rc, sigfd, px, cap, pty);
+	fast_chan = sb.fast_fd;   /* the fast-tcp handler owns it from now on */
+	sb.fast_fd = -1;
+	code = run(&c, &opt, &host_rc, sigfd, px, cap, pty, fast_chan);
 	close(sigfd);
 	root_host_end(root);
 	pty_free(pty);

@@ -64,6 +64,7 @@ enum opt_id {
 	OPT_PROXY_INSECURE,
 	OPT_IFACE,
 	OPT_ISOLATE,
+	OPT_FAST_TCP,
 	OPT_ALLOW_SOCKET,
 	OPT_HELP,
 	OPT_VERSION,
@@ -144,6 +145,11 @@ static const struct opt_def opt_table[] = {
 	  "(a nested childflow or `unshare -U` fails). Without it, only the endpoints that resolve names "
 	  "or open connections for a caller are hidden (systemd-resolved, nscd, avahi, the D-Bus system "
 	  "bus, the Docker, Podman and containerd API sockets)", NULL, false, false },
+	{ OPT_FAST_TCP, 0, "fast-tcp", NULL,
+	  "Connect the tree's direct TCP connections from the caller's namespace and hand them to it "
+	  "(seccomp socket injection, Linux 5.19+): direct speed, exact connect errors. The command then "
+	  "sees the host's address in getsockname(); sockets registered with epoll or shared before "
+	  "connect, proxied, captured and DNS traffic stay on the relay. Opt-in for now", NULL, false, false },
 	{ OPT_ALLOW_SOCKET, 0, "allow-socket", "PATH",
 	  "Let the unix socket at PATH (absolute) through on purpose, even where the sandbox hides it "
 	  "(repeatable, up to 16); with --isolate, an environment variable naming it is kept",
@@ -381,6 +387,9 @@ static void apply_flag(struct parser *p, const struct opt_def *d)
 		break;
 	case OPT_ISOLATE:
 		opt->isolate = true;
+		break;
+	case OPT_FAST_TCP:
+		opt->fast_tcp = true;
 		break;
 	case OPT_HELP:
 		opt->action = CLI_HELP;

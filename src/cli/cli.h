@@ -78,6 +78,7 @@ struct cli_options {
 	const char *iface;              /* -i, --iface */
 
 	bool isolate;                   /* --isolate */
+	bool fast_tcp;                  /* --fast-tcp */
 	const char *allow_sockets[CLI_MAX_ALLOW_SOCKETS]; /* --allow-socket PATH (repeatable), absolute */
 	int n_allow_sockets;
 

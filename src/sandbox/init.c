@@ -398,6 +398,9 @@ __attribute__((noreturn)) static void exec_command(const struct sandbox_config *
 			  cfg->isolate ? ", no user namespaces" : "", strerror(-r));
 		_exit(EXIT_SETUP);
 	}
+	/* Last of the filters: from here on a connect(), bind() or listen() waits for P's answer. */
+	if (cfg->fast_tcp && fast_filter_load(cfg->fast_fd) < 0)
+		_exit(EXIT_SETUP);
 	if (!cfg->caller_is_root && (r = drop_capabilities()) < 0) {
 		log_error("cannot drop capabilities for the command: %s", strerror(-r));
 		_exit(EXIT_SETUP);

@@ -53,6 +53,13 @@ int sandbox_status_code(int st);
 __attribute__((noreturn)) void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 					    struct sandbox_shared *sh, int psock, pid_t p);
 
+/*
+ * fast_filter_load() - --fast-tcp, in the command: load the notifying filter, hand its listener and
+ * N2's template sockets to P over @chan (closed afterwards) and wait for P's answer.
+ * Return: 0, or -1 after printing one line.
+ */
+int fast_filter_load(int chan);
+
 /* C: runs in the child's namespaces; never returns.  @sync is the socket to G. */
 __attribute__((noreturn)) void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 					  struct sandbox_shared *sh, int sync, pid_t gw_pid);

@@ -177,6 +177,9 @@ static void release_fds(struct sandbox *sb)
 	if (sb->child_netns_fd >= 0)
 		close(sb->child_netns_fd);
 	sb->child_netns_fd = -1;
+	if (sb->fast_fd >= 0)
+		close(sb->fast_fd);
+	sb->fast_fd = -1;
 	if (sb->ctl_fd >= 0)
 		close(sb->ctl_fd);
 	sb->ctl_fd = -1;
@@ -186,12 +189,14 @@ static void release_fds(struct sandbox *sb)
 int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 {
 	struct idmap_plan plan;
+	struct sandbox_config gcfg = *cfg;   /* G's copy: with the command's end of the fast channel */
 	bool reported = false;
-	int sp[2];
+	int sp[2] = { -1, -1 }, fp[2] = { -1, -1 };
 	pid_t p = getpid();
 
 	memset(sb, 0, sizeof(*sb));
 	sb->gw_pidfd = sb->ctl_fd = sb->child_netns_fd = sb->gate_fd = sb->capture_fd = sb->echo_fd = -1;
+	sb->fast_fd = -1;
 	sb->inject_fd[0] = sb->inject_fd[1] = -1;
 	for (int i = 0; i < BE_NLISTEN; i++)
 		sb->listen_fd[i] = -1;
@@ -208,24 +213,39 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 		log_error("cannot allocate shared memory: %s", strerror(errno));
 		return -1;
 	}
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 ||
+	    (cfg->fast_tcp && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fp) < 0)) {
 		log_error("cannot create a socket pair: %s", strerror(errno));
+		if (fp[0] < 0 && sp[0] >= 0 && cfg->fast_tcp) {
+			close(sp[0]);
+			close(sp[1]);
+		}
 		munmap(sb->shared, sizeof(*sb->shared));
 		return -1;
 	}
+	gcfg.fast_fd = fp[1];
 	sb->gw_pid = fork();
 	if (sb->gw_pid < 0) {
 		log_error("cannot fork: %s", strerror(errno));
 		close(sp[0]);
 		close(sp[1]);
+		if (fp[0] >= 0) {
+			close(fp[0]);
+			close(fp[1]);
+		}
 		munmap(sb->shared, sizeof(*sb->shared));
 		return -1;
 	}
 	if (sb->gw_pid == 0) {
 		close(sp[0]);
-		gateway_main(cfg, &sb->net, sb->shared, sp[1], p);
+		if (fp[0] >= 0)
+			close(fp[0]);
+		gateway_main(&gcfg, &sb->net, sb->shared, sp[1], p);
 	}
 	close(sp[1]);
+	if (fp[1] >= 0)
+		close(fp[1]);
+	sb->fast_fd = fp[0];
 	sb->ctl_fd = sp[0];
 	sb->gw_pidfd = (int)syscall(SYS_pidfd_open, sb->gw_pid, 0);
 	if (sb->gw_pidfd < 0) {

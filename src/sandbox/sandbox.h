@@ -63,6 +63,9 @@ struct sandbox_config {
 	 * G's network namespace here).  Return: 0, or -1 after one line (the setup then fails). */
 	int (*on_unshared)(void *arg, pid_t gw_pid);
 	void *on_unshared_arg;
+	bool fast_tcp;                /* --fast-tcp: the command's connect/bind/listen notified to P */
+	int fast_fd;                  /* set by sandbox_start(): the command's end of the channel that
+				       * carries its notification listener to P (fastfilter.c), or -1 */
 };
 
 /* The capture ring G sets up on gw0 (backend.h's struct be_capture): 32 blocks of 1 MiB. */
@@ -96,6 +99,7 @@ struct sandbox {
 	int inject_fd[2];             /* raw IPv4, IPv6 sockets in N1 for ICMP errors to the child; -1: none */
 	int capture_fd;               /* AF_PACKET on gw0 with its ring (cfg->capture), else -1 */
 	int child_netns_fd;           /* keeps N2 (and the veth) alive until the relay has drained */
+	int fast_fd;                  /* --fast-tcp: P's end of the listener channel (fastfilter.c), or -1 */
 	struct sandbox_shared *shared;
 	struct sandbox_pool pool[BE_SOCK_N];
 	/* Refills asked of G and not answered, oldest first (G answers in order): an answer the kernel

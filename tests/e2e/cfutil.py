@@ -75,6 +75,9 @@ class Runner:
         return reports
 
 
+FAST_TCP = os.environ.get("CHILDFLOW_TEST_FAST_TCP") == "1"
+
+
 class CF:
     """childflow bound to a runner and a world: builds argv, runs it in the world's host netns."""
 
@@ -97,7 +100,12 @@ class CF:
         return a
 
     def argv(self, args, env=None):
-        return self.prefix(env) + [self.bin] + list(args)
+        args = list(args)
+        # CHILDFLOW_TEST_FAST_TCP=1: every run of childflow gets --fast-tcp (the suite's TCP tests in
+        # the injection mode); a run that asks for it itself, or only for --help/--version, is left alone.
+        if FAST_TCP and "--fast-tcp" not in args and args and args[0] not in ("-h", "--help", "-V", "--version"):
+            args = ["--fast-tcp"] + args
+        return self.prefix(env) + [self.bin] + args
 
     def popen(self, args, env=None, direct=False, **kw):
         argv = self.prefix(env) + list(args) if direct else self.argv(args, env)

@@ -407,7 +407,8 @@ def sha256(data):
 
 
 def demo_files():
-    return {"index.html": b"<html><body><h1>Hello from the closed test world</h1></body></html>\n"}
+    return {"index.html": b"<html><body><h1>Hello from the closed test world</h1></body></html>\n",
+            "big.bin": os.urandom(32 << 20)}   # the --fast-tcp step's download
 
 
 def main():

@@ -1,0 +1,1300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fasttcp — the handler of the command's connect/bind/listen notifications (see fasttcp.h).
+ *
+ * Theory of operation.  One notification at a time, never blocking:
+ *   1. RECV; pidfd of the thread; ID_VALID; pidfd_getfd(fd) = our dup of its socket (sfd);
+ *      not a socket: ENOTSOCK; any inspection failure: EPERM / EBADF (fail closed).
+ *   2. The address (connect, bind) is read once with process_vm_readv into our buffer, then
+ *      ID_VALID again: from here on nothing of the command's memory or fd table is read for the
+ *      decision, and the answer is always ours (an error, or the result of our own call).
+ *   3. SO_NETNS_COOKIE of sfd: P's own netns = a socket we injected ("host socket"), guarded:
+ *        connect: AF_UNSPEC -> EOPNOTSUPP; connected -> EISCONN; connecting -> EALREADY (blocking:
+ *        wait for the outcome); closed -> its pending error, else ECONNABORTED.  The kernel never
+ *        connects a host socket a second time.  bind, listen -> EINVAL (it is bound and connected).
+ *      the sandbox's netns (the template's cookie), or a netns nested in it:
+ *        bind -> performed on sfd (ports below 1024 only with CAP_NET_BIND_SERVICE in CapEff; an
+ *        AF_UNIX path through /proc/TID/root|cwd, with the command's umask and fs ids);
+ *        listen -> performed on sfd; connect -> inject (below) or perform on sfd (an AF_UNIX path
+ *        rewritten the same way; a blocking socket is made non-blocking for our call only, and the
+ *        command waits in its notification for the outcome).
+ *   4. Inject: a socket of ours (same family, TCP), the command's options copied (opt_table, those
+ *      that differ from the sandbox default), its wildcard bind port replicated (a port taken on
+ *      the host: perform instead), connect() with our address.  Failure at once: that errno, the
+ *      command's socket untouched.  Non-blocking command socket: ADDFD (SETFD at its fd number,
+ *      O_CLOEXEC as it was) now, answer EINPROGRESS, then watch our reference until it completes
+ *      and ask policy_check_connected() (NAT to this host: reset).  Blocking: the command waits
+ *      until our connect completes (or its SO_SNDTIMEO passes: then injected in progress,
+ *      EINPROGRESS); refused/unreachable/timed out: that errno, nothing injected; connected:
+ *      policy_check_connected(), then ADDFD and 0.
+ * A notification whose thread went away (a signal, exit) fails ID_VALID or ADDFD: what we held
+ * for it is closed.  Parked notifications are re-checked every FT_SWEEP_MS.
+ */
+#include "fasttcp/fasttcp.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/audit.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/fsuid.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <sys/utsname.h>
+
+#include "ctx.h"
+#include "util/fdpass.h"
+#include "util/log.h"
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+#ifndef SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+#define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
+#endif
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+
+#define FT_MAX_PARKED 1024
+#define FT_SWEEP_MS 100
+#define FT_MAX_SCAN_FDS 4096
+#define FT_NB_WAIT_MS 100       /* a non-blocking connect to a destination not known clean waits this long */
+#define FT_CLEAN_SLOTS 256
+#define FT_TAG_CHAN 0xffffffffu
+#define FT_TAG_LISTENER 0xfffffffeu
+
+enum park_kind {
+	PARK_FREE,
+	PARK_INJECT,    /* blocking connect of a socket of ours: fd = it; answered at completion */
+	PARK_PERFORM,   /* blocking connect performed on the command's socket: fd = our dup */
+	PARK_WATCH,     /* injected while connecting: fd = our reference; checked at completion */
+};
+
+struct park {
+	enum park_kind kind;
+	uint64_t id;
+	pid_t tid;
+	int fd, cfd, flags;
+	int sfd;                /* PARK_INJECT: our dup of the command's socket (the relay fallback), or -1 */
+	bool cloexec;
+	bool nonblocking;       /* PARK_INJECT of a non-blocking socket: deadline = FT_NB_WAIT_MS */
+	uint64_t deadline_ms;   /* the command's SO_SNDTIMEO, or 0 */
+	struct sockaddr_storage dst;
+	socklen_t alen;
+};
+
+struct fasttcp {
+	struct ctx *c;
+	bool inject;
+	int ep, chan, listener;
+	uint64_t host_cookie, sandbox_cookie;
+	int tmpl[2];                    /* AF_INET, AF_INET6 templates from N2 (option defaults) */
+	struct opt_default *defaults[2];  /* their option values, read once (copy_opts()) */
+	struct seccomp_notif *req;
+	size_t req_size, resp_size;
+	struct park park[FT_MAX_PARKED];
+	int n_parked;
+	uint64_t next_sweep;
+	uint64_t next_deadline;         /* the earliest SO_SNDTIMEO of a parked connect, or UINT64_MAX */
+	/* Destinations whose connection was found not to end on this host in the last
+	 * GUARD_PEER_CLEAN_MS (the relay's own window, guard.h): direct-mapped on address and port. */
+	struct { struct sockaddr_storage dst; uint64_t until; } clean[FT_CLEAN_SLOTS];
+	struct fasttcp_stats st;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+bool fasttcp_kernel_ok(const char **why)
+{
+	struct utsname u;
+	int maj = 0, min = 0;
+
+	*why = NULL;
+	if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &maj, &min) != 2) {
+		*why = "cannot read the kernel version";
+		return false;
+	}
+	if (maj < 5 || (maj == 5 && min < 19)) {
+		*why = "--fast-tcp needs Linux 5.19 or later (seccomp socket injection); run without it";
+		return false;
+	}
+	return true;
+}
+
+static uint64_t cookie_of(int fd)
+{
+	uint64_t ck = 0;
+	socklen_t l = sizeof(ck);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &ck, &l) < 0)
+		return 0;
+	return ck;
+}
+
+static int gint(int fd, int level, int name, int *v)
+{
+	socklen_t l = sizeof(*v);
+
+	*v = 0;
+	return getsockopt(fd, level, name, v, &l);
+}
+
+/* ---- answers ---------------------------------------------------------------------------------- */
+
+static bool notif_valid(struct fasttcp *f, uint64_t id)
+{
+	return ioctl(f->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0;
+}
+
+static void respond(struct fasttcp *f, uint64_t id, int err, bool cont)
+{
+	struct seccomp_notif_resp rs;
+
+	memset(&rs, 0, sizeof(rs));
+	rs.id = id;
+	rs.error = err;
+	rs.flags = cont ? SECCOMP_USER_NOTIF_FLAG_CONTINUE : 0;
+	if (ioctl(f->listener, SECCOMP_IOCTL_NOTIF_SEND, &rs) < 0 && errno != ENOENT)
+		log_debug("fast-tcp: cannot answer a notification: %s", strerror(errno));
+}
+
+/* Install @srcfd at the command's @cfd.  Return: 0 or -errno (ENOENT: the thread is gone). */
+static int addfd(struct fasttcp *f, uint64_t id, int srcfd, int cfd, bool cloexec)
+{
+	struct seccomp_notif_addfd a;
+
+	memset(&a, 0, sizeof(a));
+	a.id = id;
+	a.flags = SECCOMP_ADDFD_FLAG_SETFD;
+	a.srcfd = (uint32_t)srcfd;
+	a.newfd = (uint32_t)cfd;
+	a.newfd_flags = cloexec ? O_CLOEXEC : 0;
+	return ioctl(f->listener, SECCOMP_IOCTL_NOTIF_ADDFD, &a) < 0 ? -errno : 0;
+}
+
+/* ---- the command's process, read through /proc ------------------------------------------------ */
+
+/* The line @key of /proc/@tid/status, into @out.  Return: 0 or -1. */
+static int status_line(pid_t tid, const char *key, char *out, size_t len)
+{
+	char path[64], line[256];
+	size_t kl = strlen(key);
+	FILE *fp;
+	int r = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
+	fp = fopen(path, "re");
+	if (!fp)
+		return -1;
+	while (fgets(line, sizeof(line), fp))
+		if (!strncmp(line, key, kl) && line[kl] == ':') {
+			snprintf(out, len, "%s", line + kl + 1);
+			r = 0;
+			break;
+		}
+	fclose(fp);
+	return r;
+}
+
+static int open_pidfd(pid_t tid)
+{
+	char v[64];
+	int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+
+	if (fd >= 0 || errno != EINVAL)
+		return fd;
+	/* Before Linux 6.9 (no PIDFD_THREAD): the thread group's leader. */
+	if (status_line(tid, "Tgid", v, sizeof(v)) < 0)
+		return -1;
+	return (int)syscall(SYS_pidfd_open, (pid_t)atoi(v), 0);
+}
+
+/* FD_CLOEXEC of the command's @cfd, from fdinfo's octal flags. */
+static bool fd_cloexec(pid_t tid, int cfd)
+{
+	char path[64], line[128];
+	bool ce = false;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)tid, cfd);
+	fp = fopen(path, "re");
+	if (!fp)
+		return false;
+	while (fgets(line, sizeof(line), fp))
+		if (!strncmp(line, "flags:", 6)) {
+			ce = (strtoul(line + 6, NULL, 8) & O_CLOEXEC) != 0;
+			break;
+		}
+	fclose(fp);
+	return ce;
+}
+
+/* Is the epoll set /proc/@tid/fdinfo/@n watching inode @ino? */
+static bool epoll_watches(pid_t tid, int n, unsigned long ino)
+{
+	char path[64], line[256];
+	bool found = false;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)tid, n);
+	fp = fopen(path, "re");
+	if (!fp)
+		return true;   /* cannot tell: assume it does */
+	while (!found && fgets(line, sizeof(line), fp)) {
+		const char *p = strstr(line, " ino:");
+
+		if (!strncmp(line, "tfd:", 4) && p && strtoul(p + 5, NULL, 16) == ino)
+			found = true;
+	}
+	fclose(fp);
+	return found;
+}
+
+/*
+ * socket_shared() - would replacing the command's @cfd leave something behind?  Another fd of the
+ * thread's table on the same socket (dup), or an epoll set of it watching the socket (nginx adds
+ * an upstream socket to epoll before connect(); the registration would vanish with the old file).
+ * Other processes sharing the socket (fork before connect) are not seen.  Unknown: shared.
+ */
+static bool socket_shared(pid_t tid, int cfd, unsigned long ino)
+{
+	char path[64], link[64], want[48];
+	struct dirent *e;
+	int n = 0;
+	bool shared = false;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)tid);
+	snprintf(want, sizeof(want), "socket:[%lu]", ino);
+	d = opendir(path);
+	if (!d)
+		return true;
+	while (!shared && (e = readdir(d)) != NULL) {
+		char lp[384];
+		ssize_t l;
+		int fd;
+
+		if (e->d_name[0] == '.')
+			continue;
+		if (++n > FT_MAX_SCAN_FDS) {
+			shared = true;
+			break;
+		}
+		fd = atoi(e->d_name);
+		if (fd == cfd)
+			continue;
+		snprintf(lp, sizeof(lp), "%s/%s", path, e->d_name);
+		l = readlink(lp, link, sizeof(link) - 1);
+		if (l <= 0)
+			continue;
+		link[l] = '\0';
+		shared = !strcmp(link, want) ||
+			 (!strcmp(link, "anon_inode:[eventpoll]") && epoll_watches(tid, fd, ino));
+	}
+	closedir(d);
+	return shared;
+}
+
+/* ---- performing on the command's own socket ---------------------------------------------------- */
+
+struct fs_ids {
+	bool changed;
+	uid_t uid;
+	gid_t gid;
+	mode_t umask;
+};
+
+/*
+ * as_command() - take the command's fs ids and umask for a path operation (AF_UNIX bind/connect).
+ * Return: 0, or -EACCES when the ids differ and P cannot take them.
+ */
+static int as_command(pid_t tid, struct fs_ids *save)
+{
+	char v[128];
+	unsigned int a, b, c, fsid;
+	uid_t uid;
+	gid_t gid;
+
+	memset(save, 0, sizeof(*save));
+	if (status_line(tid, "Uid", v, sizeof(v)) < 0 || sscanf(v, "%u %u %u %u", &a, &b, &c, &fsid) != 4)
+		return -EACCES;
+	uid = fsid;
+	if (status_line(tid, "Gid", v, sizeof(v)) < 0 || sscanf(v, "%u %u %u %u", &a, &b, &c, &fsid) != 4)
+		return -EACCES;
+	gid = fsid;
+	if (status_line(tid, "Umask", v, sizeof(v)) == 0)
+		save->umask = umask((mode_t)strtoul(v, NULL, 8));
+	else
+		save->umask = umask(022);
+	if (uid == geteuid() && gid == getegid())
+		return 0;
+	if (geteuid() != 0) {
+		umask(save->umask);
+		return -EACCES;
+	}
+	save->changed = true;
+	save->uid = (uid_t)setfsuid(uid);
+	save->gid = (gid_t)setfsgid(gid);
+	return 0;
+}
+
+static void as_self(const struct fs_ids *save)
+{
+	umask(save->umask);
+	if (save->changed) {
+		setfsuid(save->uid);
+		setfsgid(save->gid);
+	}
+}
+
+/*
+ * unix_path() - an AF_UNIX address with a path, seen from the command's root and working
+ * directory: for connect, "/proc/self/fd/N" of an O_PATH fd on the socket file (*@pfd); for bind,
+ * the parent directory's O_PATH fd and the last component.  Return: 1 rewritten, 0 not a path
+ * (abstract, unnamed: used as is), -errno.
+ */
+static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t alen, bool create,
+		     struct sockaddr_un *out, socklen_t *olen, int *pfd)
+{
+	const struct sockaddr_un *su = (const struct sockaddr_un *)ss;
+	size_t off = offsetof(struct sockaddr_un, sun_path), n;
+	char path[PATH_MAX + 64], name[sizeof(su->sun_path) + 1], base[sizeof(su->sun_path) + 1];
+	const char *where;
+	int w;
+
+	*pfd = -1;
+	if (alen <= off || su->sun_path[0] == '\0')
+		return 0;
+	n = strnlen(su->sun_path, alen - off);
+	memcpy(name, su->sun_path, n);
+	name[n] = '\0';
+	where = name[0] == '/' ? "root" : "cwd";
+	if (create) {
+		/* bind creates the last component: open its directory, name it through the fd */
+		char *slash = strrchr(name, '/');
+
+		snprintf(base, sizeof(base), "%s", slash ? slash + 1 : name);
+		if (slash)
+			*slash = '\0';
+		w = snprintf(path, sizeof(path), "/proc/%d/%s/%s", (int)tid, slash ? where : "cwd",
+			     slash ? name : "");
+	} else {
+		w = snprintf(path, sizeof(path), "/proc/%d/%s/%s", (int)tid, where, name);
+	}
+	if (w < 0 || (size_t)w >= sizeof(path))
+		return -ENAMETOOLONG;
+	*pfd = open(path, O_PATH | O_CLOEXEC);
+	if (*pfd < 0)
+		return -errno;
+	memset(out, 0, sizeof(*out));
+	out->sun_family = AF_UNIX;
+	if (create)
+		w = snprintf(out->sun_path, sizeof(out->sun_path), "/proc/self/fd/%d/%s", *pfd, base);
+	else
+		w = snprintf(out->sun_path, sizeof(out->sun_path), "/proc/self/fd/%d", *pfd);
+	if (w < 0 || (size_t)w >= sizeof(out->sun_path)) {
+		close(*pfd);
+		*pfd = -1;
+		return -ENAMETOOLONG;
+	}
+	*olen = (socklen_t)(off + (size_t)w + 1);
+	return 1;
+}
+
+static int park_add(struct fasttcp *f, const struct park *p);
+
+/*
+ * perform_connect() - connect the command's own socket @sfd (our dup; consumed) with our copy of
+ * the address, and answer with the kernel's result.  A blocking socket is made non-blocking for our
+ * call only; the command then waits in its notification until the connect completes.
+ */
+static void perform_connect(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd,
+			    const struct sockaddr_storage *ss, socklen_t alen)
+{
+	struct sockaddr_un ua;
+	socklen_t ul = 0;
+	const struct sockaddr *a = (const struct sockaddr *)ss;
+	int fl = fcntl(sfd, F_GETFL), dom = 0, pfd = -1, r, e;
+	struct fs_ids ids;
+	bool unixp = false;
+
+	f->st.performed++;
+	gint(sfd, SOL_SOCKET, SO_DOMAIN, &dom);
+	if (dom == AF_UNIX && alen >= sizeof(sa_family_t) && ss->ss_family == AF_UNIX) {
+		if ((r = as_command(tid, &ids)) < 0) {
+			respond(f, id, r, false);
+			close(sfd);
+			return;
+		}
+		r = unix_path(tid, ss, alen, false, &ua, &ul, &pfd);
+		as_self(&ids);
+		if (r < 0) {
+			respond(f, id, r, false);
+			close(sfd);
+			return;
+		}
+		if (r == 1) {
+			a = (const struct sockaddr *)&ua;
+			alen = ul;
+			unixp = true;
+		}
+	}
+	if (!(fl & O_NONBLOCK))
+		fcntl(sfd, F_SETFL, fl | O_NONBLOCK);
+	if (unixp && as_command(tid, &ids) < 0) {
+		r = -1;
+		errno = EACCES;
+	} else {
+		r = connect(sfd, a, alen);
+		e = errno;
+		if (unixp)
+			as_self(&ids);
+		errno = e;
+	}
+	e = r < 0 ? errno : 0;
+	if (!(fl & O_NONBLOCK))
+		fcntl(sfd, F_SETFL, fl);
+	if (pfd >= 0)
+		close(pfd);
+	if (!(fl & O_NONBLOCK) && (e == EINPROGRESS || e == EAGAIN) && dom != AF_UNIX) {
+		struct park p = { .kind = PARK_PERFORM, .id = id, .fd = sfd, .cfd = cfd, .flags = fl,
+				  .sfd = -1, .dst = *ss, .alen = alen };
+		struct timeval tv;
+		socklen_t tl = sizeof(tv);
+
+		if (!getsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) && (tv.tv_sec || tv.tv_usec))
+			p.deadline_ms = now_ms() + (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+		if (park_add(f, &p) == 0)
+			return;
+		e = ENOBUFS;
+	}
+	respond(f, id, -e, false);
+	close(sfd);
+}
+
+/* bind() on a socket of the sandbox: performed, with the command's privileges for low ports. */
+static void perform_bind(struct fasttcp *f, uint64_t id, pid_t tid, int sfd,
+			 const struct sockaddr_storage *ss, socklen_t alen)
+{
+	int dom = 0, r = 0;
+
+	gint(sfd, SOL_SOCKET, SO_DOMAIN, &dom);
+	if ((dom == AF_INET || dom == AF_INET6) && alen >= sizeof(struct sockaddr_in) &&
+	    (ss->ss_family == AF_INET || ss->ss_family == AF_INET6)) {
+		unsigned int port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+		char v[64];
+
+		if (port && port < 1024 &&
+		    (status_line(tid, "CapEff", v, sizeof(v)) < 0 ||
+		     !(strtoull(v, NULL, 16) & (1ull << 10 /* CAP_NET_BIND_SERVICE */))))
+			r = -EACCES;
+		if (r == 0 && bind(sfd, (const struct sockaddr *)ss, alen) < 0)
+			r = -errno;
+	} else if (dom == AF_UNIX && alen > sizeof(sa_family_t) && ss->ss_family == AF_UNIX) {
+		struct sockaddr_un ua;
+		socklen_t ul = 0;
+		struct fs_ids ids;
+		int pfd = -1;
+
+		if ((r = as_command(tid, &ids)) == 0) {
+			r = unix_path(tid, ss, alen, true, &ua, &ul, &pfd);
+			if (r == 0)
+				r = bind(sfd, (const struct sockaddr *)ss, alen) < 0 ? -errno : 0;
+			else if (r == 1)
+				r = bind(sfd, (const struct sockaddr *)&ua, ul) < 0 ? -errno : 0;
+			as_self(&ids);
+		}
+		if (pfd >= 0)
+			close(pfd);
+	} else if (bind(sfd, (const struct sockaddr *)ss, alen) < 0) {
+		r = -errno;
+	}
+	respond(f, id, r, false);
+}
+
+/* ---- injection -------------------------------------------------------------------------------- */
+
+enum opt_kind { O_INT, O_LINGER, O_TIMEVAL, O_STR };
+
+union opt_val {
+	int i;
+	struct linger l;
+	struct timeval t;
+	char s[16];
+};
+
+/* The sandbox default of one option: its value, or ok false when the template cannot say. */
+struct opt_default {
+	bool ok;
+	socklen_t len;
+	union opt_val v;
+};
+
+struct opt {
+	int level, name;
+	enum opt_kind kind;
+	int family;   /* 0: any */
+};
+
+/* What is copied from the command's socket to ours when it differs from the sandbox's default.
+ * Not copied: TCP_FASTOPEN_CONNECT (never: a deferred connect), TCP_MD5SIG/TCP-AO keys, socket
+ * filters, F_SETOWN, SO_MARK/SO_BINDTODEVICE/IP_TRANSPARENT (such sockets are not injected).
+ * SO_PRIORITY goes last: IP_TOS rewrites it. */
+static const struct opt opt_table[] = {
+	{ SOL_SOCKET, SO_REUSEADDR, O_INT, 0 },   { SOL_SOCKET, SO_REUSEPORT, O_INT, 0 },
+	{ SOL_SOCKET, SO_KEEPALIVE, O_INT, 0 },   { SOL_SOCKET, SO_OOBINLINE, O_INT, 0 },
+	{ SOL_SOCKET, SO_RCVBUF, O_INT, 0 },      { SOL_SOCKET, SO_SNDBUF, O_INT, 0 },
+	{ SOL_SOCKET, SO_RCVLOWAT, O_INT, 0 },    { SOL_SOCKET, SO_TIMESTAMP, O_INT, 0 },
+	{ SOL_SOCKET, SO_LINGER, O_LINGER, 0 },   { SOL_SOCKET, SO_RCVTIMEO, O_TIMEVAL, 0 },
+	{ SOL_SOCKET, SO_SNDTIMEO, O_TIMEVAL, 0 },
+	{ IPPROTO_TCP, TCP_NODELAY, O_INT, 0 },   { IPPROTO_TCP, TCP_CORK, O_INT, 0 },
+	{ IPPROTO_TCP, TCP_MAXSEG, O_INT, 0 },    { IPPROTO_TCP, TCP_KEEPIDLE, O_INT, 0 },
+	{ IPPROTO_TCP, TCP_KEEPINTVL, O_INT, 0 }, { IPPROTO_TCP, TCP_KEEPCNT, O_INT, 0 },
+	{ IPPROTO_TCP, TCP_SYNCNT, O_INT, 0 },    { IPPROTO_TCP, TCP_LINGER2, O_INT, 0 },
+	{ IPPROTO_TCP, TCP_WINDOW_CLAMP, O_INT, 0 }, { IPPROTO_TCP, TCP_USER_TIMEOUT, O_INT, 0 },
+	{ IPPROTO_TCP, TCP_NOTSENT_LOWAT, O_INT, 0 }, { IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS, O_INT, 0 },
+	{ IPPROTO_TCP, TCP_CONGESTION, O_STR, 0 },
+	{ IPPROTO_IP, IP_TOS, O_INT, AF_INET },   { IPPROTO_IP, IP_TTL, O_INT, AF_INET },
+	{ IPPROTO_IP, IP_RECVERR, O_INT, AF_INET }, { IPPROTO_IP, IP_MTU_DISCOVER, O_INT, AF_INET },
+	{ IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, O_INT, AF_INET },
+	{ IPPROTO_IPV6, IPV6_TCLASS, O_INT, AF_INET6 }, { IPPROTO_IPV6, IPV6_UNICAST_HOPS, O_INT, AF_INET6 },
+	{ IPPROTO_IPV6, IPV6_RECVERR, O_INT, AF_INET6 }, { IPPROTO_IPV6, IPV6_MTU_DISCOVER, O_INT, AF_INET6 },
+	{ IPPROTO_IPV6, IPV6_V6ONLY, O_INT, AF_INET6 },
+	{ SOL_SOCKET, SO_PRIORITY, O_INT, 0 },
+};
+
+#define N_OPTS (sizeof(opt_table) / sizeof(opt_table[0]))
+
+/* The template's values of every option, read once.  Return: the table, or NULL (then every option
+ * that can be read is copied). */
+static struct opt_default *read_defaults(int tmpl)
+{
+	struct opt_default *d = tmpl >= 0 ? calloc(N_OPTS, sizeof(*d)) : NULL;
+
+	for (size_t i = 0; d && i < N_OPTS; i++) {
+		d[i].len = sizeof(d[i].v);
+		d[i].ok = getsockopt(tmpl, opt_table[i].level, opt_table[i].name, &d[i].v, &d[i].len) == 0;
+	}
+	return d;
+}
+
+/* Copy what the command set on @from to @to.  Return: 0, or -1 when an option cannot be copied. */
+static int copy_opts(const struct fasttcp *f, int from, int to, int dom)
+{
+	const struct opt_default *def = f->defaults[dom == AF_INET6 ? 1 : 0];
+
+	for (size_t i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opt_table[i];
+		union opt_val a;
+		socklen_t al = sizeof(a);
+
+		if (o->family && o->family != dom)
+			continue;
+		memset(&a, 0, sizeof(a));
+		if (getsockopt(from, o->level, o->name, &a, &al) < 0)
+			continue;
+		if (def && def[i].ok && def[i].len == al && !memcmp(&a, &def[i].v, al))
+			continue;
+		if (o->level == SOL_SOCKET && (o->name == SO_RCVBUF || o->name == SO_SNDBUF))
+			a.i /= 2;   /* the kernel doubles what it is given */
+		if (setsockopt(to, o->level, o->name, &a, o->kind == O_STR ? (socklen_t)strlen(a.s) : al) < 0) {
+			log_debug("fast-tcp: cannot copy socket option %d/%d: %s", o->level, o->name,
+				  strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The relay's own question for a connected socket: does it end on this host (NAT)? */
+static bool ends_here(struct fasttcp *f, int fd)
+{
+	struct policy_verdict v;
+
+	policy_check_connected(&f->c->policy, &fd, 1, &v);
+	if (v.action == POL_DENY) {
+		log_debug("fast-tcp: refusing a connection: %s", v.reason);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * eligible() - would the relay dial this connect directly, and can the command's socket be replaced
+ * without anything noticing?  Return: the family to inject, or 0 (perform instead).
+ */
+static int eligible(struct fasttcp *f, pid_t tid, int sfd, int cfd, const struct sockaddr_storage *ss,
+		    socklen_t alen, uint64_t ck, int *bport)
+{
+	int dom = 0, typ = 0, proto = 0, v = 0;
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	struct sockaddr_storage la = { 0 };
+	socklen_t ll = sizeof(la);
+	struct stat st;
+	char *name = NULL;
+	const char *names[1];
+
+	*bport = 0;
+	if (!f->inject || ck != f->sandbox_cookie)
+		return 0;
+	gint(sfd, SOL_SOCKET, SO_DOMAIN, &dom);
+	gint(sfd, SOL_SOCKET, SO_TYPE, &typ);
+	gint(sfd, SOL_SOCKET, SO_PROTOCOL, &proto);
+	if ((dom != AF_INET && dom != AF_INET6) || typ != SOCK_STREAM || proto != IPPROTO_TCP)
+		return 0;
+	if (ss->ss_family != dom ||
+	    alen < (dom == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)))
+		return 0;
+	if (getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || ti.tcpi_state != TCP_CLOSE)
+		return 0;
+	if ((!gint(sfd, SOL_SOCKET, SO_BINDTOIFINDEX, &v) && v) || (!gint(sfd, SOL_SOCKET, SO_MARK, &v) && v) ||
+	    (dom == AF_INET && !gint(sfd, IPPROTO_IP, IP_TRANSPARENT, &v) && v) ||
+	    (dom == AF_INET6 && !gint(sfd, IPPROTO_IPV6, IPV6_TRANSPARENT, &v) && v) ||
+	    (!gint(sfd, IPPROTO_TCP, TCP_FASTOPEN_CONNECT, &v) && v))
+		return 0;
+	if (getsockname(sfd, (struct sockaddr *)&la, &ll) < 0)
+		return 0;
+	if (la.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&la;
+
+		if (a->sin_addr.s_addr != htonl(INADDR_ANY))
+			return 0;
+		*bport = ntohs(a->sin_port);
+	} else if (la.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&la;
+
+		if (!IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr))
+			return 0;
+		*bport = ntohs(a->sin6_port);
+	}
+	/* A service (the DNS forwarder) answers it in the relay. */
+	if (f->c->service.ops && f->c->service.ops->claims_tcp(f->c->service.priv, ss))
+		return 0;
+	/* The policy, asked exactly as the relay asks it (guard first). */
+	if (f->c->resolved.lookup &&
+	    f->c->resolved.lookup(f->c->resolved.src, (const struct sockaddr *)ss, now_ms(), names, 1) > 0)
+		name = strdup(names[0]);
+	{
+		struct policy_query q = { .proto = POL_TCP, .dst = (const struct sockaddr *)ss, .name = name };
+		struct policy_verdict vd = policy_decide(&f->c->policy, &q);
+
+		free(name);
+		if (vd.action != POL_DIRECT)
+			return 0;
+	}
+	if (fstat(sfd, &st) < 0 || socket_shared(tid, cfd, (unsigned long)st.st_ino)) {
+		f->st.fell_back++;
+		return 0;
+	}
+	return dom;
+}
+
+static socklen_t sa_len(int dom)
+{
+	return dom == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
+static unsigned int clean_slot(const struct sockaddr_storage *d)
+{
+	const unsigned char *b = (const unsigned char *)d;
+	size_t n = d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	unsigned int h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 16777619u;
+	return h % FT_CLEAN_SLOTS;
+}
+
+static socklen_t dst_len(const struct sockaddr_storage *d)
+{
+	return d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+}
+
+static bool clean_known(const struct fasttcp *f, const struct sockaddr_storage *d)
+{
+	unsigned int i = clean_slot(d);
+
+	return f->clean[i].until > now_ms() && !memcmp(&f->clean[i].dst, d, dst_len(d));
+}
+
+static void clean_set(struct fasttcp *f, const struct sockaddr_storage *d, bool clean)
+{
+	unsigned int i = clean_slot(d);
+
+	memset(&f->clean[i].dst, 0, sizeof(f->clean[i].dst));
+	memcpy(&f->clean[i].dst, d, dst_len(d));
+	f->clean[i].until = clean ? now_ms() + GUARD_PEER_CLEAN_MS : 0;
+}
+
+/* Hand @hs over (consumed) and answer @err; then, while connecting to @watch (or NULL), watch it. */
+static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags, bool cloexec, int err,
+		      const struct sockaddr_storage *watch)
+{
+	int r;
+
+	fcntl(hs, F_SETFL, flags);
+	r = addfd(f, id, hs, cfd, cloexec);
+	if (r < 0) {
+		close(hs);
+		if (r != -ENOENT)
+			respond(f, id, r, false);
+		return;
+	}
+	f->st.injected++;
+	respond(f, id, err, false);
+	if (watch) {
+		struct park p = { .kind = PARK_WATCH, .fd = hs, .cfd = cfd, .sfd = -1, .dst = *watch };
+
+		if (park_add(f, &p) == 0)
+			return;
+	}
+	close(hs);
+}
+
+static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, int dom, int bport,
+		   const struct sockaddr_storage *ss, socklen_t alen)
+{
+	int fl = fcntl(sfd, F_GETFL), hs, r, e;
+	bool cloexec;
+
+	hs = socket(dom, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+	if (hs < 0) {
+		respond(f, id, -errno, false);
+		close(sfd);
+		return;
+	}
+	if (copy_opts(f, sfd, hs, dom) < 0)
+		goto slow;
+	if (bport) {
+		struct sockaddr_storage b;
+
+		memset(&b, 0, sizeof(b));
+		b.ss_family = (sa_family_t)dom;
+		if (dom == AF_INET)
+			((struct sockaddr_in *)&b)->sin_port = htons((uint16_t)bport);
+		else
+			((struct sockaddr_in6 *)&b)->sin6_port = htons((uint16_t)bport);
+		/* Free in the sandbox (its bind worked), taken on the host: the relay, not a late
+		 * EADDRINUSE. */
+		if (bind(hs, (struct sockaddr *)&b, sa_len(dom)) < 0)
+			goto slow;
+	}
+	cloexec = fd_cloexec(tid, cfd);
+	r = connect(hs, (const struct sockaddr *)ss, sa_len(dom));
+	e = r < 0 ? errno : 0;
+	if (r < 0 && e != EINPROGRESS) {
+		close(hs);
+		f->st.refused++;
+		respond(f, id, -e, false);   /* the command's socket is untouched */
+		close(sfd);
+		return;
+	}
+	if (r == 0) {
+		if (ends_here(f, hs)) {
+			clean_set(f, ss, false);
+			close(hs);
+			goto slow_nohs;
+		}
+		clean_set(f, ss, true);
+		close(sfd);
+		hand_over(f, id, hs, cfd, fl, cloexec, 0, NULL);
+		return;
+	}
+	/* Non-blocking, to a destination recently found not to end on this host: handed over at
+	 * once, checked again at completion (the relay's own 5 s window for a new NAT rule). */
+	if ((fl & O_NONBLOCK) && clean_known(f, ss)) {
+		close(sfd);   /* our reference to the replaced file goes before the command resumes */
+		hand_over(f, id, hs, cfd, fl, cloexec, -EINPROGRESS, ss);
+		return;
+	}
+	/* Otherwise the command waits for the outcome and the NAT check (a non-blocking one at most
+	 * FT_NB_WAIT_MS, then the relay): no byte of it may reach a host service a NAT rule of the
+	 * host redirects to. */
+	{
+		struct park p = { .kind = PARK_INJECT, .id = id, .tid = tid, .fd = hs, .cfd = cfd, .flags = fl,
+				  .sfd = sfd, .cloexec = cloexec, .nonblocking = (fl & O_NONBLOCK) != 0,
+				  .dst = *ss, .alen = alen };
+		struct timeval tv;
+		socklen_t tl = sizeof(tv);
+
+		if (p.nonblocking)
+			p.deadline_ms = now_ms() + FT_NB_WAIT_MS;
+		else if (!getsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) && (tv.tv_sec || tv.tv_usec))
+			p.deadline_ms = now_ms() + (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+		if (park_add(f, &p) < 0) {
+			close(hs);
+			close(sfd);
+			respond(f, id, -ENOBUFS, false);
+		}
+	}
+	return;
+slow:
+	close(hs);
+slow_nohs:
+	f->st.fell_back++;
+	perform_connect(f, id, tid, sfd, cfd, ss, alen);
+}
+
+/* connect() on a socket we injected: never connect it again in the kernel (it is P's netns). */
+static void guard_host_socket(struct fasttcp *f, uint64_t id, int sfd, int cfd,
+			      const struct sockaddr_storage *ss, socklen_t alen)
+{
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	int fl = fcntl(sfd, F_GETFL);
+
+	f->st.host_guarded++;
+	if (alen >= sizeof(sa_family_t) && ss->ss_family == AF_UNSPEC) {
+		respond(f, id, -EOPNOTSUPP, false);
+	} else if (getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0) {
+		respond(f, id, -EPERM, false);
+	} else if (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_SYN_RECV) {
+		struct park p = { .kind = PARK_PERFORM, .id = id, .fd = sfd, .cfd = cfd, .flags = fl, .sfd = -1 };
+
+		if ((fl & O_NONBLOCK) || park_add(f, &p) < 0)
+			respond(f, id, (fl & O_NONBLOCK) ? -EALREADY : -ENOBUFS, false);
+		else
+			return;   /* answered at completion, from SO_ERROR */
+	} else if (ti.tcpi_state != TCP_CLOSE) {
+		respond(f, id, -EISCONN, false);
+	} else {
+		int e = 0;
+		socklen_t l = sizeof(e);
+
+		getsockopt(sfd, SOL_SOCKET, SO_ERROR, &e, &l);
+		respond(f, id, e ? -e : -ECONNABORTED, false);
+	}
+	close(sfd);
+}
+
+/* ---- one notification ------------------------------------------------------------------------- */
+
+static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
+{
+	uint64_t id = rq->id, ck;
+	pid_t tid = (pid_t)rq->pid;
+	int nr = rq->data.nr, cfd = (int)rq->data.args[0], pidfd, sfd;
+	struct sockaddr_storage ss;
+	socklen_t alen = 0;
+	struct stat st;
+
+	f->st.notifications++;
+	if (rq->data.arch != AUDIT_ARCH_X86_64 || (nr != __NR_connect && nr != __NR_bind && nr != __NR_listen)) {
+		respond(f, id, -ENOSYS, false);
+		return;
+	}
+	pidfd = open_pidfd(tid);
+	if (pidfd < 0 || !notif_valid(f, id)) {
+		if (pidfd >= 0)
+			close(pidfd);
+		respond(f, id, -EPERM, false);
+		return;
+	}
+	sfd = (int)syscall(SYS_pidfd_getfd, pidfd, cfd, 0);
+	if (sfd < 0) {
+		int e = errno;
+
+		close(pidfd);
+		respond(f, id, e == EBADF ? -EBADF : -EPERM, false);
+		return;
+	}
+	close(pidfd);
+	if (fstat(sfd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		close(sfd);
+		respond(f, id, -ENOTSOCK, false);
+		return;
+	}
+	memset(&ss, 0, sizeof(ss));
+	if (nr != __NR_listen) {
+		uint64_t al = rq->data.args[2];
+		struct iovec lv, rv;
+
+		if (al > sizeof(ss)) {
+			close(sfd);
+			respond(f, id, -EINVAL, false);
+			return;
+		}
+		alen = (socklen_t)al;
+		lv = (struct iovec){ &ss, alen };
+		rv = (struct iovec){ (void *)(uintptr_t)rq->data.args[1], alen };
+		if (alen && process_vm_readv(tid, &lv, 1, &rv, 1, 0) != (ssize_t)alen) {
+			close(sfd);
+			respond(f, id, -EFAULT, false);
+			return;
+		}
+	}
+	/* What we read belongs to this very call: from here on only our copies are used. */
+	if (!notif_valid(f, id)) {
+		close(sfd);
+		return;
+	}
+	ck = cookie_of(sfd);
+	if (!ck) {
+		close(sfd);
+		respond(f, id, -EPERM, false);
+		return;
+	}
+	if (nr == __NR_listen || nr == __NR_bind) {
+		f->st.bind_listen++;
+		int acc = 0;
+
+		/* A host socket: one we injected (bound and connected: EINVAL, as the kernel says), or a
+		 * listener the caller passed in, whose backlog listen() may still change. */
+		if (ck == f->host_cookie && !(nr == __NR_listen && !gint(sfd, SOL_SOCKET, SO_ACCEPTCONN, &acc) && acc))
+			respond(f, id, -EINVAL, false);
+		else if (nr == __NR_listen)
+			respond(f, id, listen(sfd, (int)rq->data.args[1]) < 0 ? -errno : 0, false);
+		else
+			perform_bind(f, id, tid, sfd, &ss, alen);
+		close(sfd);
+		return;
+	}
+	if (ck == f->host_cookie) {
+		guard_host_socket(f, id, sfd, cfd, &ss, alen);
+		return;
+	}
+	{
+		int bport, dom = eligible(f, tid, sfd, cfd, &ss, alen, ck, &bport);
+
+		if (dom)
+			inject(f, id, tid, sfd, cfd, dom, bport, &ss, alen);
+		else
+			perform_connect(f, id, tid, sfd, cfd, &ss, alen);
+	}
+}
+
+/* ---- parked notifications --------------------------------------------------------------------- */
+
+static int park_add(struct fasttcp *f, const struct park *p)
+{
+	for (int i = 0; i < FT_MAX_PARKED; i++) {
+		struct epoll_event ev = { .events = EPOLLOUT | EPOLLERR | EPOLLHUP, .data.u64 = (uint64_t)i };
+
+		if (f->park[i].kind != PARK_FREE)
+			continue;
+		if (epoll_ctl(f->ep, EPOLL_CTL_ADD, p->fd, &ev) < 0)
+			return -errno;
+		f->park[i] = *p;
+		f->n_parked++;
+		if (p->deadline_ms && p->deadline_ms < f->next_deadline)
+			f->next_deadline = p->deadline_ms;
+		return 0;
+	}
+	return -ENOBUFS;
+}
+
+static void park_end(struct fasttcp *f, struct park *p)
+{
+	epoll_ctl(f->ep, EPOLL_CTL_DEL, p->fd, NULL);   /* before close: the command holds the file */
+	close(p->fd);
+	if (p->sfd >= 0)
+		close(p->sfd);
+	p->sfd = -1;
+	p->kind = PARK_FREE;
+	f->n_parked--;
+}
+
+/* A parked socket is writable (connected, or failed), or its deadline passed (@timeout). */
+static void park_event(struct fasttcp *f, struct park *p, bool timeout)
+{
+	int e = 0;
+	socklen_t l = sizeof(e);
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+
+	switch (p->kind) {
+	case PARK_WATCH:
+		if (getsockopt(p->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_SYN_SENT)
+			return;   /* not yet */
+		if (ti.tcpi_state == TCP_ESTABLISHED && ends_here(f, p->fd)) {
+			struct sockaddr sa = { .sa_family = AF_UNSPEC };
+
+			clean_set(f, &p->dst, false);
+			if (connect(p->fd, &sa, sizeof(sa)) < 0)   /* reset it */
+				log_debug("fast-tcp: cannot reset a connection: %s", strerror(errno));
+		}
+		park_end(f, p);
+		return;
+	case PARK_PERFORM:
+		if (timeout) {
+			respond(f, p->id, -EINPROGRESS, false);
+			park_end(f, p);
+			return;
+		}
+		if (getsockopt(p->fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 &&
+		    (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_SYN_RECV))
+			return;
+		getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &e, &l);
+		/* as the kernel's blocking connect leaves it: SS_CONNECTED (0, or EISCONN) */
+		if (!e && p->alen && connect(p->fd, (const struct sockaddr *)&p->dst, p->alen) < 0 &&
+		    errno != EISCONN)
+			e = errno;
+		respond(f, p->id, -e, false);
+		park_end(f, p);
+		return;
+	case PARK_INJECT: {
+		int fd = p->fd, sfd = p->sfd, cfd = p->cfd, flags = p->flags;
+		uint64_t id = p->id;
+		pid_t tid = p->tid;
+		bool nb = p->nonblocking, cloexec = p->cloexec;
+		struct sockaddr_storage dst = p->dst;
+		socklen_t alen = p->alen;
+
+		if (!timeout) {
+			if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_SYN_SENT)
+				return;
+			getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l);
+			/* SS_CONNECTED, as the kernel's blocking connect leaves it */
+			if (!e && connect(fd, (const struct sockaddr *)&dst, alen) < 0 && errno != EISCONN)
+				e = errno;
+			if (e && !nb) {
+				f->st.refused++;
+				respond(f, id, -e, false);
+				park_end(f, p);
+				return;
+			}
+		}
+		epoll_ctl(f->ep, EPOLL_CTL_DEL, fd, NULL);
+		p->kind = PARK_FREE;
+		p->sfd = -1;
+		f->n_parked--;
+		if (timeout && !nb) {   /* the command's SO_SNDTIMEO: in progress, as natively */
+			close(sfd);
+			hand_over(f, id, fd, cfd, flags, cloexec, -EINPROGRESS, &dst);
+			return;
+		}
+		/* A non-blocking connect that did not complete in time or failed, or any that ends on
+		 * this host: the relay takes it, with its exact outcome (EINPROGRESS, then SO_ERROR). */
+		if (timeout || e || ends_here(f, fd)) {
+			if (!timeout && !e)
+				clean_set(f, &dst, false);
+			close(fd);
+			f->st.fell_back++;
+			perform_connect(f, id, tid, sfd, cfd, &dst, alen);
+			return;
+		}
+		clean_set(f, &dst, true);
+		close(sfd);
+		hand_over(f, id, fd, cfd, flags, cloexec, nb ? -EINPROGRESS : 0, NULL);
+		return;
+	}
+	case PARK_FREE:
+		return;
+	}
+}
+
+/* Deadlines, and notifications whose thread went away (a signal: the command saw EINTR). */
+static void sweep(struct fasttcp *f, uint64_t now)
+{
+	f->next_deadline = UINT64_MAX;
+	for (int i = 0; i < FT_MAX_PARKED && f->n_parked; i++) {
+		struct park *p = &f->park[i];
+
+		if (p->kind == PARK_FREE || p->kind == PARK_WATCH)
+			continue;
+		if (!notif_valid(f, p->id))
+			park_end(f, p);
+		else if (p->deadline_ms && p->deadline_ms <= now)
+			park_event(f, p, true);
+		else if (p->deadline_ms && p->deadline_ms < f->next_deadline)
+			f->next_deadline = p->deadline_ms;
+	}
+	f->next_sweep = now + FT_SWEEP_MS;
+}
+
+/* ---- the channel and the loop ----------------------------------------------------------------- */
+
+static void on_chan(struct fasttcp *f)
+{
+	int fds[3] = { -1, -1, -1 }, n = 0;
+	char m;
+	int r = fdpass_recv(f->chan, &m, 1, fds, 3, &n, MSG_DONTWAIT);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = FT_TAG_LISTENER };
+	uint64_t one = SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP;
+
+	if (r == -EAGAIN)
+		return;
+	epoll_ctl(f->ep, EPOLL_CTL_DEL, f->chan, NULL);
+	if (r <= 0 || n < 2) {
+		for (int i = 0; i < n; i++)
+			close(fds[i]);
+		close(f->chan);
+		f->chan = -1;
+		return;
+	}
+	f->listener = fds[0];
+	f->tmpl[0] = fds[1];
+	f->tmpl[1] = n > 2 ? fds[2] : -1;
+	f->sandbox_cookie = cookie_of(fds[1]);
+	f->defaults[0] = read_defaults(f->tmpl[0]);
+	f->defaults[1] = read_defaults(f->tmpl[1]);
+	/* Linux 6.6: the notifying thread and P hand over on the same CPU (~3x lower latency). */
+	if (ioctl(f->listener, SECCOMP_IOCTL_NOTIF_SET_FLAGS, one) < 0)
+		log_debug("fast-tcp: no SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP here (%s)", strerror(errno));
+	if (!f->sandbox_cookie || epoll_ctl(f->ep, EPOLL_CTL_ADD, f->listener, &ev) < 0)
+		log_warn("fast-tcp: cannot watch the command's connects; they will fail");
+	if (write(f->chan, "k", 1) != 1)
+		log_debug("fast-tcp: cannot answer the command: %s", strerror(errno));
+	close(f->chan);
+	f->chan = -1;
+}
+
+static void on_listener(struct fasttcp *f, uint32_t events)
+{
+	for (int i = 0; i < 64; i++) {
+		struct pollfd pf = { .fd = f->listener, .events = POLLIN };
+
+		/* RECV blocks when nothing is pending: ask first */
+		if (poll(&pf, 1, 0) != 1 || !(pf.revents & POLLIN))
+			break;
+		memset(f->req, 0, f->req_size);
+		if (ioctl(f->listener, SECCOMP_IOCTL_NOTIF_RECV, f->req) < 0) {
+			if (errno == ENOENT || errno == EINTR)
+				continue;   /* the thread went away before we took it */
+			break;
+		}
+		handle(f, f->req);
+	}
+	if (events & EPOLLHUP)   /* no task uses the filter any more */
+		epoll_ctl(f->ep, EPOLL_CTL_DEL, f->listener, NULL);
+}
+
+static void ft_run(void *priv, uint64_t now)
+{
+	struct fasttcp *f = priv;
+	struct epoll_event ev[64];
+	int n = epoll_wait(f->ep, ev, 64, 0);
+
+	for (int i = 0; i < n; i++) {
+		uint64_t tag = ev[i].data.u64;
+
+		if (tag == FT_TAG_CHAN)
+			on_chan(f);
+		else if (tag == FT_TAG_LISTENER)
+			on_listener(f, ev[i].events);
+		else if (tag < FT_MAX_PARKED && f->park[tag].kind != PARK_FREE)
+			park_event(f, &f->park[tag], false);
+	}
+	if (f->n_parked && (now >= f->next_sweep || now >= f->next_deadline))
+		sweep(f, now);
+}
+
+static uint64_t ft_deadline(void *priv)
+{
+	const struct fasttcp *f = priv;
+
+	if (!f->n_parked)
+		return UINT64_MAX;
+	return f->next_deadline < f->next_sweep ? f->next_deadline : f->next_sweep;
+}
+
+struct relay_hook fasttcp_hook(struct fasttcp *f)
+{
+	return (struct relay_hook){ .fd = f->ep, .run = ft_run, .deadline = ft_deadline, .priv = f };
+}
+
+const struct fasttcp_stats *fasttcp_stats(const struct fasttcp *f)
+{
+	return &f->st;
+}
+
+int fasttcp_new(struct fasttcp **fp, struct ctx *c, int chan, bool inject)
+{
+	struct seccomp_notif_sizes sz;
+	struct fasttcp *f = calloc(1, sizeof(*f));
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = FT_TAG_CHAN };
+	int s, err = 0;
+
+	*fp = NULL;
+	if (!f) {
+		close(chan);
+		return -ENOMEM;
+	}
+	f->c = c;
+	f->inject = inject;
+	f->chan = chan;
+	f->ep = f->listener = f->tmpl[0] = f->tmpl[1] = -1;
+	if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sz) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	f->req_size = sz.seccomp_notif > sizeof(struct seccomp_notif) ? sz.seccomp_notif :
+									sizeof(struct seccomp_notif);
+	if (!(f->req = calloc(1, f->req_size))) {
+		err = -ENOMEM;
+		goto fail;
+	}
+	s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		err = -errno;
+		goto fail;
+	}
+	f->host_cookie = cookie_of(s);
+	close(s);
+	if (!f->host_cookie) {
+		err = -ENOPROTOOPT;   /* SO_NETNS_COOKIE: Linux 5.14 */
+		goto fail;
+	}
+	f->ep = epoll_create1(EPOLL_CLOEXEC);
+	if (f->ep < 0 || epoll_ctl(f->ep, EPOLL_CTL_ADD, chan, &ev) < 0) {
+		err = -errno;
+		goto fail;
+	}
+	f->next_sweep = now_ms() + FT_SWEEP_MS;
+	f->next_deadline = UINT64_MAX;
+	*fp = f;
+	return 0;
+fail:
+	fasttcp_free(f);
+	return err;
+}
+
+void fasttcp_free(struct fasttcp *f)
+{
+	if (!f)
+		return;
+	for (int i = 0; i < FT_MAX_PARKED; i++)
+		if (f->park[i].kind != PARK_FREE) {
+			if (f->park[i].kind != PARK_WATCH)
+				respond(f, f->park[i].id, -ECONNABORTED, false);
+			park_end(f, &f->park[i]);
+		}
+	if (f->listener >= 0)
+		close(f->listener);
+	for (int i = 0; i < 2; i++)
+		if (f->tmpl[i] >= 0)
+			close(f->tmpl[i]);
+	if (f->chan >= 0)
+		close(f->chan);
+	if (f->ep >= 0)
+		close(f->ep);
+	free(f->defaults[0]);
+	free(f->defaults[1]);
+	free(f->req);
+	free(f);
+}
