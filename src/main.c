@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 
 #include "capture/capture.h"
+#include "capture/egress.h"
 #include "cli/cli.h"
 #include "connect/direct.h"
 #include "ctx.h"
@@ -32,11 +33,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 {
 	const char *flag = NULL;
 
-	if (o->capture && o->capture_point != CAPTURE_CHILD) {
-		log_error("error: `--capture-point %s` is not implemented in this build yet; use `-C child` "
-			  "(the default)", cli_capture_point_name(o->capture_point));
-		return -1;
-	}
 	if (o->root || o->backend_rootful)
 		flag = "--root";
 	else if (o->iface)
@@ -273,18 +269,38 @@ static uint64_t capture_hook_deadline(void *priv)
 	return capture_deadline(priv);
 }
 
+/* The backend's name in capture metadata. */
+static const char *meta_backend(const struct backend_ops *be)
+{
+	return !strcmp(be->name, "rootless") ? "rootless-internal" : be->name;
+}
+
 /*
- * start_capture() - the child view: read the backend's capture point into @cap, driven by @relay.
- * Its interface block says `childflow view=child backend=<backend> kind=isolated interface=<if>`.
- * Return: 0 or -errno (after one line).
+ * start_capture() - the views of @view into @cap, driven by @relay: the child view reads the
+ * backend's capture point (`childflow view=child backend=<backend> kind=isolated interface=<if>`);
+ * the egress view is fed by the relay's tap (`... view=egress ... kind=reconstructed
+ * interface=egress`, *@eg).  Return: 0 or -errno (after one line).
  */
-static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap)
+static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap, enum capture_point view,
+			 struct egress **eg)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct be_capture bc;
 	char desc[256];
 	int r;
 
+	if (view == CAPTURE_EGRESS || view == CAPTURE_BOTH) {
+		snprintf(desc, sizeof(desc), "childflow view=egress backend=%s kind=reconstructed interface=%s",
+			 meta_backend(be), EGRESS_IFNAME);
+		if (!(*eg = egress_new(cap, desc)))
+			return -EIO;
+		if ((r = relay_set_tap(relay, egress_tap(*eg))) < 0 ||
+		    (r = relay_observe(relay, egress_observer(*eg))) < 0)
+			return r;
+	}
+	if (view == CAPTURE_EGRESS)
+		return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
+								   .deadline = capture_hook_deadline, .priv = cap });
 	if (!be->capture || be->capture(c->be.b, &bc) < 0) {
 		log_error("cannot start the capture: the %s backend offers no capture point", be->name);
 		return -ENOENT;
@@ -304,6 +320,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
 	struct dns_fwd *fwd = NULL;
+	struct egress *eg = NULL;
 	int code, r;
 
 	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops };
@@ -313,12 +330,13 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 		c->policy.proxy_tcp = px != NULL;   /* TCP goes to the proxy by default */
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
-	    (cap && (r = start_capture(c, relay, cap)) < 0) ||
+	    (cap && (r = start_capture(c, relay, cap, o->capture_point, &eg)) < 0) ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */
 	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
+		egress_free(eg);
 		dns_fwd_free(fwd);
 		dns_names_free(c->names);
 		policy_free(&c->policy);
@@ -329,7 +347,8 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	}
 	code = relay_run(relay);
 	log_debug("command finished: exit code %d", code);
-	relay_free(relay);
+	relay_free(relay);   /* its flows end: the egress view writes their ends */
+	egress_free(eg);
 	/* Before the backend lets the link go: what the ring still holds, then the statistics. */
 	if (cap && !capture_finish(cap) && code == 0)
 		code = EXIT_CAPTURE_INCOMPLETE;
@@ -391,7 +410,8 @@ int main(int argc, char **argv)
 	cfg.isolate = opt.isolate;
 	for (int i = 0; i < opt.n_allow_sockets && i < SANDBOX_MAX_ALLOW_SOCKETS; i++)
 		cfg.allow_sockets[cfg.n_allow_sockets++] = opt.allow_sockets[i];
-	cfg.capture = opt.capture != NULL;
+	/* The child's link is captured for the child view only (the ring is 32 MiB of kernel memory). */
+	cfg.capture = opt.capture && (opt.capture_point == CAPTURE_CHILD || opt.capture_point == CAPTURE_BOTH);
 	/* Opened after sandbox_config_init() (the command must not inherit it) and before the command
 	 * exists: an output that cannot be written is a usage error now, not a warning later. */
 	if (opt.capture) {

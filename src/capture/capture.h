@@ -48,6 +48,23 @@ struct capture *capture_open(const char *path, const char *userappl);
 int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 		   unsigned int retire_ms, const char *ifname, const char *desc);
 
+#define CAPTURE_MAX_IFS 16
+
+/*
+ * capture_add_if() - describe one more interface (@linktype, if_name @ifname, if_description @desc)
+ * whose packets the caller writes with capture_packet().  Return: its id, or -errno (after one line
+ * for a write error).
+ */
+int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, const char *desc);
+
+/*
+ * capture_packet() - one packet of interface @ifid: @len bytes of @data at @ts_ns (CLOCK_REALTIME
+ * ns), epb_flags @flags.  Buffered; a full buffer is flushed, and when the output cannot take it now
+ * (a full pipe) the packet is counted as dropped on its interface (the statistics block says so).
+ * Return: 0 or -errno.
+ */
+int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags);
+
 /* The fd the event loop watches for EPOLLIN (the capture's own epoll fd). */
 int capture_fd(const struct capture *c);
 

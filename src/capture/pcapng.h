@@ -25,6 +25,7 @@
 #include <sys/types.h>
 
 #define PCAPNG_LINKTYPE_ETHERNET 1
+#define PCAPNG_LINKTYPE_RAW 101        /* IPv4 or IPv6, no link header */
 #define PCAPNG_EPB_INBOUND 1u         /* epb_flags direction bits */
 #define PCAPNG_EPB_OUTBOUND 2u
 
