@@ -14,6 +14,7 @@
 
 #include "capture/capture.h"
 #include "capture/egress.h"
+#include "capture/wire.h"
 #include "cli/cli.h"
 #include "connect/direct.h"
 #include "ctx.h"
@@ -279,16 +280,27 @@ static const char *meta_backend(const struct backend_ops *be)
  * start_capture() - the views of @view into @cap, driven by @relay: the child view reads the
  * backend's capture point (`childflow view=child backend=<backend> kind=isolated interface=<if>`);
  * the egress view is fed by the relay's tap (`... view=egress ... kind=reconstructed
- * interface=egress`, *@eg).  Return: 0 or -errno (after one line).
+ * interface=egress`, made into *@eg); the wire view reads @wire (opened before the command) and
+ * learns the relay's sockets by the tap.  Return: 0 or -errno (after one line).
  */
 static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap, enum capture_point view,
-			 struct egress **eg)
+			 struct wire *wire, struct egress **eg)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct be_capture bc;
 	char desc[256];
 	int r;
 
+	if (view == CAPTURE_CHILD || view == CAPTURE_BOTH) {
+		if (!be->capture || be->capture(c->be.b, &bc) < 0) {
+			log_error("cannot start the capture: the %s backend offers no capture point", be->name);
+			return -ENOENT;
+		}
+		snprintf(desc, sizeof(desc), "childflow view=child backend=%s kind=isolated interface=%s",
+			 bc.backend, bc.ifname);
+		if ((r = capture_attach(cap, bc.fd, bc.block_size, bc.block_nr, bc.retire_ms, bc.ifname, desc)) < 0)
+			return r;
+	}
 	if (view == CAPTURE_EGRESS || view == CAPTURE_BOTH) {
 		snprintf(desc, sizeof(desc), "childflow view=egress backend=%s kind=reconstructed interface=%s",
 			 meta_backend(be), EGRESS_IFNAME);
@@ -298,16 +310,8 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 		    (r = relay_observe(relay, egress_observer(*eg))) < 0)
 			return r;
 	}
-	if (view == CAPTURE_EGRESS)
-		return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
-								   .deadline = capture_hook_deadline, .priv = cap });
-	if (!be->capture || be->capture(c->be.b, &bc) < 0) {
-		log_error("cannot start the capture: the %s backend offers no capture point", be->name);
-		return -ENOENT;
-	}
-	snprintf(desc, sizeof(desc), "childflow view=child backend=%s kind=isolated interface=%s", bc.backend,
-		 bc.ifname);
-	if ((r = capture_attach(cap, bc.fd, bc.block_size, bc.block_nr, bc.retire_ms, bc.ifname, desc)) < 0)
+	if (view == CAPTURE_WIRE_EGRESS &&
+	    ((r = wire_attach(wire)) < 0 || (r = relay_set_tap(relay, wire_tap(wire))) < 0))
 		return r;
 	return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
 							   .deadline = capture_hook_deadline, .priv = cap });
@@ -315,7 +319,7 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
 static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
-	       const struct proxy *px, struct capture *cap)
+	       const struct proxy *px, struct capture *cap, struct wire *wire)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
@@ -330,7 +334,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 		c->policy.proxy_tcp = px != NULL;   /* TCP goes to the proxy by default */
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
-	    (cap && (r = start_capture(c, relay, cap, o->capture_point, &eg)) < 0) ||
+	    (cap && (r = start_capture(c, relay, cap, o->capture_point, wire, &eg)) < 0) ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */
 	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
@@ -370,6 +374,7 @@ int main(int argc, char **argv)
 	struct name_files nf;
 	struct proxy *px = NULL;
 	struct capture *cap = NULL;
+	struct wire *wire = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
@@ -418,8 +423,15 @@ int main(int argc, char **argv)
 		char appl[64];
 
 		snprintf(appl, sizeof(appl), "childflow %s", cli_version());
+		/* The host's interfaces are read from before the command exists: nothing is missed. */
+		if (opt.capture_point == CAPTURE_WIRE_EGRESS && !(wire = wire_open("rootless-internal"))) {
+			proxy_free(px);
+			return EXIT_USAGE;
+		}
 		cap = capture_open(opt.capture, appl);
-		if (!cap) {
+		if (!cap || (wire && wire_describe(wire, cap) < 0)) {
+			capture_free(cap);
+			wire_free(wire);
 			proxy_free(px);
 			return EXIT_USAGE;
 		}
@@ -427,6 +439,7 @@ int main(int argc, char **argv)
 		if (!strcmp(opt.capture, "-") && dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
 			log_error("cannot give the command stderr as its stdout: %s", strerror(errno));
 			capture_free(cap);
+			wire_free(wire);
 			proxy_free(px);
 			return EXIT_SETUP;
 		}
@@ -437,6 +450,7 @@ int main(int argc, char **argv)
 	if (r < 0 && r != -ENOENT) {
 		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
@@ -445,6 +459,7 @@ int main(int argc, char **argv)
 		free(nf.hosts);
 		free(nf.nsswitch);
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return code;
 	}
@@ -469,6 +484,7 @@ int main(int argc, char **argv)
 	free(nf.nsswitch);
 	if (r < 0) {
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
@@ -485,12 +501,14 @@ int main(int argc, char **argv)
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
-	code = run(&c, &opt, &host_rc, sigfd, px, cap);
+	code = run(&c, &opt, &host_rc, sigfd, px, cap, wire);
 	close(sigfd);
 	capture_free(cap);
+	wire_free(wire);
 	proxy_free(px);
 	if (log_dropped())
 		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());

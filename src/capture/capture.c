@@ -37,7 +37,10 @@ struct capture {
 	unsigned char *ring;
 	size_t ring_len;
 	unsigned int block_size, block_nr, next_block, retire_ms;
-	int ifid;                     /* the ring's interface; -1: no ring */
+	int ifid;                     /* the ring's one interface; -1: none (no ring, or a sorted one) */
+	capture_sort_fn sort;         /* a ring of several interfaces: which one a frame is (or none) */
+	void *sort_priv;
+	int drop_ifid;                /* ... and the interface its kernel drops are told on */
 	struct cap_if ifs[CAPTURE_MAX_IFS];   /* every interface described, by id */
 	int n_ifs;
 	bool stalled, stopped, told;
@@ -150,8 +153,9 @@ struct capture *capture_open(const char *path, const char *userappl)
 
 static int flush(struct capture *c);
 
-int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-		   unsigned int retire_ms, const char *ifname, const char *desc)
+/* Map the ring of @fd and watch it.  Return: 0 or -errno (after one line). */
+static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+		    unsigned int retire_ms)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	size_t cap = 2u * block_size + (1u << 20);
@@ -185,8 +189,31 @@ int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned 
 		log_error("cannot start the capture: %s", strerror(-r));
 		return r;
 	}
+	return 0;
+}
+
+int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+		   unsigned int retire_ms, const char *ifname, const char *desc)
+{
+	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+
+	if (r < 0)
+		return r;
 	c->ifid = capture_add_if(c, PCAPNG_LINKTYPE_ETHERNET, ifname, desc);
 	return c->ifid < 0 ? c->ifid : 0;
+}
+
+int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid)
+{
+	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+
+	if (r < 0)
+		return r;
+	c->sort = sort;
+	c->sort_priv = priv;
+	c->drop_ifid = drop_ifid;
+	return 0;
 }
 
 int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, const char *desc)
@@ -297,11 +324,17 @@ static void take_block(struct capture *c, struct tpacket_block_desc *bd, uint64_
 		/* On the gateway's end of the link: frames it sends go to the tree, the rest came from it. */
 		uint32_t dir = sll->sll_pkttype == PACKET_OUTGOING ? PCAPNG_EPB_OUTBOUND : PCAPNG_EPB_INBOUND;
 		uint64_t ts = (uint64_t)h->tp_sec * 1000000000u + h->tp_nsec;
+		int ifid = c->sort ? c->sort(c->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts) : c->ifid;
 
-		if (pcapng_epb(&c->w, (uint32_t)c->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) < 0)
+		if (ifid < 0)
+			goto next;   /* not one of ours */
+		if (pcapng_epb(&c->w, (uint32_t)ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) < 0)
 			break;   /* cannot happen: a block's frames fit in the room reserved for it */
+		if (c->sort)
+			c->ifs[ifid].recv++;
 		if (!c->first_pending_ms)
 			c->first_pending_ms = now ? now : 1;
+next:
 		if (!h->tp_next_offset)
 			break;
 		p += h->tp_next_offset;
@@ -442,12 +475,14 @@ bool capture_finish(struct capture *c)
 	if (c->ifid >= 0) {
 		c->ifs[c->ifid].recv = c->recv;    /* the kernel's view: it counts its drops in */
 		c->ifs[c->ifid].drops = c->drops;
+	} else if (c->sort && c->drop_ifid >= 0 && c->drop_ifid < c->n_ifs) {
+		c->ifs[c->drop_ifid].drops += c->drops;   /* a dropped frame's interface is unknown */
 	}
 	for (int i = 0; i < c->n_ifs && !c->stopped; i++) {
 		if (pcapng_room(&c->w) < 256 && flush_wait(c, FINISH_WAIT_MS) != 0)
 			break;
 		pcapng_isb(&c->w, (uint32_t)i, end, c->start_ns, end, c->ifs[i].recv, c->ifs[i].drops);
-		if (i != c->ifid)
+		if (i != c->ifid && !(c->sort && i == c->drop_ifid))
 			c->drops += c->ifs[i].drops;
 	}
 	if (!c->stopped)

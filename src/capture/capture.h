@@ -65,6 +65,22 @@ int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, con
  */
 int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags);
 
+/*
+ * capture_sort_fn - which interface (an id from capture_add_if()) the frame @data (@len bytes, as
+ * captured; @sll its address) seen at @ts_ns is, or -1 to leave it out.
+ */
+struct sockaddr_ll;
+typedef int (*capture_sort_fn)(void *priv, const unsigned char *data, uint32_t len,
+			       const struct sockaddr_ll *sll, uint64_t ts_ns);
+
+/*
+ * capture_attach_sorted() - as capture_attach(), for a ring of several interfaces: @sort (with
+ * @priv) says which interface each frame is, or that it is left out.  The kernel's drops are told
+ * on interface @drop_ifid.  Return: 0, or -errno after one line.
+ */
+int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid);
+
 /* The fd the event loop watches for EPOLLIN (the capture's own epoll fd). */
 int capture_fd(const struct capture *c);
 

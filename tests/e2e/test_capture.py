@@ -501,3 +501,83 @@ def test_both_views_in_one_file(cf, world, capdir):
     assert sorted(map(tuple, rows)) == [("egress", W.HOST_V4, rem), ("gw0", CHILD4, rem)], rows
     p = subprocess.run(["capinfos", "-I", cap], capture_output=True, timeout=30)
     assert p.returncode == 0 and b"Number of interfaces in file: 2" in p.stdout, p.stdout.decode()
+
+
+def wire_desc(ifname):
+    return f"childflow view=wire-egress backend=rootless-internal kind=wire interface={ifname}"
+
+
+def test_wire_egress_has_only_the_relays_flows(cf, world, capdir):
+    """-C wire-egress: the real frames on the host's eth0 (Ethernet, the kernel's SYN options), of the
+    relay's connections only: the host's own HTTP request and UDP echo to the same remote, at the same
+    time, are absent; the DNS forwarder's upstream query is there.  As the user: one error line, exit 2,
+    no file, the command never runs."""
+    cap = os.path.join(capdir, "wire.pcapng")
+    marker = os.path.join(capdir, "ran")
+    token = os.urandom(6).hex()
+    rem = W.REMOTES["remote1"]["v4"]
+    if cf.runner.user:
+        r = cf.run(["-c", cap, "-C", "wire-egress", "--", "touch", marker])
+        lines = [l for l in r.etext.split("\n") if l.strip()]
+        assert r.rc == 2 and len(lines) == 1 and "CAP_NET_RAW" in lines[0] and \
+            lines[0].startswith("childflow: error:"), r
+        assert not os.path.exists(marker) and not os.path.exists(cap), os.listdir(capdir)
+        return
+    script = (f"sleep 0.5; curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/big.bin?id=' + token)} && "
+              f"{shlex.join(py(P.UDP_ECHO, rem, W.ECHO_PORT, 1))} && "
+              f"(dig +time=1 +tries=1 wire-{token}.test >/dev/null; true) && sleep 1")
+    p = cf.popen(["-c", cap, "-C", "wire-egress", "--dns", rem, "--", "sh", "-c", script])
+    try:
+        time.sleep(0.7)
+        host_request(world, token)
+        uh = subprocess.run(["ip", "netns", "exec", world.host] + py(P.UDP_ECHO, rem, W.ECHO_PORT, 2),
+                            capture_output=True, timeout=30)
+        assert uh.returncode == 0 and json.loads(uh.stdout.decode().strip().split("\n")[-1])["results"], uh
+        assert p.poll() is None, "the command ended before the host's traffic: not concurrent"
+        out, err = p.communicate(timeout=60)
+    finally:
+        kill_tree(p)
+    assert p.returncode == 0, (out, err)
+    assert world.svc_remote1.wait_find(path=f"/index.html?host={token}"), "the host's request never arrived"
+    host_udp_port = json.loads(uh.stdout.decode().strip().split("\n")[-1])["local"][1]
+
+    s = read_ok(cap, (wire_desc("eth0"), wire_desc("lo")))
+    names = {i["name"]: i for i in s["idb"]}
+    assert names["eth0"]["linktype"] == 1 and names["lo"]["linktype"] == 1, s["idb"]
+    assert len(s["isb"]) == len(s["idb"]), (s["isb"], s["idb"])
+    assert s["epb"] > 50 and set(s["flags"]) == {1, 2}, (s["epb"], set(s["flags"]))
+    # exactly the tree's request, on the wire from the host's address; never the host's own
+    reqs = fields(cap, "http.request", "frame.interface_name", "ip.src", "ip.dst", "http.request.uri")
+    assert reqs == [["eth0", W.HOST_V4, rem, f"/big.bin?id={token}"]], reqs
+    assert not fields(cap, "http.request.uri contains \"host=\"", "frame.number")
+    # the tree's TCP connection alone: one stream, its handshake as the kernel sent it (MSS option)
+    streams = {r[0] for r in fields(cap, "tcp", "tcp.stream")}
+    assert streams == {"0"}, streams
+    assert fields(cap, "tcp.flags.syn==1 && tcp.flags.ack==0 && tcp.options.mss_val", "ip.src") == [[W.HOST_V4]]
+    # the tree's UDP echo (from the relay's socket), not the host's (its own port)
+    ports = {tuple(r) for r in fields(cap, f"udp.port=={W.ECHO_PORT}", "udp.srcport", "udp.dstport")}
+    assert ports and all(str(host_udp_port) not in pr for pr in ports), (ports, host_udp_port)
+    assert len({pr[0] if pr[1] == str(W.ECHO_PORT) else pr[1] for pr in ports}) == 1, ports
+    # the forwarder's upstream query
+    assert fields(cap, f"dns.qry.name==\"wire-{token}.test\" && ip.src=={W.HOST_V4} && ip.dst=={rem}",
+                  "frame.number")
+    # nothing but the relay's TCP and UDP
+    assert not fields(cap, "!(tcp || udp)", "frame.number")
+
+
+def test_wire_egress_through_proxy(cf, world, capdir, px):
+    """With --proxy the wire view has the connections to the proxy (the probe's and the tree's), the
+    real bytes of the CONNECT exchange, and nothing to the origin."""
+    if cf.runner.user:
+        pytest.skip("wire-egress needs CAP_NET_RAW (the user's refusal is tested above)")
+    cap = os.path.join(capdir, "wirep.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    r = cf.run(["-c", cap, "-C", "wire-egress", "-p", f"http://{X.PROXY4}:{X.TINY}", "-U", px.user, "-P",
+                px.password, "--", "curl", "-sS", "--noproxy", "*", "--max-time", "20", "-o", "/dev/null",
+                url(rem, "/who.txt")], timeout=60)
+    assert r.rc == 0, r
+    read_ok(cap, (wire_desc("eth0"),))
+    ends = {tuple(x) for x in fields(cap, "tcp", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport")}
+    assert ends and all({a, b} == {W.HOST_V4, X.PROXY4} and str(X.TINY) in (sp, dp) for a, b, sp, dp in ends), ends
+    assert fields(cap, f"http.request.method==\"CONNECT\" && ip.dst=={X.PROXY4}", "frame.number")
+    assert not fields(cap, f"ip.addr=={rem}", "frame.number")
