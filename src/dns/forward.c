@@ -832,6 +832,9 @@ static void svc_stop(void *priv, struct flow_hub *hub)
 	/* From the heap's end: no entry moves. */
 	for (unsigned int i = f->n_heap; i-- > 0;)
 		dns_query_end(f, f->heap[i], FLOW_CUT_AT_EXIT, 0);
+	for (int s = 0; s < DNS_SLOTS; s++)
+		slot_close(f, s);   /* while the hub (and its tap) still exists */
+	f->hub = NULL;             /* the relay goes away after this */
 	log_debug("dns: %llu dropped, %llu malformed, %llu retransmits, %llu refused (table full)",
 		  (unsigned long long)f->dropped, (unsigned long long)f->formerr,
 		  (unsigned long long)f->dup, (unsigned long long)f->refused_full);
