@@ -15,7 +15,7 @@ declare -A allow=(
   [proxy]="proxy relay util"
   [sandbox]="sandbox backend netlink nft util"
   [dns]="dns relay backend util"
-  [capture]="capture util"
+  [capture]="capture relay util"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

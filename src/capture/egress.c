@@ -169,6 +169,8 @@ static bool endpoints(int fd, union flow_addr *local, union flow_addr *peer)
 {
 	socklen_t ll = sizeof(*local), pl = sizeof(*peer);
 
+	memset(local, 0, sizeof(*local));
+	memset(peer, 0, sizeof(*peer));
 	if (getsockname(fd, &local->sa, &ll) < 0 || getpeername(fd, &peer->sa, &pl) < 0)
 		return false;
 	return local->sa.sa_family == peer->sa.sa_family &&

@@ -131,7 +131,7 @@ static void tap_sock(void *priv, int fd, int type, bool open)
 {
 	struct wire *w = priv;
 	uint8_t proto = type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP;
-	union flow_addr local;
+	union flow_addr local = { 0 };
 	socklen_t ll = sizeof(local);
 	uint64_t now = now_ns();
 

@@ -408,7 +408,9 @@ static void sendq_flush(struct dns_fwd *f)
 			if (k > 0) {
 				if (f->hub && f->hub->tap)
 					for (int j = i; j < i + k; j++)
-						flow_tap_datagram(f->hub, f->up_fd[slot], 0, qs[j]->msg, qs[j]->len);
+						if (qs[j])
+							flow_tap_datagram(f->hub, f->up_fd[slot], 0, qs[j]->msg,
+									  qs[j]->len);
 				i += k;
 				continue;
 			}
