@@ -119,6 +119,14 @@ capinfos -M "$WORK/demo.pcapng" 2>/dev/null | grep -E 'Capture application|Descr
 show "childflow -c - -- curl -o /dev/null http://[$R1V6]/ | tshark -r - -Y http   (live, to a reader)"
 in_host "$CF" -c - -- "${CURL[@]}" -o /dev/null "http://[$R1V6]/" | tshark -r - -Y http 2>/dev/null | sed 's/^/   /'
 
+heading "Both views in one file (-C both): the tree's own link, and what left the host for it"
+show "childflow -c both.pcapng -C both -- curl -o /dev/null http://$R1V4/; capinfos; tshark -Y http"
+in_host "$CF" -c "$WORK/both.pcapng" -C both -- "${CURL[@]}" -o /dev/null "http://$R1V4/"
+capinfos -I "$WORK/both.pcapng" 2>/dev/null | grep -E 'Number of interfaces|Name|Description|Encapsulation' |
+	sed 's/^ */   /'
+tshark -r "$WORK/both.pcapng" -Y http -T fields -e frame.interface_name -e ip.src -e ip.dst -e http.request.uri \
+	-e http.response.code 2>/dev/null | sed 's/^/   /'
+
 heading "Exit codes pass through"
 show "childflow -- sh -c 'exit 7'"
 in_host "$CF" -- sh -c 'exit 7'
