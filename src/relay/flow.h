@@ -77,7 +77,7 @@ struct flow_observer {
  * @ready:    TCP flow @f's upstream socket @fd is connected (through its proxy, if any): bytes move.
  * @stream:   @len bytes of TCP flow @f, written to its upstream socket (@dir 0) or read from it (1),
  *            in order; what the relay reads into user space anyway (it copies instead of splicing
- *            while a tap is set).
+ *            while a tap with @stream is set).
  * @datagram: one datagram sent on the connected socket @fd (@dir 0) or received on it (1).
  */
 struct flow_tap {

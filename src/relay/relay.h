@@ -33,7 +33,8 @@ int relay_observe(struct relay *r, const struct flow_observer *o);
 
 /*
  * relay_set_tap() - @t (kept, not copied) sees the relay's host-side sockets and the bytes they
- * carry from now on (relay/flow.h); TCP flows then copy through user space instead of splicing.
+ * carry from now on (relay/flow.h); with a stream() callback, TCP flows then copy through user
+ * space instead of splicing.
  * Return: 0, or -EBUSY when a tap is set.
  */
 int relay_set_tap(struct relay *r, const struct flow_tap *t);

@@ -557,9 +557,9 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
-		/* A stream is copied: its bytes exist only in user space; with a tap, every flow is (the
-		 * tap sees the bytes where they are). */
-		int pg = f->stream || r->hub.tap ? -EXDEV : pipe_get(r, dir->pipe);
+		/* A stream is copied: its bytes exist only in user space; with a tap that wants the
+		 * bytes, every flow is (the tap sees them where they are). */
+		int pg = f->stream || (r->hub.tap && r->hub.tap->stream) ? -EXDEV : pipe_get(r, dir->pipe);
 		if (pg < 0) {
 			/* At the cap or out of fds: copy instead, so that flows holding pipes (stalled
 			 * ones) never stop the others. */
