@@ -239,7 +239,14 @@ fail:
 
 int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags)
 {
-	uint32_t cap = len < CAPTURE_SNAPLEN ? len : CAPTURE_SNAPLEN;
+	return capture_packet2(c, ifid, ts_ns, data, len, NULL, 0, flags);
+}
+
+int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		    const void *body, uint32_t blen, uint32_t flags)
+{
+	uint32_t len = hlen + blen;
+	uint32_t cap = len;
 	int r;
 
 	if (ifid < 0 || ifid >= c->n_ifs)
@@ -257,7 +264,7 @@ int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data
 			return r == -1 ? -EIO : -ENOBUFS;
 		}
 	}
-	r = pcapng_epb(&c->w, (uint32_t)ifid, ts_ns, data, cap, len, flags);
+	r = pcapng_epb2(&c->w, (uint32_t)ifid, ts_ns, head, hlen, body, blen, len, flags);
 	if (r < 0) {
 		c->ifs[ifid].drops++;
 		return r;

@@ -65,6 +65,10 @@ int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, con
  */
 int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags);
 
+/* capture_packet2() - the same, the packet in two pieces (@hlen of @head, then @blen of @body). */
+int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		    const void *body, uint32_t blen, uint32_t flags);
+
 /*
  * capture_sort_fn - which interface (an id from capture_add_if()) the frame @data (@len bytes, as
  * captured; @sll its address) seen at @ts_ns is, or -1 to leave it out.

@@ -36,7 +36,7 @@ struct egress {
 	struct flow_tap tap;
 	struct flow_observer obs;
 	uint64_t isn_key;
-	unsigned char pkt[EG_HDR_MAX + 65536];   /* IP header room, then transport header and payload */
+	unsigned char hdr[EG_HDR_MAX + 20];      /* IP header room, then the transport header */
 };
 
 static uint64_t now_ns(void)
@@ -47,22 +47,46 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static uint32_t csum_add(uint32_t sum, const void *data, size_t len)
+/*
+ * csum_add() - the ones' complement sum of @len bytes at @data, added to @sum, as native 16-bit
+ * words (the sum does not depend on byte order as long as the result is stored back as it is:
+ * csum_store()).  Pieces summed one after another must have even lengths but for the last.
+ */
+static uint64_t csum_add(uint64_t sum, const void *data, size_t len)
 {
 	const unsigned char *p = data;
+	uint32_t w;
+	uint16_t h = 0;
 
-	for (; len > 1; p += 2, len -= 2)
-		sum += (uint32_t)p[0] << 8 | p[1];
-	if (len)
-		sum += (uint32_t)p[0] << 8;
+	for (; len >= 4; p += 4, len -= 4) {
+		memcpy(&w, p, 4);
+		sum += w;
+	}
+	if (len >= 2) {
+		memcpy(&h, p, 2);
+		sum += h;
+		p += 2;
+		len -= 2;
+	}
+	if (len) {
+		h = 0;
+		memcpy(&h, p, 1);   /* the odd byte is the first (high) byte of a zero-padded word */
+		sum += h;
+	}
 	return sum;
 }
 
-static uint16_t csum_fold(uint32_t sum)
+/* Fold @sum, complement it, and store it at @at as the packet's bytes. */
+static void csum_store(unsigned char *at, uint64_t sum, bool udp)
 {
+	uint16_t ck;
+
 	while (sum >> 16)
 		sum = (sum & 0xffff) + (sum >> 16);
-	return (uint16_t)~sum;
+	ck = (uint16_t)~sum;
+	if (udp && ck == 0)
+		ck = 0xffff;   /* UDP: 0 means "no checksum" */
+	memcpy(at, &ck, 2);
 }
 
 static void put16(unsigned char *p, uint16_t v)
@@ -83,16 +107,17 @@ static uint16_t port_of(const union flow_addr *a)
 }
 
 /*
- * emit() - one packet from @src to @dst carrying @l4 (@l4len bytes, its checksum field at @csum_off
- * still zero) of protocol @proto, written with direction @flags.  The transport header and payload
- * are already at e->pkt + EG_HDR_MAX - hdr room is made in front of them.
+ * emit() - one packet from @src to @dst: the IP header is written in front of the transport header
+ * already at e->hdr + EG_HDR_MAX (@l4hdr bytes, checksum field at @csum_off still zero), followed
+ * by @len bytes of @payload; written with direction @flags.
  */
 static void emit(struct egress *e, const union flow_addr *src, const union flow_addr *dst, uint8_t proto,
-		 size_t l4len, size_t csum_off, uint32_t flags)
+		 size_t l4hdr, size_t csum_off, const void *payload, size_t len, uint32_t flags)
 {
-	unsigned char *l4 = e->pkt + EG_HDR_MAX, *ip;
-	uint32_t sum = 0;
-	size_t hl;
+	unsigned char *l4 = e->hdr + EG_HDR_MAX, *ip;
+	size_t l4len = l4hdr + len, hl;
+	uint16_t be;
+	uint64_t sum;
 
 	if (src->sa.sa_family == AF_INET) {
 		hl = 20;
@@ -105,8 +130,8 @@ static void emit(struct egress *e, const union flow_addr *src, const union flow_
 		ip[9] = proto;
 		memcpy(ip + 12, &src->in4.sin_addr, 4);
 		memcpy(ip + 16, &dst->in4.sin_addr, 4);
-		put16(ip + 10, csum_fold(csum_add(0, ip, hl)));
-		sum = csum_add(sum, ip + 12, 8);
+		csum_store(ip + 10, csum_add(0, ip, hl), false);
+		sum = csum_add(0, ip + 12, 8);
 	} else {
 		hl = 40;
 		ip = l4 - hl;
@@ -117,22 +142,23 @@ static void emit(struct egress *e, const union flow_addr *src, const union flow_
 		ip[7] = 64;
 		memcpy(ip + 8, &src->in6.sin6_addr, 16);
 		memcpy(ip + 24, &dst->in6.sin6_addr, 16);
-		sum = csum_add(sum, ip + 8, 32);
+		sum = csum_add(0, ip + 8, 32);
 	}
-	sum += proto + (uint32_t)l4len;
-	sum = csum_add(sum, l4, l4len);
-	uint16_t ck = csum_fold(sum);
-
-	if (proto == IPPROTO_UDP && ck == 0)
-		ck = 0xffff;
-	put16(l4 + csum_off, ck);
-	capture_packet(e->cap, e->ifid, now_ns(), ip, (uint32_t)(hl + l4len), flags);
+	/* The pseudo header's protocol and length, as big-endian words like the rest. */
+	be = htons(proto);
+	sum = csum_add(sum, &be, 2);
+	be = htons((uint16_t)l4len);
+	sum = csum_add(sum, &be, 2);
+	sum = csum_add(sum, l4, l4hdr);
+	sum = csum_add(sum, payload, len);
+	csum_store(l4 + csum_off, sum, proto == IPPROTO_UDP);
+	capture_packet2(e->cap, e->ifid, now_ns(), ip, (uint32_t)(hl + l4hdr), payload, (uint32_t)len, flags);
 }
 
 /* A TCP segment from side @side (0: the host) of @t, with @len bytes of @data. */
 static void segment(struct egress *e, struct eg_tcp *t, int side, uint8_t th, const void *data, size_t len)
 {
-	unsigned char *h = e->pkt + EG_HDR_MAX;
+	unsigned char *h = e->hdr + EG_HDR_MAX;
 	const union flow_addr *src = side ? &t->peer : &t->local, *dst = side ? &t->local : &t->peer;
 
 	memset(h, 0, 20);
@@ -144,9 +170,7 @@ static void segment(struct egress *e, struct eg_tcp *t, int side, uint8_t th, co
 	h[12] = 5 << 4;
 	h[13] = th;
 	put16(h + 14, 65535);
-	if (len)
-		memcpy(h + 20, data, len);
-	emit(e, src, dst, IPPROTO_TCP, 20 + len, 16, side ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
+	emit(e, src, dst, IPPROTO_TCP, 20, 16, data, len, side ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
 	t->seq[side] += (uint32_t)len + ((th & (TH_SYN | TH_FIN)) ? 1u : 0u);
 }
 
@@ -250,7 +274,7 @@ static void tap_datagram(void *priv, int fd, int dir, const void *buf, size_t le
 	struct egress *e = priv;
 	union flow_addr local, peer;
 	const union flow_addr *src = dir ? &peer : &local, *dst = dir ? &local : &peer;
-	unsigned char *h = e->pkt + EG_HDR_MAX;
+	unsigned char *h = e->hdr + EG_HDR_MAX;
 
 	if (len > EG_DGRAM_MAX || !endpoints(fd, &local, &peer))
 		return;
@@ -258,8 +282,7 @@ static void tap_datagram(void *priv, int fd, int dir, const void *buf, size_t le
 	put16(h + 2, port_of(dst));
 	put16(h + 4, (uint16_t)(8 + len));
 	put16(h + 6, 0);
-	memcpy(h + 8, buf, len);
-	emit(e, src, dst, IPPROTO_UDP, 8 + len, 6, dir ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
+	emit(e, src, dst, IPPROTO_UDP, 8, 6, buf, len, dir ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
 }
 
 struct egress *egress_new(struct capture *cap, const char *desc)

@@ -65,6 +65,10 @@ int pcapng_idb(struct pcapng *w, uint16_t linktype, uint32_t snaplen, const char
 int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
 	       uint32_t origlen, uint32_t flags);
 
+/* pcapng_epb2() - the same, the packet's bytes in two pieces: @hlen of @head, then @blen of @body. */
+int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		const void *body, uint32_t blen, uint32_t origlen, uint32_t flags);
+
 /*
  * pcapng_isb() - the statistics of @ifid at @ts_ns: isb_starttime, isb_endtime, isb_ifrecv and
  * isb_ifdrop (the kernel's counters).  Return: 0 or -errno (-ENOBUFS as for an EPB).

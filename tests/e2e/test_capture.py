@@ -382,6 +382,14 @@ def egress_checks(cap, descs=(EGRESS_DESC,), n_if=1):
     assert eg == [{"linktype": LINKTYPE_RAW, "snaplen": 262144, "name": "egress", "desc": EGRESS_DESC,
                    "tsresol": 9}], s["idb"]
     assert len(s["isb"]) == n_if and all(i["drop"] == 0 for i in s["isb"]), s["isb"]
+    # the rebuilt packets' checksums are right (Wireshark checks them when asked)
+    chk = ["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"]
+    # (only theirs: frames captured on a link carry offloaded, not yet computed, checksums)
+    for flt, want in (("frame.interface_name==\"egress\" && (ip.checksum.status==0 || "
+                       "tcp.checksum.status==0 || udp.checksum.status==0)", False),
+                      ("frame.interface_name==\"egress\" && tcp.checksum.status==1", True)):
+        rc, out, err = tshark(cap, *chk, "-Y", flt, "-T", "fields", "-e", "frame.number")
+        assert rc == 0 and not err and bool(out.strip()) == want, (flt, out[:300], err)
     return s
 
 
