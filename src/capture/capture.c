@@ -239,7 +239,7 @@ fail:
 
 int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags)
 {
-	return capture_packet2(c, ifid, ts_ns, data, len, NULL, 0, flags);
+	return capture_packet2(c, ifid, ts_ns, data, len, "", 0, flags);
 }
 
 int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,

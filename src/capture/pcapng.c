@@ -183,7 +183,7 @@ size_t pcapng_epb_size(uint32_t caplen, uint32_t flags)
 int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
 	       uint32_t origlen, uint32_t flags)
 {
-	return pcapng_epb2(w, ifid, ts_ns, data, caplen, NULL, 0, origlen, flags);
+	return pcapng_epb2(w, ifid, ts_ns, data, caplen, "", 0, origlen, flags);
 }
 
 int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
