@@ -79,6 +79,7 @@ PATHS = [
     ("childflow --fast-tcp", [CHILDFLOW, "--fast-tcp", "--"], [CHILDFLOW]),
     ("childflow --root", [CHILDFLOW, "--root", "--"], [CHILDFLOW]),
     ("childflow -c", [CHILDFLOW, "-c", CAPTURE_FILE, "--"], [CHILDFLOW]),
+    ("childflow -c -C egress", [CHILDFLOW, "-c", CAPTURE_FILE, "-C", "egress", "--"], [CHILDFLOW]),
     ("pasta", PASTA, ["pasta"]),
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]

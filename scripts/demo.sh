@@ -142,6 +142,14 @@ capinfos -M "$WORK/demo.pcapng" 2>/dev/null | grep -E 'Capture application|Descr
 show "childflow -c - -- curl -o /dev/null http://[$R1V6]/ | tshark -r - -Y http   (live, to a reader)"
 in_host "$CF" -c - -- "${CURL[@]}" -o /dev/null "http://[$R1V6]/" | tshark -r - -Y http 2>/dev/null | sed 's/^/   /'
 
+heading "Both views in one file (-C both): the tree's own link, and what left the host for it"
+show "childflow -c both.pcapng -C both -- curl -o /dev/null http://$R1V4/; capinfos; tshark -Y http"
+in_host "$CF" -c "$WORK/both.pcapng" -C both -- "${CURL[@]}" -o /dev/null "http://$R1V4/"
+capinfos -I "$WORK/both.pcapng" 2>/dev/null | grep -E 'Number of interfaces|Name|Description|Encapsulation' |
+	sed 's/^ */   /'
+tshark -r "$WORK/both.pcapng" -Y http -T fields -e frame.interface_name -e ip.src -e ip.dst -e http.request.uri \
+	-e http.response.code 2>/dev/null | sed 's/^/   /'
+
 heading "--root: the host kernel routes and masquerades the command's direct traffic (no relay), and puts everything back"
 show "childflow --root -- sh -c 'ping -c1 $R1V4; curl http://$R1V4/'"
 mark_log

@@ -13,6 +13,8 @@
 #include <sys/signalfd.h>
 
 #include "capture/capture.h"
+#include "capture/egress.h"
+#include "capture/wire.h"
 #include "cli/cli.h"
 #include "connect/direct.h"
 #include "ctx.h"
@@ -38,11 +40,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 {
 	const char *flag = NULL;
 
-	if (o->capture && o->capture_point != CAPTURE_CHILD) {
-		log_error("error: `--capture-point %s` is not implemented in this build yet; use `-C child` "
-			  "(the default)", cli_capture_point_name(o->capture_point));
-		return -1;
-	}
 	if ((o->root || o->backend_rootful) && o->iface)
 		flag = "--iface with --root";
 	if (!flag)
@@ -360,25 +357,48 @@ static uint64_t capture_hook_deadline(void *priv)
 	return capture_deadline(priv);
 }
 
+/* The backend's name in capture metadata. */
+static const char *meta_backend(const struct backend_ops *be)
+{
+	return !strcmp(be->name, "rootless") ? "rootless-internal" : be->name;
+}
+
 /*
- * start_capture() - the child view: read the backend's capture point into @cap, driven by @relay.
- * Its interface block says `childflow view=child backend=<backend> kind=isolated interface=<if>`.
- * Return: 0 or -errno (after one line).
+ * start_capture() - the views of @view into @cap, driven by @relay: the child view reads the
+ * backend's capture point (`childflow view=child backend=<backend> kind=isolated interface=<if>`);
+ * the egress view is fed by the relay's tap (`... view=egress ... kind=reconstructed
+ * interface=egress`, made into *@egv); the wire view reads @wire (opened before the command) and
+ * learns the relay's sockets by the tap.  Return: 0 or -errno (after one line).
  */
-static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap)
+static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap, enum capture_point view,
+			 struct wire *wire, struct egress_view **egv)
 {
 	const struct backend_ops *be = c->be.ops;
 	struct be_capture bc;
 	char desc[256];
 	int r;
 
-	if (!be->capture || be->capture(c->be.b, &bc) < 0) {
-		log_error("cannot start the capture: the %s backend offers no capture point", be->name);
-		return -ENOENT;
+	if (view == CAPTURE_CHILD || view == CAPTURE_BOTH) {
+		if (!be->capture || be->capture(c->be.b, &bc) < 0) {
+			log_error("cannot start the capture: the %s backend offers no capture point", be->name);
+			return -ENOENT;
+		}
+		snprintf(desc, sizeof(desc), "childflow view=child backend=%s kind=isolated interface=%s",
+			 bc.backend, bc.ifname);
+		if ((r = capture_attach(cap, bc.fd, bc.block_size, bc.block_nr, bc.retire_ms, bc.ifname, desc)) < 0)
+			return r;
 	}
-	snprintf(desc, sizeof(desc), "childflow view=child backend=%s kind=isolated interface=%s", bc.backend,
-		 bc.ifname);
-	if ((r = capture_attach(cap, bc.fd, bc.block_size, bc.block_nr, bc.retire_ms, bc.ifname, desc)) < 0)
+	if (view == CAPTURE_EGRESS || view == CAPTURE_BOTH) {
+		snprintf(desc, sizeof(desc), "childflow view=egress backend=%s kind=reconstructed interface=%s",
+			 meta_backend(be), EGRESS_IFNAME);
+		if (!(*egv = egress_new(cap, desc)))
+			return -EIO;
+		if ((r = relay_set_tap(relay, egress_tap(*egv))) < 0 ||
+		    (r = relay_observe(relay, egress_observer(*egv))) < 0)
+			return r;
+	}
+	if (view == CAPTURE_WIRE_EGRESS &&
+	    ((r = wire_attach(wire)) < 0 || (r = relay_set_tap(relay, wire_tap(wire))) < 0))
 		return r;
 	return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
 							   .deadline = capture_hook_deadline, .priv = cap });
@@ -434,13 +454,15 @@ static void report_fast(const struct fasttcp *ft)
 
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
 static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
-	       const struct proxy *px, struct capture *cap, struct pty_relay *pr, int fast_chan)
+	       const struct proxy *px, struct capture *cap, struct wire *wire, struct pty_relay *pr,
+	       int fast_chan)
 {
 	struct pty_hook ph = { .pr = pr, .c = c };
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
 	struct fasttcp *ft = NULL;
 	struct dns_fwd *fwd = NULL;
+	struct egress_view *egv = NULL;
 	int code, r;
 
 	c->route[POL_DIRECT] = (struct connector){ .ops = &direct_connector_ops, .cfg = &c->egress };
@@ -450,7 +472,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 		c->policy.proxy_tcp = px != NULL;   /* TCP goes to the proxy by default */
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
-	    (cap && (r = start_capture(c, relay, cap)) < 0) ||
+	    (cap && (r = start_capture(c, relay, cap, o->capture_point, wire, &egv)) < 0) ||
 	    (pr && (r = relay_add_hook(relay, &(struct relay_hook){ .fd = pty_fd(pr), .run = pty_hook_run,
 			.deadline = pty_hook_deadline, .priv = &ph })) < 0) ||
 	    /* --fast-tcp: a capture view needs every packet, so then nothing is injected. */
@@ -461,6 +483,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 		log_error("cannot start the relay: %s", strerror(-r));
 		relay_free(relay);
 		fasttcp_free(ft);
+		egress_free(egv);
 		dns_fwd_free(fwd);
 		dns_names_free(c->names);
 		policy_free(&c->policy);
@@ -472,7 +495,8 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	code = relay_run(relay);
 	log_debug("command finished: exit code %d", code);
 	pty_finish(pr);
-	relay_free(relay);
+	relay_free(relay);   /* its flows end: the egress view writes their ends */
+	egress_free(egv);
 	report_fast(ft);
 	fasttcp_free(ft);
 	/* Before the backend lets the link go: what the ring still holds, then the statistics. */
@@ -500,6 +524,7 @@ int main(int argc, char **argv)
 	struct pty_relay *pty = NULL;
 	struct pty_child ptyc;
 	struct root_host *root = NULL;
+	struct wire *wire = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r, fast_chan;
@@ -557,15 +582,23 @@ int main(int argc, char **argv)
 	cfg.fast_tcp = opt.fast_tcp;
 	for (int i = 0; i < opt.n_allow_sockets && i < SANDBOX_MAX_ALLOW_SOCKETS; i++)
 		cfg.allow_sockets[cfg.n_allow_sockets++] = opt.allow_sockets[i];
-	cfg.capture = opt.capture != NULL;
+	/* The child's link is captured for the child view only (the ring is 32 MiB of kernel memory). */
+	cfg.capture = opt.capture && (opt.capture_point == CAPTURE_CHILD || opt.capture_point == CAPTURE_BOTH);
 	/* Opened after sandbox_config_init() (the command must not inherit it) and before the command
 	 * exists: an output that cannot be written is a usage error now, not a warning later. */
 	if (opt.capture) {
 		char appl[64];
 
 		snprintf(appl, sizeof(appl), "childflow %s", cli_version());
+		/* The host's interfaces are read from before the command exists: nothing is missed. */
+		if (opt.capture_point == CAPTURE_WIRE_EGRESS && !(wire = wire_open("rootless-internal"))) {
+			proxy_free(px);
+			return EXIT_USAGE;
+		}
 		cap = capture_open(opt.capture, appl);
-		if (!cap) {
+		if (!cap || (wire && wire_describe(wire, cap) < 0)) {
+			capture_free(cap);
+			wire_free(wire);
 			proxy_free(px);
 			return EXIT_USAGE;
 		}
@@ -573,6 +606,7 @@ int main(int argc, char **argv)
 		if (!strcmp(opt.capture, "-") && dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
 			log_error("cannot give the command stderr as its stdout: %s", strerror(errno));
 			capture_free(cap);
+			wire_free(wire);
 			proxy_free(px);
 			return EXIT_SETUP;
 		}
@@ -598,6 +632,7 @@ int main(int argc, char **argv)
 		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
 		pty_free(pty);
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
@@ -607,6 +642,7 @@ int main(int argc, char **argv)
 		free(nf.nsswitch);
 		pty_free(pty);
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return code;
 	}
@@ -660,6 +696,7 @@ int main(int argc, char **argv)
 		root_host_end(root);
 		pty_free(pty);
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
@@ -682,16 +719,18 @@ int main(int argc, char **argv)
 		root_host_end(root);
 		pty_free(pty);
 		capture_free(cap);
+		wire_free(wire);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
 	fast_chan = sb.fast_fd;   /* the fast-tcp handler owns it from now on */
 	sb.fast_fd = -1;
-	code = run(&c, &opt, &host_rc, sigfd, px, cap, pty, fast_chan);
+	code = run(&c, &opt, &host_rc, sigfd, px, cap, wire, pty, fast_chan);
 	close(sigfd);
 	root_host_end(root);
 	pty_free(pty);
 	capture_free(cap);
+	wire_free(wire);
 	proxy_free(px);
 	if (log_dropped())
 		log_warn("%lu diagnostic lines could not be written (stderr was blocked)", log_dropped());

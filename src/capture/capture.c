@@ -23,6 +23,11 @@
 #define FINISH_WAIT_MS 2000      /* at the end, a pipe gets this long to take the rest */
 #define FINISH_RING_MS 500       /* ... and the ring this long to hand over its last frames */
 
+/* Counters of an interface, for its statistics block. */
+struct cap_if {
+	uint64_t recv, drops;
+};
+
 struct capture {
 	struct pcapng w;
 	int out_fd;
@@ -32,9 +37,15 @@ struct capture {
 	unsigned char *ring;
 	size_t ring_len;
 	unsigned int block_size, block_nr, next_block, retire_ms;
-	int ifid;
+	int ifid;                     /* the ring's one interface; -1: none (no ring, or a sorted one) */
+	capture_sort_fn sort;         /* a ring of several interfaces: which one a frame is (or none) */
+	void *sort_priv;
+	int drop_ifid;                /* ... and the interface its kernel drops are told on */
+	struct cap_if ifs[CAPTURE_MAX_IFS];   /* every interface described, by id */
+	int n_ifs;
 	bool stalled, stopped, told;
 	uint64_t first_pending_ms;    /* when the oldest unwritten packet was buffered; 0: none */
+	uint64_t flush_try_ms;        /* when a flush was last tried */
 	uint64_t start_ns;
 	uint64_t recv, drops;         /* the kernel's counters (PACKET_STATISTICS), summed */
 };
@@ -123,6 +134,13 @@ struct capture *capture_open(const char *path, const char *userappl)
 	else
 		snprintf(os, sizeof(os), "Linux");
 	c->start_ns = now_realtime_ns();
+	/* The fd the loop watches: the rings' (none for the views the relay feeds itself). */
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (c->epfd < 0) {
+		log_error("cannot start the capture: %s", strerror(errno));
+		capture_free(c);
+		return NULL;
+	}
 	if ((r = pcapng_open(&c->w, c->out_fd, 4u << 20)) < 0 || (r = pcapng_shb(&c->w, os, userappl)) < 0 ||
 	    (r = pcapng_flush(&c->w)) < 0) {
 		log_error("error: cannot write the capture to %s: %s (give a path you can write)", c->path,
@@ -133,8 +151,11 @@ struct capture *capture_open(const char *path, const char *userappl)
 	return c;
 }
 
-int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-		   unsigned int retire_ms, const char *ifname, const char *desc)
+static int flush(struct capture *c);
+
+/* Map the ring of @fd and watch it.  Return: 0 or -errno (after one line). */
+static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+		    unsigned int retire_ms)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
 	size_t cap = 2u * block_size + (1u << 20);
@@ -163,18 +184,94 @@ int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned 
 		c->w.buf = nb;
 		c->w.cap = cap;
 	}
-	c->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (c->epfd < 0 || epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		r = -errno;
 		log_error("cannot start the capture: %s", strerror(-r));
 		return r;
 	}
-	c->ifid = pcapng_idb(&c->w, PCAPNG_LINKTYPE_ETHERNET, CAPTURE_SNAPLEN, ifname, desc);
-	r = c->ifid < 0 ? c->ifid : pcapng_flush(&c->w);
+	return 0;
+}
+
+int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+		   unsigned int retire_ms, const char *ifname, const char *desc)
+{
+	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+
+	if (r < 0)
+		return r;
+	c->ifid = capture_add_if(c, PCAPNG_LINKTYPE_ETHERNET, ifname, desc);
+	return c->ifid < 0 ? c->ifid : 0;
+}
+
+int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid)
+{
+	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+
+	if (r < 0)
+		return r;
+	c->sort = sort;
+	c->sort_priv = priv;
+	c->drop_ifid = drop_ifid;
+	return 0;
+}
+
+int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, const char *desc)
+{
+	int id, r;
+
+	if (c->n_ifs >= CAPTURE_MAX_IFS)
+		return -ENOSPC;
+	if (c->stopped)
+		return -EIO;
+	if (pcapng_room(&c->w) < 1024 && (r = pcapng_flush(&c->w)) < 0 && r != -EAGAIN)
+		goto fail;
+	id = pcapng_idb(&c->w, linktype, CAPTURE_SNAPLEN, ifname, desc);
+	r = id < 0 ? id : pcapng_flush(&c->w);
+	if (r < 0 && r != -EAGAIN)
+		goto fail;
+	c->n_ifs++;
+	return id;
+fail:
+	log_error("error: cannot write the capture to %s: %s", c->path, strerror(-r));
+	return r;
+}
+
+int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags)
+{
+	return capture_packet2(c, ifid, ts_ns, data, len, "", 0, flags);
+}
+
+int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		    const void *body, uint32_t blen, uint32_t flags)
+{
+	uint32_t len = hlen + blen;
+	uint32_t cap = len;
+	int r;
+
+	if (ifid < 0 || ifid >= c->n_ifs)
+		return -EINVAL;
+	if (c->stopped) {
+		c->ifs[ifid].drops++;
+		return -EIO;
+	}
+	/* Keep room for a whole ring block: the ring's frames must always fit (drain()). */
+	if (pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + (c->ring ? c->block_size : 0)) {
+		r = flush(c);
+		if (r == -1 ||
+		    pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + (c->ring ? c->block_size : 0)) {
+			c->ifs[ifid].drops++;   /* a full pipe: counted, told at the end */
+			return r == -1 ? -EIO : -ENOBUFS;
+		}
+	}
+	r = pcapng_epb2(&c->w, (uint32_t)ifid, ts_ns, head, hlen, body, blen, len, flags);
 	if (r < 0) {
-		log_error("error: cannot write the capture to %s: %s", c->path, strerror(-r));
+		c->ifs[ifid].drops++;
 		return r;
 	}
+	c->ifs[ifid].recv++;
+	if (!c->first_pending_ms)
+		c->first_pending_ms = now_ms();
 	return 0;
 }
 
@@ -213,6 +310,7 @@ static int flush(struct capture *c)
 {
 	int r = pcapng_flush(&c->w);
 
+	c->flush_try_ms = now_ms();
 	if (r == 0)
 		c->first_pending_ms = 0;
 	else if (r != -EAGAIN) {
@@ -233,11 +331,17 @@ static void take_block(struct capture *c, struct tpacket_block_desc *bd, uint64_
 		/* On the gateway's end of the link: frames it sends go to the tree, the rest came from it. */
 		uint32_t dir = sll->sll_pkttype == PACKET_OUTGOING ? PCAPNG_EPB_OUTBOUND : PCAPNG_EPB_INBOUND;
 		uint64_t ts = (uint64_t)h->tp_sec * 1000000000u + h->tp_nsec;
+		int ifid = c->sort ? c->sort(c->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts) : c->ifid;
 
-		if (pcapng_epb(&c->w, (uint32_t)c->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) < 0)
+		if (ifid < 0)
+			goto next;   /* not one of ours */
+		if (pcapng_epb(&c->w, (uint32_t)ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) < 0)
 			break;   /* cannot happen: a block's frames fit in the room reserved for it */
+		if (c->sort)
+			c->ifs[ifid].recv++;
 		if (!c->first_pending_ms)
 			c->first_pending_ms = now ? now : 1;
+next:
 		if (!h->tp_next_offset)
 			break;
 		p += h->tp_next_offset;
@@ -292,9 +396,10 @@ static unsigned int drain(struct capture *c, uint64_t now, int wait_ms)
 
 void capture_run(struct capture *c, uint64_t now)
 {
-	if (c->stopped || !c->ring)
+	if (c->stopped)
 		return;
-	drain(c, now, 0);
+	if (c->ring)
+		drain(c, now, 0);
 	if (!c->stopped && c->first_pending_ms && now >= c->first_pending_ms + CAPTURE_FLUSH_MS)
 		flush(c);
 }
@@ -305,7 +410,12 @@ uint64_t capture_deadline(const struct capture *c)
 		return UINT64_MAX;
 	if (c->stalled)
 		return now_ms() + STALL_RETRY_MS;
-	return c->first_pending_ms ? c->first_pending_ms + CAPTURE_FLUSH_MS : UINT64_MAX;
+	if (!c->first_pending_ms)
+		return UINT64_MAX;
+	/* A pipe that took part of a flush is tried again every STALL_RETRY_MS. */
+	if (c->first_pending_ms + CAPTURE_FLUSH_MS < c->flush_try_ms + STALL_RETRY_MS)
+		return c->flush_try_ms + STALL_RETRY_MS;
+	return c->first_pending_ms + CAPTURE_FLUSH_MS;
 }
 
 /* Sum the kernel's counters (reading them resets them). */
@@ -369,8 +479,19 @@ bool capture_finish(struct capture *c)
 	}
 	read_stats(c);
 	end = now_realtime_ns();
-	if (!c->stopped && c->ifid >= 0 && (pcapng_room(&c->w) >= 256 || flush_wait(c, FINISH_WAIT_MS) == 0))
-		pcapng_isb(&c->w, (uint32_t)c->ifid, end, c->start_ns, end, c->recv, c->drops);
+	if (c->ifid >= 0) {
+		c->ifs[c->ifid].recv = c->recv;    /* the kernel's view: it counts its drops in */
+		c->ifs[c->ifid].drops = c->drops;
+	} else if (c->sort && c->drop_ifid >= 0 && c->drop_ifid < c->n_ifs) {
+		c->ifs[c->drop_ifid].drops += c->drops;   /* a dropped frame's interface is unknown */
+	}
+	for (int i = 0; i < c->n_ifs && !c->stopped; i++) {
+		if (pcapng_room(&c->w) < 256 && flush_wait(c, FINISH_WAIT_MS) != 0)
+			break;
+		pcapng_isb(&c->w, (uint32_t)i, end, c->start_ns, end, c->ifs[i].recv, c->ifs[i].drops);
+		if (i != c->ifid && !(c->sort && i == c->drop_ifid))
+			c->drops += c->ifs[i].drops;
+	}
 	if (!c->stopped)
 		flush_wait(c, FINISH_WAIT_MS);
 	/* Once stopped, the ring is no longer read and fills: those drops were told as the stop. */

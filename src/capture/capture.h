@@ -48,6 +48,43 @@ struct capture *capture_open(const char *path, const char *userappl);
 int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 		   unsigned int retire_ms, const char *ifname, const char *desc);
 
+#define CAPTURE_MAX_IFS 16
+
+/*
+ * capture_add_if() - describe one more interface (@linktype, if_name @ifname, if_description @desc)
+ * whose packets the caller writes with capture_packet().  Return: its id, or -errno (after one line
+ * for a write error).
+ */
+int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, const char *desc);
+
+/*
+ * capture_packet() - one packet of interface @ifid: @len bytes of @data at @ts_ns (CLOCK_REALTIME
+ * ns), epb_flags @flags.  Buffered; a full buffer is flushed, and when the output cannot take it now
+ * (a full pipe) the packet is counted as dropped on its interface (the statistics block says so).
+ * Return: 0 or -errno.
+ */
+int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags);
+
+/* capture_packet2() - the same, the packet in two pieces (@hlen of @head, then @blen of @body). */
+int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		    const void *body, uint32_t blen, uint32_t flags);
+
+/*
+ * capture_sort_fn - which interface (an id from capture_add_if()) the frame @data (@len bytes, as
+ * captured; @sll its address) seen at @ts_ns is, or -1 to leave it out.
+ */
+struct sockaddr_ll;
+typedef int (*capture_sort_fn)(void *priv, const unsigned char *data, uint32_t len,
+			       const struct sockaddr_ll *sll, uint64_t ts_ns);
+
+/*
+ * capture_attach_sorted() - as capture_attach(), for a ring of several interfaces: @sort (with
+ * @priv) says which interface each frame is, or that it is left out.  The kernel's drops are told
+ * on interface @drop_ifid.  Return: 0, or -errno after one line.
+ */
+int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
+			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid);
+
 /* The fd the event loop watches for EPOLLIN (the capture's own epoll fd). */
 int capture_fd(const struct capture *c);
 

@@ -183,6 +183,13 @@ size_t pcapng_epb_size(uint32_t caplen, uint32_t flags)
 int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
 	       uint32_t origlen, uint32_t flags)
 {
+	return pcapng_epb2(w, ifid, ts_ns, data, caplen, "", 0, origlen, flags);
+}
+
+int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		const void *body, uint32_t blen, uint32_t origlen, uint32_t flags)
+{
+	uint32_t caplen = hlen + blen;
 	size_t total = pcapng_epb_size(caplen, flags);
 	int r = reserve(w, total);
 
@@ -194,7 +201,9 @@ int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data
 	put_ts(w, ts_ns);
 	put32(w, caplen);
 	put32(w, origlen);
-	put(w, data, caplen);
+	put(w, head, hlen);
+	if (blen)
+		put(w, body, blen);
 	put_zero(w, pad4(caplen) - caplen);
 	if (flags) {
 		put_opt(w, OPT_EPB_FLAGS, &flags, 4);

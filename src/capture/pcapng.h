@@ -25,6 +25,7 @@
 #include <sys/types.h>
 
 #define PCAPNG_LINKTYPE_ETHERNET 1
+#define PCAPNG_LINKTYPE_RAW 101        /* IPv4 or IPv6, no link header */
 #define PCAPNG_EPB_INBOUND 1u         /* epb_flags direction bits */
 #define PCAPNG_EPB_OUTBOUND 2u
 
@@ -63,6 +64,10 @@ int pcapng_idb(struct pcapng *w, uint16_t linktype, uint32_t snaplen, const char
  */
 int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
 	       uint32_t origlen, uint32_t flags);
+
+/* pcapng_epb2() - the same, the packet's bytes in two pieces: @hlen of @head, then @blen of @body. */
+int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		const void *body, uint32_t blen, uint32_t origlen, uint32_t flags);
 
 /*
  * pcapng_isb() - the statistics of @ifid at @ts_ns: isb_starttime, isb_endtime, isb_ifrecv and

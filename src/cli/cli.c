@@ -87,7 +87,10 @@ static const struct opt_def opt_table[] = {
 	{ OPT_CAPTURE, 'c', "capture", "OUTPUT",
 	  "Write only the target command tree's traffic as pcapng", NULL, false, false },
 	{ OPT_CAPTURE_POINT, 'C', "capture-point", "OUTPUT_VIEW",
-	  "Select which capture point or view `--capture` should write. `child` is the current stable view",
+	  "Select which capture point or view `--capture` should write: `child` (the tree's own link, "
+	  "its addresses), `egress` (what left the host for it, rebuilt from the relay's sockets), "
+	  "`wire-egress` (the relay's real frames on the host's interfaces; needs CAP_NET_RAW), `both` "
+	  "(child and egress, one file)",
 	  "[default: child]\n[possible values: child, egress, wire-egress, both]", false, false },
 	{ OPT_ROOT, 0, "root", NULL,
 	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend",

@@ -368,13 +368,18 @@ static int slot_open(struct dns_fwd *f, int slot)
 		return -e;
 	}
 	f->up_fd[slot] = fd;
+	if (f->hub && f->hub->tap)
+		flow_tap_sock(f->hub, fd, SOCK_DGRAM, true);
 	return fd;
 }
 
 static void slot_close(struct dns_fwd *f, int slot)
 {
-	if (f->up_fd[slot] >= 0)
+	if (f->up_fd[slot] >= 0) {
+		if (f->hub && f->hub->tap)
+			flow_tap_sock(f->hub, f->up_fd[slot], SOCK_DGRAM, false);
 		close(f->up_fd[slot]);
+	}
 	f->up_fd[slot] = -1;
 }
 
@@ -417,6 +422,11 @@ static void sendq_flush(struct dns_fwd *f)
 			int k = sendmmsg(f->up_fd[slot], mm + i, (unsigned int)(n - i), MSG_DONTWAIT);
 
 			if (k > 0) {
+				if (f->hub && f->hub->tap)
+					for (int j = i; j < i + k; j++)
+						if (qs[j])
+							flow_tap_datagram(f->hub, f->up_fd[slot], 0, qs[j]->msg,
+									  qs[j]->len);
 				i += k;
 				continue;
 			}
@@ -456,10 +466,16 @@ static void udp_try(struct dns_fwd *f, struct dns_query *q, int err)
 		if (f->batching && f->sendq.n < RX_BATCH) {
 			f->sendq.slot[f->sendq.n] = slot;   /* sent by sendq_flush(), with the others */
 			f->sendq.q[f->sendq.n++] = q;
-		} else if (send(fd, q->msg, q->len, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != ENOBUFS) {
-			err = errno;   /* an ICMP error reported late, an unreachable network */
-			q->tries++;
-			continue;
+		} else {
+			ssize_t w = send(fd, q->msg, q->len, MSG_DONTWAIT);
+
+			if (w < 0 && errno != EAGAIN && errno != ENOBUFS) {
+				err = errno;   /* an ICMP error reported late, an unreachable network */
+				q->tries++;
+				continue;
+			}
+			if (w > 0 && f->hub && f->hub->tap)
+				flow_tap_datagram(f->hub, fd, 0, q->msg, q->len);
 		}
 		q->up_id = id;
 		q->slot = slot;
@@ -524,6 +540,8 @@ static void upstream_readable(struct dns_fwd *f, int slot)
 			size_t len = mm[i].msg_len;
 			struct dns_query *q;
 
+			if (f->hub && f->hub->tap)
+				flow_tap_datagram(f->hub, f->up_fd[slot], 1, m, len);
 			if (len < DNS_HDR || !(q = up_find(f, slot, dns_id(m))))
 				continue;   /* late, or not ours */
 			if (dns_check_answer(m, len, &q->q, f->names, f->now) < 0)
@@ -841,6 +859,9 @@ static void svc_stop(void *priv, struct flow_hub *hub)
 	/* From the heap's end: no entry moves. */
 	for (unsigned int i = f->n_heap; i-- > 0;)
 		dns_query_end(f, f->heap[i], FLOW_CUT_AT_EXIT, 0);
+	for (int s = 0; s < DNS_SLOTS; s++)
+		slot_close(f, s);   /* while the hub (and its tap) still exists */
+	f->hub = NULL;             /* the relay goes away after this */
 	log_debug("dns: %llu dropped, %llu malformed, %llu retransmits, %llu refused (table full)",
 		  (unsigned long long)f->dropped, (unsigned long long)f->formerr,
 		  (unsigned long long)f->dup, (unsigned long long)f->refused_full);

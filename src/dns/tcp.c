@@ -156,10 +156,13 @@ static void arm(struct dns_fwd *f, struct dns_tcp *s)
 	set_interest(f, s->ufd, &s->uwant, uw, &s->ev_up);
 }
 
-static void up_close(struct dns_tcp *s)
+static void up_close(struct dns_fwd *f, struct dns_tcp *s)
 {
-	if (s->ufd >= 0)
+	if (s->ufd >= 0) {
+		if (f->hub && f->hub->tap)
+			flow_tap_sock(f->hub, s->ufd, SOCK_STREAM, false);
 		close(s->ufd);
+	}
 	s->ufd = -1;
 	s->uwant = 0;
 	s->connecting = false;
@@ -180,7 +183,7 @@ static void sess_close(struct dns_fwd *f, struct dns_tcp *s, enum flow_outcome o
 {
 	while (s->qs)
 		query_done(f, s, s->qs, o, err);
-	up_close(s);
+	up_close(f, s);
 	close(s->cfd);
 	s->cfd = -1;
 	if (s->prev)
@@ -250,6 +253,8 @@ static void up_connect(struct dns_fwd *f, struct dns_tcp *s, int err)
 			continue;
 		}
 		s->ufd = fd;
+		if (f->hub && f->hub->tap)
+			flow_tap_sock(f->hub, fd, SOCK_STREAM, true);
 		s->uwant = EPOLLOUT;
 		s->connecting = true;
 		return;
@@ -261,7 +266,7 @@ static void up_connect(struct dns_fwd *f, struct dns_tcp *s, int err)
 /* The upstream connection failed (@err): the outstanding queries go to the next nameserver. */
 static void failover(struct dns_fwd *f, struct dns_tcp *s, int err)
 {
-	up_close(s);
+	up_close(f, s);
 	s->tries++;
 	for (struct dns_query *q = s->qs, *next; q; q = next) {
 		next = q->snext;
@@ -432,7 +437,7 @@ static void up_event(struct dns_fwd *f, struct dns_tcp *s, uint32_t events)
 			if (s->qs) {
 				failover(f, s, err);
 			} else {
-				up_close(s);   /* idle: made again when a query needs it */
+				up_close(f, s);   /* idle: made again when a query needs it */
 			}
 		}
 	}

@@ -66,16 +66,52 @@ struct flow_observer {
 
 #define FLOW_MAX_OBSERVERS 8
 
+/*
+ * struct flow_tap - an observer of the relay's own host-side sockets and of the bytes they carry
+ * (the capture's egress views).  At most one per hub; without one (hub.tap NULL) the relay does not
+ * copy a byte nor make a call for it: every call site is `if (hub->tap)`.  All calls are made from
+ * the loop, never block, and must not touch the fds beyond getsockname()/getpeername().
+ *
+ * @sock:     @fd (SOCK_STREAM or SOCK_DGRAM, @type) is a socket of the relay's on the host side that
+ *            is bound and connected or connecting (@open), or is about to be closed (!@open).
+ * @ready:    TCP flow @f's upstream socket @fd is connected (through its proxy, if any): bytes move.
+ * @stream:   @len bytes of TCP flow @f, written to its upstream socket (@dir 0) or read from it (1),
+ *            in order; what the relay reads into user space anyway (it copies instead of splicing
+ *            while a tap with @stream is set).
+ * @datagram: one datagram sent on the connected socket @fd (@dir 0) or received on it (1).
+ */
+struct flow_tap {
+	void (*sock)(void *priv, int fd, int type, bool open);
+	void (*ready)(void *priv, const struct flow_record *f, int fd);
+	void (*stream)(void *priv, const struct flow_record *f, int dir, const void *buf, size_t len);
+	void (*datagram)(void *priv, int fd, int dir, const void *buf, size_t len);
+	void *priv;
+};
+
 /* The relay's list of observers and its id counter (embedded in struct relay). */
 struct flow_hub {
 	struct flow_observer obs[FLOW_MAX_OBSERVERS];
 	int n_obs;
+	const struct flow_tap *tap;           /* NULL: none (the usual case) */
 	uint64_t next_id;
 	uint64_t n_open;                      /* records opened and not yet closed */
 };
 
 /* Register @o; Return: 0, or -ENOSPC when FLOW_MAX_OBSERVERS are registered. */
 int flow_observe(struct flow_hub *h, const struct flow_observer *o);
+
+/* The tap's calls, for the call sites' `if (h->tap)` branches. */
+static inline void flow_tap_sock(const struct flow_hub *h, int fd, int type, bool open)
+{
+	if (h->tap->sock)
+		h->tap->sock(h->tap->priv, fd, type, open);
+}
+
+static inline void flow_tap_datagram(const struct flow_hub *h, int fd, int dir, const void *buf, size_t len)
+{
+	if (h->tap->datagram)
+		h->tap->datagram(h->tap->priv, fd, dir, buf, len);
+}
 
 /* Start @f: give it an id and a start time, and fill proto and addresses. */
 void flow_begin(struct flow_hub *h, struct flow_record *f, enum flow_proto proto,

@@ -218,6 +218,14 @@ int relay_observe(struct relay *r, const struct flow_observer *o)
 	return flow_observe(&r->hub, o);
 }
 
+int relay_set_tap(struct relay *r, const struct flow_tap *t)
+{
+	if (r->hub.tap)
+		return -EBUSY;
+	r->hub.tap = t;
+	return 0;
+}
+
 int relay_add_hook(struct relay *r, const struct relay_hook *h)
 {
 	int i = r->n_hooks, err;

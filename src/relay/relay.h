@@ -31,6 +31,14 @@ int relay_new(struct relay **rp, struct ctx *c, int sigfd);
 /* Observers see every flow from now on.  Return: 0 or -ENOSPC. */
 int relay_observe(struct relay *r, const struct flow_observer *o);
 
+/*
+ * relay_set_tap() - @t (kept, not copied) sees the relay's host-side sockets and the bytes they
+ * carry from now on (relay/flow.h); with a stream() callback, TCP flows then copy through user
+ * space instead of splicing.
+ * Return: 0, or -EBUSY when a tap is set.
+ */
+int relay_set_tap(struct relay *r, const struct flow_tap *t);
+
 /* Run until the command has exited and its flows drained; Return: childflow's exit code. */
 int relay_run(struct relay *r);
 

@@ -276,6 +276,8 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flo
 		gate_answer(r, f->gate_id, v);
 	}
 	gate_unlink(r, f);
+	if (r->hub.tap && f->end[1].fd >= 0)
+		flow_tap_sock(&r->hub, f->end[1].fd, SOCK_STREAM, false);
 	for (int i = 0; i < 2; i++) {
 		if (f->end[i].fd >= 0) {
 			if (reset)
@@ -483,7 +485,9 @@ static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, si
 		return PUMP_CLOSED;
 	}
 	dir->bytes += (uint64_t)m;
-	if (!f->stream)
+	if (r->hub.tap && r->hub.tap->stream)
+		r->hub.tap->stream(r->hub.tap->priv, &f->rec, d, r->scratch, (size_t)m);
+	else if (!f->stream)
 		r->stats.copied += (uint64_t)m;
 	*budget = (size_t)m >= *budget ? 0 : *budget - (size_t)m;
 	return PUMP_AGAIN;
@@ -521,6 +525,8 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			if (n == 1) {
 				dir->urg_pending = false;
 				dir->bytes++;
+				if (r->hub.tap && r->hub.tap->stream)
+					r->hub.tap->stream(r->hub.tap->priv, &f->rec, d, &dir->urg_byte, 1);
 				continue;
 			}
 			if (n < 0 && errno == EINTR)
@@ -551,8 +557,9 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
-		/* A stream is copied: its bytes exist only in user space. */
-		int pg = f->stream ? -EXDEV : pipe_get(r, dir->pipe);
+		/* A stream is copied: its bytes exist only in user space; with a tap that wants the
+		 * bytes, every flow is (the tap sees them where they are). */
+		int pg = f->stream || (r->hub.tap && r->hub.tap->stream) ? -EXDEV : pipe_get(r, dir->pipe);
 		if (pg < 0) {
 			/* At the cap or out of fds: copy instead, so that flows holding pipes (stalled
 			 * ones) never stop the others. */
@@ -649,6 +656,8 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 
 	if (f->held) {
 		/* Let the child's SYN through; its socket arrives by accept() (tcp_accept()). */
+		if (r->hub.tap && r->hub.tap->ready)
+			r->hub.tap->ready(r->hub.tap->priv, &f->rec, f->end[1].fd);
 		f->held = false;
 		gate_answer(r, f->gate_id, GATE_PASS);
 		f->state = TCP_ACCEPTING;
@@ -661,6 +670,8 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 	connecting_unlink(r, f);
 	f->state = TCP_SPLICING;
 	f->stream = f->conn->ops->stream;
+	if (r->hub.tap && r->hub.tap->ready)
+		r->hub.tap->ready(r->hub.tap->priv, &f->rec, f->end[1].fd);
 	f->end[1].writable = true;
 	f->end[1].readable = true;
 	if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0) {
@@ -817,6 +828,8 @@ static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_re
 		return false;
 	}
 	f->end[1].fd = up;
+	if (r->hub.tap)
+		flow_tap_sock(&r->hub, up, SOCK_STREAM, true);
 	if ((err = relay_watch(r, up, want | EPOLLRDHUP | EPOLLPRI | EPOLLET, &f->end[1].ev)) < 0) {
 		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
 		return false;

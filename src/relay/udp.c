@@ -143,6 +143,8 @@ static void flow_free(struct relay *r, struct udp_flow *f, enum flow_outcome o, 
 		}
 	}
 	lru_unlink(r, f);
+	if (r->hub.tap)
+		flow_tap_sock(&r->hub, f->host_fd, SOCK_DGRAM, false);
 	close(f->child_fd);
 	close(f->host_fd);
 	r->n_udp--;
@@ -269,6 +271,8 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 	f->ev_child.kind = EV_UDP_CHILD;
 	f->ev_host.kind = EV_UDP_HOST;
 	f->host_fd = hfd;
+	if (r->hub.tap)
+		flow_tap_sock(&r->hub, hfd, SOCK_DGRAM, true);
 	f->bucket = udp_bucket(r, child, dst);
 	f->hnext = r->udp_hash[f->bucket];
 	r->udp_hash[f->bucket] = f;
@@ -358,6 +362,8 @@ static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf,
 
 	touch(r, f);
 	if (w == (ssize_t)n) {
+		if (r->hub.tap)
+			flow_tap_datagram(&r->hub, f->host_fd, 0, buf, n);
 		f->rec.bytes_up += n;
 		f->rec.pkts_up++;
 	} else {
@@ -611,6 +617,11 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 
 		for (int i = 0; i < sent; i++)
 			bytes += msgs[i].msg_len;
+		if (r->hub.tap) {
+			/* Each datagram sent on the host socket, or received on it. */
+			for (int i = 0; i < (from_child ? sent : n); i++)
+				flow_tap_datagram(&r->hub, f->host_fd, !from_child, iov[i].iov_base, msgs[i].msg_len);
+		}
 		if (sent < n)
 			r->stats.udp_dropped += (uint64_t)(n - (sent > 0 ? sent : 0));
 		if (sent > 0) {

@@ -19,6 +19,7 @@ import time
 import pytest
 
 import childprogs as P
+import proxies as X
 import world as W
 from cfutil import curl, kill_tree, py, url
 
@@ -98,13 +99,14 @@ def fields(path, flt, *names):
     return [l.split("\t") for l in out.split("\n") if l]
 
 
-def read_ok(path):
+def read_ok(path, descs=(DESC,)):
     """tshark and capinfos read it without a warning; Return: the summary of our walker."""
     rc, _, err = tshark(path, "-q")
     assert rc == 0 and not err, f"tshark: rc={rc} {err}"
     p = subprocess.run(["capinfos", "-M", path], capture_output=True, timeout=30)
     assert p.returncode == 0 and not p.stderr.strip(), p
-    assert f"Description = {DESC}" in p.stdout.decode(), p.stdout.decode()
+    for d in descs:
+        assert f"Description = {d}" in p.stdout.decode(), p.stdout.decode()
     with open(path, "rb") as f:
         return summary(f.read())
 
@@ -334,16 +336,6 @@ def test_full_disk_stops_capture_keeps_whole_blocks(cf, world, capdir):
     assert rc == 0 and not errs, errs
 
 
-@pytest.mark.parametrize("view", ["egress", "wire-egress", "both"])
-def test_other_views_refuse(cf, capdir, view):
-    cap = os.path.join(capdir, "v.pcapng")
-    r = cf.run(["-c", cap, "-C", view, "--", "sh", "-c", "echo RAN"])
-    assert r.rc == 2 and b"RAN" not in r.out, r
-    lines = [l for l in r.etext.split("\n") if l.strip()]
-    assert len(lines) == 1 and "not implemented" in lines[0] and view in lines[0], r
-    assert not os.listdir(capdir), "a capture file was created for a refused view"
-
-
 def test_file_size_limit_stops_capture_exit_3(cf, world, capdir):
     """RLIMIT_FSIZE: the write fails with EFBIG (SIGXFSZ is ignored by childflow), the capture stops with
     one warning, and no second warning about the drops that follow."""
@@ -360,3 +352,240 @@ def test_file_size_limit_stops_capture_exit_3(cf, world, capdir):
     with open(cap, "rb") as f:
         s = summary(f.read())
     assert s["epb"] > 0 and not s["isb"], s["epb"]
+
+
+# ---------- the egress views ----------
+
+EGRESS_DESC = "childflow view=egress backend=rootless-internal kind=reconstructed interface=egress"
+LINKTYPE_RAW = 101
+
+
+def follow_tcp(path, stream=0):
+    """`tshark -z follow,tcp,raw`: (node0, node1, bytes from node 0, bytes from node 1) of a stream."""
+    rc, out, err = tshark(path, "-q", "-z", f"follow,tcp,raw,{stream}")
+    assert rc == 0 and not err, (rc, err)
+    nodes, sent = [], [b"", b""]
+    for line in out.split("\n"):
+        if line.startswith("Node "):
+            nodes.append(line.split(": ", 1)[1].strip())
+        elif nodes and line.strip() and not line.startswith("=") and ":" not in line:
+            side = 1 if line.startswith("\t") else 0
+            sent[side] += bytes.fromhex(line.strip())
+    assert len(nodes) == 2, out[:500]
+    return nodes[0], nodes[1], sent[0], sent[1]
+
+
+def egress_checks(cap, descs=(EGRESS_DESC,), n_if=1):
+    s = read_ok(cap, descs)
+    assert len(s["idb"]) == n_if, s["idb"]
+    eg = [i for i in s["idb"] if i["desc"] == EGRESS_DESC]
+    assert eg == [{"linktype": LINKTYPE_RAW, "snaplen": 262144, "name": "egress", "desc": EGRESS_DESC,
+                   "tsresol": 9}], s["idb"]
+    assert len(s["isb"]) == n_if and all(i["drop"] == 0 for i in s["isb"]), s["isb"]
+    # the rebuilt packets' checksums are right (Wireshark checks them when asked)
+    chk = ["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"]
+    # (only theirs: frames captured on a link carry offloaded, not yet computed, checksums)
+    for flt, want in (("frame.interface_name==\"egress\" && (ip.checksum.status==0 || "
+                       "tcp.checksum.status==0 || udp.checksum.status==0)", False),
+                      ("frame.interface_name==\"egress\" && tcp.checksum.status==1", True)):
+        rc, out, err = tshark(cap, *chk, "-Y", flt, "-T", "fields", "-e", "frame.number")
+        assert rc == 0 and not err and bool(out.strip()) == want, (flt, out[:300], err)
+    return s
+
+
+def test_egress_view_v4_tcp_udp_dns(cf, world, capdir):
+    """-C egress: the download as the host sent and got it (host address and port, the remote's),
+    reassembled to exactly what the remote served; a UDP echo and the DNS forwarder's upstream query as
+    datagrams from the host; nothing of the child's addresses, nothing of the host's own request."""
+    cap = os.path.join(capdir, "eg.pcapng")
+    got = os.path.join(capdir, "got.bin")
+    token = os.urandom(6).hex()
+    rem = W.REMOTES["remote1"]["v4"]
+    script = (f"curl -sS --noproxy '*' --max-time 20 -i -o {got} {url(rem, '/big.bin?id=' + token)} && "
+              f"sleep 1.5 && {shlex.join(py(P.UDP_ECHO, rem, W.ECHO_PORT, 2))} && "
+              f"(dig +time=1 +tries=1 eg-{token}.test >/dev/null; true)")
+    p = cf.popen(["-c", cap, "-C", "egress", "--dns", rem, "--", "sh", "-c", script])
+    try:
+        time.sleep(1.0)
+        host_request(world, token)
+        assert p.poll() is None, "the command ended before the host's request: not concurrent"
+        out, err = p.communicate(timeout=60)
+    finally:
+        kill_tree(p)
+    assert p.returncode == 0, (out, err)
+    udp = json.loads(out.decode().strip().split("\n")[-1])
+    assert all(x["ok"] for x in udp["results"]), udp
+
+    s = egress_checks(cap)
+    assert s["isb"][0]["recv"] == s["epb"] and set(s["flags"]) == {1, 2}, (s["isb"], set(s["flags"]))
+    # never the child's addresses: this is what left the host
+    assert not fields(cap, f"ip.addr=={CHILD4}", "frame.number")
+    # one HTTP request, the tree's, from the host's own address to the remote
+    reqs = fields(cap, "http.request", "ip.src", "ip.dst", "tcp.dstport", "http.request.uri")
+    assert reqs == [[W.HOST_V4, rem, "80", f"/big.bin?id={token}"]], reqs
+    # the handshake and the end, once each, and no sequence trouble Wireshark would flag
+    assert len(fields(cap, "tcp.flags.syn==1 && tcp.flags.ack==0 && tcp.port==80", "frame.number")) == 1
+    assert len(fields(cap, "tcp.flags.syn==1 && tcp.flags.ack==1 && tcp.port==80", "frame.number")) == 1
+    assert fields(cap, "tcp.flags.fin==1 && tcp.port==80", "frame.number")
+    assert not fields(cap, "tcp.analysis.flags && !tcp.analysis.window_update", "frame.number")
+    # the stream, reassembled, is byte for byte what the remote served (what curl -i wrote)
+    n0, n1, up, down = follow_tcp(cap, 0)
+    assert n0.startswith(W.HOST_V4 + ":") and n1 == f"{rem}:80", (n0, n1)
+    with open(got, "rb") as f:
+        served = f.read()
+    assert hashlib.sha256(down).hexdigest() == hashlib.sha256(served).hexdigest(), (len(down), len(served))
+    assert served.endswith(world.files["big.bin"]) and up.startswith(b"GET /big.bin?id=" + token.encode())
+    # the host's own connection port is what the relay's socket had (a real ephemeral port, not 80)
+    assert 1024 <= int(n0.rsplit(":", 1)[1]) <= 65535
+    # UDP: the echo, both ways, host <-> remote, with the child's payloads
+    udp_rows = fields(cap, f"udp.port=={W.ECHO_PORT}", "ip.src", "ip.dst", "udp.payload")
+    msgs = {bytes.fromhex(r[2].replace(":", "")).decode() for r in udp_rows}
+    assert {x["msg"] for x in udp["results"]} <= msgs, udp_rows
+    assert {(r[0], r[1]) for r in udp_rows} == {(W.HOST_V4, rem), (rem, W.HOST_V4)}, udp_rows
+    # the forwarder's upstream query for the child's name, from the host to the --dns server
+    q = fields(cap, f"dns.qry.name==\"eg-{token}.test\" && dns.flags.response==0", "ip.src", "ip.dst",
+               "udp.dstport")
+    assert q and all(r == [W.HOST_V4, rem, "53"] for r in q), q
+
+
+def test_egress_view_v6(cf, world, capdir):
+    cap = os.path.join(capdir, "eg6.pcapng")
+    rem = W.REMOTES["remote2"]["v6"]
+    r = cf.run(["-c", cap, "-C", "egress", "--", "sh", "-c",
+                f"curl -sS --noproxy '*' --max-time 20 -g -o /dev/null {url(rem, '/who.txt')} && "
+                f"{shlex.join(py(P.UDP_ECHO, rem, W.ECHO_PORT, 1))}"], timeout=60)
+    assert r.rc == 0, r
+    egress_checks(cap)
+    assert fields(cap, "http.request", "ipv6.src", "ipv6.dst") == [[W.HOST_V6, rem]]
+    assert {tuple(x) for x in fields(cap, f"udp.port=={W.ECHO_PORT}", "ipv6.src", "ipv6.dst")} == \
+        {(W.HOST_V6, rem), (rem, W.HOST_V6)}
+    assert not fields(cap, "ipv6.addr==fd42::/16", "frame.number")
+
+
+@pytest.fixture
+def px(world, sess):
+    p = X.Proxies(world, sess.logs).up()
+    try:
+        yield p
+    finally:
+        p.down()
+
+
+def test_egress_view_through_proxy(cf, world, capdir, px):
+    """Through an HTTP proxy the remote of every stream is the proxy, and the stream carries what the
+    origin served (the tunnel's bytes)."""
+    cap = os.path.join(capdir, "egp.pcapng")
+    got = os.path.join(capdir, "gotp.bin")
+    rem = W.REMOTES["remote1"]["v4"]
+    r = cf.run(["-c", cap, "-C", "egress", "-p", f"http://{X.PROXY4}:{X.TINY}", "-U", px.user, "-P",
+                px.password, "--", "curl", "-sS", "--noproxy", "*", "--max-time", "20", "-i", "-o", got,
+                url(rem, "/big.bin")], timeout=60)
+    assert r.rc == 0, r
+    egress_checks(cap)
+    ends = {tuple(x) for x in fields(cap, "tcp", "ip.src", "ip.dst")}
+    assert ends == {(W.HOST_V4, X.PROXY4), (X.PROXY4, W.HOST_V4)}, ends
+    assert not fields(cap, f"ip.addr=={rem}", "frame.number"), "the origin appears: not what left the host"
+    streams = fields(cap, f"tcp.flags.syn==1 && tcp.flags.ack==0", "tcp.stream", "tcp.dstport")
+    # the probe of the proxy at start is a connection too; the tree's is the one with payload
+    assert streams and all(p == str(X.TINY) for _, p in streams), streams
+    with open(got, "rb") as f:
+        served = f.read()
+    downs = [follow_tcp(cap, int(st))[3] for st, _ in streams]
+    assert hashlib.sha256(served).digest() in {hashlib.sha256(d).digest() for d in downs}, \
+        [len(d) for d in downs]
+
+
+def test_both_views_in_one_file(cf, world, capdir):
+    """-C both: the child view and the egress view, one interface block and one statistics block each;
+    the same request seen from the child's address on gw0 and from the host's on egress."""
+    cap = os.path.join(capdir, "both.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    r = cf.run(["-c", cap, "-C", "both", "--", "curl", "-sS", "--noproxy", "*", "--max-time", "20", "-o",
+                "/dev/null", url(rem, "/who.txt")], timeout=60)
+    assert r.rc == 0, r
+    s = egress_checks(cap, (DESC, EGRESS_DESC), n_if=2)
+    assert [i["name"] for i in s["idb"]] == ["gw0", "egress"] and s["idb"][0]["linktype"] == 1, s["idb"]
+    rows = fields(cap, "http.request", "frame.interface_name", "ip.src", "ip.dst")
+    assert sorted(map(tuple, rows)) == [("egress", W.HOST_V4, rem), ("gw0", CHILD4, rem)], rows
+    p = subprocess.run(["capinfos", "-I", cap], capture_output=True, timeout=30)
+    assert p.returncode == 0 and b"Number of interfaces in file: 2" in p.stdout, p.stdout.decode()
+
+
+def wire_desc(ifname):
+    return f"childflow view=wire-egress backend=rootless-internal kind=wire interface={ifname}"
+
+
+def test_wire_egress_has_only_the_relays_flows(cf, world, capdir):
+    """-C wire-egress: the real frames on the host's eth0 (Ethernet, the kernel's SYN options), of the
+    relay's connections only: the host's own HTTP request and UDP echo to the same remote, at the same
+    time, are absent; the DNS forwarder's upstream query is there.  As the user: one error line, exit 2,
+    no file, the command never runs."""
+    cap = os.path.join(capdir, "wire.pcapng")
+    marker = os.path.join(capdir, "ran")
+    token = os.urandom(6).hex()
+    rem = W.REMOTES["remote1"]["v4"]
+    if cf.runner.user:
+        r = cf.run(["-c", cap, "-C", "wire-egress", "--", "touch", marker])
+        lines = [l for l in r.etext.split("\n") if l.strip()]
+        assert r.rc == 2 and len(lines) == 1 and "CAP_NET_RAW" in lines[0] and \
+            lines[0].startswith("childflow: error:"), r
+        assert not os.path.exists(marker) and not os.path.exists(cap), os.listdir(capdir)
+        return
+    script = (f"sleep 0.5; curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/big.bin?id=' + token)} && "
+              f"{shlex.join(py(P.UDP_ECHO, rem, W.ECHO_PORT, 1))} && "
+              f"(dig +time=1 +tries=1 wire-{token}.test >/dev/null; true) && sleep 1")
+    p = cf.popen(["-c", cap, "-C", "wire-egress", "--dns", rem, "--", "sh", "-c", script])
+    try:
+        time.sleep(0.7)
+        host_request(world, token)
+        uh = subprocess.run(["ip", "netns", "exec", world.host] + py(P.UDP_ECHO, rem, W.ECHO_PORT, 2),
+                            capture_output=True, timeout=30)
+        assert uh.returncode == 0 and json.loads(uh.stdout.decode().strip().split("\n")[-1])["results"], uh
+        assert p.poll() is None, "the command ended before the host's traffic: not concurrent"
+        out, err = p.communicate(timeout=60)
+    finally:
+        kill_tree(p)
+    assert p.returncode == 0, (out, err)
+    assert world.svc_remote1.wait_find(path=f"/index.html?host={token}"), "the host's request never arrived"
+    host_udp_port = json.loads(uh.stdout.decode().strip().split("\n")[-1])["local"][1]
+
+    s = read_ok(cap, (wire_desc("eth0"), wire_desc("lo")))
+    names = {i["name"]: i for i in s["idb"]}
+    assert names["eth0"]["linktype"] == 1 and names["lo"]["linktype"] == 1, s["idb"]
+    assert len(s["isb"]) == len(s["idb"]), (s["isb"], s["idb"])
+    assert s["epb"] > 50 and set(s["flags"]) == {1, 2}, (s["epb"], set(s["flags"]))
+    # exactly the tree's request, on the wire from the host's address; never the host's own
+    reqs = fields(cap, "http.request", "frame.interface_name", "ip.src", "ip.dst", "http.request.uri")
+    assert reqs == [["eth0", W.HOST_V4, rem, f"/big.bin?id={token}"]], reqs
+    assert not fields(cap, "http.request.uri contains \"host=\"", "frame.number")
+    # the tree's TCP connection alone: one stream, its handshake as the kernel sent it (MSS option)
+    streams = {r[0] for r in fields(cap, "tcp", "tcp.stream")}
+    assert streams == {"0"}, streams
+    assert fields(cap, "tcp.flags.syn==1 && tcp.flags.ack==0 && tcp.options.mss_val", "ip.src") == [[W.HOST_V4]]
+    # the tree's UDP echo (from the relay's socket), not the host's (its own port)
+    ports = {tuple(r) for r in fields(cap, f"udp.port=={W.ECHO_PORT}", "udp.srcport", "udp.dstport")}
+    assert ports and all(str(host_udp_port) not in pr for pr in ports), (ports, host_udp_port)
+    assert len({pr[0] if pr[1] == str(W.ECHO_PORT) else pr[1] for pr in ports}) == 1, ports
+    # the forwarder's upstream query
+    assert fields(cap, f"dns.qry.name==\"wire-{token}.test\" && ip.src=={W.HOST_V4} && ip.dst=={rem}",
+                  "frame.number")
+    # nothing but the relay's TCP and UDP
+    assert not fields(cap, "!(tcp || udp)", "frame.number")
+
+
+def test_wire_egress_through_proxy(cf, world, capdir, px):
+    """With --proxy the wire view has the connections to the proxy (the probe's and the tree's), the
+    real bytes of the CONNECT exchange, and nothing to the origin."""
+    if cf.runner.user:
+        pytest.skip("wire-egress needs CAP_NET_RAW (the user's refusal is tested above)")
+    cap = os.path.join(capdir, "wirep.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    r = cf.run(["-c", cap, "-C", "wire-egress", "-p", f"http://{X.PROXY4}:{X.TINY}", "-U", px.user, "-P",
+                px.password, "--", "curl", "-sS", "--noproxy", "*", "--max-time", "20", "-o", "/dev/null",
+                url(rem, "/who.txt")], timeout=60)
+    assert r.rc == 0, r
+    read_ok(cap, (wire_desc("eth0"),))
+    ends = {tuple(x) for x in fields(cap, "tcp", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport")}
+    assert ends and all({a, b} == {W.HOST_V4, X.PROXY4} and str(X.TINY) in (sp, dp) for a, b, sp, dp in ends), ends
+    assert fields(cap, f"http.request.method==\"CONNECT\" && ip.dst=={X.PROXY4}", "frame.number")
+    assert not fields(cap, f"ip.addr=={rem}", "frame.number")

@@ -71,8 +71,8 @@ def test_usage_error_exit_2(cfc, args, needle):
 
 
 @pytest.mark.parametrize("args,what", [
-    (["-c", "out.pcapng", "-C", "egress"], "captur"),
-], ids=["-C-egress"])
+    (["-c", "out.pcapng", "--root", "-i", "eth0"], "--iface with --root"),
+], ids=["root-iface"])
 def test_unimplemented_flags_refuse_clearly(cf, sess, args, what):
     pcap = os.path.join(sess.work, "out.pcapng")
     if os.path.exists(pcap):

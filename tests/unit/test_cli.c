@@ -749,8 +749,11 @@ static void test_help_text(void **state)
 	assert_contains(help, "\n  -c, --capture <OUTPUT>\n"
 			      "          Write only the target command tree's traffic as pcapng\n");
 	assert_contains(help, "\n  -C, --capture-point <OUTPUT_VIEW>\n"
-			      "          Select which capture point or view `--capture` should write. `child`\n"
-			      "          is the current stable view\n"
+			      "          Select which capture point or view `--capture` should write: `child`\n"
+			      "          (the tree's own link, its addresses), `egress` (what left the host for\n"
+			      "          it, rebuilt from the relay's sockets), `wire-egress` (the relay's real\n"
+			      "          frames on the host's interfaces; needs CAP_NET_RAW), `both` (child and\n"
+			      "          egress, one file)\n"
 			      "\n"
 			      "          [default: child]\n"
 			      "          [possible values: child, egress, wire-egress, both]\n");

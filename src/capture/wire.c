@@ -1,0 +1,419 @@
+/* SPDX-License-Identifier: MIT */
+/* capture/wire — the relay's own frames on the host's interfaces (see wire.h). */
+#include "capture/wire.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <net/if_arp.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include "capture/capture.h"
+#include "capture/pcapng.h"
+#include "util/log.h"
+
+#define WIRE_BLOCK_SIZE (1u << 20)
+#define WIRE_BLOCKS 32u
+#define WIRE_RETIRE_MS 20u
+#define WIRE_GRACE_MS 3000u          /* a closed socket's tuple still matches this long */
+#define WIRE_KEEP_MS 10000u          /* ... and is forgotten after this long */
+#define WIRE_BUCKETS 4096u
+#define WIRE_MAX_IFS CAPTURE_MAX_IFS
+
+#ifndef ARPHRD_RAWIP
+#define ARPHRD_RAWIP 519
+#endif
+
+/* One host-side socket of the relay's: its tuple, for as long as it may have frames. */
+struct wire_sock {
+	int fd;                        /* -1 once closed */
+	uint8_t proto;                 /* IPPROTO_TCP or IPPROTO_UDP */
+	bool have_peer;                /* connected: the peer is known (else matched on local alone) */
+	union flow_addr local, peer;
+	uint64_t closed_ns;            /* CLOCK_REALTIME; 0 while open */
+	struct wire_sock *next;        /* hash chain (by proto and local endpoint) */
+	struct wire_sock *next_closed; /* the closed ones, oldest first */
+};
+
+struct wire_if {
+	int ifindex;
+	int ifid;                      /* in the capture; -1: a link type we do not write */
+	bool loopback;
+};
+
+struct wire {
+	struct capture *cap;
+	int fd;
+	char backend[32];
+	struct wire_if ifs[WIRE_MAX_IFS];
+	int n_ifs;
+	struct wire_sock *hash[WIRE_BUCKETS];
+	struct wire_sock *closed_head, *closed_tail;
+	struct flow_tap tap;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The bucket of (@proto, address @addr of @alen bytes, @port in network order). */
+static unsigned int bucket(uint8_t proto, const void *addr, size_t alen, uint16_t port)
+{
+	const unsigned char *p = addr;
+	uint64_t h = 0xcbf29ce484222325ull ^ proto ^ ((uint64_t)port << 8);
+
+	for (size_t i = 0; i < alen; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return (unsigned int)(h ^ h >> 29) & (WIRE_BUCKETS - 1);
+}
+
+static const void *addr_of(const union flow_addr *a, size_t *len, uint16_t *port)
+{
+	if (a->sa.sa_family == AF_INET6) {
+		*len = 16;
+		*port = a->in6.sin6_port;
+		return &a->in6.sin6_addr;
+	}
+	*len = 4;
+	*port = a->in4.sin_port;
+	return &a->in4.sin_addr;
+}
+
+static unsigned int sock_bucket(const struct wire_sock *s)
+{
+	size_t len;
+	uint16_t port;
+	const void *a = addr_of(&s->local, &len, &port);
+
+	return bucket(s->proto, a, len, port);
+}
+
+static bool same_ep(const union flow_addr *a, const void *addr, size_t alen, uint16_t port)
+{
+	size_t len;
+	uint16_t p;
+	const void *x = addr_of(a, &len, &p);
+
+	return len == alen && p == port && !memcmp(x, addr, alen);
+}
+
+/* Forget closed sockets whose frames can no longer come. */
+static void expire(struct wire *w, uint64_t now)
+{
+	while (w->closed_head && w->closed_head->closed_ns + WIRE_KEEP_MS * 1000000ull < now) {
+		struct wire_sock *s = w->closed_head, **pp = &w->hash[sock_bucket(s)];
+
+		w->closed_head = s->next_closed;
+		if (!w->closed_head)
+			w->closed_tail = NULL;
+		while (*pp && *pp != s)
+			pp = &(*pp)->next;
+		if (*pp)
+			*pp = s->next;
+		free(s);
+	}
+}
+
+static void tap_sock(void *priv, int fd, int type, bool open)
+{
+	struct wire *w = priv;
+	uint8_t proto = type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP;
+	union flow_addr local = { 0 };
+	socklen_t ll = sizeof(local);
+	uint64_t now = now_ns();
+
+	expire(w, now);
+	if (getsockname(fd, &local.sa, &ll) < 0 || (local.sa.sa_family != AF_INET && local.sa.sa_family != AF_INET6))
+		return;
+	if (open) {
+		struct wire_sock *s = calloc(1, sizeof(*s));
+		socklen_t pl = sizeof(s->peer);
+		unsigned int b;
+
+		if (!s) {
+			log_debug("wire capture: out of memory: a socket's frames will be missing");
+			return;
+		}
+		s->fd = fd;
+		s->proto = proto;
+		s->local = local;
+		s->have_peer = getpeername(fd, &s->peer.sa, &pl) == 0;
+		b = sock_bucket(s);
+		s->next = w->hash[b];
+		w->hash[b] = s;
+		return;
+	}
+	for (struct wire_sock *s = w->hash[sock_bucket(&(struct wire_sock){ .proto = proto, .local = local })]; s;
+	     s = s->next) {
+		if (s->fd != fd || s->proto != proto)
+			continue;
+		if (!s->have_peer) {
+			socklen_t pl = sizeof(s->peer);
+
+			s->have_peer = getpeername(fd, &s->peer.sa, &pl) == 0;
+		}
+		s->fd = -1;
+		s->closed_ns = now;
+		if (w->closed_tail)
+			w->closed_tail->next_closed = s;
+		else
+			w->closed_head = s;
+		w->closed_tail = s;
+		return;
+	}
+}
+
+/* Is (@proto, @la:@lp local, @ra:@rp remote) the tuple of one of the relay's sockets at @ts? */
+static bool known(struct wire *w, uint8_t proto, const void *la, const void *ra, size_t alen, uint16_t lp,
+		  uint16_t rp, uint64_t ts)
+{
+	for (struct wire_sock *s = w->hash[bucket(proto, la, alen, lp)]; s; s = s->next) {
+		if (s->proto != proto || !same_ep(&s->local, la, alen, lp))
+			continue;
+		if (s->closed_ns && ts > s->closed_ns + WIRE_GRACE_MS * 1000000ull)
+			continue;
+		if (!s->have_peer && s->fd >= 0) {
+			socklen_t pl = sizeof(s->peer);
+
+			s->have_peer = getpeername(s->fd, &s->peer.sa, &pl) == 0;
+		}
+		if (!s->have_peer || same_ep(&s->peer, ra, alen, rp))
+			return true;
+	}
+	return false;
+}
+
+static uint16_t linktype_of(int hatype, bool *ok)
+{
+	*ok = true;
+	switch (hatype) {
+	case ARPHRD_ETHER:
+	case ARPHRD_LOOPBACK:
+		return PCAPNG_LINKTYPE_ETHERNET;
+	case ARPHRD_NONE:
+	case ARPHRD_RAWIP:
+		return PCAPNG_LINKTYPE_RAW;
+	default:
+		*ok = false;
+		return 0;
+	}
+}
+
+/* Describe interface @ifindex (@name) in the capture.  Return: its entry, or NULL. */
+static struct wire_if *add_if(struct wire *w, int ifindex, const char *name, int hatype)
+{
+	struct wire_if *wi;
+	char desc[256];
+	bool ok;
+	uint16_t lt = linktype_of(hatype, &ok);
+
+	if (w->n_ifs >= WIRE_MAX_IFS)
+		return NULL;
+	wi = &w->ifs[w->n_ifs++];
+	wi->ifindex = ifindex;
+	wi->loopback = hatype == ARPHRD_LOOPBACK;
+	wi->ifid = -1;
+	if (!ok) {
+		log_debug("wire capture: %s has link type %d, which is not written", name, hatype);
+		return wi;
+	}
+	snprintf(desc, sizeof(desc), "childflow view=wire-egress backend=%s kind=wire interface=%s", w->backend,
+		 name);
+	wi->ifid = capture_add_if(w->cap, lt, name, desc);
+	if (wi->ifid < 0)
+		wi->ifid = -1;   /* not written (a write error was told) */
+	return wi;
+}
+
+static int hatype_of(const char *name)
+{
+	struct ifreq ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), t = -1;
+
+	if (fd < 0)
+		return -1;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	if (ioctl(fd, SIOCGIFHWADDR, &ifr) == 0)
+		t = ifr.ifr_hwaddr.sa_family;
+	close(fd);
+	return t;
+}
+
+static struct wire_if *if_for(struct wire *w, const struct sockaddr_ll *sll)
+{
+	char name[IF_NAMESIZE];
+
+	for (int i = 0; i < w->n_ifs; i++)
+		if (w->ifs[i].ifindex == sll->sll_ifindex)
+			return &w->ifs[i];
+	/* An interface that appeared during the run. */
+	if (!if_indextoname((unsigned int)sll->sll_ifindex, name))
+		snprintf(name, sizeof(name), "if%d", sll->sll_ifindex);
+	return add_if(w, sll->sll_ifindex, name, sll->sll_hatype);
+}
+
+/* The frame's interface in the capture when it is one of the relay's sockets' frames, else -1. */
+static int sort_frame(void *priv, const unsigned char *p, uint32_t len, const struct sockaddr_ll *sll,
+		      uint64_t ts)
+{
+	struct wire *w = priv;
+	struct wire_if *wi = if_for(w, sll);
+	const unsigned char *ip = p, *l4, *src, *dst;
+	uint32_t off = 0;
+	size_t alen;
+	uint8_t proto;
+	bool out = sll->sll_pkttype == PACKET_OUTGOING;
+
+	if (!wi || wi->ifid < 0)
+		return -1;
+	if (wi->loopback && out)
+		return -1;   /* loopback shows each packet twice: keep the one received */
+	if (wi->loopback || sll->sll_hatype == ARPHRD_ETHER) {
+		uint16_t et;
+
+		if (len < 14)
+			return -1;
+		et = (uint16_t)(p[12] << 8 | p[13]);
+		off = 14;
+		while ((et == ETH_P_8021Q || et == ETH_P_8021AD) && len >= off + 4) {
+			et = (uint16_t)(p[off + 2] << 8 | p[off + 3]);
+			off += 4;
+		}
+		if (et != ETH_P_IP && et != ETH_P_IPV6)
+			return -1;
+		ip = p + off;
+	}
+	len -= off;
+	if (len >= 20 && ip[0] >> 4 == 4) {
+		uint32_t ihl = (ip[0] & 0x0fu) * 4u;
+
+		if (ihl < 20 || len < ihl + 4 || ((ip[6] & 0x1f) | ip[7]))
+			return -1;   /* short, or a later fragment */
+		proto = ip[9];
+		src = ip + 12;
+		dst = ip + 16;
+		alen = 4;
+		l4 = ip + ihl;
+	} else if (len >= 44 && ip[0] >> 4 == 6) {
+		proto = ip[6];
+		src = ip + 8;
+		dst = ip + 24;
+		alen = 16;
+		l4 = ip + 40;
+	} else {
+		return -1;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return -1;
+	uint16_t sp, dp;
+
+	memcpy(&sp, l4, 2);
+	memcpy(&dp, l4 + 2, 2);
+	/* Sent by the host: the source is the relay's socket; received: the destination. */
+	if (known(w, proto, src, dst, alen, sp, dp, ts) || known(w, proto, dst, src, alen, dp, sp, ts))
+		return wi->ifid;
+	return -1;
+}
+
+struct wire *wire_open(const char *backend)
+{
+	struct tpacket_req3 req = {
+		.tp_block_size = WIRE_BLOCK_SIZE,
+		.tp_block_nr = WIRE_BLOCKS,
+		.tp_frame_size = 2048,
+		.tp_frame_nr = WIRE_BLOCK_SIZE / 2048 * WIRE_BLOCKS,
+		.tp_retire_blk_tov = WIRE_RETIRE_MS,
+	};
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = 0 };
+	struct wire *w = calloc(1, sizeof(*w));
+	int v3 = TPACKET_V3;
+
+	if (!w) {
+		log_error("cannot start the capture: %s", strerror(ENOMEM));
+		return NULL;
+	}
+	snprintf(w->backend, sizeof(w->backend), "%s", backend);
+	w->fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
+	if (w->fd < 0) {
+		if (errno == EPERM || errno == EACCES)
+			log_error("error: `--capture-point wire-egress` reads the host's interfaces and needs "
+				  "CAP_NET_RAW in this network namespace (run as root); `-C egress` shows the same "
+				  "flows without privilege");
+		else
+			log_error("error: cannot open the wire-egress capture: %s", strerror(errno));
+		free(w);
+		return NULL;
+	}
+	if (setsockopt(w->fd, SOL_PACKET, PACKET_VERSION, &v3, sizeof(v3)) < 0 ||
+	    setsockopt(w->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof(req)) < 0 ||
+	    bind(w->fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+		log_error("error: cannot open the wire-egress capture: %s", strerror(errno));
+		wire_free(w);
+		return NULL;
+	}
+	w->tap = (struct flow_tap){ .sock = tap_sock, .priv = w };
+	return w;
+}
+
+int wire_describe(struct wire *w, struct capture *cap)
+{
+	struct if_nameindex *ni = if_nameindex();
+
+	w->cap = cap;
+	for (struct if_nameindex *i = ni; i && i->if_index; i++)
+		if (!add_if(w, (int)i->if_index, i->if_name, hatype_of(i->if_name)))
+			break;   /* the table is full */
+	if (ni)
+		if_freenameindex(ni);
+	for (int i = 0; i < w->n_ifs; i++)
+		if (w->ifs[i].ifid >= 0)
+			return 0;
+	log_error("error: cannot start the wire-egress capture: no interface to read");
+	return -ENODEV;
+}
+
+int wire_attach(struct wire *w)
+{
+	int drop_ifid = -1;
+
+	for (int i = 0; i < w->n_ifs && drop_ifid < 0; i++)
+		drop_ifid = w->ifs[i].ifid;
+	return capture_attach_sorted(w->cap, w->fd, WIRE_BLOCK_SIZE, WIRE_BLOCKS, WIRE_RETIRE_MS, sort_frame, w,
+				     drop_ifid);
+}
+
+const struct flow_tap *wire_tap(struct wire *w)
+{
+	return &w->tap;
+}
+
+void wire_free(struct wire *w)
+{
+	if (!w)
+		return;
+	for (unsigned int b = 0; b < WIRE_BUCKETS; b++) {
+		while (w->hash[b]) {
+			struct wire_sock *s = w->hash[b];
+
+			w->hash[b] = s->next;
+			free(s);
+		}
+	}
+	if (w->fd >= 0)
+		close(w->fd);
+	free(w);
+}

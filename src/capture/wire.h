@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * capture/wire — `-C wire-egress`: the real frames of the relay's own connections on the host's
+ * interfaces.
+ *
+ * Theory of operation.  wire_open() opens, before the command exists, one AF_PACKET socket in the
+ * caller's network namespace (it needs CAP_NET_RAW there) bound to every interface, with a
+ * TPACKET_V3 ring, and describes each interface of the namespace in the capture (Ethernet-like ones
+ * as Ethernet, IP-only ones as LINKTYPE_RAW).  The relay tells it, through a flow tap (relay/flow.h),
+ * every host-side socket it opens and closes: relayed TCP and UDP flows, the connections to the
+ * proxy, the DNS forwarder's upstream sockets.  Each frame read from the ring is kept only when its
+ * TCP/UDP 5-tuple is one of those sockets' (an exact set, in a hash table), so the file has the
+ * relay's traffic and nothing else of the host's.
+ *
+ * Why in user space, not a kernel (classic BPF) filter: the set changes with every connect, and the
+ * packet that makes a new tuple, the SYN, leaves inside connect(), before any filter naming its port
+ * could be attached; a filter swap also leaves a window in which frames of other tuples are lost.
+ * Frames wait in the ring until the loop reads them, after the socket that sent them was told, so
+ * the set knows them all.  A socket still connecting is matched on its own address and port (its
+ * peer is learnt once connected); a closed one keeps matching WIRE_GRACE_MS more for its FIN and
+ * TIME_WAIT exchange.  The cost: the ring receives every frame of the host (the kernel copies it),
+ * and drops, counted in the statistics, can hit when the host is busy.
+ *
+ * ICMP errors about the relay's flows and IP fragments after the first are not matched.
+ */
+#ifndef CHILDFLOW_CAPTURE_WIRE_H
+#define CHILDFLOW_CAPTURE_WIRE_H
+
+#include "relay/flow.h"
+
+struct capture;
+struct wire;
+
+/*
+ * wire_open() - open the packet socket and its ring (before the command starts: nothing it sends
+ * can be missed, and before the output is opened: a caller without CAP_NET_RAW gets one line and
+ * no file).  @backend names the backend in the metadata.  Return: the capture point, or NULL.
+ */
+struct wire *wire_open(const char *backend);
+
+/*
+ * wire_describe() - describe the namespace's interfaces in @cap (if_description: `childflow
+ * view=wire-egress backend=<backend> kind=wire interface=<if>`).  Return: 0 or -errno (one line).
+ */
+int wire_describe(struct wire *w, struct capture *cap);
+
+/* Start reading the ring into the capture (its frames are sorted from now on).  Return: 0 or -errno. */
+int wire_attach(struct wire *w);
+
+/* The tap the relay must be given (relay_set_tap()). */
+const struct flow_tap *wire_tap(struct wire *w);
+
+void wire_free(struct wire *w);
+
+#endif
