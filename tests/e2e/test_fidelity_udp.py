@@ -84,3 +84,39 @@ def test_open_port_still_answers(cf, world):
     t4, t6 = target("v4", W.ECHO_PORT), target("v6", W.ECHO_PORT)
     inside = probe(cf, [t4, t6])
     assert inside == {t4: ["data", "are you there"], t6: ["data", "are you there"]}, inside
+
+
+def forget_pmtu(world):
+    """Drop what the host netns learnt of path MTUs (a route's exceptions go with the route)."""
+    world.ip(world.host, "route", "del", "default", check=False)
+    world.ip(world.host, "route", "add", "default", "via", W.HOST_GW4)
+
+
+FRAG = r'''
+import errno, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)        # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF on every datagram
+s.connect((sys.argv[1], 9999))
+out = "sent"
+for i in range(2):                             # 1400 fits our link, not the router's 1280 one
+    try:
+        s.send(b"x" * 1400)
+        out = "sent"
+    except OSError as e:
+        out = "%s %d" % (errno.errorcode[e.errno], s.getsockopt(socket.IPPROTO_IP, 14))   # IP_MTU
+    time.sleep(0.5)
+print(out)
+'''
+
+
+def test_pmtu_a_smaller_router_link_is_learnt(cf, world):
+    forget_pmtu(world)
+    world.ip(world.router, "link", "set", "r1", "mtu", "1280")
+    try:
+        r = cf.run(["--"] + py(FRAG, R1["v4"]), timeout=20)   # first: the host has learnt nothing yet
+        control = cf.direct(py(FRAG, R1["v4"]), timeout=20)
+    finally:
+        world.ip(world.router, "link", "set", "r1", "mtu", "1500")
+        forget_pmtu(world)
+    assert control.text.split() == ["EMSGSIZE", "1280"], control
+    assert r.text.split() == ["EMSGSIZE", "1280"], r
