@@ -507,7 +507,7 @@ static bool raw_error(struct echo_flow *f, const uint8_t *icmp, size_t len, cons
 			return false;
 		qhl = (size_t)(qip[0] & 0x0f) * 4;
 		if (qhl < 20 || len < 8 + qhl + 8 || qip[9] != IPPROTO_ICMP ||
-		    memcmp(qip + 16, &((const struct sockaddr_in *)&f->dst)->sin_addr, 4))
+		    memcmp(qip + 16, &((const struct sockaddr_in *)&f->dst)->sin_addr, 4) != 0)
 			return false;
 		rep->mtu = (uint32_t)(icmp[6] << 8 | icmp[7]);
 	} else {
@@ -515,7 +515,7 @@ static bool raw_error(struct echo_flow *f, const uint8_t *icmp, size_t len, cons
 			return false;
 		qhl = 40;
 		if (len < 8 + 40 + 8 || (qip[0] >> 4) != 6 || qip[6] != IPPROTO_ICMPV6 ||
-		    memcmp(qip + 24, &((const struct sockaddr_in6 *)&f->dst)->sin6_addr, 16))
+		    memcmp(qip + 24, &((const struct sockaddr_in6 *)&f->dst)->sin6_addr, 16) != 0)
 			return false;
 		rep->mtu = (uint32_t)icmp[4] << 24 | (uint32_t)icmp[5] << 16 | (uint32_t)icmp[6] << 8 | icmp[7];
 	}
