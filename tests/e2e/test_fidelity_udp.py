@@ -3,6 +3,7 @@ as the ICMP they were, from the address that sent them, so a connected UDP socke
 port is closed (ECONNREFUSED) or the host unreachable, as without childflow.  Each case runs from
 the host directly (the control) and inside childflow; both must read the same."""
 import json
+import re
 
 import pytest
 
@@ -134,3 +135,30 @@ def test_pmtu_a_smaller_router_link_is_learnt(cf, world):
         forget_pmtu(world)
     assert control.text.split() == ["EMSGSIZE", "1280"], control
     assert r.text.split() == ["EMSGSIZE", "1280"], r
+
+
+BURST = r'''
+import socket, sys, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(20):                            # unconnected: the port's unreachables fail no send here
+    s.sendto(b"burst %d" % i, (sys.argv[1], 9))
+time.sleep(0.5)
+print("sent")
+'''
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_a_burst_to_a_closed_port_all_reaches_it(cf, world, fam):
+    """The closed port's first unreachable lands on P's connected host socket as its pending error
+    while the rest of the burst is still to be sent on it: every datagram must still leave."""
+    kw = "ip" if fam == "v4" else "ip6"
+    with W.NftTable(world.remote["remote1"], "input") as nft:
+        nft.set(f"{kw} saddr {W.HOST_V4 if fam == 'v4' else W.HOST_V6} udp dport 9 counter")
+        control = cf.direct(py(BURST, R1[fam]), timeout=20)
+        seen_control = world.sh_ns(world.remote["remote1"], ["nft", "list", "chain", "inet", nft.name, "c"])
+        r = cf.run(["--"] + py(BURST, R1[fam]), timeout=20)
+        seen = world.sh_ns(world.remote["remote1"], ["nft", "list", "chain", "inet", nft.name, "c"])
+    assert control.rc == 0 and r.rc == 0, (control, r)
+    count = re.compile(r"counter packets (\d+)")
+    assert [int(n) for n in count.findall(seen_control)] == [20], seen_control
+    assert [int(n) for n in count.findall(seen)] == [40], seen
