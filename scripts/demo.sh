@@ -74,6 +74,29 @@ CURL=(curl -sS --noproxy '*' --max-time 10 -g)
 echo "childflow demo: a closed world of network namespaces (host 198.18.0.2 / 2001:db8:2::2,"
 echo "remote web server $R1V4 / $R1V6); nothing here can reach the real network."
 
+R1NS=$(sed -n 's/^remote1=//p' <<<"$STATE")
+# A resolver of the demo's own (dnsmasq in a world namespace), started with start_dnsmasq.
+start_dnsmasq() {   # NS ADDR LOG RECORD...
+	local ns=$1 addr=$2 log=$3
+	shift 3
+	: >"$log"
+	ip netns exec "$ns" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
+		--no-poll --bind-interfaces --user=root --pid-file= --cache-size=0 --log-queries \
+		--log-facility="$log" --listen-address="$addr" "$@" >/dev/null 2>&1 &
+	DNSPIDS+=("$!")
+	for i in $(seq 100); do grep -q started "$log" 2>/dev/null && return; sleep 0.05; done
+	echo "demo.sh: dnsmasq on $addr did not start" >&2
+}
+
+heading "First: what this host can do for childflow (--doctor tries each requirement in throwaway namespaces)"
+# The doctor asks a resolver once: the world's, given with --dns (the machine's resolv.conf plays no part).
+start_dnsmasq "$R1NS" "$R1V4" "$WORK/doctor-dns.log"
+show "childflow --doctor --dns $R1V4   (as $DEMO_USER)"
+as_user "$CF" --doctor --dns "$R1V4" | sed 's/^/   /'
+kill "${DNSPIDS[@]}" 2>/dev/null
+wait "${DNSPIDS[@]}" 2>/dev/null
+DNSPIDS=()
+
 heading "The command's own network: only lo and eth0"
 show "childflow -- ip -brief addr"
 in_host "$CF" -- ip -brief addr
@@ -118,6 +141,23 @@ tshark -r "$WORK/demo.pcapng" -Y 'arp || tcp || dns' 2>/dev/null | sed 's/^/   /
 capinfos -M "$WORK/demo.pcapng" 2>/dev/null | grep -E 'Capture application|Description' | sed 's/^ */   /'
 show "childflow -c - -- curl -o /dev/null http://[$R1V6]/ | tshark -r - -Y http   (live, to a reader)"
 in_host "$CF" -c - -- "${CURL[@]}" -o /dev/null "http://[$R1V6]/" | tshark -r - -Y http 2>/dev/null | sed 's/^/   /'
+
+heading "--root: the host kernel routes and masquerades the command's direct traffic (no relay), and puts everything back"
+show "childflow --root -- sh -c 'ping -c1 $R1V4; curl http://$R1V4/'"
+mark_log
+in_host sh -c 'nft list ruleset; ip -o link; sysctl net.ipv4.conf.eth0.forwarding' >"$WORK/root-before.txt" 2>&1
+in_host env CHILDFLOW_DEBUG=1 "$CF" --root -- sh -c "ping -c1 -W3 $R1V4 | sed -n 2p; ${CURL[*]} http://$R1V4/" \
+	2>"$WORK/root-debug.txt"
+new_log
+echo "   what --root changed on the host, and put back (CHILDFLOW_DEBUG=1):"
+grep -E 'host (change|restored)' "$WORK/root-debug.txt" | sed 's/^childflow: debug: \[[^]]*\] /     /'
+
+in_host sh -c 'nft list ruleset; ip -o link; sysctl net.ipv4.conf.eth0.forwarding' >"$WORK/root-after.txt" 2>&1
+if cmp -s "$WORK/root-before.txt" "$WORK/root-after.txt"; then
+	echo "   host ruleset, links and forwarding afterwards: exactly as before"
+else
+	echo "   host state differs afterwards:"; diff "$WORK/root-before.txt" "$WORK/root-after.txt" | sed 's/^/   /'
+fi
 
 heading "Exit codes pass through"
 show "childflow -- sh -c 'exit 7'"
@@ -204,22 +244,10 @@ kill "$IPCPID" 2>/dev/null
 wait "$IPCPID" 2>/dev/null
 
 heading "DNS: every lookup is answered by childflow's forwarder, from the resolver it was given"
-R1NS=$(sed -n 's/^remote1=//p' <<<"$STATE")
 REC4=203.0.113.99
 # A resolver on remote1 serving the demo's names, and a second one on remote2 ($REC4) that answers
 # differently and logs every query: it must see none.  Only the world's resolvers are ever used
 # (--dns names one): the machine's own resolv.conf plays no part.
-start_dnsmasq() {   # NS ADDR LOG RECORD...
-	local ns=$1 addr=$2 log=$3
-	shift 3
-	: >"$log"
-	ip netns exec "$ns" dnsmasq --keep-in-foreground --conf-file=/dev/null --no-resolv --no-hosts \
-		--no-poll --bind-interfaces --user=root --pid-file= --cache-size=0 --log-queries \
-		--log-facility="$log" --listen-address="$addr" "$@" >/dev/null 2>&1 &
-	DNSPIDS+=("$!")
-	for i in $(seq 100); do grep -q started "$log" 2>/dev/null && return; sleep 0.05; done
-	echo "demo.sh: dnsmasq on $addr did not start" >&2
-}
 ip netns exec "$R2NS" ip addr add "$REC4/32" dev eth0
 start_dnsmasq "$R1NS" "$R1V4" "$WORK/resolver.log" --host-record=www.demo.test,"$R1V4" \
 	--cname=web.demo.test,www.demo.test

@@ -16,6 +16,9 @@ declare -A allow=(
   [sandbox]="sandbox backend netlink nft util"
   [dns]="dns relay backend util"
   [capture]="capture util"
+  [doctor]="doctor sandbox dns proxy nft netlink relay backend util"
+  [tty]="tty util"
+  [root]="root backend netlink nft util"
 )
 bad=0
 for f in $(find . -name '*.[ch]' | sed 's#^\./##' | sort); do

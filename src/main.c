@@ -17,6 +17,7 @@
 #include "connect/direct.h"
 #include "ctx.h"
 #include "dns/dns.h"
+#include "doctor/doctor.h"
 #include "dns/hosts.h"
 #include "dns/names.h"
 #include "dns/nsswitch.h"
@@ -24,7 +25,10 @@
 #include "netlink/nl.h"
 #include "proxy/proxy.h"
 #include "relay/relay.h"
+#include "root/root.h"
 #include "sandbox/sandbox.h"
+#include "tty/pty.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -38,8 +42,8 @@ static int refuse_unimplemented(const struct cli_options *o)
 			  "(the default)", cli_capture_point_name(o->capture_point));
 		return -1;
 	}
-	if (o->root || o->backend_rootful)
-		flag = "--root";
+	if ((o->root || o->backend_rootful) && o->iface)
+		flag = "--iface with --root";
 	if (!flag)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
@@ -49,7 +53,7 @@ static int refuse_unimplemented(const struct cli_options *o)
 /*
  * check_iface() - `--iface @name` must exist and be up (administratively, and with a carrier)
  * before the command starts; @eg then names it for every upstream socket.
- * Return: 0, or EXIT_SETUP after one line that says what to do.
+ * Return: 0, or EXIT_SETUP after the doctor's explanation (what is wrong, how to fix it).
  */
 static int check_iface(const char *name, struct egress *eg)
 {
@@ -58,28 +62,14 @@ static int check_iface(const char *name, struct egress *eg)
 	int r;
 
 	if (!nl) {
-		log_error("error: cannot check `--iface %s`: rtnetlink: %s", name, strerror(errno));
+		explain_fail("iface", errno, name);
 		return EXIT_SETUP;
 	}
 	r = nl_link_state(nl, name, &up, &carrier);
 	nl_close(nl);
-	if (r == -ENODEV) {
-		log_error("error: `--iface %s`: no such network interface (`ip link` lists them; give one that "
-			  "exists)", name);
-		return EXIT_SETUP;
-	}
-	if (r < 0) {
-		log_error("error: cannot check `--iface %s`: rtnetlink: %s", name, strerror(-r));
-		return EXIT_SETUP;
-	}
-	if (!up) {
-		log_error("error: `--iface %s` is down (bring it up with `ip link set %s up`, or choose another "
-			  "interface)", name, name);
-		return EXIT_SETUP;
-	}
-	if (!carrier) {
-		log_error("error: `--iface %s` has no carrier (connect its link, or choose another interface)",
-			  name);
+	if (r < 0 || !up || !carrier) {
+		/* The doctor's words: no such interface, down, no carrier (doctor/checks.c). */
+		explain_fail("iface", r < 0 ? -r : !up ? ENETDOWN : ENOLINK, name);
 		return EXIT_SETUP;
 	}
 	snprintf(eg->ifname, sizeof(eg->ifname), "%s", name);
@@ -90,10 +80,11 @@ static int check_iface(const char *name, struct egress *eg)
 /*
  * setup_proxy() - the route through --proxy: its host resolved now (the host's resolver, before the
  * command starts), the credentials, the TLS context.  CHILDFLOW_PROXY_TIMEOUT (seconds, 1-600)
- * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line.
+ * bounds each handshake (default 20 s).  Return: 0, or the exit code after one error line (the
+ * doctor's, for a proxy that cannot be set up); with @errout, that error goes there unprinted.
  */
 static int setup_proxy(const struct cli_options *o, const char *password, const struct egress *eg,
-		       struct proxy **px)
+		       struct proxy **px, char *errout, size_t errlen)
 {
 	static const enum proxy_kind kinds[] = {
 		[PROXY_HTTP] = PROXY_KIND_HTTP, [PROXY_HTTPS] = PROXY_KIND_HTTPS, [PROXY_SOCKS5] = PROXY_KIND_SOCKS5,
@@ -121,10 +112,55 @@ static int setup_proxy(const struct cli_options *o, const char *password, const 
 		p.timeout_ms = (unsigned int)v * 1000u;
 	}
 	if (proxy_new(px, &p, err, sizeof(err)) < 0) {
-		log_error("%s", err);
+		if (errout) {
+			snprintf(errout, errlen, "%s", err);
+			return EXIT_SETUP;
+		}
+		explain_fail("proxy", 0, err);
 		return EXIT_SETUP;
 	}
 	return 0;
+}
+
+static bool fixed_dns(const struct cli_options *o, struct sockaddr_storage *ss);
+
+/*
+ * run_doctor() - `--doctor`: the checks of the selected backend and of the options given (-i, -p,
+ * --dns), printed to stdout.  Return: 0 when the backend can run, 1 when something blocks it.
+ */
+static int run_doctor(struct cli_options *o, int argc, char **argv)
+{
+	char err[CLI_ERR_MAX], perr[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
+	struct sockaddr_storage dns;
+	struct doctor_env env = {
+		.rootful = o->backend_rootful,
+		.iface = o->iface,
+		.proxy_auth = o->proxy_user != NULL,
+		.resolv_path = "/etc/resolv.conf",
+	};
+	struct proxy *px = NULL;
+	struct egress eg;
+	int code;
+
+	if (cli_take_password(o, argc, argv, password, err, sizeof(err)) < 0) {
+		log_error("error: %s", err);
+		return EXIT_USAGE;
+	}
+	memset(&eg, 0, sizeof(eg));
+	if (o->iface)
+		snprintf(eg.ifname, sizeof(eg.ifname), "%s", o->iface);
+	if (o->proxy_set && (code = setup_proxy(o, password, &eg, &px, perr, sizeof(perr))) != 0) {
+		if (code == EXIT_USAGE)
+			return code;
+		env.proxy_error = perr;
+	}
+	explicit_bzero(password, sizeof(password));
+	env.proxy = px;
+	if (fixed_dns(o, &dns))
+		env.dns = &dns;
+	code = doctor_run(&env, o->doctor_json ? DOCTOR_JSON : DOCTOR_TEXT, stdout);
+	proxy_free(px);
+	return code;
 }
 
 /*
@@ -256,6 +292,28 @@ static size_t lookup_resolved(const void *src, const struct sockaddr *sa, uint64
 /* (address, name) pairs the tree's answers may leave in c->names: about 3 MiB at most. */
 #define NAMES_MAX 32768
 
+/* --dns as a socket address (port 53) in @ss.  Return: whether --dns was given. */
+static bool fixed_dns(const struct cli_options *o, struct sockaddr_storage *ss)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (!o->dns_set)
+		return false;
+	if (o->dns.family == AF_INET) {
+		struct sockaddr_in *a = (struct sockaddr_in *)ss;
+
+		a->sin_family = AF_INET;
+		a->sin_addr = o->dns.u.v4;
+		a->sin_port = htons(53);
+	} else {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+
+		a->sin6_family = AF_INET6;
+		a->sin6_addr = o->dns.u.v6;
+		a->sin6_port = htons(53);
+	}
+	return true;
+}
+
 /*
  * start_dns() - the forwarder that answers all of the tree's DNS: from --dns when given, else from
  * the host's nameservers (@host_rc, re-read from /etc/resolv.conf when it changes).
@@ -275,23 +333,8 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 	};
 	int r;
 
-	memset(&fixed, 0, sizeof(fixed));
-	if (o->dns_set) {
-		if (o->dns.family == AF_INET) {
-			struct sockaddr_in *a = (struct sockaddr_in *)&fixed;
-
-			a->sin_family = AF_INET;
-			a->sin_addr = o->dns.u.v4;
-			a->sin_port = htons(53);
-		} else {
-			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&fixed;
-
-			a->sin6_family = AF_INET6;
-			a->sin6_addr = o->dns.u.v6;
-			a->sin6_port = htons(53);
-		}
+	if (fixed_dns(o, &fixed))
 		cfg.fixed = &fixed;
-	}
 	c->names = dns_names_new(NAMES_MAX);
 	if (!c->names)
 		return -ENOMEM;
@@ -340,10 +383,32 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 							   .deadline = capture_hook_deadline, .priv = cap });
 }
 
+/* The command's pty, driven by the relay as a hook; a stopped command is continued through init. */
+struct pty_hook {
+	struct pty_relay *pr;
+	struct ctx *c;
+};
+
+static void pty_hook_run(void *priv, uint64_t now_ms)
+{
+	struct pty_hook *h = priv;
+
+	(void)now_ms;
+	if (pty_run(h->pr) & PTY_EV_CONTINUE)
+		h->c->be.ops->signal(h->c->be.b, SIGCONT, false);
+}
+
+static uint64_t pty_hook_deadline(void *priv)
+{
+	(void)priv;
+	return UINT64_MAX;
+}
+
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
 static int run(struct ctx *c, const struct cli_options *o, const struct resolv_conf *host_rc, int sigfd,
-	       const struct proxy *px, struct capture *cap)
+	       const struct proxy *px, struct capture *cap, struct pty_relay *pr)
 {
+	struct pty_hook ph = { .pr = pr, .c = c };
 	const struct backend_ops *be = c->be.ops;
 	struct relay *relay = NULL;
 	struct dns_fwd *fwd = NULL;
@@ -357,6 +422,8 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
 	    (cap && (r = start_capture(c, relay, cap)) < 0) ||
+	    (pr && (r = relay_add_hook(relay, &(struct relay_hook){ .fd = pty_fd(pr), .run = pty_hook_run,
+			.deadline = pty_hook_deadline, .priv = &ph })) < 0) ||
 	    /* Reach the proxy (and check the credentials) once, at once: a proxy that cannot work is
 	     * told early, while the command starts; nothing waits for it. */
 	    (px && (r = relay_probe(relay, &c->route[POL_PROXY])) < 0)) {
@@ -372,6 +439,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 	}
 	code = relay_run(relay);
 	log_debug("command finished: exit code %d", code);
+	pty_finish(pr);
 	relay_free(relay);
 	/* Before the backend lets the link go: what the ring still holds, then the statistics. */
 	if (cap && !capture_finish(cap) && code == 0)
@@ -395,11 +463,15 @@ int main(int argc, char **argv)
 	struct proxy *px = NULL;
 	struct capture *cap = NULL;
 	struct egress eg;
+	struct pty_relay *pty = NULL;
+	struct pty_child ptyc;
+	struct root_host *root = NULL;
 	char err[CLI_ERR_MAX], password[CLI_PASSWORD_MAX];
 	sigset_t fwd;
 	int sigfd, code, r;
 
 	log_init();
+	doctor_init();   /* setup failures explain themselves in the doctor's words */
 	if (cli_parse(argc, argv, &opt, err, sizeof(err)) < 0) {
 		log_error("error: %s", err);
 		return EXIT_USAGE;
@@ -412,8 +484,7 @@ int main(int argc, char **argv)
 		cli_print_version(stdout);
 		return 0;
 	case CLI_DOCTOR:
-		log_error("error: --doctor is not implemented in this build yet");
-		return EXIT_USAGE;
+		return run_doctor(&opt, argc, argv);
 	case CLI_RUN:
 		break;
 	}
@@ -424,10 +495,15 @@ int main(int argc, char **argv)
 	}
 	if (refuse_unimplemented(&opt) < 0)
 		return EXIT_USAGE;
+	if (opt.backend_rootful && geteuid() != 0) {
+		log_error("error: --root needs root privileges: run it with sudo, or drop --root to use the "
+			  "rootless backend");
+		return EXIT_USAGE;
+	}
 	memset(&eg, 0, sizeof(eg));
 	if (opt.iface && (code = check_iface(opt.iface, &eg)) != 0)
 		return code;
-	if (opt.proxy_set && (code = setup_proxy(&opt, password, &eg, &px)) != 0)
+	if (opt.proxy_set && (code = setup_proxy(&opt, password, &eg, &px, NULL, 0)) != 0)
 		return code;
 	explicit_bzero(password, sizeof(password));
 
@@ -458,11 +534,26 @@ int main(int argc, char **argv)
 			return EXIT_SETUP;
 		}
 	}
+	/* On a terminal, the command gets a pty of its own (tty/pty.h): its kill(0) stays in its tree. */
+	if (pty_open(&pty, &ptyc) < 0) {
+		capture_free(cap);
+		proxy_free(px);
+		return EXIT_SETUP;
+	}
+	if (pty) {
+		cfg.pty = true;
+		cfg.pty_slave = ptyc.slave;
+		cfg.pty_report = ptyc.report;
+		cfg.pty_fds = ptyc.fds;
+		memcpy(cfg.pty_hide, ptyc.path, sizeof(cfg.pty_hide));
+		cfg.own_pgrp = false;
+	}
 	/* Read once, before the sandbox starts: the forwarder's upstreams (without --dns) and timing,
 	 * and the lines the child's resolv.conf keeps. */
 	r = resolvconf_load("/etc/resolv.conf", &host_rc);
 	if (r < 0 && r != -ENOENT) {
 		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
@@ -471,6 +562,7 @@ int main(int argc, char **argv)
 	if ((code = name_files(&opt, &host_rc, &cfg, &nf)) != 0) {
 		free(nf.hosts);
 		free(nf.nsswitch);
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return code;
@@ -489,12 +581,41 @@ int main(int argc, char **argv)
 	 * Ignored, the write goes through; init gives the command the caller's disposition back. */
 	signal(SIGTTOU, SIG_IGN);
 
+	if (opt.backend_rootful) {
+		if (root_host_begin(&root, cfg.ipv6) < 0) {
+			free(nf.hosts);
+			free(nf.nsswitch);
+			pty_free(pty);
+			capture_free(cap);
+			proxy_free(px);
+			return EXIT_SETUP;
+		}
+		cfg.uplink = root_host_uplink(root);
+		cfg.proxy_tcp = px != NULL;
+		cfg.on_unshared = root_host_attach;
+		cfg.on_unshared_arg = root;
+	}
 	log_debug("starting the sandbox (IPv6 %s)", cfg.ipv6 ? "offered" : "not offered: no IPv6 route");
 	r = sandbox_start(&cfg, &sb);
 	/* The sandbox has its copies now. */
 	free(nf.hosts);
 	free(nf.nsswitch);
 	if (r < 0) {
+		root_host_end(root);
+		pty_free(pty);
+		capture_free(cap);
+		proxy_free(px);
+		return EXIT_SETUP;
+	}
+	if (pty && (r = pty_started(pty)) < 0) {
+		struct backend_ref be = sandbox_backend(&sb);
+
+		log_error("cannot relay the command's pty: %s", strerror(-r));
+		be.ops->kill(be.b);
+		be.ops->finish(be.b);
+		be.ops->release(be.b);
+		root_host_end(root);
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
@@ -506,18 +627,25 @@ int main(int argc, char **argv)
 	memset(&c, 0, sizeof(c));
 	c.be = sandbox_backend(&sb);
 	c.egress = eg;
+	/* On its pty the command learns a new window size from the pty itself (tty/pty.c reads it). */
+	if (pty)
+		sigdelset(&fwd, SIGWINCH);
 	sigfd = signalfd(-1, &fwd, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (sigfd < 0) {
 		log_error("cannot start the relay: %s", strerror(errno));
 		c.be.ops->kill(c.be.b);
 		c.be.ops->finish(c.be.b);
 		c.be.ops->release(c.be.b);
+		root_host_end(root);
+		pty_free(pty);
 		capture_free(cap);
 		proxy_free(px);
 		return EXIT_SETUP;
 	}
-	code = run(&c, &opt, &host_rc, sigfd, px, cap);
+	code = run(&c, &opt, &host_rc, sigfd, px, cap, pty);
 	close(sigfd);
+	root_host_end(root);
+	pty_free(pty);
 	capture_free(cap);
 	proxy_free(px);
 	if (log_dropped())

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #include "backend/netplan.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -16,6 +18,25 @@ void netplan_init(struct netplan *np, bool ipv6)
 	inet_pton(AF_INET6, "fd42:6368:696c::1", &np->gw6);
 	inet_pton(AF_INET6, "fd42:6368:696c::2", &np->child6);
 	np->plen6 = 64;
+}
+
+void netplan_uplink_init(struct netplan_uplink *u, unsigned int slot)
+{
+	uint32_t base = 0x0af10000u | ((slot % NETPLAN_UPLINK_SLOTS) << 2);   /* 10.241.0.0/16, a /30 each */
+
+	memset(u, 0, sizeof(*u));
+	u->slot = slot % NETPLAN_UPLINK_SLOTS;
+	snprintf(u->host_ifname, sizeof(u->host_ifname), "cfroot%u", u->slot);
+	u->host4.s_addr = htonl(base | 1u);
+	u->gw4.s_addr = htonl(base | 2u);
+	u->plen4 = 30;
+	inet_pton(AF_INET6, "fdcf:f10e:7000::", &u->host6);
+	u->host6.s6_addr[6] = (uint8_t)(u->slot >> 8);
+	u->host6.s6_addr[7] = (uint8_t)u->slot;
+	u->gw6 = u->host6;
+	u->host6.s6_addr[15] = 1;
+	u->gw6.s6_addr[15] = 2;
+	u->plen6 = 64;
 }
 
 static bool prefix_match(const unsigned char *a, const unsigned char *b, int plen)

@@ -30,6 +30,26 @@ struct netplan {
 
 void netplan_init(struct netplan *np, bool ipv6);
 
+/*
+ * The rootful backend's second link: between the interception namespace (its end "up0") and the
+ * host namespace (its end "cfroot<slot>").  Unlike the child's link it is visible on the host, so
+ * every concurrent --root run has its own slot: its own name, 10.241.<slot/64>.<slot%64*4>/30 and
+ * fdcf:f10e:7000:<slot>::/64 (host end .1 / ::1, interception end .2 / ::2).
+ */
+#define NETPLAN_UPLINK_IFNAME "up0"
+#define NETPLAN_UPLINK_SLOTS 1024u
+
+struct netplan_uplink {
+	unsigned int slot;
+	char host_ifname[16];
+	struct in_addr host4, gw4;
+	int plen4;
+	struct in6_addr host6, gw6;
+	int plen6;
+};
+
+void netplan_uplink_init(struct netplan_uplink *u, unsigned int slot);
+
 /* True when @sa (AF_INET/AF_INET6) lies in the link's own subnets. */
 bool netplan_is_link_addr(const struct netplan *np, const struct sockaddr *sa);
 

@@ -53,6 +53,7 @@ enum opt_id {
 	OPT_CAPTURE_POINT,
 	OPT_ROOT,
 	OPT_DOCTOR,
+	OPT_DOCTOR_FORMAT,
 	OPT_NETWORK_BACKEND,
 	OPT_DNS,
 	OPT_HOSTS_FILE,
@@ -88,10 +89,18 @@ static const struct opt_def opt_table[] = {
 	  "Select which capture point or view `--capture` should write. `child` is the current stable view",
 	  "[default: child]\n[possible values: child, egress, wire-egress, both]", false, false },
 	{ OPT_ROOT, 0, "root", NULL,
-	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend", NULL,
+	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend",
+	  "Needs root (sudo). Direct traffic is routed and masqueraded by the host kernel; DNS and -p stay "
+	  "intercepted. Host changes while it runs (CHILDFLOW_DEBUG=1 prints each): a veth cfroot<N> and an "
+	  "nftables table inet childflow-root<N> (both go by themselves), forwarding on the interfaces "
+	  "with routes (net.ipv4.conf.<if>.forwarding; IPv6: net.ipv6.conf.<if>.force_forwarding, or "
+	  "conf.all.forwarding before Linux 6.17), restored to their previous values at exit, even "
+	  "after SIGKILL, by a watchdog (records in /run/childflow-root)",
 	  false, false },
 	{ OPT_DOCTOR, 0, "doctor", NULL,
 	  "Diagnose whether the current host is ready for the selected backend", NULL, false, false },
+	{ OPT_DOCTOR_FORMAT, 0, "doctor-format", "FORMAT",
+	  "How --doctor prints its report", "[default: text]\n[possible values: text, json]", false, false },
 	{ OPT_NETWORK_BACKEND, 0, "network-backend", "NETWORK_BACKEND",
 	  "Select the networking backend. This is kept as a hidden compatibility escape hatch; use `--root` "
 	  "for the public CLI", NULL, true, false },
@@ -155,6 +164,7 @@ static const char *const capture_point_names[] = {
 
 /* --network-backend values; index 0 is the rootful one. */
 static const char *const backend_names[] = { "rootful", "rootless-internal" };
+static const char *const doctor_format_names[] = { "text", "json" };
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -297,6 +307,12 @@ static int apply_value(struct parser *p, const struct opt_def *d, const char *va
 			return fail_enum(p, d, value, capture_point_names, ARRAY_LEN(capture_point_names));
 		opt->capture_point = (enum capture_point)idx;
 		opt->capture_point_set = true;
+		return 0;
+	case OPT_DOCTOR_FORMAT:
+		idx = enum_lookup(doctor_format_names, ARRAY_LEN(doctor_format_names), value);
+		if (idx < 0)
+			return fail_enum(p, d, value, doctor_format_names, ARRAY_LEN(doctor_format_names));
+		opt->doctor_json = idx == 1;
 		return 0;
 	case OPT_NETWORK_BACKEND:
 		idx = enum_lookup(backend_names, ARRAY_LEN(backend_names), value);

@@ -61,6 +61,7 @@ struct cli_options {
 	bool capture_point_set;
 	bool root;                      /* --root */
 	bool doctor;                    /* --doctor */
+	bool doctor_json;               /* --doctor-format json */
 	bool backend_rootful;           /* hidden --network-backend rootful|rootless-internal */
 
 	bool dns_set;                   /* -d, --dns */

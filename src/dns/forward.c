@@ -33,6 +33,7 @@
 
 #include <sodium.h>
 
+#include "util/explain.h"
 #include "util/log.h"
 
 #define RX_BATCH DNS_RX_BATCH
@@ -220,14 +221,14 @@ void dns_record_at_once(struct dns_fwd *f, const struct sockaddr_storage *child,
 /* No upstream answered a query: say so once per run (the child sees SERVFAIL). */
 void dns_all_failed(struct dns_fwd *f, const char *why)
 {
-	char a[64];
+	char a[64], what[160];
 
 	if (f->warned)
 		return;
 	f->warned = true;
-	log_warn("warning: no DNS resolver answered (%s, %s%s): lookups inside get SERVFAIL",
-		 flow_addr_str((const struct sockaddr *)&f->ns[0], a, sizeof(a)), why,
-		 f->n_ns > 1 ? ", and the others" : "");
+	snprintf(what, sizeof(what), "%s, %s%s", flow_addr_str((const struct sockaddr *)&f->ns[0], a, sizeof(a)),
+		 why, f->n_ns > 1 ? ", and the others" : "");
+	explain_warn("dns", 0, what);
 }
 
 /* ---------- UDP: to the child ---------- */
@@ -870,7 +871,7 @@ static void check_fixed(const struct dns_fwd *f, const struct sockaddr_storage *
 	if (fd >= 0 && connect(fd, (const struct sockaddr *)ns, flow_sa_len(ns)) < 0)
 		e = errno;
 	if (e)
-		log_warn("warning: the DNS resolver %s cannot be reached (%s): lookups inside will get SERVFAIL",
+		log_warn("the DNS resolver %s cannot be reached (%s): lookups inside will get SERVFAIL",
 			 flow_addr_str((const struct sockaddr *)ns, a, sizeof(a)), strerror(e));
 	if (fd >= 0)
 		close(fd);

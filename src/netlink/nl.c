@@ -127,6 +127,17 @@ int nl_veth_create(struct nl *nl, const char *name, const char *peer, pid_t peer
 	return nl_talk(nl, nlh);
 }
 
+int nl_link_del(struct nl *nl, const char *name)
+{
+	char buf[256];
+	struct nlmsghdr *nlh = put_header(buf, RTM_DELLINK, 0);
+	struct ifinfomsg *ifm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifm));
+
+	ifm->ifi_family = AF_UNSPEC;
+	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
+	return nl_talk(nl, nlh);
+}
+
 static size_t addr_len(int family)
 {
 	return family == AF_INET ? 4 : 16;

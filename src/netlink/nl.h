@@ -21,6 +21,8 @@ void nl_close(struct nl *nl);
 int nl_link_up(struct nl *nl, int ifindex, unsigned int mtu);
 /* Create veth @name here with its peer @peer placed in the netns of @peer_pid. */
 int nl_veth_create(struct nl *nl, const char *name, const char *peer, pid_t peer_pid, unsigned int mtu);
+/* Delete link @name (here).  Return: 0, -ENODEV when it does not exist, or another -errno. */
+int nl_link_del(struct nl *nl, const char *name);
 /* @addr is 4 or 16 bytes according to @family. */
 int nl_addr_add(struct nl *nl, int ifindex, int family, const void *addr, int prefixlen);
 /* Route of @type (RTN_UNICAST, RTN_LOCAL) in @table out of @oif, via @gw when non-NULL (dst: default). */

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "nft/gateway.h"
+#include "nft/expr.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -13,6 +14,7 @@
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <linux/netfilter.h>
+#include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <libmnl/libmnl.h>
@@ -23,162 +25,70 @@
 #include <libnftnl/table.h>
 #include <libnftnl/batch.h>
 
-/* ---------- expression helpers (each appends one expression to @r) ---------- */
-
-/* A rule under construction: an expression that cannot be allocated (out of memory, or a libnftnl
- * without it, such as tproxy) fails the whole ruleset rather than leaving a rule without it. */
-struct rb {
-	struct nftnl_rule *r;
-	bool failed;
-};
-
-static void add_expr(struct rb *rb, struct nftnl_expr *e)
+static void icmpv6_type(struct nft_rb *rb, uint8_t type)
 {
-	if (e)
-		nftnl_rule_add_expr(rb->r, e);
-	else
-		rb->failed = true;
-}
-
-static void meta_load(struct rb *rb, uint32_t key)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("meta");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
-}
-
-static void meta_set(struct rb *rb, uint32_t key)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("meta");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
-}
-
-static void cmp(struct rb *rb, uint32_t op, const void *data, uint32_t len)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("cmp");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_SREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_CMP_OP, op);
-		nftnl_expr_set(e, NFTNL_EXPR_CMP_DATA, data, len);
-	}
-	add_expr(rb, e);
-}
-
-static void cmp_u8(struct rb *rb, uint8_t v)
-{
-	cmp(rb, NFT_CMP_EQ, &v, sizeof(v));
-}
-
-static void imm_data(struct rb *rb, const void *data, uint32_t len)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
-		nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, data, len);
-	}
-	add_expr(rb, e);
-}
-
-static void verdict(struct rb *rb, int v)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("immediate");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_VERDICT);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_VERDICT, (uint32_t)v);
-	}
-	add_expr(rb, e);
-}
-
-/* Load @len bytes at @offset of the transport header into reg 1. */
-static void transport_load(struct rb *rb, uint32_t offset, uint32_t len)
-{
-	struct nftnl_expr *e = nftnl_expr_alloc("payload");
-
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, NFT_PAYLOAD_TRANSPORT_HEADER);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, offset);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, len);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, NFT_REG_1);
-	}
-	add_expr(rb, e);
-}
-
-static void icmpv6_type(struct rb *rb, uint8_t type)
-{
-	meta_load(rb, NFT_META_NFPROTO);
-	cmp_u8(rb, NFPROTO_IPV6);
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_ICMPV6);
-	transport_load(rb, 0, 1);
-	cmp_u8(rb, type);
+	nft_meta_load(rb, NFT_META_NFPROTO);
+	nft_cmp_u8(rb, NFPROTO_IPV6);
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_ICMPV6);
+	nft_transport_load(rb, 0, 1);
+	nft_cmp_u8(rb, type);
 }
 
 /* meta nfproto FAMILY meta l4proto PROTO tproxy to :PORT meta mark set FWMARK accept */
-static void tproxy(struct rb *rb, uint8_t nfproto, uint8_t l4proto, uint16_t port)
+static void tproxy(struct nft_rb *rb, uint8_t nfproto, uint8_t l4proto, uint16_t port)
 {
 	uint16_t nport = htons(port);
 	uint32_t mark = GATEWAY_FWMARK;
 	struct nftnl_expr *e;
 
-	meta_load(rb, NFT_META_NFPROTO);
-	cmp_u8(rb, nfproto);
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, l4proto);
-	imm_data(rb, &nport, sizeof(nport));
+	nft_meta_load(rb, NFT_META_NFPROTO);
+	nft_cmp_u8(rb, nfproto);
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, l4proto);
+	nft_imm_data(rb, &nport, sizeof(nport));
 	e = nftnl_expr_alloc("tproxy");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_FAMILY, nfproto);
 		nftnl_expr_set_u32(e, NFTNL_EXPR_TPROXY_REG_PORT, NFT_REG_1);
 	}
-	add_expr(rb, e);
-	imm_data(rb, &mark, sizeof(mark));
-	meta_set(rb, NFT_META_MARK);
-	verdict(rb, NF_ACCEPT);
+	nft_add_expr(rb, e);
+	nft_imm_data(rb, &mark, sizeof(mark));
+	nft_meta_set(rb, NFT_META_MARK);
+	nft_verdict(rb, NF_ACCEPT);
 }
 
 /* meta nfproto FAMILY udp dport 53 tproxy to :PORT meta mark set FWMARK accept */
-static void tproxy_dns(struct rb *rb, uint8_t nfproto, uint16_t port)
+static void tproxy_dns(struct nft_rb *rb, uint8_t nfproto, uint16_t port)
 {
 	uint16_t dport = htons(53);
 
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_UDP);
-	transport_load(rb, 2, 2);   /* udphdr.dest */
-	cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_UDP);
+	nft_transport_load(rb, 2, 2);   /* udphdr.dest */
+	nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
 	tproxy(rb, nfproto, IPPROTO_UDP, port);
 }
 
 /* meta l4proto tcp meta mark MARK reject with TYPE/CODE */
-static void reject_marked(struct rb *rb, uint32_t mark, uint32_t type, uint8_t code)
+static void reject_marked(struct nft_rb *rb, uint32_t mark, uint32_t type, uint8_t code)
 {
 	struct nftnl_expr *e;
 
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_TCP);
-	meta_load(rb, NFT_META_MARK);
-	cmp(rb, NFT_CMP_EQ, &mark, sizeof(mark));
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_TCP);
+	nft_meta_load(rb, NFT_META_MARK);
+	nft_cmp(rb, NFT_CMP_EQ, &mark, sizeof(mark));
 	e = nftnl_expr_alloc("reject");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, type);
 		nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, code);
 	}
-	add_expr(rb, e);
+	nft_add_expr(rb, e);
 }
 
 /* queue num @queue (no bypass: fail closed), as the native expression or the xtables target */
-static void queue_to(struct rb *rb, const struct gateway_rules *g, uint16_t queue)
+static void queue_to(struct nft_rb *rb, const struct gateway_rules *g, uint16_t queue)
 {
 	struct nftnl_expr *e;
 
@@ -189,7 +99,7 @@ static void queue_to(struct rb *rb, const struct gateway_rules *g, uint16_t queu
 			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_TOTAL, 1);
 			nftnl_expr_set_u16(e, NFTNL_EXPR_QUEUE_FLAGS, 0);
 		}
-		add_expr(rb, e);
+		nft_add_expr(rb, e);
 		return;
 	}
 	/* struct xt_NFQ_info_v3 { u16 queuenum, queues_total, flags; } padded to XT_ALIGN (8) */
@@ -208,30 +118,26 @@ static void queue_to(struct rb *rb, const struct gateway_rules *g, uint16_t queu
 			nftnl_expr_free(e);
 		e = NULL;
 	}
-	add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
-}
-
-static void iifname_is(struct rb *rb, const struct gateway_rules *g)
-{
-	char name[IFNAMSIZ];
-
-	memset(name, 0, sizeof(name));
-	snprintf(name, sizeof(name), "%s", g->ifname);
-	meta_load(rb, NFT_META_IIFNAME);
-	cmp(rb, NFT_CMP_EQ, name, sizeof(name));
+	nft_add_expr(rb, e);   /* NOLINT(clang-analyzer-unix.Malloc): the expression owns info now */
 }
 
 /* iifname IF meta l4proto tcp tcp flags & (fin|syn|rst|ack) == syn meta mark 0 queue num Q */
-static void gate_rule(struct rb *rb, const struct gateway_rules *g)
+static void gate_rule(struct nft_rb *rb, const struct gateway_rules *g)
 {
 	uint32_t zero = 0, mask = 0x17;
 	uint8_t syn = 0x02;
 	struct nftnl_expr *e;
 
-	iifname_is(rb, g);
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, IPPROTO_TCP);
-	transport_load(rb, 13, 1);
+	nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->ifname);
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_TCP);
+	if (g->uplink && !g->proxy_tcp) {   /* rootful without -p: only DNS over TCP is TPROXYed */
+		uint16_t dport = htons(53);
+
+		nft_transport_load(rb, 2, 2);
+		nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
+	}
+	nft_transport_load(rb, 13, 1);
 	e = nftnl_expr_alloc("bitwise");
 	if (e) {
 		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
@@ -240,26 +146,26 @@ static void gate_rule(struct rb *rb, const struct gateway_rules *g)
 		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 1);
 		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
 	}
-	add_expr(rb, e);
-	cmp_u8(rb, syn);
-	meta_load(rb, NFT_META_MARK);
-	cmp(rb, NFT_CMP_EQ, &zero, sizeof(zero));
+	nft_add_expr(rb, e);
+	nft_cmp_u8(rb, syn);
+	nft_meta_load(rb, NFT_META_MARK);
+	nft_cmp(rb, NFT_CMP_EQ, &zero, sizeof(zero));
 	queue_to(rb, g, BE_GATE_QUEUE);
 }
 
 /* meta nfproto FAMILY meta l4proto PROTO TYPE == echo-request */
-static void echo_request(struct rb *rb, uint8_t nfproto)
+static void echo_request(struct nft_rb *rb, uint8_t nfproto)
 {
-	meta_load(rb, NFT_META_NFPROTO);
-	cmp_u8(rb, nfproto);
-	meta_load(rb, NFT_META_L4PROTO);
-	cmp_u8(rb, nfproto == NFPROTO_IPV4 ? IPPROTO_ICMP : IPPROTO_ICMPV6);
-	transport_load(rb, 0, 1);
-	cmp_u8(rb, nfproto == NFPROTO_IPV4 ? 8 : ICMP6_ECHO_REQUEST);
+	nft_meta_load(rb, NFT_META_NFPROTO);
+	nft_cmp_u8(rb, nfproto);
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, nfproto == NFPROTO_IPV4 ? IPPROTO_ICMP : IPPROTO_ICMPV6);
+	nft_transport_load(rb, 0, 1);
+	nft_cmp_u8(rb, nfproto == NFPROTO_IPV4 ? 8 : ICMP6_ECHO_REQUEST);
 }
 
 /* echo-request reject with icmpx admin-prohibited */
-static void echo_reject(struct rb *rb, uint8_t nfproto)
+static void echo_reject(struct nft_rb *rb, uint8_t nfproto)
 {
 	struct nftnl_expr *e;
 
@@ -269,61 +175,92 @@ static void echo_reject(struct rb *rb, uint8_t nfproto)
 		nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
 		nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
 	}
-	add_expr(rb, e);
+	nft_add_expr(rb, e);
 }
 
 /* ---------- the batch ---------- */
 
 enum rule_id {
-	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_REJ_RESET, R_REJ_HOST, R_REJ_NET, R_REJ_ADMIN, R_DNS4, R_DNS6,
-	R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_REJ_ECHO4, R_REJ_ECHO6, R_DROP,
-	R_GATE, R_ECHO4, R_ECHO6, R_COUNT,   /* the gate chain's */
+	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_UP_REPLY, R_UP_DROP, R_REJ_RESET, R_REJ_HOST, R_REJ_NET,
+	R_REJ_ADMIN, R_DNS4, R_DNS6, R_DNSTCP4, R_DNSTCP6, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_REJ_ECHO4,
+	R_REJ_ECHO6, R_DROP, R_FORWARD, R_GATE, R_ECHO4, R_ECHO6, R_IN_GUARD, R_MASQ, R_COUNT,
 };
 
-static bool rule_wanted(enum rule_id id, const struct gateway_rules *g)
+enum chain_id { C_PRE, C_GATE, C_INPUT, C_NAT, C_COUNT };
+
+static const struct {
+	const char *name, *type;
+	uint32_t hook;
+	int prio;
+} chains[C_COUNT] = {
+	[C_PRE] = { GATEWAY_CHAIN, "filter", NF_INET_PRE_ROUTING, -150 },          /* mangle */
+	[C_GATE] = { GATEWAY_GATE_CHAIN, "filter", NF_INET_PRE_ROUTING, -300 },    /* raw: before mangle */
+	[C_INPUT] = { "input", "filter", NF_INET_LOCAL_IN, 0 },
+	[C_NAT] = { "postrouting", "nat", NF_INET_POST_ROUTING, 100 },             /* srcnat */
+};
+
+/* meta l4proto tcp tcp dport 53 */
+static void tcp_dns(struct nft_rb *rb)
 {
-	if (id >= R_GATE && g->gate == GATEWAY_GATE_NONE)
-		return false;
-	if ((id == R_ECHO4 || id == R_ECHO6) && !g->echo)
-		return false;
-	return id < R_COUNT;
+	uint16_t dport = htons(53);
+
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, IPPROTO_TCP);
+	nft_transport_load(rb, 2, 2);   /* tcphdr.dest */
+	nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
 }
 
-static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rules *g)
+static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_rules *g)
 {
-	char name[IFNAMSIZ];
 	uint32_t lo = 1;   /* lo is always ifindex 1 in a network namespace */
+	uint32_t mark = GATEWAY_FWMARK;
 
 	switch (id) {
 	case R_LO:
-		meta_load(rb, NFT_META_IIF);
-		cmp(rb, NFT_CMP_EQ, &lo, sizeof(lo));
-		verdict(rb, NF_ACCEPT);
+		nft_meta_load(rb, NFT_META_IIF);
+		nft_cmp(rb, NFT_CMP_EQ, &lo, sizeof(lo));
+		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_FOREIGN:
-		memset(name, 0, sizeof(name));
-		snprintf(name, sizeof(name), "%s", g->ifname);
-		meta_load(rb, NFT_META_IIFNAME);
-		cmp(rb, NFT_CMP_NEQ, name, sizeof(name));
-		verdict(rb, NF_DROP);
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_NEQ, g->ifname);
+		if (g->uplink)
+			nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_NEQ, g->uplink);
+		nft_verdict(rb, NF_DROP);
 		break;
 	case R_NS:
 		icmpv6_type(rb, ND_NEIGHBOR_SOLICIT);
-		verdict(rb, NF_ACCEPT);
+		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_NA:
 		icmpv6_type(rb, ND_NEIGHBOR_ADVERT);
-		verdict(rb, NF_ACCEPT);
+		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case R_RS:
 		icmpv6_type(rb, ND_ROUTER_SOLICIT);
-		verdict(rb, NF_ACCEPT);
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case R_UP_REPLY:   /* from the host: only the replies to the child's own flows (and their errors) */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->uplink);
+		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case R_UP_DROP:
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->uplink);
+		nft_verdict(rb, NF_DROP);
 		break;
 	case R_DNS4:
 		tproxy_dns(rb, NFPROTO_IPV4, g->dns_port);
 		break;
 	case R_DNS6:
 		tproxy_dns(rb, NFPROTO_IPV6, g->dns_port);
+		break;
+	case R_DNSTCP4:
+		tcp_dns(rb);
+		tproxy(rb, NFPROTO_IPV4, IPPROTO_TCP, g->tcp_port);
+		break;
+	case R_DNSTCP6:
+		tcp_dns(rb);
+		tproxy(rb, NFPROTO_IPV6, IPPROTO_TCP, g->tcp_port);
 		break;
 	case R_REJ_RESET:
 		reject_marked(rb, BE_GATE_MARK_RESET, NFT_REJECT_TCP_RST, 0);
@@ -343,7 +280,7 @@ static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rule
 		break;
 	case R_ECHO4:
 	case R_ECHO6:
-		iifname_is(rb, g);
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->ifname);
 		echo_request(rb, id == R_ECHO4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
 		queue_to(rb, g, BE_ECHO_QUEUE);
 		break;
@@ -364,30 +301,81 @@ static void build_rule(struct rb *rb, enum rule_id id, const struct gateway_rule
 		tproxy(rb, NFPROTO_IPV6, IPPROTO_UDP, g->udp_port);
 		break;
 	case R_DROP:
-		add_expr(rb, nftnl_expr_alloc("counter"));
-		verdict(rb, NF_DROP);
+		nft_add_expr(rb, nftnl_expr_alloc("counter"));
+		nft_verdict(rb, NF_DROP);
+		break;
+	case R_FORWARD:   /* rootful: what is left is the host kernel's to route */
+		nft_add_expr(rb, nftnl_expr_alloc("counter"));
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case R_IN_GUARD:   /* the child reaches N1's own sockets only through TPROXY */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->ifname);
+		nft_meta_load(rb, NFT_META_L4PROTO);
+		nft_cmp(rb, NFT_CMP_NEQ, &(uint8_t){ IPPROTO_ICMPV6 }, 1);
+		nft_meta_load(rb, NFT_META_MARK);
+		nft_cmp(rb, NFT_CMP_NEQ, &mark, sizeof(mark));
+		nft_verdict(rb, NF_DROP);
+		break;
+	case R_MASQ:
+		nft_ifname(rb, NFT_META_OIFNAME, NFT_CMP_EQ, g->uplink);
+		nft_masquerade(rb);
 		break;
 	case R_COUNT:
 		break;
 	}
 }
 
-/* A base chain of the prerouting hook in our table. */
-static void add_chain(struct mnl_nlmsg_batch *b, struct nftnl_chain *c, const char *name, int prio,
-		      uint32_t policy, uint32_t seq)
+/*
+ * The rules in order, each with its chain.  Rootless: everything the child sends is TPROXYed.
+ * Rootful (g->uplink): DNS always, TCP with proxy_tcp, and the rest forwarded; the interception
+ * rules come before the only accept that lets traffic go direct (R_FORWARD), in both families.
+ */
+static int rule_plan(const struct gateway_rules *g, uint8_t *ids, uint8_t *chain)
 {
-	struct nlmsghdr *nlh;
+	int n = 0;
 
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, GATEWAY_TABLE);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
-	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, policy);
-	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_INET,
-					  NLM_F_CREATE, seq);
-	nftnl_chain_nlmsg_build_payload(nlh, c);
-	mnl_nlmsg_batch_next(b);
+#define ADD(id, c) do { ids[n] = (uint8_t)(id); chain[n++] = (uint8_t)(c); } while (0)
+	ADD(R_LO, C_PRE);
+	if (g->uplink)
+		ADD(R_UP_REPLY, C_PRE);   /* first: half of all forwarded packets, the replies */
+	ADD(R_FOREIGN, C_PRE);
+	ADD(R_NS, C_PRE);
+	ADD(R_NA, C_PRE);
+	ADD(R_RS, C_PRE);
+	if (g->uplink)
+		ADD(R_UP_DROP, C_PRE);    /* after neighbour discovery, which conntrack does not track */
+	ADD(R_REJ_RESET, C_PRE);
+	ADD(R_REJ_HOST, C_PRE);
+	ADD(R_REJ_NET, C_PRE);
+	ADD(R_REJ_ADMIN, C_PRE);
+	ADD(R_DNS4, C_PRE);
+	ADD(R_DNS6, C_PRE);
+	if (!g->uplink || g->proxy_tcp) {
+		ADD(R_TCP4, C_PRE);
+		ADD(R_TCP6, C_PRE);
+	} else {
+		ADD(R_DNSTCP4, C_PRE);
+		ADD(R_DNSTCP6, C_PRE);
+	}
+	if (!g->uplink) {
+		ADD(R_UDP4, C_PRE);
+		ADD(R_UDP6, C_PRE);
+		ADD(R_REJ_ECHO4, C_PRE);   /* what the echo queue let through, or every one without it */
+		ADD(R_REJ_ECHO6, C_PRE);
+		ADD(R_DROP, C_PRE);
+	} else {
+		ADD(R_FORWARD, C_PRE);
+		ADD(R_IN_GUARD, C_INPUT);
+		ADD(R_MASQ, C_NAT);
+	}
+	if (g->gate != GATEWAY_GATE_NONE)
+		ADD(R_GATE, C_GATE);
+	if (g->gate != GATEWAY_GATE_NONE && g->echo && !g->uplink) {   /* rootful: echo is routed */
+		ADD(R_ECHO4, C_GATE);
+		ADD(R_ECHO6, C_GATE);
+	}
+#undef ADD
+	return n;
 }
 
 int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, uint32_t seq,
@@ -395,11 +383,13 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 {
 	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
 	struct nftnl_table *t = nftnl_table_alloc();
-	struct nftnl_chain *c = nftnl_chain_alloc();
+	uint8_t ids[R_COUNT], chain[R_COUNT];
+	bool used[C_COUNT] = { false };
 	struct nlmsghdr *nlh;
+	int n = rule_plan(g, ids, chain);
 	int rc = 0;
 
-	if (!b || !t || !c) {
+	if (!b || !t) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -415,35 +405,23 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 	nftnl_table_nlmsg_build_payload(nlh, t);
 	mnl_nlmsg_batch_next(b);
 
-	ROOM();
-	add_chain(b, c, GATEWAY_CHAIN, -150, NF_DROP, seq++);   /* mangle */
-	if (g->gate != GATEWAY_GATE_NONE) {
-		struct nftnl_chain *gc = nftnl_chain_alloc();
-
-		ROOM();
-		if (!gc) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		add_chain(b, gc, GATEWAY_GATE_CHAIN, -300, NF_ACCEPT, seq++);   /* raw: before mangle */
-		nftnl_chain_free(gc);
-	}
-
-	int last = 0;
-
-	for (int id = 0; id < R_COUNT; id++)
-		if (rule_wanted((enum rule_id)id, g))
-			last = id;
-	for (int id = 0; id <= last; id++) {
-		if (!rule_wanted((enum rule_id)id, g))
+	for (int i = 0; i < n; i++)
+		used[chain[i]] = true;
+	for (int ch = 0; ch < C_COUNT; ch++) {
+		if (!used[ch])
 			continue;
+		ROOM();
+		nft_add_chain(b, GATEWAY_TABLE, chains[ch].name, chains[ch].type, chains[ch].hook, chains[ch].prio,
+			      ch == C_PRE ? NF_DROP : NF_ACCEPT, seq++);
+	}
+	for (int i = 0; i < n; i++) {
 		struct nftnl_rule *r = nftnl_rule_alloc();
 
 		if (!r) {
 			rc = -ENOMEM;
 			goto out;
 		}
-		struct rb rb = { .r = r };
+		struct nft_rb rb = { .r = r };
 
 		if (mnl_nlmsg_batch_size(b) + 4096 > len) {
 			nftnl_rule_free(r);
@@ -451,9 +429,9 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			goto out;
 		}
 		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, GATEWAY_TABLE);
-		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id >= R_GATE ? GATEWAY_GATE_CHAIN : GATEWAY_CHAIN);
+		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chains[chain[i]].name);
 		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-		build_rule(&rb, (enum rule_id)id, g);
+		build_rule(&rb, (enum rule_id)ids[i], g);
 		if (rb.failed) {
 			nftnl_rule_free(r);
 			rc = -EOPNOTSUPP;
@@ -461,8 +439,7 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 		}
 		*last_seq = seq;
 		nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
-						 NLM_F_APPEND | NLM_F_CREATE |
-						 (id == last ? NLM_F_ACK : 0), seq++);
+						 NLM_F_APPEND | NLM_F_CREATE | (i == n - 1 ? NLM_F_ACK : 0), seq++);
 		nftnl_rule_nlmsg_build_payload(nlh, r);
 		nftnl_rule_free(r);
 		mnl_nlmsg_batch_next(b);
@@ -473,39 +450,11 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 	rc = (int)mnl_nlmsg_batch_size(b);
 #undef ROOM
 out:
-	if (c)
-		nftnl_chain_free(c);
 	if (t)
 		nftnl_table_free(t);
 	if (b)
 		mnl_nlmsg_batch_stop(b);
 	return rc;
-}
-
-/* Read until the ACK of @last_seq, or the first error.  Returns 0 or -errno. */
-static int wait_ack(struct mnl_socket *nl, uint32_t last_seq)
-{
-	char buf[8192];
-
-	for (;;) {
-		ssize_t n = mnl_socket_recvfrom(nl, buf, sizeof(buf));
-
-		if (n < 0)
-			return -errno;
-		int left = (int)n;
-
-		for (struct nlmsghdr *h = (struct nlmsghdr *)buf; mnl_nlmsg_ok(h, left);
-		     h = mnl_nlmsg_next(h, &left)) {
-			if (h->nlmsg_type != NLMSG_ERROR)
-				continue;
-			const struct nlmsgerr *e = mnl_nlmsg_get_payload(h);
-
-			if (e->error)
-				return e->error;
-			if (h->nlmsg_seq == last_seq)
-				return 0;
-		}
-	}
 }
 
 int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
@@ -531,7 +480,7 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 	if (mnl_socket_sendto(nl, batch, (size_t)len) < 0)
 		r = -errno;
 	else
-		r = wait_ack(nl, last_seq);
+		r = nft_wait_ack(nl, last_seq);
 	mnl_socket_close(nl);
 	if (r < 0) {
 		snprintf(err, errlen, "the kernel refused it: %s", strerror(-r));

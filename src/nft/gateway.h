@@ -36,6 +36,19 @@
  *     }
  *   }
  *
+ * Rootful (--root, uplink "up0"): right after the lo rule
+ *       iifname "up0" ct state established,related accept      # replies to the child's flows
+ *   and after the neighbour-discovery rules
+ *       iifname "up0" drop
+ *   the reject rules and the DNS TPROXY rules as above, then either the TCP TPROXY rules (-p: all of
+ *   TCP goes to the relay and the proxy) or only `tcp dport 53` TPROXYed (DNS over TCP), and
+ *       counter accept                                             # forwarded: the host routes it
+ *   no UDP TPROXY; plus
+ *     chain input { type filter hook input priority filter; iifname "gw0" meta l4proto != ipv6-icmp
+ *                   meta mark != 1 drop }                     # N1's own sockets only via TPROXY
+ *     chain postrouting { type nat hook postrouting priority srcnat; oifname "up0" masquerade }
+ *   and the SYN gate only holds the SYNs that are TPROXYed (tcp dport 53 without -p).
+ *
  * The SYN gate (design §2, cost 1; reference/syn-gate-probe.md): every new TCP connection's SYN is
  * held in NFQUEUE 0 until P knows how the upstream connect went.  P then lets it pass (on to TPROXY,
  * the child's handshake completes) or passes it with one of the marks above, which rejects it as the
@@ -82,6 +95,10 @@ struct gateway_rules {
 	uint16_t dns_port;      /* the DNS forwarder's UDP listeners (DNS over TCP takes tcp_port) */
 	enum gateway_gate gate;
 	bool echo;              /* queue echo requests to BE_ECHO_QUEUE too (needs a gate) */
+	/* Rootful (--root): the link to the host, or NULL (rootless).  Then only DNS (and, with
+	 * proxy_tcp, all TCP) is TPROXYed; the rest is forwarded out of it and masqueraded there. */
+	const char *uplink;
+	bool proxy_tcp;
 };
 
 /*

@@ -21,11 +21,37 @@
 #include <openssl/err.h>
 
 #include "util/egress.h"
+#include "util/explain.h"
 #include "util/log.h"
 
 #define KEEPIDLE_S 300
 #define KEEPINTVL_S 30
 #define KEEPCNT 10
+
+/* The errno that stands for @cause in the doctor's fix (doctor/checks.c). */
+static int cause_errno(enum proxy_cause cause, int code)
+{
+	switch (cause) {
+	case CAUSE_UNREACHABLE:
+		return code > 0 ? code : ECONNREFUSED;
+	case CAUSE_TIMEOUT:
+		return ETIMEDOUT;
+	case CAUSE_TLS:
+		return EPROTO;
+	case CAUSE_CREDENTIALS:
+		return EACCES;
+	case CAUSE_AUTH_METHOD:
+	case CAUSE_PROTOCOL:
+		return EPROTONOSUPPORT;
+	case CAUSE_REFUSED:
+		return ECONNREFUSED;
+	case CAUSE_CLOSED:
+		return ECONNRESET;
+	case CAUSE_OK:
+		break;
+	}
+	return 0;
+}
 
 void proxy_tell(const struct proxy *px, enum proxy_cause cause, int code, const char *fmt, ...)
 {
@@ -44,10 +70,14 @@ void proxy_tell(const struct proxy *px, enum proxy_cause cause, int code, const 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (cause == CAUSE_OK)
+	if (cause == CAUSE_OK) {
 		log_debug("proxy %s %s", px->shown, msg);
-	else
-		log_warn("proxy %s %s", px->shown, msg);
+	} else {
+		char what[sizeof(msg) + sizeof(px->shown) + 8];
+
+		snprintf(what, sizeof(what), "proxy %s %s", px->shown, msg);
+		explain_warn("proxy", cause_errno(cause, code), what);
+	}
 }
 
 int proxy_fail_unreachable(struct pconn *c, int err)

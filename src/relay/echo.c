@@ -44,6 +44,7 @@
 #include "netlink/nfq.h"
 #include "relay/icmp.h"
 #include "util/egress.h"
+#include "util/explain.h"
 #include "util/log.h"
 
 #define ECHO_MAX 256            /* flows open at once; the least recently used goes for a new one */
@@ -377,9 +378,7 @@ static void request(struct relay *r, const struct nfq_echo *q, uint32_t id)
 		if (!f) {
 			if (err == -EACCES && !e->told) {
 				e->told = true;
-				log_warn("ping inside is answered \"administratively prohibited\": this host does not "
-					 "let childflow send ICMP echo (add group %u to sysctl net.ipv4.ping_group_range, "
-					 "or give childflow CAP_NET_RAW)", (unsigned int)getgid());
+				explain_warn("icmp_echo", EACCES, NULL);   /* the doctor's words and fix */
 			} else if (err == -EMFILE || err == -ENFILE) {
 				relay_shortage(r, SHORT_FDS);
 			}

@@ -37,6 +37,7 @@
 
 #include "netlink/nl.h"
 #include "sandbox/gwproto.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -248,8 +249,11 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	block_forwarded_signals();
 	if (unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID |
 		    (cfg->isolate ? CLONE_NEWIPC : 0)) < 0) {
-		log_error("cannot create the child's namespaces (user, network, mount, PID%s): %s",
-			  cfg->isolate ? ", IPC" : "", strerror(errno));
+		char what[96];
+
+		snprintf(what, sizeof(what), "cannot create the child's namespaces (user, network, mount, PID%s)",
+			 cfg->isolate ? ", IPC" : "");
+		explain_fail("user_namespaces", errno, what);
 		sandbox_setup_fail(sh);
 	}
 	child_sysctls(np, sh);
@@ -265,7 +269,7 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	log_debug("child: network configured, both ends of the link operational");
 	/* Keep our mounts (the private /proc, /sys, the name files) out of the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-		log_error("cannot make the child's mounts private: %s", strerror(errno));
+		explain_fail("mounts", errno, "cannot make the child's mounts private");
 		sandbox_setup_fail(sh);
 	}
 	mount_sysfs();
@@ -285,4 +289,20 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 		if (errno != EINTR)
 			_exit(EXIT_SETUP);
 	_exit(sandbox_status_code(st));
+}
+
+int sandbox_mounts_try(void)
+{
+	static struct sandbox_shared sh;
+	struct sandbox_config cfg;
+	struct child_allowed none = { .n = 0 };
+
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return -errno;
+	mount_sysfs();
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.resolv_conf = "nameserver 127.0.0.1\n";
+	cfg.hosts = "127.0.0.1 localhost\n";
+	child_name_files(&cfg, &none, &sh);
+	return 0;
 }

@@ -68,7 +68,7 @@ static const char *const hidden[] = {
 static const char *const hidden_in_runtime_dir[] = { "podman", "docker.sock" };
 
 /* Every path that may be hidden: the table, the runtime directory's, the runtime directory itself. */
-#define HIDDEN_MAX (sizeof(hidden) / sizeof(hidden[0]) + sizeof(hidden_in_runtime_dir) / sizeof(hidden_in_runtime_dir[0]) + 1)
+#define HIDDEN_MAX (sizeof(hidden) / sizeof(hidden[0]) + sizeof(hidden_in_runtime_dir) / sizeof(hidden_in_runtime_dir[0]) + 2)
 
 /* The resolv.conf files kept in systemd-resolved's directory when they exist there. */
 static const char *const resolved_files[] = { "resolv.conf", "stub-resolv.conf" };
@@ -331,6 +331,11 @@ static bool hidden_path(const struct sandbox_config *cfg, size_t i, char *buf, s
 			snprintf(buf, len, "%s/%s", cfg->runtime_dir, hidden_in_runtime_dir[i]);
 		else
 			buf[0] = '\0';
+		return true;
+	}
+	if (i == nrt) {
+		/* On its own pty, the caller's terminal is not the command's to open by its path. */
+		snprintf(buf, len, "%s", cfg->pty ? cfg->pty_hide : "");
 		return true;
 	}
 	return false;

@@ -43,6 +43,7 @@
 #include "netlink/nl.h"
 #include "nft/gateway.h"
 #include "sandbox/gwproto.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -62,28 +63,6 @@ struct gw {
 
 #define GATE_QUEUE_MAXLEN 4096        /* SYNs held at once; past this the kernel drops (fail closed) */
 #define ECHO_QUEUE_MAXLEN 1024        /* echo requests waiting for P; past this the kernel drops them */
-
-/* Explain why the kernel refused a user namespace, naming the setting that blocks it. */
-static void explain_userns_failure(int err)
-{
-	const char *hint;
-
-	if (proc_read_long("/proc/sys/user/max_user_namespaces") == 0)
-		hint = "user namespaces are disabled on this host (sysctl user.max_user_namespaces=0); "
-		       "ask the administrator to raise it";
-	else if (err == ENOSPC)
-		hint = "the user namespace limit is exhausted (sysctl user.max_user_namespaces)";
-	else if (proc_read_long("/proc/sys/kernel/unprivileged_userns_clone") == 0)
-		hint = "unprivileged user namespaces are disabled (sysctl kernel.unprivileged_userns_clone=0); "
-		       "enable them or run childflow as root";
-	else if (proc_read_long("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == 1)
-		hint = "AppArmor restricts unprivileged user namespaces "
-		       "(kernel.apparmor_restrict_unprivileged_userns=1); allow childflow in an AppArmor profile";
-	else
-		hint = "a container runtime or seccomp policy may forbid namespaces here; "
-		       "run childflow on the host or allow CLONE_NEWUSER";
-	log_error("cannot create a user namespace: %s; %s", strerror(err), hint);
-}
 
 static int make_listener(int family, int type, uint16_t port)
 {
@@ -185,6 +164,8 @@ static void gateway_load_rules(struct gw *g)
 		.dns_port = NETPLAN_DNS_PORT,
 		.gate = g->gate_fd >= 0 ? GATEWAY_GATE_COMPAT : GATEWAY_GATE_NONE,
 		.echo = g->echo_fd >= 0,
+		.uplink = g->cfg->uplink ? NETPLAN_UPLINK_IFNAME : NULL,
+		.proxy_tcp = g->cfg->proxy_tcp,
 	};
 	char err[256];
 	int r;
@@ -206,17 +187,43 @@ static void gateway_load_rules(struct gw *g)
 		if (g->echo_fd >= 0)
 			close(g->echo_fd);
 		g->echo_fd = -1;
-		log_warn("this kernel cannot hold TCP connections until their destination answers (nft queue "
-			 "or xt NFQUEUE): a refused connection will look accepted, then reset");
+		explain_warn("syn_gate", 0, err);
 	}
 	if (r < 0) {
-		log_error("cannot load the gateway's nftables ruleset: %s (the kernel needs nf_tables with "
-			  "TPROXY support: nft_tproxy, nf_tproxy_ipv4, nf_tproxy_ipv6)", err);
+		explain_fail("nftables", 0, err);
 		nl_close(g->nl);
 		sandbox_setup_fail(g->sh);
 	}
 	log_debug("gateway: ruleset loaded (SYN gate: %s)", rules.gate == GATEWAY_GATE_NATIVE ? "nft queue" :
 		  rules.gate == GATEWAY_GATE_COMPAT ? "xt NFQUEUE" : "none");
+}
+
+/*
+ * gateway_uplink() - rootful: up0 (P created it here before sending the plan) with its addresses,
+ * the default routes to the host through it, and forwarding in N1.
+ */
+static void gateway_uplink(struct gw *g)
+{
+	const struct netplan_uplink *u = g->cfg->uplink;
+	int up = (int)if_nametoindex(NETPLAN_UPLINK_IFNAME);
+	int r;
+
+	if (!up)
+		gateway_fail(g, "find the uplink", -ENODEV);
+	if (proc_write_file("/proc/sys/net/ipv4/ip_forward", "1") < 0 ||
+	    (g->np->ipv6 && proc_write_file("/proc/sys/net/ipv6/conf/all/forwarding", "1") < 0))
+		gateway_fail(g, "enable forwarding", -errno);
+	if ((r = nl_addr_add(g->nl, up, AF_INET, &u->gw4, u->plen4)) < 0)
+		gateway_fail(g, "add the uplink IPv4 address", r);
+	if (g->np->ipv6 && (r = nl_addr_add(g->nl, up, AF_INET6, &u->gw6, u->plen6)) < 0)
+		gateway_fail(g, "add the uplink IPv6 address", r);
+	if ((r = nl_link_up(g->nl, up, 0)) < 0)
+		gateway_fail(g, "bring the uplink up", r);
+	if ((r = nl_route_add(g->nl, AF_INET, RT_TABLE_MAIN, RTN_UNICAST, up, &u->host4)) < 0)
+		gateway_fail(g, "add the default route to the host", r);
+	if (g->np->ipv6 && (r = nl_route_add(g->nl, AF_INET6, RT_TABLE_MAIN, RTN_UNICAST, up, &u->host6)) < 0)
+		gateway_fail(g, "add the IPv6 default route to the host", r);
+	log_debug("gateway: uplink to the host ready");
 }
 
 /*
@@ -242,6 +249,8 @@ static void gateway_routing(struct gw *g)
 			gateway_fail(g, "add the IPv6 TPROXY local route", r);
 	}
 	log_debug("gateway: policy routing ready");
+	if (g->cfg->uplink)
+		gateway_uplink(g);
 	g->gate_fd = gateway_gate_open();
 	/* The echo queue rides on the gate's: the same queueing support, a rule beside the gate's. */
 	if (g->gate_fd >= 0)
@@ -300,8 +309,11 @@ static void gateway_link(struct gw *g)
 {
 	int gw, r;
 
-	if ((r = nl_veth_create(g->nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, g->child, NETPLAN_MTU)) < 0)
-		gateway_fail(g, "create the veth pair", r);
+	if ((r = nl_veth_create(g->nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, g->child, NETPLAN_MTU)) < 0) {
+		explain_fail("veth", -r, "cannot create the veth pair");
+		nl_close(g->nl);
+		sandbox_setup_fail(g->sh);
+	}
 	gw = (int)if_nametoindex(NETPLAN_GW_IFNAME);
 	gateway_capture_bind(g, gw);
 	if ((r = nl_addr_add(g->nl, gw, AF_INET, &g->np->gw4, g->np->plen4)) < 0)
@@ -599,7 +611,7 @@ void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 	proc_die_with_parent(p);
 	sandbox_ignore_forwarded_signals();
 	if (unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0) {
-		explain_userns_failure(errno);
+		explain_fail("user_namespaces", errno, "cannot create a user namespace");
 		sandbox_setup_fail(sh);
 	}
 	log_debug("gateway: user and network namespaces created");

@@ -14,6 +14,7 @@
 #ifndef CHILDFLOW_IDMAP_H
 #define CHILDFLOW_IDMAP_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -48,5 +49,22 @@ bool subid_lookup(const char *content, const char *name, unsigned long id, struc
 /* Fill @plan for @mode.  @su/@sg are only read in helper mode.  Returns 0 or -EINVAL. */
 int idmap_plan_make(struct idmap_plan *plan, enum idmap_mode mode, uid_t uid, gid_t gid,
 		    const struct subid_range *su, const struct subid_range *sg);
+
+/*
+ * idmap_apply_gateway() - P gives G (@pid, in a fresh user namespace) its uid/gid maps according to
+ * @choice, and settles the plan whose inner maps C gets.  Helpers run with @caller_mask.  The
+ * doctor tries it on a throwaway namespace.  Return: 0, or -1 after explain_fail("uidmap", ...).
+ */
+int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *caller_mask,
+			struct idmap_plan *plan);
+
+/* idmap_find_helper() - @name (newuidmap, newgidmap) on $PATH, executable: its path in @out. */
+bool idmap_find_helper(const char *name, char *out, size_t len);
+
+/*
+ * idmap_caller_subids() - the caller's ranges in /etc/subuid and /etc/subgid (by name or uid).
+ * Return: 1 both found, 0 one is missing (*@file names it), -errno when *@file cannot be read.
+ */
+int idmap_caller_subids(struct subid_range *su, struct subid_range *sg, const char **file);
 
 #endif

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -45,7 +46,7 @@ int idmap_write_maps(pid_t pid, const char *uid_map, const char *gid_map, bool d
 	return proc_write_file(path, gid_map);
 }
 
-static bool find_in_path(const char *name, char *out, size_t len)
+bool idmap_find_helper(const char *name, char *out, size_t len)
 {
 	const char *path = getenv("PATH");
 	char buf[4096];
@@ -72,8 +73,7 @@ static int subid_file_lookup(const char *path, const char *name, unsigned long i
 	return found;
 }
 
-/* Return: 1 when the caller has both ranges, 0 when not, -1 after printing why they cannot be read. */
-static int lookup_subids(struct subid_range *su, struct subid_range *sg)
+int idmap_caller_subids(struct subid_range *su, struct subid_range *sg, const char **file)
 {
 	static const char *const files[2] = { "/etc/subuid", "/etc/subgid" };
 	struct passwd *pw = getpwuid(getuid());
@@ -82,12 +82,9 @@ static int lookup_subids(struct subid_range *su, struct subid_range *sg)
 	for (int i = 0; i < 2; i++) {
 		int r = subid_file_lookup(files[i], name, i ? getgid() : getuid(), i ? sg : su);
 
-		if (r < 0) {
-			log_error("cannot read %s: %s", files[i], strerror(-r));
-			return -1;
-		}
-		if (r == 0)
-			return 0;
+		*file = files[i];
+		if (r <= 0)
+			return r;
 	}
 	return 1;
 }
@@ -99,7 +96,7 @@ static pid_t spawn_idmap_helper(const char *helper, pid_t pid, unsigned long id,
 	char exe[4096], a_pid[16], a_id[24], a_start[24], a_count[24];
 	pid_t k;
 
-	if (!find_in_path(helper, exe, sizeof(exe)))
+	if (!idmap_find_helper(helper, exe, sizeof(exe)))
 		return -1;
 	snprintf(a_pid, sizeof(a_pid), "%d", (int)pid);
 	snprintf(a_id, sizeof(a_id), "%lu", id);
@@ -163,6 +160,8 @@ int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *cal
 	uid_t uid = getuid();
 	gid_t gid = getgid();
 	struct subid_range su, sg;
+	const char *file;
+	char what[160];
 	int r, have;
 
 	if (geteuid() == 0 && uid == 0) {
@@ -170,9 +169,12 @@ int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *cal
 		r = idmap_write_maps(pid, plan->outer_uid, plan->outer_gid, false);
 		goto done;
 	}
-	have = choice == IDMAP_CHOOSE_DIRECT ? 0 : lookup_subids(&su, &sg);
-	if (have < 0)
+	have = choice == IDMAP_CHOOSE_DIRECT ? 0 : idmap_caller_subids(&su, &sg, &file);
+	if (have < 0) {
+		snprintf(what, sizeof(what), "cannot read %s", file);
+		explain_fail("uidmap", -have, what);
 		return -1;
+	}
 	if (have && idmap_plan_make(plan, IDMAP_HELPER, uid, gid, &su, &sg) == 0) {
 		bool quiet = choice != IDMAP_CHOOSE_HELPER;
 		/* Both helpers run at once: each is a fork and exec of a setuid binary. */
@@ -188,17 +190,16 @@ int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *cal
 		}
 	}
 	if (choice == IDMAP_CHOOSE_HELPER) {
-		log_error("cannot map ids with newuidmap/newgidmap (CHILDFLOW_UIDMAP=helper): install the "
-			  "uidmap package and give your user ranges in /etc/subuid and /etc/subgid");
+		explain_fail("uidmap", 0, "cannot map ids with newuidmap/newgidmap (CHILDFLOW_UIDMAP=helper)");
 		return -1;
 	}
 	idmap_plan_make(plan, IDMAP_DIRECT, uid, gid, NULL, NULL);
 	r = idmap_write_maps(pid, plan->outer_uid, plan->outer_gid, true);
 done:
 	if (r < 0) {
-		log_error("cannot map your uid %u/gid %u into the sandbox's user namespace: %s; install "
-			  "the uidmap package and add your user to /etc/subuid and /etc/subgid, or run as root",
-			  (unsigned)uid, (unsigned)gid, strerror(-r));
+		snprintf(what, sizeof(what), "cannot map your uid %u/gid %u into the sandbox's user namespace",
+			 (unsigned)uid, (unsigned)gid);
+		explain_fail("uidmap", -r, what);
 		return -1;
 	}
 	return 0;

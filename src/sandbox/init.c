@@ -6,10 +6,13 @@
  * (Ctrl-C would not stop `sleep`).  States of init:
  *   GO       wait for C's go-ahead byte (EOF: C is gone, exit); PDEATHSIG from then on
  *   PROC     mount a fresh /proc (only this PID namespace)
- *   RUN      fork the command (which enters a mount namespace where /proc and /sys are locked,
- *            enter_locked_mounts()), set cmd_started (release); then forward what P sends (SI_USER;
- *            terminal signals, SI_KERNEL, already reached the command's group), reap orphans,
- *            and exit with the command's status; the kernel then kills whatever it left behind
+ *   SESSION  on a terminal (cfg->pty): a session of our own, P's pty slave its controlling terminal
+ *   RUN      fork the command (which takes its pty, take_pty(), and enters a mount namespace where
+ *            /proc and /sys are locked, enter_locked_mounts()), set cmd_started (release); then
+ *            forward what P sends (SI_USER; without a pty, terminal signals, SI_KERNEL, already
+ *            reached the command's group; with one, everything but SIGWINCH, and SIGCONT to the
+ *            command's group), report the command's stops to P (pty), reap orphans, and exit with
+ *            the command's status; the kernel then kills whatever it left behind
  * The forwarded signals are blocked from init's birth (C's mask), so one P sent before the
  * command existed waits in init's queue and is passed on as soon as there is a command.
  *
@@ -340,11 +343,45 @@ static void restore_signals(const struct sandbox_config *cfg)
 	sigprocmask(SIG_SETMASK, &cfg->orig_mask, NULL);
 }
 
+/*
+ * take_pty() - in the command, before anything else: a process group of its own in init's session
+ * (init leads it, with P's pty slave as its controlling terminal: see init_main()), the terminal's
+ * foreground, and the slave in place of those of fds 0-2 that were the caller's terminal.  So
+ * kill(0) and killpg() from the tree reach only its own process groups, the caller's terminal is
+ * P's alone, and the group is not orphaned (its parent init is in the same session), so a Ctrl-Z
+ * on the pty stops it.  Tells P (PTY_READY) that the pty is held, so P may put the caller's
+ * terminal in raw mode.  Return: 0, or -1 after one line.
+ */
+static int take_pty(const struct sandbox_config *cfg)
+{
+	sigset_t ttou;
+
+	sigemptyset(&ttou);
+	sigaddset(&ttou, SIGTTOU);   /* tcsetpgrp() from the background; restore_signals() undoes it */
+	sigprocmask(SIG_BLOCK, &ttou, NULL);
+	if (setpgid(0, 0) < 0 || tcsetpgrp(cfg->pty_slave, getpid()) < 0) {
+		log_error("cannot give the command the foreground of its terminal: %s", strerror(errno));
+		return -1;
+	}
+	for (int fd = 0; fd < 3; fd++)
+		if ((cfg->pty_fds & (1u << fd)) && dup2(cfg->pty_slave, fd) < 0) {
+			log_error("cannot give the command its terminal: %s", strerror(errno));
+			return -1;
+		}
+	if (cfg->pty_slave > 2)
+		close(cfg->pty_slave);
+	if (write(cfg->pty_report, "R", 1) != 1)
+		log_debug("cannot tell childflow that the command holds its pty: %s", strerror(errno));
+	return 0;
+}
+
 __attribute__((noreturn)) static void exec_command(const struct sandbox_config *cfg)
 {
 	int r;
 
-	if (cfg->own_pgrp && setpgid(0, 0) < 0) {
+	if (cfg->pty && take_pty(cfg) < 0)
+		_exit(EXIT_SETUP);
+	if (!cfg->pty && cfg->own_pgrp && setpgid(0, 0) < 0) {
 		log_error("cannot give the command its own process group: %s", strerror(errno));
 		_exit(EXIT_SETUP);
 	}
@@ -404,8 +441,16 @@ void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_share
 	sigaddset(&set, SIGCHLD);
 	for (int i = 0; i < sandbox_n_forwarded_signals; i++)
 		sigaddset(&set, sandbox_forwarded_signals[i]);
+	if (cfg->pty)
+		sigaddset(&set, SIGCONT);   /* P continues the command after it stopped (`fg`) */
 	sigprocmask(SIG_BLOCK, &set, NULL);
 
+	/* On its own pty, the command's session is init's: P's terminal signals no longer reach us
+	 * (P forwards them), and the command's process group has a parent in its session. */
+	if (cfg->pty && (setsid() < 0 || ioctl(cfg->pty_slave, TIOCSCTTY, 0) < 0)) {
+		log_error("cannot give the command a terminal session of its own: %s", strerror(errno));
+		_exit(EXIT_SETUP);
+	}
 	cmd = fork();
 	if (cmd < 0) {
 		log_error("cannot fork the command: %s", strerror(errno));
@@ -425,9 +470,27 @@ void init_main(const struct sandbox_config *cfg, int go_fd, struct sandbox_share
 			int st;
 			pid_t p;
 
+			/* On its pty, a stopped command is reported to P, which stops childflow in turn. */
+			while (cfg->pty && waitpid(cmd, &st, WNOHANG | WUNTRACED) > 0) {
+				unsigned char b = (unsigned char)WSTOPSIG(st);
+
+				if (!WIFSTOPPED(st))
+					_exit(sandbox_status_code(st));
+				if (write(cfg->pty_report, &b, 1) != 1)
+					kill(-cmd, SIGCONT);   /* P cannot hear it: do not leave it stopped */
+			}
 			while ((p = waitpid(-1, &st, WNOHANG)) > 0)
 				if (p == cmd)
 					_exit(sandbox_status_code(st));
+			continue;
+		}
+		if (cfg->pty) {
+			/* Our session is the pty's: every signal here came from P (SIGWINCH never does:
+			 * the pty tells the command itself).  SIGCONT goes to the command's whole group. */
+			if (sig == SIGCONT)
+				kill(-cmd, SIGCONT);
+			else if (sig != SIGWINCH)
+				kill(cmd, sig);
 			continue;
 		}
 		/* A terminal signal (SI_KERNEL) already reached the command's process group. */

@@ -85,11 +85,4 @@ __attribute__((noreturn)) void init_main(const struct sandbox_config *cfg, int g
 /* idmap_write_maps() - write @pid's uid_map and gid_map (and "deny" to setgroups first).  Return: 0 or -errno. */
 int idmap_write_maps(pid_t pid, const char *uid_map, const char *gid_map, bool deny_setgroups);
 
-/*
- * idmap_apply_gateway() - P gives G (@pid) its uid/gid maps according to @choice, and settles the
- * plan whose inner maps C gets.  Helpers run with @caller_mask.  Return: 0, or -1 after one line.
- */
-int idmap_apply_gateway(pid_t pid, enum idmap_choice choice, const sigset_t *caller_mask,
-			struct idmap_plan *plan);
-
 #endif

@@ -5,7 +5,8 @@
  *
  * States of P (messages are gwproto.h's, on ctl_fd):
  *   FORK       fork G (subreaper first: orphaned C and init come back to us); pidfd on G
- *   MAP        <- HELLO_UNSHARED: write G's maps (idmap_apply.c)     -> IDMAP_PLAN (C's maps)
+ *   MAP        <- HELLO_UNSHARED: write G's maps (idmap_apply.c); rootful: the host side
+ *              (cfg->on_unshared: up0 in G's namespace)              -> IDMAP_PLAN (C's maps)
  *   COLLECT    <- LISTENERS (the transparent listeners), <- UDP_SOCKETS (SANDBOX_POOL_FILL N1
  *              UDP sockets per family, so that the first flows never wait), <- CHILD_NETNS (a
  *              reference to N2); ctl_fd becomes non-blocking               -> started
@@ -196,7 +197,9 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 		sb->listen_fd[i] = -1;
 	sigemptyset(&sb->queued);
 	netplan_init(&sb->net, cfg->ipv6);
-	sb->own_pgrp = cfg->own_pgrp;
+	/* On its own pty, the command is not in our group (nor init, which leads the pty's session). */
+	sb->own_pgrp = cfg->own_pgrp || cfg->pty;
+	sb->rootful = cfg->uplink != NULL;
 	/* Orphans of the sandbox (C and init, when G is killed) become our children, to be reaped. */
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	sb->shared = mmap(NULL, sizeof(*sb->shared), PROT_READ | PROT_WRITE,
@@ -234,7 +237,8 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 
 	if (gw_expect(sb->ctl_fd, GW_HELLO_UNSHARED) < 0)
 		goto fail;
-	if (idmap_apply_gateway(sb->gw_pid, cfg->idmap, &cfg->orig_mask, &plan) < 0) {
+	if (idmap_apply_gateway(sb->gw_pid, cfg->idmap, &cfg->orig_mask, &plan) < 0 ||
+	    (cfg->on_unshared && cfg->on_unshared(cfg->on_unshared_arg, sb->gw_pid) < 0)) {
 		reported = true;
 		goto fail;
 	}
@@ -303,7 +307,7 @@ static int be_capture(const struct backend *b, struct be_capture *out)
 		.block_nr = SANDBOX_CAPTURE_BLOCKS,
 		.retire_ms = SANDBOX_CAPTURE_RETIRE_MS,
 		.ifname = NETPLAN_GW_IFNAME,
-		.backend = "rootless-internal",
+		.backend = sb->rootful ? "rootful" : "rootless-internal",
 	};
 	return 0;
 }
@@ -418,7 +422,26 @@ static const struct backend_ops sandbox_ops = {
 	.netplan = be_netplan,
 };
 
+/* The rootful backend is the same sandbox with an uplink (sandbox_config.uplink): only its name differs. */
+static const struct backend_ops rootful_ops = {
+	.name = "rootful",
+	.listener = be_listener,
+	.gate_fd = be_gate_fd,
+	.inject_fd = be_inject_fd,
+	.capture = be_capture,
+	.ns_socket = be_ns_socket,
+	.ctl_fd = be_ctl_fd,
+	.on_ctl = be_on_ctl,
+	.lifetime_fd = be_lifetime_fd,
+	.signal = be_signal,
+	.kill = be_kill,
+	.finish = be_finish,
+	.release = be_release,
+	.reserved_fds = be_reserved_fds,
+	.netplan = be_netplan,
+};
+
 struct backend_ref sandbox_backend(struct sandbox *sb)
 {
-	return (struct backend_ref){ .ops = &sandbox_ops, .b = (struct backend *)sb };
+	return (struct backend_ref){ .ops = sb->rootful ? &rootful_ops : &sandbox_ops, .b = (struct backend *)sb };
 }

@@ -38,6 +38,12 @@ struct sandbox_config {
 	sigset_t orig_mask;           /* the caller's signal mask, restored for the command */
 	sigset_t orig_ignored;        /* signals the caller had ignored; stay ignored for the command */
 	bool own_pgrp;                /* put the command in a process group of its own */
+	/* The command's own pty (tty/pty.h; main.c fills these when one of fds 0-2 is a terminal): */
+	bool pty;                     /* the command gets a session of its own with pty_slave */
+	int pty_slave;                /* becomes its controlling terminal */
+	int pty_report;               /* the command writes 'R' once it holds it; init, stop signals */
+	unsigned int pty_fds;         /* bit N: fd N (0-2) becomes the slave */
+	char pty_hide[64];            /* the caller's terminal's path (/dev/pts/N), hidden inside, or "" */
 	unsigned int test_delay_init_pid_us; /* CHILDFLOW_TEST_DELAY_INIT_PID_US (tests only) */
 	/* The child's name files (etcfiles.c), each NULL to keep the host's: */
 	const char *resolv_conf;      /* the full text of its /etc/resolv.conf */
@@ -49,6 +55,14 @@ struct sandbox_config {
 	int n_allow_sockets;
 	char runtime_dir[256];        /* the caller's $XDG_RUNTIME_DIR when it is a directory of its own, or "" */
 	bool capture;                 /* a packet socket with a ring on gw0 for P (backend capture()) */
+	/* The rootful backend (--root, src/root/): G also gets "up0", a link to the host, forwards what
+	 * it does not intercept and masquerades it there.  NULL: rootless. */
+	const struct netplan_uplink *uplink;
+	bool proxy_tcp;               /* rootful: all TCP goes to the relay (-p), not only DNS */
+	/* P, once G has its namespaces and before C exists (the rootful host side creates up0 in
+	 * G's network namespace here).  Return: 0, or -1 after one line (the setup then fails). */
+	int (*on_unshared)(void *arg, pid_t gw_pid);
+	void *on_unshared_arg;
 };
 
 /* The capture ring G sets up on gw0 (backend.h's struct be_capture): 32 blocks of 1 MiB. */
@@ -92,6 +106,7 @@ struct sandbox {
 	bool killed;                  /* P killed the tree on purpose: G's death needs no message */
 	bool finished;                /* G (and any orphaned C or init) reaped */
 	bool own_pgrp;                /* the command is not in P's process group */
+	bool rootful;                 /* started with an uplink (--root) */
 	int abort_sig;                /* a signal ended the setup: exit 128+N */
 };
 
@@ -114,6 +129,14 @@ int sandbox_config_init(struct sandbox_config *cfg, char **argv, bool ipv6);
  * Must be called while P is single-threaded and before it opens host sockets.
  */
 int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb);
+
+/*
+ * sandbox_mounts_try() - the doctor's try of the mounts the child makes: its mount propagation made
+ * private, a sysfs of its own, the name files placed over /etc.  Only in a throwaway user + network
+ * + mount namespace (doctor_try()).  Return: 0 or -errno; a name-file step that fails prints its
+ * line and exits EXIT_SETUP, as it does in a run.
+ */
+int sandbox_mounts_try(void);
 
 /* The relay's view of a started sandbox (backend/backend.h); @sb must outlive the relay. */
 struct backend_ref sandbox_backend(struct sandbox *sb);

@@ -25,6 +25,7 @@ static int log_fd = STDERR_FILENO;
 static bool log_is_socket;
 static bool log_poll;
 static unsigned long dropped;
+static bool crlf;                 /* the terminal is raw (tty/pty.c): lines end in CR LF */
 
 /* CHILDFLOW_DEBUG accepts the same truthy spellings as the reference tool. */
 void log_init(void)
@@ -52,8 +53,10 @@ static void vlog(const char *prefix, const char *fmt, va_list ap)
 		n = 0;
 	if ((size_t)n < sizeof(line))
 		n += vsnprintf(line + n, sizeof(line) - n, fmt, ap);
-	if ((size_t)n >= sizeof(line) - 1)
-		n = sizeof(line) - 2;
+	if ((size_t)n >= sizeof(line) - 2)
+		n = sizeof(line) - 3;
+	if (crlf)
+		line[n++] = '\r';
 	line[n++] = '\n';
 	struct pollfd pf = { .fd = log_fd, .events = POLLOUT };
 	ssize_t w = -1;
@@ -89,6 +92,11 @@ void log_nonblocking(void)
 		return;
 	}
 	log_fd = fd;
+}
+
+void log_crlf(bool on)
+{
+	crlf = on;
 }
 
 unsigned long log_dropped(void)

@@ -23,5 +23,7 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_nonblocking(void);
 /* Lines dropped so far. */
 unsigned long log_dropped(void);
+/* log_crlf() - end lines in CR LF while the caller's terminal is in raw mode (tty/pty.c). */
+void log_crlf(bool on);
 
 #endif

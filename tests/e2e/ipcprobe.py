@@ -103,8 +103,62 @@ def tcp(target):
         return err(e.errno) if e.errno else "err:" + type(e).__name__
 
 
+SYS_IO_URING_SETUP, SYS_IO_URING_ENTER = 425, 426
+IORING_OP_CONNECT, IORING_ENTER_GETEVENTS = 16, 1
+IORING_OFF_SQ_RING, IORING_OFF_CQ_RING, IORING_OFF_SQES = 0, 0x8000000, 0x10000000
+
+
+def uring(target):
+    """A TCP connect submitted through io_uring (IORING_OP_CONNECT), not connect(2): "ok:<first bytes
+    the peer sent>", or "err:ERRNO" (the completion's result, or io_uring_setup's own error)."""
+    import mmap
+    import struct
+    host, port = target.rsplit(":", 1)
+    libc.syscall.restype = ctypes.c_long
+    params = ctypes.create_string_buffer(120)
+    fd = libc.syscall(SYS_IO_URING_SETUP, 4, params)
+    if fd < 0:
+        return err(ctypes.get_errno())
+    sq_entries, cq_entries = struct.unpack_from("II", params, 0)
+    sq_off = struct.unpack_from("IIIIIIIIQ", params, 40)   # head tail mask entries flags dropped array
+    cq_off = struct.unpack_from("IIIIIIIIQ", params, 80)   # head tail mask entries overflow cqes flags
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sq = mmap.mmap(fd, sq_off[6] + sq_entries * 4, offset=IORING_OFF_SQ_RING)
+        cq = mmap.mmap(fd, cq_off[5] + cq_entries * 16, offset=IORING_OFF_CQ_RING)
+        sqes = mmap.mmap(fd, sq_entries * 64, offset=IORING_OFF_SQES)
+        addr = ctypes.create_string_buffer(struct.pack("!HH4s8x", socket.AF_INET, int(port),
+                                                       socket.inet_aton(host)))
+        addr.raw = struct.pack("=H", socket.AF_INET) + addr.raw[2:]   # sa_family in host order
+        sqe = struct.pack("=BBHiQQIIQ", IORING_OP_CONNECT, 0, 0, s.fileno(), 16,
+                          ctypes.addressof(addr), 0, 0, 0x5eed).ljust(64, b"\0")
+        sqes[0:64] = sqe
+        tail = struct.unpack_from("I", sq, sq_off[1])[0]
+        mask = struct.unpack_from("I", sq, sq_off[2])[0]
+        struct.pack_into("I", sq, sq_off[6] + (tail & mask) * 4, 0)
+        struct.pack_into("I", sq, sq_off[1], tail + 1)
+        if libc.syscall(SYS_IO_URING_ENTER, fd, 1, 1, IORING_ENTER_GETEVENTS, None, 0) < 0:
+            return err(ctypes.get_errno())
+        head = struct.unpack_from("I", cq, cq_off[0])[0]
+        cmask = struct.unpack_from("I", cq, cq_off[2])[0]
+        _, res, _ = struct.unpack_from("Qii", cq, cq_off[5] + (head & cmask) * 16)
+        if res < 0:
+            return err(-res)
+        s.settimeout(1)
+        try:
+            return "ok:" + s.recv(100).decode(errors="replace")
+        except socket.timeout:
+            return "ok:"   # connected; this peer speaks only when spoken to
+    except OSError as e:
+        return err(e.errno) if e.errno else "err:" + type(e).__name__
+    finally:
+        s.close()
+        os.close(fd)
+
+
 PROBES = {"unix": unix, "abstract": lambda n: unix("\0" + n), "msgq": msgq, "shm": shm, "userns": userns,
-          "cwd": cwd, "sock": sock, "tcp": tcp, "key": key}
+          "cwd": cwd, "sock": sock, "tcp": tcp, "key": key,
+          "uring": uring}
 
 
 def main():

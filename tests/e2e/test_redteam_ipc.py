@@ -232,17 +232,22 @@ def test_new_user_namespaces(cf, probe, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_held_raw_packet_nested_netns_abstract(cf, hostsvc, probe, mode):
     """What already held keeps holding, in both modes: raw and packet sockets (refused for a user;
-    root may open them but sees only lo and eth0), host loopback, and a nested network namespace
-    (default mode; --isolate refuses the user namespace it needs) reaching neither host loopback
-    nor the world; an abstract socket of the host is not reachable."""
+    root may open them but sees only lo and eth0), host loopback (by connect(2) and by an io_uring
+    IORING_OP_CONNECT, which no seccomp filter sees: the network namespace, not a syscall filter,
+    is what keeps it out; the same io_uring connect to the world goes through the relay), and a
+    nested network namespace (default mode; --isolate refuses the user namespace it needs) reaching
+    neither host loopback nor the world; an abstract socket of the host is not reachable."""
     checks = [("sock", "raw-icmp"), ("sock", "raw-tcp"), ("sock", "packet"),
-              ("tcp", f"127.0.0.1:{HOSTSVC_LO_PORT}"), ("abstract", "cfw-rt-abstract")]
+              ("tcp", f"127.0.0.1:{HOSTSVC_LO_PORT}"), ("abstract", "cfw-rt-abstract"),
+              ("uring", f"127.0.0.1:{HOSTSVC_LO_PORT}"), ("uring", "198.51.100.10:80")]
     res = in_host(cf, probe, mode, checks, {"abstract": ["cfw-rt-abstract"]})
     out = probed(res)
     for k in ("raw-icmp", "raw-tcp", "packet"):
         want = "ok:eth0,lo" if cf.runner.uid == 0 else "err:EPERM"
         assert out["sock " + k] == want, (k, res)
     assert out[f"tcp 127.0.0.1:{HOSTSVC_LO_PORT}"].startswith("err:"), res
+    assert out[f"uring 127.0.0.1:{HOSTSVC_LO_PORT}"] == "err:ECONNREFUSED", res
+    assert out["uring 198.51.100.10:80"] == "ok:", res   # io_uring works, through the relay
     assert out["abstract cfw-rt-abstract"] == "err:ECONNREFUSED", res
     assert res["foreign"]["@cfw-rt-abstract"] == 0, res
     if mode == "isolate":

@@ -112,8 +112,10 @@ def test_helper_plan_without_subids_explains(world, sess):
                                 sess.bins["plain"], "--", "true"], cwd="/")
     assert r.returncode == 125, r
     lines = [ln for ln in r.stderr.decode().splitlines() if ln.strip()]
-    assert len(lines) == 1, r
-    assert "uidmap" in lines[0] and "/etc/subuid" in lines[0], r
+    assert len(lines) == 3, r   # what is wrong, the fix, the reason code (the doctor's words)
+    assert "uidmap" in lines[0] and "/etc/subuid has no range for nobody" in lines[0], r
+    assert lines[1].startswith("childflow: fix: usermod --add-subuids") and "nobody" in lines[1], r
+    assert lines[2] == "childflow: reason_code: user_namespace_mapping_failed", r
     assert not pids_with_exe(sess.bins["plain"]), describe(pids_with_exe(sess.bins["plain"]))
 
 
@@ -125,9 +127,11 @@ def test_user_namespaces_disabled_explains(world, sess):
     assert r.returncode == 125, r
     err = r.stderr.decode()
     lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
+    assert len(lines) == 3, err   # what is wrong, the fix, the reason code (the doctor's words)
     assert lines[0].startswith("childflow: cannot create a user namespace"), err
-    assert "user.max_user_namespaces=0" in lines[0], err
+    assert "user.max_user_namespaces is 0" in lines[0], err
+    assert lines[1].startswith("childflow: fix: sysctl -w user.max_user_namespaces="), err
+    assert lines[2] == "childflow: reason_code: namespace_unshare_failed", err
     assert not pids_with_exe(sess.bins["plain"]), describe(pids_with_exe(sess.bins["plain"]))
 
 

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * nft/expr — expression and batch helpers shared by the rulesets childflow builds with libnftnl
+ * (nft/gateway.c: the interception namespace's, nft/host.c: the rootful backend's host table).
+ * Internal to src/nft/.
+ */
+#ifndef CHILDFLOW_NFT_EXPR_H
+#define CHILDFLOW_NFT_EXPR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libmnl/libmnl.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+
+/* A rule under construction: an expression that cannot be allocated (out of memory, or a libnftnl
+ * without it, such as tproxy) fails the whole ruleset rather than leaving a rule without it. */
+struct nft_rb {
+	struct nftnl_rule *r;
+	bool failed;
+};
+
+/* Each appends one expression (or a short fixed sequence) to @rb's rule. */
+void nft_add_expr(struct nft_rb *rb, struct nftnl_expr *e);
+void nft_meta_load(struct nft_rb *rb, uint32_t key);          /* meta KEY -> reg 1 */
+void nft_meta_set(struct nft_rb *rb, uint32_t key);           /* reg 1 -> meta KEY */
+void nft_cmp(struct nft_rb *rb, uint32_t op, const void *data, uint32_t len);
+void nft_cmp_u8(struct nft_rb *rb, uint8_t v);
+void nft_imm_data(struct nft_rb *rb, const void *data, uint32_t len);
+void nft_verdict(struct nft_rb *rb, int v);
+void nft_transport_load(struct nft_rb *rb, uint32_t offset, uint32_t len);
+void nft_network_load(struct nft_rb *rb, uint32_t offset, uint32_t len);
+/* iifname/oifname (@key NFT_META_IIFNAME or _OIFNAME) @op (NFT_CMP_EQ, _NEQ) @name */
+void nft_ifname(struct nft_rb *rb, uint32_t key, uint32_t op, const char *name);
+/* ct state & @bits != 0 (bits: NF_CT_STATE_BIT values) */
+void nft_ct_state(struct nft_rb *rb, uint32_t bits);
+void nft_masquerade(struct nft_rb *rb);
+
+/* A base chain @name of @type ("filter", "nat") on @hook at @prio in table @table (family inet). */
+void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *type,
+		   uint32_t hook, int prio, uint32_t policy, uint32_t seq);
+
+/* Read from @nl until the ACK of @last_seq, or the first error.  Return: 0 or -errno. */
+int nft_wait_ack(struct mnl_socket *nl, uint32_t last_seq);
+
+#endif

@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * nft/host — the rootful backend's table in the host namespace: forwarding for its uplink and the
+ * masquerade of what the interception namespace sends out of it.  Equivalent to
+ *
+ *   table inet childflow-root<slot> {
+ *     flags owner                      # the kernel deletes it when its netlink socket closes
+ *     chain forward { type filter hook forward priority filter; policy accept;
+ *       iifname "cfroot<slot>" accept
+ *       oifname "cfroot<slot>" ct state established,related accept
+ *       oifname "cfroot<slot>" drop }
+ *     chain input { type filter hook input priority filter; policy accept;
+ *       iifname "cfroot<slot>" ct state established,related accept
+ *       iifname "cfroot<slot>" meta l4proto ipv6-icmp accept        # neighbour discovery
+ *       iifname "cfroot<slot>" reject with icmpx admin-prohibited }   # not the host's own services
+ *     chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+ *       meta nfproto ipv4 ip saddr <uplink v4> masquerade
+ *       meta nfproto ipv6 ip6 saddr <uplink v6> masquerade }
+ *   }
+ *
+ * Its accept rules cannot override a drop of another table or of iptables (a FORWARD policy of
+ * drop elsewhere still drops): the host's firewall applies, by design.
+ */
+#ifndef CHILDFLOW_NFT_HOST_H
+#define CHILDFLOW_NFT_HOST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <netinet/in.h>
+
+struct mnl_socket;
+
+struct host_nat {
+	const char *table;        /* its name */
+	const char *ifname;       /* the host end of the uplink */
+	struct in_addr src4;      /* the interception namespace's uplink addresses */
+	bool ipv6;
+	struct in6_addr src6;
+};
+
+/*
+ * host_nat_load() - load @h's table, owned by a new nfnetlink socket.
+ * Return: the socket (the table lives while it is open: close it with mnl_socket_close()), or NULL
+ * with the reason in @err.
+ */
+struct mnl_socket *host_nat_load(const struct host_nat *h, char *err, size_t errlen);
+
+#endif

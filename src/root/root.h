@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * root — the host side of the rootful backend (--root).
+ *
+ * The rootful backend is the rootless sandbox (src/sandbox/: the same child namespace C and
+ * interception namespace G with the same DNS interception, SYN gate and TPROXY into P's
+ * listeners) plus a second veth, "uplink", from G to the host.  What G does not intercept (all
+ * direct TCP and UDP, ICMP) is forwarded by G, masqueraded there, and routed and masqueraded by the
+ * host kernel: the host's routing, firewall and connection tracking apply, and nothing is relayed.
+ *
+ * This module owns every change to the host namespace, each printed with CHILDFLOW_DEBUG=1:
+ *   - the link cfroot<slot> (host end of the uplink) with its addresses: it dies with G's namespace,
+ *     and root_host_end() deletes it at once;
+ *   - its own conf/cfroot<slot>/{forwarding,accept_dad,force_forwarding}: die with it;
+ *   - the nftables table inet childflow-root<slot> (nft/host.h), flagged `owner`: the kernel
+ *     deletes it when P's netlink socket closes, even after SIGKILL;
+ *   - forwarding on the host's other interfaces that carry routes (replies to the child arrive
+ *     there): net.ipv4.conf.<if>.forwarding, and net.ipv6.conf.<if>.force_forwarding (Linux 6.17+;
+ *     older kernels: net.ipv6.conf.all.forwarding).  The kernel cannot undo these: each is recorded
+ *     before it is made (state.c) and restored to exactly its previous value by a watchdog process
+ *     that outlives childflow, after a normal exit, a failed setup or SIGKILL; a record left by a
+ *     watchdog that died too is restored at the next --root start.  Concurrent runs share a value
+ *     one of them changed: the last to leave restores it.
+ */
+#ifndef CHILDFLOW_ROOT_H
+#define CHILDFLOW_ROOT_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "backend/netplan.h"
+
+struct root_host;
+
+/*
+ * root_host_begin() - before the sandbox exists: restore what dead runs left, take a free slot
+ * and start the watchdog.  Return: 0, or -1 after one error line.
+ */
+int root_host_begin(struct root_host **out, bool ipv6);
+
+/* The uplink's names and addresses for this run. */
+const struct netplan_uplink *root_host_uplink(const struct root_host *h);
+
+/*
+ * root_host_attach() - P, once G (@gw_pid) has its namespaces: the uplink (its G end created in
+ * G's network namespace as "up0"), the host's forwarding and the host table.  Matches
+ * sandbox_config's on_unshared hook.  Return: 0, or -1 after one error line (what was done is
+ * undone by root_host_end()).
+ */
+int root_host_attach(void *h, pid_t gw_pid);
+
+/* root_host_end() - drop the table and the link, have the watchdog restore the rest, and wait for
+ * it.  NULL is a no-op. */
+void root_host_end(struct root_host *h);
+
+#endif

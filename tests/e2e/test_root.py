@@ -1,0 +1,365 @@
+"""--root: the rootful backend.  Direct traffic is forwarded by the kernel and masqueraded by the
+host (the remote sees the host's address; the relay carries no flow), DNS and -p are still
+intercepted into the relay, and the host (the world's "host" namespace, where childflow runs) is
+left exactly as it was: nftables ruleset, links, addresses, routes of every table, rules,
+forwarding sysctls, the record directory and mounts, after a normal run, a failed setup, SIGKILL of
+childflow, and concurrent runs."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+import childprogs as P
+import proxies as X
+import world as W
+from cfutil import CF, Runner, curl, kill_tree, py, url, wait_until
+from test_dns import Dnsmasq, records, RES4, REC4, REC6, A4
+
+R1, R2 = W.REMOTES["remote1"], W.REMOTES["remote2"]
+STATE_DIR = "/run/childflow-root"
+
+
+@pytest.fixture
+def rcf(world, sess):
+    """childflow as root in the dual-stack world (--root is for root only)."""
+    b = sess.bins["plain"]
+    if b is None:
+        pytest.fail(f"childflow binary not found at {sess.bins['plain_src']}")
+    return CF(Runner("root", b), world, sess.work)
+
+
+@pytest.fixture
+def ucf(world, sess):
+    return CF(Runner("user", sess.bins["plain"], user=sess.user), world, sess.work)
+
+
+def _ns(world, *argv):
+    return subprocess.run(["ip", "netns", "exec", world.host] + list(argv), check=True, timeout=20,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True).stdout
+
+
+def host_state(world):
+    """What --root may change in the host namespace, as comparable text."""
+    sysctls = _ns(world, "sh", "-c",
+                  "grep -r . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding "
+                  "/proc/sys/net/ipv6/conf/*/forwarding /proc/sys/net/ipv6/conf/*/force_forwarding "
+                  "/proc/sys/net/ipv6/conf/*/accept_ra /proc/sys/net/ipv4/conf/*/rp_filter 2>/dev/null; "
+                  "true")   # grep says 2 when a dying run's link vanishes while it reads
+    routes6 = "\n".join(l for l in _ns(world, "ip", "-6", "route", "show", "table", "all").splitlines()
+                        if " cache" not in l)
+    with open("/proc/self/mountinfo") as f:   # other test worlds come and go under /run/netns
+        mounts = [l for l in f.read().splitlines() if " /run/netns/" not in l]
+    return {
+        "nft": _ns(world, "nft", "list", "ruleset"),
+        "links": re.sub(r"link-netns \S+|link-netnsid \d+", "", _ns(world, "ip", "-o", "link")),
+        "addrs": _ns(world, "ip", "-o", "addr"),
+        "routes4": _ns(world, "ip", "-4", "route", "show", "table", "all"),
+        "routes6": routes6,
+        "rules": _ns(world, "ip", "rule") + _ns(world, "ip", "-6", "rule"),
+        "sysctls": sysctls,
+        "files": os.path.exists(STATE_DIR) and sorted(os.listdir(STATE_DIR)),
+        "mounts": mounts,
+    }
+
+
+def shared(state):
+    """The sysctls concurrent runs share (not those of their own links)."""
+    return [l for l in state["sysctls"].splitlines() if "cfroot" not in l]
+
+
+def diff(a, b):
+    return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+
+def assert_restored(world, before, timeout=15.0):
+    """The host state comes back to `before` (a killed run's namespace goes asynchronously)."""
+    now = wait_until(lambda: (lambda s: s if s == before else None)(host_state(world)), timeout)
+    assert now == before, f"host state not restored: {diff(before, host_state(world))}"
+
+
+def start_waiting(rcf, sess, tag, args=(), cmd=None, env=None, after="true"):
+    """childflow --root whose command says "ready", waits for `go-<tag>` to exist, then runs `after`."""
+    go = os.path.join(sess.work, f"go-{tag}-{os.getpid()}")
+    if os.path.exists(go):
+        os.unlink(go)
+    body = cmd or "true"
+    p = rcf.popen(["--root"] + list(args) + ["--", "sh", "-c",
+                  f"{body}; echo ready; i=0; while [ ! -e {go} ] && [ $i -lt 400 ]; do sleep 0.05; "
+                  f"i=$((i+1)); done; {after}"], env=env)
+    line = b""
+    deadline = time.monotonic() + 20
+    while b"ready" not in line and time.monotonic() < deadline:
+        line += p.stdout.readline() or b""
+        if p.poll() is not None:
+            break
+    assert b"ready" in line, (line, p.poll(), p.stderr.read() if p.poll() is not None else b"")
+    return p, go, line
+
+
+def finish(p, go, timeout=20):
+    open(go, "w").close()
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(p)
+        raise
+    os.unlink(go)
+    return p.returncode, out, err
+
+
+# ---------- the user's view ----------
+
+def test_root_without_root_is_one_clear_error(ucf):
+    r = ucf.run(["--root", "--", "true"])
+    assert r.rc == 2, r
+    lines = r.etext.strip().splitlines()
+    assert len(lines) == 1 and "sudo" in lines[0] and "drop --root" in lines[0], r
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_direct_tcp_is_routed_and_masqueraded(rcf, world, fam):
+    """The remote sees the host's own address, and the relay carried no flow: the kernel forwarded."""
+    token = os.urandom(6).hex()
+    r = rcf.run(["--root", "--"] + curl(url(R2[fam], f"/index.html?id={token}")),
+                env={"CHILDFLOW_DEBUG": "1"})
+    assert r.rc == 0, r
+    assert r.out == world.files["index.html"], r
+    hits = world.svc_remote2.wait_find(path=f"/index.html?id={token}")
+    assert {h["client"] for h in hits} == {W.HOST_V4 if fam == "v4" else W.HOST_V6}, hits
+    assert re.search(r"relay: tcp 0 accepted", r.etext), r.etext[-3000:]
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_direct_udp_is_routed_and_masqueraded(rcf, world, fam):
+    a = R2[fam]
+    r = rcf.run(["--root", "--"] + py(P.UDP_ECHO, a, W.ECHO_PORT, 3))
+    assert r.rc == 0, r
+    res = json.loads(r.out)
+    assert [x["ok"] for x in res["results"]] == [True] * 3, res
+    for x in res["results"]:
+        hits = world.svc_remote2.wait_find(svc="udp-echo", data=x["msg"])
+        assert {h["client"] for h in hits} == {W.HOST_V4 if fam == "v4" else W.HOST_V6}, hits
+
+
+def test_big_download_and_ping(rcf, world):
+    """A 4 MiB download through the forwarded path, and ICMP echo, which only a kernel path carries."""
+    r = rcf.run(["--root", "--", "sh", "-c",
+                 f"curl -sS --noproxy '*' --max-time 20 http://{R2['v4']}/big.bin | sha256sum; "
+                 f"ping -c 1 -W 3 {R2['v4']} >/dev/null && echo ping-ok"], timeout=40)
+    assert r.rc == 0, r
+    assert W.sha256(world.files["big.bin"]) in r.text and "ping-ok" in r.text, r
+
+
+@pytest.fixture(scope="module")
+def dnsr(world, sess):
+    rem2 = world.remote["remote2"]
+    world.ip(rem2, "addr", "add", f"{REC4}/32", "dev", "eth0", check=False)
+    world.ip(rem2, "addr", "add", f"{REC6}/128", "dev", "eth0", "nodad", check=False)
+    real = Dnsmasq(world.remote["remote1"], [RES4], sess.logs, world.prefix + "-rres", records(A4, "2001:db8:100::21"))
+    rec = Dnsmasq(rem2, [REC4, REC6], sess.logs, world.prefix + "-rrec",
+                  records("203.0.113.66", "2001:db8:203::66"))
+    yield {"real": real, "rec": rec}
+    for d in (real, rec):
+        d.stop()
+    world.ip(rem2, "addr", "del", f"{REC4}/32", "dev", "eth0", check=False)
+    world.ip(rem2, "addr", "del", f"{REC6}/128", "dev", "eth0", check=False)
+
+
+@pytest.mark.parametrize("how", ["udp4", "tcp4", "udp6"])
+def test_dns_is_forced(rcf, dnsr, how):
+    """DNS to any address (UDP or TCP) is answered by the --dns resolver; the one dialled sees nothing."""
+    target = REC6 if how == "udp6" else REC4
+    tcp = ["+tcp"] if how.startswith("tcp") else []
+    r = rcf.run(["--root", "--dns", RES4, "--", "dig", "+time=3", "+tries=1"] + tcp + [f"@{target}", "a.test", "A"])
+    assert r.rc == 0, r
+    assert A4 in r.text and "status: NOERROR" in r.text, r
+    assert not dnsr["rec"].queries(), dnsr["rec"].queries()
+
+
+@pytest.fixture(scope="module")
+def pxr(world, sess):
+    p = X.Proxies(world, sess.logs).up()
+    try:
+        p.refuse_host()
+        yield p
+    finally:
+        p.down()
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_proxy_carries_all_tcp(rcf, world, pxr, fam):
+    """remote1 resets the host's own addresses: only the proxied path reaches it."""
+    token = os.urandom(6).hex()
+    host = X.PROXY4 if fam == "v4" else f"[{X.PROXY6}]"
+    r = rcf.run(["--root", "-p", f"http://{host}:{X.TINY}", "-U", pxr.user, "-P", pxr.password, "--"] +
+                curl(url(R1[fam], f"/index.html?id={token}")))
+    assert r.rc == 0, r
+    assert r.out == world.files["index.html"], r
+    hits = world.svc_remote1.wait_find(path=f"/index.html?id={token}")
+    assert {h["client"] for h in hits} == {X.PROXY4 if fam == "v4" else X.PROXY6}, hits
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_proxied_tcp_cannot_go_direct(rcf, world, pxr, fam):
+    """With a dead proxy, TCP to remote2 (which accepts the host) must fail: nothing leaks direct,
+    in either family.  The control: the same without -p succeeds."""
+    token = os.urandom(6).hex()
+    u = url(R2[fam], f"/index.html?id={token}")
+    r = rcf.run(["--root", "-p", f"http://{X.PROXY4}:{X.DEAD}", "--"] + curl(u))
+    assert r.rc != 0 and r.out != world.files["index.html"], r
+    time.sleep(0.3)
+    assert not world.svc_remote2.find(path=f"/index.html?id={token}")
+    c = rcf.run(["--root", "--"] + curl(u))
+    assert c.rc == 0 and c.out == world.files["index.html"], c
+
+
+def test_exit_codes_and_signals(rcf, sess):
+    assert rcf.run(["--root", "--", "sh", "-c", "exit 7"]).rc == 7
+    assert rcf.run(["--root", "--", "sh", "-c", "kill -TERM $$"]).rc == 143
+    p, go, _ = start_waiting(rcf, sess, "sig")
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.communicate(timeout=10)
+    finally:
+        kill_tree(p)
+    assert p.returncode == 143
+
+
+# ---------- the host is left as it was ----------
+
+def test_host_unchanged_after_a_run(rcf, world, sess):
+    before = host_state(world)
+    p, go, _ = start_waiting(rcf, sess, "state", env={"CHILDFLOW_DEBUG": "1"})
+    during = host_state(world)
+    rc, out, err = finish(p, go)
+    assert rc == 0, err[-2000:]
+    # The control: the run did change the host while it ran (so the comparison can fail).
+    d = diff(before, during)
+    assert {"nft", "links", "addrs", "sysctls", "files"} <= set(d), sorted(d)
+    assert "childflow-root" in during["nft"] and "flags owner" in during["nft"], during["nft"]
+    assert b"host change:" in err and b"host restored:" in err, err[-3000:]
+    assert_restored(world, before, timeout=0.5)
+
+
+def test_host_unchanged_after_a_failed_setup(rcf, world):
+    """A setup step after the host changes fails (the command's --allow-socket is no socket)."""
+    before = host_state(world)
+    r = rcf.run(["--root", "--allow-socket", "/etc/hostname", "--", "true"], env={"CHILDFLOW_DEBUG": "1"})
+    assert r.rc == 125, r
+    assert "host change:" in r.etext and "socket" in r.etext, r
+    assert_restored(world, before, timeout=0.5)
+
+
+def test_host_unchanged_after_sigkill(rcf, world, sess):
+    before = host_state(world)
+    p, go, _ = start_waiting(rcf, sess, "kill")
+    assert diff(before, host_state(world))
+    os.kill(p.pid, signal.SIGKILL)
+    try:
+        p.communicate(timeout=10)
+    finally:
+        kill_tree(p)
+    assert_restored(world, before)
+
+
+def test_stale_state_of_a_dead_watchdog_is_collected(rcf, world, sess):
+    """childflow and its watchdog both SIGKILLed: the forwarding change stays, and the next --root
+    run restores it (and still leaves nothing of its own)."""
+    before = host_state(world)
+    p, go, _ = start_waiting(rcf, sess, "gc", env={"CHILDFLOW_DEBUG": "1"})
+    wd = None
+    deadline = time.monotonic() + 5
+    buf = b""
+    os.set_blocking(p.stderr.fileno(), False)
+    while wd is None and time.monotonic() < deadline:
+        try:
+            buf += p.stderr.read() or b""
+        except BlockingIOError:
+            pass
+        m = re.search(rb"watchdog pid (\d+)", buf)
+        wd = int(m.group(1)) if m else None
+        time.sleep(0.05)
+    assert wd, buf[-2000:]
+    os.kill(wd, signal.SIGKILL)
+    os.kill(p.pid, signal.SIGKILL)
+    try:
+        p.communicate(timeout=10)
+    finally:
+        kill_tree(p)
+    left = wait_until(lambda: "cfroot" not in host_state(world)["links"], 5)
+    assert left
+    stale = host_state(world)
+    assert stale["sysctls"] != before["sysctls"], "the control: the killed watchdog restored nothing"
+    r = rcf.run(["--root", "--", "true"], env={"CHILDFLOW_DEBUG": "1"})
+    assert r.rc == 0, r
+    assert "dead childflow --root run" in r.etext, r
+    assert_restored(world, before, timeout=0.5)
+
+
+def test_three_concurrent_runs(rcf, world, sess):
+    """Three runs at once get their own links and tables; the first to end does not undo what the
+    others still need (their traffic keeps flowing); after the last, nothing is left."""
+    before = host_state(world)
+    # remote2: remote1 refuses the host's addresses while the proxy fixture is up
+    get = "curl -sS --noproxy '*' --max-time 10 -o /dev/null " + url(R2["v4"], "/index.html")
+    runs = [start_waiting(rcf, sess, f"c{i}", after=get) for i in range(3)]
+    try:
+        during = host_state(world)
+        assert len(re.findall(r"\bcfroot\d+", during["links"])) >= 3, during["links"]
+        assert len(re.findall(r"table inet childflow-root\d+", during["nft"])) == 3, during["nft"]
+        rc, _, err = finish(*runs[0][:2])
+        assert rc == 0, err
+        token = os.urandom(6).hex()
+        r = rcf.run(["--root", "--"] + curl(url(R2["v4"], f"/index.html?id={token}")))
+        assert r.rc == 0, r
+        mid = host_state(world)
+        assert shared(mid) == shared(during), (shared(during), shared(mid))
+        for p, go, _ in runs[1:]:
+            rc, _, err = finish(p, go)
+            assert rc == 0, err
+    finally:
+        for p, go, _ in runs:
+            if p.poll() is None:
+                kill_tree(p)
+    assert_restored(world, before, timeout=2)
+
+
+def test_capture_child_view(rcf, world, sess):
+    """-c works with --root: the child view on gw0 holds the forwarded flow, named rootful."""
+    import socket
+    path = os.path.join(sess.work, f"root-{os.getpid()}.pcapng")
+    try:
+        r = rcf.run(["--root", "-c", path, "--"] + curl("-o", "/dev/null", url(R2["v4"], "/index.html")))
+        assert r.rc == 0, r
+        with open(path, "rb") as f:
+            data = f.read()
+        assert b"backend=rootful" in data and b"interface=gw0" in data, data[:400]
+        assert socket.inet_aton(R2["v4"]) in data, "no packet to the remote in the capture"
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+CONNECT_READ = r'''
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    print("banner:" + s.recv(100).decode().strip())
+except OSError as e:
+    print("error:" + type(e).__name__)
+'''
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_host_own_services_are_refused(rcf, world, hostsvc, fam):
+    """As in rootless mode, the host's own services are not the command's: a connection to the
+    host's address from inside is refused at once (the control: from the host it works)."""
+    addr = W.HOST_V4 if fam == "v4" else W.HOST_V6
+    c = rcf.direct(py(CONNECT_READ, addr, 18002))
+    assert c.text.strip() == "banner:HOSTSVC", c
+    r = rcf.run(["--root", "--"] + py(CONNECT_READ, addr, 18002))
+    assert r.rc == 0 and r.text.strip().startswith("error:") and r.secs < 3, r
