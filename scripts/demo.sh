@@ -195,6 +195,12 @@ show "childflow -- curl http://$R1V4:81/"
 in_host "$CF" -- "${CURL[@]}" --max-time 3 "http://$R1V4:81/" 2>&1 | sed 's/^/   /'
 echo "   curl exit code: ${PIPESTATUS[0]} (the command's SYN waited for childflow's own connect, which was refused)"
 
+heading "ping and traceroute get the world's real answers (TTL 63: one router on the way; hop 1 is that router)"
+show "childflow -- ping -c 2 -n $R1V4"
+in_host "$CF" -- ping -c 2 -i 0.2 -W 2 -n "$R1V4" 2>&1 | sed 's/^/   /'
+show "childflow -- traceroute -n -q 1 $R1V4"
+in_host "$CF" -- traceroute -n -q 1 -w 2 -m 5 "$R1V4" 2>&1 | sed 's/^/   /'
+
 heading "Host-local services are not reachable from inside"
 show "curl http://127.0.0.1:8080/   (on the host itself)"
 in_host "${CURL[@]}" "http://127.0.0.1:8080/"
