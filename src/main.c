@@ -40,8 +40,6 @@ static int refuse_unimplemented(const struct cli_options *o)
 {
 	const char *flag = NULL;
 
-	if ((o->root || o->backend_rootful) && o->iface)
-		flag = "--iface with --root";
 	if (!flag)
 		return 0;
 	log_error("error: %s is not implemented in this build yet; run without it", flag);
@@ -661,7 +659,7 @@ int main(int argc, char **argv)
 	signal(SIGTTOU, SIG_IGN);
 
 	if (opt.backend_rootful) {
-		if (root_host_begin(&root, cfg.ipv6) < 0) {
+		if (root_host_begin(&root, cfg.ipv6, opt.iface) < 0) {
 			free(nf.hosts);
 			free(nf.nsswitch);
 			pty_free(pty);
