@@ -38,11 +38,21 @@
 /* Flags that parse and validate today but whose behaviour arrives with later work. */
 static int refuse_unimplemented(const struct cli_options *o)
 {
-	const char *flag = NULL;
+	const char *why = NULL;
 
-	if (!flag)
+	/* --root: direct traffic is routed by the host kernel, never relayed; the egress view (the
+	 * relay's) would miss it, and the wire view cannot yet tell this run's masqueraded flows from
+	 * the host's own. */
+	if (o->backend_rootful && o->capture &&
+	    (o->capture_point == CAPTURE_EGRESS || o->capture_point == CAPTURE_BOTH))
+		why = "-C egress/both with --root is not implemented: the kernel routes the direct traffic, so "
+		      "the relay's egress view would miss it; use -C child (the default), or drop --root";
+	else if (o->backend_rootful && o->capture && o->capture_point == CAPTURE_WIRE_EGRESS)
+		why = "-C wire-egress with --root is not implemented: it cannot yet pick this run's masqueraded "
+		      "flows out of the host's traffic; use -C child (the default), or drop --root";
+	if (!why)
 		return 0;
-	log_error("error: %s is not implemented in this build yet; run without it", flag);
+	log_error("error: %s", why);
 	return -1;
 }
 

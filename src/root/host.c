@@ -139,18 +139,37 @@ static int snapshot_routes(struct root_host *h)
 	return r;
 }
 
-/* Every free slot overlaps a route of the host's: say which. */
-static void explain_conflict(const struct root_host *h)
+/* The route of the host's that took the slots, in words, into @why. */
+static void conflict_words(const struct root_host *h, char *why, size_t len)
 {
 	const struct host_prefix *p = &h->routes[h->conflict];
-	char a[INET6_ADDRSTRLEN] = "?", dev[IF_NAMESIZE] = "", what[256];
+	char a[INET6_ADDRSTRLEN] = "?", dev[IF_NAMESIZE] = "";
 
 	inet_ntop(p->family, p->addr, a, sizeof(a));
 	if (p->oif <= 0 || !if_indextoname((unsigned int)p->oif, dev))
 		snprintf(dev, sizeof(dev), "-");
-	snprintf(what, sizeof(what), "--root's uplink addresses (%s) overlap the host's route %s/%d dev %s",
+	snprintf(why, len, "--root's uplink addresses (%s) overlap the host's route %s/%d dev %s",
 		 p->family == AF_INET ? ROOT_UPLINK_RANGE4 : ROOT_UPLINK_RANGE6, a, p->plen, dev);
-	explain_fail("root_uplink", EADDRINUSE, what);
+}
+
+int root_uplink_check(bool ipv6, char *why, size_t len)
+{
+	struct root_host h = { .ipv6 = ipv6 };
+	int r = snapshot_routes(&h);
+
+	why[0] = '\0';
+	if (r == 0) {
+		r = -EADDRINUSE;
+		for (unsigned int slot = 0; slot < NETPLAN_UPLINK_SLOTS && r < 0; slot++)
+			if (slot_free(slot, &h))
+				r = (int)slot;
+		if (r < 0)
+			conflict_words(&h, why, len);
+	} else {
+		snprintf(why, len, "cannot read the host's routes: %s", strerror(-r));
+	}
+	free(h.routes);
+	return r;
 }
 
 int root_host_begin(struct root_host **out, bool ipv6, const char *iface)
@@ -160,7 +179,7 @@ int root_host_begin(struct root_host **out, bool ipv6, const char *iface)
 
 	*out = NULL;
 	if (!h) {
-		log_error("cannot prepare --root: %s", strerror(ENOMEM));
+		explain_fail("root_host", ENOMEM, "cannot prepare --root");
 		return -1;
 	}
 	h->ipv6 = ipv6;
@@ -172,11 +191,13 @@ int root_host_begin(struct root_host **out, bool ipv6, const char *iface)
 	}
 	r = root_state_begin(&h->st, slot_free, h);
 	if (r < 0 && errno == EADDRINUSE) {
-		if (h->conflict >= 0)
-			explain_conflict(h);
-		else
-			log_error("error: cannot start --root: all %u uplink slots are taken by running --root runs",
-				  NETPLAN_UPLINK_SLOTS);
+		char why[256];
+
+		if (h->conflict >= 0) {
+			conflict_words(h, why, sizeof(why));
+			explain_fail("root_uplink", EADDRINUSE, why);
+		} else
+			explain_fail("root_host", EBUSY, "cannot start --root: every uplink slot is taken by running --root runs");
 	}
 	free(h->routes);
 	h->routes = NULL;
@@ -311,8 +332,8 @@ static int iface_family(struct root_host *h, struct nl *nl, int family, int idx,
 	if ((r = nl_table_routes(nl, family, table, false, &n)) < 0)
 		return r;
 	if (n > 0) {
-		log_error("error: cannot set up --root --iface: routing table %u is in use by something else "
-			  "(%d routes); empty it or stop what uses it", table, n);
+		snprintf(line, sizeof(line), "cannot set up --root --iface: routing table %u has %d routes already", table, n);
+		explain_fail("root_host", EEXIST, line);
 		return -EEXIST;
 	}
 	if ((r = nl_routes_copy(nl, family, idx, table, &ndef)) < 0)
@@ -395,13 +416,17 @@ int root_host_attach(void *arg, pid_t gw_pid)
 	nl = NULL;
 	h->table = host_nat_load(&nat, err, sizeof(err));
 	if (!h->table) {
-		log_error("cannot set up --root on the host: %s", err);
+		char what[sizeof(err) + 96];
+
+		snprintf(what, sizeof(what), "cannot load the host table inet %s: %s", h->table_name, err);
+		explain_fail("root_host", 0, what);
 		return -1;
 	}
 	log_debug("host change: nftables table inet %s (owned by childflow: goes with it)", h->table_name);
 	return 0;
 fail:
-	log_error("cannot set up --root on the host (%s): %s", step, strerror(-r));
+	snprintf(err, sizeof(err), "cannot set up --root on the host (%s)", step);
+	explain_fail("root_host", -r, err);
 fail_quiet:
 	nl_close(nl);
 	return -1;

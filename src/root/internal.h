@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "root/root.h"
+
 /* One directory of records, one file per live run ("slot-<n>"), each locked (flock) by its run. */
 #define ROOT_STATE_DIR "/run/childflow-root"
 
@@ -33,12 +35,12 @@ int root_state_note(struct root_state *st, const char *line);
 
 /* Per-run policy routing of --root --iface: table ROOT_TABLE_BASE + slot, rule priority
  * ROOT_RULE_PRIO_BASE + slot (before the main table's 32766 and the usual VPN rules). */
-#define ROOT_TABLE_BASE 0x63660000u
+#define ROOT_TABLE_BASE ROOT_TABLE_BASE_VALUE
 #define ROOT_RULE_PRIO_BASE 1000u
 
 /* Where the uplinks' addresses come from (backend/netplan.c). */
-#define ROOT_UPLINK_RANGE4 "10.241.0.0/16"
-#define ROOT_UPLINK_RANGE6 "fdcf:f10e:7000::/48"
+#define ROOT_UPLINK_RANGE4 ROOT_UPLINK_RANGE4_TEXT
+#define ROOT_UPLINK_RANGE6 ROOT_UPLINK_RANGE6_TEXT
 
 /*
  * root_state_set() - set the sysctl file @path to @value, recording its previous value first

@@ -42,6 +42,7 @@
 
 #include "backend/netplan.h"
 #include "netlink/nl.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -381,7 +382,7 @@ int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, v
 	memset(st, 0, sizeof(*st));
 	st->rec_fd = st->wd_fd = -1;
 	if (dfd < 0) {
-		log_error("cannot lock %s for the host changes of --root: %s", ROOT_STATE_DIR, strerror(-dfd));
+		explain_fail("root_host", -dfd, "cannot lock " ROOT_STATE_DIR " for the host changes of --root");
 		return -1;
 	}
 	collect_stale(dfd);
@@ -403,7 +404,7 @@ int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, v
 		int e = st->slot >= NETPLAN_UPLINK_SLOTS ? EADDRINUSE : errno;   /* slot_ok() says why */
 
 		if (e != EADDRINUSE)
-			log_error("cannot record the host changes of --root in %s: %s", ROOT_STATE_DIR, strerror(e));
+			explain_fail("root_host", e, "cannot record the host changes of --root in " ROOT_STATE_DIR);
 		if (st->rec_fd >= 0) {
 			close(st->rec_fd);
 			unlinkat(dfd, st->rec_name, 0);
@@ -414,7 +415,7 @@ int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, v
 	}
 	dprintf(st->rec_fd, "# childflow --root, pid %d, %s", (int)p, netns_tag);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 || (st->watchdog = fork()) < 0) {
-		log_error("cannot start the watchdog that restores the host for --root: %s", strerror(errno));
+		explain_fail("root_host", errno, "cannot start the watchdog that restores the host for --root");
 		close(st->rec_fd);
 		unlinkat(dfd, st->rec_name, 0);
 		unlock_dir(dfd);
