@@ -891,11 +891,18 @@ static void explain_root_host(int err, const char *what, struct doctor_finding *
 			    "checks the rest");
 }
 
-/* Only ever met by a run (its change of the host failed); the doctor changes nothing. */
+/* Only ever met by a run (its change of the host failed): the doctor changes nothing, so it does
+ * not list this check; what a run needs for it is in "root", "forwarding" and "root_uplink". */
+static bool never(const struct doctor_env *env)
+{
+	(void)env;
+	return false;
+}
+
 static void run_root_host(const struct doctor_env *env, struct doctor_finding *f)
 {
 	(void)env;
-	doctor_detail(f, DOCTOR_OK, "not tried (it would change the host): a run restores whatever it changed");
+	doctor_detail(f, DOCTOR_OK, "not tried: it would change the host");
 }
 
 /* ---------- -i/--iface ---------- */
@@ -994,7 +1001,7 @@ const struct doctor_check doctor_checks[] = {
 	{ "forwarding", "forwarding sysctls", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, NULL, NULL, run_forwarding, NULL },
 	{ "root_uplink", "uplink addresses (--root)", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, "root_uplink_in_use", NULL,
 	  run_uplink, explain_uplink },
-	{ "root_host", "host changes (--root)", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, "root_host_setup_failed", NULL,
+	{ "root_host", "host changes (--root)", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, "root_host_setup_failed", never,
 	  run_root_host, explain_root_host },
 	{ "user_namespaces", "unprivileged user namespaces", DOCTOR_PREFLIGHT, DOCTOR_ROOTLESS,
 	  "namespace_unshare_failed", NULL, run_userns, explain_userns },
