@@ -408,6 +408,24 @@ def test_iface_direct_tcp_leaves_through_it(rcf2, world2, fam):
         assert re.search(r"relay: tcp 0 accepted", r.etext), r.etext[-3000:]   # routed, not relayed
 
 
+def test_iface_with_strict_reverse_path_filter(rcf2, world2):
+    """rp_filter=1 (strict, as many distributions set it): the replies arriving on eth1 pass the
+    reverse-path check, because the rule matches the run's source address, which the kernel's
+    check looks up too."""
+    h = world2.host
+    keys = ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter", "net.ipv4.conf.eth1.rp_filter"]
+    old = [_ns(world2, "sysctl", "-n", k).strip() for k in keys]
+    world2.sysctl(h, *[f"{k}=1" for k in keys])
+    try:
+        tok = os.urandom(6).hex()
+        r = rcf2.run(["--root", "-i", "eth1", "--"] + curl(url(R1["v4"], f"/index.html?id={tok}")), timeout=40)
+        assert r.rc == 0 and r.out == b"root-iface\n", r
+        hits = world2.svc_remote1.wait_find(path=f"/index.html?id={tok}")
+        assert [h_["client"] for h_ in hits] == [W.UP2_V4], hits
+    finally:
+        world2.sysctl(h, *[f"{k}={v}" for k, v in zip(keys, old)])
+
+
 @pytest.mark.parametrize("fam", ["v4", "v6"])
 def test_iface_udp_leaves_through_it(rcf2, world2, fam):
     r = rcf2.run(["--root", "-i", "eth1", "--"] + py(P.UDP_ECHO, R1[fam], W.ECHO_PORT, 2), timeout=40)
