@@ -553,7 +553,7 @@ int nl_routes_copy(struct nl *nl, int family, int oif, uint32_t table, int *n_de
 		return -EINVAL;
 	if ((r = route_list_dump(nl, &rl)) < 0)
 		return r;
-	for (size_t off = 0; off < rl.len; ) {
+	for (size_t off = 0; rl.buf && off < rl.len; ) {
 		struct nlmsghdr *src = (struct nlmsghdr *)(rl.buf + off);
 		const struct rtmsg *srtm = mnl_nlmsg_get_payload(src);
 		char buf[1024];
@@ -594,7 +594,7 @@ int nl_table_routes(struct nl *nl, int family, uint32_t table, bool del, int *n_
 	*n_routes = 0;
 	if ((r = route_list_dump(nl, &rl)) < 0)
 		return r;
-	for (size_t off = 0; off < rl.len; ) {
+	for (size_t off = 0; rl.buf && off < rl.len; ) {
 		struct nlmsghdr *m = (struct nlmsghdr *)(rl.buf + off);
 
 		off += NLMSG_ALIGN(m->nlmsg_len);
@@ -619,7 +619,7 @@ int nl_route_each(struct nl *nl, int family,
 
 	if ((r = route_list_dump(nl, &rl)) < 0)
 		return r;
-	for (size_t off = 0; off < rl.len; ) {
+	for (size_t off = 0; rl.buf && off < rl.len; ) {
 		const struct nlmsghdr *m = (const struct nlmsghdr *)(rl.buf + off);
 		const struct rtmsg *rtm = mnl_nlmsg_get_payload(m);
 		struct route_attrs ra = { .table = rtm->rtm_table };

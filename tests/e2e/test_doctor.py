@@ -167,8 +167,11 @@ def test_root_backend_reports_what_it_would_change(cf, wrap, resolver):
         assert root["status"] == "blocked" and "sudo" in root["hint"], root
     else:
         assert root["status"] == "ok", root
-        assert fwd["status"] == "ok" and "--root would set net.ipv4.ip_forward=1" in fwd["detail"] \
-            or "changes nothing" in fwd["detail"], fwd
+        # what --root really sets (per interface; net.ipv4.ip_forward is never touched)
+        assert fwd["status"] == "ok" and "net.ipv4.conf.<if>.forwarding" in fwd["detail"], fwd
+        assert "ip_forward" not in fwd["detail"], fwd
+    up = item(rep, "root_uplink")
+    assert up["status"] == "ok" and "10.241.0.0/16" in up["detail"], up
 
 
 def test_iface_check(cf, wrap, resolver):
