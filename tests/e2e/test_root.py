@@ -269,8 +269,12 @@ def test_host_unchanged_after_sigkill(rcf, world, sess):
 def test_stale_state_of_a_dead_watchdog_is_collected(rcf, world, sess):
     """childflow and its watchdog both SIGKILLed: the forwarding change stays, and the next --root
     run restores it (and still leaves nothing of its own)."""
+    kill_both_then_collect(rcf, world, sess, [])
+
+
+def kill_both_then_collect(rcf, world, sess, args):
     before = host_state(world)
-    p, go, _ = start_waiting(rcf, sess, "gc", env={"CHILDFLOW_DEBUG": "1"})
+    p, go, _ = start_waiting(rcf, sess, "gc", args=args, env={"CHILDFLOW_DEBUG": "1"})
     wd = None
     deadline = time.monotonic() + 5
     buf = b""
@@ -294,6 +298,8 @@ def test_stale_state_of_a_dead_watchdog_is_collected(rcf, world, sess):
     assert left
     stale = host_state(world)
     assert stale["sysctls"] != before["sysctls"], "the control: the killed watchdog restored nothing"
+    if args:
+        assert iface_rules(stale) and stale["routes4"] != before["routes4"], stale["rules"]
     r = rcf.run(["--root", "--", "true"], env={"CHILDFLOW_DEBUG": "1"})
     assert r.rc == 0, r
     assert "dead childflow --root run" in r.etext, r
@@ -523,6 +529,12 @@ def test_iface_routing_restored_after_exit_failure_and_sigkill(rcf2, world2, ses
     finally:
         kill_tree(p)
     assert_restored(world2, before)
+
+
+def test_iface_routing_of_a_dead_watchdog_is_collected(rcf2, world2, sess):
+    """childflow and its watchdog both SIGKILLed with -i: the rules and the table stay (the control),
+    and the next --root run deletes them with the rest."""
+    kill_both_then_collect(rcf2, world2, sess, ["-i", "eth1"])
 
 
 def test_iface_concurrent_runs_have_their_own_rules(rcf2, world2, sess):
