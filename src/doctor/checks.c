@@ -955,6 +955,37 @@ static void explain_iface(int err, const char *what, struct doctor_finding *f)
 	}
 }
 
+struct default_seen {
+	int oif;
+	bool found;
+};
+
+static void default_route_cb(void *arg, uint32_t table, const void *dst, int dst_len, int oif)
+{
+	struct default_seen *d = arg;
+
+	(void)dst;
+	if (table == RT_TABLE_MAIN && dst_len == 0 && oif == d->oif)
+		d->found = true;
+}
+
+/* Has @name a default route of its own in the main table (either family)?  Unknown: true. */
+static bool iface_has_default(const char *name)
+{
+	struct default_seen d = { .oif = (int)if_nametoindex(name) };
+	struct nl *nl = nl_open();
+
+	if (!nl || !d.oif) {
+		nl_close(nl);
+		return true;
+	}
+	if (nl_route_each(nl, AF_INET, default_route_cb, &d) < 0 ||
+	    (!d.found && nl_route_each(nl, AF_INET6, default_route_cb, &d) < 0))
+		d.found = true;
+	nl_close(nl);
+	return d.found;
+}
+
 static void run_iface(const struct doctor_env *env, struct doctor_finding *f)
 {
 	struct ifaddrs *ifa = NULL;
@@ -986,6 +1017,14 @@ static void run_iface(const struct doctor_env *env, struct doctor_finding *f)
 			      "through it", env->iface);
 		doctor_hint(f, "give %s an address (ip address add ADDRESS/PREFIX dev %s), or choose another -i",
 			    env->iface, env->iface);
+		return;
+	}
+	if (!iface_has_default(env->iface)) {
+		doctor_detail(f, DOCTOR_WARNING, "%s is up, with a carrier and %d IPv4 and %d IPv6 address%s, but no "
+			      "default route: only destinations on its own subnets are reachable through it", env->iface,
+			      n4, n6, n4 + n6 == 1 ? "" : "es");
+		doctor_hint(f, "add one (ip route add default via GATEWAY dev %s metric 2000), or choose another -i",
+			    env->iface);
 		return;
 	}
 	doctor_detail(f, DOCTOR_OK, "%s is up, with a carrier and %d IPv4 and %d IPv6 address%s", env->iface, n4, n6,

@@ -180,6 +180,10 @@ def test_iface_check(cf, wrap, resolver):
     rc, rep, _ = wrap(cf, resolver).doctor("-i", "nosuch0")
     it = item(rep, "iface")
     assert rc == 1 and it["status"] == "blocked" and "eth0" in it["hint"], it
+    # lo is up with addresses but has no default route: only its own subnets would be reachable
+    rc, rep, _ = wrap(cf, resolver).doctor("-i", "lo")
+    it = item(rep, "iface")
+    assert it["status"] == "warning" and "no default route" in it["detail"] and "ip route add" in it["hint"], it
 
 
 def test_user_namespaces_limited_to_zero(cf, wrap, resolver):
