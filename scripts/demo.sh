@@ -310,5 +310,14 @@ as_user "$CF" -i eth1 -- curl -sS --noproxy '*' --max-time 10 "http://$R1V4/whoa
 show "childflow -i eth9 -- true"
 in_host "$CF" -i eth9 -- true 2>&1 | sed 's/^/   /'
 echo "   exit code: ${PIPESTATUS[0]}"
+show "childflow --root -i eth1 -- curl http://$R1V4/whoami   (policy routing: a rule and a table of eth1's routes)"
+in_host sh -c 'ip rule; ip -6 rule; ip route show table all; ip -6 route show table all' >"$WORK/rules-before.txt" 2>&1
+in_host "$CF" --root -i eth1 -- "${CURL[@]}" "http://$R1V4/whoami" | sed 's/^/   /'
+in_host sh -c 'ip rule; ip -6 rule; ip route show table all; ip -6 route show table all' >"$WORK/rules-after.txt" 2>&1
+if cmp -s "$WORK/rules-before.txt" "$WORK/rules-after.txt"; then
+	echo "   the host's rules and routes of every table afterwards: exactly as before"
+else
+	echo "   host routing differs afterwards:"; diff "$WORK/rules-before.txt" "$WORK/rules-after.txt" | sed 's/^/   /'
+fi
 
 heading "Done; tearing the world down"
