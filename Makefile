@@ -70,11 +70,14 @@ unit-asan: $(ASAN_UNIT_BIN)
 	@set -e; for t in $(ASAN_UNIT_BIN); do echo "== $$t (asan+ubsan)"; $$t; done
 
 # End-to-end tests: build their own closed network world (needs root; CI is root).  Not being root
-# is a failure, not a skip; so is a run that collects no test (pytest's exit code 5).
+# is a failure, not a skip; so is a run that collects no test (pytest's exit code 5).  The files are
+# shared out to E2E_JOBS pytest-xdist workers (whole files, each worker with a world of its own);
+# E2E_JOBS=0 runs them in this process, one after the other.
+E2E_JOBS ?= 2
 e2e: build/childflow build/childflow-asan
 	@if [ "$$(id -u)" -ne 0 ]; then \
 	    echo 'e2e: end-to-end tests need root (they build network namespaces): run `sudo make e2e`' >&2; exit 1; fi
-	@rc=0; $(PYTHON) -m pytest -q -ra tests/e2e || rc=$$?; \
+	@rc=0; $(PYTHON) -m pytest -q -ra -n $(E2E_JOBS) --dist loadfile tests/e2e || rc=$$?; \
 	    if [ $$rc -eq 5 ]; then echo 'e2e: pytest collected no tests' >&2; fi; exit $$rc
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
