@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/audit.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -57,6 +58,7 @@
 #include <sys/utsname.h>
 
 #include "ctx.h"
+#include "util/egress.h"
 #include "util/fdpass.h"
 #include "util/log.h"
 
@@ -374,17 +376,22 @@ static void as_self(const struct fs_ids *save)
 /*
  * unix_path() - an AF_UNIX address with a path, seen from the command's root and working
  * directory: for connect, "/proc/self/fd/N" of an O_PATH fd on the socket file (*@pfd); for bind,
- * the parent directory's O_PATH fd and the last component.  Return: 1 rewritten, 0 not a path
- * (abstract, unnamed: used as is), -errno.
+ * the parent directory's O_PATH fd and the last component.  The path is walked with openat2()'s
+ * RESOLVE_IN_ROOT from /proc/TID/root (absolute) or /proc/TID/cwd (relative), so that an absolute
+ * symlink on the way (/var/run -> /run) is resolved in the command's root, not in P's: P's root
+ * shows the host's sockets that the sandbox hides.  A relative path is scoped to the working
+ * directory: ".." cannot leave it, and an absolute symlink in it resolves under it (README).
+ * Return: 1 rewritten, 0 not a path (abstract, unnamed: used as is), -errno.
  */
 static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t alen, bool create,
 		     struct sockaddr_un *out, socklen_t *olen, int *pfd)
 {
 	const struct sockaddr_un *su = (const struct sockaddr_un *)ss;
 	size_t off = offsetof(struct sockaddr_un, sun_path), n;
-	char path[PATH_MAX + 64], name[sizeof(su->sun_path) + 1], base[sizeof(su->sun_path) + 1];
-	const char *where;
-	int w;
+	char scope[64], name[sizeof(su->sun_path) + 1], base[sizeof(su->sun_path) + 1];
+	struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT };
+	const char *rel;
+	int w, dfd, e;
 
 	*pfd = -1;
 	if (alen <= off || su->sun_path[0] == '\0')
@@ -392,24 +399,27 @@ static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t ale
 	n = strnlen(su->sun_path, alen - off);
 	memcpy(name, su->sun_path, n);
 	name[n] = '\0';
-	where = name[0] == '/' ? "root" : "cwd";
+	snprintf(scope, sizeof(scope), "/proc/%d/%s", (int)tid, name[0] == '/' ? "root" : "cwd");
+	dfd = open(scope, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	rel = name;
 	if (create) {
 		/* bind creates the last component: open its directory, name it through the fd */
 		char *slash = strrchr(name, '/');
 
 		snprintf(base, sizeof(base), "%s", slash ? slash + 1 : name);
 		if (slash)
-			*slash = '\0';
-		w = snprintf(path, sizeof(path), "/proc/%d/%s/%s", (int)tid, slash ? where : "cwd",
-			     slash ? name : "");
-	} else {
-		w = snprintf(path, sizeof(path), "/proc/%d/%s/%s", (int)tid, where, name);
+			slash[slash == name ? 1 : 0] = '\0';   /* "/x": the root itself */
+		else
+			rel = ".";
+		how.flags |= O_DIRECTORY;
 	}
-	if (w < 0 || (size_t)w >= sizeof(path))
-		return -ENAMETOOLONG;
-	*pfd = open(path, O_PATH | O_CLOEXEC);
+	*pfd = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof(how));
+	e = errno;
+	close(dfd);
 	if (*pfd < 0)
-		return -errno;
+		return -e;
 	memset(out, 0, sizeof(*out));
 	out->sun_family = AF_UNIX;
 	if (create)
@@ -782,9 +792,10 @@ static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, 
 	int fl = fcntl(sfd, F_GETFL), hs, r, e;
 	bool cloexec;
 
-	hs = socket(dom, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+	/* Made as the relay's direct connector makes its upstream: bound to --iface's device. */
+	hs = egress_socket(&f->c->egress, ss, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 	if (hs < 0) {
-		respond(f, id, -errno, false);
+		respond(f, id, hs, false);
 		close(sfd);
 		return;
 	}
