@@ -79,7 +79,6 @@
 #define FT_SWEEP_MS 100
 #define FT_MAX_SCAN_FDS 4096
 #define FT_NB_WAIT_MS 100       /* a non-blocking connect to a destination not known clean waits this long */
-#define FT_CLEAN_SLOTS 256
 #define FT_TAG_CHAN 0xffffffffu
 #define FT_TAG_LISTENER 0xfffffffeu
 
@@ -116,9 +115,6 @@ struct fasttcp {
 	int n_parked;
 	uint64_t next_sweep;
 	uint64_t next_deadline;         /* the earliest SO_SNDTIMEO of a parked connect, or UINT64_MAX */
-	/* Destinations whose connection was found not to end on this host in the last
-	 * GUARD_PEER_CLEAN_MS (the relay's own window, guard.h): direct-mapped on address and port. */
-	struct { struct sockaddr_storage dst; uint64_t until; } clean[FT_CLEAN_SLOTS];
 	struct fasttcp_stats st;
 };
 
@@ -729,38 +725,6 @@ static socklen_t sa_len(int dom)
 	return dom == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 }
 
-static unsigned int clean_slot(const struct sockaddr_storage *d)
-{
-	const unsigned char *b = (const unsigned char *)d;
-	size_t n = d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	unsigned int h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 16777619u;
-	return h % FT_CLEAN_SLOTS;
-}
-
-static socklen_t dst_len(const struct sockaddr_storage *d)
-{
-	return d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-}
-
-static bool clean_known(const struct fasttcp *f, const struct sockaddr_storage *d)
-{
-	unsigned int i = clean_slot(d);
-
-	return f->clean[i].until > now_ms() && !memcmp(&f->clean[i].dst, d, dst_len(d));
-}
-
-static void clean_set(struct fasttcp *f, const struct sockaddr_storage *d, bool clean)
-{
-	unsigned int i = clean_slot(d);
-
-	memset(&f->clean[i].dst, 0, sizeof(f->clean[i].dst));
-	memcpy(&f->clean[i].dst, d, dst_len(d));
-	f->clean[i].until = clean ? now_ms() + GUARD_PEER_CLEAN_MS : 0;
-}
-
 /* Hand @hs over (consumed) and answer @err; then, while connecting to @watch (or NULL), watch it. */
 static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags, bool cloexec, int err,
 		      const struct sockaddr_storage *watch)
@@ -827,18 +791,17 @@ static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, 
 	}
 	if (r == 0) {
 		if (ends_here(f, hs)) {
-			clean_set(f, ss, false);
 			close(hs);
 			goto slow_nohs;
 		}
-		clean_set(f, ss, true);
 		close(sfd);
 		hand_over(f, id, hs, cfd, fl, cloexec, 0, NULL);
 		return;
 	}
-	/* Non-blocking, to a destination recently found not to end on this host: handed over at
-	 * once, checked again at completion (the relay's own 5 s window for a new NAT rule). */
-	if ((fl & O_NONBLOCK) && clean_known(f, ss)) {
+	/* Non-blocking, to a destination whose connection (the relay's or ours) was found not to end
+	 * on this host in the last GUARD_PEER_CLEAN_MS: handed over at once, checked again at
+	 * completion (the relay's own 5 s window for a new NAT rule). */
+	if ((fl & O_NONBLOCK) && policy_known_clean(&f->c->policy, ss)) {
 		close(sfd);   /* our reference to the replaced file goes before the command resumes */
 		hand_over(f, id, hs, cfd, fl, cloexec, -EINPROGRESS, ss);
 		return;
@@ -1045,7 +1008,6 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		if (ti.tcpi_state == TCP_ESTABLISHED && ends_here(f, p->fd)) {
 			struct sockaddr sa = { .sa_family = AF_UNSPEC };
 
-			clean_set(f, &p->dst, false);
 			if (connect(p->fd, &sa, sizeof(sa)) < 0)   /* reset it */
 				log_debug("fast-tcp: cannot reset a connection: %s", strerror(errno));
 		}
@@ -1102,14 +1064,11 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		/* A non-blocking connect that did not complete in time or failed, or any that ends on
 		 * this host: the relay takes it, with its exact outcome (EINPROGRESS, then SO_ERROR). */
 		if (timeout || e || ends_here(f, fd)) {
-			if (!timeout && !e)
-				clean_set(f, &dst, false);
 			close(fd);
 			f->st.fell_back++;
 			perform_connect(f, id, tid, sfd, cfd, &dst, alen);
 			return;
 		}
-		clean_set(f, &dst, true);
 		close(sfd);
 		hand_over(f, id, fd, cfd, flags, cloexec, nb ? -EINPROGRESS : 0, NULL);
 		return;
