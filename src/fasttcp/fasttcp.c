@@ -292,7 +292,6 @@ static bool socket_shared(pid_t tid, int cfd, unsigned long ino)
 	if (!d)
 		return true;
 	while (!shared && (e = readdir(d)) != NULL) {
-		char lp[384];
 		ssize_t l;
 		int fd;
 
@@ -305,8 +304,7 @@ static bool socket_shared(pid_t tid, int cfd, unsigned long ino)
 		fd = atoi(e->d_name);
 		if (fd == cfd)
 			continue;
-		snprintf(lp, sizeof(lp), "%s/%s", path, e->d_name);
-		l = readlink(lp, link, sizeof(link) - 1);
+		l = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);   /* no walk of /proc/TID/fd */
 		if (l <= 0)
 			continue;
 		link[l] = '\0';
@@ -740,14 +738,17 @@ static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags
 		return;
 	}
 	f->st.injected++;
-	respond(f, id, err, false);
 	if (watch) {
 		struct park p = { .kind = PARK_WATCH, .fd = hs, .cfd = cfd, .sfd = -1, .dst = *watch };
 
-		if (park_add(f, &p) == 0)
-			return;
+		if (park_add(f, &p) < 0)
+			close(hs);
+	} else {
+		/* Before the command resumes: woken on this CPU (SYNC_WAKE_UP), it may otherwise run
+		 * and close the connection first, and P's close would be the last, sending its FIN. */
+		close(hs);
 	}
-	close(hs);
+	respond(f, id, err, false);
 }
 
 static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, int dom, int bport,
