@@ -554,32 +554,20 @@ def test_unix_connect_through_an_absolute_symlink_stays_in_the_commands_root(cf,
 # ---- a slow handshake (> 100 ms) with non-blocking connects -----------------------------------------
 
 SLOW_PORT = 18080
-# A server in remote1 whose every handshake takes about a second: its accept queue (backlog 0) is
-# kept full by a connection of its own, so a client's first SYN is dropped (ListenOverflows); half a
-# second after a drop the slot is freed, and the client's retransmitted SYN (1 s) gets through.
-# (No tc netem on this kernel: the world has no qdisc to delay with.)
+# Every handshake to remote1:SLOW_PORT takes about a second: the router drops each connection's
+# first SYN (remembering its source address and port in a set), and the retransmission (1 s) passes.
+# (No tc netem on this kernel.)  The server is a plain HTTP answer.
 SLOW_SERVER = r"""
-import socket, sys, time
-ip, port = sys.argv[1], int(sys.argv[2])
-def overflows():
-    with open("/proc/net/netstat") as f:
-        rows = [l.split() for l in f if l.startswith("TcpExt:")]
-    return int(rows[1][rows[0].index("ListenOverflows")])
+import socket, sys
 srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind((ip, port)); srv.listen(0); srv.settimeout(10)
-blk = socket.create_connection((ip, port))
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(16)
 print("READY", flush=True)
 while True:
-    seen = overflows()
-    while overflows() == seen:
-        time.sleep(0.01)
-    time.sleep(0.5)
-    srv.accept()[0].close(); blk.close()           # the slot is free for the retransmitted SYN
     a, _ = srv.accept()
     a.settimeout(10); a.recv(4096)
-    blk = socket.create_connection((ip, port))      # full again before the answer leaves
     a.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nslow\n"); a.close()
 """
+SLOW_TABLE = "cfw_fast_slow"
 
 
 def test_slow_handshake_is_injected_after_the_relay_checked_it(cf, world):
@@ -587,10 +575,21 @@ def test_slow_handshake_is_injected_after_the_relay_checked_it(cf, world):
     its handshake and NAT check, then takes the relay.  The relay's own check of that connection
     fills the guard's memo, so the next connect to it (the second curl), as slow, is injected at once
     (EINPROGRESS) and checked at completion: a slow destination is not lost for good."""
-    srv = subprocess.Popen(world.exec_argv(world.remote["remote1"],
-                                           ["/usr/bin/python3", "-c", SLOW_SERVER, R1["v4"], str(SLOW_PORT)]),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    rt = world.router
+    srv = None
     try:
+        nft = ["ip", "netns", "exec", rt, "nft"]
+        syn = ["ip", "daddr", R1["v4"], "tcp", "dport", str(SLOW_PORT), "tcp", "flags", "syn"]
+        W.sh(nft + ["add", "table", "inet", SLOW_TABLE])
+        W.sh(nft + ["add", "set", "inet", SLOW_TABLE, "seen",
+                    "{ type ipv4_addr . inet_service; flags dynamic, timeout; timeout 60s; }"])
+        W.sh(nft + ["add", "chain", "inet", SLOW_TABLE, "c", "{ type filter hook forward priority 0; }"])
+        W.sh(nft + ["add", "rule", "inet", SLOW_TABLE, "c"] + syn + ["ip", "saddr", ".", "tcp", "sport", "@seen", "accept"])
+        W.sh(nft + ["add", "rule", "inet", SLOW_TABLE, "c"] + syn +
+             ["add", "@seen", "{", "ip", "saddr", ".", "tcp", "sport", "}", "drop"])
+        srv = subprocess.Popen(world.exec_argv(world.remote["remote1"],
+                                               ["/usr/bin/python3", "-c", SLOW_SERVER, R1["v4"], str(SLOW_PORT)]),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert srv.stdout.readline() == b"READY\n", srv.stderr.read1(2000) if srv.poll() is not None else b""
         u = url(R1["v4"], "/", port=SLOW_PORT)
         cmd = " ".join(curl(u)) + "; " + " ".join(curl(u))
@@ -601,5 +600,7 @@ def test_slow_handshake_is_injected_after_the_relay_checked_it(cf, world):
         assert took >= 1.5, took        # both handshakes were slow (a retransmitted SYN each)
         assert st and st["fell_back"] == 1 and st["injected"] == 1, (st, r.err[-2000:])
     finally:
-        srv.kill()
-        srv.wait(timeout=10)
+        if srv:
+            srv.kill()
+            srv.wait(timeout=10)
+        W.sh(["ip", "netns", "exec", rt, "nft", "delete", "table", "inet", SLOW_TABLE], check=False)
