@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -592,7 +593,7 @@ def test_slow_handshake_is_injected_after_the_relay_checked_it(cf, world):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert srv.stdout.readline() == b"READY\n", srv.stderr.read1(2000) if srv.poll() is not None else b""
         u = url(R1["v4"], "/", port=SLOW_PORT)
-        cmd = " ".join(curl(u)) + "; " + " ".join(curl(u))
+        cmd = shlex.join(curl(u)) + "; " + shlex.join(curl(u))   # quoted: curl's `--noproxy *`
         t0 = time.monotonic()
         r, st = fast(cf, ["/bin/sh", "-c", cmd], timeout=60)
         took = time.monotonic() - t0
