@@ -117,14 +117,15 @@ def make_files():
     }
 
 
-def build_world(sess, tag, v6):
-    w = W.World(f"cfw{os.getpid()}{tag}", v6=v6)
+def build_world(sess, tag, v6=True, uplinks=1, files=None):
+    """World `cfw<pid><tag>` up with its remote servers (serving `files`, by default make_files())."""
+    w = W.World(f"cfw{os.getpid()}{tag}", v6=v6, uplinks=uplinks)
     try:
         w.up()
     except W.RangeClash as e:
         pytest.exit(str(e), returncode=1)
     try:
-        w.start_remote_servers(sess.logs, make_files())
+        w.start_remote_servers(sess.logs, files if files is not None else make_files())
     except BaseException:
         w.down()
         raise

@@ -16,6 +16,7 @@ import pytest
 
 import proxies as X
 import world as W
+from conftest import build_world
 from cfutil import CF, curl, kill_tree, py, url
 from test_dns import Dnsmasq, records, RES4, RES6, A4, A6
 
@@ -27,16 +28,10 @@ DEFAULT_SRC = {"v4": W.HOST_V4, "v6": W.HOST_V6}
 
 @pytest.fixture(scope="module")
 def world2(sess):
-    w = W.World(f"cfw{os.getpid()}i", v6=True, uplinks=2)
-    try:
-        w.up()
-    except W.RangeClash as e:
-        pytest.exit(str(e), returncode=1)
-    try:
-        w.start_remote_servers(sess.logs, {"index.html": b"iface\n"})
-        yield w
-    finally:
-        w.down()
+    """A world of its own with two uplinks (eth1 besides eth0)."""
+    w = build_world(sess, "i", uplinks=2, files={"index.html": b"iface\n"})
+    yield w
+    w.down()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 import childprogs as P
 import proxies as X
 import world as W
+from conftest import build_world
 from cfutil import CF, Runner, curl, kill_tree, py, url, wait_until
 from test_dns import Dnsmasq, records, RES4, REC4, REC6, A4
 
@@ -385,16 +386,10 @@ HOSTA = {"v4": W.HOST_V4, "v6": W.HOST_V6}
 
 @pytest.fixture(scope="module")
 def world2(sess):
-    w = W.World(f"cfw{os.getpid()}r", v6=True, uplinks=2)
-    try:
-        w.up()
-    except W.RangeClash as e:
-        pytest.exit(str(e), returncode=1)
-    try:
-        w.start_remote_servers(sess.logs, {"index.html": b"root-iface\n"})
-        yield w
-    finally:
-        w.down()
+    """A world of its own with two uplinks (eth1 besides eth0)."""
+    w = build_world(sess, "r", uplinks=2, files={"index.html": b"root-iface\n"})
+    yield w
+    w.down()
 
 
 @pytest.fixture
