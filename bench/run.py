@@ -543,11 +543,11 @@ def proxy_setup(world):
 
 
 def proxy_argv(kind, via_cf, cert, client, direct_args):
-    """`client` through the proxy of `kind`: by childflow -p (via_cf), or by the client itself
-    (`direct_args` tell it the proxy)."""
+    """`client` through the proxy of `kind`: by childflow -p (via_cf: the childflow binary), or by
+    the client itself (`direct_args` tell it the proxy)."""
     uri = f"{kind}://{GATEWAY_IP}:{PROXY_PORTS[kind]}"
     if via_cf:
-        return ["env", f"SSL_CERT_FILE={cert}", CHILDFLOW, "-p", uri, "--"] + client
+        return ["env", f"SSL_CERT_FILE={cert}", via_cf, "-p", uri, "--"] + client
     return client + direct_args(uri)
 
 
@@ -916,6 +916,10 @@ def main():
             world.start_server(name)
 
         if a.world:
+            if all(shutil.which(t) for t in ("tinyproxy", "microsocks", "stunnel4", "openssl")):
+                cert = proxy_setup(world)
+                print(f"proxies on {GATEWAY_IP}: " + ", ".join(f"{k} :{p}" for k, p in PROXY_PORTS.items())
+                      + f" (https CA: {cert}); bulk source {SERVER_IP}:{SOURCE_PORT}", flush=True)
             print(f"client netns: {world.client}\nserver netns: {world.server}\nservers on {SERVER_IP}: "
                   f"iperf3 :{IPERF_PORT}, sockperf tcp :{SP_TCP_PORT} udp :{SP_UDP_PORT}, flowtool rate "
                   f":{RATE_PORT} hold :{HOLD_PORT}\nflowtool: {FLOWTOOL_PATH}\n"
@@ -1015,7 +1019,8 @@ def main():
                 notes.append(f"proxy: not installed: {', '.join(missing)}; its workload is skipped")
             else:
                 cert = proxy_setup(world)
-                pl = [("direct", False), ("childflow", True)]
+                pl = [("direct", None), ("childflow", CHILDFLOW)] + (
+                    [("childflow (baseline)", _BASELINE)] if _BASELINE else [])
                 for kind in PROXY_PORTS:
                     interleaved(f"proxy-bulk-{kind}", lambda v, t, kind=kind:
                                 proxy_bulk(world, kind, v, cert, CFG["bulk_s"] + 1), plist=pl)
@@ -1023,8 +1028,8 @@ def main():
                                 proxy_rate(world, kind, v, cert, CFG["rate_s"]), plist=pl)
                     base = median(data.get(f"px_conn_us_{kind}", {}).get("direct", []))
                     if base:
-                        data[f"px_added_{kind}"] = {"childflow": [v - base for v in
-                                                                  data[f"px_conn_us_{kind}"].get("childflow", [])]}
+                        data[f"px_added_{kind}"] = {name: [v - base for v in vals] for name, vals in
+                                                    data[f"px_conn_us_{kind}"].items() if name != "direct"}
 
         # 4. bulk TCP
         if want("tcp") and world.server_alive("iperf3"):
