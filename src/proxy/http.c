@@ -119,12 +119,41 @@ static int insecure_verify(int ok, X509_STORE_CTX *store)
 	return e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH ? 0 : 1;
 }
 
+/* The session of a verified connection replaces the one offered so far. */
+static void keep_session(struct pconn *c)
+{
+	struct proxy_resume *rs = c->px->resume;
+
+	if (!c->fresh)
+		return;
+	SSL_SESSION_free(rs->sess);
+	rs->sess = c->fresh;
+	c->fresh = NULL;
+}
+
+int proxy_tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct pconn *c = SSL_get_app_data(ssl);
+
+	if (!c) {
+		SSL_SESSION_free(sess);
+		return 1;
+	}
+	/* TLS 1.2 gives the session inside the handshake, before tls_step() has checked the peer. */
+	SSL_SESSION_free(c->fresh);
+	c->fresh = sess;
+	if (c->verified)
+		keep_session(c);
+	return 1;
+}
+
 static int tls_begin(struct pconn *c, int fd)
 {
 	const struct proxy *px = c->px;
 
 	c->ssl = SSL_new(px->tls);
-	if (!c->ssl || !SSL_set_fd(c->ssl, fd))
+	if (!c->ssl || !SSL_set_fd(c->ssl, fd) || !SSL_set_app_data(c->ssl, c) ||
+	    (px->resume->sess && !SSL_set_session(c->ssl, px->resume->sess)))
 		return ENOMEM;
 	if (px->host_is_ip) {
 		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), px->host))
@@ -144,6 +173,10 @@ static int tls_failed(struct pconn *c, int r)
 	const struct proxy *px = c->px;
 	long v = SSL_get_verify_result(c->ssl);
 	unsigned long e = ERR_peek_error();
+
+	/* The next handshake starts afresh (and verifies the certificate again). */
+	SSL_SESSION_free(px->resume->sess);
+	px->resume->sess = NULL;
 
 	if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
 		proxy_tell(px, CAUSE_TLS, (int)v, "presented a TLS certificate that is not valid for %s "
@@ -198,9 +231,13 @@ static int tls_step(struct pconn *c, uint32_t *want)
 			   "is not valid for %s (refused, also with --proxy-insecure)", c->px->host);
 		return ENETUNREACH;
 	}
+	c->verified = true;
+	keep_session(c);
 	proxy_tell(c->px, CAUSE_OK, 1, "TLS %s, kernel TLS: send %s, receive %s", SSL_get_version(c->ssl),
 		   BIO_get_ktls_send(SSL_get_wbio(c->ssl)) ? "on" : "off",
 		   BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) ? "on" : "off");
+	if (SSL_session_reused(c->ssl))
+		proxy_tell(c->px, CAUSE_OK, 3, "resumed a TLS session (no certificate exchange)");
 	return 0;
 }
 
