@@ -126,6 +126,23 @@ def test_https_proxy_trusted_ca_download(px, cf, world):
     assert not warnings(r), r
 
 
+def test_https_proxy_resumes_the_tls_session(px, cf, world):
+    """Connections after the first resume the proxy's TLS session (no certificate exchange): stunnel's
+    log says so for the later handshakes, and the downloads are intact."""
+    log = px.stunnel_https_log
+    before = len(px.log_text(log))
+    one = " ".join(curl(url(R1["v4"], "/index.html")))
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
+               f"for i in 1 2 3; do {one} | sha256sum; done"], env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert r.rc == 0, r
+    assert r.out.decode().split() == [sha(world.files["index.html"]), "-"] * 3, r
+    assert not warnings(r), r
+    new = lambda: px.log_text(log)[before:]
+    # the probe and the first download may negotiate; at least the third resumes
+    assert wait_until(lambda: new().count("previous session reused") >= 1, 5), new()
+    assert new().count("new session negotiated") >= 1, new()
+
+
 # Five connections one after the other; how each ended.
 SERIAL = r'''
 import json, socket, sys
