@@ -18,6 +18,8 @@
 #include "proxy/internal.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -396,16 +398,57 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 
 /* ---------- the https flow's stream (after READY) ---------- */
 
-static ssize_t tls_peek(void *st, int fd, void *buf, size_t len)
+/* Decrypt into @buf: what unread() gave back first, else as many records as fit (with read-ahead
+ * OpenSSL takes several from one recv()), so that one send() to the child moves them all. */
+static ssize_t tls_read(void *st, int fd, void *buf, size_t len)
 {
+	struct pconn *c = st;
+	size_t got = 0;
 	uint32_t want;
 
-	return io_peek(st, fd, buf, len > 16384 ? 16384 : len, &want);
+	if (c->back_len) {
+		size_t k = c->back_len - c->back_off < len ? c->back_len - c->back_off : len;
+
+		memcpy(buf, c->back + c->back_off, k);
+		c->back_off += k;
+		if (c->back_off == c->back_len)
+			c->back_off = c->back_len = 0;
+		return (ssize_t)k;
+	}
+	ERR_clear_error();
+	while (got < len) {
+		int r = SSL_read(c->ssl, (char *)buf + got, len - got > INT_MAX ? INT_MAX : (int)(len - got));
+
+		if (r <= 0) {
+			if (got)
+				break;   /* the end or the error comes again at the next call */
+			return tls_result(c->ssl, r, &want);
+		}
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
 }
 
-static void tls_consume(void *st, size_t n)
+static int tls_unread(void *st, const void *buf, size_t n)
 {
-	io_consume(st, -1, n);
+	struct pconn *c = st;
+
+	/* Only what the last read() returned comes back, and only once it has been used up (a read
+	 * returns the kept bytes before anything new). */
+	if (c->back_len)
+		return -EIO;
+	if (n > c->back_cap) {
+		void *b = realloc(c->back, n);
+
+		if (!b)
+			return -ENOMEM;
+		c->back = b;
+		c->back_cap = n;
+	}
+	memcpy(c->back, buf, n);
+	c->back_off = 0;
+	c->back_len = n;
+	return 0;
 }
 
 static ssize_t tls_send(void *st, int fd, const void *buf, size_t len)
@@ -430,8 +473,8 @@ static void tls_release(void *st)
 }
 
 static const struct conn_stream_ops tls_stream_ops = {
-	.peek = tls_peek,
-	.consume = tls_consume,
+	.read = tls_read,
+	.unread = tls_unread,
 	.send = tls_send,
 	.shutdown = tls_shutdown,
 	.release = tls_release,

@@ -83,6 +83,8 @@ struct pconn {
 	SSL *ssl;                             /* https */
 	SSL_SESSION *fresh;                   /* https: a session given before the peer was checked */
 	bool verified;                        /* https: the handshake and our name check passed */
+	unsigned char *back;                  /* https: bytes the child did not take (unread()) */
+	size_t back_cap, back_off, back_len;
 	union {
 		struct http_reader hr;        /* http, https: the reply's header block */
 		struct {                      /* socks5: the reply so far (read, never past its end) */
