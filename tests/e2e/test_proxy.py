@@ -143,6 +143,21 @@ def test_https_proxy_resumes_the_tls_session(px, cf, world):
     assert new().count("new session negotiated") >= 1, new()
 
 
+def test_https_proxy_slow_and_fast_readers_get_every_byte(px, cf, world):
+    """Through TLS the relay decrypts into its buffer and keeps what a slow child did not take
+    (curl --limit-rate: its socket fills, sends to it come up short); a fast download alongside
+    must not be held up or mixed with it."""
+    big = sha(world.files["big.bin"])
+    slow = " ".join(curl("--limit-rate", "12M", url(R1["v4"], "/big.bin")))
+    fast = " ".join(curl(url(R1["v4"], "/big.bin")))
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
+               f"t=$(mktemp); ({slow} | sha256sum > $t) & {fast} | sha256sum; wait; cat $t; rm -f $t"],
+               env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert r.rc == 0, r
+    assert r.out.decode().split() == [big, "-", big, "-"], r
+    assert not warnings(r), r
+
+
 # Five connections one after the other; how each ended.
 SERIAL = r'''
 import json, socket, sys
