@@ -578,7 +578,15 @@ def proxy_rate(world, kind, via_cf, cert, secs):
     if r.rc != 0 or "conns" not in kv:
         raise WorkloadError(r.why())
     rate = int(kv["conns"]) / float(kv["seconds"])
-    return {f"px_rate_{kind}": rate, f"px_conn_us_{kind}": 1e6 / rate}
+    res = {f"px_rate_{kind}": rate, f"px_conn_us_{kind}": 1e6 / rate}
+    if kind == "https" and not via_cf:
+        # like with like: childflow -p resumes the proxy's TLS sessions; so can a client
+        r = run(world.client, argv + ["resume"], timeout=secs + 20)
+        kv = parse_kv(r.out)
+        if r.rc != 0 or "conns" not in kv:
+            raise WorkloadError(r.why())
+        res["px_conn_us_https_resumed"] = 1e6 * float(kv["seconds"]) / int(kv["conns"])
+    return res
 
 
 def hold_flows(world, prefix, n, timeout=60):
@@ -674,6 +682,8 @@ ROWS = [
          "conn/s", True, "{:.0f}", False),
         (f"px_added_{kind}", f"proxy {PROXY_NAMES[kind]}: added per new connection vs direct", "µs", False,
          "{:+.1f}", False))],
+    ("px_added_https_resume", f"proxy {PROXY_NAMES['https']}: added per new connection vs a direct client "
+     "that resumes TLS sessions too (as childflow -p does)", "µs", False, "{:+.1f}", False),
     ("dns_qps", "DNS queries/s, 100 outstanding (dnsperf, UDP)", "q/s", True, "{:.0f}", False),
     ("dns_lost", "DNS queries lost at that load", "%", False, "{:.2f}", False),
     ("dns_p50", "DNS query latency p50 (one outstanding, RTT)", "µs", False, "{:.1f}", False),
@@ -699,7 +709,7 @@ ROWS = [
     ("pcpu_udp_down", "P CPU during UDP down", "% core", False, "{:.0f}", True),
 ]
 NO_RATIO = {"capdrop_tcp_up_1", "capdrop_tcp_down_1", "capdrop_tcp_up_8", "capdrop_tcp_down_8",
-            "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "udp_up_loss",
+            "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "px_added_https_resume", "udp_up_loss",
             "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
 FLOW_LEVELS_FULL = [0, 1, 100, 10000]
 FLOW_LEVELS_QUICK = [0, 1, 100, 1000]
@@ -1033,6 +1043,10 @@ def main():
                     if base:
                         data[f"px_added_{kind}"] = {name: [v - base for v in vals] for name, vals in
                                                     data[f"px_conn_us_{kind}"].items() if name != "direct"}
+                base = median(data.get("px_conn_us_https_resumed", {}).get("direct", []))
+                if base:
+                    data["px_added_https_resume"] = {name: [v - base for v in vals] for name, vals in
+                                                     data.get("px_conn_us_https", {}).items() if name != "direct"}
 
         # 4. bulk TCP
         if want("tcp") and world.server_alive("iperf3"):
