@@ -709,8 +709,8 @@ ROWS = [
     ("pcpu_udp_down", "P CPU during UDP down", "% core", False, "{:.0f}", True),
 ]
 NO_RATIO = {"capdrop_tcp_up_1", "capdrop_tcp_down_1", "capdrop_tcp_up_8", "capdrop_tcp_down_8",
-            "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "px_added_https_resume", "udp_up_loss",
-            "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
+            "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "px_added_https_resume",
+            "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
 FLOW_LEVELS_FULL = [0, 1, 100, 10000]
 FLOW_LEVELS_QUICK = [0, 1, 100, 1000]
 
