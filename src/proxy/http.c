@@ -451,11 +451,25 @@ static int tls_unread(void *st, const void *buf, size_t n)
 	return 0;
 }
 
+/* Encrypt as much of @buf as the socket takes: SSL_write() (partial-write mode) returns after each
+ * record, so go on while the socket takes more, rather than one record per peek of the child. */
 static ssize_t tls_send(void *st, int fd, const void *buf, size_t len)
 {
+	size_t done = 0;
 	uint32_t want;
 
-	return io_send(st, fd, buf, len > 65536 ? 65536 : len, &want);
+	while (done < len) {
+		ssize_t n = io_send(st, fd, (const char *)buf + done, len - done > 65536 ? 65536 : len - done,
+				    &want);
+
+		if (n <= 0) {
+			if (done)
+				break;   /* the socket is full (or failed: the next send says so) */
+			return n;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
 }
 
 static void tls_shutdown(void *st, int fd)
