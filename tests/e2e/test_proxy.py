@@ -15,7 +15,7 @@ import pytest
 import childprogs as P
 import proxies as X
 import world as W
-from cfutil import curl, py, url, wget, pids_with_arg, wait_until
+from cfutil import curl, curl_upload, py, url, wget, pids_with_arg, wait_until
 
 R1 = W.REMOTES["remote1"]
 
@@ -155,6 +155,17 @@ def test_https_proxy_slow_and_fast_readers_get_every_byte(px, cf, world):
                env={"SSL_CERT_FILE": px.ca}, timeout=60)
     assert r.rc == 0, r
     assert r.out.decode().split() == [big, "-", big, "-"], r
+    assert not warnings(r), r
+
+
+def test_https_proxy_upload_is_intact(px, cf, world):
+    """An upload through TLS: the relay encrypts as many records per send as the socket takes."""
+    data = os.urandom(8 << 20)
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--"] +
+               curl_upload("--data-binary", "@-", url(R1["v4"], "/upload")), input=data,
+               env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert r.rc == 0, r
+    assert r.text.strip() == sha(data), r
     assert not warnings(r), r
 
 
