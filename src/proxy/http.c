@@ -433,10 +433,14 @@ static int tls_unread(void *st, const void *buf, size_t n)
 {
 	struct pconn *c = st;
 
-	/* Only what the last read() returned comes back, and only once it has been used up (a read
-	 * returns the kept bytes before anything new). */
-	if (c->back_len)
-		return -EIO;
+	/* Only the tail of what the last read() returned comes back.  When that read came from the
+	 * kept bytes and left some (a short @len), they are still here: step back over them. */
+	if (c->back_len) {
+		if (n > c->back_off)
+			return -EIO;
+		c->back_off -= n;
+		return 0;
+	}
 	if (n > c->back_cap) {
 		void *b = realloc(c->back, n);
 

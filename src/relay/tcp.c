@@ -423,7 +423,6 @@ static bool is_stream(const struct tcp_flow *f, int i)
 	return stream_of(f, i) != NULL;
 }
 
-
 static ssize_t end_send(struct tcp_flow *f, int i, const void *buf, size_t len, int flags)
 {
 	const struct conn_stream_ops *st = stream_of(f, i);
