@@ -189,17 +189,21 @@ static int one_conn(int fd, const struct sockaddr_in *dst, struct via *v)
 		if (!ssl || !SSL_set_fd(ssl, fd) || (v->sess && !SSL_set_session(ssl, v->sess)) ||
 		    SSL_connect(ssl) != 1)
 			goto out;
-		ok = SSL_write(ssl, req, (int)strlen(req)) == (int)strlen(req) && http_reply_ok(ssl, fd) &&
-		     SSL_read(ssl, &b, 1) == 1 && SSL_read(ssl, &b, 1) <= 0;
-		if (ok && v->resume) {   /* the tickets have arrived by now (TLS 1.3 sends them late) */
+		ok = SSL_write(ssl, req, (int)strlen(req)) == (int)strlen(req) && http_reply_ok(ssl, fd);
+		if (ok && v->resume) {
+			/* The tickets came before the reply (TLS 1.3 sends them after the handshake); take
+			 * the session before the EOF, which (without close_notify) makes it unresumable. */
 			SSL_SESSION_free(v->sess);
 			v->sess = SSL_get1_session(ssl);
 		}
+		ok = ok && SSL_read(ssl, &b, 1) == 1 && SSL_read(ssl, &b, 1) <= 0;
 	} else {
 		ok = write(fd, req, strlen(req)) == (ssize_t)strlen(req) && http_reply_ok(NULL, fd) &&
 		     read(fd, &b, 1) == 1 && read(fd, &b, 1) == 0;
 	}
 out:
+	if (ssl && v->resume)
+		SSL_shutdown(ssl);   /* close_notify: a proxy forgets the session of an unclean end */
 	SSL_free(ssl);
 	return ok;
 }
@@ -462,6 +466,8 @@ int main(int argc, char **argv)
 			    SSL_CTX_load_verify_locations(v.tls, argv[8], NULL) != 1)
 				return 2;
 			SSL_CTX_set_verify(v.tls, SSL_VERIFY_PEER, NULL);
+			if (v.resume)   /* else TLS 1.3 tickets are ignored; not stored: SSL_free() would spoil them */
+				SSL_CTX_set_session_cache_mode(v.tls, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 		}
 		return rate(argv[2], argv[3], atof(argv[4]), &v);
 	}
