@@ -70,12 +70,26 @@ unit-asan: $(ASAN_UNIT_BIN)
 	@set -e; for t in $(ASAN_UNIT_BIN); do echo "== $$t (asan+ubsan)"; $$t; done
 
 # End-to-end tests: build their own closed network world (needs root; CI is root).  Not being root
-# is a failure, not a skip; so is a run that collects no test (pytest's exit code 5).
+# is a failure, not a skip; so is a run that collects no test (pytest's exit code 5).  The files are
+# shared out to E2E_JOBS pytest-xdist workers (whole files, each worker with a world of its own);
+# E2E_JOBS=0 runs them in this process, one after the other.
+# The TCP tests run a second time with --fast-tcp added to every run (CHILDFLOW_TEST_FAST_TCP=1,
+# tests/e2e/cfutil.py).  Not in that set: test_load and test_robustness measure the relay's own fds
+# (injected flows hold none), test_redteam_ipc's peer-credential checks (an AF_UNIX connect is
+# performed by P, README "--fast-tcp") and io_uring probes (refused with --fast-tcp).
+E2E_JOBS ?= 2
+E2E_FAST_TCP = test_relay test_fidelity_tcp test_guard test_relay_reset_order test_review_copy_urgent \
+	test_v4only test_iface
 e2e: build/childflow build/childflow-asan
 	@if [ "$$(id -u)" -ne 0 ]; then \
 	    echo 'e2e: end-to-end tests need root (they build network namespaces): run `sudo make e2e`' >&2; exit 1; fi
-	@rc=0; $(PYTHON) -m pytest -q -ra tests/e2e || rc=$$?; \
-	    if [ $$rc -eq 5 ]; then echo 'e2e: pytest collected no tests' >&2; fi; exit $$rc
+	@rc=0; $(PYTHON) -m pytest -q -ra -n $(E2E_JOBS) --dist loadfile tests/e2e || rc=$$?; \
+	    if [ $$rc -eq 5 ]; then echo 'e2e: pytest collected no tests' >&2; fi; \
+	    frc=0; echo '== e2e: the TCP tests again with --fast-tcp'; \
+	    CHILDFLOW_TEST_FAST_TCP=1 $(PYTHON) -m pytest -q -ra -n $(E2E_JOBS) --dist loadfile \
+	        $(E2E_FAST_TCP:%=tests/e2e/%.py) || frc=$$?; \
+	    if [ $$frc -eq 5 ]; then echo 'e2e (--fast-tcp): pytest collected no tests' >&2; fi; \
+	    if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$frc
 
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 

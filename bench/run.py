@@ -479,6 +479,21 @@ def conn_rate(world, prefix, track, secs):
     return {"conn_rate": rate, "conn_us": 1e6 / rate}
 
 
+def icmp_echo(world, prefix, track, key, count, pace):
+    """ping's own round-trip figures for `count` echoes, 10 ms apart (pace="0.01": each process on the
+    way wakes from sleep for each echo, as with a real ping) or back to back (pace="adaptive": ping -A
+    sends the next one as the reply arrives)."""
+    gap = ["-A"] if pace == "adaptive" else ["-i", pace]
+    r = run(world.client, prefix + ["ping", "-n", "-q", "-c", str(count)] + gap + ["-W", "1", SERVER_IP],
+            timeout=count * 0.05 + 20)
+    rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms", r.out)
+    got = re.search(r"(\d+) received", r.out)
+    if r.rc != 0 or not rtt or not got:
+        raise WorkloadError(r.why())
+    return {key + "_avg": float(rtt.group(2)) * 1000, key + "_mdev": float(rtt.group(4)) * 1000,
+            key + "_lost": 100.0 * (count - int(got.group(1))) / count}
+
+
 def dns_prefix(prefix):
     """childflow answers every query itself: tell it the resolver (never the machine's own).
     The same for the baseline build, which would otherwise ask the machine's resolv.conf."""
@@ -684,6 +699,12 @@ ROWS = [
          "{:+.1f}", False))],
     ("px_added_https_resume", f"proxy {PROXY_NAMES['https']}: added per new connection vs a direct client "
      "that resumes TLS sessions too (as childflow -p does)", "µs", False, "{:+.1f}", False),
+    ("icmp_avg", "ICMP echo RTT avg (ping, 200 echoes 10 ms apart)", "µs", False, "{:.1f}", False),
+    ("icmp_mdev", "ICMP echo RTT mdev, 10 ms apart", "µs", False, "{:.1f}", False),
+    ("icmp_lost", "ICMP echoes lost, 10 ms apart", "%", False, "{:.1f}", False),
+    ("icmp_added", "added per ICMP echo vs direct, avg, 10 ms apart", "µs", False, "{:+.1f}", False),
+    ("icmpa_avg", "ICMP echo RTT avg (ping -A, 2000 echoes back to back)", "µs", False, "{:.1f}", False),
+    ("icmpa_added", "added per ICMP echo vs direct, avg, back to back", "µs", False, "{:+.1f}", False),
     ("dns_qps", "DNS queries/s, 100 outstanding (dnsperf, UDP)", "q/s", True, "{:.0f}", False),
     ("dns_lost", "DNS queries lost at that load", "%", False, "{:.2f}", False),
     ("dns_p50", "DNS query latency p50 (one outstanding, RTT)", "µs", False, "{:.1f}", False),
@@ -710,7 +731,8 @@ ROWS = [
 ]
 NO_RATIO = {"capdrop_tcp_up_1", "capdrop_tcp_down_1", "capdrop_tcp_up_8", "capdrop_tcp_down_8",
             "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "px_added_https_resume",
-            "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added"}  # differences/percentages: no ratio
+            "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added", "icmp_lost", "icmp_added",
+            "icmpa_added"}  # differences/percentages: no ratio
 FLOW_LEVELS_FULL = [0, 1, 100, 10000]
 FLOW_LEVELS_QUICK = [0, 1, 100, 1000]
 
@@ -870,7 +892,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 repetition, short runs (~1-2 min)")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--paths", help="comma-separated path names to run (default: all that work)")
-    ap.add_argument("--only", help="comma-separated workloads: startup,latency,dns,connrate,proxy,tcp,udp,flows")
+    ap.add_argument("--only", help="comma-separated workloads: startup,latency,icmp,dns,connrate,proxy,tcp,udp,flows")
     ap.add_argument("--budget", type=float, default=540.0,
                     help="seconds after which remaining repetitions are skipped (default 540)")
     ap.add_argument("--update-docs", action="store_true",
@@ -1008,6 +1030,20 @@ def main():
         if want("latency") and world.server_alive("sockperf-tcp"):
             interleaved("latency-tcp", lambda p, t: sockperf(world, p, t, "lat_tcp", True, CFG["lat_s"]))
             interleaved("latency-udp", lambda p, t: sockperf(world, p, t, "lat_udp", False, CFG["lat_s"]))
+
+        # 2a. ICMP echo (ping): childflow answers it from a host socket of P's; direct pings itself
+        if want("icmp") and shutil.which("ping"):
+            pl = [p for p in paths if p[0] in ("direct", "childflow")]
+            interleaved("icmp", lambda p, t: icmp_echo(world, p, t, "icmp", 40 if q else 200, "0.01"), plist=pl)
+            interleaved("icmp-adaptive", lambda p, t: icmp_echo(world, p, t, "icmpa", 400 if q else 2000,
+                                                                "adaptive"), plist=pl)
+            for key in ("icmp", "icmpa"):
+                base = median(data.get(key + "_avg", {}).get("direct", []))
+                if base:
+                    for name, vals in data.get(key + "_avg", {}).items():
+                        data.setdefault(key + "_added", {})[name] = [v - base for v in vals]
+        elif want("icmp"):
+            notes.append("ping is not installed: the ICMP echo workload is skipped")
 
         # 2b. DNS: query rate and latency (childflow's forwarder vs the same resolver direct)
         if want("dns") and world.server_alive("dnsmasq"):

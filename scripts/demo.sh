@@ -195,6 +195,12 @@ show "childflow -- curl http://$R1V4:81/"
 in_host "$CF" -- "${CURL[@]}" --max-time 3 "http://$R1V4:81/" 2>&1 | sed 's/^/   /'
 echo "   curl exit code: ${PIPESTATUS[0]} (the command's SYN waited for childflow's own connect, which was refused)"
 
+heading "ping and traceroute get the world's real answers (TTL 63: one router on the way; hop 1 is that router)"
+show "childflow -- ping -c 2 -n $R1V4"
+in_host "$CF" -- ping -c 2 -i 0.2 -W 2 -n "$R1V4" 2>&1 | sed 's/^/   /'
+show "childflow -- traceroute -n -q 1 $R1V4"
+in_host "$CF" -- traceroute -n -q 1 -w 2 -m 5 "$R1V4" 2>&1 | sed 's/^/   /'
+
 heading "Host-local services are not reachable from inside"
 show "curl http://127.0.0.1:8080/   (on the host itself)"
 in_host "${CURL[@]}" "http://127.0.0.1:8080/"
@@ -304,5 +310,14 @@ as_user "$CF" -i eth1 -- curl -sS --noproxy '*' --max-time 10 "http://$R1V4/whoa
 show "childflow -i eth9 -- true"
 in_host "$CF" -i eth9 -- true 2>&1 | sed 's/^/   /'
 echo "   exit code: ${PIPESTATUS[0]}"
+show "childflow --root -i eth1 -- curl http://$R1V4/whoami   (policy routing: a rule and a table of eth1's routes)"
+in_host sh -c 'ip rule; ip -6 rule; ip route show table all; ip -6 route show table all' >"$WORK/rules-before.txt" 2>&1
+in_host "$CF" --root -i eth1 -- "${CURL[@]}" "http://$R1V4/whoami" | sed 's/^/   /'
+in_host sh -c 'ip rule; ip -6 rule; ip route show table all; ip -6 route show table all' >"$WORK/rules-after.txt" 2>&1
+if cmp -s "$WORK/rules-before.txt" "$WORK/rules-after.txt"; then
+	echo "   the host's rules and routes of every table afterwards: exactly as before"
+else
+	echo "   host routing differs afterwards:"; diff "$WORK/rules-before.txt" "$WORK/rules-after.txt" | sed 's/^/   /'
+fi
 
 heading "Done; tearing the world down"

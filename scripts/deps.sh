@@ -6,9 +6,9 @@
 #   scripts/deps.sh bench   - build + the benchmark's tools and peers (iperf3, sockperf, pasta, slirp4netns)
 set -eu
 BUILD_PKGS="gcc make pkg-config libmnl-dev libnftnl-dev libseccomp-dev libsodium-dev libldns-dev libssl-dev"
-TEST_PKGS="nginx cppcheck clang-tidy clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest iproute2 curl busybox-static procps util-linux passwd uidmap nftables dnsmasq-base bind9-dnsutils openssl tinyproxy microsocks dante-server stunnel4 tshark"
-DEMO_PKGS="python3 iproute2 curl busybox-static procps util-linux tinyproxy dnsmasq-base bind9-dnsutils tshark"
-BENCH_PKGS="python3 iproute2 procps util-linux passwd uidmap iperf3 sockperf passt slirp4netns dnsmasq-base dnsperf openssl tinyproxy microsocks stunnel4"
+TEST_PKGS="nginx python3-pytest-xdist cppcheck clang-tidy clang libclang-rt-14-dev libcmocka-dev python3 python3-pytest iproute2 curl busybox-static procps util-linux passwd uidmap nftables dnsmasq-base bind9-dnsutils openssl tinyproxy microsocks dante-server stunnel4 tshark iputils-ping traceroute"
+DEMO_PKGS="python3 iproute2 curl busybox-static procps util-linux passwd uidmap nftables tinyproxy dnsmasq-base bind9-dnsutils tshark iputils-ping traceroute"
+BENCH_PKGS="python3 iproute2 procps util-linux passwd uidmap iperf3 sockperf passt slirp4netns dnsmasq-base dnsperf openssl tinyproxy microsocks stunnel4 iputils-ping"
 
 case "${1:-build}" in
   build) want="$BUILD_PKGS" ;;

@@ -38,13 +38,21 @@
 /* Flags that parse and validate today but whose behaviour arrives with later work. */
 static int refuse_unimplemented(const struct cli_options *o)
 {
-	const char *flag = NULL;
+	const char *why = NULL;
 
-	if ((o->root || o->backend_rootful) && o->iface)
-		flag = "--iface with --root";
-	if (!flag)
+	/* --root: direct traffic is routed by the host kernel, never relayed; the egress view (the
+	 * relay's) would miss it, and the wire view cannot yet tell this run's masqueraded flows from
+	 * the host's own. */
+	if (o->backend_rootful && o->capture &&
+	    (o->capture_point == CAPTURE_EGRESS || o->capture_point == CAPTURE_BOTH))
+		why = "-C egress/both with --root is not implemented: the kernel routes the direct traffic, so "
+		      "the relay's egress view would miss it; use -C child (the default), or drop --root";
+	else if (o->backend_rootful && o->capture && o->capture_point == CAPTURE_WIRE_EGRESS)
+		why = "-C wire-egress with --root is not implemented: it cannot yet pick this run's masqueraded "
+		      "flows out of the host's traffic; use -C child (the default), or drop --root";
+	if (!why)
 		return 0;
-	log_error("error: %s is not implemented in this build yet; run without it", flag);
+	log_error("error: %s", why);
 	return -1;
 }
 
@@ -661,7 +669,7 @@ int main(int argc, char **argv)
 	signal(SIGTTOU, SIG_IGN);
 
 	if (opt.backend_rootful) {
-		if (root_host_begin(&root, cfg.ipv6) < 0) {
+		if (root_host_begin(&root, cfg.ipv6, opt.iface) < 0) {
 			free(nf.hosts);
 			free(nf.nsswitch);
 			pty_free(pty);

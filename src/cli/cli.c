@@ -99,7 +99,9 @@ static const struct opt_def opt_table[] = {
 	  "nftables table inet childflow-root<N> (both go by themselves), forwarding on the interfaces "
 	  "with routes (net.ipv4.conf.<if>.forwarding; IPv6: net.ipv6.conf.<if>.force_forwarding, or "
 	  "conf.all.forwarding before Linux 6.17), restored to their previous values at exit, even "
-	  "after SIGKILL, by a watchdog (records in /run/childflow-root)",
+	  "after SIGKILL, by a watchdog (records in /run/childflow-root); with -i, a routing table and a "
+	  "policy rule, removed by the same watchdog. -C egress, both and wire-egress are not available "
+	  "with --root",
 	  false, false },
 	{ OPT_DOCTOR, 0, "doctor", NULL,
 	  "Diagnose whether the current host is ready for the selected backend", NULL, false, false },
@@ -136,7 +138,8 @@ static const struct opt_def opt_table[] = {
 	{ OPT_IFACE, 'i', "iface", "IFACE",
 	  "Force the host-side egress interface for the child's direct traffic, its DNS upstream "
 	  "queries and its proxy connection, whatever the host's default route says (rootless: every "
-	  "upstream socket is bound to IFACE with SO_BINDTODEVICE and leaves with IFACE's address). IFACE "
+	  "upstream socket is bound to IFACE with SO_BINDTODEVICE and leaves with IFACE's address; --root: "
+	  "policy routing, a per-run table of IFACE's routes and a source rule, removed at exit). IFACE "
 	  "must exist and be up when childflow starts (else exit 125); if it goes down later, new "
 	  "connections fail as unreachable. A nameserver or proxy on loopback is reached over loopback",
 	  NULL, false, false },

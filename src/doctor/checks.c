@@ -48,6 +48,7 @@
 #include "nft/gateway.h"
 #include "proxy/proxy.h"
 #include "relay/flow.h"
+#include "root/root.h"
 #include "sandbox/idmap.h"
 #include "sandbox/sandbox.h"
 #include "util/proc.h"
@@ -815,41 +816,93 @@ static void run_root(const struct doctor_env *env, struct doctor_finding *f)
 	doctor_hint(f, "rerun with sudo -- childflow --root ..., or use the default rootless backend");
 }
 
+/*
+ * --root turns forwarding on per interface (net.ipv4.conf.<if>.forwarding, and
+ * net.ipv6.conf.<if>.force_forwarding on Linux 6.17+, else net.ipv6.conf.all.forwarding), recorded
+ * and restored by its watchdog (root/host.c); net.ipv4.ip_forward is never touched.
+ */
 static void run_forwarding(const struct doctor_env *env, struct doctor_finding *f)
 {
-	static const char *const path[2] = { "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding" };
-	static const char *const key[2] = { "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding" };
-	char change[256] = "", bad[256] = "";
-	size_t c = 0, b = 0;
+	static const char *const v4 = "/proc/sys/net/ipv4/conf/lo/forwarding";
+	static const char *const ff = "/proc/sys/net/ipv6/conf/lo/force_forwarding";
+	bool per_if6 = access(ff, F_OK) == 0;
+	const char *v6 = per_if6 ? ff : "/proc/sys/net/ipv6/conf/all/forwarding";
+	const char *const paths[2] = { v4, v6 };
 
 	(void)env;
 	for (int i = 0; i < 2; i++) {
-		long v = proc_read_long(path[i]);
-		int fd = open(path[i], O_WRONLY | O_CLOEXEC);
+		int fd = open(paths[i], O_WRONLY | O_CLOEXEC);
 
 		if (fd < 0) {
-			b += (size_t)snprintf(bad + b, sizeof(bad) - b, "%s%s (%s)", b ? ", " : "", path[i],
-					      strerror(errno));
-			if (b >= sizeof(bad))
-				b = sizeof(bad) - 1;
-			continue;
+			doctor_detail(f, DOCTOR_BLOCKED, "the forwarding sysctls are not writable: %s: %s", paths[i],
+				      strerror(errno));
+			doctor_hint(f, "run childflow --root as root in the host's network namespace (a container needs "
+				    "--privileged)");
+			return;
 		}
 		close(fd);
-		if (v != 1) {
-			c += (size_t)snprintf(change + c, sizeof(change) - c, "%s%s=1 (now %ld)", c ? " and " : "", key[i], v);
-			if (c >= sizeof(change))
-				c = sizeof(change) - 1;
-		}
 	}
-	if (bad[0]) {
-		doctor_detail(f, DOCTOR_BLOCKED, "required sysctl files are not writable: %s", bad);
-		doctor_hint(f, "run childflow --root as root in the host's network namespace (a container needs "
-			    "--privileged, or set the sysctls on the host)");
-	} else if (change[0]) {
-		doctor_detail(f, DOCTOR_OK, "writable; --root would set %s", change);
-	} else {
-		doctor_detail(f, DOCTOR_OK, "writable, and forwarding is on already: --root changes nothing here");
-	}
+	if (per_if6)
+		doctor_detail(f, DOCTOR_OK, "writable; --root sets net.ipv4.conf.<if>.forwarding and "
+			      "net.ipv6.conf.<if>.force_forwarding on the interfaces with routes, and restores them");
+	else
+		doctor_detail(f, DOCTOR_OK, "writable; --root sets net.ipv4.conf.<if>.forwarding on the interfaces "
+			      "with routes and net.ipv6.conf.all.forwarding (Linux < 6.17: while it is 1, interfaces "
+			      "with accept_ra=1 ignore router advertisements), and restores them");
+}
+
+/* ---------- --root: the uplink's addresses, the host's side ---------- */
+
+static void explain_uplink(int err, const char *what, struct doctor_finding *f)
+{
+	doctor_detail(f, DOCTOR_BLOCKED, "%s", what && what[0] ? what : strerror(err));
+	if (err == EADDRINUSE)
+		doctor_hint(f, "--root needs a free /30 of %s (and with IPv6 a /64 of %s): remove or narrow that "
+			    "route, or use the rootless backend (drop --root)", ROOT_UPLINK_RANGE4_TEXT,
+			    ROOT_UPLINK_RANGE6_TEXT);
+}
+
+static void run_uplink(const struct doctor_env *env, struct doctor_finding *f)
+{
+	char why[256];
+	int r = root_uplink_check(netplan_host_has_ipv6(), why, sizeof(why));
+
+	(void)env;
+	if (r < 0)
+		explain_uplink(-r, why, f);
+	else
+		doctor_detail(f, DOCTOR_OK, "slot %d of %s is free on this host's routes", r, ROOT_UPLINK_RANGE4_TEXT);
+}
+
+/* A change of the host's (link, address, routes, rule, table) that --root could not make. */
+static void explain_root_host(int err, const char *what, struct doctor_finding *f)
+{
+	doctor_detail(f, DOCTOR_BLOCKED, "%s%s%s", what ? what : "cannot set up --root on the host",
+		      err ? ": " : "", err ? strerror(err) : "");
+	if (err == EPERM || err == EACCES)
+		doctor_hint(f, "run childflow --root as root (CAP_NET_ADMIN) in the host's network namespace");
+	else if (err == EEXIST)
+		doctor_hint(f, "another program uses childflow's routing table (0x%x + slot): stop it, or drop -i",
+			    ROOT_TABLE_BASE_VALUE);
+	else if (!err)
+		doctor_hint(f, "check that nftables works on the host: modprobe nf_tables nft_masq");
+	else
+		doctor_hint(f, "rerun with CHILDFLOW_DEBUG=1 to see each host change; childflow --doctor --root "
+			    "checks the rest");
+}
+
+/* Only ever met by a run (its change of the host failed): the doctor changes nothing, so it does
+ * not list this check; what a run needs for it is in "root", "forwarding" and "root_uplink". */
+static bool never(const struct doctor_env *env)
+{
+	(void)env;
+	return false;
+}
+
+static void run_root_host(const struct doctor_env *env, struct doctor_finding *f)
+{
+	(void)env;
+	doctor_detail(f, DOCTOR_OK, "not tried: it would change the host");
 }
 
 /* ---------- -i/--iface ---------- */
@@ -902,6 +955,37 @@ static void explain_iface(int err, const char *what, struct doctor_finding *f)
 	}
 }
 
+struct default_seen {
+	int oif;
+	bool found;
+};
+
+static void default_route_cb(void *arg, uint32_t table, const void *dst, int dst_len, int oif)
+{
+	struct default_seen *d = arg;
+
+	(void)dst;
+	if (table == RT_TABLE_MAIN && dst_len == 0 && oif == d->oif)
+		d->found = true;
+}
+
+/* Has @name a default route of its own in the main table (either family)?  Unknown: true. */
+static bool iface_has_default(const char *name)
+{
+	struct default_seen d = { .oif = (int)if_nametoindex(name) };
+	struct nl *nl = nl_open();
+
+	if (!nl || !d.oif) {
+		nl_close(nl);
+		return true;
+	}
+	if (nl_route_each(nl, AF_INET, default_route_cb, &d) < 0 ||
+	    (!d.found && nl_route_each(nl, AF_INET6, default_route_cb, &d) < 0))
+		d.found = true;
+	nl_close(nl);
+	return d.found;
+}
+
 static void run_iface(const struct doctor_env *env, struct doctor_finding *f)
 {
 	struct ifaddrs *ifa = NULL;
@@ -935,6 +1019,14 @@ static void run_iface(const struct doctor_env *env, struct doctor_finding *f)
 			    env->iface, env->iface);
 		return;
 	}
+	if (!iface_has_default(env->iface)) {
+		doctor_detail(f, DOCTOR_WARNING, "%s is up, with a carrier and %d IPv4 and %d IPv6 address%s, but no "
+			      "default route: only destinations on its own subnets are reachable through it", env->iface,
+			      n4, n6, n4 + n6 == 1 ? "" : "es");
+		doctor_hint(f, "add one (ip route add default via GATEWAY dev %s metric 2000), or choose another -i",
+			    env->iface);
+		return;
+	}
 	doctor_detail(f, DOCTOR_OK, "%s is up, with a carrier and %d IPv4 and %d IPv6 address%s", env->iface, n4, n6,
 		      n4 + n6 == 1 ? "" : "es");
 }
@@ -946,6 +1038,10 @@ static void run_iface(const struct doctor_env *env, struct doctor_finding *f)
 const struct doctor_check doctor_checks[] = {
 	{ "root", "root privileges", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, NULL, NULL, run_root, NULL },
 	{ "forwarding", "forwarding sysctls", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, NULL, NULL, run_forwarding, NULL },
+	{ "root_uplink", "uplink addresses (--root)", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, "root_uplink_in_use", NULL,
+	  run_uplink, explain_uplink },
+	{ "root_host", "host changes (--root)", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, "root_host_setup_failed", never,
+	  run_root_host, explain_root_host },
 	{ "user_namespaces", "unprivileged user namespaces", DOCTOR_PREFLIGHT, DOCTOR_ROOTLESS,
 	  "namespace_unshare_failed", NULL, run_userns, explain_userns },
 	{ "uidmap", "uid/gid mapping", DOCTOR_PREFLIGHT, DOCTOR_ROOTLESS, "user_namespace_mapping_failed", NULL,

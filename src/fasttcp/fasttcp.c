@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <linux/audit.h>
+#include <linux/openat2.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -57,6 +58,7 @@
 #include <sys/utsname.h>
 
 #include "ctx.h"
+#include "util/egress.h"
 #include "util/fdpass.h"
 #include "util/log.h"
 
@@ -77,7 +79,6 @@
 #define FT_SWEEP_MS 100
 #define FT_MAX_SCAN_FDS 4096
 #define FT_NB_WAIT_MS 100       /* a non-blocking connect to a destination not known clean waits this long */
-#define FT_CLEAN_SLOTS 256
 #define FT_TAG_CHAN 0xffffffffu
 #define FT_TAG_LISTENER 0xfffffffeu
 
@@ -114,9 +115,6 @@ struct fasttcp {
 	int n_parked;
 	uint64_t next_sweep;
 	uint64_t next_deadline;         /* the earliest SO_SNDTIMEO of a parked connect, or UINT64_MAX */
-	/* Destinations whose connection was found not to end on this host in the last
-	 * GUARD_PEER_CLEAN_MS (the relay's own window, guard.h): direct-mapped on address and port. */
-	struct { struct sockaddr_storage dst; uint64_t until; } clean[FT_CLEAN_SLOTS];
 	struct fasttcp_stats st;
 };
 
@@ -294,7 +292,6 @@ static bool socket_shared(pid_t tid, int cfd, unsigned long ino)
 	if (!d)
 		return true;
 	while (!shared && (e = readdir(d)) != NULL) {
-		char lp[384];
 		ssize_t l;
 		int fd;
 
@@ -307,8 +304,7 @@ static bool socket_shared(pid_t tid, int cfd, unsigned long ino)
 		fd = atoi(e->d_name);
 		if (fd == cfd)
 			continue;
-		snprintf(lp, sizeof(lp), "%s/%s", path, e->d_name);
-		l = readlink(lp, link, sizeof(link) - 1);
+		l = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);   /* no walk of /proc/TID/fd */
 		if (l <= 0)
 			continue;
 		link[l] = '\0';
@@ -374,17 +370,22 @@ static void as_self(const struct fs_ids *save)
 /*
  * unix_path() - an AF_UNIX address with a path, seen from the command's root and working
  * directory: for connect, "/proc/self/fd/N" of an O_PATH fd on the socket file (*@pfd); for bind,
- * the parent directory's O_PATH fd and the last component.  Return: 1 rewritten, 0 not a path
- * (abstract, unnamed: used as is), -errno.
+ * the parent directory's O_PATH fd and the last component.  The path is walked with openat2()'s
+ * RESOLVE_IN_ROOT from /proc/TID/root (absolute) or /proc/TID/cwd (relative), so that an absolute
+ * symlink on the way (/var/run -> /run) is resolved in the command's root, not in P's: P's root
+ * shows the host's sockets that the sandbox hides.  A relative path is scoped to the working
+ * directory: ".." cannot leave it, and an absolute symlink in it resolves under it (README).
+ * Return: 1 rewritten, 0 not a path (abstract, unnamed: used as is), -errno.
  */
 static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t alen, bool create,
 		     struct sockaddr_un *out, socklen_t *olen, int *pfd)
 {
 	const struct sockaddr_un *su = (const struct sockaddr_un *)ss;
 	size_t off = offsetof(struct sockaddr_un, sun_path), n;
-	char path[PATH_MAX + 64], name[sizeof(su->sun_path) + 1], base[sizeof(su->sun_path) + 1];
-	const char *where;
-	int w;
+	char scope[64], name[sizeof(su->sun_path) + 1], base[sizeof(su->sun_path) + 1];
+	struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT };
+	const char *rel;
+	int w, dfd, e;
 
 	*pfd = -1;
 	if (alen <= off || su->sun_path[0] == '\0')
@@ -392,24 +393,27 @@ static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t ale
 	n = strnlen(su->sun_path, alen - off);
 	memcpy(name, su->sun_path, n);
 	name[n] = '\0';
-	where = name[0] == '/' ? "root" : "cwd";
+	snprintf(scope, sizeof(scope), "/proc/%d/%s", (int)tid, name[0] == '/' ? "root" : "cwd");
+	dfd = open(scope, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	rel = name;
 	if (create) {
 		/* bind creates the last component: open its directory, name it through the fd */
 		char *slash = strrchr(name, '/');
 
 		snprintf(base, sizeof(base), "%s", slash ? slash + 1 : name);
 		if (slash)
-			*slash = '\0';
-		w = snprintf(path, sizeof(path), "/proc/%d/%s/%s", (int)tid, slash ? where : "cwd",
-			     slash ? name : "");
-	} else {
-		w = snprintf(path, sizeof(path), "/proc/%d/%s/%s", (int)tid, where, name);
+			slash[slash == name ? 1 : 0] = '\0';   /* "/x": the root itself */
+		else
+			rel = ".";
+		how.flags |= O_DIRECTORY;
 	}
-	if (w < 0 || (size_t)w >= sizeof(path))
-		return -ENAMETOOLONG;
-	*pfd = open(path, O_PATH | O_CLOEXEC);
+	*pfd = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof(how));
+	e = errno;
+	close(dfd);
 	if (*pfd < 0)
-		return -errno;
+		return -e;
 	memset(out, 0, sizeof(*out));
 	out->sun_family = AF_UNIX;
 	if (create)
@@ -719,38 +723,6 @@ static socklen_t sa_len(int dom)
 	return dom == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 }
 
-static unsigned int clean_slot(const struct sockaddr_storage *d)
-{
-	const unsigned char *b = (const unsigned char *)d;
-	size_t n = d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	unsigned int h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 16777619u;
-	return h % FT_CLEAN_SLOTS;
-}
-
-static socklen_t dst_len(const struct sockaddr_storage *d)
-{
-	return d->ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-}
-
-static bool clean_known(const struct fasttcp *f, const struct sockaddr_storage *d)
-{
-	unsigned int i = clean_slot(d);
-
-	return f->clean[i].until > now_ms() && !memcmp(&f->clean[i].dst, d, dst_len(d));
-}
-
-static void clean_set(struct fasttcp *f, const struct sockaddr_storage *d, bool clean)
-{
-	unsigned int i = clean_slot(d);
-
-	memset(&f->clean[i].dst, 0, sizeof(f->clean[i].dst));
-	memcpy(&f->clean[i].dst, d, dst_len(d));
-	f->clean[i].until = clean ? now_ms() + GUARD_PEER_CLEAN_MS : 0;
-}
-
 /* Hand @hs over (consumed) and answer @err; then, while connecting to @watch (or NULL), watch it. */
 static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags, bool cloexec, int err,
 		      const struct sockaddr_storage *watch)
@@ -766,14 +738,17 @@ static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags
 		return;
 	}
 	f->st.injected++;
-	respond(f, id, err, false);
 	if (watch) {
 		struct park p = { .kind = PARK_WATCH, .fd = hs, .cfd = cfd, .sfd = -1, .dst = *watch };
 
-		if (park_add(f, &p) == 0)
-			return;
+		if (park_add(f, &p) < 0)
+			close(hs);
+	} else {
+		/* Before the command resumes: woken on this CPU (SYNC_WAKE_UP), it may otherwise run
+		 * and close the connection first, and P's close would be the last, sending its FIN. */
+		close(hs);
 	}
-	close(hs);
+	respond(f, id, err, false);
 }
 
 static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, int dom, int bport,
@@ -782,9 +757,10 @@ static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, 
 	int fl = fcntl(sfd, F_GETFL), hs, r, e;
 	bool cloexec;
 
-	hs = socket(dom, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+	/* Made as the relay's direct connector makes its upstream: bound to --iface's device. */
+	hs = egress_socket(&f->c->egress, ss, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 	if (hs < 0) {
-		respond(f, id, -errno, false);
+		respond(f, id, hs, false);
 		close(sfd);
 		return;
 	}
@@ -816,18 +792,17 @@ static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, 
 	}
 	if (r == 0) {
 		if (ends_here(f, hs)) {
-			clean_set(f, ss, false);
 			close(hs);
 			goto slow_nohs;
 		}
-		clean_set(f, ss, true);
 		close(sfd);
 		hand_over(f, id, hs, cfd, fl, cloexec, 0, NULL);
 		return;
 	}
-	/* Non-blocking, to a destination recently found not to end on this host: handed over at
-	 * once, checked again at completion (the relay's own 5 s window for a new NAT rule). */
-	if ((fl & O_NONBLOCK) && clean_known(f, ss)) {
+	/* Non-blocking, to a destination whose connection (the relay's or ours) was found not to end
+	 * on this host in the last GUARD_PEER_CLEAN_MS: handed over at once, checked again at
+	 * completion (the relay's own 5 s window for a new NAT rule). */
+	if ((fl & O_NONBLOCK) && policy_known_clean(&f->c->policy, ss)) {
 		close(sfd);   /* our reference to the replaced file goes before the command resumes */
 		hand_over(f, id, hs, cfd, fl, cloexec, -EINPROGRESS, ss);
 		return;
@@ -1034,7 +1009,6 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		if (ti.tcpi_state == TCP_ESTABLISHED && ends_here(f, p->fd)) {
 			struct sockaddr sa = { .sa_family = AF_UNSPEC };
 
-			clean_set(f, &p->dst, false);
 			if (connect(p->fd, &sa, sizeof(sa)) < 0)   /* reset it */
 				log_debug("fast-tcp: cannot reset a connection: %s", strerror(errno));
 		}
@@ -1091,14 +1065,11 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		/* A non-blocking connect that did not complete in time or failed, or any that ends on
 		 * this host: the relay takes it, with its exact outcome (EINPROGRESS, then SO_ERROR). */
 		if (timeout || e || ends_here(f, fd)) {
-			if (!timeout && !e)
-				clean_set(f, &dst, false);
 			close(fd);
 			f->st.fell_back++;
 			perform_connect(f, id, tid, sfd, cfd, &dst, alen);
 			return;
 		}
-		clean_set(f, &dst, true);
 		close(sfd);
 		hand_over(f, id, fd, cfd, flags, cloexec, nb ? -EINPROGRESS : 0, NULL);
 		return;

@@ -416,3 +416,223 @@ int nl_route_get(struct nl *nl, int family, const void *addr, struct rt_answer *
 		}
 	}
 }
+
+/* ---------- policy routing: rules by source, per-run tables ---------- */
+
+int nl_rule_src(struct nl *nl, bool add, int family, const void *src, uint32_t table, uint32_t prio)
+{
+	char buf[512];
+	struct nlmsghdr *nlh = put_header(buf, add ? RTM_NEWRULE : RTM_DELRULE, add ? NLM_F_CREATE | NLM_F_EXCL : 0);
+	struct fib_rule_hdr *fr = mnl_nlmsg_put_extra_header(nlh, sizeof(*fr));
+
+	fr->family = (unsigned char)family;
+	fr->action = FR_ACT_TO_TBL;
+	fr->src_len = (unsigned char)(addr_len(family) * 8);
+	fr->table = table < 256 ? (unsigned char)table : RT_TABLE_UNSPEC;
+	if (table >= 256)
+		mnl_attr_put_u32(nlh, FRA_TABLE, table);
+	mnl_attr_put(nlh, FRA_SRC, addr_len(family), src);
+	mnl_attr_put_u32(nlh, FRA_PRIORITY, prio);
+	return nl_talk(nl, nlh);
+}
+
+int nl_route_unreachable(struct nl *nl, int family, uint32_t table, uint32_t metric)
+{
+	char buf[512];
+	struct nlmsghdr *nlh = put_header(buf, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+	struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+
+	rtm->rtm_family = (unsigned char)family;
+	rtm->rtm_table = RT_TABLE_UNSPEC;
+	rtm->rtm_protocol = RTPROT_BOOT;
+	rtm->rtm_type = RTN_UNREACHABLE;
+	rtm->rtm_scope = RT_SCOPE_UNIVERSE;
+	mnl_attr_put_u32(nlh, RTA_TABLE, table);
+	mnl_attr_put_u32(nlh, RTA_PRIORITY, metric);
+	return nl_talk(nl, nlh);
+}
+
+/* The routes of one dump, copied: each message back to back, NLMSG_ALIGNed. */
+struct route_list {
+	char *buf;
+	size_t len, cap;
+	int family;
+	uint32_t table;     /* keep only this table's routes (RT_TABLE_UNSPEC: all) */
+	int oif;            /* and, when > 0, only unicast routes out of this link (no multipath) */
+};
+
+struct route_attrs {
+	uint32_t table;
+	int oif;
+	bool multipath;
+};
+
+static int route_list_attr_cb(const struct nlattr *a, void *data)
+{
+	struct route_attrs *ra = data;
+
+	if (mnl_attr_get_type(a) == RTA_TABLE && mnl_attr_validate(a, MNL_TYPE_U32) == 0)
+		ra->table = mnl_attr_get_u32(a);
+	else if (mnl_attr_get_type(a) == RTA_OIF && mnl_attr_validate(a, MNL_TYPE_U32) == 0)
+		ra->oif = (int)mnl_attr_get_u32(a);
+	else if (mnl_attr_get_type(a) == RTA_MULTIPATH)
+		ra->multipath = true;
+	return MNL_CB_OK;
+}
+
+static int route_list_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct route_list *rl = data;
+	const struct rtmsg *rtm = mnl_nlmsg_get_payload(nlh);
+	struct route_attrs ra = { 0 };
+	size_t sz = NLMSG_ALIGN(nlh->nlmsg_len);
+
+	if (nlh->nlmsg_type != RTM_NEWROUTE || nlh->nlmsg_len < mnl_nlmsg_size(sizeof(*rtm)) ||
+	    rtm->rtm_family != rl->family)
+		return MNL_CB_OK;
+	ra.table = rtm->rtm_table;
+	mnl_attr_parse(nlh, sizeof(*rtm), route_list_attr_cb, &ra);
+	if ((rl->table && ra.table != rl->table) || (rtm->rtm_flags & RTM_F_CLONED))
+		return MNL_CB_OK;
+	if (rl->oif > 0 && (rtm->rtm_type != RTN_UNICAST || ra.oif != rl->oif || ra.multipath))
+		return MNL_CB_OK;
+	if (rl->len + sz > rl->cap) {
+		size_t cap = rl->cap ? rl->cap * 2 : 8192;
+		char *nb;
+
+		while (cap < rl->len + sz)
+			cap *= 2;
+		if (cap > (8u << 20) || !(nb = realloc(rl->buf, cap))) {
+			errno = ENOMEM;
+			return MNL_CB_ERROR;
+		}
+		rl->buf = nb;
+		rl->cap = cap;
+	}
+	memcpy(rl->buf + rl->len, nlh, nlh->nlmsg_len);
+	rl->len += sz;
+	return MNL_CB_OK;
+}
+
+/* Dump @rl->family's routes into @rl.  Return: 0 or -errno (then @rl->buf is freed). */
+static int route_list_dump(struct nl *nl, struct route_list *rl)
+{
+	char buf[16384];
+	struct nlmsghdr *nlh = put_header(buf, RTM_GETROUTE, NLM_F_DUMP);
+	struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+	ssize_t n;
+	int r;
+
+	rtm->rtm_family = (unsigned char)rl->family;
+	nlh->nlmsg_seq = ++nl->seq;
+	if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	do {
+		n = mnl_socket_recvfrom(nl->sock, buf, sizeof(buf));
+		if (n < 0)
+			break;
+		r = mnl_cb_run(buf, n, nl->seq, nl->portid, route_list_cb, rl);
+	} while (r > 0);
+	if (n < 0 || r < 0) {
+		int e = errno ? errno : EIO;
+
+		free(rl->buf);
+		rl->buf = NULL;
+		return -e;
+	}
+	return 0;
+}
+
+int nl_routes_copy(struct nl *nl, int family, int oif, uint32_t table, int *n_default)
+{
+	struct route_list rl = { .family = family, .table = RT_TABLE_MAIN, .oif = oif };
+	int r, copied = 0;
+
+	*n_default = 0;
+	if (oif <= 0)
+		return -EINVAL;
+	if ((r = route_list_dump(nl, &rl)) < 0)
+		return r;
+	for (size_t off = 0; rl.buf && off < rl.len; ) {
+		struct nlmsghdr *src = (struct nlmsghdr *)(rl.buf + off);
+		const struct rtmsg *srtm = mnl_nlmsg_get_payload(src);
+		char buf[1024];
+		struct nlmsghdr *nlh = put_header(buf, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+		struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof(*rtm));
+		const struct nlattr *a;
+
+		off += NLMSG_ALIGN(src->nlmsg_len);
+		*rtm = *srtm;
+		rtm->rtm_table = RT_TABLE_UNSPEC;
+		rtm->rtm_flags = 0;
+		rtm->rtm_protocol = RTPROT_BOOT;
+		mnl_attr_put_u32(nlh, RTA_TABLE, table);
+		mnl_attr_for_each(a, src, sizeof(*srtm)) {
+			uint16_t t = mnl_attr_get_type(a);
+
+			if (t == RTA_DST || t == RTA_GATEWAY || t == RTA_OIF || t == RTA_PRIORITY || t == RTA_PREFSRC)
+				mnl_attr_put(nlh, t, mnl_attr_get_payload_len(a), mnl_attr_get_payload(a));
+		}
+		r = nl_talk(nl, nlh);
+		if (r == -EEXIST)
+			continue;
+		if (r < 0)
+			break;
+		copied++;
+		if (srtm->rtm_dst_len == 0)
+			(*n_default)++;
+	}
+	free(rl.buf);
+	return r < 0 && r != -EEXIST ? r : copied;
+}
+
+int nl_table_routes(struct nl *nl, int family, uint32_t table, bool del, int *n_routes)
+{
+	struct route_list rl = { .family = family, .table = table };
+	int r = 0, first = 0;
+
+	*n_routes = 0;
+	if ((r = route_list_dump(nl, &rl)) < 0)
+		return r;
+	for (size_t off = 0; rl.buf && off < rl.len; ) {
+		struct nlmsghdr *m = (struct nlmsghdr *)(rl.buf + off);
+
+		off += NLMSG_ALIGN(m->nlmsg_len);
+		(*n_routes)++;
+		if (!del)
+			continue;
+		m->nlmsg_type = RTM_DELROUTE;
+		m->nlmsg_flags = NLM_F_REQUEST;
+		r = nl_talk(nl, m);
+		if (r < 0 && r != -ESRCH && first == 0)
+			first = r;
+	}
+	free(rl.buf);
+	return first;
+}
+
+int nl_route_each(struct nl *nl, int family,
+		  void (*fn)(void *arg, uint32_t table, const void *dst, int dst_len, int oif), void *arg)
+{
+	struct route_list rl = { .family = family };
+	int r;
+
+	if ((r = route_list_dump(nl, &rl)) < 0)
+		return r;
+	for (size_t off = 0; rl.buf && off < rl.len; ) {
+		const struct nlmsghdr *m = (const struct nlmsghdr *)(rl.buf + off);
+		const struct rtmsg *rtm = mnl_nlmsg_get_payload(m);
+		struct route_attrs ra = { .table = rtm->rtm_table };
+		unsigned char dst[16] = { 0 };
+		const struct nlattr *a;
+
+		off += NLMSG_ALIGN(m->nlmsg_len);
+		mnl_attr_parse(m, sizeof(*rtm), route_list_attr_cb, &ra);
+		mnl_attr_for_each(a, m, sizeof(*rtm))
+			if (mnl_attr_get_type(a) == RTA_DST && mnl_attr_get_payload_len(a) == addr_len(family))
+				memcpy(dst, mnl_attr_get_payload(a), addr_len(family));
+		fn(arg, ra.table, dst, rtm->rtm_dst_len, ra.oif);
+	}
+	free(rl.buf);
+	return 0;
+}

@@ -29,6 +29,29 @@ int nl_addr_add(struct nl *nl, int ifindex, int family, const void *addr, int pr
 int nl_route_add(struct nl *nl, int family, uint32_t table, int type, int oif, const void *gw);
 int nl_rule_add_fwmark(struct nl *nl, int family, uint32_t mark, uint32_t table, uint32_t prio);
 
+/* Add (@add) or delete the rule "from @src (a host address) lookup @table" at priority @prio. */
+int nl_rule_src(struct nl *nl, bool add, int family, const void *src, uint32_t table, uint32_t prio);
+/* An unreachable default route of metric @metric in @table (lookups there stop, with ENETUNREACH). */
+int nl_route_unreachable(struct nl *nl, int family, uint32_t table, uint32_t metric);
+
+/**
+ * nl_routes_copy() - copy the main table's unicast routes out of link @oif into @table
+ * @n_default: how many of them are default routes
+ *
+ * Return: the number of routes copied, or -errno (what was copied stays: flush @table).
+ */
+int nl_routes_copy(struct nl *nl, int family, int oif, uint32_t table, int *n_default);
+
+/*
+ * nl_table_routes() - count @family's routes in @table (*@n_routes), deleting them when @del.
+ * Return: 0, or the first -errno.
+ */
+int nl_table_routes(struct nl *nl, int family, uint32_t table, bool del, int *n_routes);
+
+/* nl_route_each() - @fn for each of @family's routes in every table.  Return: 0 or -errno. */
+int nl_route_each(struct nl *nl, int family,
+		  void (*fn)(void *arg, uint32_t table, const void *dst, int dst_len, int oif), void *arg);
+
 /*
  * nl_link_wait_ready() - wait until link @ifindex can carry frames: carrier (IFF_LOWER_UP), an
  * operational state other than down, and its qdisc in place (not the kernel's dropping "noop").

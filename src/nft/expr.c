@@ -92,6 +92,37 @@ void nft_transport_load(struct nft_rb *rb, uint32_t offset, uint32_t len)
 }
 
 
+int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const char *chain,
+		 void (*build)(struct nft_rb *rb, int id, const void *arg), int id, const void *arg,
+		 bool ack, uint32_t seq)
+{
+	struct nftnl_rule *r;
+	struct nlmsghdr *nlh;
+	struct nft_rb rb;
+
+	/* Each message must fit before it is started: the batch helper only checks after. */
+	if (mnl_nlmsg_batch_size(b) + 4096 > len)
+		return -ENOSPC;
+	r = nftnl_rule_alloc();
+	if (!r)
+		return -ENOMEM;
+	rb = (struct nft_rb){ .r = r };
+	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table);
+	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
+	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
+	build(&rb, id, arg);
+	if (rb.failed) {
+		nftnl_rule_free(r);
+		return -EOPNOTSUPP;
+	}
+	nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
+					 NLM_F_APPEND | NLM_F_CREATE | (ack ? NLM_F_ACK : 0), seq);
+	nftnl_rule_nlmsg_build_payload(nlh, r);
+	nftnl_rule_free(r);
+	mnl_nlmsg_batch_next(b);
+	return 0;
+}
+
 int nft_wait_ack(struct mnl_socket *nl, uint32_t last_seq)
 {
 	char buf[8192];

@@ -8,6 +8,7 @@
 #define CHILDFLOW_NFT_EXPR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <libmnl/libmnl.h>
@@ -40,6 +41,16 @@ void nft_masquerade(struct nft_rb *rb);
 /* A base chain @name of @type ("filter", "nat") on @hook at @prio in table @table (family inet). */
 void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *type,
 		   uint32_t hook, int prio, uint32_t policy, uint32_t seq);
+
+/*
+ * nft_add_rule() - append one rule to batch @b (a buffer of @len bytes): in table @table (family
+ * inet), chain @chain, its expressions made by @build(rb, @id, @arg); @ack asks for the kernel's ACK.
+ * Return: 0; -ENOSPC when @b has no room for another message, -ENOMEM, or -EOPNOTSUPP when an
+ * expression could not be made (nothing is appended then).
+ */
+int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const char *chain,
+		 void (*build)(struct nft_rb *rb, int id, const void *arg), int id, const void *arg,
+		 bool ack, uint32_t seq);
 
 /* Read from @nl until the ACK of @last_seq, or the first error.  Return: 0 or -errno. */
 int nft_wait_ack(struct mnl_socket *nl, uint32_t last_seq);

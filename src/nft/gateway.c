@@ -325,6 +325,11 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 	}
 }
 
+static void gateway_rule(struct nft_rb *rb, int id, const void *g)
+{
+	build_rule(rb, (enum rule_id)id, g);
+}
+
 /*
  * The rules in order, each with its chain.  Rootless: everything the child sends is TPROXYed.
  * Rootful (g->uplink): DNS always, TCP with proxy_tcp, and the rest forwarded; the interception
@@ -415,34 +420,11 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			      ch == C_PRE ? NF_DROP : NF_ACCEPT, seq++);
 	}
 	for (int i = 0; i < n; i++) {
-		struct nftnl_rule *r = nftnl_rule_alloc();
-
-		if (!r) {
-			rc = -ENOMEM;
-			goto out;
-		}
-		struct nft_rb rb = { .r = r };
-
-		if (mnl_nlmsg_batch_size(b) + 4096 > len) {
-			nftnl_rule_free(r);
-			rc = -ENOSPC;
-			goto out;
-		}
-		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, GATEWAY_TABLE);
-		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chains[chain[i]].name);
-		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-		build_rule(&rb, (enum rule_id)ids[i], g);
-		if (rb.failed) {
-			nftnl_rule_free(r);
-			rc = -EOPNOTSUPP;
-			goto out;
-		}
 		*last_seq = seq;
-		nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
-						 NLM_F_APPEND | NLM_F_CREATE | (i == n - 1 ? NLM_F_ACK : 0), seq++);
-		nftnl_rule_nlmsg_build_payload(nlh, r);
-		nftnl_rule_free(r);
-		mnl_nlmsg_batch_next(b);
+		rc = nft_add_rule(b, len, GATEWAY_TABLE, chains[chain[i]].name, gateway_rule, ids[i], g, i == n - 1,
+				  seq++);
+		if (rc < 0)
+			goto out;
 	}
 	ROOM();
 	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);

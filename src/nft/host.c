@@ -77,6 +77,11 @@ static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 	}
 }
 
+static void host_rule(struct nft_rb *rb, int id, const void *h)
+{
+	build(rb, id, h);
+}
+
 /* Return: the batch's length, or -errno. */
 static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t seq, uint32_t *last_seq)
 {
@@ -102,31 +107,11 @@ static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t 
 	nft_add_chain(b, h->table, "input", "filter", NF_INET_LOCAL_IN, 0, NF_ACCEPT, seq++);
 	nft_add_chain(b, h->table, "postrouting", "nat", NF_INET_POST_ROUTING, 100, NF_ACCEPT, seq++);
 	for (int id = 0; id < n; id++) {
-		struct nftnl_rule *r = nftnl_rule_alloc();
-		struct nft_rb rb = { .r = r };
-
-		if (!r || mnl_nlmsg_batch_size(b) + 4096 > len) {
-			if (r)
-				nftnl_rule_free(r);
-			rc = r ? -ENOSPC : -ENOMEM;
-			goto out;
-		}
-		nftnl_rule_set_str(r, NFTNL_RULE_TABLE, h->table);
-		nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, id < H_LOCAL_REPLY ? "forward" : id < H_MASQ4 ? "input" :
-				   "postrouting");
-		nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
-		build(&rb, id, h);
-		if (rb.failed) {
-			nftnl_rule_free(r);
-			rc = -EOPNOTSUPP;
-			goto out;
-		}
 		*last_seq = seq;
-		nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
-						 NLM_F_APPEND | NLM_F_CREATE | (id == n - 1 ? NLM_F_ACK : 0), seq++);
-		nftnl_rule_nlmsg_build_payload(nlh, r);
-		nftnl_rule_free(r);
-		mnl_nlmsg_batch_next(b);
+		rc = nft_add_rule(b, len, h->table, id < H_LOCAL_REPLY ? "forward" : id < H_MASQ4 ? "input" :
+				  "postrouting", host_rule, id, h, id == n - 1, seq++);
+		if (rc < 0)
+			goto out;
 	}
 	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
 	mnl_nlmsg_batch_next(b);

@@ -396,6 +396,25 @@ static struct guard_peer_slot *peer_slot(struct guard *g, const struct sockaddr_
 	return s;
 }
 
+bool guard_peer_known_clean(struct guard *g, const struct sockaddr_storage *peer)
+{
+	struct guard_peer_slot *s;
+	const unsigned char *a;
+	size_t alen;
+	uint16_t port;
+
+	if (peer->ss_family != AF_INET && peer->ss_family != AF_INET6)
+		return false;
+	a = peer->ss_family == AF_INET ? (const unsigned char *)&((const struct sockaddr_in *)peer)->sin_addr
+				       : (const unsigned char *)&((const struct sockaddr_in6 *)peer)->sin6_addr;
+	alen = peer->ss_family == AF_INET ? 4 : 16;
+	port = peer->ss_family == AF_INET ? ((const struct sockaddr_in *)peer)->sin_port
+					  : ((const struct sockaddr_in6 *)peer)->sin6_port;
+	s = &g->clean[slot_index(peer->ss_family, a, alen, port)];
+	return s->gen == g->gen && s->family == peer->ss_family && s->port == port &&
+	       !memcmp(s->a, a, alen) && now_ms() < s->until_ms;
+}
+
 static void remember_clean(struct guard *g, struct guard_peer_slot *s)
 {
 	s->gen = g->gen;

@@ -125,6 +125,13 @@ enum guard_verdict guard_check(struct guard *g, const struct sockaddr *dst);
  */
 enum guard_verdict guard_check_connected(struct guard *g, int fd);
 
+/*
+ * guard_peer_known_clean() - was a connection to @peer (address and port) found not to end on this
+ * host within the last GUARD_PEER_CLEAN_MS, with no route or address change since (the memo of
+ * guard_check_connected(), filled by the relay and by --fast-tcp alike)?  Changes nothing.
+ */
+bool guard_peer_known_clean(struct guard *g, const struct sockaddr_storage *peer);
+
 #define GUARD_BATCH_MAX 64
 
 /**

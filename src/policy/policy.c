@@ -63,3 +63,8 @@ void policy_check_connected(struct policy *p, const int *fds, int n, struct poli
 			? (struct policy_verdict){ .action = POL_DENY, .reason = guard_reason(g[i]) }
 			: (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
 }
+
+bool policy_known_clean(struct policy *p, const struct sockaddr_storage *dst)
+{
+	return guard_peer_known_clean(&p->guard, dst);
+}

@@ -58,4 +58,8 @@ struct policy_verdict policy_decide(struct policy *p, const struct policy_query 
  */
 void policy_check_connected(struct policy *p, const int *fds, int n, struct policy_verdict *out);
 
+/* policy_known_clean() - guard_peer_known_clean() for @dst: a direct TCP connection to it would
+ * not be checked again by policy_check_connected() now. */
+bool policy_known_clean(struct policy *p, const struct sockaddr_storage *dst);
+
 #endif

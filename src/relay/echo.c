@@ -52,6 +52,7 @@
 #define ECHO_BURST 64           /* requests read per event */
 #define ECHO_RCVBUF (1u << 20)
 #define ECHO_BUF 65600          /* one whole echo: IP header, ICMP header, up to 65507 bytes */
+#define ECHO_SEND_TRIES 4       /* a send that returned an earlier echo's pending error is retried */
 
 enum echo_sock { ECHO_UNKNOWN, ECHO_DGRAM, ECHO_RAW, ECHO_NONE };
 
@@ -338,12 +339,23 @@ static void send_up(struct relay *r, struct echo_flow *f, const struct nfq_echo 
 		hdr[3] = (uint8_t)acc;
 	}
 	f->last_ms = r->now_ms;
-	if (sendmsg(f->fd, &m, MSG_DONTWAIT) >= 0) {
-		f->rec.pkts_up++;
-		f->rec.bytes_up += 8 + q->data_len;
-	} else {
-		log_debug("echo: cannot send upstream: %s", strerror(errno));
+	/*
+	 * An ICMP error about an earlier echo of this flow (traceroute's first hop answering while
+	 * its next probes are on their way) is also left as the socket's pending error, and the next
+	 * send returns that error instead of sending.  The error itself stays queued for
+	 * dgram_errors() (echo socket) or was meant for nobody (raw socket), so such a send is tried
+	 * again; an error of the send itself repeats every time.
+	 */
+	for (int tries = 0; tries < ECHO_SEND_TRIES; tries++) {
+		if (sendmsg(f->fd, &m, MSG_DONTWAIT) >= 0) {
+			f->rec.pkts_up++;
+			f->rec.bytes_up += 8 + q->data_len;
+			return;
+		}
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ENOMEM)
+			break;
 	}
+	log_debug("echo: cannot send upstream: %s", strerror(errno));
 }
 
 static void request(struct relay *r, const struct nfq_echo *q, uint32_t id)

@@ -343,6 +343,33 @@ static void tell_unreachable(struct relay *r, const struct sockaddr_storage *chi
 }
 
 /*
+ * send_batch() - sendmmsg() @n datagrams of @msgs on @fd.  An ICMP error that arrived for the flow
+ * (a closed port's unreachable, drawn by the datagrams just before) is also the host socket's
+ * pending error, and the next datagram's send returns it instead of sending; such a datagram is
+ * sent again.  Two failures in a row are the send's own error: the rest is dropped.
+ * Return: how many were sent, from the first.
+ */
+static int send_batch(int fd, struct mmsghdr *msgs, int n)
+{
+	bool failed = false;
+	int sent = 0;
+
+	while (sent < n) {
+		int k = sendmmsg(fd, msgs + sent, (unsigned int)(n - sent), MSG_DONTWAIT);
+
+		if (k > 0) {
+			sent += k;
+			failed = false;
+			continue;
+		}
+		if (failed || errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ENOMEM)
+			break;
+		failed = true;
+	}
+	return sent;
+}
+
+/*
  * first_datagram() - a datagram from the listener (a flow's first ones), sent upstream with the
  * child's TTL / hop limit @ttl (-1: unknown), so that traceroute's probes expire where they would
  * without childflow.  Later datagrams of the flow keep the last one set.
@@ -359,6 +386,8 @@ static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf,
 			f->ttl = ttl;
 	}
 	w = send(f->host_fd, buf, n, MSG_DONTWAIT);
+	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && errno != ENOMEM)
+		w = send(f->host_fd, buf, n, MSG_DONTWAIT);   /* a pending error, as in send_batch() */
 
 	touch(r, f);
 	if (w == (ssize_t)n) {
@@ -612,7 +641,7 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 		for (int i = 0; i < n; i++)
 			iov[i].iov_len = msgs[i].msg_len;
 		touch(r, f);
-		int sent = sendmmsg(out, msgs, (unsigned int)n, MSG_DONTWAIT);
+		int sent = send_batch(out, msgs, n);
 		uint64_t bytes = 0;
 
 		for (int i = 0; i < sent; i++)

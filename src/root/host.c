@@ -14,18 +14,31 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <libmnl/libmnl.h>
 
 #include "netlink/nl.h"
 #include "nft/host.h"
 #include "root/internal.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
+
+/* A route of the host's that the uplink's addresses must not overlap. */
+struct host_prefix {
+	int family;
+	unsigned char addr[16];
+	int plen;
+	int oif;
+};
+
+#define HOST_PREFIX_MAX 4096
 
 struct root_host {
 	struct root_state st;
@@ -34,22 +47,168 @@ struct root_host {
 	bool link_made;
 	struct mnl_socket *table;     /* owns the host table */
 	char table_name[32];
+	char iface[IF_NAMESIZE];      /* --iface: "" for none */
+	/* Only while root_host_begin() picks a slot: */
+	struct host_prefix *routes;
+	int n_routes;
+	int dump_family;
+	int conflict;                 /* index in routes[] of the first overlap met, -1 for none */
 };
 
-int root_host_begin(struct root_host **out, bool ipv6)
+/* Does @a/@alen overlap @b/@blen (@len bytes each)? */
+static bool prefix_overlap(const unsigned char *a, int alen, const unsigned char *b, int blen)
+{
+	int bits = alen < blen ? alen : blen;
+
+	for (int i = 0; i < bits / 8; i++)
+		if (a[i] != b[i])
+			return false;
+	if (bits % 8) {
+		unsigned char m = (unsigned char)(0xff << (8 - bits % 8));
+
+		return (a[bits / 8] & m) == (b[bits / 8] & m);
+	}
+	return true;
+}
+
+/* Is @name one of ours (this run's or another's uplink) or loopback? */
+static bool skip_ifname(const char *name)
+{
+	return !strcmp(name, "lo") || !strncmp(name, "cfroot", 6);
+}
+
+static void collect_route(void *arg, uint32_t table, const void *dst, int dst_len, int oif)
+{
+	struct root_host *h = arg;
+	char name[IF_NAMESIZE];
+	struct host_prefix *p;
+
+	(void)table;
+	/* Default routes overlap everything and say nothing; other runs' uplinks have their own slots. */
+	if (dst_len == 0 || h->n_routes == HOST_PREFIX_MAX ||
+	    (oif > 0 && if_indextoname((unsigned int)oif, name) && !strncmp(name, "cfroot", 6)))
+		return;
+	p = &h->routes[h->n_routes++];
+	p->family = h->dump_family;
+	memcpy(p->addr, dst, 16);
+	p->plen = dst_len;
+	p->oif = oif;
+}
+
+/* The slot's /30 and /64 overlap no route (nor address) of the host's. */
+static bool slot_free(unsigned int slot, void *arg)
+{
+	struct root_host *h = arg;
+	struct netplan_uplink u;
+
+	netplan_uplink_init(&u, slot);
+	for (int i = 0; i < h->n_routes; i++) {
+		const struct host_prefix *p = &h->routes[i];
+		bool hit = p->family == AF_INET ? prefix_overlap(p->addr, p->plen, (const unsigned char *)&u.host4, u.plen4)
+						: h->ipv6 && prefix_overlap(p->addr, p->plen, u.host6.s6_addr, u.plen6);
+
+		if (hit) {
+			if (h->conflict < 0)
+				h->conflict = i;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The host's routes of every table, into h->routes.  Return: 0 or -errno. */
+static int snapshot_routes(struct root_host *h)
+{
+	struct nl *nl = nl_open();
+	int r = 0;
+
+	h->routes = calloc(HOST_PREFIX_MAX, sizeof(*h->routes));
+	h->conflict = -1;
+	if (!nl || !h->routes) {
+		r = nl ? -ENOMEM : -errno;
+		nl_close(nl);
+		return r;
+	}
+	for (int i = 0; i < 2 && r == 0; i++) {
+		int fam = i ? AF_INET6 : AF_INET;
+
+		h->dump_family = fam;
+		r = nl_route_each(nl, fam, collect_route, h);
+	}
+	nl_close(nl);
+	return r;
+}
+
+/* The route of the host's that took the slots, in words, into @why. */
+static void conflict_words(const struct root_host *h, char *why, size_t len)
+{
+	const struct host_prefix *p = &h->routes[h->conflict];
+	char a[INET6_ADDRSTRLEN] = "?", dev[IF_NAMESIZE] = "";
+
+	inet_ntop(p->family, p->addr, a, sizeof(a));
+	if (p->oif <= 0 || !if_indextoname((unsigned int)p->oif, dev))
+		snprintf(dev, sizeof(dev), "-");
+	snprintf(why, len, "--root's uplink addresses (%s) overlap the host's route %s/%d dev %s",
+		 p->family == AF_INET ? ROOT_UPLINK_RANGE4 : ROOT_UPLINK_RANGE6, a, p->plen, dev);
+}
+
+int root_uplink_check(bool ipv6, char *why, size_t len)
+{
+	struct root_host h = { .ipv6 = ipv6 };
+	int r = snapshot_routes(&h);
+
+	why[0] = '\0';
+	if (r == 0) {
+		r = -EADDRINUSE;
+		for (unsigned int slot = 0; slot < NETPLAN_UPLINK_SLOTS && r < 0; slot++)
+			if (slot_free(slot, &h))
+				r = (int)slot;
+		if (r < 0)
+			conflict_words(&h, why, len);
+	} else {
+		snprintf(why, len, "cannot read the host's routes: %s", strerror(-r));
+	}
+	free(h.routes);
+	return r;
+}
+
+int root_host_begin(struct root_host **out, bool ipv6, const char *iface)
 {
 	struct root_host *h = calloc(1, sizeof(*h));
+	int r;
 
 	*out = NULL;
 	if (!h) {
-		log_error("cannot prepare --root: %s", strerror(ENOMEM));
-		return -1;
-	}
-	if (root_state_begin(&h->st) < 0) {
-		free(h);
+		explain_fail("root_host", ENOMEM, "cannot prepare --root");
 		return -1;
 	}
 	h->ipv6 = ipv6;
+	if ((r = snapshot_routes(h)) < 0) {
+		explain_fail("root_uplink", -r, "cannot read the host's routes for --root");
+		free(h->routes);
+		free(h);
+		return -1;
+	}
+	r = root_state_begin(&h->st, slot_free, h);
+	if (r < 0 && errno == EADDRINUSE) {
+		char why[256];
+
+		if (h->conflict >= 0) {
+			conflict_words(h, why, sizeof(why));
+			explain_fail("root_uplink", EADDRINUSE, why);
+		} else
+			explain_fail("root_host", EBUSY, "cannot start --root: every uplink slot is taken by running --root runs");
+	}
+	free(h->routes);
+	h->routes = NULL;
+	if (r < 0) {
+		free(h);
+		return -1;
+	}
+	if (h->conflict >= 0)
+		log_debug("host: lower uplink slots overlap the host's routes; slot %u is free", h->st.slot);
+	if (iface)
+		snprintf(h->iface, sizeof(h->iface), "%s", iface);
 	netplan_uplink_init(&h->up, h->st.slot);
 	snprintf(h->table_name, sizeof(h->table_name), "childflow-root%u", h->st.slot);
 	*out = h;
@@ -72,12 +231,6 @@ static int own_sysctl(const struct root_host *h, const char *fam, const char *ke
 	if (r == 0)
 		log_debug("host change: %s = %s (goes with the link)", path, value);
 	return r;
-}
-
-/* Is @name one of ours (this run's or another's uplink) or loopback? */
-static bool skip_ifname(const char *name)
-{
-	return !strcmp(name, "lo") || !strncmp(name, "cfroot", 6);
 }
 
 /*
@@ -162,6 +315,60 @@ static int host_forwarding(struct root_host *h)
 	return root_state_set(&h->st, "/proc/sys/net/ipv6/conf/all/forwarding", "1");
 }
 
+/*
+ * --iface: what the child sends (G masquerades it to its uplink address) is looked up in this run's
+ * own table, which holds copies of IFACE's routes from the main table and an unreachable default
+ * behind them, so nothing falls back to the host's default route (IFACE going down takes its routes
+ * away: then new flows are unreachable).  The rule matches the source, not the input link, so the
+ * host's reverse-path check of the replies (a lookup from that address) finds IFACE too.  Each
+ * change is recorded first; the watchdog deletes the rule and empties the table.
+ */
+static int iface_family(struct root_host *h, struct nl *nl, int family, int idx, uint32_t table, uint32_t prio)
+{
+	const void *src = family == AF_INET ? (const void *)&h->up.gw4 : (const void *)&h->up.gw6;
+	char line[128], a[INET6_ADDRSTRLEN];
+	int r, n, ndef;
+
+	if ((r = nl_table_routes(nl, family, table, false, &n)) < 0)
+		return r;
+	if (n > 0) {
+		snprintf(line, sizeof(line), "cannot set up --root --iface: routing table %u has %d routes already", table, n);
+		explain_fail("root_host", EEXIST, line);
+		return -EEXIST;
+	}
+	if ((r = nl_routes_copy(nl, family, idx, table, &ndef)) < 0)
+		return r;
+	log_debug("host change: routing table %u: %d %s routes of %s copied (removed at exit)", table, r,
+		  family == AF_INET ? "IPv4" : "IPv6", h->iface);
+	if (ndef == 0)
+		log_warn("--iface %s has no %s default route: only destinations on its own subnets are reachable "
+			 "from the command", h->iface, family == AF_INET ? "IPv4" : "IPv6");
+	if ((r = nl_route_unreachable(nl, family, table, UINT32_MAX)) < 0)
+		return r;
+	inet_ntop(family, src, a, sizeof(a));
+	snprintf(line, sizeof(line), "rule %d %u %u %s", family == AF_INET ? 4 : 6, prio, table, a);
+	if ((r = root_state_note(&h->st, line)) < 0)
+		return r;
+	if ((r = nl_rule_src(nl, true, family, src, table, prio)) < 0)
+		return r;
+	log_debug("host change: rule from %s lookup %u, priority %u (removed at exit)", a, table, prio);
+	return 0;
+}
+
+static int iface_routing(struct root_host *h, struct nl *nl)
+{
+	uint32_t table = ROOT_TABLE_BASE + h->st.slot, prio = ROOT_RULE_PRIO_BASE + h->st.slot;
+	int idx = (int)if_nametoindex(h->iface), r;
+	char line[32];
+
+	if (!idx)
+		return -ENODEV;
+	snprintf(line, sizeof(line), "table %u", table);
+	if ((r = root_state_note(&h->st, line)) < 0 || (r = iface_family(h, nl, AF_INET, idx, table, prio)) < 0)
+		return r;
+	return h->ipv6 ? iface_family(h, nl, AF_INET6, idx, table, prio) : 0;
+}
+
 int root_host_attach(void *arg, pid_t gw_pid)
 {
 	struct root_host *h = arg;
@@ -196,6 +403,12 @@ int root_host_attach(void *arg, pid_t gw_pid)
 	step = "enable forwarding";
 	if ((r = host_forwarding(h)) < 0)
 		goto fail;
+	step = "route through --iface";
+	if (h->iface[0] && (r = iface_routing(h, nl)) < 0) {
+		if (r == -EEXIST)
+			goto fail_quiet;
+		goto fail;
+	}
 	step = "bring the uplink up";
 	if ((r = nl_link_up(nl, idx, 0)) < 0)
 		goto fail;
@@ -203,14 +416,19 @@ int root_host_attach(void *arg, pid_t gw_pid)
 	nl = NULL;
 	h->table = host_nat_load(&nat, err, sizeof(err));
 	if (!h->table) {
-		log_error("cannot set up --root on the host: %s", err);
+		char what[sizeof(err) + 96];
+
+		snprintf(what, sizeof(what), "cannot load the host table inet %s: %s", h->table_name, err);
+		explain_fail("root_host", 0, what);
 		return -1;
 	}
 	log_debug("host change: nftables table inet %s (owned by childflow: goes with it)", h->table_name);
 	return 0;
 fail:
+	snprintf(err, sizeof(err), "cannot set up --root on the host (%s)", step);
+	explain_fail("root_host", -r, err);
+fail_quiet:
 	nl_close(nl);
-	log_error("cannot set up --root on the host (%s): %s", step, strerror(-r));
 	return -1;
 }
 

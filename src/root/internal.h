@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include "root/root.h"
+
 /* One directory of records, one file per live run ("slot-<n>"), each locked (flock) by its run. */
 #define ROOT_STATE_DIR "/run/childflow-root"
 
@@ -19,10 +21,26 @@ struct root_state {
 
 /*
  * root_state_begin() - restore and delete the records of dead runs, take the lowest slot that has
- * no record and whose uplink name is no link, create our record and fork the watchdog.
- * Return: 0, or -1 after one line.
+ * no record, whose uplink name is no link and that @slot_ok accepts, create our record and fork the
+ * watchdog.  Return: 0, or -1 after one line; -1 with errno EADDRINUSE and no line when @slot_ok
+ * refused every free slot.
  */
-int root_state_begin(struct root_state *st);
+int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, void *arg), void *arg);
+
+/*
+ * root_state_note() - record a routing change before it is made: "rule <4|6> <prio> <table>
+ * <source>" (deleted at restore) or "table <table>" (emptied at restore).  Return: 0 or -errno.
+ */
+int root_state_note(struct root_state *st, const char *line);
+
+/* Per-run policy routing of --root --iface: table ROOT_TABLE_BASE + slot, rule priority
+ * ROOT_RULE_PRIO_BASE + slot (before the main table's 32766 and the usual VPN rules). */
+#define ROOT_TABLE_BASE ROOT_TABLE_BASE_VALUE
+#define ROOT_RULE_PRIO_BASE 1000u
+
+/* Where the uplinks' addresses come from (backend/netplan.c). */
+#define ROOT_UPLINK_RANGE4 ROOT_UPLINK_RANGE4_TEXT
+#define ROOT_UPLINK_RANGE6 ROOT_UPLINK_RANGE6_TEXT
 
 /*
  * root_state_set() - set the sysctl file @path to @value, recording its previous value first

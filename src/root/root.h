@@ -21,6 +21,10 @@
  *     that outlives childflow, after a normal exit, a failed setup or SIGKILL; a record left by a
  *     watchdog that died too is restored at the next --root start.  Concurrent runs share a value
  *     one of them changed: the last to leave restores it.
+ *   - with --iface: a policy rule "from <the uplink's interception end> lookup <table>" at priority
+ *     ROOT_RULE_PRIO_BASE + slot and the routing table ROOT_TABLE_BASE + slot (copies of IFACE's
+ *     routes, an unreachable default behind them): recorded before they are made and deleted by the
+ *     same watchdog.
  */
 #ifndef CHILDFLOW_ROOT_H
 #define CHILDFLOW_ROOT_H
@@ -32,11 +36,25 @@
 
 struct root_host;
 
+/* For messages: where the uplinks' addresses come from, and the first per-run routing table. */
+#define ROOT_UPLINK_RANGE4_TEXT "10.241.0.0/16"
+#define ROOT_UPLINK_RANGE6_TEXT "fdcf:f10e:7000::/48"
+#define ROOT_TABLE_BASE_VALUE 0x63660000u
+
 /*
  * root_host_begin() - before the sandbox exists: restore what dead runs left, take a free slot
- * and start the watchdog.  Return: 0, or -1 after one error line.
+ * whose uplink addresses overlap none of the host's routes, and start the watchdog.  @iface (or
+ * NULL): --iface, routed by policy at root_host_attach().  Return: 0, or -1 after one error line.
  */
-int root_host_begin(struct root_host **out, bool ipv6);
+int root_host_begin(struct root_host **out, bool ipv6, const char *iface);
+
+/*
+ * root_uplink_check() - is there an uplink slot whose addresses (10.241.0.0/16, fdcf:f10e:7000::/48
+ * with @ipv6) overlap none of the host's routes and addresses?  Running runs are not counted.
+ * Return: the lowest such slot, -EADDRINUSE with the route in the way in @why, or another -errno
+ * (@why says).
+ */
+int root_uplink_check(bool ipv6, char *why, size_t len);
 
 /* The uplink's names and addresses for this run. */
 const struct netplan_uplink *root_host_uplink(const struct root_host *h);

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <arpa/inet.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -40,6 +41,8 @@
 #include <sys/wait.h>
 
 #include "backend/netplan.h"
+#include "netlink/nl.h"
+#include "util/explain.h"
 #include "util/log.h"
 #include "util/proc.h"
 
@@ -217,20 +220,65 @@ static int read_value(const char *path, char *val, size_t vlen)
 	return 0;
 }
 
-/* Restore what record @name (@fd, whose lock we hold) names and delete it.  Under the directory lock. */
+/* A policy rule or a routing table of a record ("rule <family> <prio> <table> <source>", "table
+ * <table>"): deleted, then their lines are done.  They are this run's own (per-slot), never shared. */
+static void restore_routing(struct nl **nl, const char *line)
+{
+	unsigned int fam, prio, table;
+	char src[INET6_ADDRSTRLEN];
+	unsigned char addr[16];
+	int r, n4 = 0, n6 = 0;
+
+	if (!*nl && !(*nl = nl_open())) {
+		log_warn("cannot undo the --root routing change \"%s\": %s", line, strerror(errno));
+		return;
+	}
+	if (sscanf(line, "rule %u %u %u %45s", &fam, &prio, &table, src) == 4) {
+		int af = fam == 6 ? AF_INET6 : AF_INET;
+
+		if (inet_pton(af, src, addr) != 1)
+			return;
+		r = nl_rule_src(*nl, false, af, addr, table, prio);
+		if (r < 0 && r != -ENOENT)
+			log_warn("cannot delete the policy rule \"from %s lookup %u\" (priority %u): %s", src, table,
+				 prio, strerror(-r));
+		else if (r == 0)
+			log_debug("host restored: rule from %s lookup %u (priority %u) deleted", src, table, prio);
+	} else if (sscanf(line, "table %u", &table) == 1) {
+		r = nl_table_routes(*nl, AF_INET, table, true, &n4);
+		if (r == 0)
+			r = nl_table_routes(*nl, AF_INET6, table, true, &n6);
+		if (r < 0)
+			log_warn("cannot empty routing table %u: %s", table, strerror(-r));
+		else
+			log_debug("host restored: routing table %u emptied (%d routes)", table, n4 + n6);
+	}
+}
+
+/*
+ * Restore what record @name (@fd, whose lock we hold) names and delete it.  Under the directory lock.
+ * Rules go first (no lookup may fall through an emptied table), then tables, then sysctls.
+ */
 static void restore_record(int dfd, const char *name, int fd)
 {
 	char rec[REC_MAX], other[VAL_MAX];
+	struct nl *nl = NULL;
 
-	if (read_all(fd, rec, sizeof(rec)) >= 0) {
+	for (int pass = 0; pass < 3; pass++) {
+		if (read_all(fd, rec, sizeof(rec)) < 0)
+			break;
 		for (char *l = rec, *eol; *l; l = eol ? eol + 1 : l + strlen(l)) {
 			char *sp;
 
 			eol = strchr(l, '\n');
 			if (eol)
 				*eol = '\0';
+			if ((pass == 0 && !strncmp(l, "rule ", 5)) || (pass == 1 && !strncmp(l, "table ", 6))) {
+				restore_routing(&nl, l);
+				continue;
+			}
 			sp = strchr(l, ' ');
-			if (*l != '/' || !sp)
+			if (pass != 2 || *l != '/' || !sp)
 				continue;
 			*sp = '\0';
 			if (live_value(dfd, name, l, other, sizeof(other))) {
@@ -245,6 +293,7 @@ static void restore_record(int dfd, const char *name, int fd)
 				log_debug("host restored: %s = %s", l, sp + 1);
 		}
 	}
+	nl_close(nl);
 	unlinkat(dfd, name, 0);
 }
 
@@ -323,7 +372,7 @@ __attribute__((noreturn)) static void watchdog_main(struct root_state *st, int s
 	_exit(0);
 }
 
-int root_state_begin(struct root_state *st)
+int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, void *arg), void *arg)
 {
 	int sp[2], dfd;
 	pid_t p = getpid();
@@ -333,7 +382,7 @@ int root_state_begin(struct root_state *st)
 	memset(st, 0, sizeof(*st));
 	st->rec_fd = st->wd_fd = -1;
 	if (dfd < 0) {
-		log_error("cannot lock %s for the host changes of --root: %s", ROOT_STATE_DIR, strerror(-dfd));
+		explain_fail("root_host", -dfd, "cannot lock " ROOT_STATE_DIR " for the host changes of --root");
 		return -1;
 	}
 	collect_stale(dfd);
@@ -344,24 +393,29 @@ int root_state_begin(struct root_state *st)
 		netplan_uplink_init(&u, st->slot);
 		if (if_nametoindex(u.host_ifname))
 			continue;   /* still there: a run that just ended, its namespace not yet gone */
+		if (!slot_ok(st->slot, arg))
+			continue;   /* its addresses overlap the host's */
 		st->rec_fd = openat(dfd, st->rec_name, O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC | O_NOFOLLOW,
 				    0600);
 		if (st->rec_fd >= 0 || errno != EEXIST)
 			break;
 	}
 	if (st->rec_fd < 0 || flock(st->rec_fd, LOCK_EX | LOCK_NB) < 0) {
-		log_error("cannot record the host changes of --root in %s: %s", ROOT_STATE_DIR,
-			  st->slot >= NETPLAN_UPLINK_SLOTS ? "every slot is taken" : strerror(errno));
+		int e = st->slot >= NETPLAN_UPLINK_SLOTS ? EADDRINUSE : errno;   /* slot_ok() says why */
+
+		if (e != EADDRINUSE)
+			explain_fail("root_host", e, "cannot record the host changes of --root in " ROOT_STATE_DIR);
 		if (st->rec_fd >= 0) {
 			close(st->rec_fd);
 			unlinkat(dfd, st->rec_name, 0);
 		}
 		unlock_dir(dfd);
+		errno = e;
 		return -1;
 	}
 	dprintf(st->rec_fd, "# childflow --root, pid %d, %s", (int)p, netns_tag);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 || (st->watchdog = fork()) < 0) {
-		log_error("cannot start the watchdog that restores the host for --root: %s", strerror(errno));
+		explain_fail("root_host", errno, "cannot start the watchdog that restores the host for --root");
 		close(st->rec_fd);
 		unlinkat(dfd, st->rec_name, 0);
 		unlock_dir(dfd);
@@ -427,4 +481,16 @@ void root_state_end(struct root_state *st)
 	close(st->wd_fd);
 	close(st->rec_fd);
 	st->wd_fd = st->rec_fd = -1;
+}
+
+int root_state_note(struct root_state *st, const char *line)
+{
+	int dfd = lock_dir(), r = 0;
+
+	if (dfd < 0)
+		return dfd;
+	if (dprintf(st->rec_fd, "%s\n", line) < 0)
+		r = -errno;
+	unlock_dir(dfd);
+	return r;
 }

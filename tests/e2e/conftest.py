@@ -5,6 +5,7 @@ Runners: `root` and `user` (the unprivileged CFUSER via setpriv) run build/child
 CHILDFLOW_ASAN_BIN) and are used by a handful of core tests; they are skipped when it does not exist.
 The binaries are copied to a world-readable temporary directory so that the user can execute them.
 """
+import fcntl
 import os
 import pwd
 import shutil
@@ -53,7 +54,14 @@ def _has_subids(name, path):
 
 def ensure_user(name):
     """The unprivileged test user, with /etc/subuid and /etc/subgid ranges (for the newuidmap plan;
-    the single-id plan is forced separately with CHILDFLOW_UIDMAP=direct)."""
+    the single-id plan is forced separately with CHILDFLOW_UIDMAP=direct).  Under a lock: pytest-xdist
+    workers start their sessions at the same time."""
+    with open("/run/lock/cfw-e2e-user.lock", "w") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        return _ensure_user(name)
+
+
+def _ensure_user(name):
     try:
         pwd.getpwnam(name)
     except KeyError:

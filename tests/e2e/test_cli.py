@@ -71,8 +71,8 @@ def test_usage_error_exit_2(cfc, args, needle):
 
 
 @pytest.mark.parametrize("args,what", [
-    (["-c", "out.pcapng", "--root", "-i", "eth0"], "--iface with --root"),
-], ids=["root-iface"])
+    (["-c", "out.pcapng", "-C", "egress", "--root"], "with --root is not implemented"),
+], ids=["root-egress"])
 def test_unimplemented_flags_refuse_clearly(cf, sess, args, what):
     pcap = os.path.join(sess.work, "out.pcapng")
     if os.path.exists(pcap):

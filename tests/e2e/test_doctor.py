@@ -167,8 +167,11 @@ def test_root_backend_reports_what_it_would_change(cf, wrap, resolver):
         assert root["status"] == "blocked" and "sudo" in root["hint"], root
     else:
         assert root["status"] == "ok", root
-        assert fwd["status"] == "ok" and "--root would set net.ipv4.ip_forward=1" in fwd["detail"] \
-            or "changes nothing" in fwd["detail"], fwd
+        # what --root really sets (per interface; net.ipv4.ip_forward is never touched)
+        assert fwd["status"] == "ok" and "net.ipv4.conf.<if>.forwarding" in fwd["detail"], fwd
+        assert "ip_forward" not in fwd["detail"], fwd
+    up = item(rep, "root_uplink")
+    assert up["status"] == "ok" and "10.241.0.0/16" in up["detail"], up
 
 
 def test_iface_check(cf, wrap, resolver):
@@ -177,6 +180,10 @@ def test_iface_check(cf, wrap, resolver):
     rc, rep, _ = wrap(cf, resolver).doctor("-i", "nosuch0")
     it = item(rep, "iface")
     assert rc == 1 and it["status"] == "blocked" and "eth0" in it["hint"], it
+    # lo is up with addresses but has no default route: only its own subnets would be reachable
+    rc, rep, _ = wrap(cf, resolver).doctor("-i", "lo")
+    it = item(rep, "iface")
+    assert it["status"] == "warning" and "no default route" in it["detail"] and "ip route add" in it["hint"], it
 
 
 def test_user_namespaces_limited_to_zero(cf, wrap, resolver):

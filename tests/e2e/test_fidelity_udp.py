@@ -3,6 +3,7 @@ as the ICMP they were, from the address that sent them, so a connected UDP socke
 port is closed (ECONNREFUSED) or the host unreachable, as without childflow.  Each case runs from
 the host directly (the control) and inside childflow; both must read the same."""
 import json
+import re
 
 import pytest
 
@@ -40,6 +41,20 @@ print(json.dumps(out))
 R1 = W.REMOTES["remote1"]
 CLOSED = 9          # nothing listens on udp/9 on the remotes: their kernel answers port unreachable
 FILTERED = 9998     # the router answers for this one
+
+
+@pytest.fixture(autouse=True)
+def errors_unlimited(world):
+    """The remote's and the router's ICMP rate limits lifted: each test's errors must not depend on
+    how many earlier tests (traceroute's probes) drew from the same per-host token bucket."""
+    nss = (world.remote["remote1"], world.router)
+    for ns in nss:
+        world.sysctl(ns, "net.ipv4.icmp_ratelimit=0", "net.ipv6.icmp.ratelimit=0")
+    try:
+        yield
+    finally:
+        for ns in nss:
+            world.sysctl(ns, "net.ipv4.icmp_ratelimit=1000", "net.ipv6.icmp.ratelimit=1000")
 
 
 def target(fam, port):
@@ -84,3 +99,66 @@ def test_open_port_still_answers(cf, world):
     t4, t6 = target("v4", W.ECHO_PORT), target("v6", W.ECHO_PORT)
     inside = probe(cf, [t4, t6])
     assert inside == {t4: ["data", "are you there"], t6: ["data", "are you there"]}, inside
+
+
+def forget_pmtu(world):
+    """Drop what the host netns learnt of path MTUs (a route's exceptions go with the route)."""
+    world.ip(world.host, "route", "del", "default", check=False)
+    world.ip(world.host, "route", "add", "default", "via", W.HOST_GW4)
+
+
+FRAG = r'''
+import errno, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, 10, 2)        # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF on every datagram
+s.connect((sys.argv[1], 9999))
+out = "sent"
+for i in range(2):                             # 1400 fits our link, not the router's 1280 one
+    try:
+        s.send(b"x" * 1400)
+        out = "sent"
+    except OSError as e:
+        out = "%s %d" % (errno.errorcode[e.errno], s.getsockopt(socket.IPPROTO_IP, 14))   # IP_MTU
+    time.sleep(0.5)
+print(out)
+'''
+
+
+def test_pmtu_a_smaller_router_link_is_learnt(cf, world):
+    forget_pmtu(world)
+    world.ip(world.router, "link", "set", "r1", "mtu", "1280")
+    try:
+        r = cf.run(["--"] + py(FRAG, R1["v4"]), timeout=20)   # first: the host has learnt nothing yet
+        control = cf.direct(py(FRAG, R1["v4"]), timeout=20)
+    finally:
+        world.ip(world.router, "link", "set", "r1", "mtu", "1500")
+        forget_pmtu(world)
+    assert control.text.split() == ["EMSGSIZE", "1280"], control
+    assert r.text.split() == ["EMSGSIZE", "1280"], r
+
+
+BURST = r'''
+import socket, sys, time
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(20):                            # unconnected: the port's unreachables fail no send here
+    s.sendto(b"burst %d" % i, (sys.argv[1], 9))
+time.sleep(0.5)
+print("sent")
+'''
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_a_burst_to_a_closed_port_all_reaches_it(cf, world, fam):
+    """The closed port's first unreachable lands on P's connected host socket as its pending error
+    while the rest of the burst is still to be sent on it: every datagram must still leave."""
+    kw = "ip" if fam == "v4" else "ip6"
+    with W.NftTable(world.remote["remote1"], "input") as nft:
+        nft.set(f"{kw} saddr {W.HOST_V4 if fam == 'v4' else W.HOST_V6} udp dport 9 counter")
+        control = cf.direct(py(BURST, R1[fam]), timeout=20)
+        seen_control = world.sh_ns(world.remote["remote1"], ["nft", "list", "chain", "inet", nft.name, "c"])
+        r = cf.run(["--"] + py(BURST, R1[fam]), timeout=20)
+        seen = world.sh_ns(world.remote["remote1"], ["nft", "list", "chain", "inet", nft.name, "c"])
+    assert control.rc == 0 and r.rc == 0, (control, r)
+    count = re.compile(r"counter packets (\d+)")
+    assert [int(n) for n in count.findall(seen_control)] == [20], seen_control
+    assert [int(n) for n in count.findall(seen)] == [40], seen

@@ -7,6 +7,7 @@ remote's HTTP and UDP echo servers, a dnsmasq on remote1 (the --dns resolver), t
 Every test also has its control: the same run without -i is seen from eth0's address.
 """
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -112,6 +113,31 @@ def test_udp_leaves_through_iface(cf2, world2, fam):
     assert r.rc == 0 and tok in r.text, r
     hits = world2.svc_remote1.wait_find(svc="udp-echo", data=tok)
     assert [h["client"] for h in hits] == [SRC[fam]], hits
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_ping_leaves_through_iface(cf2, world2, fam):
+    """ping's echo requests go out from P's own echo (user) or raw (root) socket: bound to eth1 too."""
+    rng = "net.ipv4.ping_group_range"
+    old = world2.sh_ns(world2.host, ["sysctl", "-n", rng]).split()
+    kw, icmp = ("ip", "icmp") if fam == "v4" else ("ip6", "icmpv6")
+    ping = ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2"] + (["-6"] if fam == "v6" else []) + [R1[fam]]
+    world2.sysctl(world2.host, f"{rng}=0 2147483647")   # the user's echo socket; root needs none
+    try:
+        with W.NftTable(world2.remote["remote1"], "input") as nft:
+            nft.set(f"{kw} saddr {SRC[fam]} {icmp} type echo-request counter",
+                    f"{kw} saddr {DEFAULT_SRC[fam]} {icmp} type echo-request counter")
+            r = cf2.run(["-i", "eth1", "--"] + ping, timeout=20)
+            seen = world2.sh_ns(world2.remote["remote1"], ["nft", "list", "chain", "inet", nft.name, "c"])
+            control = cf2.run(["--"] + ping, timeout=20)
+            seen_control = world2.sh_ns(world2.remote["remote1"], ["nft", "list", "chain", "inet", nft.name, "c"])
+    finally:
+        world2.sysctl(world2.host, f"{rng}={old[0]} {old[1]}")
+    assert r.rc == 0 and "2 received" in r.text, r
+    assert control.rc == 0 and "2 received" in control.text, control
+    count = re.compile(r"counter packets (\d+)")
+    assert [int(n) for n in count.findall(seen)] == [2, 0], seen                 # from eth1's address
+    assert [int(n) for n in count.findall(seen_control)] == [2, 2], seen_control  # then from eth0's
 
 
 @pytest.mark.parametrize("fam,transport", [("v4", "udp"), ("v4", "tcp"), ("v6", "udp"), ("v6", "tcp")])

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import subprocess
 import time
 
@@ -331,7 +332,7 @@ def test_password_hidden_from_process_list_and_command(px, cf, world, sess):
         p.kill()
         p.communicate(timeout=10)
     r = cf.run(["-p", proxy_uri("http", X.TINY), "-U", px.user, "--", "sh", "-c",
-                "env | grep -c CHILDFLOW_PROXY_PASSWORD; " + " ".join(curl(url(R1["v4"], "/who.txt")))],
+                "env | grep -c CHILDFLOW_PROXY_PASSWORD; " + shlex.join(curl(url(R1["v4"], "/who.txt")))],
                env={"CHILDFLOW_PROXY_PASSWORD": px.password})
     assert r.text.splitlines() == ["0", "remote1"], r
     pwfile = os.path.join(sess.work, f"pw-{os.getpid()}")

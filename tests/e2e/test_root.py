@@ -269,8 +269,12 @@ def test_host_unchanged_after_sigkill(rcf, world, sess):
 def test_stale_state_of_a_dead_watchdog_is_collected(rcf, world, sess):
     """childflow and its watchdog both SIGKILLed: the forwarding change stays, and the next --root
     run restores it (and still leaves nothing of its own)."""
+    kill_both_then_collect(rcf, world, sess, [])
+
+
+def kill_both_then_collect(rcf, world, sess, args):
     before = host_state(world)
-    p, go, _ = start_waiting(rcf, sess, "gc", env={"CHILDFLOW_DEBUG": "1"})
+    p, go, _ = start_waiting(rcf, sess, "gc", args=args, env={"CHILDFLOW_DEBUG": "1"})
     wd = None
     deadline = time.monotonic() + 5
     buf = b""
@@ -294,6 +298,8 @@ def test_stale_state_of_a_dead_watchdog_is_collected(rcf, world, sess):
     assert left
     stale = host_state(world)
     assert stale["sysctls"] != before["sysctls"], "the control: the killed watchdog restored nothing"
+    if args:
+        assert iface_rules(stale) and stale["routes4"] != before["routes4"], stale["rules"]
     r = rcf.run(["--root", "--", "true"], env={"CHILDFLOW_DEBUG": "1"})
     assert r.rc == 0, r
     assert "dead childflow --root run" in r.etext, r
@@ -363,3 +369,259 @@ def test_host_own_services_are_refused(rcf, world, hostsvc, fam):
     assert c.text.strip() == "banner:HOSTSVC", c
     r = rcf.run(["--root", "--"] + py(CONNECT_READ, addr, 18002))
     assert r.rc == 0 and r.text.strip().startswith("error:") and r.secs < 3, r
+
+
+# ---------- --iface: policy routing through the host's second uplink ----------
+#
+# World(uplinks=2): eth0 198.18.0.2 holds the preferred default routes, eth1 198.19.0.2 /
+# 2001:db8:3::2 a second pair of metric 2000.  With --root -i eth1 the kernel routes the command's
+# direct traffic out of eth1 (a per-run table and a source rule on the host) and P's DNS and proxy
+# sockets are bound to eth1: each test reads, in the peer's own log, which address it saw, with
+# the control of the same run without -i.
+
+UP2 = {"v4": W.UP2_V4, "v6": W.UP2_V6}
+HOSTA = {"v4": W.HOST_V4, "v6": W.HOST_V6}
+
+
+@pytest.fixture(scope="module")
+def world2(sess):
+    w = W.World(f"cfw{os.getpid()}r", v6=True, uplinks=2)
+    try:
+        w.up()
+    except W.RangeClash as e:
+        pytest.exit(str(e), returncode=1)
+    try:
+        w.start_remote_servers(sess.logs, {"index.html": b"root-iface\n"})
+        yield w
+    finally:
+        w.down()
+
+
+@pytest.fixture
+def rcf2(world2, sess):
+    return CF(Runner("root", sess.bins["plain"]), world2, sess.work)
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_iface_direct_tcp_leaves_through_it(rcf2, world2, fam):
+    for args, want in ((["-i", "eth1"], UP2[fam]), ([], HOSTA[fam])):
+        tok = os.urandom(6).hex()
+        r = rcf2.run(["--root"] + args + ["--"] + curl(url(R1[fam], f"/index.html?id={tok}")), timeout=40,
+                     env={"CHILDFLOW_DEBUG": "1"})
+        assert r.rc == 0 and r.out == b"root-iface\n", r
+        hits = world2.svc_remote1.wait_find(path=f"/index.html?id={tok}")
+        assert [h["client"] for h in hits] == [want], (args, hits)
+        assert re.search(r"relay: tcp 0 accepted", r.etext), r.etext[-3000:]   # routed, not relayed
+
+
+def test_iface_with_strict_reverse_path_filter(rcf2, world2):
+    """rp_filter=1 (strict, as many distributions set it): the replies arriving on eth1 pass the
+    reverse-path check, because the rule matches the run's source address, which the kernel's
+    check looks up too."""
+    h = world2.host
+    keys = ["net.ipv4.conf.all.rp_filter", "net.ipv4.conf.eth0.rp_filter", "net.ipv4.conf.eth1.rp_filter"]
+    old = [_ns(world2, "sysctl", "-n", k).strip() for k in keys]
+    world2.sysctl(h, *[f"{k}=1" for k in keys])
+    try:
+        tok = os.urandom(6).hex()
+        r = rcf2.run(["--root", "-i", "eth1", "--"] + curl(url(R1["v4"], f"/index.html?id={tok}")), timeout=40)
+        assert r.rc == 0 and r.out == b"root-iface\n", r
+        hits = world2.svc_remote1.wait_find(path=f"/index.html?id={tok}")
+        assert [h_["client"] for h_ in hits] == [W.UP2_V4], hits
+    finally:
+        world2.sysctl(h, *[f"{k}={v}" for k, v in zip(keys, old)])
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_iface_udp_leaves_through_it(rcf2, world2, fam):
+    r = rcf2.run(["--root", "-i", "eth1", "--"] + py(P.UDP_ECHO, R1[fam], W.ECHO_PORT, 2), timeout=40)
+    assert r.rc == 0, r
+    res = json.loads(r.out)
+    assert [x["ok"] for x in res["results"]] == [True] * 2, res
+    for x in res["results"]:
+        hits = world2.svc_remote1.wait_find(svc="udp-echo", data=x["msg"])
+        assert {h["client"] for h in hits} == {UP2[fam]}, hits
+
+
+@pytest.fixture(scope="module")
+def res2(world2, sess):
+    from test_dns import RES6, A6
+    d = Dnsmasq(world2.remote["remote1"], [RES4, RES6], sess.logs, world2.prefix + "-rres2", records(A4, A6))
+    yield d
+    d.stop()
+
+
+@pytest.mark.parametrize("fam,transport", [("v4", "udp"), ("v4", "tcp"), ("v6", "udp")])
+def test_iface_dns_upstream_leaves_through_it(rcf2, res2, fam, transport):
+    from test_dns import RES6
+    resolver = RES4 if fam == "v4" else RES6
+    for args, want in ((["-i", "eth1"], UP2[fam]), ([], HOSTA[fam])):
+        name = f"{os.urandom(4).hex()}.a.test"
+        before = len(res2.queries())
+        r = rcf2.run(["--root"] + args + ["--dns", resolver, "--", "dig", "+time=3", "+tries=1"]
+                     + (["+tcp"] if transport == "tcp" else []) + ["@203.0.113.99", name, "A"], timeout=40)
+        assert r.rc == 0 and "status: " in r.text, r
+        q = [l for l in res2.queries()[before:] if name in l]
+        assert q and all(l.rstrip().endswith(f"from {want}") for l in q), (args, q)
+
+
+@pytest.fixture(scope="module")
+def px2(world2, sess):
+    p = X.Proxies(world2, sess.logs).up()
+    try:
+        yield p
+    finally:
+        p.down()
+
+
+def test_iface_proxy_connection_leaves_through_it(rcf2, world2, px2):
+    """The connection to the proxy is P's, bound to eth1: tinyproxy logs eth1's address."""
+    before = len(px2.log_text(px2.tiny_log))
+    tok = os.urandom(6).hex()
+    r = rcf2.run(["--root", "-i", "eth1", "-p", f"http://{X.PROXY4}:{X.TINY}", "-U", px2.user, "-P",
+                  px2.password, "--"] + curl(url(R1["v4"], f"/index.html?id={tok}")), timeout=40)
+    assert r.rc == 0 and r.out == b"root-iface\n", r
+    hits = world2.svc_remote1.wait_find(path=f"/index.html?id={tok}")
+    assert [h["client"] for h in hits] == [X.PROXY4], hits
+    new = px2.log_text(px2.tiny_log)[before:]
+    assert W.UP2_V4 in new and W.HOST_V4 not in new, new[-2000:]
+
+
+def test_iface_bad_name_is_one_error_and_leaves_nothing(rcf2, world2):
+    before = host_state(world2)
+    r = rcf2.run(["--root", "-i", "nosuch0", "--", "true"], timeout=20)
+    assert r.rc == 125, r
+    lines = [l for l in r.etext.splitlines() if l.strip()]
+    assert lines[-1] == "childflow: reason_code: iface_unusable" and len(lines) <= 3, r
+    assert "nosuch0" in lines[0] and "no such network interface" in lines[0], r
+    assert_restored(world2, before, timeout=0.5)
+
+
+def iface_rules(state):
+    return re.findall(r"^(\d+):\s+from (\S+) lookup (\d+)", state["rules"], re.M)
+
+
+def test_iface_routing_restored_after_exit_failure_and_sigkill(rcf2, world2, sess):
+    """The rule and the table exist while the run lives (the control), and are gone after a normal
+    exit, after a setup that fails after them (exit 125), and after SIGKILL of childflow."""
+    before = host_state(world2)
+    assert not iface_rules(before), before["rules"]
+    p, go, _ = start_waiting(rcf2, sess, "if-exit", args=["-i", "eth1"])
+    during = host_state(world2)
+    rules = iface_rules(during)
+    assert {a for _, a, _ in rules} == {"10.241.0.2", "fdcf:f10e:7000::2"}, during["rules"]
+    table = rules[0][2]
+    assert f"default via {W.UP2_GW4} dev eth1" in during["routes4"] and f"table {table}" in during["routes4"]
+    rc, out, err = finish(p, go)
+    assert rc == 0, err[-2000:]
+    assert_restored(world2, before, timeout=2)
+
+    r = rcf2.run(["--root", "-i", "eth1", "--allow-socket", "/etc/hostname", "--", "true"],
+                 env={"CHILDFLOW_DEBUG": "1"})
+    assert r.rc == 125 and "host change: rule from" in r.etext, r
+    assert_restored(world2, before, timeout=2)
+
+    p, go, _ = start_waiting(rcf2, sess, "if-kill", args=["-i", "eth1"])
+    assert iface_rules(host_state(world2))
+    os.kill(p.pid, signal.SIGKILL)
+    try:
+        p.communicate(timeout=10)
+    finally:
+        kill_tree(p)
+    assert_restored(world2, before)
+
+
+def test_iface_routing_of_a_dead_watchdog_is_collected(rcf2, world2, sess):
+    """childflow and its watchdog both SIGKILLed with -i: the rules and the table stay (the control),
+    and the next --root run deletes them with the rest."""
+    kill_both_then_collect(rcf2, world2, sess, ["-i", "eth1"])
+
+
+def test_iface_concurrent_runs_have_their_own_rules(rcf2, world2, sess):
+    """Two runs at once: each its own priority and table; the first to end leaves the other's
+    routing in place (its traffic still leaves through eth1); after both, nothing is left."""
+    before = host_state(world2)
+    tok = os.urandom(6).hex()
+    get = "curl -sS --noproxy '*' --max-time 10 -o /dev/null " + url(R1["v4"], f"/index.html?id={tok}")
+    runs = [start_waiting(rcf2, sess, f"ifc{i}", args=["-i", "eth1"], after=get if i else "true")
+            for i in range(2)]
+    try:
+        rules = iface_rules(host_state(world2))
+        assert len({(pr, t) for pr, _, t in rules}) == 2 and len({t for _, _, t in rules}) == 2, rules
+        rc, _, err = finish(*runs[0][:2])
+        assert rc == 0, err
+        assert len(iface_rules(host_state(world2))) == 2, host_state(world2)["rules"]   # v4 + v6 of run 2
+        rc, _, err = finish(*runs[1][:2])
+        assert rc == 0, err
+        hits = world2.svc_remote1.wait_find(path=f"/index.html?id={tok}")
+        assert [h["client"] for h in hits] == [W.UP2_V4], hits
+    finally:
+        for p, go, _ in runs:
+            if p.poll() is None:
+                kill_tree(p)
+    assert_restored(world2, before, timeout=5)
+
+
+def test_iface_going_down_mid_run_is_unreachable(rcf2, world2):
+    """eth1 down mid-run: its routes leave the run's table, the unreachable default behind them
+    answers, so new connections fail at once as unreachable (IPv4's unreachable route says "host",
+    EHOSTUNREACH; IPv6's "network"), and nothing falls back to eth0."""
+    from test_iface import MIDRUN, restore_eth1
+    p = rcf2.popen(["--root", "-i", "eth1", "--"] + py(MIDRUN, R1["v4"], R1["v6"]), stdin=subprocess.PIPE)
+    try:
+        line = p.stdout.readline().decode()
+        assert line.split() == ["before", "ok", "ok"], line
+        world2.ip(world2.host, "link", "set", "eth1", "down")
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=40)
+    except BaseException:
+        kill_tree(p)
+        raise
+    finally:
+        restore_eth1(world2)
+    words = out.decode().split()
+    assert words[:1] == ["after"], (out, err)
+    unreach = ("ENETUNREACH", "EHOSTUNREACH")
+    for w in words[1:3]:
+        code, secs = w.split(":")
+        assert code in unreach and float(secs) < 3, (out, err)
+    assert words[3] in unreach and words[4] in unreach, (out, err)
+
+
+# ---------- the uplink's addresses against the host's ----------
+
+def test_uplink_range_taken_by_a_host_route(rcf, world):
+    """A host route over slot 0's /30 makes --root take another slot; one over the whole range is
+    one clear error (the doctor's words, exit 125) that names the route, and nothing is left."""
+    h = world.host
+    world.ip(h, "route", "add", "10.241.0.0/30", "dev", "eth0")
+    try:
+        r = rcf.run(["--root", "--", "true"], env={"CHILDFLOW_DEBUG": "1"})
+        assert r.rc == 0 and "link cfroot1" in r.etext, r
+    finally:
+        world.ip(h, "route", "del", "10.241.0.0/30", "dev", "eth0", check=False)
+    world.ip(h, "route", "add", "10.240.0.0/15", "dev", "eth0")
+    try:
+        before = host_state(world)
+        r = rcf.run(["--root", "--", "true"])
+        assert r.rc == 125, r
+        lines = [l for l in r.etext.splitlines() if l.strip()]
+        assert lines[-1] == "childflow: reason_code: root_uplink_in_use", r
+        assert "10.241.0.0/16" in lines[0] and "10.240.0.0/15 dev eth0" in lines[0], r
+        assert lines[1].startswith("childflow: fix:"), r
+        assert_restored(world, before, timeout=0.5)
+        d = rcf.run(["--doctor", "--root"])
+        assert "10.240.0.0/15" in d.text + d.etext, d
+    finally:
+        world.ip(h, "route", "del", "10.240.0.0/15", "dev", "eth0", check=False)
+
+
+@pytest.mark.parametrize("view", ["egress", "both", "wire-egress"])
+def test_capture_views_the_kernel_path_cannot_show_are_refused(rcf, sess, view):
+    path = os.path.join(sess.work, f"root-{view}-{os.getpid()}.pcapng")
+    r = rcf.run(["--root", "-c", path, "-C", view, "--", "true"])
+    assert r.rc == 2, r
+    lines = r.etext.strip().splitlines()
+    assert len(lines) == 1 and "--root" in lines[0] and "-C child" in lines[0], r
+    assert not os.path.exists(path)

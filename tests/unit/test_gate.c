@@ -99,6 +99,100 @@ static void test_syn_v6_ext(void **state)
 	assert_int_equal(nfq_syn_parse(p, 84, &s), -EINVAL);
 }
 
+/* An IPv4 ICMP echo request of @data_len bytes of data (ICMP checksum left 0: not judged). */
+static size_t echo4(uint8_t *p, size_t data_len)
+{
+	memset(p, 0, 28 + data_len);
+	p[0] = 0x45;
+	p[8] = 1;                             /* TTL 1: traceroute's first probe */
+	p[9] = IPPROTO_ICMP;
+	inet_pton(AF_INET, "10.240.255.2", p + 12);
+	inet_pton(AF_INET, "198.51.100.10", p + 16);
+	p[20] = 8;
+	p[24] = 0xab; p[25] = 0xcd;           /* identifier */
+	p[26] = 0x00; p[27] = 0x05;           /* sequence */
+	for (size_t i = 0; i < data_len; i++)
+		p[28 + i] = (uint8_t)i;
+	return 28 + data_len;
+}
+
+static void test_echo_v4(void **state)
+{
+	uint8_t p[128];
+	struct nfq_echo e;
+	char a[INET6_ADDRSTRLEN];
+	size_t n;
+
+	(void)state;
+	n = echo4(p, 56);
+	assert_int_equal(nfq_echo_parse(p, n, &e), 0);
+	assert_int_equal(e.dst.ss_family, AF_INET);
+	assert_string_equal(inet_ntop(AF_INET, &((struct sockaddr_in *)&e.dst)->sin_addr, a, sizeof(a)),
+			    "198.51.100.10");
+	assert_string_equal(inet_ntop(AF_INET, &((struct sockaddr_in *)&e.src)->sin_addr, a, sizeof(a)),
+			    "10.240.255.2");
+	assert_int_equal(e.ttl, 1);
+	assert_int_equal(e.id, 0xabcd);
+	assert_int_equal(e.seq, 5);
+	assert_ptr_equal(e.data, p + 28);
+	assert_int_equal(e.data_len, 56);
+	assert_int_equal(nfq_echo_parse(p, 28, &e), 0);        /* no data at all */
+	assert_int_equal(e.data_len, 0);
+	assert_int_equal(nfq_echo_parse(p, 27, &e), -EINVAL);  /* ICMP header cut */
+	p[20] = 0;                            /* an echo reply is not ours to send */
+	assert_int_equal(nfq_echo_parse(p, n, &e), -EINVAL);
+	echo4(p, 56);
+	p[21] = 1;                            /* a code other than 0 */
+	assert_int_equal(nfq_echo_parse(p, n, &e), -EINVAL);
+	echo4(p, 56);
+	p[7] = 1;                             /* a fragment (offset 8) */
+	assert_int_equal(nfq_echo_parse(p, n, &e), -EINVAL);
+	echo4(p, 56);
+	p[9] = IPPROTO_ICMPV6;                /* ICMPv6's echo type over IPv4 */
+	p[20] = 128;
+	assert_int_equal(nfq_echo_parse(p, n, &e), -EINVAL);
+	echo4(p, 56);
+	p[0] = 0x46;                          /* options: the ICMP header moves */
+	assert_int_equal(nfq_echo_parse(p, n, &e), -EINVAL);   /* ...to bytes that are no echo */
+	assert_int_equal(nfq_echo_parse(p, 0, &e), -EINVAL);
+}
+
+static void test_echo_v6_ext(void **state)
+{
+	uint8_t p[128];
+	struct nfq_echo e;
+
+	(void)state;
+	memset(p, 0, sizeof(p));
+	p[0] = 0x60;
+	p[6] = 0;                             /* hop-by-hop, then ICMPv6 */
+	p[7] = 2;                             /* hop limit */
+	inet_pton(AF_INET6, "fd42:6368:696c::2", p + 8);
+	inet_pton(AF_INET6, "2001:db8:100::10", p + 24);
+	p[40] = IPPROTO_ICMPV6;
+	p[48] = 128;
+	p[52] = 0x12; p[53] = 0x34;
+	p[54] = 0x00; p[55] = 0x02;
+	memcpy(p + 56, "payload", 7);
+	assert_int_equal(nfq_echo_parse(p, 63, &e), 0);
+	assert_int_equal(e.dst.ss_family, AF_INET6);
+	assert_int_equal(e.ttl, 2);
+	assert_int_equal(e.id, 0x1234);
+	assert_int_equal(e.seq, 2);
+	assert_int_equal(e.data_len, 7);
+	assert_memory_equal(e.data, "payload", 7);
+	assert_int_equal(nfq_echo_parse(p, 55, &e), -EINVAL);  /* ICMPv6 header cut */
+	p[48] = 129;                          /* echo reply */
+	assert_int_equal(nfq_echo_parse(p, 63, &e), -EINVAL);
+	p[48] = 8;                            /* IPv4's echo type over ICMPv6 */
+	assert_int_equal(nfq_echo_parse(p, 63, &e), -EINVAL);
+	p[48] = 128;
+	p[40] = 44;                           /* a fragment header */
+	assert_int_equal(nfq_echo_parse(p, 63, &e), -EINVAL);
+	p[40] = IPPROTO_ICMP;                 /* ICMP (v4) inside IPv6 */
+	assert_int_equal(nfq_echo_parse(p, 63, &e), -EINVAL);
+}
+
 /* A verdict message parses back into what was asked, and room is respected. */
 static void test_verdict_message(void **state)
 {
@@ -192,6 +286,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_syn_v4),
 		cmocka_unit_test(test_syn_v6_ext),
+		cmocka_unit_test(test_echo_v4),
+		cmocka_unit_test(test_echo_v6_ext),
 		cmocka_unit_test(test_verdict_message),
 		cmocka_unit_test(test_packet_message),
 		cmocka_unit_test(test_packet_attribute_past_length),
