@@ -14,6 +14,8 @@
  *   flowtool rate ADDR PORT SECONDS VIA PROXY_ADDR PROXY_PORT [CA_FILE]
  *       The same, each connection through a proxy (no authentication): VIA is http (CONNECT),
  *       https (CONNECT inside TLS to the proxy, verified against CA_FILE) or socks5.
+ *   flowtool rate ADDR PORT SECONDS https PROXY_ADDR PROXY_PORT CA_FILE resume
+ *       https, offering each handshake the proxy's last session (as childflow -p does).
  *   flowtool source ADDR PORT
  *       A bulk HTTP source: per connection (a forked process), read the request, answer
  *       "HTTP/1.0 200 OK" and send zeros until the client goes away.
@@ -137,6 +139,8 @@ struct via {
 	const char *kind;           /* NULL: connect directly */
 	struct sockaddr_in proxy;
 	SSL_CTX *tls;               /* https */
+	int resume;                 /* https: offer the last session */
+	SSL_SESSION *sess;
 };
 
 /* Read exactly one CONNECT reply header block (byte by byte: nothing past it).  Return: 1 if 2xx. */
@@ -157,7 +161,7 @@ static int http_reply_ok(SSL *ssl, int fd)
 }
 
 /* Connect @fd to @dst, through @v's proxy when set; then the server's byte and EOF.  Return: 1 ok. */
-static int one_conn(int fd, const struct sockaddr_in *dst, const struct via *v)
+static int one_conn(int fd, const struct sockaddr_in *dst, struct via *v)
 {
 	char b, req[128], ip[INET_ADDRSTRLEN];
 	unsigned char s5[10];
@@ -182,20 +186,29 @@ static int one_conn(int fd, const struct sockaddr_in *dst, const struct via *v)
 		 ip, ntohs(dst->sin_port));
 	if (v->tls) {
 		ssl = SSL_new(v->tls);
-		if (!ssl || !SSL_set_fd(ssl, fd) || SSL_connect(ssl) != 1)
+		if (!ssl || !SSL_set_fd(ssl, fd) || (v->sess && !SSL_set_session(ssl, v->sess)) ||
+		    SSL_connect(ssl) != 1)
 			goto out;
-		ok = SSL_write(ssl, req, (int)strlen(req)) == (int)strlen(req) && http_reply_ok(ssl, fd) &&
-		     SSL_read(ssl, &b, 1) == 1 && SSL_read(ssl, &b, 1) <= 0;
+		ok = SSL_write(ssl, req, (int)strlen(req)) == (int)strlen(req) && http_reply_ok(ssl, fd);
+		if (ok && v->resume) {
+			/* The tickets came before the reply (TLS 1.3 sends them after the handshake); take
+			 * the session before the EOF, which (without close_notify) makes it unresumable. */
+			SSL_SESSION_free(v->sess);
+			v->sess = SSL_get1_session(ssl);
+		}
+		ok = ok && SSL_read(ssl, &b, 1) == 1 && SSL_read(ssl, &b, 1) <= 0;
 	} else {
 		ok = write(fd, req, strlen(req)) == (ssize_t)strlen(req) && http_reply_ok(NULL, fd) &&
 		     read(fd, &b, 1) == 1 && read(fd, &b, 1) == 0;
 	}
 out:
+	if (ssl && v->resume)
+		SSL_shutdown(ssl);   /* close_notify: a proxy forgets the session of an unclean end */
 	SSL_free(ssl);
 	return ok;
 }
 
-static int rate(const char *ip, const char *port, double seconds, const struct via *v)
+static int rate(const char *ip, const char *port, double seconds, struct via *v)
 {
 	struct sockaddr_in sa = addr_of(ip, port);
 	struct timeval tv = { .tv_sec = 2 };
@@ -444,13 +457,17 @@ int main(int argc, char **argv)
 		struct via v = { 0 };
 		return rate(argv[2], argv[3], atof(argv[4]), &v);
 	}
-	if ((argc == 8 || argc == 9) && !strcmp(argv[1], "rate")) {
-		struct via v = { .kind = argv[5], .proxy = addr_of(argv[6], argv[7]) };
+	if ((argc == 8 || argc == 9 || argc == 10) && !strcmp(argv[1], "rate")) {
+		struct via v = { .kind = argv[5], .proxy = addr_of(argv[6], argv[7]),
+				 .resume = argc == 10 && !strcmp(argv[9], "resume") };
 		if (!strcmp(v.kind, "https")) {
 			v.tls = SSL_CTX_new(TLS_client_method());
-			if (!v.tls || argc != 9 || SSL_CTX_load_verify_locations(v.tls, argv[8], NULL) != 1)
+			if (!v.tls || argc < 9 || (argc == 10 && !v.resume) ||
+			    SSL_CTX_load_verify_locations(v.tls, argv[8], NULL) != 1)
 				return 2;
 			SSL_CTX_set_verify(v.tls, SSL_VERIFY_PEER, NULL);
+			if (v.resume)   /* else TLS 1.3 tickets are ignored; not stored: SSL_free() would spoil them */
+				SSL_CTX_set_session_cache_mode(v.tls, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 		}
 		return rate(argv[2], argv[3], atof(argv[4]), &v);
 	}
@@ -460,7 +477,7 @@ int main(int argc, char **argv)
 		return hold(argv[2], argv[3], atol(argv[4]), atof(argv[5]));
 	if (argc == 5 && !strcmp(argv[1], "dnslat"))
 		return dnslat(argv[2], argv[3], atof(argv[4]));
-	fprintf(stderr, "usage: flowtool serve ADDR RATE_PORT HOLD_PORT | rate ADDR PORT SECONDS [VIA PADDR PPORT [CA]] | "
+	fprintf(stderr, "usage: flowtool serve ADDR RATE_PORT HOLD_PORT | rate ADDR PORT SECONDS [VIA PADDR PPORT [CA [resume]]] | "
 			"source ADDR PORT | "
 			"hold ADDR PORT N TIMEOUT | dnslat ADDR NAME SECONDS\n");
 	return 2;

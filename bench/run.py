@@ -542,7 +542,10 @@ def proxy_setup(world):
         f.write(f"User nobody\nGroup nogroup\nPort {PROXY_PORTS['http']}\nListen {GATEWAY_IP}\nTimeout 60\n"
                 "MaxClients 200\nLogLevel Critical\n")
     with open(os.path.join(d, "stunnel.conf"), "w") as f:
-        f.write(f"foreground = yes\npid =\n[https]\naccept = {GATEWAY_IP}:{PROXY_PORTS['https']}\n"
+        # syslog = no, debug = warning: stunnel would write each connection's notices to /dev/console
+        # (no /dev/log here), which costs ~2 ms per line and dwarfed every per-connection number.
+        f.write("foreground = yes\npid =\nsyslog = no\ndebug = warning\n"
+                f"[https]\naccept = {GATEWAY_IP}:{PROXY_PORTS['https']}\n"
                 f"connect = {GATEWAY_IP}:{PROXY_PORTS['http']}\ncert = {cert}\nkey = {key}\n"
                 "sslVersionMin = TLSv1.2\n")
     world.SERVER_ARGV = dict(World.SERVER_ARGV, **{
@@ -558,11 +561,11 @@ def proxy_setup(world):
 
 
 def proxy_argv(kind, via_cf, cert, client, direct_args):
-    """`client` through the proxy of `kind`: by childflow -p (via_cf), or by the client itself
-    (`direct_args` tell it the proxy)."""
+    """`client` through the proxy of `kind`: by childflow -p (via_cf: the childflow binary), or by
+    the client itself (`direct_args` tell it the proxy)."""
     uri = f"{kind}://{GATEWAY_IP}:{PROXY_PORTS[kind]}"
     if via_cf:
-        return ["env", f"SSL_CERT_FILE={cert}", CHILDFLOW, "-p", uri, "--"] + client
+        return ["env", f"SSL_CERT_FILE={cert}", via_cf, "-p", uri, "--"] + client
     return client + direct_args(uri)
 
 
@@ -590,7 +593,15 @@ def proxy_rate(world, kind, via_cf, cert, secs):
     if r.rc != 0 or "conns" not in kv:
         raise WorkloadError(r.why())
     rate = int(kv["conns"]) / float(kv["seconds"])
-    return {f"px_rate_{kind}": rate, f"px_conn_us_{kind}": 1e6 / rate}
+    res = {f"px_rate_{kind}": rate, f"px_conn_us_{kind}": 1e6 / rate}
+    if kind == "https" and not via_cf:
+        # like with like: childflow -p resumes the proxy's TLS sessions; so can a client
+        r = run(world.client, argv + ["resume"], timeout=secs + 20)
+        kv = parse_kv(r.out)
+        if r.rc != 0 or "conns" not in kv:
+            raise WorkloadError(r.why())
+        res["px_conn_us_https_resumed"] = 1e6 * float(kv["seconds"]) / int(kv["conns"])
+    return res
 
 
 def hold_flows(world, prefix, n, timeout=60):
@@ -686,6 +697,8 @@ ROWS = [
          "conn/s", True, "{:.0f}", False),
         (f"px_added_{kind}", f"proxy {PROXY_NAMES[kind]}: added per new connection vs direct", "µs", False,
          "{:+.1f}", False))],
+    ("px_added_https_resume", f"proxy {PROXY_NAMES['https']}: added per new connection vs a direct client "
+     "that resumes TLS sessions too (as childflow -p does)", "µs", False, "{:+.1f}", False),
     ("icmp_avg", "ICMP echo RTT avg (ping, 200 echoes 10 ms apart)", "µs", False, "{:.1f}", False),
     ("icmp_mdev", "ICMP echo RTT mdev, 10 ms apart", "µs", False, "{:.1f}", False),
     ("icmp_lost", "ICMP echoes lost, 10 ms apart", "%", False, "{:.1f}", False),
@@ -717,8 +730,9 @@ ROWS = [
     ("pcpu_udp_down", "P CPU during UDP down", "% core", False, "{:.0f}", True),
 ]
 NO_RATIO = {"capdrop_tcp_up_1", "capdrop_tcp_down_1", "capdrop_tcp_up_8", "capdrop_tcp_down_8",
-            "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "udp_up_loss",
-            "udp_down_loss", "dns_lost", "dns_added", "icmp_lost", "icmp_added", "icmpa_added"}  # differences/percentages: no ratio
+            "conn_added", "px_added_http", "px_added_socks5", "px_added_https", "px_added_https_resume",
+            "udp_up_loss", "udp_down_loss", "dns_lost", "dns_added", "icmp_lost", "icmp_added",
+            "icmpa_added"}  # differences/percentages: no ratio
 FLOW_LEVELS_FULL = [0, 1, 100, 10000]
 FLOW_LEVELS_QUICK = [0, 1, 100, 1000]
 
@@ -937,6 +951,10 @@ def main():
             world.start_server(name)
 
         if a.world:
+            if all(shutil.which(t) for t in ("tinyproxy", "microsocks", "stunnel4", "openssl")):
+                cert = proxy_setup(world)
+                print(f"proxies on {GATEWAY_IP}: " + ", ".join(f"{k} :{p}" for k, p in PROXY_PORTS.items())
+                      + f" (https CA: {cert}); bulk source {SERVER_IP}:{SOURCE_PORT}", flush=True)
             print(f"client netns: {world.client}\nserver netns: {world.server}\nservers on {SERVER_IP}: "
                   f"iperf3 :{IPERF_PORT}, sockperf tcp :{SP_TCP_PORT} udp :{SP_UDP_PORT}, flowtool rate "
                   f":{RATE_PORT} hold :{HOLD_PORT}\nflowtool: {FLOWTOOL_PATH}\n"
@@ -1050,7 +1068,8 @@ def main():
                 notes.append(f"proxy: not installed: {', '.join(missing)}; its workload is skipped")
             else:
                 cert = proxy_setup(world)
-                pl = [("direct", False), ("childflow", True)]
+                pl = [("direct", None), ("childflow", CHILDFLOW)] + (
+                    [("childflow (baseline)", _BASELINE)] if _BASELINE else [])
                 for kind in PROXY_PORTS:
                     interleaved(f"proxy-bulk-{kind}", lambda v, t, kind=kind:
                                 proxy_bulk(world, kind, v, cert, CFG["bulk_s"] + 1), plist=pl)
@@ -1058,8 +1077,12 @@ def main():
                                 proxy_rate(world, kind, v, cert, CFG["rate_s"]), plist=pl)
                     base = median(data.get(f"px_conn_us_{kind}", {}).get("direct", []))
                     if base:
-                        data[f"px_added_{kind}"] = {"childflow": [v - base for v in
-                                                                  data[f"px_conn_us_{kind}"].get("childflow", [])]}
+                        data[f"px_added_{kind}"] = {name: [v - base for v in vals] for name, vals in
+                                                    data[f"px_conn_us_{kind}"].items() if name != "direct"}
+                base = median(data.get("px_conn_us_https_resumed", {}).get("direct", []))
+                if base:
+                    data["px_added_https_resume"] = {name: [v - base for v in vals] for name, vals in
+                                                     data.get("px_conn_us_https", {}).items() if name != "direct"}
 
         # 4. bulk TCP
         if want("tcp") and world.server_alive("iperf3"):

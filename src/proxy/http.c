@@ -18,6 +18,8 @@
 #include "proxy/internal.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -119,12 +121,41 @@ static int insecure_verify(int ok, X509_STORE_CTX *store)
 	return e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH ? 0 : 1;
 }
 
+/* The session of a verified connection replaces the one offered so far. */
+static void keep_session(struct pconn *c)
+{
+	struct proxy_resume *rs = c->px->resume;
+
+	if (!c->fresh)
+		return;
+	SSL_SESSION_free(rs->sess);
+	rs->sess = c->fresh;
+	c->fresh = NULL;
+}
+
+int proxy_tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct pconn *c = SSL_get_app_data(ssl);
+
+	if (!c) {
+		SSL_SESSION_free(sess);
+		return 1;
+	}
+	/* TLS 1.2 gives the session inside the handshake, before tls_step() has checked the peer. */
+	SSL_SESSION_free(c->fresh);
+	c->fresh = sess;
+	if (c->verified)
+		keep_session(c);
+	return 1;
+}
+
 static int tls_begin(struct pconn *c, int fd)
 {
 	const struct proxy *px = c->px;
 
 	c->ssl = SSL_new(px->tls);
-	if (!c->ssl || !SSL_set_fd(c->ssl, fd))
+	if (!c->ssl || !SSL_set_fd(c->ssl, fd) || !SSL_set_app_data(c->ssl, c) ||
+	    (px->resume->sess && !SSL_set_session(c->ssl, px->resume->sess)))
 		return ENOMEM;
 	if (px->host_is_ip) {
 		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), px->host))
@@ -144,6 +175,10 @@ static int tls_failed(struct pconn *c, int r)
 	const struct proxy *px = c->px;
 	long v = SSL_get_verify_result(c->ssl);
 	unsigned long e = ERR_peek_error();
+
+	/* The next handshake starts afresh (and verifies the certificate again). */
+	SSL_SESSION_free(px->resume->sess);
+	px->resume->sess = NULL;
 
 	if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
 		proxy_tell(px, CAUSE_TLS, (int)v, "presented a TLS certificate that is not valid for %s "
@@ -198,9 +233,13 @@ static int tls_step(struct pconn *c, uint32_t *want)
 			   "is not valid for %s (refused, also with --proxy-insecure)", c->px->host);
 		return ENETUNREACH;
 	}
+	c->verified = true;
+	keep_session(c);
 	proxy_tell(c->px, CAUSE_OK, 1, "TLS %s, kernel TLS: send %s, receive %s", SSL_get_version(c->ssl),
 		   BIO_get_ktls_send(SSL_get_wbio(c->ssl)) ? "on" : "off",
 		   BIO_get_ktls_recv(SSL_get_rbio(c->ssl)) ? "on" : "off");
+	if (SSL_session_reused(c->ssl))
+		proxy_tell(c->px, CAUSE_OK, 3, "resumed a TLS session (no certificate exchange)");
 	return 0;
 }
 
@@ -359,23 +398,82 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 
 /* ---------- the https flow's stream (after READY) ---------- */
 
-static ssize_t tls_peek(void *st, int fd, void *buf, size_t len)
+/* Decrypt into @buf: what unread() gave back first, else as many records as fit (with read-ahead
+ * OpenSSL takes several from one recv()), so that one send() to the child moves them all. */
+static ssize_t tls_read(void *st, int fd, void *buf, size_t len)
 {
+	struct pconn *c = st;
+	size_t got = 0;
 	uint32_t want;
 
-	return io_peek(st, fd, buf, len > 16384 ? 16384 : len, &want);
+	if (c->back_len) {
+		size_t k = c->back_len - c->back_off < len ? c->back_len - c->back_off : len;
+
+		memcpy(buf, c->back + c->back_off, k);
+		c->back_off += k;
+		if (c->back_off == c->back_len)
+			c->back_off = c->back_len = 0;
+		return (ssize_t)k;
+	}
+	ERR_clear_error();
+	while (got < len) {
+		int r = SSL_read(c->ssl, (char *)buf + got, len - got > INT_MAX ? INT_MAX : (int)(len - got));
+
+		if (r <= 0) {
+			if (got)
+				break;   /* the end or the error comes again at the next call */
+			return tls_result(c->ssl, r, &want);
+		}
+		got += (size_t)r;
+	}
+	return (ssize_t)got;
 }
 
-static void tls_consume(void *st, size_t n)
+static int tls_unread(void *st, const void *buf, size_t n)
 {
-	io_consume(st, -1, n);
+	struct pconn *c = st;
+
+	/* Only the tail of what the last read() returned comes back.  When that read came from the
+	 * kept bytes and left some (a short @len), they are still here: step back over them. */
+	if (c->back_len) {
+		if (n > c->back_off)
+			return -EIO;
+		c->back_off -= n;
+		return 0;
+	}
+	if (n > c->back_cap) {
+		void *b = realloc(c->back, n);
+
+		if (!b)
+			return -ENOMEM;
+		c->back = b;
+		c->back_cap = n;
+	}
+	memcpy(c->back, buf, n);
+	c->back_off = 0;
+	c->back_len = n;
+	return 0;
 }
 
+/* Encrypt as much of @buf as the socket takes: SSL_write() (partial-write mode) returns after each
+ * record, so go on while the socket takes more, rather than one record per peek of the child. */
 static ssize_t tls_send(void *st, int fd, const void *buf, size_t len)
 {
+	size_t done = 0;
 	uint32_t want;
 
-	return io_send(st, fd, buf, len > 65536 ? 65536 : len, &want);
+	while (done < len) {
+		ssize_t n = io_send(st, fd, (const char *)buf + done, len - done > 65536 ? 65536 : len - done,
+				    &want);
+
+		if (n <= 0) {
+			if (done)
+				break;   /* the socket is full (or failed: the next send says so) */
+			return n;
+		}
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
 }
 
 static void tls_shutdown(void *st, int fd)
@@ -393,8 +491,8 @@ static void tls_release(void *st)
 }
 
 static const struct conn_stream_ops tls_stream_ops = {
-	.peek = tls_peek,
-	.consume = tls_consume,
+	.read = tls_read,
+	.unread = tls_unread,
 	.send = tls_send,
 	.shutdown = tls_shutdown,
 	.release = tls_release,

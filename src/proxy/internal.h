@@ -50,6 +50,13 @@ struct proxy {
 	unsigned int timeout_ms;
 	SSL_CTX *tls;
 	struct proxy_told *told;              /* mutable through the const cfg the engine holds */
+	struct proxy_resume *resume;          /* https: the session to resume (mutable, like told) */
+};
+
+/* https: the last TLS session the proxy gave a verified connection (its ticket), offered by the next
+ * handshakes so that they skip the certificate exchange and verification. */
+struct proxy_resume {
+	SSL_SESSION *sess;
 };
 
 /* Phases of a handshake (the connectors' states; also the code of CAUSE_TIMEOUT). */
@@ -74,6 +81,10 @@ struct pconn {
 	enum proxy_phase next;                /* after PH_SEND: which reply to wait for */
 	size_t sent;                          /* bytes of the current request already sent */
 	SSL *ssl;                             /* https */
+	SSL_SESSION *fresh;                   /* https: a session given before the peer was checked */
+	bool verified;                        /* https: the handshake and our name check passed */
+	unsigned char *back;                  /* https: bytes the child did not take (unread()) */
+	size_t back_cap, back_off, back_len;
 	union {
 		struct http_reader hr;        /* http, https: the reply's header block */
 		struct {                      /* socks5: the reply so far (read, never past its end) */
@@ -100,6 +111,13 @@ int proxy_dial_done(struct pconn *c, int fd);
 
 /* abort(): a timeout is told once per phase. */
 void proxy_abort(void *st, enum conn_abort why);
+
+/*
+ * proxy_tls_new_session() - OpenSSL's new-session callback (https): the proxy gave the connection
+ * of @ssl the session @sess.  Kept for the next handshakes once this one's peer is verified.
+ * Return: 1 (the reference to @sess is taken).
+ */
+int proxy_tls_new_session(SSL *ssl, SSL_SESSION *sess);
 
 extern const struct connector_ops proxy_http_ops, proxy_https_ops, proxy_socks5_ops;
 

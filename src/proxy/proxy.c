@@ -27,6 +27,7 @@
 #define KEEPIDLE_S 300
 #define KEEPINTVL_S 30
 #define KEEPCNT 10
+#define TLS_READ_BUFFER (64u << 10)   /* https: OpenSSL's read buffer per flow (read-ahead) */
 
 /* The errno that stands for @cause in the doctor's fix (doctor/checks.c). */
 static int cause_errno(enum proxy_cause cause, int code)
@@ -156,6 +157,11 @@ void proxy_abort(void *st, enum conn_abort why)
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 	}
+	SSL_SESSION_free(c->fresh);
+	c->fresh = NULL;
+	free(c->back);
+	c->back = NULL;
+	c->back_cap = c->back_off = c->back_len = 0;
 }
 
 /* Resolve @host with the host's resolver; the first address (getaddrinfo's order, RFC 6724) is used. */
@@ -203,6 +209,14 @@ static int tls_setup(struct proxy *px, char *err, size_t errlen)
 	/* Kernel TLS when both OpenSSL and the kernel have it (the tls module); else OpenSSL's own.
 	 * A proxy that closes without close_notify ends the flow like a FIN. */
 	SSL_CTX_set_options(px->tls, SSL_OP_ENABLE_KTLS | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* Read ahead into a buffer of several records: one recv() for a few records rather than two
+	 * (header, body) for each. */
+	SSL_CTX_set_read_ahead(px->tls, 1);
+	SSL_CTX_set_default_read_buffer_len(px->tls, TLS_READ_BUFFER);
+	/* Resume the proxy's last session (its ticket): a resumed handshake skips the certificate's
+	 * transfer and verification on both sides (http.c proxy_tls_new_session()). */
+	SSL_CTX_set_session_cache_mode(px->tls, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(px->tls, proxy_tls_new_session);
 	return 0;
 }
 
@@ -214,7 +228,10 @@ int proxy_new(struct proxy **out, const struct proxy_params *p, char *err, size_
 	int r;
 
 	*out = NULL;
-	if (!px || !(px->told = calloc(1, sizeof(*px->told)))) {
+	if (!px || !(px->told = calloc(1, sizeof(*px->told))) ||
+	    !(px->resume = calloc(1, sizeof(*px->resume)))) {
+		if (px)
+			free(px->told);
 		free(px);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -267,6 +284,9 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
+	if (px->resume)
+		SSL_SESSION_free(px->resume->sess);
+	free(px->resume);
 	SSL_CTX_free(px->tls);
 	free(px->told);
 	explicit_bzero(px, sizeof(*px));

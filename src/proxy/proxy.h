@@ -9,7 +9,8 @@
  * destination, by the name the child resolved it from when there is one (CONNECT name:port, SOCKS5
  * address type 3), else by address.  The reply is read exactly, so bytes the proxy sends right after
  * it reach the child.  http and socks5 flows are then spliced like direct ones; https flows move
- * through OpenSSL (kernel TLS where OpenSSL and the kernel have it).
+ * through OpenSSL (kernel TLS where OpenSSL and the kernel have it), and each https handshake after
+ * the first resumes the proxy's last session (no certificate exchange).
  *
  * Failures reach the child as the errno the connector returns, which the SYN gate turns into what
  * the child's connect() reports (relay/gate.c gate_reply_for()): the proxy's own failures

@@ -18,7 +18,7 @@
  *
  * After READY the upstream is either the plain fd (stream == NULL: the engine splices it), or a
  * byte stream the connector keeps on top of the fd (stream != NULL: TLS), which the engine moves
- * with the stream's peek/consume/send through user space, and releases when the flow ends.
+ * with the stream's read/unread/send through user space, and releases when the flow ends.
  *
  * A flow may start before the child's connection is accepted (the SYN gate): start() needs only the
  * destination, so the engine can begin a flow from a SYN and adopt the child's socket later.
@@ -54,15 +54,18 @@ struct conn_req {
 };
 
 /*
- * A byte stream over the upstream fd (after READY), with socket semantics: peek() returns like
- * recv(MSG_PEEK|MSG_DONTWAIT) (n > 0, 0 at EOF, -1 with errno EAGAIN, ECONNRESET, ...) and may
- * return fewer bytes than are buffered; consume() drops @n bytes of what peek() returned; send() is
- * like send(MSG_DONTWAIT) and may take fewer bytes; a send() that returned -1/EAGAIN is retried with
- * the same bytes (or more) in front.  An event of either kind on the fd may make either way progress.
+ * A byte stream over the upstream fd (after READY), with socket semantics: read() returns like
+ * recv(MSG_DONTWAIT) (n > 0, 0 at EOF, -1 with errno EAGAIN, ECONNRESET, ...), reading into @buf
+ * directly (no copy kept); unread() gives back the last @n bytes of what read() returned, which the
+ * destination did not take: the stream keeps a copy, and the next read() returns them first
+ * (-ENOMEM when it cannot: the flow must end).  read() returns -1/EAGAIN only when the stream holds
+ * nothing, so that an edge-triggered readiness is never lost.  send() is like send(MSG_DONTWAIT)
+ * and may take fewer bytes; a send() that returned -1/EAGAIN is retried with the same bytes (or
+ * more) in front.  An event of either kind on the fd may make either way progress.
  */
 struct conn_stream_ops {
-	ssize_t (*peek)(void *st, int fd, void *buf, size_t len);
-	void (*consume)(void *st, size_t n);
+	ssize_t (*read)(void *st, int fd, void *buf, size_t len);
+	int (*unread)(void *st, const void *buf, size_t n);
 	ssize_t (*send)(void *st, int fd, const void *buf, size_t len);
 	void (*shutdown)(void *st, int fd);   /* no more bytes from the child: end our direction */
 	void (*release)(void *st);            /* the flow ended (the engine closes the fd) */

@@ -423,27 +423,6 @@ static bool is_stream(const struct tcp_flow *f, int i)
 	return stream_of(f, i) != NULL;
 }
 
-static ssize_t end_peek(struct tcp_flow *f, int i, void *buf, size_t len)
-{
-	const struct conn_stream_ops *st = stream_of(f, i);
-
-	if (st)
-		return st->peek(f->cstate, f->end[i].fd, buf, len);
-	return recv(f->end[i].fd, buf, len, MSG_PEEK | MSG_DONTWAIT);
-}
-
-/* Drop @n peeked bytes.  Return: false when the socket gave fewer (the stream would be corrupt). */
-static bool end_consume(struct tcp_flow *f, int i, size_t n)
-{
-	const struct conn_stream_ops *st = stream_of(f, i);
-
-	if (st) {
-		st->consume(f->cstate, n);
-		return true;
-	}
-	return recv(f->end[i].fd, NULL, n, MSG_TRUNC | MSG_DONTWAIT) == (ssize_t)n;
-}
-
 static ssize_t end_send(struct tcp_flow *f, int i, const void *buf, size_t len, int flags)
 {
 	const struct conn_stream_ops *st = stream_of(f, i);
@@ -454,12 +433,15 @@ static ssize_t end_send(struct tcp_flow *f, int i, const void *buf, size_t len, 
 }
 
 /*
- * copy_once() - move bytes without a pipe, through the shared scratch buffer: peek, send, then drop
- * from the source exactly what the destination took.  Nothing stays in user space between calls.
- * The only way for a flow with a stream (TLS), and the fallback when pipes run short.
+ * copy_once() - move bytes without a pipe, through the shared scratch buffer.  From a socket: peek,
+ * send, then drop exactly what the destination took; nothing stays in user space between calls.
+ * From a stream (TLS): read (the stream decrypts straight into the scratch buffer), send, and give
+ * back to the stream what the destination did not take.  The only way for a flow with a stream,
+ * and the fallback when pipes run short.
  */
 static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, size_t *budget)
 {
+	const struct conn_stream_ops *st = stream_of(f, d);
 	struct tcp_end *src = &f->end[d];
 	struct tcp_dir *dir = &f->dir[d];
 	size_t want = *budget < SCRATCH_SIZE ? *budget : SCRATCH_SIZE;
@@ -467,18 +449,27 @@ static enum pump_result copy_once(struct relay *r, struct tcp_flow *f, int d, si
 
 	/* recv() stops before the urgent mark but not at it: a read that starts there would pass the
 	 * urgent byte on in line.  Take it first (always asked: EPOLLPRI may not have been seen yet). */
-	if (!is_stream(f, d) && take_urgent_at_mark(src, dir))
+	if (!st && take_urgent_at_mark(src, dir))
 		return PUMP_AGAIN;
-	n = end_peek(f, d, r->scratch, want);
+	n = st ? st->read(f->cstate, src->fd, r->scratch, want)
+	       : recv(src->fd, r->scratch, want, MSG_PEEK | MSG_DONTWAIT);
 	if (n <= 0)
 		return read_ended(r, f, d, n);
 	m = end_send(f, !d, r->scratch, (size_t)n, 0);
+	if (st && m < n) {
+		int e = st->unread(f->cstate, r->scratch + (m > 0 ? m : 0), (size_t)(n - (m > 0 ? m : 0)));
+
+		if (e < 0) {
+			flow_close(r, f, true, reset_outcome(d), -e);
+			return PUMP_CLOSED;
+		}
+	}
 	if (m <= 0) {
 		if (m == 0)
 			errno = EAGAIN;
 		return write_stalled(f, !d);
 	}
-	if (!end_consume(f, d, (size_t)m)) {
+	if (!st && recv(src->fd, NULL, (size_t)m, MSG_TRUNC | MSG_DONTWAIT) != m) {
 		/* The peeked bytes cannot vanish from a socket only we read; if they did, the stream
 		 * would be corrupt: end it. */
 		flow_close(r, f, true, reset_outcome(d), EIO);

@@ -206,10 +206,12 @@ class Proxies:
     def _start_stunnel(self, name, port, cert):
         conf = os.path.join(self.dir, f"stunnel-{name}.conf")
         with open(conf, "w") as f:
-            f.write(f"foreground = yes\npid =\noutput = {self.dir}/stunnel-{name}.log\n"
+            # debug = info: the log says "previous session reused" for a resumed TLS session
+            f.write(f"foreground = yes\npid =\noutput = {self.dir}/stunnel-{name}.log\ndebug = info\n"
                     f"[{name}]\naccept = :::{port}\nconnect = 127.0.0.1:{TINY}\n"
                     f"cert = {self.dir}/{cert}.pem\nkey = {self.dir}/{cert}.key\nsslVersionMin = TLSv1.2\n")
         self._spawn(["stunnel4", conf], port, os.path.join(self.dir, f"stunnel-{name}.out"))
+        setattr(self, f"stunnel_{name}_log", os.path.join(self.dir, f"stunnel-{name}.log"))
 
     def _start_dante(self):
         # dante's username method checks the system's password database: a throwaway user.

@@ -16,7 +16,7 @@ import pytest
 import childprogs as P
 import proxies as X
 import world as W
-from cfutil import curl, py, url, wget, pids_with_arg, wait_until
+from cfutil import curl, curl_upload, py, url, wget, pids_with_arg, wait_until
 
 R1 = W.REMOTES["remote1"]
 
@@ -124,6 +124,49 @@ def test_https_proxy_trusted_ca_download(px, cf, world):
                env={"SSL_CERT_FILE": px.ca}, timeout=60)
     assert r.rc == 0, r
     assert sha(r.out) == sha(world.files["big.bin"]), f"got {len(r.out)} bytes"
+    assert not warnings(r), r
+
+
+def test_https_proxy_resumes_the_tls_session(px, cf, world):
+    """Connections after the first resume the proxy's TLS session (no certificate exchange): stunnel's
+    log says so for the later handshakes, and the downloads are intact."""
+    log = px.stunnel_https_log
+    before = len(px.log_text(log))
+    one = " ".join(curl(url(R1["v4"], "/index.html")))
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
+               f"for i in 1 2 3; do {one} | sha256sum; done"], env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert r.rc == 0, r
+    assert r.out.decode().split() == [sha(world.files["index.html"]), "-"] * 3, r
+    assert not warnings(r), r
+    new = lambda: px.log_text(log)[before:]
+    # the probe and the first download may negotiate; at least the third resumes
+    assert wait_until(lambda: new().count("previous session reused") >= 1, 5), new()
+    assert new().count("new session negotiated") >= 1, new()
+
+
+def test_https_proxy_slow_and_fast_readers_get_every_byte(px, cf, world):
+    """Through TLS the relay decrypts into its buffer and keeps what a slow child did not take
+    (curl --limit-rate: its socket fills, sends to it come up short); a fast download alongside
+    must not be held up or mixed with it."""
+    big = sha(world.files["big.bin"])
+    slow = " ".join(curl("--limit-rate", "12M", url(R1["v4"], "/big.bin")))
+    fast = " ".join(curl(url(R1["v4"], "/big.bin")))
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
+               f"t=$(mktemp); ({slow} | sha256sum > $t) & {fast} | sha256sum; wait; cat $t; rm -f $t"],
+               env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert r.rc == 0, r
+    assert r.out.decode().split() == [big, "-", big, "-"], r
+    assert not warnings(r), r
+
+
+def test_https_proxy_upload_is_intact(px, cf, world):
+    """An upload through TLS: the relay encrypts as many records per send as the socket takes."""
+    data = os.urandom(8 << 20)
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--"] +
+               curl_upload("--data-binary", "@-", url(R1["v4"], "/upload")), input=data,
+               env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert r.rc == 0, r
+    assert r.text.strip() == sha(data), r
     assert not warnings(r), r
 
 
