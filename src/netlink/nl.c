@@ -229,6 +229,26 @@ static int link_msg_cb(const struct nlmsghdr *nlh, void *data)
 	return MNL_CB_OK;
 }
 
+/* Send @nlh (built in @buf) and run @cb(@data) over the answers, until *@done or the dump's end.
+ * Return: 0, or -errno. */
+static int link_query(struct nl *nl, struct nlmsghdr *nlh, char *buf, size_t size, mnl_cb_t cb, void *data,
+		      const bool *done)
+{
+	ssize_t n;
+	int r;
+
+	nlh->nlmsg_seq = ++nl->seq;
+	if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
+		return -errno;
+	do {
+		n = mnl_socket_recvfrom(nl->sock, buf, size);
+		if (n < 0)
+			return -errno;
+		r = mnl_cb_run(buf, n, nl->seq, nl->portid, cb, data);
+	} while (r > 0 && !*done);
+	return r < 0 ? -errno : 0;
+}
+
 /* One RTM_GETLINK for @ifindex.  Return: 1 ready, 0 not yet, or -errno. */
 static int link_ready(struct nl *nl, int ifindex)
 {
@@ -236,22 +256,12 @@ static int link_ready(struct nl *nl, int ifindex)
 	struct nlmsghdr *nlh = put_header(buf, RTM_GETLINK, 0);
 	struct ifinfomsg *ifm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifm));
 	struct link_state st = { .ifindex = ifindex };
-	ssize_t n;
 	int r;
 
 	ifm->ifi_family = AF_UNSPEC;
 	ifm->ifi_index = ifindex;
-	nlh->nlmsg_seq = ++nl->seq;
-	if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
-		return -errno;
-	do {
-		n = mnl_socket_recvfrom(nl->sock, buf, sizeof(buf));
-		if (n < 0)
-			return -errno;
-		r = mnl_cb_run(buf, n, nl->seq, nl->portid, link_msg_cb, &st);
-	} while (r > 0 && !st.ready);
-	if (r < 0)
-		return -errno;
+	if ((r = link_query(nl, nlh, buf, sizeof(buf), link_msg_cb, &st, &st.ready)) < 0)
+		return r;
 	return st.ready ? 1 : 0;
 }
 
@@ -315,24 +325,14 @@ int nl_link_state(struct nl *nl, const char *name, bool *up, bool *carrier)
 	struct nlmsghdr *nlh = put_header(buf, RTM_GETLINK, 0);
 	struct ifinfomsg *ifm = mnl_nlmsg_put_extra_header(nlh, sizeof(*ifm));
 	struct link_flags lf = { .found = false };
-	ssize_t n;
 	int r;
 
 	if (strlen(name) >= IFNAMSIZ)
 		return -ENODEV;
 	ifm->ifi_family = AF_UNSPEC;
 	mnl_attr_put_strz(nlh, IFLA_IFNAME, name);
-	nlh->nlmsg_seq = ++nl->seq;
-	if (mnl_socket_sendto(nl->sock, nlh, nlh->nlmsg_len) < 0)
-		return -errno;
-	do {
-		n = mnl_socket_recvfrom(nl->sock, buf, sizeof(buf));
-		if (n < 0)
-			return -errno;
-		r = mnl_cb_run(buf, n, nl->seq, nl->portid, link_flags_cb, &lf);
-	} while (r > 0 && !lf.found);
-	if (r < 0)
-		return -errno;
+	if ((r = link_query(nl, nlh, buf, sizeof(buf), link_flags_cb, &lf, &lf.found)) < 0)
+		return r;
 	if (!lf.found)
 		return -ENODEV;
 	*up = lf.flags & IFF_UP;

@@ -123,6 +123,22 @@ int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const
 	return 0;
 }
 
+int nft_send_batch(const void *batch, size_t len, uint32_t last_seq, struct mnl_socket **nl)
+{
+	*nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+	if (!*nl || mnl_socket_bind(*nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		int r = -errno;
+
+		if (*nl)
+			mnl_socket_close(*nl);
+		*nl = NULL;
+		return r;
+	}
+	if (mnl_socket_sendto(*nl, batch, len) < 0)
+		return -errno;
+	return nft_wait_ack(*nl, last_seq);
+}
+
 int nft_wait_ack(struct mnl_socket *nl, uint32_t last_seq)
 {
 	char buf[8192];

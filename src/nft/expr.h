@@ -52,6 +52,13 @@ int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const
 		 void (*build)(struct nft_rb *rb, int id, const void *arg), int id, const void *arg,
 		 bool ack, uint32_t seq);
 
+/*
+ * nft_send_batch() - open an nfnetlink socket, send @len bytes of @batch and wait for the ACK of
+ * @last_seq.  *@nl is the socket (the caller closes it; an owned table lives as long as it does),
+ * or NULL when none could be opened.  Return: 0, or -errno.
+ */
+int nft_send_batch(const void *batch, size_t len, uint32_t last_seq, struct mnl_socket **nl);
+
 /* Read from @nl until the ACK of @last_seq, or the first error.  Return: 0 or -errno. */
 int nft_wait_ack(struct mnl_socket *nl, uint32_t last_seq);
 

@@ -451,18 +451,11 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot build the ruleset: %s", strerror(-len));
 		return len;
 	}
-	nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-	if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		r = -errno;
+	r = nft_send_batch(batch, (size_t)len, last_seq, &nl);
+	if (!nl) {
 		snprintf(err, errlen, "cannot open nfnetlink: %s", strerror(-r));
-		if (nl)
-			mnl_socket_close(nl);
 		return r;
 	}
-	if (mnl_socket_sendto(nl, batch, (size_t)len) < 0)
-		r = -errno;
-	else
-		r = nft_wait_ack(nl, last_seq);
 	mnl_socket_close(nl);
 	if (r < 0) {
 		snprintf(err, errlen, "the kernel refused it: %s", strerror(-r));

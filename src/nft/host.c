@@ -136,17 +136,11 @@ struct mnl_socket *host_nat_load(const struct host_nat *h, char *err, size_t err
 		snprintf(err, errlen, "cannot build the host table: %s", strerror(-len));
 		return NULL;
 	}
-	nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-	if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		snprintf(err, errlen, "cannot open nfnetlink: %s", strerror(errno));
-		if (nl)
-			mnl_socket_close(nl);
+	r = nft_send_batch(batch, (size_t)len, last_seq, &nl);
+	if (!nl) {
+		snprintf(err, errlen, "cannot open nfnetlink: %s", strerror(-r));
 		return NULL;
 	}
-	if (mnl_socket_sendto(nl, batch, (size_t)len) < 0)
-		r = -errno;
-	else
-		r = nft_wait_ack(nl, last_seq);
 	if (r < 0) {
 		snprintf(err, errlen, "the kernel refused the host table %s: %s%s", h->table, strerror(-r),
 			 r == -EOPNOTSUPP || r == -ENOENT ? " (it needs nf_tables with nat and masquerade, "
