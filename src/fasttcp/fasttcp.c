@@ -326,17 +326,17 @@ static uint64_t sock_cookie(int fd)
 }
 
 /*
- * note_share() - epoll_ctl(ADD) or a dup of the command's @cfd: when it is a fresh TCP socket of
- * the sandbox, remember it.  Always continued: the call changes nothing that P guards, only
- * whether a later connect may replace the socket.  An fd P cannot look at (the thread is gone, P
- * out of fds) stops the hand-overs: the socket could be one.
+ * note_share() - epoll_ctl(ADD) or a dup of the command's @cfd: when it is a TCP socket not yet
+ * connected, remember it (any netns: noting one that is never eligible costs nothing; TCP_INFO
+ * answers for TCP sockets only).  Always continued: the call changes nothing that P guards, only
+ * whether a later connect may replace the socket.  An fd P cannot look at while the thread waits
+ * (P out of fds) stops the hand-overs: it could be such a socket.
  */
 static void note_share(struct fasttcp *f, uint64_t id, pid_t tid, int cfd)
 {
-	int pidfd = open_pidfd(tid), sfd = -1, typ = 0, proto = 0, e = 0;
+	int pidfd = open_pidfd(tid), sfd = -1, e = ESRCH;
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
-	struct stat st;
 	uint64_t ck;
 
 	f->st.shares++;
@@ -352,10 +352,7 @@ static void note_share(struct fasttcp *f, uint64_t id, pid_t tid, int cfd)
 		respond(f, id, 0, true);
 		return;
 	}
-	if (fstat(sfd, &st) == 0 && S_ISSOCK(st.st_mode) && cookie_of(sfd) == f->sandbox_cookie &&
-	    !gint(sfd, SOL_SOCKET, SO_TYPE, &typ) && typ == SOCK_STREAM &&
-	    !gint(sfd, SOL_SOCKET, SO_PROTOCOL, &proto) && proto == IPPROTO_TCP &&
-	    getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_CLOSE) {
+	if (getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_CLOSE) {
 		ck = sock_cookie(sfd);
 		if (ck)
 			shared_add(f, ck);
