@@ -84,10 +84,12 @@ PATHS = [
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]
 # Before/after comparisons in one run: CHILDFLOW_BENCH_BASELINE=/path/to/an/older/build/childflow adds
-# it as the path "childflow (baseline)", measured interleaved with the others.
+# it as the paths "childflow (baseline)" and "childflow --fast-tcp (baseline)", measured interleaved
+# with the others.
 _BASELINE = os.environ.get("CHILDFLOW_BENCH_BASELINE")
 if _BASELINE:
     PATHS.insert(2, ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
+    PATHS.insert(4, ("childflow --fast-tcp (baseline)", [_BASELINE, "--fast-tcp", "--"], [_BASELINE]))
 
 # Start-up references that are not network paths (shown as notes, not as columns).
 STARTUP_REFERENCES = [("unshare -Urn true", ["unshare", "-Urn", "true"])]
@@ -471,12 +473,15 @@ def sockperf(world, prefix, track, key, tcp, secs):
 
 def conn_rate(world, prefix, track, secs):
     r = run(world.client, prefix + [FLOWTOOL_PATH, "rate", SERVER_IP, str(RATE_PORT), str(secs)],
-            timeout=secs + 20)
+            timeout=secs + 20, track=track)
     kv = parse_kv(r.out)
     if r.rc != 0 or "conns" not in kv:
         raise WorkloadError(r.why())
     rate = int(kv["conns"]) / float(kv["seconds"])
-    return {"conn_rate": rate, "conn_us": 1e6 / rate}
+    res = {"conn_rate": rate, "conn_us": 1e6 / rate}
+    if track and r.p_cpu is not None and int(kv["conns"]):
+        res["pcpu_conn"] = 1e6 * r.p_cpu / int(kv["conns"])
+    return res
 
 
 def icmp_echo(world, prefix, track, key, count, pace):
@@ -690,6 +695,7 @@ ROWS = [
     ("conn_rate", "new TCP connections (connect, 1 B reply, close)", "conn/s", True, "{:.0f}", False),
     ("conn_us", "time per new connection", "µs", False, "{:.1f}", False),
     ("conn_added", "added per new connection vs direct", "µs", False, "{:+.1f}", False),
+    ("pcpu_conn", "P CPU per new connection (sampled every 0.1 s)", "µs", False, "{:.0f}", True),
     *[row for kind in PROXY_PORTS for row in (
         (f"px_bulk_{kind}", f"proxy {PROXY_NAMES[kind]}: TCP bulk down (curl; direct = `curl -x`)",
          "Gbit/s", True, "{:.2f}", False),

@@ -454,10 +454,10 @@ static void report_fast(const struct fasttcp *ft)
 	s = fasttcp_stats(ft);
 	log_debug("fast-tcp: %llu notifications: %llu connects injected, %llu performed in the sandbox "
 		  "(%llu fell back to the relay), %llu refused at once, %llu on injected sockets, %llu "
-		  "bind/listen", (unsigned long long)s->notifications, (unsigned long long)s->injected,
+		  "bind/listen, %llu shares", (unsigned long long)s->notifications, (unsigned long long)s->injected,
 		  (unsigned long long)s->performed, (unsigned long long)s->fell_back,
 		  (unsigned long long)s->refused, (unsigned long long)s->host_guarded,
-		  (unsigned long long)s->bind_listen);
+		  (unsigned long long)s->bind_listen, (unsigned long long)s->shares);
 }
 
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
