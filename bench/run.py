@@ -84,10 +84,13 @@ PATHS = [
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]
 # Before/after comparisons in one run: CHILDFLOW_BENCH_BASELINE=/path/to/an/older/build/childflow adds
-# it as the path "childflow (baseline)", measured interleaved with the others.
+# it as the paths "childflow (baseline)" and "childflow --root (baseline)", measured interleaved with
+# the others.
 _BASELINE = os.environ.get("CHILDFLOW_BENCH_BASELINE")
 if _BASELINE:
     PATHS.insert(2, ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
+    PATHS.insert(PATHS.index(next(p for p in PATHS if p[0] == "childflow --root")) + 1,
+                 ("childflow --root (baseline)", [_BASELINE, "--root", "--"], [_BASELINE]))
 
 # Start-up references that are not network paths (shown as notes, not as columns).
 STARTUP_REFERENCES = [("unshare -Urn true", ["unshare", "-Urn", "true"])]

@@ -18,12 +18,14 @@
  *       meta nfproto ipv6 ip6 saddr <uplink v6> masquerade to :<ports> }
  *   }
  *
- * <ports> lie outside the host's own ephemeral range (net.ipv4.ip_local_port_range), so that a
+ * <ports> lie outside the host's own ephemeral range (net.ipv4.ip_local_port_range), mapped by a
+ * fixed offset (NF_NAT_RANGE_PROTO_OFFSET, which nft's syntax does not show), so that a
  * masqueraded flow never takes the 4-tuple of one of the host's own closed connections, which the
  * server may still hold in TIME_WAIT: the child's SYN carries an initial sequence number and
  * timestamp unrelated to that old connection's, the server then refuses it about half the time with
- * a challenge ACK, and the child resets and retries 8-10 ms later.  Among the masqueraded flows
- * themselves, conntrack keeps each closed tuple for longer than a server's TIME_WAIT.
+ * a challenge ACK, and the child resets and retries 8-10 ms later.  The offset keeps the mapping
+ * of a reused 4-tuple (conntrack replaces its TIME_WAIT entry) on its own old TIME_WAIT, which
+ * accepts it, rather than on a random port another flow's TIME_WAIT may still hold.
  *
  * Its accept rules cannot override a drop of another table or of iptables (a FORWARD policy of
  * drop elsewhere still drops): the host's firewall applies, by design.
