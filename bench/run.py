@@ -84,12 +84,19 @@ PATHS = [
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]
 # Before/after comparisons in one run: CHILDFLOW_BENCH_BASELINE=/path/to/an/older/build/childflow adds
-# it as the paths "childflow (baseline)" and "childflow --fast-tcp (baseline)", measured interleaved
-# with the others.
+# it as the paths "childflow (baseline)", "childflow --fast-tcp (baseline)" and "childflow --root
+# (baseline)", each beside its own path, measured interleaved with the others.
 _BASELINE = os.environ.get("CHILDFLOW_BENCH_BASELINE")
+
+
+def _beside(name, path):
+    PATHS.insert(PATHS.index(next(p for p in PATHS if p[0] == name)) + 1, path)
+
+
 if _BASELINE:
-    PATHS.insert(2, ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
-    PATHS.insert(4, ("childflow --fast-tcp (baseline)", [_BASELINE, "--fast-tcp", "--"], [_BASELINE]))
+    _beside("childflow", ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
+    _beside("childflow --fast-tcp", ("childflow --fast-tcp (baseline)", [_BASELINE, "--fast-tcp", "--"], [_BASELINE]))
+    _beside("childflow --root", ("childflow --root (baseline)", [_BASELINE, "--root", "--"], [_BASELINE]))
 
 # Start-up references that are not network paths (shown as notes, not as columns).
 STARTUP_REFERENCES = [("unshare -Urn true", ["unshare", "-Urn", "true"])]

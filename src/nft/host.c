@@ -20,6 +20,14 @@
 
 enum { H_IN, H_REPLY, H_OUT_DROP, H_LOCAL_REPLY, H_LOCAL_ICMP6, H_LOCAL_REJECT, H_MASQ4, H_MASQ6, H_COUNT };
 
+static void masquerade(struct nft_rb *rb, const struct host_nat *h)
+{
+	if (h->port_min)
+		nft_masquerade_ports(rb, h->port_min, h->port_max);
+	else
+		nft_masquerade(rb);
+}
+
 static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 {
 	switch (id) {
@@ -63,14 +71,14 @@ static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 		nft_cmp_u8(rb, NFPROTO_IPV4);
 		nft_network_load(rb, 12, 4);   /* iphdr.saddr */
 		nft_cmp(rb, NFT_CMP_EQ, &h->src4, sizeof(h->src4));
-		nft_masquerade(rb);
+		masquerade(rb, h);
 		break;
 	case H_MASQ6:
 		nft_meta_load(rb, NFT_META_NFPROTO);
 		nft_cmp_u8(rb, NFPROTO_IPV6);
 		nft_network_load(rb, 8, 16);   /* ipv6hdr.saddr */
 		nft_cmp(rb, NFT_CMP_EQ, &h->src6, sizeof(h->src6));
-		nft_masquerade(rb);
+		masquerade(rb, h);
 		break;
 	default:
 		break;
