@@ -329,6 +329,66 @@ def test_default_path_resolv_conf_change_taken_up(cf, dnsw, sess):
     assert_recorder_silent(dnsw)
 
 
+# Inside: a long-running process looks a short name up before and after the host's change.
+SEARCH_PROBE = r"""
+import socket, sys, time
+def look():
+    try:
+        return socket.getaddrinfo("a", 53, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+    except socket.gaierror:
+        return "none"
+print("before", look(), flush=True)
+sys.stdin.readline()
+t0, got = time.monotonic(), "none"
+while got == "none" and time.monotonic() - t0 < 5:
+    time.sleep(0.05)
+    got = look()
+print("after", got, round(time.monotonic() - t0, 2), flush=True)
+print(open("/etc/resolv.conf").read(), flush=True)
+"""
+
+
+def test_default_path_search_change_followed_inside(cf, dnsw, sess):
+    """The host's resolv.conf gains a search domain during the run: the child's resolv.conf follows
+    (its nameservers still the gateway), and a process already running inside, which looked the
+    short name "a" up in vain before, finds a.test afterwards without being restarted."""
+    d = tempfile.mkdtemp(prefix="cfw-rc-", dir=sess.work)
+    os.chmod(d, 0o755)
+    live = os.path.join(d, "resolv.conf")
+    with open(live, "w") as f:
+        f.write(f"nameserver {LOOP}\noptions timeout:2 attempts:1\n")
+    os.chmod(live, 0o644)
+    script = f"mount --bind {live} /etc/resolv.conf && exec \"$@\""
+    inner = cf.prefix()[4:]
+    argv = ["ip", "netns", "exec", cf.world.host, "unshare", "-m", "--propagation", "private", "sh", "-c",
+            script, "sh"] + inner + [cf.bin, "--", W.PY, "-c", SEARCH_PROBE]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        first = p.stdout.readline().decode()
+        assert first.split() == ["before", "none"], (first, p.stderr.read1().decode())
+        # Rewrite in place, as resolvconf does: a search domain and one more option.
+        with open(live, "w") as f:
+            f.write(f"# rewritten\nsearch test\nnameserver {LOOP}\noptions timeout:2 attempts:1 ndots:1\n")
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=30)
+    finally:
+        kill_tree(p)
+        os.unlink(live)
+        os.rmdir(d)
+    out, err = out.decode(), err.decode()
+    assert p.returncode == 0, (out, err)
+    after = out.split("\n")[0].split()
+    assert after[:2] == ["after", A4], (out, err)
+    assert float(after[2]) < 2, (out, err)
+    inside = out.split("\n", 1)[1]
+    assert "search test" in inside and "ndots:1" in inside, inside
+    ns = [line.split()[1] for line in inside.splitlines() if line.startswith("nameserver")]
+    assert ns and LOOP not in ns and all(a.startswith(("10.", "fd")) for a in ns), inside
+    assert_recorder_silent(dnsw)
+
+
 def test_default_path_rotate_spreads_queries(cf, dnsw):
     """`options rotate` in the host's resolv.conf: successive queries start at successive nameservers
     (glibc's round robin), so both resolvers see queries; without it, the first one sees them all."""
