@@ -464,6 +464,8 @@ def rcode_server(cf, sess):
 
     def start(addr, rcode):
         log = os.path.join(sess.logs, f"rcode-{addr}-{rcode}.log")
+        if os.path.exists(log):   # an earlier test's: wait for this server's own
+            os.unlink(log)
         p = subprocess.Popen(["ip", "netns", "exec", cf.world.host, W.PY, "-c", RCODE_SERVER, addr,
                               str(rcode), log], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, start_new_session=True)
