@@ -164,10 +164,29 @@ struct dns_query *dns_query_new(struct dns_fwd *f, const uint8_t *msg, size_t le
 
 	if (f->n_heap >= DNS_HEAP_MAX)
 		return NULL;
-	dq = calloc(1, sizeof(*dq));
-	if (!dq || !(dq->msg = malloc(len))) {
-		free(dq);
+	if ((dq = f->spare) != NULL) {
+		uint8_t *buf = dq->msg;
+		size_t cap = dq->cap;
+
+		f->spare = dq->unext;
+		f->n_spare--;
+		memset(dq, 0, sizeof(*dq));
+		dq->msg = buf;
+		dq->cap = cap;
+	} else if (!(dq = calloc(1, sizeof(*dq)))) {
 		return NULL;
+	}
+	if (dq->cap < len) {
+		size_t cap = len < DNS_QUERY_BUF ? DNS_QUERY_BUF : len;
+		uint8_t *buf = realloc(dq->msg, cap);
+
+		if (!buf) {
+			free(dq->msg);
+			free(dq);
+			return NULL;
+		}
+		dq->msg = buf;
+		dq->cap = cap;
 	}
 	memcpy(dq->msg, msg, len);
 	dq->len = len;
@@ -220,6 +239,12 @@ void dns_query_end(struct dns_fwd *f, struct dns_query *q, enum flow_outcome o, 
 		f->n_udp--;
 	}
 	flow_end(f->hub, &q->rec, o, err);
+	if (f->n_spare < DNS_SPARE_MAX) {
+		q->unext = f->spare;
+		f->spare = q;
+		f->n_spare++;
+		return;
+	}
 	free(q->msg);
 	free(q);
 }
@@ -1101,6 +1126,13 @@ void dns_fwd_free(struct dns_fwd *f)
 	dns_tcp_free_dead(f);
 	if (f->ino_fd >= 0)
 		close(f->ino_fd);
+	while (f->spare) {
+		struct dns_query *q = f->spare;
+
+		f->spare = q->unext;
+		free(q->msg);
+		free(q);
+	}
 	free(f->heap);
 	free(f->buf);
 	free(f);

@@ -23,6 +23,8 @@
 #define DNS_SLOTS (RESOLV_MAX_NS * DNS_UP_SOCKS)
 #define DNS_HASH 4096
 #define DNS_HEAP_MAX (DNS_MAX_QUERIES + DNS_TCP_MAX * DNS_TCP_PIPELINE)
+#define DNS_SPARE_MAX 256        /* ended queries kept for reuse (no malloc/free per query) */
+#define DNS_QUERY_BUF 512        /* a query's buffer holds at least this much */
 #define DNS_WATCH_MAX 10         /* inotify watches: resolv.conf, its directory, a symlink chain's */
 
 enum dns_ev_kind { DEV_LISTEN, DEV_UP, DEV_TCP_CHILD, DEV_TCP_UP, DEV_NOTIFY };
@@ -64,7 +66,7 @@ struct dns_query {
 	struct dns_query *unext;      /* chain by (slot, upstream ID) */
 	struct dns_query *cnext;      /* chain by client socket (UDP) */
 	struct dns_query *snext;      /* the session's list (TCP) */
-	size_t len;
+	size_t len, cap;
 	uint8_t *msg;                 /* the query; its ID is the upstream ID once sent */
 };
 
@@ -114,6 +116,8 @@ struct dns_fwd {
 	uint64_t key[2];
 	struct dns_query **heap;      /* every outstanding query, by try_deadline */
 	unsigned int n_heap, n_udp;
+	struct dns_query *spare;      /* ended ones, chained by unext, with their buffers */
+	unsigned int n_spare;
 
 	/* TCP sessions */
 	struct dns_tcp *sessions;
