@@ -176,7 +176,7 @@ struct dns_query *dns_query_new(struct dns_fwd *f, const uint8_t *msg, size_t le
 	} else if (!(dq = calloc(1, sizeof(*dq)))) {
 		return NULL;
 	}
-	if (dq->cap < len) {
+	if (!dq->msg || dq->cap < len) {
 		size_t cap = len < DNS_QUERY_BUF ? DNS_QUERY_BUF : len;
 		uint8_t *buf = realloc(dq->msg, cap);
 
