@@ -320,6 +320,14 @@ static bool fixed_dns(const struct cli_options *o, struct sockaddr_storage *ss)
 	return true;
 }
 
+/* dns_fwd_config's child_files: the backend's writable fds of the child's resolv.conf files. */
+static int child_resolv_fds(void *arg, const int **fds)
+{
+	const struct ctx *c = arg;
+
+	return c->be.ops->child_resolv_fds(c->be.b, fds);
+}
+
 /*
  * start_dns() - the forwarder that answers all of the tree's DNS: from --dns when given, else from
  * the host's nameservers (@host_rc, re-read from /etc/resolv.conf when it changes).
@@ -336,6 +344,9 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 		.listen4 = be->listener(c->be.b, BE_DNS4),
 		.listen6 = be->listener(c->be.b, BE_DNS6),
 		.egress = &c->egress,
+		.np = be->netplan(c->be.b),
+		.child_files = be->child_resolv_fds ? child_resolv_fds : NULL,
+		.child_files_arg = c,
 	};
 	int r;
 
