@@ -3,7 +3,7 @@
  * proxy/socks5 — the socks5:// route (RFC 1928), with username/password authentication (RFC 1929).
  *
  * States (struct pconn.phase; c->next is the reply a PH_SEND waits for):
- *   PH_DIAL       TCP connect to the proxy
+ *   PH_DIAL       TCP connect to the proxy (its addresses in turn: proxy_dial())
  *   PH_SEND       greeting (method 0, or method 2 alone with credentials), RFC 1929 request, or
  *                 CONNECT (address type 3, the name, when the child used one; else 1 or 4)
  *   PH_S5_METHOD  the method reply (2 bytes)
@@ -182,7 +182,8 @@ static enum conn_step s5_step(void *st, int fd, uint32_t events, uint32_t *want,
 				*want = EPOLLOUT;
 				return CONN_MORE;
 			}
-			r = proxy_dial_done(c, fd);
+			if ((r = proxy_dial_done(c, fd)) == PROXY_REDIAL)
+				return CONN_REDIAL;
 			c->phase = PH_SEND;
 			c->next = PH_S5_METHOD;
 			break;
