@@ -56,6 +56,18 @@ struct proxy {
 	SSL_CTX *tls;
 	struct proxy_told *told;              /* mutable through the const cfg the engine holds */
 	struct proxy_resume *resume;          /* https: the session to resume (mutable, like told) */
+	struct proxy_learnt *learnt;          /* what the probe learnt (mutable, like told) */
+};
+
+/* socks5: does the proxy take the greeting, the RFC 1929 request and the CONNECT in one segment?
+ * (RFC 1928 has the client wait for each reply; with a single method offered the answers are known
+ * in advance, and dante takes them at once, but microsocks drops what its first read got beyond the
+ * greeting and then waits.)  The start-up probe tries it (CONNECT 0.0.0.0:0); connections pipeline
+ * only once it worked. */
+enum proxy_pipe { PIPE_UNKNOWN, PIPE_YES, PIPE_NO };
+
+struct proxy_learnt {
+	enum proxy_pipe s5_pipe;
 };
 
 /* https: the last TLS session the proxy gave a verified connection (its ticket), offered by the next
@@ -82,6 +94,7 @@ struct pconn {
 	union flow_addr dst;
 	const char *name;                     /* the name to ask for, or NULL (the address) */
 	bool probe;
+	bool pipelined;                       /* socks5: the whole handshake went in one request */
 	enum proxy_phase phase;
 	unsigned int attempt;                 /* PH_DIAL: the index of the address being dialed */
 	enum proxy_phase next;                /* after PH_SEND: which reply to wait for */
@@ -126,6 +139,10 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
  * (every address failed; told).
  */
 int proxy_dial_done(struct pconn *c, int fd);
+
+/* The probe's pipelined handshake stalled or was cut: connections send each request after the
+ * reply before it (said at debug level). */
+void proxy_no_pipelining(const struct proxy *px);
 
 /* abort(): a timeout is told once per phase. */
 void proxy_abort(void *st, enum conn_abort why);

@@ -185,6 +185,13 @@ int proxy_dial_done(struct pconn *c, int fd)
 	return 0;
 }
 
+void proxy_no_pipelining(const struct proxy *px)
+{
+	px->learnt->s5_pipe = PIPE_NO;
+	log_debug("proxy %s does not take a pipelined SOCKS5 handshake: connections wait for each reply",
+		  px->shown);
+}
+
 void proxy_abort(void *st, enum conn_abort why)
 {
 	static const char *const during[] = {
@@ -201,7 +208,11 @@ void proxy_abort(void *st, enum conn_abort why)
 
 	if (!c->px)
 		return;
-	if (why == CONN_ABORT_TIMEOUT)
+	if (why == CONN_ABORT_TIMEOUT && c->probe && c->pipelined &&
+	    (c->phase == PH_S5_AUTH || c->phase == PH_S5_REPLY)) {
+		/* It answered the greeting, then waited for what it had already been sent. */
+		proxy_no_pipelining(c->px);
+	} else if (why == CONN_ABORT_TIMEOUT)
 		proxy_tell(c->px, CAUSE_TIMEOUT, (int)c->phase, "%s within %u s", during[c->phase],
 			   (c->px->timeout_ms + 999) / 1000);
 	if (c->ssl) {
@@ -285,9 +296,12 @@ int proxy_new(struct proxy **out, const struct proxy_params *p, char *err, size_
 
 	*out = NULL;
 	if (!px || !(px->told = calloc(1, sizeof(*px->told))) ||
-	    !(px->resume = calloc(1, sizeof(*px->resume)))) {
-		if (px)
+	    !(px->resume = calloc(1, sizeof(*px->resume))) ||
+	    !(px->learnt = calloc(1, sizeof(*px->learnt)))) {
+		if (px) {
 			free(px->told);
+			free(px->resume);
+		}
 		free(px);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -343,6 +357,7 @@ void proxy_free(struct proxy *px)
 	if (px->resume)
 		SSL_SESSION_free(px->resume->sess);
 	free(px->resume);
+	free(px->learnt);
 	SSL_CTX_free(px->tls);
 	free(px->told);
 	explicit_bzero(px, sizeof(*px));

@@ -198,6 +198,55 @@ def test_proxy_name_with_dead_addresses_first(pxw, cf, dead):
     assert "warning" not in res["err"], res
 
 
+# ---------------------------------------------------------------- SOCKS5 pipelining
+
+# After a second (the start-up probe has answered by then): connect to each ADDR:PORT, send a line,
+# print what came back.
+ECHO_LINES = r'''
+import socket, sys, time
+time.sleep(float(sys.argv[1]))
+out = []
+for arg in sys.argv[2:]:
+    host, port = arg.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b"ping\n")
+    out.append(s.makefile().readline().strip())
+    s.close()
+print(" ".join(out))
+'''
+
+
+def test_socks5_handshake_pipelined_once_the_probe_took_it(pxw, cf):
+    """The probe sends greeting and CONNECT at once; the proxy answers both, so the connections
+    after it do the same: the proxy's first read holds the whole handshake."""
+    tail = LogTail(pxw.pipe_log)
+    r = cf.run(["-p", proxy_uri("socks5", X.FAKE_PIPE), "--"] +
+               py(ECHO_LINES, "1", f"{R1['v4']}:80", f"{R1['v4']}:81"))
+    assert (r.rc, r.text.split()) == (0, ["ping", "ping"]), r
+    seen = {}
+    for port, first, hs in re.findall(r"port=(\d+) first=(\d+) handshake=(\d+)", tail.new()):
+        seen[int(port)] = (int(first), int(hs))
+    assert set(seen) == {0, 80, 81}, tail.new()
+    assert all(first == hs for first, hs in seen.values()), seen
+    assert not warnings(r), r
+
+
+@pytest.mark.parametrize("port", [X.MICROSOCKS, X.DANTE], ids=["microsocks", "dante"])
+def test_socks5_pipelining_only_where_the_probe_got_through(pxw, cf, port):
+    """dante takes greeting, credentials and CONNECT at once; microsocks drops what its first read
+    got beyond the greeting and waits: its probe stalls (here for the 1 s handshake timeout), nothing
+    is told, and the connections wait for each reply."""
+    r = cf.run(["-p", proxy_uri("socks5", port)] + auth(pxw) + ["--"] +
+               py(STEPS.replace("import socket, sys", "import socket, sys, time\ntime.sleep(2.5)"),
+                  f"connect={R1['v4']}", f"connect={R1['v4']}"),
+               env={"CHILDFLOW_DEBUG": "1", "CHILDFLOW_PROXY_TIMEOUT": "1"}, timeout=40)
+    assert (r.rc, r.text.split()) == (0, ["remote1"] * 2), r
+    took = "takes a pipelined SOCKS5 handshake" in r.etext
+    stalled = "does not take a pipelined SOCKS5 handshake" in r.etext
+    assert (took, stalled) == ((False, True) if port == X.MICROSOCKS else (True, False)), r.etext[-3000:]
+    assert not warnings(r), r
+
+
 # ---------------------------------------------------------------- honest failures
 
 # connect() to each (address, port); print the errno name (or "ok") of each.
