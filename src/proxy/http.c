@@ -400,9 +400,8 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 
 /* ---------- the https flow's stream (after READY) ---------- */
 
-/* Decrypt into @buf: what unread() gave back first, else as many records as fit of those OpenSSL
- * already holds (with read-ahead it takes several from one recv()), so that one send() to the child
- * moves them all. */
+/* Decrypt into @buf: what unread() gave back first, else as many records as fit (with read-ahead
+ * OpenSSL takes several from one recv()), so that one send() to the child moves them all. */
 static ssize_t tls_read(void *st, int fd, void *buf, size_t len)
 {
 	struct pconn *c = st;
@@ -428,10 +427,6 @@ static ssize_t tls_read(void *st, int fd, void *buf, size_t len)
 			return tls_result(c->ssl, r, &want);
 		}
 		got += (size_t)r;
-		/* Nothing more buffered: return what we have rather than try a recv() that, while the
-		 * records come one at a time, says EAGAIN; the engine's next read() asks the socket. */
-		if (!SSL_has_pending(c->ssl))
-			break;
 	}
 	return (ssize_t)got;
 }
