@@ -350,6 +350,11 @@ struct connector proxy_connector(const struct proxy *px)
 	return (struct connector){ .ops = ops, .cfg = px, .timeout_ms = px->timeout_ms };
 }
 
+void proxy_probe_plainly(const struct proxy *px)
+{
+	px->learnt->s5_pipe = PIPE_NO;
+}
+
 void proxy_free(struct proxy *px)
 {
 	if (!px)
