@@ -61,8 +61,14 @@ IPERF_PORT, SP_TCP_PORT, SP_UDP_PORT, RATE_PORT, HOLD_PORT = 5201, 11111, 11112,
 FLOWTOOL = "@FLOWTOOL@"  # replaced by the compiled helper's path
 DNS_NAME, DNS_ANSWER = "bench.test", "198.51.100.77"
 # The proxy workload: proxies on the server netns' eth0, a bulk HTTP source behind them.
-PROXY_PORTS = {"http": 3128, "socks5": 1080, "https": 3129}   # tinyproxy, microsocks, stunnel+tinyproxy
-PROXY_NAMES = {"http": "tinyproxy (http)", "socks5": "microsocks (socks5)", "https": "stunnel+tinyproxy (https)"}
+PROXY_PORTS = {"http": 3128, "socks5": 1080, "https": 3129,   # tinyproxy, microsocks, stunnel+tinyproxy
+               "socks5-dante": 1081}                          # danted (takes a pipelined handshake)
+PROXY_NAMES = {"http": "tinyproxy (http)", "socks5": "microsocks (socks5)", "https": "stunnel+tinyproxy (https)",
+               "socks5-dante": "dante (socks5)"}
+
+
+def proxy_scheme(kind):
+    return kind.split("-")[0]
 SOURCE_PORT = 7002
 
 # `childflow -c` captures to a tmpfs file (removed after every run; bulk TCP writes gigabytes).
@@ -560,14 +566,19 @@ def proxy_setup(world):
                 f"[https]\naccept = {GATEWAY_IP}:{PROXY_PORTS['https']}\n"
                 f"connect = {GATEWAY_IP}:{PROXY_PORTS['http']}\ncert = {cert}\nkey = {key}\n"
                 "sslVersionMin = TLSv1.2\n")
+    with open(os.path.join(d, "danted.conf"), "w") as f:
+        f.write(f"logoutput: {d}/danted.log\ninternal: {GATEWAY_IP} port = {PROXY_PORTS['socks5-dante']}\n"
+                "external: eth0\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n"
+                "client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }\nsocks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }\n")
     world.SERVER_ARGV = dict(World.SERVER_ARGV, **{
         "tinyproxy": (["tinyproxy", "-d", "-c", os.path.join(d, "tinyproxy.conf")], "tcp", PROXY_PORTS["http"]),
         "microsocks": (["microsocks", "-i", GATEWAY_IP, "-p", str(PROXY_PORTS["socks5"])], "tcp",
                        PROXY_PORTS["socks5"]),
         "stunnel": (["stunnel4", os.path.join(d, "stunnel.conf")], "tcp", PROXY_PORTS["https"]),
         "source": ([FLOWTOOL, "source", SERVER_IP, str(SOURCE_PORT)], "tcp", SOURCE_PORT),
+        "danted": (["danted", "-f", os.path.join(d, "danted.conf")], "tcp", PROXY_PORTS["socks5-dante"]),
     })
-    for name in ("source", "tinyproxy", "microsocks", "stunnel"):
+    for name in ("source", "tinyproxy", "microsocks", "stunnel") + (("danted",) if shutil.which("danted") else ()):
         world.start_server(name)
     return cert
 
@@ -575,7 +586,7 @@ def proxy_setup(world):
 def proxy_argv(kind, via_cf, cert, client, direct_args):
     """`client` through the proxy of `kind`: by childflow -p (via_cf: the childflow binary), or by
     the client itself (`direct_args` tell it the proxy)."""
-    uri = f"{kind}://{GATEWAY_IP}:{PROXY_PORTS[kind]}"
+    uri = f"{proxy_scheme(kind)}://{GATEWAY_IP}:{PROXY_PORTS[kind]}"
     if via_cf:
         return ["env", f"SSL_CERT_FILE={cert}", via_cf, "-p", uri, "--"] + client
     return client + direct_args(uri)
@@ -598,7 +609,7 @@ def proxy_bulk(world, kind, via_cf, cert, secs):
 def proxy_rate(world, kind, via_cf, cert, secs):
     """flowtool rate through the proxy: childflow does the handshake, or flowtool itself."""
     base = [FLOWTOOL_PATH, "rate", SERVER_IP, str(RATE_PORT), str(secs)]
-    argv = proxy_argv(kind, via_cf, cert, base, lambda uri: [kind, GATEWAY_IP, str(PROXY_PORTS[kind])] + (
+    argv = proxy_argv(kind, via_cf, cert, base, lambda uri: [proxy_scheme(kind), GATEWAY_IP, str(PROXY_PORTS[kind])] + (
         [cert] if kind == "https" else []))
     r = run(world.client, argv, timeout=secs + 20)
     kv = parse_kv(r.out)
@@ -1084,6 +1095,8 @@ def main():
                 pl = [("direct", None), ("childflow", CHILDFLOW)] + (
                     [("childflow (baseline)", _BASELINE)] if _BASELINE else [])
                 for kind in PROXY_PORTS:
+                    if kind == "socks5-dante" and not shutil.which("danted"):
+                        continue
                     interleaved(f"proxy-bulk-{kind}", lambda v, t, kind=kind:
                                 proxy_bulk(world, kind, v, cert, CFG["bulk_s"] + 1), plist=pl)
                     interleaved(f"proxy-rate-{kind}", lambda v, t, kind=kind:

@@ -740,6 +740,8 @@ static void connect_failed(struct relay *r, struct tcp_flow *f, enum flow_outcom
 	flow_close(r, f, true, o, err);
 }
 
+static void flow_redial(struct relay *r, struct tcp_flow *f);
+
 static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st, uint32_t want, int err)
 {
 	switch (st) {
@@ -752,6 +754,9 @@ static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st,
 		break;
 	case CONN_MORE:
 		set_want(r, f, want);
+		break;
+	case CONN_REDIAL:
+		flow_redial(r, f);
 		break;
 	}
 }
@@ -794,22 +799,16 @@ static struct tcp_flow *flow_alloc(const struct connector *conn)
 }
 
 /*
- * flow_start() - link @f as connecting and start its connector for @rq.
+ * flow_dial() - call the connector's start() for @rq and watch the upstream socket it gives.
  * Return: false when the flow ended at once (closed).
  */
-static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_req *rq)
+static bool flow_dial(struct relay *r, struct tcp_flow *f, const struct conn_req *rq)
 {
 	const struct connector *conn = f->conn;
-	unsigned int tmo = conn->timeout_ms ? conn->timeout_ms : conn->ops->timeout_ms;
 	uint32_t want = EPOLLOUT;
 	enum conn_step st;
 	int err = 0, up = -1;
 
-	f->state = TCP_CONNECTING;
-	f->begun_ms = r->now_ms;
-	f->deadline_ms = r->now_ms + (tmo ? tmo : r->lim.connect_ms);
-	flow_link(r, f);
-	connecting_link(r, f);
 	st = conn->ops->start(f->cstate, conn->cfg, rq, &up, &want, &err);
 	if (st == CONN_FAILED) {
 		f->conn_failed = true;
@@ -828,6 +827,39 @@ static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_re
 	if (st == CONN_READY)
 		connect_ready(r, f);
 	return !f->dead;
+}
+
+/*
+ * flow_start() - link @f as connecting and start its connector for @rq.
+ * Return: false when the flow ended at once (closed).
+ */
+static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_req *rq)
+{
+	const struct connector *conn = f->conn;
+	unsigned int tmo = conn->timeout_ms ? conn->timeout_ms : conn->ops->timeout_ms;
+
+	f->state = TCP_CONNECTING;
+	f->begun_ms = r->now_ms;
+	f->deadline_ms = r->now_ms + (tmo ? tmo : r->lim.connect_ms);
+	flow_link(r, f);
+	connecting_link(r, f);
+	return flow_dial(r, f, rq);
+}
+
+/* The connector said CONN_REDIAL: a new socket for its next attempt, within the same deadline. */
+static void flow_redial(struct relay *r, struct tcp_flow *f)
+{
+	struct sockaddr_storage dst = { .ss_family = AF_INET };
+	struct conn_req rq = { .f = f->probe ? NULL : &f->rec, .dst = &dst, .dst_name = f->name,
+			       .probe = f->probe };
+
+	if (!f->probe)
+		memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
+	if (r->hub.tap)
+		flow_tap_sock(&r->hub, f->end[1].fd, SOCK_STREAM, false);
+	close(f->end[1].fd);   /* also leaves the epoll set */
+	f->end[1].fd = -1;
+	flow_dial(r, f, &rq);
 }
 
 /*
