@@ -62,9 +62,11 @@ struct proxy {
 /* socks5: does the proxy take the greeting, the RFC 1929 request and the CONNECT in one segment?
  * (RFC 1928 has the client wait for each reply; with a single method offered the answers are known
  * in advance, and dante takes them at once, but microsocks drops what its first read got beyond the
- * greeting and then waits.)  The start-up probe tries it (CONNECT 0.0.0.0:0); connections pipeline
- * only once it worked. */
-enum proxy_pipe { PIPE_UNKNOWN, PIPE_YES, PIPE_NO };
+ * greeting and then waits.)  The start-up probe goes step by step first, so that a refusal (say, of
+ * the credentials) is told at once whatever the proxy; once it went through, a second probe tries
+ * the pipelined handshake (CONNECT 0.0.0.0:0), and connections pipeline only once that worked.
+ * UNKNOWN -> (first probe through) TRIAL -> (second probe started) TRYING -> YES or NO. */
+enum proxy_pipe { PIPE_UNKNOWN, PIPE_TRIAL, PIPE_TRYING, PIPE_YES, PIPE_NO };
 
 struct proxy_learnt {
 	enum proxy_pipe s5_pipe;

@@ -11,10 +11,11 @@
  *   PH_S5_REPLY   the CONNECT reply, consumed exactly (its length depends on its address type)
  *   -> READY (the fd is spliced), or FAILED (told once per cause).
  * Pipelined (struct proxy_learnt), PH_SEND sends the greeting, the RFC 1929 request and the CONNECT
- * at once, and the three replies are read in turn.  The start-up probe tries that with a CONNECT to
- * 0.0.0.0:0; connections pipeline once it got its answer, and wait for each reply before (and for
- * good when the probe's handshake stalled after the method reply, or was cut there).  Without
- * pipelining, a probe stops once the proxy took the greeting and, with credentials, the credentials.
+ * at once, and the three replies are read in turn.  The start-up probe goes step by step and stops
+ * once the proxy took the greeting and, with credentials, the credentials (so a refusal is told at
+ * start, whatever the proxy); then a second probe (s5_again()) tries the pipelined handshake with a
+ * CONNECT to 0.0.0.0:0.  Connections pipeline once that got its answer, and wait for each reply
+ * before (and for good when its handshake stalled after the method reply, or was cut there).
  */
 #include "proxy/internal.h"
 
@@ -87,6 +88,15 @@ static int send_request(struct pconn *c, int fd)
  * child.  (Read, not peeked: a reply that stops half-way must not leave the socket readable.)
  * Return: 0 when it has them, EAGAIN, or the child's errno (the proxy closed; told).
  */
+/* A step-by-step probe went through (greeting and, with credentials, the credentials): the
+ * pipelined trial may follow (s5_again()).  Return: PH_DONE. */
+static enum proxy_phase probe_through(struct pconn *c)
+{
+	if (c->px->learnt->s5_pipe == PIPE_UNKNOWN)
+		c->px->learnt->s5_pipe = PIPE_TRIAL;
+	return PH_DONE;
+}
+
 static int read_reply(struct pconn *c, int fd, size_t need)
 {
 	while (c->u.s5.len < need) {
@@ -130,7 +140,7 @@ static int on_method(struct pconn *c, int fd)
 		return 0;
 	}
 	if (m == SOCKS5_NO_AUTH && !c->px->auth) {
-		c->phase = c->pipelined ? PH_S5_REPLY : c->probe ? PH_DONE : PH_SEND;
+		c->phase = c->pipelined ? PH_S5_REPLY : c->probe ? probe_through(c) : PH_SEND;
 		c->next = PH_S5_REPLY;
 		return 0;
 	}
@@ -161,7 +171,7 @@ static int on_auth(struct pconn *c, int fd)
 	}
 	if (c->probe)
 		proxy_tell(c->px, CAUSE_OK, 0, "took the credentials (probe)");
-	c->phase = c->pipelined ? PH_S5_REPLY : c->probe ? PH_DONE : PH_SEND;
+	c->phase = c->pipelined ? PH_S5_REPLY : c->probe ? probe_through(c) : PH_SEND;
 	c->next = PH_S5_REPLY;
 	return 0;
 }
@@ -208,8 +218,8 @@ static enum conn_step s5_start(void *st, const void *cfg, const struct conn_req 
 	struct pconn *c = st;
 	const struct proxy *px = cfg;
 
-	/* The probe tries the pipelined handshake; connections use it once it worked. */
-	c->pipelined = px->learnt->s5_pipe == PIPE_YES || (rq->probe && px->learnt->s5_pipe == PIPE_UNKNOWN);
+	/* The second probe tries the pipelined handshake; connections use it once it worked. */
+	c->pipelined = px->learnt->s5_pipe == PIPE_YES || (rq->probe && px->learnt->s5_pipe == PIPE_TRYING);
 	return proxy_dial(st, cfg, rq, fd, want, err);
 }
 
@@ -259,6 +269,17 @@ static enum conn_step s5_step(void *st, int fd, uint32_t events, uint32_t *want,
 	}
 }
 
+/* After a probe went through step by step: once, a second probe for the pipelined handshake. */
+static bool s5_again(const void *cfg)
+{
+	const struct proxy *px = cfg;
+
+	if (px->learnt->s5_pipe != PIPE_TRIAL)
+		return false;
+	px->learnt->s5_pipe = PIPE_TRYING;
+	return true;
+}
+
 const struct connector_ops proxy_socks5_ops = {
 	.name = "proxy-socks5",
 	.state_size = sizeof(struct pconn),
@@ -267,4 +288,5 @@ const struct connector_ops proxy_socks5_ops = {
 	.start = s5_start,
 	.step = s5_step,
 	.abort = proxy_abort,
+	.again = s5_again,
 };

@@ -95,6 +95,10 @@ struct connector_ops {
 	/* abort() - the flow ends before READY, for @why (the fd is closed by the engine).  May be
 	 * NULL.  Not called after FAILED. */
 	void (*abort)(void *st, enum conn_abort why);
+
+	/* again() - a probe (conn_req.probe) just went through: should the engine start another one
+	 * (a connector that learns in two steps)?  May be NULL. */
+	bool (*again)(const void *cfg);
 };
 
 struct connector {

@@ -681,8 +681,12 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 static void connect_ready(struct relay *r, struct tcp_flow *f)
 {
 	if (f->probe) {
-		log_debug("the %s route works (probe)", f->conn->ops->name);
+		const struct connector *conn = f->conn;
+
+		log_debug("the %s route works (probe)", conn->ops->name);
 		flow_close(r, f, false, FLOW_OK, 0);
+		if (conn->ops->again && conn->ops->again(conn->cfg))
+			tcp_probe(r, conn);
 		return;
 	}
 	if (!f->direct) {

@@ -199,6 +199,18 @@ def test_wrong_password_one_warning(px, cf, scheme, port, text):
     assert warnings(r) == [f"childflow: warning: proxy {X.PROXY4}:{port} {text}"], r
 
 
+@pytest.mark.parametrize("port", [X.MICROSOCKS, X.DANTE], ids=["microsocks", "dante"])
+def test_wrong_password_told_at_start(px, cf, port):
+    """The start-up probe tells a refused password before the command connects anywhere, whatever
+    the SOCKS5 server does with a pipelined handshake (microsocks drops it and waits): the probe
+    goes step by step first; only a second probe tries the pipelined handshake."""
+    r = cf.run(["-p", proxy_uri("socks5", port), "-U", px.user, "-P", "wrong" + px.password, "--",
+                "sleep", "3"])
+    assert r.rc == 0, r
+    assert warnings(r) == [f"childflow: warning: proxy {X.PROXY4}:{port} rejected the credentials "
+                           "(SOCKS5 username/password)"], r
+
+
 def test_dead_proxy_one_warning(px, cf):
     r = cf.run(["-p", proxy_uri("http", X.DEAD), "--"] + py(SERIAL, R1["v4"], 80, 3))
     assert r.rc == 0, r
