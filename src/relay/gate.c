@@ -25,6 +25,12 @@
  * are retransmitting anyway.  A retransmission of a waiting SYN is dropped (the first copy keeps its
  * place); past GATE_WAIT_MAX, or after GATE_WAIT_MS, the oldest waiting SYN is dropped.
  *
+ * A SYN whose TTL / hop limit the child chose (traceroute -T: not the namespace's default,
+ * relay_child_ttl()) is connected upstream with that TTL, and with IP_RECVERR: when the connect
+ * fails because the TTL ran out, gate_time_exceeded() sends the child the router's time exceeded,
+ * quoting its SYN, and the SYN is dropped, as that router would have dropped it.  Other SYNs leave
+ * with the host's default TTL.
+ *
  * States of a held SYN, as the flow carries them (tcp.c): HELD (flow CONNECTING) -> PASSED (flow
  * ACCEPTING, waiting for accept()) -> gone (adopted, or the flow closed); or HELD -> answered with a
  * rejection or a drop when the flow closes.
@@ -36,12 +42,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/errqueue.h>
 #include <linux/netfilter.h>
 #include <linux/netlink.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "netlink/nfq.h"
+#include "relay/icmp.h"
 #include "util/log.h"
 
 #define GATE_RCVBUF (4u << 20)
@@ -262,6 +270,46 @@ void gate_answer(struct relay *r, uint32_t id, enum gate_reply v)
 	r->gate_out_len += n;
 	if (v != GATE_PASS)
 		r->stats.gate_rejected++;
+}
+
+bool gate_time_exceeded(struct relay *r, int fd, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst, uint32_t isn)
+{
+	int fam = dst->ss_family, inj = r->inject_fd[fam == AF_INET6];
+	socklen_t alen = fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	unsigned char data[64], ctl[256], pkt[128];
+	struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct sockaddr_storage to = *child;
+
+	if (inj < 0 || recvmsg(fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT) < 0)
+		return false;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+		const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
+		struct icmp_report rep = { .family = fam };
+		const struct sockaddr *off;
+		size_t len;
+
+		if (!((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+		      (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
+		    c->cmsg_len < CMSG_LEN(sizeof(*ee) + alen))
+			continue;
+		/* ICMP time exceeded (11) / ICMPv6 time exceeded (3), code 0: in transit */
+		if (fam == AF_INET ? ee->ee_origin != SO_EE_ORIGIN_ICMP || ee->ee_type != 11
+				   : ee->ee_origin != SO_EE_ORIGIN_ICMP6 || ee->ee_type != 3)
+			continue;
+		off = SO_EE_OFFENDER(ee);
+		if (off->sa_family != fam)
+			continue;
+		rep.type = ee->ee_type;
+		rep.code = ee->ee_code;
+		memcpy(&rep.from, off, alen);
+		len = icmp_tcp_error_build(pkt, sizeof(pkt), &rep, child, dst, isn);
+		((struct sockaddr_in *)&to)->sin_port = 0;   /* raw sockets: no port (same offset in v6) */
+		if (len && sendto(inj, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, alen) == (ssize_t)len)
+			return true;
+	}
+	return false;
 }
 
 void gate_event(struct relay *r)
