@@ -54,6 +54,9 @@ struct conn_req {
 					       * NULL; valid for the flow's life */
 	bool probe;                           /* no child: check that the route works (reach the
 					       * proxy, authenticate), then say READY; connect nowhere */
+	int ttl;                              /* the child's TTL / hop limit when it set its own
+					       * (relay_child_ttl()), else 0: the host's default.  Only
+					       * a connector that dials the destination itself uses it */
 };
 
 /*

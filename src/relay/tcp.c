@@ -93,6 +93,7 @@ struct tcp_flow {
 	bool gated;               /* begun from a SYN: in r->gate_hash until adopted */
 	bool held;                /* its SYN (packet gate_id) waits for a verdict */
 	uint32_t gate_id, gate_isn;
+	int ttl;                  /* the child's own TTL carried upstream (relay_child_ttl()), or 0 */
 	struct tcp_flow *gnext;   /* r->gate_hash chain */
 	bool verifying;           /* connected; on r->tcp_verify until the NAT check of this loop turn */
 	struct tcp_flow *next_verify;
@@ -754,6 +755,16 @@ static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st,
 		break;
 	case CONN_FAILED:
 		f->conn_failed = true;
+		if (f->held && f->ttl && err == EHOSTUNREACH) {
+			struct sockaddr_storage child = { 0 }, dst = { 0 };
+
+			memcpy(&child, &f->rec.child, sizeof(f->rec.child));
+			memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
+			if (gate_time_exceeded(r, f->end[1].fd, &child, &dst, f->gate_isn)) {
+				f->held = false;   /* the child has the router's answer: the SYN went no further */
+				gate_answer(r, f->gate_id, GATE_DROP);
+			}
+		}
 		connect_failed(r, f, FLOW_UP_FAILED, err);
 		break;
 	case CONN_MORE:
@@ -882,9 +893,10 @@ static char *dst_name(struct relay *r, const struct sockaddr_storage *dst)
 	return strdup(names[0]);
 }
 
-/* A SYN held by the gate: its queue packet id and initial sequence number. */
+/* A SYN held by the gate: its queue packet id, initial sequence number and TTL / hop limit. */
 struct gate_hold {
 	uint32_t id, isn;
+	int ttl;
 };
 
 /*
@@ -962,7 +974,10 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 	flow_opened(&r->hub, &f->rec);
 	r->stats.tcp_accepted++;
 
-	struct conn_req rq = { .f = &f->rec, .dst = dst, .dst_name = f->name };
+	/* A direct route carries the TTL the child chose (traceroute -T); a proxy dials for itself. */
+	f->ttl = hold && f->direct ? relay_child_ttl(hold->ttl) : 0;
+
+	struct conn_req rq = { .f = &f->rec, .dst = dst, .dst_name = f->name, .ttl = f->ttl };
 
 	return flow_start(r, f, &rq) ? f : NULL;
 }
@@ -1030,7 +1045,7 @@ bool tcp_connecting_full(const struct relay *r)
 
 enum tcp_syn_result tcp_syn(struct relay *r, const struct nfq_syn *syn, uint32_t id)
 {
-	struct gate_hold hold = { .id = id, .isn = syn->isn };
+	struct gate_hold hold = { .id = id, .isn = syn->isn, .ttl = syn->ttl };
 	struct tcp_flow *f = gate_find(r, &syn->src, &syn->dst);
 	enum gate_reply refused;
 

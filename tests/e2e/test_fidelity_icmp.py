@@ -152,6 +152,28 @@ def test_traceroute_shows_the_router_then_the_remote(cf, world, open_range, rout
     assert hops == [("1", gw), ("2", dst)], r
 
 
+
+@pytest.mark.parametrize("method", ["tcp", "tcpconn"])
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_tcp_traceroute_shows_the_router_then_the_remote(cf, world, router_unlimited, method, fam):
+    """traceroute -T (SYNs from a raw socket) and -M tcpconn (connect() with a TTL; traceroute still
+    wants a raw socket for it): the gate carries the SYN's TTL to P's upstream connect, and the
+    router's time exceeded comes back to the child from the router, quoting its SYN.  The same hops
+    as from the host directly (the control, first)."""
+    if cf.runner.user:
+        pytest.skip("traceroute's TCP methods need a raw socket (CAP_NET_RAW), also without childflow")
+    dst = R1["v6"] if fam == "v6" else R1["v4"]
+    args = (["traceroute", "-n", "-w", "2", "-q", "1", "-m", "5", "-M", method, "-p", str(W.HTTP_PORT)]
+            + (["-6"] if fam == "v6" else []) + [dst])
+    gw = W.HOST_GW6 if fam == "v6" else W.HOST_GW4
+    control = cf.run(args, timeout=40, direct=True)
+    assert control.rc == 0, control
+    assert re.findall(r"^\s*(\d+)\s+(\S+)", control.text, re.M) == [("1", gw), ("2", dst)], control
+    r = cf.run(["--"] + args, timeout=40)
+    assert r.rc == 0, r
+    assert re.findall(r"^\s*(\d+)\s+(\S+)", r.text, re.M) == [("1", gw), ("2", dst)], r
+
+
 PROBES = r'''
 import errno, select, socket, struct, sys, time
 dst, n = sys.argv[1], 16
