@@ -3,6 +3,7 @@
 #include "capture/ctwatch.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -114,11 +115,31 @@ static int on_event(const struct nlmsghdr *nlh, void *data)
 	return MNL_CB_OK;
 }
 
+/* Does this namespace's conntrack send events at all (net.netfilter.nf_conntrack_events != 0)? */
+static bool events_enabled(void)
+{
+	FILE *f = fopen("/proc/sys/net/netfilter/nf_conntrack_events", "re");
+	int v = 1;
+
+	if (!f)
+		return true;   /* not loaded yet: it loads with its default (events on) */
+	if (fscanf(f, "%d", &v) != 1)
+		v = 1;
+	fclose(f);
+	return v != 0;
+}
+
 struct ct_watch *ct_watch_open(void)
 {
-	struct ct_watch *cw = calloc(1, sizeof(*cw));
+	struct ct_watch *cw;
 	int sz = (int)CT_RCVBUF;
 
+	if (!events_enabled()) {
+		log_error("error: -C egress, both and wire-egress with --root follow the host's conntrack events, "
+			  "and net.netfilter.nf_conntrack_events is 0 here; set it to 2 (or 1), or use -C child");
+		return NULL;
+	}
+	cw = calloc(1, sizeof(*cw));
 	if (!cw) {
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
 		return NULL;
