@@ -667,7 +667,8 @@ int main(int argc, char **argv)
 		}
 		cfg.uplink = root_host_uplink(root);
 		if (wire)   /* the routed flows leave the uplink's G end masqueraded to its address */
-			wire_routed(wire, &cfg.uplink->gw4, cfg.ipv6 ? &cfg.uplink->gw6 : NULL);
+			wire_routed(wire, &cfg.uplink->gw4, cfg.ipv6 ? &cfg.uplink->gw6 : NULL,
+				    cfg.uplink->host_ifname);
 		cfg.proxy_tcp = px != NULL;
 		cfg.on_unshared = root_host_attach;
 		cfg.on_unshared_arg = root;

@@ -56,6 +56,7 @@ struct wire {
 	int fd;
 	struct ct_watch *ct;           /* --root: the routed flows, from conntrack (or NULL) */
 	char backend[32];
+	char uplink[IF_NAMESIZE];      /* --root: the run's own uplink (pre-NAT frames), not described */
 	const char *view, *kind;       /* the interfaces' metadata */
 	struct wire_if ifs[WIRE_MAX_IFS];
 	int n_ifs;
@@ -310,14 +311,16 @@ static int hatype_of(const char *name)
 	return t;
 }
 
-static struct wire_if *if_for(struct wire *w, const struct sockaddr_ll *sll)
+/* The frame's interface; one not described yet (it appeared during the run) is when @add. */
+static struct wire_if *if_for(struct wire *w, const struct sockaddr_ll *sll, bool add)
 {
 	char name[IF_NAMESIZE];
 
 	for (int i = 0; i < w->n_ifs; i++)
 		if (w->ifs[i].ifindex == sll->sll_ifindex)
 			return &w->ifs[i];
-	/* An interface that appeared during the run. */
+	if (!add)
+		return NULL;
 	if (!if_indextoname((unsigned int)sll->sll_ifindex, name))
 		snprintf(name, sizeof(name), "if%d", sll->sll_ifindex);
 	return add_if(w, sll->sll_ifindex, name, sll->sll_hatype);
@@ -328,18 +331,19 @@ static int sort_frame(void *priv, const unsigned char *p, uint32_t len, const st
 		      uint64_t ts)
 {
 	struct wire *w = priv;
-	struct wire_if *wi = if_for(w, sll);
+	struct wire_if *wi = if_for(w, sll, false);
 	const unsigned char *ip = p, *l4, *src, *dst;
 	uint32_t off = 0;
 	size_t alen;
 	uint8_t proto;
 	bool out = sll->sll_pkttype == PACKET_OUTGOING;
+	bool loopback = wi ? wi->loopback : sll->sll_hatype == ARPHRD_LOOPBACK;
 
-	if (!wi || wi->ifid < 0)
+	if (wi && wi->ifid < 0)
 		return -1;
-	if (wi->loopback && out)
+	if (loopback && out)
 		return -1;   /* loopback shows each packet twice: keep the one received */
-	if (wi->loopback || sll->sll_hatype == ARPHRD_ETHER) {
+	if (loopback || sll->sll_hatype == ARPHRD_ETHER) {
 		uint16_t et;
 
 		if (len < 14)
@@ -381,9 +385,12 @@ static int sort_frame(void *priv, const unsigned char *p, uint32_t len, const st
 	memcpy(&sp, l4, 2);
 	memcpy(&dp, l4 + 2, 2);
 	/* Sent by the host: the source is the relay's socket; received: the destination. */
-	if (known(w, proto, src, dst, alen, sp, dp, ts) || known(w, proto, dst, src, alen, dp, sp, ts))
-		return wi->ifid;
-	return -1;
+	if (!known(w, proto, src, dst, alen, sp, dp, ts) && !known(w, proto, dst, src, alen, dp, sp, ts))
+		return -1;
+	/* An interface that appeared during the run is described at its first frame of ours. */
+	if (!wi && !(wi = if_for(w, sll, true)))
+		return -1;
+	return wi->ifid;
 }
 
 struct wire *wire_open(const char *backend, bool routed, bool egress_view)
@@ -440,7 +447,7 @@ int wire_describe(struct wire *w, struct capture *cap)
 
 	w->cap = cap;
 	for (struct if_nameindex *i = ni; i && i->if_index; i++)
-		if (!add_if(w, (int)i->if_index, i->if_name, hatype_of(i->if_name)))
+		if (strcmp(i->if_name, w->uplink) && !add_if(w, (int)i->if_index, i->if_name, hatype_of(i->if_name)))
 			break;   /* the table is full */
 	if (ni)
 		if_freenameindex(ni);
@@ -461,10 +468,11 @@ int wire_attach(struct wire *w)
 				     drop_ifid);
 }
 
-void wire_routed(struct wire *w, const struct in_addr *v4, const struct in6_addr *v6)
+void wire_routed(struct wire *w, const struct in_addr *v4, const struct in6_addr *v6, const char *uplink)
 {
 	if (w->ct)
 		ct_watch_source(w->ct, v4, v6);
+	snprintf(w->uplink, sizeof(w->uplink), "%s", uplink);
 }
 
 const struct flow_tap *wire_tap(struct wire *w)

@@ -53,8 +53,11 @@ struct wire;
  */
 struct wire *wire_open(const char *backend, bool routed, bool egress_view);
 
-/* wire_routed() - the routed flows are those sent from @v4 or @v6 (the uplink's G end; NULL: none). */
-void wire_routed(struct wire *w, const struct in_addr *v4, const struct in6_addr *v6);
+/*
+ * wire_routed() - the routed flows are those sent from @v4 or @v6 (the uplink's G end; NULL: none);
+ * the host's end of the uplink, @uplink, carries them before NAT and is not described.
+ */
+void wire_routed(struct wire *w, const struct in_addr *v4, const struct in6_addr *v6, const char *uplink);
 
 /*
  * wire_describe() - describe the namespace's interfaces in @cap (if_description: `childflow

@@ -703,6 +703,7 @@ def test_capture_wire_egress_has_the_routed_flows_only(rcf, world, sess, fam):
         s = _cap_read(path)
         descs = {i["desc"] for i in s["idb"]}
         assert rdesc("wire-egress", "wire", "eth0") in descs, descs
+        assert not any("cfroot" in d for d in descs), descs   # its frames are pre-NAT: none of ours
         assert_routed_flows(path, token, host_udp, fam)
         # the relay's own socket (DNS upstream) as in rootless mode
         assert _cap_fields(path, f"dns.qry.name==\"cap-{token}.test\" && ip.src=={W.HOST_V4}", "frame.number")
