@@ -447,7 +447,7 @@ int wire_describe(struct wire *w, struct capture *cap)
 
 	w->cap = cap;
 	for (struct if_nameindex *i = ni; i && i->if_index; i++)
-		if (strcmp(i->if_name, w->uplink) && !add_if(w, (int)i->if_index, i->if_name, hatype_of(i->if_name)))
+		if (strcmp(i->if_name, w->uplink) != 0 && !add_if(w, (int)i->if_index, i->if_name, hatype_of(i->if_name)))
 			break;   /* the table is full */
 	if (ni)
 		if_freenameindex(ni);
