@@ -28,26 +28,34 @@ struct cap_if {
 	uint64_t recv, drops;
 };
 
+/* One packet ring: the child's link (one interface), or the host's (sorted into several). */
+struct cap_ring {
+	int fd;                       /* the caller's */
+	unsigned char *map;
+	size_t len;
+	unsigned int block_size, block_nr, next_block;
+	int ifid;                     /* its one interface; -1: a sorted ring */
+	capture_sort_fn sort;         /* a ring of several interfaces: which one a frame is (or none) */
+	capture_prep_fn prep;         /* called before each block is sorted (or NULL) */
+	void *sort_priv;
+	int drop_ifid;                /* ... and the interface its kernel drops are told on */
+	uint64_t recv, drops;         /* the kernel's counters (PACKET_STATISTICS), summed */
+};
+
 struct capture {
 	struct pcapng w;
 	int out_fd;
 	int epfd;
 	char *path;                   /* for messages: the file, or "stdout" */
-	int ring_fd;                  /* the backend's; -1 before capture_attach() */
-	unsigned char *ring;
-	size_t ring_len;
-	unsigned int block_size, block_nr, next_block, retire_ms;
-	int ifid;                     /* the ring's one interface; -1: none (no ring, or a sorted one) */
-	capture_sort_fn sort;         /* a ring of several interfaces: which one a frame is (or none) */
-	void *sort_priv;
-	int drop_ifid;                /* ... and the interface its kernel drops are told on */
+	struct cap_ring rings[CAPTURE_MAX_RINGS];
+	int n_rings;
+	unsigned int reserve;         /* room kept in the buffer: the largest ring block */
 	struct cap_if ifs[CAPTURE_MAX_IFS];   /* every interface described, by id */
 	int n_ifs;
 	bool stalled, stopped, told;
 	uint64_t first_pending_ms;    /* when the oldest unwritten packet was buffered; 0: none */
 	uint64_t flush_try_ms;        /* when a flush was last tried */
 	uint64_t start_ns;
-	uint64_t recv, drops;         /* the kernel's counters (PACKET_STATISTICS), summed */
 };
 
 static uint64_t now_realtime_ns(void)
@@ -108,8 +116,7 @@ struct capture *capture_open(const char *path, const char *userappl)
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
 		return NULL;
 	}
-	c->out_fd = c->epfd = c->ring_fd = -1;
-	c->ifid = -1;
+	c->out_fd = c->epfd = -1;
 	c->path = strdup(to_stdout ? "stdout" : path);
 	if (!c->path) {
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
@@ -153,66 +160,74 @@ struct capture *capture_open(const char *path, const char *userappl)
 
 static int flush(struct capture *c);
 
-/* Map the ring of @fd and watch it.  Return: 0 or -errno (after one line). */
-static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-		    unsigned int retire_ms)
+/* Map the ring of @fd and watch it.  Return: the ring, or NULL (after one line). */
+static struct cap_ring *map_ring(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
 	size_t cap = 2u * block_size + (1u << 20);
-	int r;
+	struct cap_ring *g;
 
-	c->ring_len = (size_t)block_size * block_nr;
-	c->ring = mmap(NULL, c->ring_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-	if (c->ring == MAP_FAILED) {
-		r = -errno;
-		c->ring = NULL;
-		log_error("cannot start the capture: cannot map the packet ring: %s", strerror(-r));
-		return r;
+	if (c->n_rings >= CAPTURE_MAX_RINGS) {
+		log_error("cannot start the capture: too many packet rings");
+		return NULL;
 	}
-	c->ring_fd = fd;
-	c->block_size = block_size;
-	c->block_nr = block_nr;
-	c->retire_ms = retire_ms;
+	g = &c->rings[c->n_rings];
+	memset(g, 0, sizeof(*g));
+	g->len = (size_t)block_size * block_nr;
+	g->map = mmap(NULL, g->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (g->map == MAP_FAILED) {
+		g->map = NULL;
+		log_error("cannot start the capture: cannot map the packet ring: %s", strerror(errno));
+		return NULL;
+	}
+	g->fd = fd;
+	g->block_size = block_size;
+	g->block_nr = block_nr;
+	g->ifid = g->drop_ifid = -1;
+	c->n_rings++;   /* unmapped by capture_free() from now on */
 	/* Room for a whole block of frames (each takes more room in the ring than in an EPB) twice. */
 	if (c->w.cap < cap) {
 		unsigned char *nb = realloc(c->w.buf, cap);
 
 		if (!nb) {
 			log_error("cannot start the capture: %s", strerror(ENOMEM));
-			return -ENOMEM;
+			return NULL;
 		}
 		c->w.buf = nb;
 		c->w.cap = cap;
 	}
+	if (block_size > c->reserve)
+		c->reserve = block_size;
 	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		r = -errno;
-		log_error("cannot start the capture: %s", strerror(-r));
-		return r;
+		log_error("cannot start the capture: %s", strerror(errno));
+		return NULL;
 	}
-	return 0;
+	return g;
 }
 
 int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 		   unsigned int retire_ms, const char *ifname, const char *desc)
 {
-	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+	struct cap_ring *g = map_ring(c, fd, block_size, block_nr);
 
-	if (r < 0)
-		return r;
-	c->ifid = capture_add_if(c, PCAPNG_LINKTYPE_ETHERNET, ifname, desc);
-	return c->ifid < 0 ? c->ifid : 0;
+	(void)retire_ms;
+	if (!g)
+		return -EIO;
+	g->ifid = capture_add_if(c, PCAPNG_LINKTYPE_ETHERNET, ifname, desc);
+	return g->ifid < 0 ? g->ifid : 0;
 }
 
 int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid)
+			  capture_sort_fn sort, capture_prep_fn prep, void *priv, int drop_ifid)
 {
-	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+	struct cap_ring *g = map_ring(c, fd, block_size, block_nr);
 
-	if (r < 0)
-		return r;
-	c->sort = sort;
-	c->sort_priv = priv;
-	c->drop_ifid = drop_ifid;
+	if (!g)
+		return -EIO;
+	g->sort = sort;
+	g->prep = prep;
+	g->sort_priv = priv;
+	g->drop_ifid = drop_ifid;
 	return 0;
 }
 
@@ -256,10 +271,9 @@ int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *hea
 		return -EIO;
 	}
 	/* Keep room for a whole ring block: the ring's frames must always fit (drain()). */
-	if (pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + (c->ring ? c->block_size : 0)) {
+	if (pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + c->reserve) {
 		r = flush(c);
-		if (r == -1 ||
-		    pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + (c->ring ? c->block_size : 0)) {
+		if (r == -1 || pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + c->reserve) {
 			c->ifs[ifid].drops++;   /* a full pipe: counted, told at the end */
 			return r == -1 ? -EIO : -ENOBUFS;
 		}
@@ -286,23 +300,25 @@ static void stop(struct capture *c)
 	c->stopped = true;
 	c->stalled = false;
 	c->first_pending_ms = 0;
-	if (c->epfd >= 0 && c->ring_fd >= 0)
-		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->ring_fd, NULL);
+	for (int i = 0; i < c->n_rings && c->epfd >= 0; i++)
+		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->rings[i].fd, NULL);
 	if (!c->told)
 		log_warn("capture stopped: cannot write to %s: %s; it holds the packets up to now (exit "
 			 "status 3 if the command succeeds)", c->path, strerror(-pcapng_error(&c->w)));
 	c->told = true;
 }
 
-/* The ring is (not) to be read: a stalled output holds it back. */
+/* The rings are (not) to be read: a stalled output holds them back. */
 static void set_stalled(struct capture *c, bool stalled)
 {
-	struct epoll_event ev = { .events = stalled ? 0 : EPOLLIN };
-
 	if (c->stalled == stalled)
 		return;
 	c->stalled = stalled;
-	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->ring_fd, &ev);
+	for (int i = 0; i < c->n_rings; i++) {
+		struct epoll_event ev = { .events = stalled ? 0 : EPOLLIN, .data.fd = c->rings[i].fd };
+
+		epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->rings[i].fd, &ev);
+	}
 }
 
 /* Flush; Return: 0 when the output took it all, -EAGAIN (a full pipe), or -1 when stopped. */
@@ -321,9 +337,12 @@ static int flush(struct capture *c)
 }
 
 /* Copy the frames of one ring block into the writer.  There is room for all of them. */
-static void take_block(struct capture *c, struct tpacket_block_desc *bd, uint64_t now)
+static void take_block(struct capture *c, struct cap_ring *g, struct tpacket_block_desc *bd, uint64_t now)
 {
 	const unsigned char *p = (const unsigned char *)bd + bd->hdr.bh1.offset_to_first_pkt;
+
+	if (g->prep)
+		g->prep(g->sort_priv);
 
 	for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts; i++) {
 		const struct tpacket3_hdr *h = (const struct tpacket3_hdr *)p;
@@ -331,13 +350,13 @@ static void take_block(struct capture *c, struct tpacket_block_desc *bd, uint64_
 		/* On the gateway's end of the link: frames it sends go to the tree, the rest came from it. */
 		uint32_t dir = sll->sll_pkttype == PACKET_OUTGOING ? PCAPNG_EPB_OUTBOUND : PCAPNG_EPB_INBOUND;
 		uint64_t ts = (uint64_t)h->tp_sec * 1000000000u + h->tp_nsec;
-		int ifid = c->sort ? c->sort(c->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts) : c->ifid;
+		int ifid = g->sort ? g->sort(g->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts) : g->ifid;
 
 		if (ifid < 0)
 			goto next;   /* not one of ours */
 		if (pcapng_epb(&c->w, (uint32_t)ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) < 0)
 			break;   /* cannot happen: a block's frames fit in the room reserved for it */
-		if (c->sort)
+		if (g->sort)
 			c->ifs[ifid].recv++;
 		if (!c->first_pending_ms)
 			c->first_pending_ms = now ? now : 1;
@@ -349,45 +368,63 @@ next:
 }
 
 /*
- * drain() - take every block the kernel has handed over, flushing when the buffer cannot hold one
- * more.  @wait_ms > 0 (at the end): a full pipe is waited for, at most that long in all.
- * Return: the number of blocks taken.
+ * drain_ring() - take every block the kernel has handed over in @g, flushing when the buffer cannot
+ * hold one more.  Until @until (CLOCK_MONOTONIC ms; 0: not at all), a full pipe is waited for.
+ * Return: the number of blocks taken, or -1 when the output holds the rings back now.
  */
-static unsigned int drain(struct capture *c, uint64_t now, int wait_ms)
+static int drain_ring(struct capture *c, struct cap_ring *g, uint64_t now, uint64_t until)
 {
-	unsigned int taken = 0;
-	uint64_t until = now_ms() + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
+	int taken = 0;
 
-	while (!c->stopped && c->ring) {
+	while (!c->stopped) {
 		struct tpacket_block_desc *bd =
-			(struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+			(struct tpacket_block_desc *)(g->map + (size_t)g->next_block * g->block_size);
 
 		if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
 			break;
-		while (pcapng_room(&c->w) < c->block_size) {
+		while (pcapng_room(&c->w) < g->block_size) {
 			int r = flush(c);
 
 			if (r < 0 && r != -EAGAIN)
 				return taken;
-			if (r == 0 || pcapng_room(&c->w) >= c->block_size)
+			if (r == 0 || pcapng_room(&c->w) >= g->block_size)
 				break;
 			uint64_t t = now_ms();
 
-			if (wait_ms <= 0 || t >= until) {
-				set_stalled(c, true);
-				return taken;
-			}
+			if (t >= until)
+				return -1;
 			struct pollfd pf = { .fd = c->out_fd, .events = POLLOUT };
 
 			poll(&pf, 1, (int)(until - t));
 		}
-		take_block(c, bd, now);
+		take_block(c, g, bd, now);
 		/* The kernel zeroes it when it opens the block again; zeroed now, a non-zero count on a
 		 * block of the kernel's means it is filling it (capture_finish() waits for that one). */
 		bd->hdr.bh1.num_pkts = 0;
 		__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-		c->next_block = (c->next_block + 1) % c->block_nr;
+		g->next_block = (g->next_block + 1) % g->block_nr;
 		taken++;
+	}
+	return taken;
+}
+
+/*
+ * drain() - take every block the kernel has handed over in every ring.  @wait_ms > 0 (at the end):
+ * a full pipe is waited for, at most that long in all.  Return: the number of blocks taken.
+ */
+static unsigned int drain(struct capture *c, uint64_t now, int wait_ms)
+{
+	unsigned int taken = 0;
+	uint64_t until = wait_ms > 0 ? now_ms() + (uint64_t)wait_ms : 0;
+
+	for (int i = 0; i < c->n_rings && !c->stopped; i++) {
+		int n = drain_ring(c, &c->rings[i], now, until);
+
+		if (n < 0) {
+			set_stalled(c, true);
+			return taken;
+		}
+		taken += (unsigned int)n;
 	}
 	if (!c->stopped)
 		set_stalled(c, false);
@@ -398,8 +435,7 @@ void capture_run(struct capture *c, uint64_t now)
 {
 	if (c->stopped)
 		return;
-	if (c->ring)
-		drain(c, now, 0);
+	drain(c, now, 0);
 	if (!c->stopped && c->first_pending_ms && now >= c->first_pending_ms + CAPTURE_FLUSH_MS)
 		flush(c);
 }
@@ -418,17 +454,32 @@ uint64_t capture_deadline(const struct capture *c)
 	return c->first_pending_ms + CAPTURE_FLUSH_MS;
 }
 
-/* Sum the kernel's counters (reading them resets them). */
-static void read_stats(struct capture *c)
+/* Sum the kernel's counters of @g (reading them resets them). */
+static void read_stats(struct cap_ring *g)
 {
 	struct tpacket_stats_v3 st;
 	socklen_t len = sizeof(st);
 
 	memset(&st, 0, sizeof(st));
-	if (c->ring_fd >= 0 && getsockopt(c->ring_fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
-		c->recv += st.tp_packets;   /* the kernel counts the dropped ones in too */
-		c->drops += st.tp_drops;
+	if (getsockopt(g->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+		g->recv += st.tp_packets;   /* the kernel counts the dropped ones in too */
+		g->drops += st.tp_drops;
 	}
+}
+
+/* Does some ring hold frames not taken yet (a block handed over, or one being filled)? */
+static bool rings_pending(const struct capture *c)
+{
+	for (int i = 0; i < c->n_rings; i++) {
+		const struct cap_ring *g = &c->rings[i];
+		const struct tpacket_block_desc *bd =
+			(const struct tpacket_block_desc *)(g->map + (size_t)g->next_block * g->block_size);
+
+		if (__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) ||
+		    (__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+			return true;
+	}
+	return false;
 }
 
 /* Flush, waiting for a full pipe at most @wait_ms.  Return: 0, or -1 when the capture stopped. */
@@ -453,9 +504,10 @@ static int flush_wait(struct capture *c, int wait_ms)
 
 bool capture_finish(struct capture *c)
 {
-	uint64_t end;
+	uint64_t end, recv = 0, drops = 0;
+	bool own[CAPTURE_MAX_IFS] = { false };   /* its counters are a ring's, drops included */
 
-	if (c->ring && !c->stopped) {
+	if (c->n_rings && !c->stopped) {
 		/*
 		 * The block being filled now is handed over when its timer fires (after one or two
 		 * periods).  Once it is, every frame until now has been taken; later ones (the
@@ -464,43 +516,46 @@ bool capture_finish(struct capture *c)
 		uint64_t until = now_ms() + FINISH_RING_MS;
 
 		drain(c, now_ms(), FINISH_WAIT_MS);
-		while (!c->stopped && now_ms() < until) {
-			struct pollfd pf = { .fd = c->ring_fd, .events = POLLIN };
-			const struct tpacket_block_desc *bd =
-				(const struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+		while (!c->stopped && now_ms() < until && rings_pending(c)) {
+			struct pollfd pf = { .fd = c->epfd, .events = POLLIN };
 
-			if (!__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) &&
-			    !(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
-				break;   /* nothing waiting in the ring */
 			poll(&pf, 1, (int)(until - now_ms()));
-			if (drain(c, now_ms(), FINISH_WAIT_MS) > 0)
+			if (drain(c, now_ms(), FINISH_WAIT_MS) > 0 && !rings_pending(c))
 				break;
 		}
 	}
-	read_stats(c);
 	end = now_realtime_ns();
-	if (c->ifid >= 0) {
-		c->ifs[c->ifid].recv = c->recv;    /* the kernel's view: it counts its drops in */
-		c->ifs[c->ifid].drops = c->drops;
-	} else if (c->sort && c->drop_ifid >= 0 && c->drop_ifid < c->n_ifs) {
-		c->ifs[c->drop_ifid].drops += c->drops;   /* a dropped frame's interface is unknown */
+	for (int i = 0; i < c->n_rings; i++) {
+		struct cap_ring *g = &c->rings[i];
+
+		read_stats(g);
+		recv += g->recv;
+		drops += g->drops;
+		if (g->ifid >= 0 && g->ifid < c->n_ifs) {
+			c->ifs[g->ifid].recv = g->recv;    /* the kernel's view: it counts its drops in */
+			c->ifs[g->ifid].drops = g->drops;
+			own[g->ifid] = true;
+		} else if (g->sort && g->drop_ifid >= 0 && g->drop_ifid < c->n_ifs) {
+			c->ifs[g->drop_ifid].drops += g->drops;   /* a dropped frame's interface is unknown */
+			own[g->drop_ifid] = true;
+		}
 	}
 	for (int i = 0; i < c->n_ifs && !c->stopped; i++) {
 		if (pcapng_room(&c->w) < 256 && flush_wait(c, FINISH_WAIT_MS) != 0)
 			break;
 		pcapng_isb(&c->w, (uint32_t)i, end, c->start_ns, end, c->ifs[i].recv, c->ifs[i].drops);
-		if (i != c->ifid && !(c->sort && i == c->drop_ifid))
-			c->drops += c->ifs[i].drops;
+		if (!own[i])
+			drops += c->ifs[i].drops;
 	}
 	if (!c->stopped)
 		flush_wait(c, FINISH_WAIT_MS);
-	/* Once stopped, the ring is no longer read and fills: those drops were told as the stop. */
-	if (c->drops && !c->stopped)
+	/* Once stopped, the rings are no longer read and fill: those drops were told as the stop. */
+	if (drops && !c->stopped)
 		log_warn("capture: the kernel dropped %llu of %llu packets (the capture ring was full); %s "
-			 "misses them (its statistics block says so)", (unsigned long long)c->drops,
-			 (unsigned long long)c->recv, c->path);
+			 "misses them (its statistics block says so)", (unsigned long long)drops,
+			 (unsigned long long)recv, c->path);
 	log_debug("capture: %llu packets written to %s, %llu dropped by the kernel",
-		  (unsigned long long)c->w.packets, c->path, (unsigned long long)c->drops);
+		  (unsigned long long)c->w.packets, c->path, (unsigned long long)drops);
 	return !c->stopped;
 }
 
@@ -510,8 +565,9 @@ void capture_free(struct capture *c)
 		return;
 	if (c->w.buf)
 		pcapng_close(&c->w, 0);
-	if (c->ring)
-		munmap(c->ring, c->ring_len);
+	for (int i = 0; i < c->n_rings; i++)
+		if (c->rings[i].map)
+			munmap(c->rings[i].map, c->rings[i].len);
 	if (c->epfd >= 0)
 		close(c->epfd);
 	if (c->out_fd >= 0)

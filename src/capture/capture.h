@@ -77,13 +77,19 @@ struct sockaddr_ll;
 typedef int (*capture_sort_fn)(void *priv, const unsigned char *data, uint32_t len,
 			       const struct sockaddr_ll *sll, uint64_t ts_ns);
 
+/* capture_prep_fn - a block of frames is about to be sorted (all of them are in the ring already). */
+typedef void (*capture_prep_fn)(void *priv);
+
+#define CAPTURE_MAX_RINGS 2          /* -C both with --root: the child's link and the host's */
+
 /*
  * capture_attach_sorted() - as capture_attach(), for a ring of several interfaces: @sort (with
- * @priv) says which interface each frame is, or that it is left out.  The kernel's drops are told
- * on interface @drop_ifid.  Return: 0, or -errno after one line.
+ * @priv) says which interface each frame is, or that it is left out; @prep (or NULL) is called
+ * before each block's frames are sorted.  The kernel's drops are told on interface @drop_ifid.
+ * A capture reads up to CAPTURE_MAX_RINGS rings.  Return: 0, or -errno after one line.
  */
 int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid);
+			  capture_sort_fn sort, capture_prep_fn prep, void *priv, int drop_ifid);
 
 /* The fd the event loop watches for EPOLLIN (the capture's own epoll fd). */
 int capture_fd(const struct capture *c);

@@ -7,6 +7,7 @@ childflow, and concurrent runs."""
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -697,11 +698,148 @@ def test_uplink_range_taken_by_a_host_route(rcf, world):
         world.ip(h, "route", "del", "10.240.0.0/15", "dev", "eth0", check=False)
 
 
-@pytest.mark.parametrize("view", ["egress", "both", "wire-egress"])
-def test_capture_views_the_kernel_path_cannot_show_are_refused(rcf, sess, view):
-    path = os.path.join(sess.work, f"root-{view}-{os.getpid()}.pcapng")
-    r = rcf.run(["--root", "-c", path, "-C", view, "--", "true"])
-    assert r.rc == 2, r
-    lines = r.etext.strip().splitlines()
-    assert len(lines) == 1 and "--root" in lines[0] and "-C child" in lines[0], r
-    assert not os.path.exists(path)
+# ---------- capture views under --root: the host's frames of the routed flows ----------
+#
+# The tree's direct flows are routed and masqueraded by the host kernel; the egress views hold their
+# real frames on the host's uplink (picked by the host's conntrack events: original source = the
+# uplink's G end, matched by the reply tuple), plus the relay's own sockets (here the DNS upstream).
+# The negative control: at the same time, the host itself talks to the same remote, by TCP and UDP,
+# through the same interface; none of it may be in the file.
+
+def _cap_read(path):
+    from test_capture import read_ok
+    return read_ok(path, ())
+
+
+def _cap_fields(path, flt, *names):
+    from test_capture import fields
+    return fields(path, flt, *names)
+
+
+def run_with_host_traffic(rcf, world, sess, view, fam="v4", extra=(), tag="cap"):
+    """childflow --root -c FILE -C VIEW running an HTTP request, a UDP echo and a DNS query (through
+    --dns) while the host makes its own HTTP request and UDP echo to the same remote.
+    Return: (path, token, the host's UDP port)."""
+    rem = R2[fam]
+    token = os.urandom(6).hex()
+    path = os.path.join(sess.work, f"root-{tag}-{os.getpid()}.pcapng")
+    script = (f"sleep 0.6; curl -sS --noproxy '*' --max-time 20 -o /dev/null {url(rem, '/index.html?id=' + token)} "
+              f"&& {shlex.join(py(P.UDP_ECHO, rem, W.ECHO_PORT, 1))} >/dev/null && "
+              f"(dig +time=1 +tries=1 cap-{token}.test >/dev/null; true) && sleep 1.5")
+    p = rcf.popen(["--root", "-c", path, "-C", view, "--dns", R2["v4"]] + list(extra) + ["--", "sh", "-c", script])
+    try:
+        time.sleep(0.8)
+        hr = subprocess.run(["ip", "netns", "exec", world.host] + curl("-o", "/dev/null", "-w", "%{http_code}",
+                            url(rem, f"/index.html?host={token}")), capture_output=True, timeout=30)
+        assert hr.stdout == b"200", hr
+        uh = subprocess.run(["ip", "netns", "exec", world.host] + py(P.UDP_ECHO, rem, W.ECHO_PORT, 2),
+                            capture_output=True, timeout=30)
+        assert uh.returncode == 0, uh
+        assert p.poll() is None, ("the command ended before the host's traffic: not concurrent",
+                                  p.returncode, p.stderr.read()[-2000:])
+        out, err = p.communicate(timeout=60)
+    except BaseException:
+        kill_tree(p)
+        if os.path.exists(path):
+            os.unlink(path)
+        raise
+    assert p.returncode == 0, (out, err)
+    assert world.svc_remote2.wait_find(path=f"/index.html?host={token}"), "the host's request never arrived"
+    assert world.svc_remote2.wait_find(path=f"/index.html?id={token}"), "the tree's request never arrived"
+    return path, token, json.loads(uh.stdout.decode().strip().split("\n")[-1])["local"][1]
+
+
+def assert_routed_flows(path, token, host_udp, fam, iface="eth0", src=None):
+    """The tree's HTTP request and UDP echo as the host's uplink carried them (the host's address
+    after NAT, the real remote), nothing of the host's own flows, nothing of the pre-NAT addresses."""
+    rem = R2[fam]
+    src = src or (W.HOST_V4 if fam == "v4" else W.HOST_V6)
+    ip = "ip" if fam == "v4" else "ipv6"
+    reqs = _cap_fields(path, f"http.request && frame.interface_name==\"{iface}\"", f"{ip}.src", f"{ip}.dst",
+                       "http.request.uri")
+    assert reqs == [[src, rem, f"/index.html?id={token}"]], reqs
+    assert not _cap_fields(path, "http.request.uri contains \"host=\"", "frame.number")
+    # the whole connection, from its first SYN (as the host's kernel sent it) to its end
+    assert _cap_fields(path, f"frame.interface_name==\"{iface}\" && tcp.flags.syn==1 && tcp.flags.ack==0",
+                       f"{ip}.src", f"{ip}.dst") == [[src, rem]]
+    assert _cap_fields(path, f"frame.interface_name==\"{iface}\" && tcp.flags.fin==1", "frame.number")
+    streams = {r[0] for r in _cap_fields(path, f"frame.interface_name==\"{iface}\" && tcp", "tcp.stream")}
+    assert len(streams) == 1, streams
+    # the tree's UDP echo, masqueraded; not the host's (its own port)
+    ports = {tuple(r) for r in _cap_fields(path, f"frame.interface_name==\"{iface}\" && udp.port=={W.ECHO_PORT}",
+                                             f"{ip}.src", "udp.srcport", "udp.dstport")}
+    assert ports and all(str(host_udp) not in pr[1:] for pr in ports), (ports, host_udp)
+    assert {pr[0] for pr in ports} <= {src, rem}, ports
+    # no frame of the tree's pre-NAT addresses (the child's, the uplink's) on the host's egress
+    assert not _cap_fields(path, f"frame.interface_name==\"{iface}\" && (ip.addr==10.240.0.0/15 || "
+                           "ipv6.addr==fdcf:f10e:7000::/48 || ipv6.addr==fd42:6368:696c::/48)", "frame.number")
+
+
+def rdesc(view, kind, ifname):
+    return f"childflow view={view} backend=rootful kind={kind} interface={ifname}"
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_capture_wire_egress_has_the_routed_flows_only(rcf, world, sess, fam):
+    """-C wire-egress with --root: the real frames on the host's eth0 of the tree's routed (kernel-
+    forwarded, masqueraded) flows and of the relay's DNS upstream query; nothing of the host's own."""
+    path, token, host_udp = run_with_host_traffic(rcf, world, sess, "wire-egress", fam, tag=f"wire-{fam}")
+    try:
+        s = _cap_read(path)
+        descs = {i["desc"] for i in s["idb"]}
+        assert rdesc("wire-egress", "wire", "eth0") in descs, descs
+        assert not any("cfroot" in d for d in descs), descs   # its frames are pre-NAT: none of ours
+        assert_routed_flows(path, token, host_udp, fam)
+        # the relay's own socket (DNS upstream) as in rootless mode
+        assert _cap_fields(path, f"dns.qry.name==\"cap-{token}.test\" && ip.src=={W.HOST_V4}", "frame.number")
+        assert not _cap_fields(path, "!(tcp || udp)", "frame.number")
+    finally:
+        os.unlink(path)
+
+
+def test_capture_egress_is_captured_for_routed_flows(rcf, world, sess):
+    """-C egress with --root: the routed flows as the host sent them (kind=captured, the real frames
+    after NAT), the relay's DNS upstream query reconstructed (kind=reconstructed); nothing of the
+    host's own traffic."""
+    path, token, host_udp = run_with_host_traffic(rcf, world, sess, "egress", tag="egress")
+    try:
+        s = _cap_read(path)
+        descs = [i["desc"] for i in s["idb"]]
+        assert descs[0] == rdesc("egress", "reconstructed", "egress"), descs
+        assert rdesc("egress", "captured", "eth0") in descs, descs
+        assert not any("view=child" in d or "view=wire-egress" in d for d in descs), descs
+        assert_routed_flows(path, token, host_udp, "v4")
+        assert _cap_fields(path, f"frame.interface_name==\"egress\" && dns.qry.name==\"cap-{token}.test\" && "
+                           f"ip.src=={W.HOST_V4}", "frame.number")
+    finally:
+        os.unlink(path)
+
+
+def test_capture_both_has_child_and_egress(rcf, world, sess):
+    """-C both with --root: the child's view on gw0 and the egress view in one file; the same request
+    from the child's address on gw0 and from the host's address on eth0."""
+    path, token, host_udp = run_with_host_traffic(rcf, world, sess, "both", tag="both")
+    try:
+        s = _cap_read(path)
+        descs = [i["desc"] for i in s["idb"]]
+        assert descs[:2] == ["childflow view=child backend=rootful kind=isolated interface=gw0",
+                             rdesc("egress", "reconstructed", "egress")], descs
+        assert rdesc("egress", "captured", "eth0") in descs, descs
+        assert len(s["isb"]) == len(s["idb"]), (s["isb"], s["idb"])
+        rows = _cap_fields(path, "http.request", "frame.interface_name", "ip.src", "ip.dst")
+        assert sorted(map(tuple, rows)) == [("eth0", W.HOST_V4, R2["v4"]), ("gw0", "10.240.255.2", R2["v4"])], rows
+        assert_routed_flows(path, token, host_udp, "v4")
+    finally:
+        os.unlink(path)
+
+
+def test_capture_wire_egress_follows_iface(rcf2, world2, sess):
+    """-C wire-egress with --root -i eth1 (the second uplink): the routed flows are on eth1 from its
+    address; the host's own traffic (default route: eth0) and nothing else of theirs is there."""
+    path, token, host_udp = run_with_host_traffic(rcf2, world2, sess, "wire-egress", extra=("-i", "eth1"),
+                                                  tag="wire-i")
+    try:
+        assert_routed_flows(path, token, host_udp, "v4", iface="eth1", src=W.UP2_V4)
+        assert not _cap_fields(path, "frame.interface_name==\"eth0\" && tcp", "frame.number")
+    finally:
+        os.unlink(path)
