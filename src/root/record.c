@@ -3,6 +3,7 @@
 #include "root/record.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,27 @@ static bool number(const char **p, unsigned int *v)
 		return false;
 	*v = (unsigned int)n;
 	*p = *s ? s + 1 : s;
+	return true;
+}
+
+/* A decimal number of at most 20 digits that fits 64 bits, ending at @end; *@p moves past @end. */
+static bool number64(const char **p, char end, uint64_t *v)
+{
+	uint64_t n = 0;
+	const char *s = *p;
+	int digits = 0;
+
+	while (*s >= '0' && *s <= '9') {
+		unsigned int d = (unsigned int)(*s++ - '0');
+
+		if (++digits > 20 || n > (UINT64_MAX - d) / 10)
+			return false;
+		n = n * 10 + d;
+	}
+	if (!digits || *s != end)
+		return false;
+	*v = n;
+	*p = end ? s + 1 : s;
 	return true;
 }
 
@@ -92,6 +114,13 @@ enum root_rec_kind root_rec_parse(char *line, struct root_rec_line *out)
 			return ROOT_REC_NONE;
 		return out->kind = ROOT_REC_RULE;
 	}
+	if (!strncmp(line, "netns ", 6)) {
+		p = line + 6;
+		if (!number64(&p, ' ', &out->netns.dev) || !number64(&p, ' ', &out->netns.ino) ||
+		    !number64(&p, '\0', &out->netns.cookie))
+			return ROOT_REC_NONE;
+		return out->kind = ROOT_REC_NETNS;
+	}
 	if (!strncmp(line, "table ", 6)) {
 		p = line + 6;
 		if (!number(&p, &out->table) || *p || !own_table(out->table))
@@ -140,9 +169,60 @@ bool root_rec_value(const char *rec, const char *path, char *val, size_t vlen)
 	return false;
 }
 
-bool root_rec_same_netns(const char *rec, const char *tag)
+/* The first line's "# childflow --root, pid <pid>, netns <dev>:<ino>", into @id (cookie 0). */
+static bool header_netns(const char *l, size_t len, struct root_netns *id)
 {
-	const char *nl = strchr(rec, '\n'), *t = strstr(rec, tag);
+	static const char pre[] = "# childflow --root, pid ";
+	char buf[128];
+	const char *p = buf + sizeof(pre) - 1;
+	int digits = 0;
 
-	return nl && *tag && t && t < nl + 1;
+	if (len >= sizeof(buf))
+		return false;
+	memcpy(buf, l, len);
+	buf[len] = '\0';
+	if (strncmp(buf, pre, sizeof(pre) - 1) != 0)
+		return false;
+	while (*p >= '0' && *p <= '9' && digits <= 10) {
+		p++;
+		digits++;
+	}
+	if (!digits || digits > 10 || strncmp(p, ", netns ", 8) != 0)
+		return false;
+	p += 8;
+	memset(id, 0, sizeof(*id));
+	return number64(&p, ':', &id->dev) && number64(&p, '\0', &id->ino);
+}
+
+bool root_rec_netns(const char *rec, struct root_netns *id)
+{
+	struct root_netns head;
+	bool have_head, have_line = false;
+	const char *eol = strchr(rec, '\n');
+	size_t hl = eol ? (size_t)(eol - rec) : strlen(rec);
+
+	have_head = header_netns(rec, hl, &head);
+	for (const char *l = rec; *l; ) {
+		const char *e = strchr(l, '\n');
+		size_t ll = e ? (size_t)(e - l) : strlen(l);
+		char buf[96];
+		struct root_rec_line rl;
+
+		if (ll > 6 && ll < sizeof(buf) && !strncmp(l, "netns ", 6)) {
+			memcpy(buf, l, ll);
+			buf[ll] = '\0';
+			if (root_rec_parse(buf, &rl) != ROOT_REC_NETNS || have_line)
+				return false;
+			have_line = true;
+			*id = rl.netns;
+		} else if (!strncmp(l, "netns ", 6)) {
+			return false;   /* too long to be one */
+		}
+		l += ll + (e ? 1 : 0);
+	}
+	if (have_line)
+		return !have_head || (head.dev == id->dev && head.ino == id->ino);
+	if (have_head)
+		*id = head;
+	return have_head;
 }

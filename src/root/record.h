@@ -6,7 +6,8 @@
  * write a sysctl: a damaged or planted record must not name anything else.  Pure (no I/O):
  * tests/fuzz/fuzz_rootrec.c feeds it anything.  Internal to src/root/.
  *
- * Lines: "# childflow --root, pid <pid>, netns <dev>:<ino>" (the first), "rule <4|6> <prio> <table>
+ * Lines: "# childflow --root, pid <pid>, netns <dev>:<ino>" (the first), "netns <dev> <ino>
+ * <cookie>" (the second; records of older versions have none), "rule <4|6> <prio> <table>
  * <source address>", "table <table>", "<sysctl path> <value to restore>".
  */
 #ifndef CHILDFLOW_ROOT_RECORD_H
@@ -15,6 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "root/netns.h"
+
 #define ROOT_REC_VAL_MAX 64
 
 enum root_rec_kind {
@@ -22,6 +25,7 @@ enum root_rec_kind {
 	ROOT_REC_RULE,     /* delete the rule "from @addr lookup @table" at @prio */
 	ROOT_REC_TABLE,    /* empty routing table @table */
 	ROOT_REC_SYSCTL,   /* write @value to @path */
+	ROOT_REC_NETNS,    /* the run's network namespace: @netns */
 };
 
 struct root_rec_line {
@@ -30,6 +34,7 @@ struct root_rec_line {
 	unsigned int prio, table;
 	unsigned char addr[16];
 	const char *path, *value;       /* ROOT_REC_SYSCTL: inside the line given */
+	struct root_netns netns;        /* ROOT_REC_NETNS */
 };
 
 /*
@@ -52,7 +57,12 @@ enum root_rec_kind root_rec_parse(char *line, struct root_rec_line *out);
  */
 bool root_rec_value(const char *rec, const char *path, char *val, size_t vlen);
 
-/* root_rec_same_netns() - does record text @rec's first line carry @tag ("netns D:I\n")? */
-bool root_rec_same_netns(const char *rec, const char *tag);
+/*
+ * root_rec_netns() - the network namespace record text @rec names, into @id: its "netns" line, or
+ * for a record of an older version without one, its first line's "netns <dev>:<ino>" (cookie 0).
+ * Return: false when it names none, or more than one (two "netns" lines, or a first line that
+ * disagrees with the "netns" line).
+ */
+bool root_rec_netns(const char *rec, struct root_netns *id);
 
 #endif

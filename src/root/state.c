@@ -52,20 +52,19 @@
 
 /*
  * Records of every network namespace share the directory, but a sysctl path means the namespace of
- * whoever opens it: each record names its run's namespace on its first line, and only records of
- * our own namespace are shared or restored by us.
+ * whoever opens it: each record names its run's namespace (inode and cookie, root/netns.h), and
+ * only records of our own namespace are shared or restored by us.  A dead run's record whose
+ * namespace is gone is deleted without restoring anything: its sysctls died with it.
  */
-static char netns_tag[64];
+static struct root_netns self_ns;
 
-static void netns_tag_init(void)
+/* Does live record text @rec name our namespace?  Live, its namespace exists: the inode says it. */
+static bool live_ours(const char *rec)
 {
-	struct stat st;
+	struct root_netns id;
 
-	if (stat("/proc/self/ns/net", &st) == 0)
-		snprintf(netns_tag, sizeof(netns_tag), "netns %lu:%lu\n", (unsigned long)st.st_dev,
-			 (unsigned long)st.st_ino);
-	else
-		snprintf(netns_tag, sizeof(netns_tag), "netns unknown\n");
+	return root_rec_netns(rec, &id) && id.dev == self_ns.dev && id.ino == self_ns.ino &&
+	       (!id.cookie || !self_ns.cookie || id.cookie == self_ns.cookie);
 }
 
 /* Lock the records' directory (creating it).  Return: its fd, or -errno. */
@@ -165,7 +164,7 @@ static bool live_value(int dfd, const char *self, const char *path, char *val, s
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
-		if (!record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && root_rec_same_netns(rec, netns_tag))
+		if (!record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && live_ours(rec))
 			found = root_rec_value(rec, path, val, vlen);
 		close(fd);
 	}
@@ -280,10 +279,24 @@ static void collect_stale(int dfd)
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
-		/* Another namespace's record is left to a run there. */
-		if (record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && root_rec_same_netns(rec, netns_tag)) {
+		struct root_netns id;
+
+		if (!record_is_stale(fd) || read_all(fd, rec, sizeof(rec)) < 0 || !root_rec_netns(rec, &id)) {
+			close(fd);
+			continue;
+		}
+		switch (root_netns_fate(&id, &self_ns)) {
+		case ROOT_NETNS_OURS:
 			log_debug("host: restoring what a dead childflow --root run left (%s)", de->d_name);
 			restore_record(dfd, de->d_name, fd);
+			break;
+		case ROOT_NETNS_GONE:
+			log_debug("host: %s is a dead childflow --root run's of a namespace that is gone: "
+				  "deleted, nothing restored", de->d_name);
+			unlinkat(dfd, de->d_name, 0);
+			break;
+		case ROOT_NETNS_ELSEWHERE:   /* left to a run there */
+			break;
 		}
 		close(fd);
 	}
@@ -339,7 +352,8 @@ int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, v
 	int sp[2], dfd;
 	pid_t p = getpid();
 
-	netns_tag_init();
+	if (root_netns_self(&self_ns) < 0)
+		memset(&self_ns, 0, sizeof(self_ns));   /* no record can name inode 0: nothing is ours */
 	dfd = lock_dir();
 	memset(st, 0, sizeof(*st));
 	st->rec_fd = st->wd_fd = -1;
@@ -375,7 +389,10 @@ int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, v
 		errno = e;
 		return -1;
 	}
-	dprintf(st->rec_fd, "# childflow --root, pid %d, %s", (int)p, netns_tag);
+	/* The first line as older versions write it: they share and restore by it. */
+	dprintf(st->rec_fd, "# childflow --root, pid %d, netns %llu:%llu\nnetns %llu %llu %llu\n", (int)p,
+		(unsigned long long)self_ns.dev, (unsigned long long)self_ns.ino, (unsigned long long)self_ns.dev,
+		(unsigned long long)self_ns.ino, (unsigned long long)self_ns.cookie);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 || (st->watchdog = fork()) < 0) {
 		explain_fail("root_host", errno, "cannot start the watchdog that restores the host for --root");
 		close(st->rec_fd);

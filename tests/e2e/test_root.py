@@ -843,3 +843,112 @@ def test_capture_wire_egress_follows_iface(rcf2, world2, sess):
         assert not _cap_fields(path, "frame.interface_name==\"eth0\" && tcp", "frame.number")
     finally:
         os.unlink(path)
+
+
+# ---------- what --root's direct traffic may not do (red team 3: G1, G2) ----------
+
+SNIFF = r'''
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003)); s.settimeout(0.2)
+print("ready", flush=True)
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    try: pkt, addr = s.recvfrom(65535)
+    except socket.timeout: continue
+    if addr[2] == socket.PACKET_OUTGOING or b"CFLEAK" not in pkt: continue
+    i = pkt.index(b"CFLEAK")
+    tag = pkt[i:i + 12].decode(errors="replace")
+    if pkt[12:14] == b"\x08\x00":
+        print("%s %s %s" % (tag, socket.inet_ntoa(pkt[26:30]), addr[0]), flush=True)
+    elif pkt[12:14] == b"\x86\xdd":
+        print("%s %s %s" % (tag, socket.inet_ntop(socket.AF_INET6, pkt[22:38]), addr[0]), flush=True)
+'''
+
+# The command (root inside, so CAP_NET_RAW) sends what conntrack marks INVALID: UDP with a bad
+# checksum and (IPv4) a TCP segment with SYN|FIN|RST; and a normal datagram, the control.
+LEAK = r'''
+import socket, struct, sys, time
+fam, dst = sys.argv[1], sys.argv[2]
+af = socket.AF_INET6 if fam == "v6" else socket.AF_INET
+socket.socket(af, socket.SOCK_DGRAM).sendto(b"CFLEAK-good", (dst, 9999))
+time.sleep(0.5)   # neighbour discovery done
+s = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_UDP)
+p = b"CFLEAK-csum"
+for i in range(3):
+    s.sendto(struct.pack("!HHHH", 40000, 9999, 8 + len(p), 0x1234) + p, (dst, 0))
+if fam == "v4":
+    t = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    t.sendto(struct.pack("!HHIIBBHHH", 40001, 80, 1, 0, 5 << 4, 0x07, 1024, 0, 0) + b"CFLEAK-flag", (dst, 0))
+time.sleep(0.5)
+print("sent")
+'''
+
+
+def sniffed(w, run, secs=12):
+    """What the world's router receives (tag, source, interface) while `run()` runs."""
+    s = subprocess.Popen(["ip", "netns", "exec", w.router, "/usr/bin/python3", "-c", SNIFF, str(secs)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert s.stdout.readline().strip() == "ready", s.stderr.read()
+        r = run()
+        out, _ = s.communicate(timeout=secs + 10)
+    finally:
+        if s.poll() is None:
+            kill_tree(s)
+    # from the host's side only (h0, h1): not the remote's ICMP errors quoting a datagram
+    return r, [t for t in (tuple(l.split()) for l in out.splitlines()) if t[2] in ("h0", "h1")]
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_invalid_packets_do_not_leave_unmasqueraded(rcf, world, fam):
+    """G1: a packet conntrack marks INVALID has no NAT entry: it must be dropped, not forwarded with
+    the tree's private source (the control: the normal datagram leaves, with the host's address)."""
+    r, seen = sniffed(world, lambda: rcf.run(["--root", "--"] + py(LEAK, fam, R1[fam]), timeout=30))
+    assert r.rc == 0 and "sent" in r.text, r
+    assert ("CFLEAK-good", HOSTA[fam], "h0") in seen, seen
+    assert [x for x in seen if x[0] != "CFLEAK-good"] == [], seen
+
+
+def test_invalid_packets_do_not_bypass_iface(rcf2, world2):
+    """G1 with -i: nothing leaves through eth0 (h0 at the router), and nothing with a private source."""
+    r, seen = sniffed(world2, lambda: rcf2.run(["--root", "-i", "eth1", "--"] + py(LEAK, "v4", R1["v4"]),
+                                               timeout=40))
+    assert r.rc == 0 and "sent" in r.text, r
+    assert seen == [("CFLEAK-good", W.UP2_V4, "h1")], seen
+
+
+@pytest.fixture
+def metadata(world):
+    """169.254.169.254 served by remote2 (its HTTP server listens on every address), routed to it."""
+    rem = world.remote["remote2"]
+    world.ip(rem, "addr", "add", "169.254.169.254/32", "dev", "lo")
+    try:
+        world.ip(world.router, "route", "add", "169.254.169.254/32", "via", R2["v4"])
+        try:
+            yield "169.254.169.254"
+        finally:
+            world.ip(world.router, "route", "del", "169.254.169.254/32", check=False)
+    finally:
+        world.ip(rem, "addr", "del", "169.254.169.254/32", "dev", "lo", check=False)
+
+
+def test_cloud_metadata_is_refused(rcf, metadata):
+    """G2: as in rootless mode, link-local 169.254/16 (cloud metadata) is refused at once (the
+    control: from the host itself, and to a normal remote from --root, it answers)."""
+    get = curl("-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", url(metadata, "/index.html"))
+    c = rcf.direct(get)
+    assert c.text == "200", c
+    r = rcf.run(["--root", "--"] + get)
+    assert r.rc != 0 and r.text != "200" and r.secs < 4, r
+    ok = rcf.run(["--root", "--"] + curl("-o", "/dev/null", "-w", "%{http_code}", url(R2["v4"], "/index.html")))
+    assert ok.text == "200", ok
+
+
+def test_host_own_ipv6_address_does_not_answer_echo(rcf, world):
+    """G2: ICMPv6 to the host itself is neighbour discovery only: its own address does not answer
+    ping, as IPv4 does not (the control: a remote answers, so ICMPv6 echo is routed)."""
+    ok = rcf.run(["--root", "--", "ping", "-6", "-c1", "-W3", R2["v6"]])
+    assert ok.rc == 0, ok
+    for addr in (W.HOST_V6, W.HOST_V4):
+        r = rcf.run(["--root", "--", "ping", "-c1", "-W2", addr])
+        assert r.rc != 0 and " 0% packet loss" not in r.text, (addr, r)
