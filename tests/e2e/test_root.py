@@ -952,3 +952,117 @@ def test_host_own_ipv6_address_does_not_answer_echo(rcf, world):
     for addr in (W.HOST_V6, W.HOST_V4):
         r = rcf.run(["--root", "--", "ping", "-c1", "-W2", addr])
         assert r.rc != 0 and " 0% packet loss" not in r.text, (addr, r)
+
+
+# ---------- records of dead namespaces (red team 3: G7) ----------
+
+COOKIE = ("import socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); "
+          "print(int.from_bytes(s.getsockopt(socket.SOL_SOCKET, 71, 8), 'little'))")   # SO_NETNS_COOKIE
+
+
+def ns_identity(ns):
+    """(dev, ino, cookie) of network namespace `ns`."""
+    out = subprocess.run(["ip", "netns", "exec", ns, "sh", "-c",
+                          f"stat -L -c '%d %i' /proc/self/ns/net; /usr/bin/python3 -c \"{COOKIE}\""],
+                         check=True, timeout=20, stdout=subprocess.PIPE, text=True).stdout.split()
+    return tuple(int(x) for x in out)
+
+
+def plant_record(dev, ino, cookie, body):
+    """A record as a dead run leaves it (nobody holds its lock), under the directory's lock as
+    childflow takes it.  Return: its path (the caller removes it if it is still there)."""
+    import fcntl
+    for _ in range(50):
+        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+        try:
+            dfd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)
+            try:
+                if os.stat(STATE_DIR).st_ino != os.fstat(dfd).st_ino:
+                    continue   # removed by the last run to leave meanwhile
+            except FileNotFoundError:
+                continue
+            for n in range(100):
+                path = os.path.join(STATE_DIR, f"slot-{5000 + (os.getpid() % 1000) * 100 + n}")
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                except FileExistsError:
+                    continue
+                with os.fdopen(fd, "w") as f:
+                    f.write(f"# childflow --root, pid 999999, netns {dev}:{ino}\nnetns {dev} {ino} {cookie}\n"
+                            + body)
+                return path
+            raise AssertionError("no free name for a planted record")
+        finally:
+            os.close(dfd)
+    raise AssertionError(f"cannot lock {STATE_DIR}")
+
+
+def remove_planted(paths):
+    for p in paths:
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+def test_record_of_a_reused_inode_is_not_restored(rcf, world):
+    """A dead run's record of a namespace whose inode the host's namespace now has (the kernel
+    reuses them), told apart by the netns cookie: deleted, and nothing of it is written into the
+    wrong namespace (the old behaviour: its sysctl was "restored" here)."""
+    dev, ino, cookie = ns_identity(world.host)
+    path = "/proc/sys/net/ipv4/conf/lo/forwarding"
+    old = _ns(world, "cat", path).strip()
+    want = "0" if old == "1" else "1"
+    planted = [plant_record(dev, ino, cookie ^ (1 << 62), f"{path} {want}\n")]
+    try:
+        r = rcf.run(["--root", "--", "true"], env={"CHILDFLOW_DEBUG": "1"})
+        assert r.rc == 0, r
+        assert _ns(world, "cat", path).strip() == old, "a dead namespace's value was written here"
+        assert not os.path.exists(planted[0]), r.etext[-2000:]
+        assert "namespace that is gone" in r.etext, r.etext[-2000:]
+    finally:
+        remove_planted(planted)
+        world.sysctl(world.host, f"net.ipv4.conf.lo.forwarding={old}", check=False)
+
+
+def test_records_of_gone_namespaces_are_deleted(rcf, world, sess):
+    """Dead runs' records: of a namespace that no longer exists, deleted (their slot is free again);
+    of a live namespace with another cookie (its inode reused), deleted; of a live namespace,
+    left to a run there.  And a live run's own record names its namespace's cookie."""
+    live, gone = f"{world.prefix}-g7a", f"{world.prefix}-g7b"
+    planted = []
+    try:
+        for ns in (live, gone):
+            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=10)
+        idl, idg = ns_identity(live), ns_identity(gone)
+        subprocess.run(["ip", "netns", "del", gone], check=True, timeout=10)
+        body = "/proc/sys/net/ipv4/conf/all/forwarding 0\n"
+        keep = plant_record(*idl, body)
+        planted += [keep, plant_record(*idg, body), plant_record(idl[0], idl[1], idl[2] + 1, body)]
+        r = rcf.run(["--root", "--", "true"], env={"CHILDFLOW_DEBUG": "1"})
+        assert r.rc == 0, r
+        assert [os.path.exists(p) for p in planted] == [True, False, False], r.etext[-3000:]
+
+        hid = ns_identity(world.host)
+        p, go, _ = start_waiting(rcf, sess, "g7")
+        try:
+            recs = []
+            for name in os.listdir(STATE_DIR):
+                try:
+                    with open(os.path.join(STATE_DIR, name)) as f:
+                        recs.append(f.read())
+                except FileNotFoundError:
+                    pass
+            mine = [t for t in recs if t.startswith(f"# childflow --root, pid {p.pid},")]
+            assert len(mine) == 1, recs
+            assert mine[0].splitlines()[:2] == [f"# childflow --root, pid {p.pid}, netns {hid[0]}:{hid[1]}",
+                                                f"netns {hid[0]} {hid[1]} {hid[2]}"], mine
+        finally:
+            rc, _, err = finish(p, go)
+        assert rc == 0, err
+    finally:
+        remove_planted(planted)
+        for ns in (live, gone):
+            subprocess.run(["ip", "netns", "del", ns], timeout=10, stderr=subprocess.DEVNULL)

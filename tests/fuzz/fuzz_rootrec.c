@@ -40,6 +40,7 @@ static void check(const struct root_rec_line *rl, const char *buf, size_t len)
 			abort();
 		break;
 	}
+	case ROOT_REC_NETNS:
 	case ROOT_REC_NONE:
 		break;
 	}
@@ -49,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *rec, *copy, *cur, *l, val[8];
 	struct root_rec_line rl;
+	struct root_netns id;
 
 	if (size > 8192)
 		return 0;   /* REC_MAX */
@@ -62,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(rec, data, size);
 	rec[size] = '\0';
 	memcpy(copy, rec, size + 1);
-	root_rec_same_netns(rec, "netns 3:4026531840\n");
+	root_rec_netns(rec, &id);
 	if (root_rec_value(rec, "/proc/sys/net/ipv4/ip_forward", val, sizeof(val)) && strnlen(val, sizeof(val)) >= sizeof(val))
 		abort();
 	for (cur = copy; (l = root_rec_next(&cur)) != NULL; ) {

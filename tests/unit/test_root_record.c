@@ -37,6 +37,9 @@ static void test_own_lines_are_accepted(void **state)
 	assert_int_equal(parse("rule 6 1001 1667629057 fdcf:f10e:7000:1::2", &rl), ROOT_REC_RULE);
 	assert_int_equal(rl.family, AF_INET6);
 	assert_int_equal(parse("# childflow --root, pid 5020, netns 4:4026532185", &rl), ROOT_REC_NONE);
+	assert_int_equal(parse("netns 4 4026532185 18446744073709551615", &rl), ROOT_REC_NETNS);
+	assert_true(rl.netns.dev == 4 && rl.netns.ino == 4026532185u && rl.netns.cookie == UINT64_MAX);
+	assert_int_equal(parse("netns 4 4026532185 0", &rl), ROOT_REC_NETNS);
 }
 
 /* A damaged or planted record names nothing outside --root's own: left alone. */
@@ -52,6 +55,9 @@ static void test_foreign_lines_are_refused(void **state)
 		"/proc/sys/net/../kernel/core_pattern |/tmp/x", "/proc/sys/net/./ipv4/ip_forward 1",
 		"/proc/sys/net//ipv4/ip_forward 1", "/proc/sys/net/ipv4/ip_forward ",
 		"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/a\tb/forwarding 1",
+		"netns 4 4026532185", "netns 4 4026532185 18446744073709551616",   /* 2^64 */
+		"netns 4 4026532185 123456789012345678901", "netns 4 4026532185 1 ", "netns 4  4026532185 1",
+		"netns 4:4026532185 1", "netns -4 4026532185 1", "netns 4 4026532185 0x10", "netns ",
 	};
 	struct root_rec_line rl;
 
@@ -64,16 +70,29 @@ static void test_foreign_lines_are_refused(void **state)
 
 static void test_value_and_netns(void **state)
 {
-	const char *rec = "# childflow --root, pid 1, netns 4:99\n/proc/sys/net/ipv4/ip_forward 0\n";
+	const char *rec = "# childflow --root, pid 1, netns 4:99\nnetns 4 99 7\n/proc/sys/net/ipv4/ip_forward 0\n";
+	struct root_netns id;
 	char v[2];
 
 	(void)state;
 	assert_true(root_rec_value(rec, "/proc/sys/net/ipv4/ip_forward", v, sizeof(v)));
 	assert_string_equal(v, "0");
 	assert_false(root_rec_value(rec, "/proc/sys/net/ipv4", v, sizeof(v)));
-	assert_true(root_rec_same_netns(rec, "netns 4:99\n"));
-	assert_false(root_rec_same_netns(rec, "netns 4:9\n"));
-	assert_false(root_rec_same_netns("/x netns 4:99\n", "netns 4:990\n"));
+	assert_true(root_rec_netns(rec, &id));
+	assert_true(id.dev == 4 && id.ino == 99 && id.cookie == 7);
+	/* a record of an older version: its first line, without a cookie */
+	assert_true(root_rec_netns("# childflow --root, pid 1, netns 4:99\n/proc/sys/net/ipv4/ip_forward 0\n", &id));
+	assert_true(id.dev == 4 && id.ino == 99 && id.cookie == 0);
+	/* a "netns" line alone (a first line that names none) */
+	assert_true(root_rec_netns("# x\nnetns 4 99 7", &id) && id.cookie == 7);
+	/* names none, or more than one: nothing */
+	assert_false(root_rec_netns("/x netns 4:99\n", &id));
+	assert_false(root_rec_netns("", &id));
+	assert_false(root_rec_netns("# childflow --root, pid 1, netns 4:99x\n", &id));
+	assert_false(root_rec_netns("# childflow --root, pid 1, netns 4:99\nnetns 4 98 7\n", &id));
+	assert_false(root_rec_netns("# childflow --root, pid 1, netns 4:99\nnetns 4 99 7\nnetns 4 99 8\n", &id));
+	assert_false(root_rec_netns("# childflow --root, pid 1, netns 4:99\nnetns 4 99 7\nnetns 4 99 7\n", &id));
+	assert_false(root_rec_netns("# childflow --root, pid 1, netns 4:99\nnetns 4 99 x\n", &id));
 }
 
 int main(void)
