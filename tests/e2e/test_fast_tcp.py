@@ -640,3 +640,81 @@ def test_slow_handshake_is_injected_after_the_relay_checked_it(cf, world):
             srv.kill()
             srv.wait(timeout=10)
         W.sh(["ip", "netns", "exec", rt, "nft", "delete", "table", "inet", SLOW_TABLE], check=False)
+
+
+# ---- nothing the command does blocks P (redteam3 G3) -------------------------------------------------
+
+# The command makes P's inspection of one call block in the kernel: "fuse", an AF_UNIX connect to a
+# path on a FUSE mount whose server never answers (P's path walk waits in fuse_get_req); "uffd", a
+# connect whose address lies in userfaultfd-registered memory nobody serves (P's read of it waits
+# in handle_userfault).  Both need /dev/fuse, /dev/userfaultfd (0600 root here): a root caller.
+# Then it makes a second, ordinary connection, prints its answer and sleeps; P must still relay it,
+# answer the blocked call, and end the run on a signal.
+BLOCKER = r'''
+import ctypes, fcntl, os, socket, struct, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+mode, host = sys.argv[1], sys.argv[2]
+keep = []
+def blocked(fn):
+    try:
+        fn(); print("blocked call: ok", flush=True)
+    except OSError as e:
+        print("blocked call: " + errno_name(e.errno), flush=True)
+def errno_name(e):
+    import errno
+    return errno.errorcode.get(e, str(e))
+if mode == "fuse":
+    assert libc.unshare(0x00020000) == 0, ctypes.get_errno()           # CLONE_NEWNS: mount privately
+    assert libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) == 0   # MS_REC|MS_PRIVATE
+    mnt = "/tmp/cfw-fuse-%d" % os.getpid(); os.makedirs(mnt, exist_ok=True)
+    fd = os.open("/dev/fuse", os.O_RDWR); keep.append(fd)
+    opts = b"fd=%d,rootmode=40000,user_id=0,group_id=0" % fd
+    assert libc.mount(b"none", mnt.encode(), b"fuse", 0, opts) == 0, ctypes.get_errno()
+    call = lambda: socket.socket(socket.AF_UNIX).connect(mnt + "/sock")
+else:
+    dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
+    uffd = fcntl.ioctl(dev, 0xAA00, 0o2000000)                            # USERFAULTFD_IOC_NEW
+    keep.append(uffd)
+    api = bytearray(struct.pack("QQQ", 0xAA, 0, 0)); fcntl.ioctl(uffd, 0xc018aa3f, api)
+    page = libc.mmap(None, 4096, 3, 0x22, -1, 0)                         # PROT_RW, PRIVATE|ANON
+    reg = bytearray(struct.pack("QQQQ", page, 4096, 1, 0)); fcntl.ioctl(uffd, 0xc020aa00, reg)
+    s = socket.socket(); keep.append(s)
+    call = lambda: (libc.connect(s.fileno(), ctypes.c_void_p(page), 16) == 0 or
+                    (_ for _ in ()).throw(OSError(ctypes.get_errno(), "connect")))
+threading.Thread(target=blocked, args=(call,), daemon=True).start()
+time.sleep(0.5)
+c = socket.create_connection((host, 80), timeout=10)
+c.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n"); print("second:", c.recv(12).decode(), flush=True)
+c.close()
+time.sleep(60)
+'''
+
+
+@pytest.mark.parametrize("mode,sig", [("fuse", "SIGINT"), ("uffd", "SIGTERM")])
+def test_a_blocking_inspection_never_stops_p(cf, world, mode, sig):
+    """Main walked the AF_UNIX path and read the address in P's loop: P slept in the kernel
+    (D state, fuse_get_req / handle_userfault), the second connect never returned, the relay and
+    the pty relay stopped, and a signal did not end the run.  Now both are done by a worker with a
+    1 s deadline: the second connection is relayed at once, the blocked call fails after the
+    deadline (ETIMEDOUT for the path, EFAULT for the address), and the run ends on the signal."""
+    import signal
+    from cfutil import kill_tree, read_line
+    if cf.runner.user:
+        pytest.skip("the blockers need /dev/fuse and /dev/userfaultfd (root only here)")
+    p = cf.popen(["--fast-tcp", "--", *py(BLOCKER, mode, R1["v4"])])
+    try:
+        lines = [read_line(p.stdout, 15), read_line(p.stdout, 15)]
+        assert b"second: HTTP/1.0 200" in b"".join(lines), lines
+        want = b"ETIMEDOUT" if mode == "fuse" else b"EFAULT"
+        assert any(b"blocked call: " + want in ln for ln in lines), lines
+        t0 = time.monotonic()
+        os.kill(p.pid, getattr(signal, sig))
+        p.wait(timeout=10)
+        assert time.monotonic() - t0 < 5, time.monotonic() - t0
+    finally:
+        kill_tree(p)
+        p.communicate(timeout=10)
+    reps = cf.runner.sanitizer_reports(b"")
+    assert not reps, reps
