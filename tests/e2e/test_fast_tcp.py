@@ -718,3 +718,35 @@ def test_a_blocking_inspection_never_stops_p(cf, world, mode, sig):
         p.communicate(timeout=10)
     reps = cf.runner.sanitizer_reports(b"")
     assert not reps, reps
+
+
+PRIV_PORT = r'''
+import json, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3]))); s.settimeout(10); s.connect((sys.argv[1], 80))
+s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.0\r\n\r\n"); print(s.recv(12).decode())
+print(json.dumps(list(s.getsockname())))
+'''
+
+
+@pytest.mark.parametrize("port", [811, 40811])
+def test_a_privileged_bound_port_never_reaches_the_host(cf, world, port):
+    """A root caller's command may bind :811 in its own namespaces (CAP_NET_BIND_SERVICE there);
+    main replicated that port on P's host socket, so the connection left the host from the
+    privileged port 811, as root (redteam3 G5).  Now such a connect takes the relay, which dials
+    from an ephemeral port as without --fast-tcp; an unprivileged bound port is still replicated."""
+    if cf.runner.user and port < 1024:
+        pytest.skip("an unprivileged caller's command cannot bind below 1024")
+    token = os.urandom(6).hex()
+    path = f"/who.txt?id={token}"
+    r, st = fast(cf, py(PRIV_PORT, R1["v4"], path, port))
+    assert r.rc == 0, r.err.decode()[-3000:]
+    assert r.out.startswith(b"HTTP/1.0 200"), r
+    hits = world.svc_remote1.wait_find(path=path)
+    assert hits and len(hits) == 1, hits
+    cport = int(hits[0]["cport"])
+    if port < 1024:
+        assert cport >= 1024, hits
+        assert st and st["injected"] == 0, st
+    else:
+        assert cport == port and st and st["injected"] == 1, (hits, st)
