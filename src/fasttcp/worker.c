@@ -160,6 +160,24 @@ static void run_job(struct ft_job *j, bool own_fs)
 	}
 }
 
+/* A job's address over a socket of this process.  Return: true when sent. */
+static bool put_job(int fd, const struct ft_job *j)
+{
+	uintptr_t v = (uintptr_t)j;
+
+	return send(fd, &v, sizeof(v), MSG_NOSIGNAL) == (ssize_t)sizeof(v);
+}
+
+/* The job sent on @fd, or NULL (none: errno, or the peer is gone). */
+static struct ft_job *get_job(int fd, int flags)
+{
+	uintptr_t v = 0;
+
+	if (recv(fd, &v, sizeof(v), flags) != (ssize_t)sizeof(v))
+		return NULL;
+	return (struct ft_job *)v;
+}
+
 static void *wk_main(void *arg)
 {
 	struct wk_arg a = *(struct wk_arg *)arg;
@@ -167,7 +185,7 @@ static void *wk_main(void *arg)
 	struct ft_job *j;
 
 	free(arg);
-	while (recv(a.req, &j, sizeof(j), 0) == (ssize_t)sizeof(j)) {
+	while ((j = get_job(a.req, 0))) {
 		int expect = J_RUNNING;
 
 		run_job(j, own_fs);
@@ -177,7 +195,7 @@ static void *wk_main(void *arg)
 			atomic_fetch_sub(&n_stuck, 1);
 			break;
 		}
-		if (send(a.done, &j, sizeof(j), MSG_NOSIGNAL) != (ssize_t)sizeof(j))
+		if (!put_job(a.done, j))
 			break;   /* P is gone */
 	}
 	close(a.req);
@@ -238,29 +256,39 @@ static int deadline_errno(const struct ft_job *j)
 	return j->kind == FT_JOB_READ ? -EFAULT : -ETIMEDOUT;
 }
 
+/* The first queued job, taken off the queue, or NULL. */
+static struct ft_job *pop(struct ftw *w)
+{
+	struct ft_job *j = w->head;
+
+	if (!j)
+		return NULL;
+	w->head = j->next;
+	if (!w->head)
+		w->tail = NULL;
+	j->next = NULL;
+	w->n_queued--;
+	return j;
+}
+
 /* Start the next queued job, on a new thread when there is none. */
 static void kick(struct ftw *w, uint64_t now)
 {
-	while (!w->running && w->head) {
-		struct ft_job *j = w->head;
+	struct ft_job *j;
 
+	while (!w->running && (j = pop(w))) {
 		if (w->req < 0 && (atomic_load(&n_stuck) >= FT_STUCK_MAX || start_thread(w) < 0)) {
-			w->head = j->next;
-			w->n_queued--;
 			fail(w, j, deadline_errno(j));
 			continue;
 		}
 		atomic_store(&j->state, J_RUNNING);
 		j->deadline = now + FT_JOB_DEADLINE_MS;
-		if (send(w->req, &j, sizeof(j), MSG_NOSIGNAL) != (ssize_t)sizeof(j)) {
-			close(w->req);   /* a thread that died: another one */
+		if (!put_job(w->req, j)) {
+			close(w->req);   /* a thread that died: the job fails, the next one gets another */
 			w->req = -1;
+			fail(w, j, deadline_errno(j));
 			continue;
 		}
-		w->head = j->next;
-		if (!w->head)
-			w->tail = NULL;
-		w->n_queued--;
 		w->running = j;
 	}
 }
@@ -311,7 +339,7 @@ struct ft_job *ftw_take(struct ftw *w, uint64_t now)
 {
 	struct ft_job *j = NULL;
 
-	if (w->running && recv(w->done[0], &j, sizeof(j), MSG_DONTWAIT) == (ssize_t)sizeof(j)) {
+	if (w->running && (j = get_job(w->done[0], MSG_DONTWAIT))) {
 		w->running = NULL;
 		kick(w, now);
 		return j;
@@ -361,13 +389,10 @@ struct ft_job *ftw_cancel(struct ftw *w)
 		w->over = j->next;
 		return j;
 	}
-	if ((j = w->head)) {
-		w->head = j->next;
-		if (!w->head)
-			w->tail = NULL;
-		w->n_queued--;
-		fail(w, j, -ECONNABORTED);
-		return ftw_cancel(w);
+	if ((j = pop(w))) {
+		j->failed = true;
+		j->res = -ECONNABORTED;
+		return j;
 	}
 	if ((j = w->running)) {
 		int expect = J_RUNNING;
@@ -385,9 +410,7 @@ struct ft_job *ftw_cancel(struct ftw *w)
 			j = c;
 		} else {
 			/* done just now: its answer is (about to be) on the done socket */
-			struct ft_job *d = NULL;
-
-			while (recv(w->done[0], &d, sizeof(d), 0) < 0 && errno == EAGAIN)
+			while (!get_job(w->done[0], MSG_DONTWAIT) && errno == EAGAIN)
 				sched_yield();
 			w->running = NULL;
 		}

@@ -655,7 +655,7 @@ import ctypes, fcntl, os, socket, struct, sys, threading, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-mode, host = sys.argv[1], sys.argv[2]
+mode, host, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 keep = []
 def blocked(fn):
     try:
@@ -665,6 +665,7 @@ def blocked(fn):
 def errno_name(e):
     import errno
     return errno.errorcode.get(e, str(e))
+first = socket.create_connection((host, 80), timeout=10)   # open before the blockers
 if mode == "fuse":
     assert libc.unshare(0x00020000) == 0, ctypes.get_errno()           # CLONE_NEWNS: mount privately
     assert libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) == 0   # MS_REC|MS_PRIVATE
@@ -683,40 +684,45 @@ else:
     s = socket.socket(); keep.append(s)
     call = lambda: (libc.connect(s.fileno(), ctypes.c_void_p(page), 16) == 0 or
                     (_ for _ in ()).throw(OSError(ctypes.get_errno(), "connect")))
-threading.Thread(target=blocked, args=(call,), daemon=True).start()
+for i in range(n):
+    threading.Thread(target=blocked, args=(call,), daemon=True).start()
 time.sleep(0.5)
-c = socket.create_connection((host, 80), timeout=10)
+c = first if n > 1 else socket.create_connection((host, 80), timeout=10)
 c.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n"); print("second:", c.recv(12).decode(), flush=True)
 c.close()
 time.sleep(60)
 '''
 
 
-@pytest.mark.parametrize("mode,sig", [("fuse", "SIGINT"), ("uffd", "SIGTERM")])
-def test_a_blocking_inspection_never_stops_p(cf, world, mode, sig):
+@pytest.mark.parametrize("mode,n,sig", [("fuse", 1, "SIGINT"), ("uffd", 1, "SIGTERM"), ("fuse", 11, "SIGTERM")],
+                         ids=["fuse", "uffd", "fuse-flood"])
+def test_a_blocking_inspection_never_stops_p(cf, world, mode, n, sig):
     """Main walked the AF_UNIX path and read the address in P's loop: P slept in the kernel
     (D state, fuse_get_req / handle_userfault), the second connect never returned, the relay and
     the pty relay stopped, and a signal did not end the run.  Now both are done by a worker with a
     1 s deadline: the second connection is relayed at once, the blocked call fails after the
-    deadline (ETIMEDOUT for the path, EFAULT for the address), and the run ends on the signal."""
+    deadline (ETIMEDOUT for the path, EFAULT for the address), and the run ends on the signal.
+    The flood: 11 blocked calls, one after the other abandon their worker up to the cap (8), the
+    rest fail at once; a connection opened before still relays, and the run still ends."""
     import signal
     from cfutil import kill_tree, read_line
     if cf.runner.user:
         pytest.skip("the blockers need /dev/fuse and /dev/userfaultfd (root only here)")
-    p = cf.popen(["--fast-tcp", "--", *py(BLOCKER, mode, R1["v4"])])
+    p = cf.popen(["--fast-tcp", "--", *py(BLOCKER, mode, R1["v4"], n)])
+    err = b""
     try:
-        lines = [read_line(p.stdout, 15), read_line(p.stdout, 15)]
+        lines = [read_line(p.stdout, 15) for _ in range(n + 1)]
         assert b"second: HTTP/1.0 200" in b"".join(lines), lines
-        want = b"ETIMEDOUT" if mode == "fuse" else b"EFAULT"
-        assert any(b"blocked call: " + want in ln for ln in lines), lines
+        want = b"blocked call: " + (b"ETIMEDOUT" if mode == "fuse" else b"EFAULT")
+        assert sum(ln.startswith(want) for ln in lines) == n, lines
         t0 = time.monotonic()
         os.kill(p.pid, getattr(signal, sig))
         p.wait(timeout=10)
         assert time.monotonic() - t0 < 5, time.monotonic() - t0
     finally:
         kill_tree(p)
-        p.communicate(timeout=10)
-    reps = cf.runner.sanitizer_reports(b"")
+        _, err = p.communicate(timeout=10)
+    reps = cf.runner.sanitizer_reports(err)
     assert not reps, reps
 
 
