@@ -129,6 +129,10 @@ static int unix_op(struct ft_job *j, bool own_fs)
 		og = (gid_t)setfsgid(j->fsgid);
 	}
 	r = unix_path(j, &ua, &ul, &pfd);
+	/* P gave up while the walk waited: the command was told ETIMEDOUT, so its socket stays as it
+	 * was (a bind or connect that itself waits past the deadline may still take effect: README) */
+	if (r == 0 && atomic_load(&j->state) == J_ABANDONED)
+		r = -ETIMEDOUT;
 	if (r == 0 && j->create) {
 		r = bind(j->sfd, (const struct sockaddr *)&ua, ul) < 0 ? -errno : 0;
 	} else if (r == 0) {
