@@ -3,11 +3,14 @@
  * fasttcp — the handler of the command's connect/bind/listen notifications (see fasttcp.h).
  *
  * Theory of operation.  One notification at a time, never blocking:
- *   1. RECV; pidfd of the thread; ID_VALID; pidfd_getfd(fd) = our dup of its socket (sfd);
- *      not a socket: ENOTSOCK; any inspection failure: EPERM / EBADF (fail closed).
- *   2. The address (connect, bind) is read once with process_vm_readv into our buffer, then
- *      ID_VALID again: from here on nothing of the command's memory or fd table is read for the
- *      decision, and the answer is always ours (an error, or the result of our own call).
+ *   1. RECV; /proc/TID (O_PATH) and a pidfd of the thread; ID_VALID (so both name it);
+ *      pidfd_getfd(fd) = our dup of its socket (sfd); not a socket: ENOTSOCK; any inspection
+ *      failure: EPERM / EBADF (fail closed).
+ *   2. The address (connect, bind) is read once with process_vm_readv into our buffer, by the
+ *      worker (worker.h: the command can make that read wait; 1 s, then EFAULT), then ID_VALID
+ *      again: from here on nothing of the command's memory or fd table is read for the decision,
+ *      and the answer is always ours (an error, or the result of our own call).  AF_UNIX path
+ *      binds and connects go to the worker as well (a FUSE mount on the path: 1 s, ETIMEDOUT).
  *   3. SO_NETNS_COOKIE of sfd: P's own netns = a socket we injected ("host socket"), guarded:
  *        connect: AF_UNSPEC -> EOPNOTSUPP; connected -> EISCONN; connecting -> EALREADY (blocking:
  *        wait for the outcome); closed -> its pending error, else ECONNABORTED.  The kernel never
