@@ -3,11 +3,14 @@
  * fasttcp — the handler of the command's connect/bind/listen notifications (see fasttcp.h).
  *
  * Theory of operation.  One notification at a time, never blocking:
- *   1. RECV; pidfd of the thread; ID_VALID; pidfd_getfd(fd) = our dup of its socket (sfd);
- *      not a socket: ENOTSOCK; any inspection failure: EPERM / EBADF (fail closed).
- *   2. The address (connect, bind) is read once with process_vm_readv into our buffer, then
- *      ID_VALID again: from here on nothing of the command's memory or fd table is read for the
- *      decision, and the answer is always ours (an error, or the result of our own call).
+ *   1. RECV; /proc/TID (O_PATH) and a pidfd of the thread; ID_VALID (so both name it);
+ *      pidfd_getfd(fd) = our dup of its socket (sfd); not a socket: ENOTSOCK; any inspection
+ *      failure: EPERM / EBADF (fail closed).
+ *   2. The address (connect, bind) is read once with process_vm_readv into our buffer, by the
+ *      worker (worker.h: the command can make that read wait; 1 s, then EFAULT), then ID_VALID
+ *      again: from here on nothing of the command's memory or fd table is read for the decision,
+ *      and the answer is always ours (an error, or the result of our own call).  AF_UNIX path
+ *      binds and connects go to the worker as well (a FUSE mount on the path: 1 s, ETIMEDOUT).
  *   3. SO_NETNS_COOKIE of sfd: P's own netns = a socket we injected ("host socket"), guarded:
  *        connect: AF_UNSPEC -> EOPNOTSUPP; connected -> EISCONN; connecting -> EALREADY (blocking:
  *        wait for the outcome); closed -> its pending error, else ECONNABORTED.  The kernel never
@@ -32,6 +35,7 @@
  */
 #include "fasttcp/fasttcp.h"
 #include "fasttcp/call.h"
+#include "fasttcp/worker.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -82,6 +86,7 @@
 #define FT_NB_WAIT_MS 100       /* a non-blocking connect to a destination not known clean waits this long */
 #define FT_TAG_CHAN 0xffffffffu
 #define FT_TAG_LISTENER 0xfffffffeu
+#define FT_TAG_JOBS 0xfffffffdu
 
 enum park_kind {
 	PARK_FREE,
@@ -93,7 +98,6 @@ enum park_kind {
 struct park {
 	enum park_kind kind;
 	uint64_t id;
-	pid_t tid;
 	int fd, cfd, flags;
 	int sfd;                /* PARK_INJECT: our dup of the command's socket (the relay fallback), or -1 */
 	bool cloexec;
@@ -119,6 +123,7 @@ struct fasttcp {
 	uint64_t shared[FT_SHARED_SLOTS];  /* SO_COOKIEs of sockets shared before connect, 0 = free */
 	int n_shared;
 	bool shared_full;
+	struct ftw *w;                  /* the inspection steps that can block (worker.h) */
 	struct fasttcp_stats st;
 };
 
@@ -200,16 +205,25 @@ static int addfd(struct fasttcp *f, uint64_t id, int srcfd, int cfd, bool cloexe
 
 /* ---- the command's process, read through /proc ------------------------------------------------ */
 
-/* The line @key of /proc/@tid/status, into @out.  Return: 0 or -1. */
-static int status_line(pid_t tid, const char *key, char *out, size_t len)
+/* Open @name under @pd (/proc/TID) for reading.  Return: a FILE, or NULL. */
+static FILE *proc_open(int pd, const char *name)
 {
-	char path[64], line[256];
+	int fd = pd >= 0 ? openat(pd, name, O_RDONLY | O_CLOEXEC) : -1;
+	FILE *fp = fd >= 0 ? fdopen(fd, "re") : NULL;
+
+	if (fd >= 0 && !fp)
+		close(fd);
+	return fp;
+}
+
+/* The line @key of /proc/TID/status (@pd: /proc/TID), into @out.  Return: 0 or -1. */
+static int status_line(int pd, const char *key, char *out, size_t len)
+{
+	char line[256];
 	size_t kl = strlen(key);
-	FILE *fp;
+	FILE *fp = proc_open(pd, "status");
 	int r = -1;
 
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)tid);
-	fp = fopen(path, "re");
 	if (!fp)
 		return -1;
 	while (fgets(line, sizeof(line), fp))
@@ -222,7 +236,22 @@ static int status_line(pid_t tid, const char *key, char *out, size_t len)
 	return r;
 }
 
-static int open_pidfd(pid_t tid)
+/*
+ * open_procdir() - /proc/@tid as an O_PATH directory.  Opened before the notification is checked
+ * valid (SECCOMP_IOCTL_NOTIF_ID_VALID after it proves that @tid named the notifying thread when it
+ * was opened), and every /proc file of the thread is opened relative to it: a tid reused later
+ * does not reach another process (seccomp_unotify(2)).  Return: the fd, or -1.
+ */
+static int open_procdir(pid_t tid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d", (int)tid);
+	return open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* A pidfd of the thread (@pd: its /proc directory), opened before the validity check too. */
+static int open_pidfd(pid_t tid, int pd)
 {
 	char v[64];
 	int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
@@ -230,20 +259,20 @@ static int open_pidfd(pid_t tid)
 	if (fd >= 0 || errno != EINVAL)
 		return fd;
 	/* Before Linux 6.9 (no PIDFD_THREAD): the thread group's leader. */
-	if (status_line(tid, "Tgid", v, sizeof(v)) < 0)
+	if (status_line(pd, "Tgid", v, sizeof(v)) < 0)
 		return -1;
 	return (int)syscall(SYS_pidfd_open, (pid_t)atoi(v), 0);
 }
 
 /* FD_CLOEXEC of the command's @cfd, from fdinfo's octal flags. */
-static bool fd_cloexec(pid_t tid, int cfd)
+static bool fd_cloexec(int pd, int cfd)
 {
 	char path[64], line[128];
 	bool ce = false;
 	FILE *fp;
 
-	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)tid, cfd);
-	fp = fopen(path, "re");
+	snprintf(path, sizeof(path), "fdinfo/%d", cfd);
+	fp = proc_open(pd, path);
 	if (!fp)
 		return false;
 	while (fgets(line, sizeof(line), fp))
@@ -334,12 +363,19 @@ static uint64_t sock_cookie(int fd)
  */
 static void note_share(struct fasttcp *f, uint64_t id, pid_t tid, int cfd)
 {
-	int pidfd = open_pidfd(tid), sfd = -1, e = ESRCH;
+	int pd = open_procdir(tid), pidfd = open_pidfd(tid, pd), sfd = -1, e = ESRCH;
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	uint64_t ck;
 
 	f->st.shares++;
+	if (pd >= 0)
+		close(pd);
+	if (pidfd >= 0 && !notif_valid(f, id)) {   /* the pidfd may name a reused tid: never read it */
+		close(pidfd);
+		respond(f, id, 0, true);
+		return;
+	}
 	if (pidfd >= 0) {
 		sfd = (int)syscall(SYS_pidfd_getfd, pidfd, cfd, 0);
 		e = errno;
@@ -365,113 +401,60 @@ static void note_share(struct fasttcp *f, uint64_t id, pid_t tid, int cfd)
 
 /* ---- performing on the command's own socket ---------------------------------------------------- */
 
-struct fs_ids {
-	bool changed;
-	uid_t uid;
-	gid_t gid;
-	mode_t umask;
-};
-
 /*
- * as_command() - take the command's fs ids and umask for a path operation (AF_UNIX bind/connect).
+ * cmd_ids() - the command's fs ids and umask (from @pd: /proc/TID) for a path operation of @j
+ * (AF_UNIX bind/connect), which the worker takes for it.
  * Return: 0, or -EACCES when the ids differ and P cannot take them.
  */
-static int as_command(pid_t tid, struct fs_ids *save)
+static int cmd_ids(int pd, struct ft_job *j)
 {
 	char v[128];
 	unsigned int a, b, c, fsid;
-	uid_t uid;
-	gid_t gid;
 
-	memset(save, 0, sizeof(*save));
-	if (status_line(tid, "Uid", v, sizeof(v)) < 0 || sscanf(v, "%u %u %u %u", &a, &b, &c, &fsid) != 4)
+	j->setids = false;
+	if (status_line(pd, "Uid", v, sizeof(v)) < 0 || sscanf(v, "%u %u %u %u", &a, &b, &c, &fsid) != 4)
 		return -EACCES;
-	uid = fsid;
-	if (status_line(tid, "Gid", v, sizeof(v)) < 0 || sscanf(v, "%u %u %u %u", &a, &b, &c, &fsid) != 4)
+	j->fsuid = fsid;
+	if (status_line(pd, "Gid", v, sizeof(v)) < 0 || sscanf(v, "%u %u %u %u", &a, &b, &c, &fsid) != 4)
 		return -EACCES;
-	gid = fsid;
-	if (status_line(tid, "Umask", v, sizeof(v)) == 0)
-		save->umask = umask((mode_t)strtoul(v, NULL, 8));
-	else
-		save->umask = umask(022);
-	if (uid == geteuid() && gid == getegid())
+	j->fsgid = fsid;
+	j->umask = status_line(pd, "Umask", v, sizeof(v)) == 0 ? (mode_t)strtoul(v, NULL, 8) : 022;
+	if (j->fsuid == geteuid() && j->fsgid == getegid())
 		return 0;
-	if (geteuid() != 0) {
-		umask(save->umask);
+	if (geteuid() != 0)
 		return -EACCES;
-	}
-	save->changed = true;
-	save->uid = (uid_t)setfsuid(uid);
-	save->gid = (gid_t)setfsgid(gid);
+	j->setids = true;
 	return 0;
 }
 
-static void as_self(const struct fs_ids *save)
+/*
+ * unix_job() - an AF_UNIX path bind (@create) or connect of @sfd (consumed), handed to the worker
+ * with @j (taken: its kind says so, see decide()): the path walk and the call itself can wait on a
+ * FUSE server of the command's.  Answered in on_job().
+ */
+static void unix_job(struct fasttcp *f, struct ft_job *j, int sfd, bool create)
 {
-	umask(save->umask);
-	if (save->changed) {
-		setfsuid(save->uid);
-		setfsgid(save->gid);
+	int r = cmd_ids(j->procdir, j);
+
+	if (r < 0) {
+		respond(f, j->id, r, false);
+		close(sfd);
+		return;
 	}
+	j->kind = FT_JOB_UNIX;
+	j->create = create;
+	j->sfd = sfd;
+	ftw_submit(f->w, j, now_ms());
 }
 
-/*
- * unix_path() - an AF_UNIX address with a path, seen from the command's root and working
- * directory: for connect, "/proc/self/fd/N" of an O_PATH fd on the socket file (*@pfd); for bind,
- * the parent directory's O_PATH fd and the last component.  The path is walked with openat2()'s
- * RESOLVE_IN_ROOT from /proc/TID/root (absolute) or /proc/TID/cwd (relative), so that an absolute
- * symlink on the way (/var/run -> /run) is resolved in the command's root, not in P's: P's root
- * shows the host's sockets that the sandbox hides.  A relative path is scoped to the working
- * directory: ".." cannot leave it, and an absolute symlink in it resolves under it (README).
- * Return: 1 rewritten, 0 not a path (abstract, unnamed: used as is), -errno.
- */
-static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t alen, bool create,
-		     struct sockaddr_un *out, socklen_t *olen, int *pfd)
+/* Does @ss (@alen bytes) name an AF_UNIX path?  Return: 1 yes, 0 no (abstract, unnamed), -errno. */
+static int unix_named(const struct sockaddr_storage *ss, socklen_t alen)
 {
-	size_t off = offsetof(struct sockaddr_un, sun_path);
-	char scope[64], name[sizeof(out->sun_path) + 1], base[sizeof(out->sun_path) + 1];
-	struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT };
-	const char *rel;
-	int w, dfd, e;
+	char name[sizeof(((struct sockaddr_un *)0)->sun_path) + 1];
 
-	*pfd = -1;
-	w = ft_unix_name(ss, alen, name, sizeof(name));
-	if (w <= 0)
-		return w;
-	snprintf(scope, sizeof(scope), "/proc/%d/%s", (int)tid, name[0] == '/' ? "root" : "cwd");
-	dfd = open(scope, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0)
-		return -errno;
-	rel = name;
-	if (create) {
-		/* bind creates the last component: open its directory, name it through the fd */
-		char *slash = strrchr(name, '/');
-
-		snprintf(base, sizeof(base), "%s", slash ? slash + 1 : name);
-		if (slash)
-			slash[slash == name ? 1 : 0] = '\0';   /* "/x": the root itself */
-		else
-			rel = ".";
-		how.flags |= O_DIRECTORY;
-	}
-	*pfd = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof(how));
-	e = errno;
-	close(dfd);
-	if (*pfd < 0)
-		return -e;
-	memset(out, 0, sizeof(*out));
-	out->sun_family = AF_UNIX;
-	if (create)
-		w = snprintf(out->sun_path, sizeof(out->sun_path), "/proc/self/fd/%d/%s", *pfd, base);
-	else
-		w = snprintf(out->sun_path, sizeof(out->sun_path), "/proc/self/fd/%d", *pfd);
-	if (w < 0 || (size_t)w >= sizeof(out->sun_path)) {
-		close(*pfd);
-		*pfd = -1;
-		return -ENAMETOOLONG;
-	}
-	*olen = (socklen_t)(off + (size_t)w + 1);
-	return 1;
+	if (alen < sizeof(sa_family_t) || ss->ss_family != AF_UNIX)
+		return 0;
+	return ft_unix_name(ss, alen, name, sizeof(name));
 }
 
 static int park_add(struct fasttcp *f, const struct park *p);
@@ -479,56 +462,31 @@ static int park_add(struct fasttcp *f, const struct park *p);
 /*
  * perform_connect() - connect the command's own socket @sfd (our dup; consumed) with our copy of
  * the address, and answer with the kernel's result.  A blocking socket is made non-blocking for our
- * call only; the command then waits in its notification until the connect completes.
+ * call only; the command then waits in its notification until the connect completes.  An AF_UNIX
+ * path goes to the worker with @j (NULL: the caller knows it is no AF_UNIX socket).
  */
-static void perform_connect(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd,
+static void perform_connect(struct fasttcp *f, struct ft_job *j, uint64_t id, int sfd, int cfd,
 			    const struct sockaddr_storage *ss, socklen_t alen)
 {
-	struct sockaddr_un ua;
-	socklen_t ul = 0;
-	const struct sockaddr *a = (const struct sockaddr *)ss;
-	int fl = fcntl(sfd, F_GETFL), dom = 0, pfd = -1, r, e;
-	struct fs_ids ids;
-	bool unixp = false;
+	int fl = fcntl(sfd, F_GETFL), dom = 0, r, e;
 
 	f->st.performed++;
 	gint(sfd, SOL_SOCKET, SO_DOMAIN, &dom);
-	if (dom == AF_UNIX && alen >= sizeof(sa_family_t) && ss->ss_family == AF_UNIX) {
-		if ((r = as_command(tid, &ids)) < 0) {
-			respond(f, id, r, false);
-			close(sfd);
+	if (dom == AF_UNIX && (r = unix_named(ss, alen)) != 0) {
+		if (r == 1 && j) {
+			unix_job(f, j, sfd, false);
 			return;
 		}
-		r = unix_path(tid, ss, alen, false, &ua, &ul, &pfd);
-		as_self(&ids);
-		if (r < 0) {
-			respond(f, id, r, false);
-			close(sfd);
-			return;
-		}
-		if (r == 1) {
-			a = (const struct sockaddr *)&ua;
-			alen = ul;
-			unixp = true;
-		}
+		respond(f, id, r < 0 ? r : -EPERM, false);
+		close(sfd);
+		return;
 	}
 	if (!(fl & O_NONBLOCK))
 		fcntl(sfd, F_SETFL, fl | O_NONBLOCK);
-	if (unixp && as_command(tid, &ids) < 0) {
-		r = -1;
-		errno = EACCES;
-	} else {
-		r = connect(sfd, a, alen);
-		e = errno;
-		if (unixp)
-			as_self(&ids);
-		errno = e;
-	}
+	r = connect(sfd, (const struct sockaddr *)ss, alen);
 	e = r < 0 ? errno : 0;
 	if (!(fl & O_NONBLOCK))
 		fcntl(sfd, F_SETFL, fl);
-	if (pfd >= 0)
-		close(pfd);
 	if (f->n_shared && (e == 0 || e == EINPROGRESS || e == EAGAIN))
 		shared_del(f, sock_cookie(sfd));   /* no longer fresh: never eligible again */
 	if (!(fl & O_NONBLOCK) && (e == EINPROGRESS || e == EAGAIN) && dom != AF_UNIX) {
@@ -547,10 +505,12 @@ static void perform_connect(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, 
 	close(sfd);
 }
 
-/* bind() on a socket of the sandbox: performed, with the command's privileges for low ports. */
-static void perform_bind(struct fasttcp *f, uint64_t id, pid_t tid, int sfd,
-			 const struct sockaddr_storage *ss, socklen_t alen)
+/* bind() on a socket of the sandbox (@sfd consumed): performed, with the command's privileges for
+ * low ports (@j->procdir) and paths (the worker, with @j). */
+static void perform_bind(struct fasttcp *f, struct ft_job *j, int sfd)
 {
+	const struct sockaddr_storage *ss = &j->ss;
+	socklen_t alen = j->alen;
 	int dom = 0, r = 0;
 
 	gint(sfd, SOL_SOCKET, SO_DOMAIN, &dom);
@@ -560,31 +520,21 @@ static void perform_bind(struct fasttcp *f, uint64_t id, pid_t tid, int sfd,
 		char v[64];
 
 		if (port > 0 && port < 1024 &&
-		    (status_line(tid, "CapEff", v, sizeof(v)) < 0 ||
+		    (status_line(j->procdir, "CapEff", v, sizeof(v)) < 0 ||
 		     !(strtoull(v, NULL, 16) & (1ull << 10 /* CAP_NET_BIND_SERVICE */))))
 			r = -EACCES;
 		if (r == 0 && bind(sfd, (const struct sockaddr *)ss, alen) < 0)
 			r = -errno;
-	} else if (dom == AF_UNIX && alen > sizeof(sa_family_t) && ss->ss_family == AF_UNIX) {
-		struct sockaddr_un ua;
-		socklen_t ul = 0;
-		struct fs_ids ids;
-		int pfd = -1;
-
-		if ((r = as_command(tid, &ids)) == 0) {
-			r = unix_path(tid, ss, alen, true, &ua, &ul, &pfd);
-			if (r == 0)
-				r = bind(sfd, (const struct sockaddr *)ss, alen) < 0 ? -errno : 0;
-			else if (r == 1)
-				r = bind(sfd, (const struct sockaddr *)&ua, ul) < 0 ? -errno : 0;
-			as_self(&ids);
+	} else if (dom == AF_UNIX && alen > sizeof(sa_family_t) && (r = unix_named(ss, alen)) != 0) {
+		if (r == 1) {
+			unix_job(f, j, sfd, true);
+			return;
 		}
-		if (pfd >= 0)
-			close(pfd);
 	} else if (bind(sfd, (const struct sockaddr *)ss, alen) < 0) {
 		r = -errno;
 	}
-	respond(f, id, r, false);
+	respond(f, j->id, r, false);
+	close(sfd);
 }
 
 /* ---- injection -------------------------------------------------------------------------------- */
@@ -797,12 +747,18 @@ static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags
 	respond(f, id, err, false);
 }
 
-static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, int dom, int bport,
+static void inject(struct fasttcp *f, struct ft_job *j, int sfd, int dom, int bport,
 		   const struct sockaddr_storage *ss, socklen_t alen)
 {
-	int fl = fcntl(sfd, F_GETFL), hs, r, e;
+	uint64_t id = j->id;
+	int fl = fcntl(sfd, F_GETFL), cfd = j->cfd, hs, r, e;
 	bool cloexec;
 
+	/* A port below 1024 is privileged on the host: the command's CAP_NET_BIND_SERVICE counts in its
+	 * own namespaces only (P's socket would leave the host from it, as root).  The relay dials
+	 * from an ephemeral port, as without --fast-tcp (redteam3 G5). */
+	if (bport > 0 && bport < 1024)
+		goto slow_nohs;
 	/* Made as the relay's direct connector makes its upstream: bound to --iface's device. */
 	hs = egress_socket(&f->c->egress, ss, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 	if (hs < 0) {
@@ -826,7 +782,7 @@ static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, 
 		if (bind(hs, (struct sockaddr *)&b, sa_len(dom)) < 0)
 			goto slow;
 	}
-	cloexec = fd_cloexec(tid, cfd);
+	cloexec = fd_cloexec(j->procdir, cfd);
 	r = connect(hs, (const struct sockaddr *)ss, sa_len(dom));
 	e = r < 0 ? errno : 0;
 	if (r < 0 && e != EINPROGRESS) {
@@ -857,7 +813,7 @@ static void inject(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, int cfd, 
 	 * FT_NB_WAIT_MS, then the relay): no byte of it may reach a host service a NAT rule of the
 	 * host redirects to. */
 	{
-		struct park p = { .kind = PARK_INJECT, .id = id, .tid = tid, .fd = hs, .cfd = cfd, .flags = fl,
+		struct park p = { .kind = PARK_INJECT, .id = id, .fd = hs, .cfd = cfd, .flags = fl,
 				  .sfd = sfd, .cloexec = cloexec, .nonblocking = (fl & O_NONBLOCK) != 0,
 				  .dst = *ss, .alen = alen };
 		struct timeval tv;
@@ -878,7 +834,7 @@ slow:
 	close(hs);
 slow_nohs:
 	f->st.fell_back++;
-	perform_connect(f, id, tid, sfd, cfd, ss, alen);
+	perform_connect(f, j, id, sfd, cfd, ss, alen);
 }
 
 /* connect() on a socket we injected: never connect it again in the kernel (it is P's netns). */
@@ -915,14 +871,63 @@ static void guard_host_socket(struct fasttcp *f, uint64_t id, int sfd, int cfd,
 
 /* ---- one notification ------------------------------------------------------------------------- */
 
+/*
+ * decide() - the call of @j (taken: freed here, or handed to the worker again for an AF_UNIX path),
+ * its address read: checked still valid, then answered from our copies only.
+ */
+static void decide(struct fasttcp *f, struct ft_job *j)
+{
+	uint64_t id = j->id, ck;
+	int sfd = j->sfd;
+
+	j->sfd = -1;   /* consumed below */
+	/* What we read belongs to this very call: from here on only our copies are used. */
+	if (!notif_valid(f, id)) {
+		close(sfd);
+		ft_job_free(j);
+		return;
+	}
+	ck = cookie_of(sfd);
+	if (!ck) {
+		close(sfd);
+		respond(f, id, -EPERM, false);
+	} else if (j->call.kind == FT_LISTEN || j->call.kind == FT_BIND) {
+		int acc = 0;
+
+		f->st.bind_listen++;
+		/* A host socket: one we injected (bound and connected: EINVAL, as the kernel says), or a
+		 * listener the caller passed in, whose backlog listen() may still change. */
+		if (ck == f->host_cookie &&
+		    !(j->call.kind == FT_LISTEN && !gint(sfd, SOL_SOCKET, SO_ACCEPTCONN, &acc) && acc)) {
+			respond(f, id, -EINVAL, false);
+			close(sfd);
+		} else if (j->call.kind == FT_LISTEN) {
+			respond(f, id, listen(sfd, j->call.backlog) < 0 ? -errno : 0, false);
+			close(sfd);
+		} else {
+			perform_bind(f, j, sfd);
+		}
+	} else if (ck == f->host_cookie) {
+		guard_host_socket(f, id, sfd, j->cfd, &j->ss, j->alen);
+	} else {
+		int bport, dom = eligible(f, j->tid, sfd, j->cfd, &j->ss, j->alen, ck, &bport);
+
+		if (dom)
+			inject(f, j, sfd, dom, bport, &j->ss, j->alen);
+		else
+			perform_connect(f, j, id, sfd, j->cfd, &j->ss, j->alen);
+	}
+	if (j->kind != FT_JOB_UNIX)   /* else the worker's again (unix_job()); nothing writes kind */
+		ft_job_free(j);
+}
+
 static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 {
-	uint64_t id = rq->id, ck;
+	uint64_t id = rq->id;
 	pid_t tid = (pid_t)rq->pid;
-	int cfd, pidfd, sfd, r;
-	struct sockaddr_storage ss;
-	socklen_t alen = 0;
+	int pd, pidfd, sfd, r;
 	struct ft_call call;
+	struct ft_job *j;
 	struct stat st;
 
 	f->st.notifications++;
@@ -935,78 +940,63 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		respond(f, id, r, false);
 		return;
 	}
-	cfd = call.fd;
-	pidfd = open_pidfd(tid);
+	/* /proc/TID and the pidfd first, then the check: both then name the notifying thread */
+	pd = open_procdir(tid);
+	pidfd = pd >= 0 ? open_pidfd(tid, pd) : -1;
 	if (pidfd < 0 || !notif_valid(f, id)) {
 		if (pidfd >= 0)
 			close(pidfd);
+		if (pd >= 0)
+			close(pd);
 		respond(f, id, -EPERM, false);
 		return;
 	}
-	sfd = (int)syscall(SYS_pidfd_getfd, pidfd, cfd, 0);
-	if (sfd < 0) {
-		int e = errno;
-
-		close(pidfd);
-		respond(f, id, e == EBADF ? -EBADF : -EPERM, false);
-		return;
-	}
+	sfd = (int)syscall(SYS_pidfd_getfd, pidfd, call.fd, 0);
+	r = sfd < 0 && errno == EBADF ? -EBADF : -EPERM;
 	close(pidfd);
-	if (fstat(sfd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-		close(sfd);
-		respond(f, id, -ENOTSOCK, false);
-		return;
-	}
-	memset(&ss, 0, sizeof(ss));
-	if (call.kind != FT_LISTEN && call.alen) {
-		struct iovec lv = { &ss, call.alen }, rv = { (void *)(uintptr_t)call.addr, call.alen };
-
-		alen = call.alen;
-		if (process_vm_readv(tid, &lv, 1, &rv, 1, 0) != (ssize_t)alen) {
+	if (sfd >= 0 && (fstat(sfd, &st) < 0 || !S_ISSOCK(st.st_mode)))
+		r = -ENOTSOCK;
+	else if (sfd >= 0 && !(j = calloc(1, sizeof(*j))))
+		r = -ENOMEM;
+	else if (sfd >= 0)
+		r = 0;
+	if (r < 0) {
+		if (sfd >= 0)
 			close(sfd);
-			respond(f, id, -EFAULT, false);
-			return;
-		}
-	}
-	/* What we read belongs to this very call: from here on only our copies are used. */
-	if (!notif_valid(f, id)) {
-		close(sfd);
+		close(pd);
+		respond(f, id, r, false);
 		return;
 	}
-	ck = cookie_of(sfd);
-	if (!ck) {
-		close(sfd);
-		respond(f, id, -EPERM, false);
+	j->kind = FT_JOB_READ;
+	j->id = id;
+	j->tid = tid;
+	j->cfd = call.fd;
+	j->sfd = sfd;
+	j->procdir = pd;
+	j->call = call;
+	if (call.kind != FT_LISTEN && call.alen) {
+		/* The address is read by the worker: a page of it may wait for a server of the command's
+		 * (FUSE, userfaultfd).  Answered in on_job(). */
+		j->alen = call.alen;
+		ftw_submit(f->w, j, now_ms());
 		return;
 	}
-	if (call.kind == FT_LISTEN || call.kind == FT_BIND) {
-		int acc = 0;
+	decide(f, j);
+}
 
-		f->st.bind_listen++;
-
-		/* A host socket: one we injected (bound and connected: EINVAL, as the kernel says), or a
-		 * listener the caller passed in, whose backlog listen() may still change. */
-		if (ck == f->host_cookie && !(call.kind == FT_LISTEN && !gint(sfd, SOL_SOCKET, SO_ACCEPTCONN, &acc) && acc))
-			respond(f, id, -EINVAL, false);
-		else if (call.kind == FT_LISTEN)
-			respond(f, id, listen(sfd, call.backlog) < 0 ? -errno : 0, false);
-		else
-			perform_bind(f, id, tid, sfd, &ss, alen);
-		close(sfd);
+/* A job of the worker is over (worker.h). */
+static void on_job(struct fasttcp *f, struct ft_job *j)
+{
+	if (j->failed || j->kind == FT_JOB_UNIX || j->res < 0) {
+		if (j->failed)
+			log_debug("fast-tcp: %s of the command's call not done in time (%s)",
+				  j->kind == FT_JOB_READ ? "the address read" : "the AF_UNIX path",
+				  strerror(-j->res));
+		respond(f, j->id, j->res, false);
+		ft_job_free(j);
 		return;
 	}
-	if (ck == f->host_cookie) {
-		guard_host_socket(f, id, sfd, cfd, &ss, alen);
-		return;
-	}
-	{
-		int bport, dom = eligible(f, tid, sfd, cfd, &ss, alen, ck, &bport);
-
-		if (dom)
-			inject(f, id, tid, sfd, cfd, dom, bport, &ss, alen);
-		else
-			perform_connect(f, id, tid, sfd, cfd, &ss, alen);
-	}
+	decide(f, j);
 }
 
 /* ---- parked notifications --------------------------------------------------------------------- */
@@ -1080,7 +1070,6 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 	case PARK_INJECT: {
 		int fd = p->fd, sfd = p->sfd, cfd = p->cfd, flags = p->flags;
 		uint64_t id = p->id;
-		pid_t tid = p->tid;
 		bool nb = p->nonblocking, cloexec = p->cloexec;
 		struct sockaddr_storage dst = p->dst;
 		socklen_t alen = p->alen;
@@ -1113,7 +1102,7 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		if (timeout || e || ends_here(f, fd)) {
 			close(fd);
 			f->st.fell_back++;
-			perform_connect(f, id, tid, sfd, cfd, &dst, alen);
+			perform_connect(f, NULL, id, sfd, cfd, &dst, alen);   /* TCP: no path */
 			return;
 		}
 		close(sfd);
@@ -1217,6 +1206,9 @@ static void ft_run(void *priv, uint64_t now)
 		else if (tag < FT_MAX_PARKED && f->park[tag].kind != PARK_FREE)
 			park_event(f, &f->park[tag], false);
 	}
+	/* done, or past their deadline (FT_TAG_JOBS or not) */
+	for (struct ft_job *j; (j = ftw_take(f->w, now));)
+		on_job(f, j);
 	if (f->n_parked && (now >= f->next_sweep || now >= f->next_deadline))
 		sweep(f, now);
 }
@@ -1224,10 +1216,13 @@ static void ft_run(void *priv, uint64_t now)
 static uint64_t ft_deadline(void *priv)
 {
 	const struct fasttcp *f = priv;
+	uint64_t d = ftw_deadline(f->w);
 
 	if (!f->n_parked)
-		return UINT64_MAX;
-	return f->next_deadline < f->next_sweep ? f->next_deadline : f->next_sweep;
+		return d;
+	if (f->next_deadline < d)
+		d = f->next_deadline;
+	return f->next_sweep < d ? f->next_sweep : d;
 }
 
 struct relay_hook fasttcp_hook(struct fasttcp *f)
@@ -1282,6 +1277,14 @@ int fasttcp_new(struct fasttcp **fp, struct ctx *c, int chan, bool inject)
 		err = -errno;
 		goto fail;
 	}
+	err = ftw_new(&f->w);
+	if (err < 0)
+		goto fail;
+	ev.data.u64 = FT_TAG_JOBS;
+	if (epoll_ctl(f->ep, EPOLL_CTL_ADD, ftw_fd(f->w), &ev) < 0) {
+		err = -errno;
+		goto fail;
+	}
 	f->next_sweep = now_ms() + FT_SWEEP_MS;
 	f->next_deadline = UINT64_MAX;
 	*fp = f;
@@ -1301,6 +1304,13 @@ void fasttcp_free(struct fasttcp *f)
 				respond(f, f->park[i].id, -ECONNABORTED, false);
 			park_end(f, &f->park[i]);
 		}
+	if (f->w) {
+		for (struct ft_job *j; (j = ftw_cancel(f->w));) {
+			respond(f, j->id, -ECONNABORTED, false);
+			ft_job_free(j);
+		}
+		ftw_free(f->w);
+	}
 	if (f->listener >= 0)
 		close(f->listener);
 	for (int i = 0; i < 2; i++)

@@ -640,3 +640,119 @@ def test_slow_handshake_is_injected_after_the_relay_checked_it(cf, world):
             srv.kill()
             srv.wait(timeout=10)
         W.sh(["ip", "netns", "exec", rt, "nft", "delete", "table", "inet", SLOW_TABLE], check=False)
+
+
+# ---- nothing the command does blocks P (redteam3 G3) -------------------------------------------------
+
+# The command makes P's inspection of one call block in the kernel: "fuse", an AF_UNIX connect to a
+# path on a FUSE mount whose server never answers (P's path walk waits in fuse_get_req); "uffd", a
+# connect whose address lies in userfaultfd-registered memory nobody serves (P's read of it waits
+# in handle_userfault).  Both need /dev/fuse, /dev/userfaultfd (0600 root here): a root caller.
+# Then it makes a second, ordinary connection, prints its answer and sleeps; P must still relay it,
+# answer the blocked call, and end the run on a signal.
+BLOCKER = r'''
+import ctypes, fcntl, os, socket, struct, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+mode, host, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+keep = []
+def blocked(fn):
+    try:
+        fn(); print("blocked call: ok", flush=True)
+    except OSError as e:
+        print("blocked call: " + errno_name(e.errno), flush=True)
+def errno_name(e):
+    import errno
+    return errno.errorcode.get(e, str(e))
+first = socket.create_connection((host, 80), timeout=10)   # open before the blockers
+if mode == "fuse":
+    assert libc.unshare(0x00020000) == 0, ctypes.get_errno()           # CLONE_NEWNS: mount privately
+    assert libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None) == 0   # MS_REC|MS_PRIVATE
+    mnt = "/tmp/cfw-fuse-%d" % os.getpid(); os.makedirs(mnt, exist_ok=True)
+    fd = os.open("/dev/fuse", os.O_RDWR); keep.append(fd)
+    opts = b"fd=%d,rootmode=40000,user_id=0,group_id=0" % fd
+    assert libc.mount(b"none", mnt.encode(), b"fuse", 0, opts) == 0, ctypes.get_errno()
+    call = lambda: socket.socket(socket.AF_UNIX).connect(mnt + "/sock")
+else:
+    dev = os.open("/dev/userfaultfd", os.O_RDWR | os.O_CLOEXEC)
+    uffd = fcntl.ioctl(dev, 0xAA00, 0o2000000)                            # USERFAULTFD_IOC_NEW
+    keep.append(uffd)
+    api = bytearray(struct.pack("QQQ", 0xAA, 0, 0)); fcntl.ioctl(uffd, 0xc018aa3f, api)
+    page = libc.mmap(None, 4096, 3, 0x22, -1, 0)                         # PROT_RW, PRIVATE|ANON
+    reg = bytearray(struct.pack("QQQQ", page, 4096, 1, 0)); fcntl.ioctl(uffd, 0xc020aa00, reg)
+    s = socket.socket(); keep.append(s)
+    call = lambda: (libc.connect(s.fileno(), ctypes.c_void_p(page), 16) == 0 or
+                    (_ for _ in ()).throw(OSError(ctypes.get_errno(), "connect")))
+for i in range(n):
+    threading.Thread(target=blocked, args=(call,), daemon=True).start()
+time.sleep(0.5)
+c = first if n > 1 else socket.create_connection((host, 80), timeout=10)
+c.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n"); print("second:", c.recv(12).decode(), flush=True)
+c.close()
+time.sleep(60)
+'''
+
+
+@pytest.mark.parametrize("mode,n,sig", [("fuse", 1, "SIGINT"), ("uffd", 1, "SIGTERM"), ("fuse", 11, "SIGTERM")],
+                         ids=["fuse", "uffd", "fuse-flood"])
+def test_a_blocking_inspection_never_stops_p(cf, world, mode, n, sig):
+    """Main walked the AF_UNIX path and read the address in P's loop: P slept in the kernel
+    (D state, fuse_get_req / handle_userfault), the second connect never returned, the relay and
+    the pty relay stopped, and a signal did not end the run.  Now both are done by a worker with a
+    1 s deadline: the second connection is relayed at once, the blocked call fails after the
+    deadline (ETIMEDOUT for the path, EFAULT for the address), and the run ends on the signal.
+    The flood: 11 blocked calls, one after the other abandon their worker up to the cap (8), the
+    rest fail at once; a connection opened before still relays, and the run still ends."""
+    import signal
+    from cfutil import kill_tree, read_line
+    if cf.runner.user:
+        pytest.skip("the blockers need /dev/fuse and /dev/userfaultfd (root only here)")
+    p = cf.popen(["--fast-tcp", "--", *py(BLOCKER, mode, R1["v4"], n)])
+    err = b""
+    try:
+        lines = [read_line(p.stdout, 15) for _ in range(n + 1)]
+        assert b"second: HTTP/1.0 200" in b"".join(lines), lines
+        want = b"blocked call: " + (b"ETIMEDOUT" if mode == "fuse" else b"EFAULT")
+        assert sum(ln.startswith(want) for ln in lines) == n, lines
+        t0 = time.monotonic()
+        os.kill(p.pid, getattr(signal, sig))
+        p.wait(timeout=10)
+        assert time.monotonic() - t0 < 5, time.monotonic() - t0
+    finally:
+        kill_tree(p)
+        _, err = p.communicate(timeout=10)
+    reps = cf.runner.sanitizer_reports(err)
+    assert not reps, reps
+
+
+PRIV_PORT = r'''
+import json, socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[3]))); s.settimeout(10); s.connect((sys.argv[1], 80))
+s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.0\r\n\r\n"); print(s.recv(12).decode())
+print(json.dumps(list(s.getsockname())))
+'''
+
+
+@pytest.mark.parametrize("port", [811, 40811])
+def test_a_privileged_bound_port_never_reaches_the_host(cf, world, port):
+    """A root caller's command may bind :811 in its own namespaces (CAP_NET_BIND_SERVICE there);
+    main replicated that port on P's host socket, so the connection left the host from the
+    privileged port 811, as root (redteam3 G5).  Now such a connect takes the relay, which dials
+    from an ephemeral port as without --fast-tcp; an unprivileged bound port is still replicated."""
+    if cf.runner.user and port < 1024:
+        pytest.skip("an unprivileged caller's command cannot bind below 1024")
+    token = os.urandom(6).hex()
+    path = f"/who.txt?id={token}"
+    r, st = fast(cf, py(PRIV_PORT, R1["v4"], path, port))
+    assert r.rc == 0, r.err.decode()[-3000:]
+    assert r.out.startswith(b"HTTP/1.0 200"), r
+    hits = world.svc_remote1.wait_find(path=path)
+    assert hits and len(hits) == 1, hits
+    cport = int(hits[0]["cport"])
+    if port < 1024:
+        assert cport >= 1024, hits
+        assert st and st["injected"] == 0, st
+    else:
+        assert cport == port and st and st["injected"] == 1, (hits, st)
