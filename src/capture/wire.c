@@ -131,6 +131,17 @@ static void expire(struct wire *w, uint64_t now)
 	}
 }
 
+/* @s ended at @now: its frames are matched WIRE_KEEP_MS more, then expire() forgets it. */
+static void close_later(struct wire *w, struct wire_sock *s, uint64_t now)
+{
+	s->closed_ns = now;
+	if (w->closed_tail)
+		w->closed_tail->next_closed = s;
+	else
+		w->closed_head = s;
+	w->closed_tail = s;
+}
+
 static void tap_sock(void *priv, int fd, int type, bool open)
 {
 	struct wire *w = priv;
@@ -170,12 +181,7 @@ static void tap_sock(void *priv, int fd, int type, bool open)
 			s->have_peer = getpeername(fd, &s->peer.sa, &pl) == 0;
 		}
 		s->fd = -1;
-		s->closed_ns = now;
-		if (w->closed_tail)
-			w->closed_tail->next_closed = s;
-		else
-			w->closed_head = s;
-		w->closed_tail = s;
+		close_later(w, s, now);
 		return;
 	}
 }
@@ -202,14 +208,8 @@ static void ct_flow(void *priv, uint8_t proto, const union flow_addr *local, con
 
 		if (!same_ep(&s->local, la, ll, lp))
 			continue;
-		if (!open) {   /* its end: matched WIRE_GRACE_MS more, like a closed socket */
-			s->closed_ns = now;
-			if (w->closed_tail)
-				w->closed_tail->next_closed = s;
-			else
-				w->closed_head = s;
-			w->closed_tail = s;
-		}
+		if (!open)   /* its end: matched WIRE_GRACE_MS more, like a closed socket */
+			close_later(w, s, now);
 		return;   /* known already */
 	}
 	if (!open)

@@ -452,7 +452,6 @@ static void tell_error(struct relay *r, struct echo_flow *f, const struct icmp_r
 static void dgram_errors(struct relay *r, struct echo_flow *f)
 {
 	int fam = f->dst.ss_family;
-	socklen_t alen = flow_sa_len(&f->dst);
 
 	for (int i = 0; i < 16; i++) {
 		unsigned char data[64], ctl[512];
@@ -463,22 +462,10 @@ static void dgram_errors(struct relay *r, struct echo_flow *f)
 		if (n < 0)
 			return;
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-			const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
-			struct icmp_report rep = { .family = fam };
-			const struct sockaddr *off;
+			struct icmp_report rep;
 
-			if (!((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
-			      (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
-			    c->cmsg_len < CMSG_LEN(sizeof(*ee) + alen) ||
-			    ee->ee_origin != (fam == AF_INET ? SO_EE_ORIGIN_ICMP : SO_EE_ORIGIN_ICMP6) || n < 8)
+			if (n < 8 || !icmp_report_from_cmsg(c, fam, &rep))
 				continue;
-			off = SO_EE_OFFENDER(ee);
-			if (off->sa_family != fam)
-				continue;
-			rep.type = ee->ee_type;
-			rep.code = ee->ee_code;
-			rep.mtu = ee->ee_info;
-			memcpy(&rep.from, off, alen);
 			/* the data is the echo we sent, from its ICMP header; the length is what the kernel
 			 * kept of it, at most all of it */
 			tell_error(r, f, &rep, (uint16_t)(data[6] << 8 | data[7]), (size_t)n - 8);

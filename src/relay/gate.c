@@ -287,25 +287,12 @@ bool gate_time_exceeded(struct relay *r, int fd, const struct sockaddr_storage *
 	if (inj < 0 || recvmsg(fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT) < 0)
 		return false;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-		const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
-		struct icmp_report rep = { .family = fam };
-		const struct sockaddr *off;
+		struct icmp_report rep;
 		size_t len;
 
-		if (!((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
-		      (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
-		    c->cmsg_len < CMSG_LEN(sizeof(*ee) + alen))
+		/* ICMP time exceeded (11) / ICMPv6 time exceeded (3): in transit */
+		if (!icmp_report_from_cmsg(c, fam, &rep) || rep.type != (fam == AF_INET ? 11 : 3))
 			continue;
-		/* ICMP time exceeded (11) / ICMPv6 time exceeded (3), code 0: in transit */
-		if (fam == AF_INET ? ee->ee_origin != SO_EE_ORIGIN_ICMP || ee->ee_type != 11
-				   : ee->ee_origin != SO_EE_ORIGIN_ICMP6 || ee->ee_type != 3)
-			continue;
-		off = SO_EE_OFFENDER(ee);
-		if (off->sa_family != fam)
-			continue;
-		rep.type = ee->ee_type;
-		rep.code = ee->ee_code;
-		memcpy(&rep.from, off, alen);
 		len = icmp_tcp_error_build(pkt, sizeof(pkt), &rep, child, dst, isn);
 		((struct sockaddr_in *)&to)->sin_port = 0;   /* raw sockets: no port (same offset in v6) */
 		if (len && sendto(inj, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, alen) == (ssize_t)len)

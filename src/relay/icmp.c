@@ -5,8 +5,32 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <linux/errqueue.h>
 
 #define ERR_TTL 64
+
+bool icmp_report_from_cmsg(const struct cmsghdr *c, int fam, struct icmp_report *rep)
+{
+	socklen_t alen = fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
+	const struct sockaddr *off;
+
+	if (!((fam == AF_INET && c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+	      (fam == AF_INET6 && c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
+	    c->cmsg_len < CMSG_LEN(sizeof(*ee) + alen) ||
+	    ee->ee_origin != (fam == AF_INET ? SO_EE_ORIGIN_ICMP : SO_EE_ORIGIN_ICMP6))
+		return false;
+	off = SO_EE_OFFENDER(ee);
+	if (off->sa_family != fam)
+		return false;
+	memset(rep, 0, sizeof(*rep));
+	rep->family = fam;
+	rep->type = ee->ee_type;
+	rep->code = ee->ee_code;
+	rep->mtu = ee->ee_info;
+	memcpy(&rep->from, off, alen);
+	return true;
+}
 
 static uint32_t sum16(const uint8_t *p, size_t n, uint32_t acc)
 {

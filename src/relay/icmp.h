@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <sys/socket.h>
 
 /* What upstream said: an ICMP (AF_INET) or ICMPv6 (AF_INET6) type and code, the MTU for "too big". */
@@ -24,6 +25,14 @@ struct icmp_report {
 	uint32_t mtu;
 	struct sockaddr_storage from;   /* who sent the error: the destination or a router */
 };
+
+/*
+ * icmp_report_from_cmsg() - @rep from control message @c of an MSG_ERRQUEUE read on a socket of
+ * family @fam (IP_RECVERR / IPV6_RECVERR): an ICMP or ICMPv6 error with its sender
+ * (SO_EE_OFFENDER) as rep->from, and type, code and info (the MTU of a "too big").
+ * Return: true when @c is such an error of @fam, false for anything else (then @rep is unchanged).
+ */
+bool icmp_report_from_cmsg(const struct cmsghdr *c, int fam, struct icmp_report *rep);
 
 /*
  * icmp_error_build() - the packet that tells the child @rep about its datagram of @payload_len

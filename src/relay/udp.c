@@ -611,25 +611,12 @@ static void pass_errors(struct relay *r, struct udp_flow *f)
 		if (n < 0)
 			return;
 		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-			const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
-			struct icmp_report rep = { .family = fam };
+			struct icmp_report rep;
 			struct sockaddr_storage to = child;
-			const struct sockaddr *off;
 			size_t len;
 
-			if (!((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
-			      (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
-			    c->cmsg_len < CMSG_LEN(sizeof(*ee) + alen) ||
-			    ee->ee_origin != (fam == AF_INET ? SO_EE_ORIGIN_ICMP : SO_EE_ORIGIN_ICMP6))
+			if (!icmp_report_from_cmsg(c, fam, &rep))
 				continue;
-			/* the sender's address follows the error (SO_EE_OFFENDER) */
-			off = SO_EE_OFFENDER(ee);
-			if (off->sa_family != fam)
-				continue;
-			rep.type = ee->ee_type;
-			rep.code = ee->ee_code;
-			rep.mtu = ee->ee_info;
-			memcpy(&rep.from, off, alen);
 			len = icmp_error_build(pkt, sizeof(pkt), &rep, &child, &dst, (size_t)n);
 			if (!len)
 				continue;
