@@ -408,6 +408,9 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 	if (view == CAPTURE_WIRE_EGRESS &&
 	    ((r = wire_attach(wire)) < 0 || (r = relay_set_tap(relay, wire_tap(wire))) < 0))
 		return r;
+	/* The writer thread: from here on the relay only hands packets over (capture/capture.h). */
+	if ((r = capture_start(cap)) < 0)
+		return r;
 	return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
 							   .deadline = capture_hook_deadline, .priv = cap });
 }

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@
 #include <unistd.h>
 #include <linux/if_packet.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,19 +22,29 @@
 #include "capture/pcapng.h"
 #include "util/log.h"
 
-#define STALL_RETRY_MS 10        /* a full pipe is tried again this often */
 #define FINISH_WAIT_MS 2000      /* at the end, a pipe gets this long to take the rest */
 #define FINISH_RING_MS 500       /* ... and the ring this long to hand over its last frames */
+#define QUEUE_SIZE (16u << 20)   /* the relay's records waiting for the writer (a power of 2) */
+#define REC_PAD UINT32_MAX       /* a record's ifid: skip to the queue's wrap */
 
-/* Counters of an interface, for its statistics block. */
+/* Counters of an interface, for its statistics block (kept by the thread that queues its packets). */
 struct cap_if {
 	uint64_t recv, drops;
 };
 
+/* One queued packet: this header, then @len bytes, the whole padded to 8 bytes. */
+struct rec {
+	uint32_t size;                /* bytes of the record, header included */
+	uint32_t ifid;                /* or REC_PAD */
+	uint64_t ts;
+	uint32_t len, flags;
+	struct capture_csum ck;       /* ck.at == 0: no checksum to fill */
+};
+
 struct capture {
-	struct pcapng w;
+	struct pcapng w;              /* the writer thread's while it runs, else the caller's */
 	int out_fd;
-	int epfd;
+	int epfd;                     /* a sorted ring's, for the relay's loop */
 	char *path;                   /* for messages: the file, or "stdout" */
 	int ring_fd;                  /* the backend's; -1 before capture_attach() */
 	unsigned char *ring;
@@ -43,9 +56,18 @@ struct capture {
 	int drop_ifid;                /* ... and the interface its kernel drops are told on */
 	struct cap_if ifs[CAPTURE_MAX_IFS];   /* every interface described, by id */
 	int n_ifs;
-	bool stalled, stopped, told;
+	/* The queue: the relay's thread writes at qhead, the writer reads at qtail. */
+	unsigned char *q;
+	uint64_t qhead, qtail;        /* byte positions (ever growing); atomics */
+	int evfd;                     /* wakes the writer: a record while it sleeps, or the end */
+	int sleeping;                 /* atomic: the writer waits for the eventfd */
+	int quit;                     /* atomic: the writer is to return */
+	pthread_t thread;
+	bool running;                 /* capture_start() started the writer */
+	int stopped;                  /* atomic: a write failed */
+	bool stalled, told;
 	uint64_t first_pending_ms;    /* when the oldest unwritten packet was buffered; 0: none */
-	uint64_t flush_try_ms;        /* when a flush was last tried */
+	uint64_t stalls;              /* times the output was full */
 	uint64_t start_ns;
 	uint64_t recv, drops;         /* the kernel's counters (PACKET_STATISTICS), summed */
 };
@@ -64,6 +86,11 @@ static uint64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static bool is_stopped(const struct capture *c)
+{
+	return __atomic_load_n(&c->stopped, __ATOMIC_ACQUIRE);
 }
 
 /*
@@ -108,7 +135,7 @@ struct capture *capture_open(const char *path, const char *userappl)
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
 		return NULL;
 	}
-	c->out_fd = c->epfd = c->ring_fd = -1;
+	c->out_fd = c->epfd = c->ring_fd = c->evfd = -1;
 	c->ifid = -1;
 	c->path = strdup(to_stdout ? "stdout" : path);
 	if (!c->path) {
@@ -134,9 +161,10 @@ struct capture *capture_open(const char *path, const char *userappl)
 	else
 		snprintf(os, sizeof(os), "Linux");
 	c->start_ns = now_realtime_ns();
-	/* The fd the loop watches: the rings' (none for the views the relay feeds itself). */
+	/* The fd the relay's loop watches: a sorted ring's (none for the other views). */
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (c->epfd < 0) {
+	c->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->epfd < 0 || c->evfd < 0) {
 		log_error("cannot start the capture: %s", strerror(errno));
 		capture_free(c);
 		return NULL;
@@ -151,20 +179,19 @@ struct capture *capture_open(const char *path, const char *userappl)
 	return c;
 }
 
-static int flush(struct capture *c);
-
-/* Map the ring of @fd and watch it.  Return: 0 or -errno (after one line). */
+/* Map the ring of @fd.  Return: 0 or -errno (after one line). */
 static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 		    unsigned int retire_ms)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
 	size_t cap = 2u * block_size + (1u << 20);
-	int r;
 
+	if (c->running || c->ring)
+		return -EBUSY;
 	c->ring_len = (size_t)block_size * block_nr;
 	c->ring = mmap(NULL, c->ring_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (c->ring == MAP_FAILED) {
-		r = -errno;
+		int r = -errno;
+
 		c->ring = NULL;
 		log_error("cannot start the capture: cannot map the packet ring: %s", strerror(-r));
 		return r;
@@ -184,11 +211,6 @@ static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned
 		c->w.buf = nb;
 		c->w.cap = cap;
 	}
-	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-		r = -errno;
-		log_error("cannot start the capture: %s", strerror(-r));
-		return r;
-	}
 	return 0;
 }
 
@@ -206,6 +228,7 @@ int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned 
 int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid)
 {
+	struct epoll_event ev = { .events = EPOLLIN };
 	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
 
 	if (r < 0)
@@ -213,6 +236,12 @@ int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, un
 	c->sort = sort;
 	c->sort_priv = priv;
 	c->drop_ifid = drop_ifid;
+	/* Sorted on the relay's thread (the filter is its socket set): its loop watches the ring. */
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		r = -errno;
+		log_error("cannot start the capture: %s", strerror(-r));
+		return r;
+	}
 	return 0;
 }
 
@@ -222,6 +251,8 @@ int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, con
 
 	if (c->n_ifs >= CAPTURE_MAX_IFS)
 		return -ENOSPC;
+	if (c->running)
+		return -EBUSY;
 	if (c->stopped)
 		return -EIO;
 	if (pcapng_room(&c->w) < 1024 && (r = pcapng_flush(&c->w)) < 0 && r != -EAGAIN)
@@ -239,39 +270,67 @@ fail:
 
 int capture_packet(struct capture *c, int ifid, uint64_t ts_ns, const void *data, uint32_t len, uint32_t flags)
 {
-	return capture_packet2(c, ifid, ts_ns, data, len, "", 0, flags);
+	return capture_packet2(c, ifid, ts_ns, data, len, "", 0, flags, NULL);
+}
+
+static size_t rec_size(uint32_t len)
+{
+	return (sizeof(struct rec) + len + 7u) & ~(size_t)7u;
+}
+
+/* Wake the writer: when it sleeps (a record was published), or @always (to end it). */
+static void wake(struct capture *c, bool always)
+{
+	uint64_t one = 1;
+
+	if (!always && !__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST))
+		return;   /* awake: it sees the record on its next pass */
+	if (!__atomic_exchange_n(&c->sleeping, 0, __ATOMIC_SEQ_CST) && !always)
+		return;   /* another wake-up came first */
+	if (write(c->evfd, &one, sizeof(one)) < 0) {
+		/* the counter is full: the writer has a wake-up pending anyway */
+	}
 }
 
 int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
-		    const void *body, uint32_t blen, uint32_t flags)
+		    const void *body, uint32_t blen, uint32_t flags, const struct capture_csum *ck)
 {
 	uint32_t len = hlen + blen;
-	uint32_t cap = len;
-	int r;
+	size_t need = rec_size(len), off, end_room, skip;
+	uint64_t head_pos, tail;
+	struct rec *rc;
 
 	if (ifid < 0 || ifid >= c->n_ifs)
 		return -EINVAL;
-	if (c->stopped) {
+	if (is_stopped(c) || !c->q || len > CAPTURE_SNAPLEN) {
 		c->ifs[ifid].drops++;
-		return -EIO;
+		return is_stopped(c) ? -EIO : -ENOBUFS;
 	}
-	/* Keep room for a whole ring block: the ring's frames must always fit (drain()). */
-	if (pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + (c->ring ? c->block_size : 0)) {
-		r = flush(c);
-		if (r == -1 ||
-		    pcapng_room(&c->w) < pcapng_epb_size(cap, flags) + (c->ring ? c->block_size : 0)) {
-			c->ifs[ifid].drops++;   /* a full pipe: counted, told at the end */
-			return r == -1 ? -EIO : -ENOBUFS;
-		}
+	head_pos = c->qhead;   /* only this thread writes it */
+	tail = __atomic_load_n(&c->qtail, __ATOMIC_ACQUIRE);
+	off = (size_t)(head_pos & (QUEUE_SIZE - 1));
+	end_room = QUEUE_SIZE - off;
+	skip = end_room < need ? end_room : 0;
+	if (QUEUE_SIZE - (head_pos - tail) < skip + need) {
+		c->ifs[ifid].drops++;   /* the writer is behind: counted, told in the statistics block */
+		return -ENOBUFS;
 	}
-	r = pcapng_epb2(&c->w, (uint32_t)ifid, ts_ns, head, hlen, body, blen, len, flags);
-	if (r < 0) {
-		c->ifs[ifid].drops++;
-		return r;
+	if (skip) {
+		if (end_room >= sizeof(struct rec))
+			((struct rec *)(c->q + off))->ifid = REC_PAD;
+		head_pos += skip;
+		off = 0;
 	}
+	rc = (struct rec *)(c->q + off);
+	*rc = (struct rec){ .size = (uint32_t)need, .ifid = (uint32_t)ifid, .ts = ts_ns, .len = len, .flags = flags };
+	if (ck)
+		rc->ck = *ck;
+	memcpy(rc + 1, head, hlen);
+	if (blen)
+		memcpy((unsigned char *)(rc + 1) + hlen, body, blen);
+	__atomic_store_n(&c->qhead, head_pos + need, __ATOMIC_SEQ_CST);
+	wake(c, false);
 	c->ifs[ifid].recv++;
-	if (!c->first_pending_ms)
-		c->first_pending_ms = now_ms();
 	return 0;
 }
 
@@ -280,13 +339,13 @@ int capture_fd(const struct capture *c)
 	return c->epfd;
 }
 
-/* A write failed: one warning; the output ends at its last whole block; the ring is let go. */
+/* A write failed: one warning; the output ends at its last whole block; nothing more is read. */
 static void stop(struct capture *c)
 {
-	c->stopped = true;
+	__atomic_store_n(&c->stopped, 1, __ATOMIC_RELEASE);
 	c->stalled = false;
 	c->first_pending_ms = 0;
-	if (c->epfd >= 0 && c->ring_fd >= 0)
+	if (c->sort && c->ring_fd >= 0)
 		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->ring_fd, NULL);
 	if (!c->told)
 		log_warn("capture stopped: cannot write to %s: %s; it holds the packets up to now (exit "
@@ -294,23 +353,11 @@ static void stop(struct capture *c)
 	c->told = true;
 }
 
-/* The ring is (not) to be read: a stalled output holds it back. */
-static void set_stalled(struct capture *c, bool stalled)
-{
-	struct epoll_event ev = { .events = stalled ? 0 : EPOLLIN };
-
-	if (c->stalled == stalled)
-		return;
-	c->stalled = stalled;
-	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->ring_fd, &ev);
-}
-
 /* Flush; Return: 0 when the output took it all, -EAGAIN (a full pipe), or -1 when stopped. */
 static int flush(struct capture *c)
 {
 	int r = pcapng_flush(&c->w);
 
-	c->flush_try_ms = now_ms();
 	if (r == 0)
 		c->first_pending_ms = 0;
 	else if (r != -EAGAIN) {
@@ -320,9 +367,42 @@ static int flush(struct capture *c)
 	return r;
 }
 
-/* Copy the frames of one ring block into the writer.  There is room for all of them. */
-static void take_block(struct capture *c, struct tpacket_block_desc *bd, uint64_t now)
+static void pending(struct capture *c)
 {
+	if (!c->first_pending_ms)
+		c->first_pending_ms = now_ms();
+}
+
+static struct tpacket_block_desc *ring_block(const struct capture *c)
+{
+	return (struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+}
+
+static bool block_ready(const struct capture *c)
+{
+	return c->ring && (__atomic_load_n(&ring_block(c)->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER);
+}
+
+/* Give the current block back to the kernel and go to the next. */
+static void release_block(struct capture *c)
+{
+	struct tpacket_block_desc *bd = ring_block(c);
+
+	/* The kernel zeroes it when it opens the block again; zeroed now, a non-zero count on a
+	 * block of the kernel's means it is filling it (capture_finish() waits for that one). */
+	bd->hdr.bh1.num_pkts = 0;
+	__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+	c->next_block = (c->next_block + 1) % c->block_nr;
+}
+
+/*
+ * take_block() - the frames of the current ring block: a sorted ring's are queued (the relay's
+ * thread, or the caller at the end), the child ring's copied into the writer's buffer, which has
+ * room for all of them.  Then the block is given back.
+ */
+static void take_block(struct capture *c)
+{
+	struct tpacket_block_desc *bd = ring_block(c);
 	const unsigned char *p = (const unsigned char *)bd + bd->hdr.bh1.offset_to_first_pkt;
 
 	for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts; i++) {
@@ -331,91 +411,220 @@ static void take_block(struct capture *c, struct tpacket_block_desc *bd, uint64_
 		/* On the gateway's end of the link: frames it sends go to the tree, the rest came from it. */
 		uint32_t dir = sll->sll_pkttype == PACKET_OUTGOING ? PCAPNG_EPB_OUTBOUND : PCAPNG_EPB_INBOUND;
 		uint64_t ts = (uint64_t)h->tp_sec * 1000000000u + h->tp_nsec;
-		int ifid = c->sort ? c->sort(c->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts) : c->ifid;
 
-		if (ifid < 0)
-			goto next;   /* not one of ours */
-		if (pcapng_epb(&c->w, (uint32_t)ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) < 0)
+		if (c->sort) {
+			int ifid = c->sort(c->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts);
+
+			if (ifid >= 0)   /* else not one of ours */
+				capture_packet(c, ifid, ts, p + h->tp_mac, h->tp_snaplen, dir);
+		} else if (pcapng_epb(&c->w, (uint32_t)c->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) == 0) {
+			pending(c);
+		} else {
 			break;   /* cannot happen: a block's frames fit in the room reserved for it */
-		if (c->sort)
-			c->ifs[ifid].recv++;
-		if (!c->first_pending_ms)
-			c->first_pending_ms = now ? now : 1;
-next:
+		}
 		if (!h->tp_next_offset)
 			break;
 		p += h->tp_next_offset;
 	}
+	release_block(c);
+}
+
+/* Fill in a record's deferred checksum (the record is the writer's until it is released). */
+static void fill_csum(struct rec *rc)
+{
+	unsigned char *pkt = (unsigned char *)(rc + 1);
+	const unsigned char *p = pkt + rc->ck.from;
+	size_t n = rc->len - rc->ck.from;
+	uint64_t sum = rc->ck.seed;
+	uint32_t wd;
+	uint16_t h = 0, ck;
+
+	for (; n >= 4; p += 4, n -= 4) {
+		memcpy(&wd, p, 4);
+		sum += wd;
+	}
+	if (n >= 2) {
+		memcpy(&h, p, 2);
+		sum += h;
+		p += 2;
+		n -= 2;
+	}
+	if (n) {
+		h = 0;
+		memcpy(&h, p, 1);   /* the odd byte is the first (high) byte of a zero-padded word */
+		sum += h;
+	}
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	ck = (uint16_t)~sum;
+	if (rc->ck.udp && ck == 0)
+		ck = 0xffff;   /* UDP: 0 means "no checksum" */
+	memcpy(pkt + rc->ck.at, &ck, 2);
 }
 
 /*
- * drain() - take every block the kernel has handed over, flushing when the buffer cannot hold one
- * more.  @wait_ms > 0 (at the end): a full pipe is waited for, at most that long in all.
- * Return: the number of blocks taken.
+ * take_records() - copy queued records into the writer's buffer while they fit (keeping @keep
+ * bytes free).  Return: true when a record is left that did not fit.
  */
-static unsigned int drain(struct capture *c, uint64_t now, int wait_ms)
+static bool take_records(struct capture *c, size_t keep)
 {
-	unsigned int taken = 0;
-	uint64_t until = now_ms() + (uint64_t)(wait_ms > 0 ? wait_ms : 0);
+	uint64_t tail = c->qtail, head = __atomic_load_n(&c->qhead, __ATOMIC_ACQUIRE);
+	bool left = false;
 
-	while (!c->stopped && c->ring) {
-		struct tpacket_block_desc *bd =
-			(struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+	while (tail != head) {
+		size_t off = (size_t)(tail & (QUEUE_SIZE - 1)), end_room = QUEUE_SIZE - off;
+		struct rec *rc = (struct rec *)(c->q + off);
 
-		if (!(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
-			break;
-		while (pcapng_room(&c->w) < c->block_size) {
-			int r = flush(c);
-
-			if (r < 0 && r != -EAGAIN)
-				return taken;
-			if (r == 0 || pcapng_room(&c->w) >= c->block_size)
-				break;
-			uint64_t t = now_ms();
-
-			if (wait_ms <= 0 || t >= until) {
-				set_stalled(c, true);
-				return taken;
-			}
-			struct pollfd pf = { .fd = c->out_fd, .events = POLLOUT };
-
-			poll(&pf, 1, (int)(until - t));
+		if (end_room < sizeof(*rc) || rc->ifid == REC_PAD) {
+			tail += end_room;
+			continue;
 		}
-		take_block(c, bd, now);
-		/* The kernel zeroes it when it opens the block again; zeroed now, a non-zero count on a
-		 * block of the kernel's means it is filling it (capture_finish() waits for that one). */
-		bd->hdr.bh1.num_pkts = 0;
-		__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-		c->next_block = (c->next_block + 1) % c->block_nr;
-		taken++;
+		if (pcapng_room(&c->w) < pcapng_epb_size(rc->len, rc->flags) + keep) {
+			left = true;
+			break;
+		}
+		if (rc->ck.at)
+			fill_csum(rc);
+		if (pcapng_epb(&c->w, rc->ifid, rc->ts, rc + 1, rc->len, rc->len, rc->flags) == 0)
+			pending(c);
+		tail += rc->size;
 	}
-	if (!c->stopped)
-		set_stalled(c, false);
-	return taken;
+	__atomic_store_n(&c->qtail, tail, __ATOMIC_RELEASE);
+	return left;
+}
+
+/*
+ * writer_pass() - take what the child ring and the queue hold while the buffer has room, flushing
+ * when something did not fit or at the flush deadline.  Return: true when the output (a full pipe)
+ * took only part of a flush: STALLED, nothing more is taken until it is writable.
+ */
+static bool writer_pass(struct capture *c)
+{
+	for (;;) {
+		bool left = false, due;
+		int r;
+
+		while (!c->sort && block_ready(c)) {
+			if (pcapng_room(&c->w) < c->block_size) {
+				left = true;
+				break;
+			}
+			take_block(c);
+		}
+		if (c->q && take_records(c, 0))
+			left = true;
+		due = c->first_pending_ms && now_ms() >= c->first_pending_ms + CAPTURE_FLUSH_MS;
+		if (!left && !due)
+			return false;
+		r = flush(c);
+		if (r == -1)
+			return false;
+		if (r == -EAGAIN)
+			return true;
+		if (!left)
+			return false;
+	}
+}
+
+/* Is there input for the writer now? */
+static bool input_ready(const struct capture *c)
+{
+	return (!c->sort && block_ready(c)) ||
+	       (c->q && __atomic_load_n(&c->qhead, __ATOMIC_ACQUIRE) != c->qtail);
+}
+
+static void *writer_main(void *arg)
+{
+	struct capture *c = arg;
+
+	while (!__atomic_load_n(&c->quit, __ATOMIC_ACQUIRE) && !is_stopped(c)) {
+		struct pollfd pf[2] = { { .fd = c->evfd, .events = POLLIN }, { .fd = -1 } };
+		int timeout = -1;
+		uint64_t v;
+
+		c->stalled = writer_pass(c);
+		if (is_stopped(c))
+			break;
+		if (c->stalled) {
+			c->stalls++;
+			pf[1] = (struct pollfd){ .fd = c->out_fd, .events = POLLOUT };
+		} else {
+			/* Sleep until a record, a ring block, or the flush deadline. */
+			__atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
+			if (input_ready(c)) {
+				__atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+				continue;
+			}
+			if (!c->sort && c->ring)
+				pf[1] = (struct pollfd){ .fd = c->ring_fd, .events = POLLIN };
+			if (c->first_pending_ms) {
+				uint64_t t = now_ms(), due = c->first_pending_ms + CAPTURE_FLUSH_MS;
+
+				timeout = due > t ? (int)(due - t) : 0;
+			}
+		}
+		poll(pf, 2, timeout);
+		__atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+		if (pf[0].revents & POLLIN && read(c->evfd, &v, sizeof(v)) < 0) {
+			/* nothing counted: another wake-up took it */
+		}
+	}
+	return NULL;
+}
+
+int capture_start(struct capture *c)
+{
+	sigset_t all, old;
+	int r;
+
+	if (c->running)
+		return 0;
+	if (c->n_ifs > (c->ifid >= 0 ? 1 : 0) || c->sort) {
+		/* Interfaces the relay feeds, or a sorted ring: their packets come through the queue. */
+		c->q = malloc(QUEUE_SIZE);
+		if (!c->q) {
+			log_error("cannot start the capture: %s", strerror(ENOMEM));
+			return -ENOMEM;
+		}
+	}
+	/* The writer takes no signal: the relay's thread handles them all. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = -pthread_create(&c->thread, NULL, writer_main, c);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r < 0) {
+		log_error("cannot start the capture: cannot start its writer thread: %s", strerror(-r));
+		return r;
+	}
+	c->running = true;
+	return 0;
+}
+
+/* End the writer thread: from here on the caller is the writer. */
+static void join_writer(struct capture *c)
+{
+	if (!c->running)
+		return;
+	__atomic_store_n(&c->quit, 1, __ATOMIC_RELEASE);
+	wake(c, true);
+	pthread_join(c->thread, NULL);
+	c->running = false;
+	c->stalled = false;
 }
 
 void capture_run(struct capture *c, uint64_t now)
 {
-	if (c->stopped)
+	(void)now;
+	if (!c->sort || is_stopped(c))
 		return;
-	if (c->ring)
-		drain(c, now, 0);
-	if (!c->stopped && c->first_pending_ms && now >= c->first_pending_ms + CAPTURE_FLUSH_MS)
-		flush(c);
+	while (block_ready(c))
+		take_block(c);
 }
 
 uint64_t capture_deadline(const struct capture *c)
 {
-	if (c->stopped)
-		return UINT64_MAX;
-	if (c->stalled)
-		return now_ms() + STALL_RETRY_MS;
-	if (!c->first_pending_ms)
-		return UINT64_MAX;
-	/* A pipe that took part of a flush is tried again every STALL_RETRY_MS. */
-	if (c->first_pending_ms + CAPTURE_FLUSH_MS < c->flush_try_ms + STALL_RETRY_MS)
-		return c->flush_try_ms + STALL_RETRY_MS;
-	return c->first_pending_ms + CAPTURE_FLUSH_MS;
+	(void)c;
+	return UINT64_MAX;
 }
 
 /* Sum the kernel's counters (reading them resets them). */
@@ -451,11 +660,39 @@ static int flush_wait(struct capture *c, int wait_ms)
 	return r;
 }
 
+/*
+ * drain_all() - at the end (the caller is the writer): every block the kernel has handed over and
+ * every queued record, flushing (a full pipe waited for) when the buffer cannot hold more.
+ * Return: the number of blocks taken.
+ */
+static unsigned int drain_all(struct capture *c)
+{
+	unsigned int taken = 0;
+
+	while (!is_stopped(c)) {
+		bool left = c->q && take_records(c, 0);
+
+		if (left || pcapng_room(&c->w) < c->block_size) {
+			if (flush_wait(c, FINISH_WAIT_MS) < 0)
+				break;
+			continue;
+		}
+		if (!block_ready(c))
+			break;
+		take_block(c);   /* a sorted ring's frames go to the queue, taken on the next turn */
+		taken++;
+	}
+	return taken;
+}
+
 bool capture_finish(struct capture *c)
 {
-	uint64_t end;
+	uint64_t end, seen = 0;   /* seen: the packets of the interfaces the kernel does not count */
 
-	if (c->ring && !c->stopped) {
+	join_writer(c);
+	if (!is_stopped(c))
+		drain_all(c);
+	if (c->ring && !is_stopped(c)) {
 		/*
 		 * The block being filled now is handed over when its timer fires (after one or two
 		 * periods).  Once it is, every frame until now has been taken; later ones (the
@@ -463,17 +700,15 @@ bool capture_finish(struct capture *c)
 		 */
 		uint64_t until = now_ms() + FINISH_RING_MS;
 
-		drain(c, now_ms(), FINISH_WAIT_MS);
-		while (!c->stopped && now_ms() < until) {
+		while (!is_stopped(c) && now_ms() < until) {
 			struct pollfd pf = { .fd = c->ring_fd, .events = POLLIN };
-			const struct tpacket_block_desc *bd =
-				(const struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+			const struct tpacket_block_desc *bd = ring_block(c);
 
 			if (!__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) &&
 			    !(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
 				break;   /* nothing waiting in the ring */
 			poll(&pf, 1, (int)(until - now_ms()));
-			if (drain(c, now_ms(), FINISH_WAIT_MS) > 0)
+			if (drain_all(c) > 0)
 				break;
 		}
 	}
@@ -485,37 +720,45 @@ bool capture_finish(struct capture *c)
 	} else if (c->sort && c->drop_ifid >= 0 && c->drop_ifid < c->n_ifs) {
 		c->ifs[c->drop_ifid].drops += c->drops;   /* a dropped frame's interface is unknown */
 	}
-	for (int i = 0; i < c->n_ifs && !c->stopped; i++) {
+	for (int i = 0; i < c->n_ifs; i++)
+		if (i != c->ifid && !c->sort)   /* a sorted ring's kernel counters have every frame */
+			seen += c->ifs[i].recv + c->ifs[i].drops;
+	for (int i = 0; i < c->n_ifs && !is_stopped(c); i++) {
 		if (pcapng_room(&c->w) < 256 && flush_wait(c, FINISH_WAIT_MS) != 0)
 			break;
 		pcapng_isb(&c->w, (uint32_t)i, end, c->start_ns, end, c->ifs[i].recv, c->ifs[i].drops);
 		if (i != c->ifid && !(c->sort && i == c->drop_ifid))
 			c->drops += c->ifs[i].drops;
 	}
-	if (!c->stopped)
+	if (!is_stopped(c))
 		flush_wait(c, FINISH_WAIT_MS);
-	/* Once stopped, the ring is no longer read and fills: those drops were told as the stop. */
-	if (c->drops && !c->stopped)
-		log_warn("capture: the kernel dropped %llu of %llu packets (the capture ring was full); %s "
-			 "misses them (its statistics block says so)", (unsigned long long)c->drops,
-			 (unsigned long long)c->recv, c->path);
-	log_debug("capture: %llu packets written to %s, %llu dropped by the kernel",
-		  (unsigned long long)c->w.packets, c->path, (unsigned long long)c->drops);
-	return !c->stopped;
+	/* Once stopped, nothing more is read: those drops were told as the stop. */
+	if (c->drops && !is_stopped(c))
+		log_warn("capture: %llu of %llu packets dropped (the capture could not keep up); %s misses "
+			 "them (its statistics blocks say so)", (unsigned long long)c->drops,
+			 (unsigned long long)(c->recv + seen), c->path);
+	log_debug("capture: %llu packets written to %s, %llu dropped, the output full %llu times",
+		  (unsigned long long)c->w.packets, c->path, (unsigned long long)c->drops,
+		  (unsigned long long)c->stalls);
+	return !is_stopped(c);
 }
 
 void capture_free(struct capture *c)
 {
 	if (!c)
 		return;
+	join_writer(c);
 	if (c->w.buf)
 		pcapng_close(&c->w, 0);
 	if (c->ring)
 		munmap(c->ring, c->ring_len);
 	if (c->epfd >= 0)
 		close(c->epfd);
+	if (c->evfd >= 0)
+		close(c->evfd);
 	if (c->out_fd >= 0)
 		close(c->out_fd);
+	free(c->q);
 	free(c->path);
 	free(c);
 }
