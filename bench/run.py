@@ -88,6 +88,11 @@ PATHS = [
 _BASELINE = os.environ.get("CHILDFLOW_BENCH_BASELINE")
 if _BASELINE:
     PATHS.insert(2, ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
+    # ... and its capture paths next to ours (capture before/after in one run: --paths picks them).
+    _i = next(i for i, p in enumerate(PATHS) if p[0] == "childflow -c -C egress") + 1
+    PATHS[_i:_i] = [("childflow (baseline) -c", [_BASELINE, "-c", CAPTURE_FILE, "--"], [_BASELINE]),
+                    ("childflow (baseline) -c -C egress",
+                     [_BASELINE, "-c", CAPTURE_FILE, "-C", "egress", "--"], [_BASELINE])]
 
 # Start-up references that are not network paths (shown as notes, not as columns).
 STARTUP_REFERENCES = [("unshare -Urn true", ["unshare", "-Urn", "true"])]
@@ -716,11 +721,11 @@ ROWS = [
     ("cost_tcp_up_8", "machine CPU per GB moved, TCP up, 8 streams", "core·s/GB", False, "{:.2f}", False),
     ("cost_tcp_down_8", "machine CPU per GB moved, TCP down, 8 streams", "core·s/GB", False, "{:.2f}",
      False),
-    ("capdrop_tcp_up_1", "`-c`: packets the kernel dropped, TCP up, 1 stream", "packets", False, "{:.0f}", True),
-    ("capdrop_tcp_down_1", "`-c`: packets the kernel dropped, TCP down, 1 stream", "packets", False, "{:.0f}",
+    ("capdrop_tcp_up_1", "`-c`: packets dropped (isb_ifdrop), TCP up, 1 stream", "packets", False, "{:.0f}", True),
+    ("capdrop_tcp_down_1", "`-c`: packets dropped (isb_ifdrop), TCP down, 1 stream", "packets", False, "{:.0f}",
      True),
-    ("capdrop_tcp_up_8", "`-c`: packets the kernel dropped, TCP up, 8 streams", "packets", False, "{:.0f}", True),
-    ("capdrop_tcp_down_8", "`-c`: packets the kernel dropped, TCP down, 8 streams", "packets", False, "{:.0f}",
+    ("capdrop_tcp_up_8", "`-c`: packets dropped (isb_ifdrop), TCP up, 8 streams", "packets", False, "{:.0f}", True),
+    ("capdrop_tcp_down_8", "`-c`: packets dropped (isb_ifdrop), TCP down, 8 streams", "packets", False, "{:.0f}",
      True),
     ("pcpu_tcp_up_1", "P CPU during TCP up, 1 stream", "% core", False, "{:.0f}", True),
     ("pcpu_tcp_down_1", "P CPU during TCP down, 1 stream", "% core", False, "{:.0f}", True),
@@ -845,9 +850,10 @@ def targets(data):
         if cd_ and cft:
             out.append((f"CPU per GB, TCP {label}: childflow --fast-tcp ≤ 1.1 × direct", f"{cft / cd_:.2f} ×",
                         cft / cd_ <= 1.1))
-        w = m(key, "childflow -c")
-        if c and w:
-            out.append((f"bulk TCP {label}: childflow -c ≥ 0.8 × childflow", f"{w / c:.2f} ×", w / c >= 0.8))
+        for cp in ("childflow -c", "childflow -c -C egress"):
+            w = m(key, cp)
+            if c and w:
+                out.append((f"bulk TCP {label}: {cp} ≥ 0.8 × childflow", f"{w / c:.2f} ×", w / c >= 0.8))
     d, c = m("dns_qps", "direct"), m("dns_qps", cf)
     if d and c:
         out.append(("DNS through the forwarder ≥ 0.9 × the direct query rate", f"{c / d:.2f} ×", c / d >= 0.9))

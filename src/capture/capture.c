@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
+#include <net/if.h>
 
 #include "capture/pcapng.h"
 #include "util/log.h"
@@ -26,6 +27,8 @@
 #define FINISH_RING_MS 500       /* ... and the ring this long to hand over its last frames */
 #define QUEUE_SIZE (16u << 20)   /* the relay's records waiting for the writer (a power of 2) */
 #define REC_PAD UINT32_MAX       /* a record's ifid: skip to the queue's wrap */
+#define REC_IDB (UINT32_MAX - 1) /* ... an interface described while running: linktype, name, desc */
+#define IDB_ROOM 4096u           /* the most an IDB record's block takes */
 
 /* Counters of an interface, for its statistics block (kept by the thread that queues its packets). */
 struct cap_if {
@@ -245,16 +248,29 @@ int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, un
 	return 0;
 }
 
+static int queue_put(struct capture *c, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		     const void *body, uint32_t blen, uint32_t flags, const struct capture_csum *ck);
+
 int capture_add_if(struct capture *c, uint16_t linktype, const char *ifname, const char *desc)
 {
 	int id, r;
 
 	if (c->n_ifs >= CAPTURE_MAX_IFS)
 		return -ENOSPC;
-	if (c->running)
-		return -EBUSY;
-	if (c->stopped)
+	if (is_stopped(c))
 		return -EIO;
+	if (c->running) {
+		/* The writer owns the output: the IDB goes through the queue, before the packets. */
+		char spec[2 + 2 * (IF_NAMESIZE + 256)];
+		int n = snprintf(spec, sizeof(spec), "%c%c%s%c%s", (char)(linktype & 0xff), (char)(linktype >> 8),
+				 ifname ? ifname : "", 0, desc ? desc : "");
+
+		if (n < 0 || (size_t)n >= sizeof(spec) || !c->q)
+			return -ENOSPC;
+		if ((r = queue_put(c, REC_IDB, 0, spec, (uint32_t)n + 1, "", 0, 0, NULL)) < 0)
+			return r;
+		return c->n_ifs++;   /* the writer's id for it: IDBs are written in this order */
+	}
 	if (pcapng_room(&c->w) < 1024 && (r = pcapng_flush(&c->w)) < 0 && r != -EAGAIN)
 		goto fail;
 	id = pcapng_idb(&c->w, linktype, CAPTURE_SNAPLEN, ifname, desc);
@@ -292,29 +308,24 @@ static void wake(struct capture *c, bool always)
 	}
 }
 
-int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
-		    const void *body, uint32_t blen, uint32_t flags, const struct capture_csum *ck)
+/*
+ * queue_put() - queue one record (tag @ifid: an interface, or REC_IDB) from the relay's thread.
+ * Return: 0, or -ENOBUFS when the queue has no room for it.
+ */
+static int queue_put(struct capture *c, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		     const void *body, uint32_t blen, uint32_t flags, const struct capture_csum *ck)
 {
 	uint32_t len = hlen + blen;
 	size_t need = rec_size(len), off, end_room, skip;
-	uint64_t head_pos, tail;
+	uint64_t head_pos = c->qhead;   /* only this thread writes it */
+	uint64_t tail = __atomic_load_n(&c->qtail, __ATOMIC_ACQUIRE);
 	struct rec *rc;
 
-	if (ifid < 0 || ifid >= c->n_ifs)
-		return -EINVAL;
-	if (is_stopped(c) || !c->q || len > CAPTURE_SNAPLEN) {
-		c->ifs[ifid].drops++;
-		return is_stopped(c) ? -EIO : -ENOBUFS;
-	}
-	head_pos = c->qhead;   /* only this thread writes it */
-	tail = __atomic_load_n(&c->qtail, __ATOMIC_ACQUIRE);
 	off = (size_t)(head_pos & (QUEUE_SIZE - 1));
 	end_room = QUEUE_SIZE - off;
 	skip = end_room < need ? end_room : 0;
-	if (QUEUE_SIZE - (head_pos - tail) < skip + need) {
-		c->ifs[ifid].drops++;   /* the writer is behind: counted, told in the statistics block */
-		return -ENOBUFS;
-	}
+	if (QUEUE_SIZE - (head_pos - tail) < skip + need)
+		return -ENOBUFS;   /* the writer is behind */
 	if (skip) {
 		if (end_room >= sizeof(struct rec))
 			((struct rec *)(c->q + off))->ifid = REC_PAD;
@@ -322,7 +333,7 @@ int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *hea
 		off = 0;
 	}
 	rc = (struct rec *)(c->q + off);
-	*rc = (struct rec){ .size = (uint32_t)need, .ifid = (uint32_t)ifid, .ts = ts_ns, .len = len, .flags = flags };
+	*rc = (struct rec){ .size = (uint32_t)need, .ifid = ifid, .ts = ts_ns, .len = len, .flags = flags };
 	if (ck)
 		rc->ck = *ck;
 	memcpy(rc + 1, head, hlen);
@@ -330,6 +341,22 @@ int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *hea
 		memcpy((unsigned char *)(rc + 1) + hlen, body, blen);
 	__atomic_store_n(&c->qhead, head_pos + need, __ATOMIC_SEQ_CST);
 	wake(c, false);
+	return 0;
+}
+
+int capture_packet2(struct capture *c, int ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
+		    const void *body, uint32_t blen, uint32_t flags, const struct capture_csum *ck)
+{
+	if (ifid < 0 || ifid >= c->n_ifs)
+		return -EINVAL;
+	if (is_stopped(c) || !c->q || hlen + blen > CAPTURE_SNAPLEN) {
+		c->ifs[ifid].drops++;
+		return is_stopped(c) ? -EIO : -ENOBUFS;
+	}
+	if (queue_put(c, (uint32_t)ifid, ts_ns, head, hlen, body, blen, flags, ck) < 0) {
+		c->ifs[ifid].drops++;   /* counted, told in the statistics block */
+		return -ENOBUFS;
+	}
 	c->ifs[ifid].recv++;
 	return 0;
 }
@@ -477,6 +504,18 @@ static bool take_records(struct capture *c, size_t keep)
 
 		if (end_room < sizeof(*rc) || rc->ifid == REC_PAD) {
 			tail += end_room;
+			continue;
+		}
+		if (rc->ifid == REC_IDB) {
+			const char *spec = (const char *)(rc + 1);
+
+			if (pcapng_room(&c->w) < IDB_ROOM + keep) {
+				left = true;
+				break;
+			}
+			pcapng_idb(&c->w, (uint16_t)((unsigned char)spec[0] | (unsigned char)spec[1] << 8),
+				   CAPTURE_SNAPLEN, spec + 2, spec + 3 + strlen(spec + 2));
+			tail += rc->size;
 			continue;
 		}
 		if (pcapng_room(&c->w) < pcapng_epb_size(rc->len, rc->flags) + keep) {
