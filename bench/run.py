@@ -157,13 +157,16 @@ def stop(p, grace=1.0):
 
 
 def proc_cpu_s(pid):
-    """CPU time of one process (not its children), in seconds, or None.
+    """CPU time of one process (all its threads, not its children), in seconds, or None.
 
-    /proc/PID/schedstat (nanoseconds on CPU, main thread; P is single-threaded) when the kernel has
-    it, else utime + stime from /proc/PID/stat (clock ticks)."""
+    /proc/PID/task/*/schedstat (nanoseconds on CPU per thread: P has a capture writer thread with
+    -c) when the kernel has it, else utime + stime from /proc/PID/stat (clock ticks)."""
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
+        total = 0
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
     except (OSError, IndexError, ValueError):
         pass
     try:

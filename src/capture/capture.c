@@ -29,6 +29,14 @@
 #define REC_PAD UINT32_MAX       /* a record's ifid: skip to the queue's wrap */
 #define REC_IDB (UINT32_MAX - 1) /* ... an interface described while running: linktype, name, desc */
 #define IDB_ROOM 4096u           /* the most an IDB record's block takes */
+#define WAKE_BYTES (1u << 20)    /* a writer waiting for its flush deadline is woken this far behind */
+
+/* What the writer sleeps for. */
+enum sleep {
+	AWAKE = 0,
+	SLEEP_FULL,                   /* its flush deadline, or WAKE_BYTES queued */
+	SLEEP_ANY,                    /* nothing pending: the first record */
+};
 
 /* Counters of an interface, for its statistics block (kept by the thread that queues its packets). */
 struct cap_if {
@@ -63,7 +71,7 @@ struct capture {
 	unsigned char *q;
 	uint64_t qhead, qtail;        /* byte positions (ever growing); atomics */
 	int evfd;                     /* wakes the writer: a record while it sleeps, or the end */
-	int sleeping;                 /* atomic: the writer waits for the eventfd */
+	int sleeping;                 /* atomic: the writer waits for the eventfd (enum sleep) */
 	int quit;                     /* atomic: the writer is to return */
 	pthread_t thread;
 	bool running;                 /* capture_start() started the writer */
@@ -294,14 +302,20 @@ static size_t rec_size(uint32_t len)
 	return (sizeof(struct rec) + len + 7u) & ~(size_t)7u;
 }
 
-/* Wake the writer: when it sleeps (a record was published), or @always (to end it). */
-static void wake(struct capture *c, bool always)
+/*
+ * wake() - wake the writer (@head: the queue's head just published) when it sleeps for it, or
+ * @always (to end it).  While packets wait for their flush deadline anyway, the writer is woken
+ * only WAKE_BYTES behind: a busy run makes no syscall per packet.
+ */
+static void wake(struct capture *c, uint64_t head, bool always)
 {
 	uint64_t one = 1;
+	int s = __atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST);
 
-	if (!always && !__atomic_load_n(&c->sleeping, __ATOMIC_SEQ_CST))
-		return;   /* awake: it sees the record on its next pass */
-	if (!__atomic_exchange_n(&c->sleeping, 0, __ATOMIC_SEQ_CST) && !always)
+	if (!always && !(s == SLEEP_ANY ||
+			 (s == SLEEP_FULL && head - __atomic_load_n(&c->qtail, __ATOMIC_ACQUIRE) >= WAKE_BYTES)))
+		return;   /* awake, or not yet worth it: it sees the record on its next pass */
+	if (__atomic_exchange_n(&c->sleeping, AWAKE, __ATOMIC_SEQ_CST) == AWAKE && !always)
 		return;   /* another wake-up came first */
 	if (write(c->evfd, &one, sizeof(one)) < 0) {
 		/* the counter is full: the writer has a wake-up pending anyway */
@@ -340,7 +354,7 @@ static int queue_put(struct capture *c, uint32_t ifid, uint64_t ts_ns, const voi
 	if (blen)
 		memcpy((unsigned char *)(rc + 1) + hlen, body, blen);
 	__atomic_store_n(&c->qhead, head_pos + need, __ATOMIC_SEQ_CST);
-	wake(c, false);
+	wake(c, head_pos + need, false);
 	return 0;
 }
 
@@ -456,15 +470,15 @@ static void take_block(struct capture *c)
 	release_block(c);
 }
 
-/* Fill in a record's deferred checksum (the record is the writer's until it is released). */
-static void fill_csum(struct rec *rc)
+/* Fill in the deferred checksum @ck of the @len bytes at @pkt (the copy in the writer's buffer). */
+static void fill_csum(unsigned char *pkt, uint32_t len, const struct capture_csum *ck)
 {
-	unsigned char *pkt = (unsigned char *)(rc + 1);
-	const unsigned char *p = pkt + rc->ck.from;
-	size_t n = rc->len - rc->ck.from;
-	uint64_t sum = rc->ck.seed;
+	const unsigned char *p = pkt + ck->from;
+	size_t n = len - ck->from;
+	uint64_t sum = ck->seed;
+	uint16_t res;
 	uint32_t wd;
-	uint16_t h = 0, ck;
+	uint16_t h = 0;
 
 	for (; n >= 4; p += 4, n -= 4) {
 		memcpy(&wd, p, 4);
@@ -483,10 +497,10 @@ static void fill_csum(struct rec *rc)
 	}
 	while (sum >> 16)
 		sum = (sum & 0xffff) + (sum >> 16);
-	ck = (uint16_t)~sum;
-	if (rc->ck.udp && ck == 0)
-		ck = 0xffff;   /* UDP: 0 means "no checksum" */
-	memcpy(pkt + rc->ck.at, &ck, 2);
+	res = (uint16_t)~sum;
+	if (ck->udp && res == 0)
+		res = 0xffff;   /* UDP: 0 means "no checksum" */
+	memcpy(pkt + ck->at, &res, 2);
 }
 
 /*
@@ -522,10 +536,14 @@ static bool take_records(struct capture *c, size_t keep)
 			left = true;
 			break;
 		}
-		if (rc->ck.at)
-			fill_csum(rc);
-		if (pcapng_epb(&c->w, rc->ifid, rc->ts, rc + 1, rc->len, rc->len, rc->flags) == 0)
+		size_t at = c->w.len + PCAPNG_EPB_DATA_OFF;
+
+		if (pcapng_epb(&c->w, rc->ifid, rc->ts, rc + 1, rc->len, rc->len, rc->flags) == 0) {
+			/* Summed from the copy just made (in the cache), not from the other thread's. */
+			if (rc->ck.at)
+				fill_csum(c->w.buf + at, rc->len, &rc->ck);
 			pending(c);
+		}
 		tail += rc->size;
 	}
 	__atomic_store_n(&c->qtail, tail, __ATOMIC_RELEASE);
@@ -565,11 +583,12 @@ static bool writer_pass(struct capture *c)
 	}
 }
 
-/* Is there input for the writer now? */
-static bool input_ready(const struct capture *c)
+/* Is there input for the writer now (for a writer that sleeps for @why)? */
+static bool input_ready(const struct capture *c, enum sleep why)
 {
-	return (!c->sort && block_ready(c)) ||
-	       (c->q && __atomic_load_n(&c->qhead, __ATOMIC_ACQUIRE) != c->qtail);
+	uint64_t queued = c->q ? __atomic_load_n(&c->qhead, __ATOMIC_SEQ_CST) - c->qtail : 0;
+
+	return (!c->sort && block_ready(c)) || queued >= (why == SLEEP_ANY ? 1 : WAKE_BYTES);
 }
 
 static void *writer_main(void *arg)
@@ -588,10 +607,13 @@ static void *writer_main(void *arg)
 			c->stalls++;
 			pf[1] = (struct pollfd){ .fd = c->out_fd, .events = POLLOUT };
 		} else {
-			/* Sleep until a record, a ring block, or the flush deadline. */
-			__atomic_store_n(&c->sleeping, 1, __ATOMIC_SEQ_CST);
-			if (input_ready(c)) {
-				__atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+			/* Sleep until a ring block, the flush deadline, or records: the first one when
+			 * nothing is pending, else WAKE_BYTES of them. */
+			enum sleep why = c->first_pending_ms ? SLEEP_FULL : SLEEP_ANY;
+
+			__atomic_store_n(&c->sleeping, why, __ATOMIC_SEQ_CST);
+			if (input_ready(c, why)) {
+				__atomic_store_n(&c->sleeping, AWAKE, __ATOMIC_SEQ_CST);
 				continue;
 			}
 			if (!c->sort && c->ring)
@@ -603,7 +625,7 @@ static void *writer_main(void *arg)
 			}
 		}
 		poll(pf, 2, timeout);
-		__atomic_store_n(&c->sleeping, 0, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&c->sleeping, AWAKE, __ATOMIC_SEQ_CST);
 		if (pf[0].revents & POLLIN && read(c->evfd, &v, sizeof(v)) < 0) {
 			/* nothing counted: another wake-up took it */
 		}
@@ -645,7 +667,7 @@ static void join_writer(struct capture *c)
 	if (!c->running)
 		return;
 	__atomic_store_n(&c->quit, 1, __ATOMIC_RELEASE);
-	wake(c, true);
+	wake(c, 0, true);
 	pthread_join(c->thread, NULL);
 	c->running = false;
 	c->stalled = false;
