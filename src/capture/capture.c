@@ -797,7 +797,7 @@ bool capture_finish(struct capture *c)
 	if (c->drops && !is_stopped(c))
 		log_warn("capture: %llu of %llu packets dropped (the capture could not keep up); %s misses "
 			 "them (its statistics blocks say so)", (unsigned long long)c->drops,
-			 (unsigned long long)(c->recv + seen), c->path);
+			 (unsigned long long)c->recv + (unsigned long long)seen, c->path);
 	log_debug("capture: %llu packets written to %s, %llu dropped, the output full %llu times",
 		  (unsigned long long)c->w.packets, c->path, (unsigned long long)c->drops,
 		  (unsigned long long)c->stalls);
