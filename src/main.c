@@ -365,6 +365,11 @@ static uint64_t capture_hook_deadline(void *priv)
 	return capture_deadline(priv);
 }
 
+static bool capture_hook_hold(void *priv, uint64_t now_ms)
+{
+	return capture_hold(priv, now_ms);
+}
+
 /* The backend's name in capture metadata. */
 static const char *meta_backend(const struct backend_ops *be)
 {
@@ -411,8 +416,10 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 	/* The writer thread: from here on the relay only hands packets over (capture/capture.h). */
 	if ((r = capture_start(cap)) < 0)
 		return r;
+	/* hold: the relay stops reading TCP while the writer is behind (lossless; capture/capture.h). */
 	return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
-							   .deadline = capture_hook_deadline, .priv = cap });
+							   .deadline = capture_hook_deadline,
+							   .hold = capture_hook_hold, .priv = cap });
 }
 
 /* The command's pty, driven by the relay as a hook; a stopped command is continued through init. */

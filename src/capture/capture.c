@@ -30,6 +30,9 @@
 #define REC_IDB (UINT32_MAX - 1) /* ... an interface described while running: linktype, name, desc */
 #define IDB_ROOM 4096u           /* the most an IDB record's block takes */
 #define WAKE_BYTES (1u << 20)    /* a writer waiting for its flush deadline is woken this far behind */
+#define QUEUE_HIGH (QUEUE_SIZE / 2)   /* capture_hold(): the relay stops reading TCP above this ... */
+#define QUEUE_LOW (QUEUE_SIZE * 3 / 8)   /* ... and is told to go on below this */
+#define HOLD_GIVE_UP_MS 1000     /* a writer that made no progress this long is not waited for */
 
 /* What the writer sleeps for. */
 enum sleep {
@@ -76,6 +79,11 @@ struct capture {
 	pthread_t thread;
 	bool running;                 /* capture_start() started the writer */
 	int stopped;                  /* atomic: a write failed */
+	int resume_fd;                /* in epfd: the writer caught up after capture_hold() said true */
+	int want_resume;              /* atomic: the relay holds and waits for resume_fd */
+	uint64_t progress;            /* atomic: counts the writer's steps (input taken, output written) */
+	uint64_t hold_seen, hold_seen_ms;   /* the relay's: the last count it saw, and when */
+	unsigned int slow_us_per_mib; /* CHILDFLOW_TEST_CAPTURE_US_PER_MIB: a slow output, for tests */
 	bool stalled, told;
 	uint64_t first_pending_ms;    /* when the oldest unwritten packet was buffered; 0: none */
 	uint64_t stalls;              /* times the output was full */
@@ -146,7 +154,7 @@ struct capture *capture_open(const char *path, const char *userappl)
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
 		return NULL;
 	}
-	c->out_fd = c->epfd = c->ring_fd = c->evfd = -1;
+	c->out_fd = c->epfd = c->ring_fd = c->evfd = c->resume_fd = -1;
 	c->ifid = -1;
 	c->path = strdup(to_stdout ? "stdout" : path);
 	if (!c->path) {
@@ -172,10 +180,18 @@ struct capture *capture_open(const char *path, const char *userappl)
 	else
 		snprintf(os, sizeof(os), "Linux");
 	c->start_ns = now_realtime_ns();
+	/* A test knob: the output takes this long per MiB (a slow disk), to check that a writer that
+	 * is merely slower than the traffic loses nothing. */
+	const char *slow = getenv("CHILDFLOW_TEST_CAPTURE_US_PER_MIB");
+
+	if (slow)
+		c->slow_us_per_mib = (unsigned int)strtoul(slow, NULL, 10);
 	/* The fd the relay's loop watches: a sorted ring's (none for the other views). */
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->epfd < 0 || c->evfd < 0) {
+	c->resume_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->epfd < 0 || c->evfd < 0 || c->resume_fd < 0 ||
+	    epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->resume_fd, &(struct epoll_event){ .events = EPOLLIN }) < 0) {
 		log_error("cannot start the capture: %s", strerror(errno));
 		capture_free(c);
 		return NULL;
@@ -380,6 +396,8 @@ int capture_fd(const struct capture *c)
 	return c->epfd;
 }
 
+static void progress(struct capture *c);
+
 /* A write failed: one warning; the output ends at its last whole block; nothing more is read. */
 static void stop(struct capture *c)
 {
@@ -397,7 +415,14 @@ static void stop(struct capture *c)
 /* Flush; Return: 0 when the output took it all, -EAGAIN (a full pipe), or -1 when stopped. */
 static int flush(struct capture *c)
 {
-	int r = pcapng_flush(&c->w);
+	size_t before = c->w.len - c->w.off;
+	int r;
+
+	if (c->slow_us_per_mib && before)
+		usleep((useconds_t)((uint64_t)c->slow_us_per_mib * before >> 20));
+	r = pcapng_flush(&c->w);
+	if (c->w.len - c->w.off < before)
+		progress(c);
 
 	if (r == 0)
 		c->first_pending_ms = 0;
@@ -433,7 +458,79 @@ static void release_block(struct capture *c)
 	 * block of the kernel's means it is filling it (capture_finish() waits for that one). */
 	bd->hdr.bh1.num_pkts = 0;
 	__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-	c->next_block = (c->next_block + 1) % c->block_nr;
+	__atomic_store_n(&c->next_block, (c->next_block + 1) % c->block_nr, __ATOMIC_SEQ_CST);
+}
+
+/*
+ * ring_holds() - does the writer hold at least @k + 1 blocks of the child ring (filled, not yet
+ * given back)?  The kernel fills the blocks in order and the writer gives them back in order, so
+ * that is block next_block + @k being the user's.  One load; from either thread.
+ */
+static bool ring_holds(const struct capture *c, unsigned int k)
+{
+	unsigned int next = __atomic_load_n(&c->next_block, __ATOMIC_SEQ_CST);
+	const struct tpacket_block_desc *bd =
+		(const struct tpacket_block_desc *)(c->ring + (size_t)((next + k) % c->block_nr) * c->block_size);
+
+	return __atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_SEQ_CST) & TP_STATUS_USER;
+}
+
+/*
+ * backlog_above() - is the writer's backlog above its high-water mark (@high) or its low-water
+ * mark: the queue's bytes (QUEUE_HIGH, QUEUE_LOW), the child ring's blocks not given back (1/2,
+ * 3/8 of them: the other half takes what the senders' socket buffers still hold)?  The marks are close: the writer takes up to a buffer's worth (4 MiB) at once, so
+ * one pass crosses the low one, and the relay is woken as soon as that room is there.  From either
+ * thread.
+ */
+static bool backlog_above(const struct capture *c, bool high)
+{
+	if (c->q && __atomic_load_n(&c->qhead, __ATOMIC_SEQ_CST) - __atomic_load_n(&c->qtail, __ATOMIC_SEQ_CST) >=
+			    (high ? QUEUE_HIGH : QUEUE_LOW))
+		return true;
+	return c->ring && !c->sort && c->block_nr >= 4 &&
+	       ring_holds(c, high ? c->block_nr / 2 - 1 : c->block_nr * 3 / 8 - 1);
+}
+
+/*
+ * progress() - the writer took input or wrote output: count it (capture_hold() waits only for a
+ * writer that moves), and tell a relay that holds once the backlog is below the low-water mark.
+ */
+static void progress(struct capture *c)
+{
+	uint64_t one = 1;
+
+	__atomic_add_fetch(&c->progress, 1, __ATOMIC_RELAXED);
+	if (!__atomic_load_n(&c->want_resume, __ATOMIC_SEQ_CST) || backlog_above(c, false) ||
+	    !__atomic_exchange_n(&c->want_resume, 0, __ATOMIC_SEQ_CST))
+		return;
+	if (write(c->resume_fd, &one, sizeof(one)) < 0) {
+		/* the counter is full: the relay has a wake-up pending anyway */
+	}
+}
+
+bool capture_hold(struct capture *c, uint64_t now)
+{
+	uint64_t p;
+
+	if (!c->running || is_stopped(c) || !backlog_above(c, true)) {
+		c->hold_seen_ms = now;   /* a hold's give-up clock starts when it begins */
+		return false;
+	}
+	p = __atomic_load_n(&c->progress, __ATOMIC_RELAXED);
+	if (p != c->hold_seen) {
+		c->hold_seen = p;
+		c->hold_seen_ms = now;
+	}
+	if (now >= c->hold_seen_ms + HOLD_GIVE_UP_MS)
+		return false;   /* the writer is stuck (a stopped pipe reader): drop and count */
+	/* Told once the backlog is below the low-water mark; asked again after the flag is up, so
+	 * a writer that caught up meanwhile is not missed (it stores qtail, then reads the flag). */
+	__atomic_store_n(&c->want_resume, 1, __ATOMIC_SEQ_CST);
+	if (!backlog_above(c, true)) {
+		__atomic_store_n(&c->want_resume, 0, __ATOMIC_SEQ_CST);
+		return false;
+	}
+	return true;
 }
 
 /*
@@ -468,6 +565,8 @@ static void take_block(struct capture *c)
 		p += h->tp_next_offset;
 	}
 	release_block(c);
+	if (!c->sort)
+		progress(c);
 }
 
 /* Fill in the deferred checksum @ck of the @len bytes at @pkt (the copy in the writer's buffer). */
@@ -546,7 +645,10 @@ static bool take_records(struct capture *c, size_t keep)
 		}
 		tail += rc->size;
 	}
-	__atomic_store_n(&c->qtail, tail, __ATOMIC_RELEASE);
+	if (tail != c->qtail) {
+		__atomic_store_n(&c->qtail, tail, __ATOMIC_SEQ_CST);
+		progress(c);
+	}
 	return left;
 }
 
@@ -658,6 +760,7 @@ int capture_start(struct capture *c)
 		return r;
 	}
 	c->running = true;
+	c->hold_seen_ms = now_ms();
 	return 0;
 }
 
@@ -675,7 +778,12 @@ static void join_writer(struct capture *c)
 
 void capture_run(struct capture *c, uint64_t now)
 {
+	uint64_t v;
+
 	(void)now;
+	if (read(c->resume_fd, &v, sizeof(v)) < 0) {
+		/* not this one: a sorted ring's frames */
+	}
 	if (!c->sort || is_stopped(c))
 		return;
 	while (block_ready(c))
@@ -817,6 +925,8 @@ void capture_free(struct capture *c)
 		close(c->epfd);
 	if (c->evfd >= 0)
 		close(c->evfd);
+	if (c->resume_fd >= 0)
+		close(c->resume_fd);
 	if (c->out_fd >= 0)
 		close(c->out_fd);
 	free(c->q);

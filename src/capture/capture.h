@@ -13,10 +13,13 @@
  * are records in a bounded single-producer, single-consumer queue: capture_packet() copies the
  * packet into it and returns; the writer computes the deferred checksum and copies it into its
  * buffer.  The buffer is written with one write() when it is nearly full and at least every
- * CAPTURE_FLUSH_MS.  The relay never waits for the writer: when the queue is full the packet is
- * counted as dropped on its interface (isb_ifdrop), and an output (a pipe) that cannot take more
- * stops the writer reading the ring (the kernel counts what the full ring drops) and the queue
- * (the relay counts those drops).
+ * CAPTURE_FLUSH_MS.  Backpressure: while the writer's backlog (the queue, or the child ring's
+ * blocks) is above its high-water mark and the writer makes progress, capture_hold() tells the relay
+ * to stop reading TCP (flow control then slows the senders), and the writer wakes it through
+ * capture_fd() below the low-water mark: TCP is captured whole.  The relay never blocks on the
+ * writer: after 1 s without progress (HOLD_GIVE_UP_MS; a pipe nobody reads) the hold ends; then, and for
+ * UDP, a full queue counts the packet as dropped on its interface (isb_ifdrop), and a full ring is
+ * the kernel's drop (its counters).
  *
  * States:
  *   OPEN      capture_open(): the output is open and the section header written (before the
@@ -24,6 +27,9 @@
  *   ATTACHED  capture_attach(), capture_add_if(): the ring is mapped, the interfaces described
  *   RUNNING   capture_start(): the writer thread owns the output and reads the ring and the queue
  *   STALLED   the output (a pipe) is full: the writer waits for it and reads nothing meanwhile
+ *   (behind)  any running state with the backlog above its high-water mark: capture_hold() holds
+ *             the relay's TCP reads while the writer moves, for at most 1 s without
+ *             progress
  *   STOPPED   a write failed: one warning, the output ends at its last whole block, nothing more
  *             is read; capture_finish() reports the capture incomplete
  *   finished  capture_finish(): the writer joined, the ring and the queue drained, statistics
@@ -114,7 +120,18 @@ typedef int (*capture_sort_fn)(void *priv, const unsigned char *data, uint32_t l
 int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid);
 
-/* The fd the relay's loop watches for EPOLLIN (a sorted ring's; the capture's own epoll fd). */
+/*
+ * capture_hold() - should the relay stop reading TCP data now (@now: CLOCK_MONOTONIC ms)?  True
+ * while the writer's backlog (the queue, or the child ring's blocks) is above its high-water mark
+ * and the writer is making progress; false again once it is below the high-water mark, or when
+ * the writer has not moved for 1 s (a pipe nobody reads: packets are then dropped and
+ * counted, P never waits for it).  After true, capture_fd() becomes readable when the backlog is
+ * below its low-water mark.  Relay thread only; never blocks.
+ */
+bool capture_hold(struct capture *c, uint64_t now);
+
+/* The fd the relay's loop watches for EPOLLIN (the capture's own epoll fd: a sorted ring, and the
+ * writer's word that it caught up after capture_hold()). */
 int capture_fd(const struct capture *c);
 
 /* capture_run() - the fd is readable: sort the ring's frames into the queue.  Never blocks. */

@@ -53,14 +53,19 @@ int relay_probe(struct relay *r, const struct connector *conn);
 /*
  * A module with an fd of its own that the loop drives without knowing what it does (the capture):
  * run() when @fd is readable (EPOLLIN, level-triggered) or when deadline() (CLOCK_MONOTONIC ms,
- * UINT64_MAX for none) has passed.  run() never blocks.
+ * UINT64_MAX for none) has passed.  run() never blocks.  hold() (may be NULL): true while TCP
+ * flows must not read more (the module cannot keep up; TCP flow control then slows the senders);
+ * the relay asks again after the next run() and at least every RELAY_HOLD_POLL_MS.
  */
 struct relay_hook {
 	int fd;
 	void (*run)(void *priv, uint64_t now_ms);
 	uint64_t (*deadline)(void *priv);
+	bool (*hold)(void *priv, uint64_t now_ms);
 	void *priv;
 };
+
+#define RELAY_HOLD_POLL_MS 20
 
 #define RELAY_MAX_HOOKS 4
 

@@ -103,6 +103,8 @@ struct tcp_flow {
 	bool dead;                /* closed; freed after the current epoll batch */
 	bool ready;               /* on r->tcp_ready */
 	struct tcp_flow *next_ready;
+	bool paused;              /* on r->tcp_paused */
+	struct tcp_flow *next_paused;
 	struct tcp_flow *prev, *next;
 	_Alignas(16) unsigned char cstate[];   /* the connector's state_size bytes */
 };
@@ -172,17 +174,23 @@ static void reset_fd(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
+/* Take @f off the ready and the paused lists (it closes). */
 static void flow_unready(struct relay *r, struct tcp_flow *f)
 {
-	if (!f->ready)
-		return;
-	for (struct tcp_flow **pp = &r->tcp_ready; *pp; pp = &(*pp)->next_ready) {
+	for (struct tcp_flow **pp = &r->tcp_ready; f->ready && *pp; pp = &(*pp)->next_ready) {
 		if (*pp == f) {
 			*pp = f->next_ready;
 			break;
 		}
 	}
 	f->ready = false;
+	for (struct tcp_flow **pp = &r->tcp_paused; f->paused && *pp; pp = &(*pp)->next_paused) {
+		if (*pp == f) {
+			*pp = f->next_paused;
+			break;
+		}
+	}
+	f->paused = false;
 }
 
 static void connecting_unlink(struct relay *r, struct tcp_flow *f)
@@ -347,7 +355,8 @@ static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
 	return src->urgent && take_urgent_at_mark(src, dir);
 }
 
-enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED, PUMP_AGAIN };
+/* PUMP_HELD: bytes wait to be read, but a hook (the capture) holds reads (relay_hold()). */
+enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED, PUMP_AGAIN, PUMP_HELD };
 
 /* Which side a failure of end @i is (for the record). */
 static enum flow_outcome reset_outcome(int i)
@@ -548,6 +557,8 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
+		if (r->n_hooks && relay_hold(r))
+			return PUMP_HELD;   /* what is in flight still goes; the senders wait */
 		/* A stream is copied: its bytes exist only in user space; with a tap that wants the
 		 * bytes, every flow is (the tap sees them where they are). */
 		int pg = f->stream || (r->hub.tap && r->hub.tap->stream) ? -EXDEV : pipe_get(r, dir->pipe);
@@ -577,7 +588,7 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 /* Move what can be moved in both directions; close the flow when both are finished. */
 static void flow_pump(struct relay *r, struct tcp_flow *f)
 {
-	bool more = false;
+	bool more = false, held = false;
 
 	if (f->state != TCP_SPLICING)
 		return;
@@ -595,6 +606,8 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 				return;
 			if (pr == PUMP_BUDGET)
 				more = true;
+			if (pr == PUMP_HELD)
+				held = true;
 		}
 		if (f->end[0].err && f->end[1].err) {
 			/* Both connections are dead: nothing can be delivered any more. */
@@ -608,10 +621,35 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 		flow_close(r, f, false, FLOW_OK, 0);
 		return;
 	}
-	if (more && !f->ready) {
+	if (held && !f->paused) {
+		f->paused = true;
+		f->next_paused = r->tcp_paused;
+		r->tcp_paused = f;
+	} else if (more && !f->ready) {
 		f->ready = true;
 		f->next_ready = r->tcp_ready;
 		r->tcp_ready = f;
+	}
+}
+
+void tcp_resume(struct relay *r)
+{
+	struct tcp_flow *list = r->tcp_paused;
+
+	if (!list || relay_hold(r))
+		return;
+	r->tcp_paused = NULL;
+	while (list) {
+		struct tcp_flow *f = list;
+
+		list = f->next_paused;
+		f->paused = false;
+		f->next_paused = NULL;
+		if (!f->dead && !f->ready) {
+			f->ready = true;
+			f->next_ready = r->tcp_ready;
+			r->tcp_ready = f;
+		}
 	}
 }
 

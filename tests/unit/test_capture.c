@@ -8,7 +8,9 @@
 #include <cmocka.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,11 +308,109 @@ static void test_full_pipe_drops_are_counted_not_waited_for(void **state)
 	unlink(path);
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * A writer merely slower than the producer (an output that takes 20 ms per MiB, by the test knob):
+ * a producer that stops while capture_hold() says so, as the relay stops reading TCP, loses nothing;
+ * capture_fd() wakes it when the writer has caught up.
+ */
+static void test_hold_a_slow_writer_loses_nothing(void **state)
+{
+	char path[128];
+	static unsigned char pkt[60000];
+	struct parsed *p = malloc(sizeof(*p));
+	struct capture *c;
+	unsigned char *b;
+	size_t len;
+	int ifa, holds = 0, woken = 0;
+	const int total = 600;   /* 36 MB: more than the queue holds */
+
+	(void)state;
+	assert_non_null(p);
+	tmp_path(path, sizeof(path), "slow");
+	setenv("CHILDFLOW_TEST_CAPTURE_US_PER_MIB", "20000", 1);
+	c = capture_open(path, "unit");
+	unsetenv("CHILDFLOW_TEST_CAPTURE_US_PER_MIB");
+	assert_non_null(c);
+	ifa = capture_add_if(c, PCAPNG_LINKTYPE_RAW, "egress", "childflow view=egress");
+	assert_int_equal(capture_start(c), 0);
+	for (int i = 0; i < total; i++) {
+		uint32_t n = make_udp(pkt, sizeof(pkt) - 28, (unsigned int)i);
+
+		while (capture_hold(c, mono_ms())) {
+			struct pollfd pf = { .fd = capture_fd(c), .events = POLLIN };
+
+			holds++;
+			woken += poll(&pf, 1, 20) > 0;
+			capture_run(c, mono_ms());
+		}
+		assert_int_equal(capture_packet(c, ifa, (uint64_t)i, pkt, n, 0), 0);
+	}
+	assert_true(holds > 0);    /* the writer was behind: the producer waited */
+	assert_true(woken > 0);    /* ... and was told when it could go on */
+	assert_true(capture_finish(c));
+	capture_free(c);
+	b = slurp(path, &len);
+	parse(b, len, p);
+	assert_int_equal(p->n_epb, total);
+	assert_int_equal(p->recv[0], (uint64_t)total);
+	assert_int_equal(p->drop[0], 0);
+	free(b);
+	free(p);
+	unlink(path);
+}
+
+/* A pipe nobody reads: capture_hold() holds only while the writer moves, then gives up (1 s). */
+static void test_hold_gives_up_on_a_stuck_pipe(void **state)
+{
+	char path[128];
+	static unsigned char pkt[60000];
+	struct capture *c;
+	uint64_t t;
+	int ifa, rfd, queued = 0;
+
+	(void)state;
+	tmp_path(path, sizeof(path), "stuck");
+	unlink(path);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	rfd = open(path, O_RDONLY | O_NONBLOCK);
+	assert_true(rfd >= 0);
+	c = capture_open(path, "unit");
+	assert_non_null(c);
+	ifa = capture_add_if(c, PCAPNG_LINKTYPE_RAW, "egress", "childflow view=egress");
+	assert_false(capture_hold(c, mono_ms()));   /* not running: nothing to wait for */
+	assert_int_equal(capture_start(c), 0);
+	t = mono_ms();
+	assert_false(capture_hold(c, t));           /* nothing queued */
+	for (int i = 0; i < 300; i++)
+		queued += capture_packet(c, ifa, (uint64_t)i, pkt, make_udp(pkt, sizeof(pkt) - 28, (unsigned int)i), 0) == 0;
+	assert_true(queued > 200);
+	usleep(200000);   /* the writer filled the pipe and its buffer: stalled */
+	t = mono_ms();
+	assert_true(capture_hold(c, t));            /* above the high-water mark, not yet given up */
+	assert_true(capture_hold(c, t + 999));
+	assert_false(capture_hold(c, t + 1000));    /* no progress for 1 s: the relay goes on, drops */
+	signal(SIGPIPE, SIG_IGN);
+	close(rfd);   /* the reader goes: the write fails (EPIPE), the capture stops */
+	capture_finish(c);
+	capture_free(c);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_queued_packets_whole_in_order_with_checksums),
 		cmocka_unit_test(test_full_pipe_drops_are_counted_not_waited_for),
+		cmocka_unit_test(test_hold_a_slow_writer_loses_nothing),
+		cmocka_unit_test(test_hold_gives_up_on_a_stuck_pipe),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
