@@ -400,6 +400,8 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 			 bc.backend, bc.ifname);
 		if ((r = capture_attach(cap, bc.fd, bc.block_size, bc.block_nr, bc.retire_ms, bc.ifname, desc)) < 0)
 			return r;
+		/* What a flow sends over the link after the relay held it must fit the ring's headroom. */
+		relay_set_child_sockbuf(relay, CAPTURE_CHILD_SOCKBUF);
 	}
 	if (view == CAPTURE_EGRESS || view == CAPTURE_BOTH) {
 		snprintf(desc, sizeof(desc), "childflow view=egress backend=%s kind=reconstructed interface=%s",

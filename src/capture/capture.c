@@ -477,8 +477,9 @@ static bool ring_holds(const struct capture *c, unsigned int k)
 
 /*
  * backlog_above() - is the writer's backlog above its high-water mark (@high) or its low-water
- * mark: the queue's bytes (QUEUE_HIGH, QUEUE_LOW), the child ring's blocks not given back (1/2,
- * 3/8 of them: the other half takes what the senders' socket buffers still hold)?  The marks are close: the writer takes up to a buffer's worth (4 MiB) at once, so
+ * mark: the queue's bytes (QUEUE_HIGH, QUEUE_LOW), the child ring's blocks not given back (3/8,
+ * 1/4 of them: the rest takes what the flows' socket buffers still send after the relay stopped,
+ * up to a few MiB each)?  The marks are close: the writer takes up to a buffer's worth (4 MiB) at once, so
  * one pass crosses the low one, and the relay is woken as soon as that room is there.  From either
  * thread.
  */
@@ -488,7 +489,7 @@ static bool backlog_above(const struct capture *c, bool high)
 			    (high ? QUEUE_HIGH : QUEUE_LOW))
 		return true;
 	return c->ring && !c->sort && c->block_nr >= 4 &&
-	       ring_holds(c, high ? c->block_nr / 2 - 1 : c->block_nr * 3 / 8 - 1);
+	       ring_holds(c, high ? c->block_nr * 3 / 8 - 1 : c->block_nr / 4 - 1);
 }
 
 /*

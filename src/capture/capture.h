@@ -45,6 +45,9 @@ struct capture;
 
 #define CAPTURE_FLUSH_MS 50          /* buffered packets reach the output at least this often */
 #define CAPTURE_SNAPLEN 262144u      /* the IDB's snaplen; the ring keeps whole frames */
+/* The child view: the child's TCP sockets' buffers (the kernel doubles it), so that what flows
+ * still send after capture_hold() fits the ring's headroom (5/8 of 32 MiB) for about 8 of them. */
+#define CAPTURE_CHILD_SOCKBUF (1 << 20)
 
 /*
  * capture_open() - open @path for the capture ("-": stdout, which must not be a terminal; the

@@ -101,6 +101,7 @@ struct relay {
 	struct relay_hook hook[RELAY_MAX_HOOKS];   /* relay_add_hook() */
 	struct ev_src ev_hook[RELAY_MAX_HOOKS];
 	int n_hooks;
+	int child_sockbuf;            /* relay_set_child_sockbuf(); 0: autotuned */
 	bool service_events;          /* the service had events in this batch: run() follows it */
 	int sigfd;
 

@@ -226,6 +226,11 @@ int relay_set_tap(struct relay *r, const struct flow_tap *t)
 	return 0;
 }
 
+void relay_set_child_sockbuf(struct relay *r, int bytes)
+{
+	r->child_sockbuf = bytes;
+}
+
 int relay_add_hook(struct relay *r, const struct relay_hook *h)
 {
 	int i = r->n_hooks, err;

@@ -69,6 +69,14 @@ struct relay_hook {
 
 #define RELAY_MAX_HOOKS 4
 
+/*
+ * relay_set_child_sockbuf() - give the child's TCP sockets accepted from now on @bytes of receive and
+ * of send buffer (SO_RCVBUF, SO_SNDBUF; 0: the kernel's autotuning).  For the child view's capture:
+ * what a flow still carries over the child's link after the relay stopped reading (relay_hook's
+ * hold()) is bounded by them, where autotuning lets it grow to tcp_rmem's maximum (32 MiB here).
+ */
+void relay_set_child_sockbuf(struct relay *r, int bytes);
+
 /* relay_add_hook() - drive @h from now on (copied).  Return: 0, -ENOSPC, or -errno from epoll. */
 int relay_add_hook(struct relay *r, const struct relay_hook *h);
 

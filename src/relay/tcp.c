@@ -33,7 +33,9 @@
  * (close with SO_LINGER 0 sends RST).  A reset does not overtake bytes its sender wrote before it:
  * the end that failed is remembered as dead (tcp_end.err), nothing more is written to it, what its
  * socket still holds is passed on, and only then is the other side reset.  Urgent data passes
- * through with MSG_OOB.
+ * through with MSG_OOB.  While a hook holds (the capture's writer is behind, relay_hold()), no
+ * flow reads: one with bytes to read is parked on r->tcp_paused (its readable flag kept) and goes on
+ * once no hook holds; what its pipe holds still goes out, and TCP flow control stops the senders.
  *
  * A probe (tcp_probe()) is a flow without a child: its connector checks that the route works (the
  * proxy answers, takes the credentials) and the flow ends at READY.  It has no life record.
@@ -997,6 +999,11 @@ static int tcp_flow_adopt(struct relay *r, struct tcp_flow *f, int c)
 		close(c);
 		flow_close(r, f, true, FLOW_NO_RESOURCES, err);
 		return -err;
+	}
+	if (r->child_sockbuf > 0) {
+		/* Best effort: a kernel that refuses keeps autotuning, and the capture counts its drops. */
+		setsockopt(c, SOL_SOCKET, SO_RCVBUF, &r->child_sockbuf, sizeof(r->child_sockbuf));
+		setsockopt(c, SOL_SOCKET, SO_SNDBUF, &r->child_sockbuf, sizeof(r->child_sockbuf));
 	}
 	f->end[0].fd = c;
 	f->end[0].readable = f->end[0].writable = true;
