@@ -132,6 +132,8 @@ FUZZ_LIB_fuzz_resolvconf := src/dns/resolvconf.c src/backend/netplan.c
 FUZZ_LIB_fuzz_dns := src/dns/wire.c src/dns/names.c
 FUZZ_LIB_fuzz_hosts := src/dns/hosts.c src/dns/nsswitch.c
 FUZZ_LIB_fuzz_nfq := src/netlink/nfq.c
+FUZZ_LIB_fuzz_fastcall := src/fasttcp/call.c
+FUZZ_LIB_fuzz_rootrec := src/root/record.c
 
 .SECONDEXPANSION:
 build/fuzz/%: tests/fuzz/%.c $$(or $$(FUZZ_LIB_$$*),$$(LIB_SRC)) $(shell find src -name '*.h')

@@ -61,8 +61,14 @@ IPERF_PORT, SP_TCP_PORT, SP_UDP_PORT, RATE_PORT, HOLD_PORT = 5201, 11111, 11112,
 FLOWTOOL = "@FLOWTOOL@"  # replaced by the compiled helper's path
 DNS_NAME, DNS_ANSWER = "bench.test", "198.51.100.77"
 # The proxy workload: proxies on the server netns' eth0, a bulk HTTP source behind them.
-PROXY_PORTS = {"http": 3128, "socks5": 1080, "https": 3129}   # tinyproxy, microsocks, stunnel+tinyproxy
-PROXY_NAMES = {"http": "tinyproxy (http)", "socks5": "microsocks (socks5)", "https": "stunnel+tinyproxy (https)"}
+PROXY_PORTS = {"http": 3128, "socks5": 1080, "https": 3129,   # tinyproxy, microsocks, stunnel+tinyproxy
+               "socks5-dante": 1081}                          # danted (takes a pipelined handshake)
+PROXY_NAMES = {"http": "tinyproxy (http)", "socks5": "microsocks (socks5)", "https": "stunnel+tinyproxy (https)",
+               "socks5-dante": "dante (socks5)"}
+
+
+def proxy_scheme(kind):
+    return kind.split("-")[0]
 SOURCE_PORT = 7002
 
 # `childflow -c` captures to a tmpfs file (removed after every run; bulk TCP writes gigabytes).
@@ -84,15 +90,24 @@ PATHS = [
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]
 # Before/after comparisons in one run: CHILDFLOW_BENCH_BASELINE=/path/to/an/older/build/childflow adds
-# it as the path "childflow (baseline)", measured interleaved with the others.
+# it as the paths "childflow (baseline)", "childflow --fast-tcp (baseline)" and "childflow --root
+# (baseline)", each beside its own path, and "childflow (baseline) -c" and "childflow (baseline) -c -C
+# egress" after the capture paths, measured interleaved with the others.
 _BASELINE = os.environ.get("CHILDFLOW_BENCH_BASELINE")
+
+
+def _beside(name, path):
+    PATHS.insert(PATHS.index(next(p for p in PATHS if p[0] == name)) + 1, path)
+
+
 if _BASELINE:
-    PATHS.insert(2, ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
-    # ... and its capture paths next to ours (capture before/after in one run: --paths picks them).
-    _i = next(i for i, p in enumerate(PATHS) if p[0] == "childflow -c -C egress") + 1
-    PATHS[_i:_i] = [("childflow (baseline) -c", [_BASELINE, "-c", CAPTURE_FILE, "--"], [_BASELINE]),
-                    ("childflow (baseline) -c -C egress",
-                     [_BASELINE, "-c", CAPTURE_FILE, "-C", "egress", "--"], [_BASELINE])]
+    _beside("childflow", ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
+    _beside("childflow --fast-tcp", ("childflow --fast-tcp (baseline)", [_BASELINE, "--fast-tcp", "--"], [_BASELINE]))
+    _beside("childflow --root", ("childflow --root (baseline)", [_BASELINE, "--root", "--"], [_BASELINE]))
+    # ... and its capture paths after ours (capture before/after in one run: --paths picks them).
+    _beside("childflow -c -C egress", ("childflow (baseline) -c -C egress",
+                                       [_BASELINE, "-c", CAPTURE_FILE, "-C", "egress", "--"], [_BASELINE]))
+    _beside("childflow -c -C egress", ("childflow (baseline) -c", [_BASELINE, "-c", CAPTURE_FILE, "--"], [_BASELINE]))
 
 # Start-up references that are not network paths (shown as notes, not as columns).
 STARTUP_REFERENCES = [("unshare -Urn true", ["unshare", "-Urn", "true"])]
@@ -479,12 +494,15 @@ def sockperf(world, prefix, track, key, tcp, secs):
 
 def conn_rate(world, prefix, track, secs):
     r = run(world.client, prefix + [FLOWTOOL_PATH, "rate", SERVER_IP, str(RATE_PORT), str(secs)],
-            timeout=secs + 20)
+            timeout=secs + 20, track=track)
     kv = parse_kv(r.out)
     if r.rc != 0 or "conns" not in kv:
         raise WorkloadError(r.why())
     rate = int(kv["conns"]) / float(kv["seconds"])
-    return {"conn_rate": rate, "conn_us": 1e6 / rate}
+    res = {"conn_rate": rate, "conn_us": 1e6 / rate}
+    if track and r.p_cpu is not None and int(kv["conns"]):
+        res["pcpu_conn"] = 1e6 * r.p_cpu / int(kv["conns"])
+    return res
 
 
 def icmp_echo(world, prefix, track, key, count, pace):
@@ -556,14 +574,19 @@ def proxy_setup(world):
                 f"[https]\naccept = {GATEWAY_IP}:{PROXY_PORTS['https']}\n"
                 f"connect = {GATEWAY_IP}:{PROXY_PORTS['http']}\ncert = {cert}\nkey = {key}\n"
                 "sslVersionMin = TLSv1.2\n")
+    with open(os.path.join(d, "danted.conf"), "w") as f:
+        f.write(f"logoutput: {d}/danted.log\ninternal: {GATEWAY_IP} port = {PROXY_PORTS['socks5-dante']}\n"
+                "external: eth0\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n"
+                "client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }\nsocks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 }\n")
     world.SERVER_ARGV = dict(World.SERVER_ARGV, **{
         "tinyproxy": (["tinyproxy", "-d", "-c", os.path.join(d, "tinyproxy.conf")], "tcp", PROXY_PORTS["http"]),
         "microsocks": (["microsocks", "-i", GATEWAY_IP, "-p", str(PROXY_PORTS["socks5"])], "tcp",
                        PROXY_PORTS["socks5"]),
         "stunnel": (["stunnel4", os.path.join(d, "stunnel.conf")], "tcp", PROXY_PORTS["https"]),
         "source": ([FLOWTOOL, "source", SERVER_IP, str(SOURCE_PORT)], "tcp", SOURCE_PORT),
+        "danted": (["danted", "-f", os.path.join(d, "danted.conf")], "tcp", PROXY_PORTS["socks5-dante"]),
     })
-    for name in ("source", "tinyproxy", "microsocks", "stunnel"):
+    for name in ("source", "tinyproxy", "microsocks", "stunnel") + (("danted",) if shutil.which("danted") else ()):
         world.start_server(name)
     return cert
 
@@ -571,7 +594,7 @@ def proxy_setup(world):
 def proxy_argv(kind, via_cf, cert, client, direct_args):
     """`client` through the proxy of `kind`: by childflow -p (via_cf: the childflow binary), or by
     the client itself (`direct_args` tell it the proxy)."""
-    uri = f"{kind}://{GATEWAY_IP}:{PROXY_PORTS[kind]}"
+    uri = f"{proxy_scheme(kind)}://{GATEWAY_IP}:{PROXY_PORTS[kind]}"
     if via_cf:
         return ["env", f"SSL_CERT_FILE={cert}", via_cf, "-p", uri, "--"] + client
     return client + direct_args(uri)
@@ -594,7 +617,7 @@ def proxy_bulk(world, kind, via_cf, cert, secs):
 def proxy_rate(world, kind, via_cf, cert, secs):
     """flowtool rate through the proxy: childflow does the handshake, or flowtool itself."""
     base = [FLOWTOOL_PATH, "rate", SERVER_IP, str(RATE_PORT), str(secs)]
-    argv = proxy_argv(kind, via_cf, cert, base, lambda uri: [kind, GATEWAY_IP, str(PROXY_PORTS[kind])] + (
+    argv = proxy_argv(kind, via_cf, cert, base, lambda uri: [proxy_scheme(kind), GATEWAY_IP, str(PROXY_PORTS[kind])] + (
         [cert] if kind == "https" else []))
     r = run(world.client, argv, timeout=secs + 20)
     kv = parse_kv(r.out)
@@ -698,6 +721,7 @@ ROWS = [
     ("conn_rate", "new TCP connections (connect, 1 B reply, close)", "conn/s", True, "{:.0f}", False),
     ("conn_us", "time per new connection", "µs", False, "{:.1f}", False),
     ("conn_added", "added per new connection vs direct", "µs", False, "{:+.1f}", False),
+    ("pcpu_conn", "P CPU per new connection (sampled every 0.1 s)", "µs", False, "{:.0f}", True),
     *[row for kind in PROXY_PORTS for row in (
         (f"px_bulk_{kind}", f"proxy {PROXY_NAMES[kind]}: TCP bulk down (curl; direct = `curl -x`)",
          "Gbit/s", True, "{:.2f}", False),
@@ -1080,6 +1104,8 @@ def main():
                 pl = [("direct", None), ("childflow", CHILDFLOW)] + (
                     [("childflow (baseline)", _BASELINE)] if _BASELINE else [])
                 for kind in PROXY_PORTS:
+                    if kind == "socks5-dante" and not shutil.which("danted"):
+                        continue
                     interleaved(f"proxy-bulk-{kind}", lambda v, t, kind=kind:
                                 proxy_bulk(world, kind, v, cert, CFG["bulk_s"] + 1), plist=pl)
                     interleaved(f"proxy-rate-{kind}", lambda v, t, kind=kind:

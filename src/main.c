@@ -35,27 +35,6 @@
 #include "util/log.h"
 #include "util/proc.h"
 
-/* Flags that parse and validate today but whose behaviour arrives with later work. */
-static int refuse_unimplemented(const struct cli_options *o)
-{
-	const char *why = NULL;
-
-	/* --root: direct traffic is routed by the host kernel, never relayed; the egress view (the
-	 * relay's) would miss it, and the wire view cannot yet tell this run's masqueraded flows from
-	 * the host's own. */
-	if (o->backend_rootful && o->capture &&
-	    (o->capture_point == CAPTURE_EGRESS || o->capture_point == CAPTURE_BOTH))
-		why = "-C egress/both with --root is not implemented: the kernel routes the direct traffic, so "
-		      "the relay's egress view would miss it; use -C child (the default), or drop --root";
-	else if (o->backend_rootful && o->capture && o->capture_point == CAPTURE_WIRE_EGRESS)
-		why = "-C wire-egress with --root is not implemented: it cannot yet pick this run's masqueraded "
-		      "flows out of the host's traffic; use -C child (the default), or drop --root";
-	if (!why)
-		return 0;
-	log_error("error: %s", why);
-	return -1;
-}
-
 /*
  * check_iface() - `--iface @name` must exist and be up (administratively, and with a carrier)
  * before the command starts; @eg then names it for every upstream socket.
@@ -320,6 +299,14 @@ static bool fixed_dns(const struct cli_options *o, struct sockaddr_storage *ss)
 	return true;
 }
 
+/* dns_fwd_config's child_files: the backend's writable fds of the child's resolv.conf files. */
+static int child_resolv_fds(void *arg, const int **fds)
+{
+	const struct ctx *c = arg;
+
+	return c->be.ops->child_resolv_fds(c->be.b, fds);
+}
+
 /*
  * start_dns() - the forwarder that answers all of the tree's DNS: from --dns when given, else from
  * the host's nameservers (@host_rc, re-read from /etc/resolv.conf when it changes).
@@ -336,6 +323,9 @@ static int start_dns(struct ctx *c, const struct cli_options *o, const struct re
 		.listen4 = be->listener(c->be.b, BE_DNS4),
 		.listen6 = be->listener(c->be.b, BE_DNS6),
 		.egress = &c->egress,
+		.np = be->netplan(c->be.b),
+		.child_files = be->child_resolv_fds ? child_resolv_fds : NULL,
+		.child_files_arg = c,
 	};
 	int r;
 
@@ -383,10 +373,11 @@ static const char *meta_backend(const struct backend_ops *be)
  * interface=egress`, made into *@egv); the wire view reads @wire (opened before the command) and
  * learns the relay's sockets by the tap.  Return: 0 or -errno (after one line).
  */
-static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap, enum capture_point view,
+static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap, const struct cli_options *o,
 			 struct wire *wire, struct egress_view **egv)
 {
 	const struct backend_ops *be = c->be.ops;
+	enum capture_point view = o->capture_point;
 	struct be_capture bc;
 	char desc[256];
 	int r;
@@ -405,15 +396,18 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 	}
 	if (view == CAPTURE_EGRESS || view == CAPTURE_BOTH) {
 		snprintf(desc, sizeof(desc), "childflow view=egress backend=%s kind=reconstructed interface=%s",
-			 meta_backend(be), EGRESS_IFNAME);
+			 o->backend_rootful ? "rootful" : meta_backend(be), EGRESS_IFNAME);
 		if (!(*egv = egress_new(cap, desc)))
 			return -EIO;
 		if ((r = relay_set_tap(relay, egress_tap(*egv))) < 0 ||
 		    (r = relay_observe(relay, egress_observer(*egv))) < 0)
 			return r;
 	}
-	if (view == CAPTURE_WIRE_EGRESS &&
-	    ((r = wire_attach(wire)) < 0 || (r = relay_set_tap(relay, wire_tap(wire))) < 0))
+	/* The host's frames: the wire view's, or (--root) the routed flows' part of the egress view.
+	 * Described last: their interfaces come after the child's and the reconstructed one. */
+	if (wire && ((r = wire_describe(wire, cap)) < 0 || (r = wire_attach(wire)) < 0))
+		return r;
+	if (view == CAPTURE_WIRE_EGRESS && (r = relay_set_tap(relay, wire_tap(wire))) < 0)
 		return r;
 	/* The writer thread: from here on the relay only hands packets over (capture/capture.h). */
 	if ((r = capture_start(cap)) < 0)
@@ -466,10 +460,10 @@ static void report_fast(const struct fasttcp *ft)
 	s = fasttcp_stats(ft);
 	log_debug("fast-tcp: %llu notifications: %llu connects injected, %llu performed in the sandbox "
 		  "(%llu fell back to the relay), %llu refused at once, %llu on injected sockets, %llu "
-		  "bind/listen", (unsigned long long)s->notifications, (unsigned long long)s->injected,
+		  "bind/listen, %llu shares", (unsigned long long)s->notifications, (unsigned long long)s->injected,
 		  (unsigned long long)s->performed, (unsigned long long)s->fell_back,
 		  (unsigned long long)s->refused, (unsigned long long)s->host_guarded,
-		  (unsigned long long)s->bind_listen);
+		  (unsigned long long)s->bind_listen, (unsigned long long)s->shares);
 }
 
 /* Build the context around a started backend and run the relay.  Return: childflow's exit code. */
@@ -492,7 +486,7 @@ static int run(struct ctx *c, const struct cli_options *o, const struct resolv_c
 		c->policy.proxy_tcp = px != NULL;   /* TCP goes to the proxy by default */
 	if (r < 0 || (r = relay_new(&relay, c, sigfd)) < 0 ||
 	    (r = relay_observe(relay, &flow_debug_observer)) < 0 ||
-	    (cap && (r = start_capture(c, relay, cap, o->capture_point, wire, &egv)) < 0) ||
+	    (cap && (r = start_capture(c, relay, cap, o, wire, &egv)) < 0) ||
 	    (pr && (r = relay_add_hook(relay, &(struct relay_hook){ .fd = pty_fd(pr), .run = pty_hook_run,
 			.deadline = pty_hook_deadline, .priv = &ph })) < 0) ||
 	    /* --fast-tcp: a capture view needs every packet, so then nothing is injected. */
@@ -572,8 +566,6 @@ int main(int argc, char **argv)
 		log_error("error: %s", err);
 		return EXIT_USAGE;
 	}
-	if (refuse_unimplemented(&opt) < 0)
-		return EXIT_USAGE;
 	if (opt.fast_tcp) {
 		const char *why;
 
@@ -611,12 +603,18 @@ int main(int argc, char **argv)
 
 		snprintf(appl, sizeof(appl), "childflow %s", cli_version());
 		/* The host's interfaces are read from before the command exists: nothing is missed. */
-		if (opt.capture_point == CAPTURE_WIRE_EGRESS && !(wire = wire_open("rootless-internal"))) {
+		/* With --root the egress views are also the host's frames of the routed flows (the
+		 * relay never sees them), picked by conntrack: wire.h. */
+		bool host_frames = opt.capture_point == CAPTURE_WIRE_EGRESS ||
+				   (opt.backend_rootful && opt.capture_point != CAPTURE_CHILD);
+
+		if (host_frames && !(wire = wire_open(opt.backend_rootful ? "rootful" : "rootless-internal",
+						      opt.backend_rootful, opt.capture_point != CAPTURE_WIRE_EGRESS))) {
 			proxy_free(px);
 			return EXIT_USAGE;
 		}
 		cap = capture_open(opt.capture, appl);
-		if (!cap || (wire && wire_describe(wire, cap) < 0)) {
+		if (!cap) {
 			capture_free(cap);
 			wire_free(wire);
 			proxy_free(px);
@@ -686,10 +684,14 @@ int main(int argc, char **argv)
 			free(nf.nsswitch);
 			pty_free(pty);
 			capture_free(cap);
+			wire_free(wire);
 			proxy_free(px);
 			return EXIT_SETUP;
 		}
 		cfg.uplink = root_host_uplink(root);
+		if (wire)   /* the routed flows leave the uplink's G end masqueraded to its address */
+			wire_routed(wire, &cfg.uplink->gw4, cfg.ipv6 ? &cfg.uplink->gw6 : NULL,
+				    cfg.uplink->host_ifname);
 		cfg.proxy_tcp = px != NULL;
 		cfg.on_unshared = root_host_attach;
 		cfg.on_unshared_arg = root;

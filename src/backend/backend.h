@@ -129,6 +129,11 @@ struct backend_ops {
 
 	/* The link between the interception and child namespaces (the guard refuses it as a destination). */
 	const struct netplan *(*netplan)(const struct backend *b);
+
+	/* The files holding the command's resolv.conf text, open for writing (owned by the backend):
+	 * the forwarder rewrites them in place when the host's changes.  Return: how many are in
+	 * *@fds; 0 until the command has started. */
+	int (*child_resolv_fds)(const struct backend *b, const int **fds);
 };
 
 /* A backend and its operations travel together. */

@@ -44,6 +44,7 @@ enum sleep {
 /* Counters of an interface, for its statistics block (kept by the thread that queues its packets). */
 struct cap_if {
 	uint64_t recv, drops;
+	bool sorted;                  /* a sorted ring's frames went to it: that ring's kernel counted them */
 };
 
 /* One queued packet: this header, then @len bytes, the whole padded to 8 bytes. */
@@ -55,19 +56,35 @@ struct rec {
 	struct capture_csum ck;       /* ck.at == 0: no checksum to fill */
 };
 
+/*
+ * One packet ring.  The child's link (one interface, @sort NULL) is drained by the writer thread;
+ * a sorted ring (the host's, several interfaces) is drained on the relay's thread, which calls
+ * @prep and @sort there: the filter is the relay's socket set (a SYN is sent inside connect(), so
+ * its frame may be read only after the relay told the set about the socket) and, under --root, the
+ * conntrack flows @prep adds to that same set (capture/ctwatch.h).  One thread owns all of it.
+ */
+struct cap_ring {
+	int fd;                       /* the caller's */
+	unsigned char *map;
+	size_t len;
+	unsigned int block_size, block_nr;
+	unsigned int next_block;      /* atomic: ring_holds() reads it from the relay's thread */
+	int ifid;                     /* its one interface; -1: a sorted ring */
+	capture_sort_fn sort;         /* a ring of several interfaces: which one a frame is (or none) */
+	capture_prep_fn prep;         /* called before each block is sorted (or NULL) */
+	void *sort_priv;
+	int drop_ifid;                /* ... and the interface its kernel drops are told on */
+	uint64_t recv, drops;         /* the kernel's counters (PACKET_STATISTICS), summed */
+};
+
 struct capture {
 	struct pcapng w;              /* the writer thread's while it runs, else the caller's */
 	int out_fd;
-	int epfd;                     /* a sorted ring's, for the relay's loop */
+	int epfd;                     /* the sorted rings' and resume_fd, for the relay's loop */
 	char *path;                   /* for messages: the file, or "stdout" */
-	int ring_fd;                  /* the backend's; -1 before capture_attach() */
-	unsigned char *ring;
-	size_t ring_len;
-	unsigned int block_size, block_nr, next_block, retire_ms;
-	int ifid;                     /* the ring's one interface; -1: none (no ring, or a sorted one) */
-	capture_sort_fn sort;         /* a ring of several interfaces: which one a frame is (or none) */
-	void *sort_priv;
-	int drop_ifid;                /* ... and the interface its kernel drops are told on */
+	struct cap_ring rings[CAPTURE_MAX_RINGS];
+	int n_rings;
+	unsigned int reserve;         /* room the writer needs to take a block: the largest child ring's */
 	struct cap_if ifs[CAPTURE_MAX_IFS];   /* every interface described, by id */
 	int n_ifs;
 	/* The queue: the relay's thread writes at qhead, the writer reads at qtail. */
@@ -88,7 +105,6 @@ struct capture {
 	uint64_t first_pending_ms;    /* when the oldest unwritten packet was buffered; 0: none */
 	uint64_t stalls;              /* times the output was full */
 	uint64_t start_ns;
-	uint64_t recv, drops;         /* the kernel's counters (PACKET_STATISTICS), summed */
 };
 
 static uint64_t now_realtime_ns(void)
@@ -154,8 +170,7 @@ struct capture *capture_open(const char *path, const char *userappl)
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
 		return NULL;
 	}
-	c->out_fd = c->epfd = c->ring_fd = c->evfd = c->resume_fd = -1;
-	c->ifid = -1;
+	c->out_fd = c->epfd = c->evfd = c->resume_fd = -1;
 	c->path = strdup(to_stdout ? "stdout" : path);
 	if (!c->path) {
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
@@ -206,27 +221,35 @@ struct capture *capture_open(const char *path, const char *userappl)
 	return c;
 }
 
-/* Map the ring of @fd.  Return: 0 or -errno (after one line). */
+/* Map the ring of @fd as *@out.  Return: 0 or -errno (after one line). */
 static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-		    unsigned int retire_ms)
+		    struct cap_ring **out)
 {
 	size_t cap = 2u * block_size + (1u << 20);
+	struct cap_ring *g;
 
-	if (c->running || c->ring)
+	if (c->running)
 		return -EBUSY;
-	c->ring_len = (size_t)block_size * block_nr;
-	c->ring = mmap(NULL, c->ring_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
-	if (c->ring == MAP_FAILED) {
+	if (c->n_rings >= CAPTURE_MAX_RINGS) {
+		log_error("cannot start the capture: too many packet rings");
+		return -ENOSPC;
+	}
+	g = &c->rings[c->n_rings];
+	memset(g, 0, sizeof(*g));
+	g->len = (size_t)block_size * block_nr;
+	g->map = mmap(NULL, g->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+	if (g->map == MAP_FAILED) {
 		int r = -errno;
 
-		c->ring = NULL;
+		g->map = NULL;
 		log_error("cannot start the capture: cannot map the packet ring: %s", strerror(-r));
 		return r;
 	}
-	c->ring_fd = fd;
-	c->block_size = block_size;
-	c->block_nr = block_nr;
-	c->retire_ms = retire_ms;
+	g->fd = fd;
+	g->block_size = block_size;
+	g->block_nr = block_nr;
+	g->ifid = g->drop_ifid = -1;
+	c->n_rings++;   /* unmapped by capture_free() from now on */
 	/* Room for a whole block of frames (each takes more room in the ring than in an EPB) twice. */
 	if (c->w.cap < cap) {
 		unsigned char *nb = realloc(c->w.buf, cap);
@@ -238,31 +261,38 @@ static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned
 		c->w.buf = nb;
 		c->w.cap = cap;
 	}
+	*out = g;
 	return 0;
 }
 
 int capture_attach(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 		   unsigned int retire_ms, const char *ifname, const char *desc)
 {
-	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+	struct cap_ring *g = NULL;
+	int r = map_ring(c, fd, block_size, block_nr, &g);
 
-	if (r < 0)
-		return r;
-	c->ifid = capture_add_if(c, PCAPNG_LINKTYPE_ETHERNET, ifname, desc);
-	return c->ifid < 0 ? c->ifid : 0;
+	(void)retire_ms;
+	if (r < 0 || !g)
+		return r < 0 ? r : -EIO;
+	if (block_size > c->reserve)
+		c->reserve = block_size;
+	g->ifid = capture_add_if(c, PCAPNG_LINKTYPE_ETHERNET, ifname, desc);
+	return g->ifid < 0 ? g->ifid : 0;
 }
 
 int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid)
+			  capture_sort_fn sort, capture_prep_fn prep, void *priv, int drop_ifid)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
-	int r = map_ring(c, fd, block_size, block_nr, retire_ms);
+	struct epoll_event ev = { .events = EPOLLIN, .data.fd = fd };
+	struct cap_ring *g = NULL;
+	int r = map_ring(c, fd, block_size, block_nr, &g);
 
-	if (r < 0)
-		return r;
-	c->sort = sort;
-	c->sort_priv = priv;
-	c->drop_ifid = drop_ifid;
+	if (r < 0 || !g)
+		return r < 0 ? r : -EIO;
+	g->sort = sort;
+	g->prep = prep;
+	g->sort_priv = priv;
+	g->drop_ifid = drop_ifid;
 	/* Sorted on the relay's thread (the filter is its socket set): its loop watches the ring. */
 	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		r = -errno;
@@ -404,8 +434,9 @@ static void stop(struct capture *c)
 	__atomic_store_n(&c->stopped, 1, __ATOMIC_RELEASE);
 	c->stalled = false;
 	c->first_pending_ms = 0;
-	if (c->sort && c->ring_fd >= 0)
-		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->ring_fd, NULL);
+	for (int i = 0; i < c->n_rings; i++)
+		if (c->rings[i].sort)
+			epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->rings[i].fd, NULL);
 	if (!c->told)
 		log_warn("capture stopped: cannot write to %s: %s; it holds the packets up to now (exit "
 			 "status 3 if the command succeeds)", c->path, strerror(-pcapng_error(&c->w)));
@@ -439,58 +470,65 @@ static void pending(struct capture *c)
 		c->first_pending_ms = now_ms();
 }
 
-static struct tpacket_block_desc *ring_block(const struct capture *c)
+static struct tpacket_block_desc *ring_block(const struct cap_ring *g)
 {
-	return (struct tpacket_block_desc *)(c->ring + (size_t)c->next_block * c->block_size);
+	return (struct tpacket_block_desc *)(g->map + (size_t)g->next_block * g->block_size);
 }
 
-static bool block_ready(const struct capture *c)
+static bool block_ready(const struct cap_ring *g)
 {
-	return c->ring && (__atomic_load_n(&ring_block(c)->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER);
+	return __atomic_load_n(&ring_block(g)->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER;
 }
 
-/* Give the current block back to the kernel and go to the next. */
-static void release_block(struct capture *c)
+/* Give the current block of @g back to the kernel and go to the next. */
+static void release_block(struct cap_ring *g)
 {
-	struct tpacket_block_desc *bd = ring_block(c);
+	struct tpacket_block_desc *bd = ring_block(g);
 
 	/* The kernel zeroes it when it opens the block again; zeroed now, a non-zero count on a
 	 * block of the kernel's means it is filling it (capture_finish() waits for that one). */
 	bd->hdr.bh1.num_pkts = 0;
 	__atomic_store_n(&bd->hdr.bh1.block_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
-	__atomic_store_n(&c->next_block, (c->next_block + 1) % c->block_nr, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&g->next_block, (g->next_block + 1) % g->block_nr, __ATOMIC_SEQ_CST);
 }
 
 /*
- * ring_holds() - does the writer hold at least @k + 1 blocks of the child ring (filled, not yet
+ * ring_holds() - does the writer hold at least @k + 1 blocks of the child ring @g (filled, not yet
  * given back)?  The kernel fills the blocks in order and the writer gives them back in order, so
  * that is block next_block + @k being the user's.  One load; from either thread.
  */
-static bool ring_holds(const struct capture *c, unsigned int k)
+static bool ring_holds(const struct cap_ring *g, unsigned int k)
 {
-	unsigned int next = __atomic_load_n(&c->next_block, __ATOMIC_SEQ_CST);
+	unsigned int next = __atomic_load_n(&g->next_block, __ATOMIC_SEQ_CST);
 	const struct tpacket_block_desc *bd =
-		(const struct tpacket_block_desc *)(c->ring + (size_t)((next + k) % c->block_nr) * c->block_size);
+		(const struct tpacket_block_desc *)(g->map + (size_t)((next + k) % g->block_nr) * g->block_size);
 
 	return __atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_SEQ_CST) & TP_STATUS_USER;
 }
 
 /*
  * backlog_above() - is the writer's backlog above its high-water mark (@high) or its low-water
- * mark: the queue's bytes (QUEUE_HIGH, QUEUE_LOW), the child ring's blocks not given back (3/8,
+ * mark: the queue's bytes (QUEUE_HIGH, QUEUE_LOW), a child ring's blocks not given back (3/8,
  * 1/4 of them: the rest takes what the flows' socket buffers still send after the relay stopped,
  * up to a few MiB each)?  The marks are close: the writer takes up to a buffer's worth (4 MiB) at once, so
- * one pass crosses the low one, and the relay is woken as soon as that room is there.  From either
- * thread.
+ * one pass crosses the low one, and the relay is woken as soon as that room is there.  A sorted
+ * ring is the relay's own to read: its frames count in the queue.  From either thread.
  */
 static bool backlog_above(const struct capture *c, bool high)
 {
 	if (c->q && __atomic_load_n(&c->qhead, __ATOMIC_SEQ_CST) - __atomic_load_n(&c->qtail, __ATOMIC_SEQ_CST) >=
 			    (high ? QUEUE_HIGH : QUEUE_LOW))
 		return true;
-	return c->ring && !c->sort && c->block_nr >= 4 &&
-	       ring_holds(c, high ? c->block_nr * 3 / 8 - 1 : c->block_nr / 4 - 1);
+	for (int i = 0; i < c->n_rings; i++) {
+		const struct cap_ring *g = &c->rings[i];
+
+		if (!g->sort && g->block_nr >= 4 &&
+		    ring_holds(g, high ? g->block_nr * 3 / 8 - 1 : g->block_nr / 4 - 1))
+			return true;
+	}
+	return false;
 }
+
 
 /*
  * progress() - the writer took input or wrote output: count it (capture_hold() waits only for a
@@ -535,15 +573,18 @@ bool capture_hold(struct capture *c, uint64_t now)
 }
 
 /*
- * take_block() - the frames of the current ring block: a sorted ring's are queued (the relay's
- * thread, or the caller at the end), the child ring's copied into the writer's buffer, which has
- * room for all of them.  Then the block is given back.
+ * take_block() - the frames of the current block of @g: a sorted ring's are queued (on the relay's
+ * thread, or the caller's at the end: never the writer's, so @prep and @sort run where the socket
+ * set is kept), after @prep; a child ring's are copied into the writer's buffer, which has room
+ * for all of them.  Then the block is given back.
  */
-static void take_block(struct capture *c)
+static void take_block(struct capture *c, struct cap_ring *g)
 {
-	struct tpacket_block_desc *bd = ring_block(c);
+	struct tpacket_block_desc *bd = ring_block(g);
 	const unsigned char *p = (const unsigned char *)bd + bd->hdr.bh1.offset_to_first_pkt;
 
+	if (g->prep)
+		g->prep(g->sort_priv);
 	for (uint32_t i = 0; i < bd->hdr.bh1.num_pkts; i++) {
 		const struct tpacket3_hdr *h = (const struct tpacket3_hdr *)p;
 		const struct sockaddr_ll *sll = (const struct sockaddr_ll *)(p + TPACKET_ALIGN(sizeof(*h)));
@@ -551,12 +592,14 @@ static void take_block(struct capture *c)
 		uint32_t dir = sll->sll_pkttype == PACKET_OUTGOING ? PCAPNG_EPB_OUTBOUND : PCAPNG_EPB_INBOUND;
 		uint64_t ts = (uint64_t)h->tp_sec * 1000000000u + h->tp_nsec;
 
-		if (c->sort) {
-			int ifid = c->sort(c->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts);
+		if (g->sort) {
+			int ifid = g->sort(g->sort_priv, p + h->tp_mac, h->tp_snaplen, sll, ts);
 
-			if (ifid >= 0)   /* else not one of ours */
+			if (ifid >= 0 && ifid < c->n_ifs) {   /* else not one of ours */
+				c->ifs[ifid].sorted = true;
 				capture_packet(c, ifid, ts, p + h->tp_mac, h->tp_snaplen, dir);
-		} else if (pcapng_epb(&c->w, (uint32_t)c->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) == 0) {
+			}
+		} else if (pcapng_epb(&c->w, (uint32_t)g->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) == 0) {
 			pending(c);
 		} else {
 			break;   /* cannot happen: a block's frames fit in the room reserved for it */
@@ -565,8 +608,8 @@ static void take_block(struct capture *c)
 			break;
 		p += h->tp_next_offset;
 	}
-	release_block(c);
-	if (!c->sort)
+	release_block(g);
+	if (!g->sort)
 		progress(c);
 }
 
@@ -654,7 +697,7 @@ static bool take_records(struct capture *c, size_t keep)
 }
 
 /*
- * writer_pass() - take what the child ring and the queue hold while the buffer has room, flushing
+ * writer_pass() - take what the child ring(s) and the queue hold while the buffer has room, flushing
  * when something did not fit or at the flush deadline.  Return: true when the output (a full pipe)
  * took only part of a flush: STALLED, nothing more is taken until it is writable.
  */
@@ -664,12 +707,16 @@ static bool writer_pass(struct capture *c)
 		bool left = false, due;
 		int r;
 
-		while (!c->sort && block_ready(c)) {
-			if (pcapng_room(&c->w) < c->block_size) {
-				left = true;
-				break;
+		for (int i = 0; i < c->n_rings; i++) {
+			struct cap_ring *g = &c->rings[i];
+
+			while (!g->sort && block_ready(g)) {
+				if (pcapng_room(&c->w) < g->block_size) {
+					left = true;
+					break;
+				}
+				take_block(c, g);
 			}
-			take_block(c);
 		}
 		if (c->q && take_records(c, 0))
 			left = true;
@@ -691,7 +738,10 @@ static bool input_ready(const struct capture *c, enum sleep why)
 {
 	uint64_t queued = c->q ? __atomic_load_n(&c->qhead, __ATOMIC_SEQ_CST) - c->qtail : 0;
 
-	return (!c->sort && block_ready(c)) || queued >= (why == SLEEP_ANY ? 1 : WAKE_BYTES);
+	for (int i = 0; i < c->n_rings; i++)
+		if (!c->rings[i].sort && block_ready(&c->rings[i]))
+			return true;
+	return queued >= (why == SLEEP_ANY ? 1 : WAKE_BYTES);
 }
 
 static void *writer_main(void *arg)
@@ -699,7 +749,8 @@ static void *writer_main(void *arg)
 	struct capture *c = arg;
 
 	while (!__atomic_load_n(&c->quit, __ATOMIC_ACQUIRE) && !is_stopped(c)) {
-		struct pollfd pf[2] = { { .fd = c->evfd, .events = POLLIN }, { .fd = -1 } };
+		struct pollfd pf[2 + CAPTURE_MAX_RINGS] = { { .fd = c->evfd, .events = POLLIN } };
+		nfds_t n = 1;
 		int timeout = -1;
 		uint64_t v;
 
@@ -708,7 +759,7 @@ static void *writer_main(void *arg)
 			break;
 		if (c->stalled) {
 			c->stalls++;
-			pf[1] = (struct pollfd){ .fd = c->out_fd, .events = POLLOUT };
+			pf[n++] = (struct pollfd){ .fd = c->out_fd, .events = POLLOUT };
 		} else {
 			/* Sleep until a ring block, the flush deadline, or records: the first one when
 			 * nothing is pending, else WAKE_BYTES of them. */
@@ -719,15 +770,16 @@ static void *writer_main(void *arg)
 				__atomic_store_n(&c->sleeping, AWAKE, __ATOMIC_SEQ_CST);
 				continue;
 			}
-			if (!c->sort && c->ring)
-				pf[1] = (struct pollfd){ .fd = c->ring_fd, .events = POLLIN };
+			for (int i = 0; i < c->n_rings; i++)
+				if (!c->rings[i].sort)
+					pf[n++] = (struct pollfd){ .fd = c->rings[i].fd, .events = POLLIN };
 			if (c->first_pending_ms) {
 				uint64_t t = now_ms(), due = c->first_pending_ms + CAPTURE_FLUSH_MS;
 
 				timeout = due > t ? (int)(due - t) : 0;
 			}
 		}
-		poll(pf, 2, timeout);
+		poll(pf, n, timeout);
 		__atomic_store_n(&c->sleeping, AWAKE, __ATOMIC_SEQ_CST);
 		if (pf[0].revents & POLLIN && read(c->evfd, &v, sizeof(v)) < 0) {
 			/* nothing counted: another wake-up took it */
@@ -739,11 +791,18 @@ static void *writer_main(void *arg)
 int capture_start(struct capture *c)
 {
 	sigset_t all, old;
-	int r;
+	int own = 0, r;
+	bool sorted = false;
 
 	if (c->running)
 		return 0;
-	if (c->n_ifs > (c->ifid >= 0 ? 1 : 0) || c->sort) {
+	for (int i = 0; i < c->n_rings; i++) {
+		if (c->rings[i].sort)
+			sorted = true;
+		else if (c->rings[i].ifid >= 0)
+			own++;
+	}
+	if (c->n_ifs > own || sorted) {
 		/* Interfaces the relay feeds, or a sorted ring: their packets come through the queue. */
 		c->q = malloc(QUEUE_SIZE);
 		if (!c->q) {
@@ -785,10 +844,12 @@ void capture_run(struct capture *c, uint64_t now)
 	if (read(c->resume_fd, &v, sizeof(v)) < 0) {
 		/* not this one: a sorted ring's frames */
 	}
-	if (!c->sort || is_stopped(c))
-		return;
-	while (block_ready(c))
-		take_block(c);
+	for (int i = 0; i < c->n_rings && !is_stopped(c); i++) {
+		struct cap_ring *g = &c->rings[i];
+
+		while (g->sort && block_ready(g))
+			take_block(c, g);
+	}
 }
 
 uint64_t capture_deadline(const struct capture *c)
@@ -797,17 +858,30 @@ uint64_t capture_deadline(const struct capture *c)
 	return UINT64_MAX;
 }
 
-/* Sum the kernel's counters (reading them resets them). */
-static void read_stats(struct capture *c)
+/* Sum the kernel's counters of @g (reading them resets them). */
+static void read_stats(struct cap_ring *g)
 {
 	struct tpacket_stats_v3 st;
 	socklen_t len = sizeof(st);
 
 	memset(&st, 0, sizeof(st));
-	if (c->ring_fd >= 0 && getsockopt(c->ring_fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
-		c->recv += st.tp_packets;   /* the kernel counts the dropped ones in too */
-		c->drops += st.tp_drops;
+	if (getsockopt(g->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) {
+		g->recv += st.tp_packets;   /* the kernel counts the dropped ones in too */
+		g->drops += st.tp_drops;
 	}
+}
+
+/* Does some ring hold frames not taken yet (a block handed over, or one being filled)? */
+static bool rings_pending(const struct capture *c)
+{
+	for (int i = 0; i < c->n_rings; i++) {
+		const struct tpacket_block_desc *bd = ring_block(&c->rings[i]);
+
+		if (__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) ||
+		    (__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
+			return true;
+	}
+	return false;
 }
 
 /* Flush, waiting for a full pipe at most @wait_ms.  Return: 0, or -1 when the capture stopped. */
@@ -831,9 +905,9 @@ static int flush_wait(struct capture *c, int wait_ms)
 }
 
 /*
- * drain_all() - at the end (the caller is the writer): every block the kernel has handed over and
- * every queued record, flushing (a full pipe waited for) when the buffer cannot hold more.
- * Return: the number of blocks taken.
+ * drain_all() - at the end (the caller is the writer): every block the kernel has handed over in
+ * every ring and every queued record, flushing (a full pipe waited for) when the buffer cannot
+ * hold more.  Return: the number of blocks taken.
  */
 static unsigned int drain_all(struct capture *c)
 {
@@ -841,15 +915,19 @@ static unsigned int drain_all(struct capture *c)
 
 	while (!is_stopped(c)) {
 		bool left = c->q && take_records(c, 0);
+		struct cap_ring *g = NULL;
 
-		if (left || pcapng_room(&c->w) < c->block_size) {
+		if (left || pcapng_room(&c->w) < c->reserve) {
 			if (flush_wait(c, FINISH_WAIT_MS) < 0)
 				break;
 			continue;
 		}
-		if (!block_ready(c))
+		for (int i = 0; i < c->n_rings && !g; i++)
+			if (block_ready(&c->rings[i]))
+				g = &c->rings[i];
+		if (!g)
 			break;
-		take_block(c);   /* a sorted ring's frames go to the queue, taken on the next turn */
+		take_block(c, g);   /* a sorted ring's frames go to the queue, taken on the next turn */
 		taken++;
 	}
 	return taken;
@@ -857,12 +935,13 @@ static unsigned int drain_all(struct capture *c)
 
 bool capture_finish(struct capture *c)
 {
-	uint64_t end, seen = 0;   /* seen: the packets of the interfaces the kernel does not count */
+	uint64_t end, recv = 0, drops = 0, seen = 0;   /* seen: the packets no ring's kernel counted */
+	bool own[CAPTURE_MAX_IFS] = { false };   /* its counters are a child ring's, drops included */
 
 	join_writer(c);
 	if (!is_stopped(c))
 		drain_all(c);
-	if (c->ring && !is_stopped(c)) {
+	if (c->n_rings && !is_stopped(c)) {
 		/*
 		 * The block being filled now is handed over when its timer fires (after one or two
 		 * periods).  Once it is, every frame until now has been taken; later ones (the
@@ -870,45 +949,50 @@ bool capture_finish(struct capture *c)
 		 */
 		uint64_t until = now_ms() + FINISH_RING_MS;
 
-		while (!is_stopped(c) && now_ms() < until) {
-			struct pollfd pf = { .fd = c->ring_fd, .events = POLLIN };
-			const struct tpacket_block_desc *bd = ring_block(c);
+		while (!is_stopped(c) && now_ms() < until && rings_pending(c)) {
+			struct pollfd pf[CAPTURE_MAX_RINGS];
 
-			if (!__atomic_load_n(&bd->hdr.bh1.num_pkts, __ATOMIC_ACQUIRE) &&
-			    !(__atomic_load_n(&bd->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER))
-				break;   /* nothing waiting in the ring */
-			poll(&pf, 1, (int)(until - now_ms()));
-			if (drain_all(c) > 0)
+			for (int i = 0; i < c->n_rings; i++)
+				pf[i] = (struct pollfd){ .fd = c->rings[i].fd, .events = POLLIN };
+			poll(pf, (nfds_t)c->n_rings, (int)(until - now_ms()));
+			if (drain_all(c) > 0 && !rings_pending(c))
 				break;
 		}
 	}
-	read_stats(c);
 	end = now_realtime_ns();
-	if (c->ifid >= 0) {
-		c->ifs[c->ifid].recv = c->recv;    /* the kernel's view: it counts its drops in */
-		c->ifs[c->ifid].drops = c->drops;
-	} else if (c->sort && c->drop_ifid >= 0 && c->drop_ifid < c->n_ifs) {
-		c->ifs[c->drop_ifid].drops += c->drops;   /* a dropped frame's interface is unknown */
+	for (int i = 0; i < c->n_rings; i++) {
+		struct cap_ring *g = &c->rings[i];
+
+		read_stats(g);
+		recv += g->recv;
+		if (g->ifid >= 0 && g->ifid < c->n_ifs) {
+			c->ifs[g->ifid].recv = g->recv;    /* the kernel's view: it counts its drops in */
+			c->ifs[g->ifid].drops = g->drops;
+			own[g->ifid] = true;
+		} else if (g->sort && g->drop_ifid >= 0 && g->drop_ifid < c->n_ifs) {
+			c->ifs[g->drop_ifid].drops += g->drops;   /* a dropped frame's interface is unknown */
+			c->ifs[g->drop_ifid].sorted = true;
+		}
 	}
 	for (int i = 0; i < c->n_ifs; i++)
-		if (i != c->ifid && !c->sort)   /* a sorted ring's kernel counters have every frame */
+		if (!own[i] && !c->ifs[i].sorted)   /* a sorted ring's kernel counters have every frame */
 			seen += c->ifs[i].recv + c->ifs[i].drops;
 	for (int i = 0; i < c->n_ifs && !is_stopped(c); i++) {
 		if (pcapng_room(&c->w) < 256 && flush_wait(c, FINISH_WAIT_MS) != 0)
 			break;
 		pcapng_isb(&c->w, (uint32_t)i, end, c->start_ns, end, c->ifs[i].recv, c->ifs[i].drops);
-		if (i != c->ifid && !(c->sort && i == c->drop_ifid))
-			c->drops += c->ifs[i].drops;
 	}
+	for (int i = 0; i < c->n_ifs; i++)
+		drops += c->ifs[i].drops;
 	if (!is_stopped(c))
 		flush_wait(c, FINISH_WAIT_MS);
 	/* Once stopped, nothing more is read: those drops were told as the stop. */
-	if (c->drops && !is_stopped(c))
+	if (drops && !is_stopped(c))
 		log_warn("capture: %llu of %llu packets dropped (the capture could not keep up); %s misses "
-			 "them (its statistics blocks say so)", (unsigned long long)c->drops,
-			 (unsigned long long)c->recv + (unsigned long long)seen, c->path);
+			 "them (its statistics blocks say so)", (unsigned long long)drops,
+			 (unsigned long long)recv + (unsigned long long)seen, c->path);
 	log_debug("capture: %llu packets written to %s, %llu dropped, the output full %llu times",
-		  (unsigned long long)c->w.packets, c->path, (unsigned long long)c->drops,
+		  (unsigned long long)c->w.packets, c->path, (unsigned long long)drops,
 		  (unsigned long long)c->stalls);
 	return !is_stopped(c);
 }
@@ -920,8 +1004,9 @@ void capture_free(struct capture *c)
 	join_writer(c);
 	if (c->w.buf)
 		pcapng_close(&c->w, 0);
-	if (c->ring)
-		munmap(c->ring, c->ring_len);
+	for (int i = 0; i < c->n_rings; i++)
+		if (c->rings[i].map)
+			munmap(c->rings[i].map, c->rings[i].len);
 	if (c->epfd >= 0)
 		close(c->epfd);
 	if (c->evfd >= 0)

@@ -9,8 +9,9 @@
  * The capture is written by a thread of its own (the writer), so the relay's thread only hands
  * over data.  The writer maps the child ring and drains whole blocks of it: each frame is copied
  * once, from the ring into the writer's buffer.  Packets the relay makes (the egress view) or sorts
- * (the wire view's ring, read on the relay's thread because its filter is the relay's socket set)
- * are records in a bounded single-producer, single-consumer queue: capture_packet() copies the
+ * (the host's ring of the wire view, and of --root's egress views: read on the relay's thread
+ * because its filter is the relay's socket set, and its prep hook, called there before each block,
+ * adds --root's conntrack flows to that same set: one thread owns it) are records in a bounded single-producer, single-consumer queue: capture_packet() copies the
  * packet into it and returns; the writer computes the deferred checksum and copies it into its
  * buffer.  The buffer is written with one write() when it is nearly full and at least every
  * CAPTURE_FLUSH_MS.  Backpressure: while the writer's backlog (the queue, or the child ring's
@@ -115,13 +116,19 @@ struct sockaddr_ll;
 typedef int (*capture_sort_fn)(void *priv, const unsigned char *data, uint32_t len,
 			       const struct sockaddr_ll *sll, uint64_t ts_ns);
 
+/* capture_prep_fn - a block of frames is about to be sorted (all of them are in the ring already). */
+typedef void (*capture_prep_fn)(void *priv);
+
+#define CAPTURE_MAX_RINGS 2          /* -C both with --root: the child's link and the host's */
+
 /*
  * capture_attach_sorted() - as capture_attach(), for a ring of several interfaces: @sort (with
- * @priv) says which interface each frame is, or that it is left out.  The kernel's drops are told
- * on interface @drop_ifid.  Return: 0, or -errno after one line.
+ * @priv) says which interface each frame is, or that it is left out; @prep (or NULL) is called
+ * before each block's frames are sorted.  The kernel's drops are told on interface @drop_ifid.
+ * A capture reads up to CAPTURE_MAX_RINGS rings.  Return: 0, or -errno after one line.
  */
 int capture_attach_sorted(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
-			  unsigned int retire_ms, capture_sort_fn sort, void *priv, int drop_ifid);
+			  capture_sort_fn sort, capture_prep_fn prep, void *priv, int drop_ifid);
 
 /*
  * capture_hold() - should the relay stop reading TCP data now (@now: CLOCK_MONOTONIC ms)?  True

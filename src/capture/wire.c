@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "capture/capture.h"
+#include "capture/ctwatch.h"
 #include "capture/pcapng.h"
 #include "util/log.h"
 
@@ -53,7 +54,10 @@ struct wire_if {
 struct wire {
 	struct capture *cap;
 	int fd;
+	struct ct_watch *ct;           /* --root: the routed flows, from conntrack (or NULL) */
 	char backend[32];
+	char uplink[IF_NAMESIZE];      /* --root: the run's own uplink (pre-NAT frames), not described */
+	const char *view, *kind;       /* the interfaces' metadata */
 	struct wire_if ifs[WIRE_MAX_IFS];
 	int n_ifs;
 	struct wire_sock *hash[WIRE_BUCKETS];
@@ -176,6 +180,60 @@ static void tap_sock(void *priv, int fd, int type, bool open)
 	}
 }
 
+/* A routed flow of the tree's (ct_flow_fn): matched by its tuple on the host's wire, never by fd. */
+static void ct_flow(void *priv, uint8_t proto, const union flow_addr *local, const union flow_addr *peer, bool open)
+{
+	struct wire *w = priv;
+	struct wire_sock probe = { .proto = proto, .local = *local };
+	size_t alen;
+	uint16_t port;
+	const void *pa = addr_of(peer, &alen, &port);
+	uint64_t now = now_ns();
+	unsigned int b = sock_bucket(&probe);
+
+	expire(w, now);
+	for (struct wire_sock *s = w->hash[b]; s; s = s->next) {
+		if (s->fd >= 0 || s->closed_ns || s->proto != proto || !s->have_peer ||
+		    !same_ep(&s->peer, pa, alen, port))
+			continue;
+		size_t ll;
+		uint16_t lp;
+		const void *la = addr_of(local, &ll, &lp);
+
+		if (!same_ep(&s->local, la, ll, lp))
+			continue;
+		if (!open) {   /* its end: matched WIRE_GRACE_MS more, like a closed socket */
+			s->closed_ns = now;
+			if (w->closed_tail)
+				w->closed_tail->next_closed = s;
+			else
+				w->closed_head = s;
+			w->closed_tail = s;
+		}
+		return;   /* known already */
+	}
+	if (!open)
+		return;
+	struct wire_sock *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		log_debug("wire capture: out of memory: a flow's frames will be missing");
+		return;
+	}
+	*s = (struct wire_sock){ .fd = -1, .proto = proto, .have_peer = true, .local = *local, .peer = *peer };
+	s->next = w->hash[b];
+	w->hash[b] = s;
+}
+
+/* capture_prep_fn: before a block is sorted, learn every routed flow whose frames it may hold. */
+static void prep_block(void *priv)
+{
+	struct wire *w = priv;
+
+	if (w->ct)
+		ct_watch_drain(w->ct, ct_flow, w);
+}
+
 /* Is (@proto, @la:@lp local, @ra:@rp remote) the tuple of one of the relay's sockets at @ts? */
 static bool known(struct wire *w, uint8_t proto, const void *la, const void *ra, size_t alen, uint16_t lp,
 		  uint16_t rp, uint64_t ts)
@@ -230,8 +288,8 @@ static struct wire_if *add_if(struct wire *w, int ifindex, const char *name, int
 		log_debug("wire capture: %s has link type %d, which is not written", name, hatype);
 		return wi;
 	}
-	snprintf(desc, sizeof(desc), "childflow view=wire-egress backend=%s kind=wire interface=%s", w->backend,
-		 name);
+	snprintf(desc, sizeof(desc), "childflow view=%s backend=%s kind=%s interface=%s", w->view, w->backend,
+		 w->kind, name);
 	wi->ifid = capture_add_if(w->cap, lt, name, desc);
 	if (wi->ifid < 0)
 		wi->ifid = -1;   /* not written (a write error was told) */
@@ -253,14 +311,16 @@ static int hatype_of(const char *name)
 	return t;
 }
 
-static struct wire_if *if_for(struct wire *w, const struct sockaddr_ll *sll)
+/* The frame's interface; one not described yet (it appeared during the run) is when @add. */
+static struct wire_if *if_for(struct wire *w, const struct sockaddr_ll *sll, bool add)
 {
 	char name[IF_NAMESIZE];
 
 	for (int i = 0; i < w->n_ifs; i++)
 		if (w->ifs[i].ifindex == sll->sll_ifindex)
 			return &w->ifs[i];
-	/* An interface that appeared during the run. */
+	if (!add)
+		return NULL;
 	if (!if_indextoname((unsigned int)sll->sll_ifindex, name))
 		snprintf(name, sizeof(name), "if%d", sll->sll_ifindex);
 	return add_if(w, sll->sll_ifindex, name, sll->sll_hatype);
@@ -271,18 +331,19 @@ static int sort_frame(void *priv, const unsigned char *p, uint32_t len, const st
 		      uint64_t ts)
 {
 	struct wire *w = priv;
-	struct wire_if *wi = if_for(w, sll);
+	struct wire_if *wi = if_for(w, sll, false);
 	const unsigned char *ip = p, *l4, *src, *dst;
 	uint32_t off = 0;
 	size_t alen;
 	uint8_t proto;
 	bool out = sll->sll_pkttype == PACKET_OUTGOING;
+	bool loopback = wi ? wi->loopback : sll->sll_hatype == ARPHRD_LOOPBACK;
 
-	if (!wi || wi->ifid < 0)
+	if (wi && wi->ifid < 0)
 		return -1;
-	if (wi->loopback && out)
+	if (loopback && out)
 		return -1;   /* loopback shows each packet twice: keep the one received */
-	if (wi->loopback || sll->sll_hatype == ARPHRD_ETHER) {
+	if (loopback || sll->sll_hatype == ARPHRD_ETHER) {
 		uint16_t et;
 
 		if (len < 14)
@@ -324,12 +385,15 @@ static int sort_frame(void *priv, const unsigned char *p, uint32_t len, const st
 	memcpy(&sp, l4, 2);
 	memcpy(&dp, l4 + 2, 2);
 	/* Sent by the host: the source is the relay's socket; received: the destination. */
-	if (known(w, proto, src, dst, alen, sp, dp, ts) || known(w, proto, dst, src, alen, dp, sp, ts))
-		return wi->ifid;
-	return -1;
+	if (!known(w, proto, src, dst, alen, sp, dp, ts) && !known(w, proto, dst, src, alen, dp, sp, ts))
+		return -1;
+	/* An interface that appeared during the run is described at its first frame of ours. */
+	if (!wi && !(wi = if_for(w, sll, true)))
+		return -1;
+	return wi->ifid;
 }
 
-struct wire *wire_open(const char *backend)
+struct wire *wire_open(const char *backend, bool routed, bool egress_view)
 {
 	struct tpacket_req3 req = {
 		.tp_block_size = WIRE_BLOCK_SIZE,
@@ -347,6 +411,13 @@ struct wire *wire_open(const char *backend)
 		return NULL;
 	}
 	snprintf(w->backend, sizeof(w->backend), "%s", backend);
+	w->view = egress_view ? "egress" : "wire-egress";
+	w->kind = egress_view ? "captured" : "wire";
+	/* Subscribed before the command exists: no flow of the tree's can start unseen. */
+	if (routed && !(w->ct = ct_watch_open())) {
+		free(w);
+		return NULL;
+	}
 	w->fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
 	if (w->fd < 0) {
 		if (errno == EPERM || errno == EACCES)
@@ -355,6 +426,7 @@ struct wire *wire_open(const char *backend)
 				  "flows without privilege");
 		else
 			log_error("error: cannot open the wire-egress capture: %s", strerror(errno));
+		ct_watch_free(w->ct);
 		free(w);
 		return NULL;
 	}
@@ -375,7 +447,7 @@ int wire_describe(struct wire *w, struct capture *cap)
 
 	w->cap = cap;
 	for (struct if_nameindex *i = ni; i && i->if_index; i++)
-		if (!add_if(w, (int)i->if_index, i->if_name, hatype_of(i->if_name)))
+		if (strcmp(i->if_name, w->uplink) != 0 && !add_if(w, (int)i->if_index, i->if_name, hatype_of(i->if_name)))
 			break;   /* the table is full */
 	if (ni)
 		if_freenameindex(ni);
@@ -392,8 +464,15 @@ int wire_attach(struct wire *w)
 
 	for (int i = 0; i < w->n_ifs && drop_ifid < 0; i++)
 		drop_ifid = w->ifs[i].ifid;
-	return capture_attach_sorted(w->cap, w->fd, WIRE_BLOCK_SIZE, WIRE_BLOCKS, WIRE_RETIRE_MS, sort_frame, w,
+	return capture_attach_sorted(w->cap, w->fd, WIRE_BLOCK_SIZE, WIRE_BLOCKS, sort_frame, prep_block, w,
 				     drop_ifid);
+}
+
+void wire_routed(struct wire *w, const struct in_addr *v4, const struct in6_addr *v6, const char *uplink)
+{
+	if (w->ct)
+		ct_watch_source(w->ct, v4, v6);
+	snprintf(w->uplink, sizeof(w->uplink), "%s", uplink);
 }
 
 const struct flow_tap *wire_tap(struct wire *w)
@@ -415,5 +494,6 @@ void wire_free(struct wire *w)
 	}
 	if (w->fd >= 0)
 		close(w->fd);
+	ct_watch_free(w->ct);
 	free(w);
 }

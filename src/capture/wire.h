@@ -21,10 +21,22 @@
  * TIME_WAIT exchange.  The cost: the ring receives every frame of the host (the kernel copies it),
  * and drops, counted in the statistics, can hit when the host is busy.
  *
- * ICMP errors about the relay's flows and IP fragments after the first are not matched.
+ * With --root (@routed), the tree's direct traffic is not the relay's: the host kernel routes and
+ * masquerades it.  Those flows are learnt from the host's conntrack events (capture/ctwatch.h): a
+ * flow whose original source is the uplink's address (wire_routed()) is matched by its reply tuple,
+ * the one it has on the host's wire (the host's own address and port after NAT <-> the remote), from
+ * its NEW event until WIRE_GRACE_MS after its DESTROY event.  The events are read before each ring
+ * block is sorted; each flow's NEW event is sent before its first frame reaches the ring, so none
+ * is missed.  Frames on the uplink (cfroot<N>) carry the pre-NAT tuple and are not matched.
+ *
+ * ICMP errors about the relay's flows and IP fragments after the first are not matched, nor ICMP
+ * echo of the routed traffic.
  */
 #ifndef CHILDFLOW_CAPTURE_WIRE_H
 #define CHILDFLOW_CAPTURE_WIRE_H
+
+#include <stdbool.h>
+#include <netinet/in.h>
 
 #include "relay/flow.h"
 
@@ -34,13 +46,22 @@ struct wire;
 /*
  * wire_open() - open the packet socket and its ring (before the command starts: nothing it sends
  * can be missed, and before the output is opened: a caller without CAP_NET_RAW gets one line and
- * no file).  @backend names the backend in the metadata.  Return: the capture point, or NULL.
+ * no file).  @backend names the backend in the metadata.  @routed (--root): also follow the host's
+ * conntrack for the routed flows (wire_routed() names them).  @egress_view: the interfaces are the
+ * egress view's (`view=egress kind=captured`), not the wire view's (`view=wire-egress kind=wire`).
+ * Return: the capture point, or NULL.
  */
-struct wire *wire_open(const char *backend);
+struct wire *wire_open(const char *backend, bool routed, bool egress_view);
+
+/*
+ * wire_routed() - the routed flows are those sent from @v4 or @v6 (the uplink's G end; NULL: none);
+ * the host's end of the uplink, @uplink, carries them before NAT and is not described.
+ */
+void wire_routed(struct wire *w, const struct in_addr *v4, const struct in6_addr *v6, const char *uplink);
 
 /*
  * wire_describe() - describe the namespace's interfaces in @cap (if_description: `childflow
- * view=wire-egress backend=<backend> kind=wire interface=<if>`).  Return: 0 or -errno (one line).
+ * view=<view> backend=<backend> kind=<kind> interface=<if>`).  Return: 0 or -errno (one line).
  */
 int wire_describe(struct wire *w, struct capture *cap);
 

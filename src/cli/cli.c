@@ -88,9 +88,11 @@ static const struct opt_def opt_table[] = {
 	  "Write only the target command tree's traffic as pcapng", NULL, false, false },
 	{ OPT_CAPTURE_POINT, 'C', "capture-point", "OUTPUT_VIEW",
 	  "Select which capture point or view `--capture` should write: `child` (the tree's own link, "
-	  "its addresses), `egress` (what left the host for it, rebuilt from the relay's sockets), "
-	  "`wire-egress` (the relay's real frames on the host's interfaces; needs CAP_NET_RAW), `both` "
-	  "(child and egress, one file)",
+	  "its addresses), `egress` (what left the host for it, rebuilt from the relay's sockets; with "
+	  "--root the routed flows are the host's real frames after NAT, kind=captured), `wire-egress` "
+	  "(the real frames on the host's interfaces of the relay's sockets and, with --root, of the "
+	  "routed flows, picked by the host's conntrack; needs CAP_NET_RAW), `both` (child and egress, "
+	  "one file)",
 	  "[default: child]\n[possible values: child, egress, wire-egress, both]", false, false },
 	{ OPT_ROOT, 0, "root", NULL,
 	  "Use the rootful backend. Without this flag, childflow uses the default rootless backend",
@@ -100,8 +102,8 @@ static const struct opt_def opt_table[] = {
 	  "with routes (net.ipv4.conf.<if>.forwarding; IPv6: net.ipv6.conf.<if>.force_forwarding, or "
 	  "conf.all.forwarding before Linux 6.17), restored to their previous values at exit, even "
 	  "after SIGKILL, by a watchdog (records in /run/childflow-root); with -i, a routing table and a "
-	  "policy rule, removed by the same watchdog. -C egress, both and wire-egress are not available "
-	  "with --root",
+	  "policy rule, removed by the same watchdog. -C egress, both and wire-egress follow the routed "
+	  "flows by the host's conntrack events (nf_conntrack_netlink)",
 	  false, false },
 	{ OPT_DOCTOR, 0, "doctor", NULL,
 	  "Diagnose whether the current host is ready for the selected backend", NULL, false, false },

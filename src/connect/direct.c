@@ -6,6 +6,10 @@
  * States: CONNECTING (after start(), waiting for EPOLLOUT) -> READY, or FAILED with SO_ERROR.
  * Keepalive is set on the upstream socket so that a peer that vanishes without a reset (NAT timeout,
  * power loss) ends the flow after about 10 minutes instead of pinning it forever.
+ *
+ * A request with a TTL (the child's own, traceroute -T) connects with it, and asks for the ICMP
+ * errors (IP_RECVERR): a connect that fails because the TTL ran out leaves the router's time
+ * exceeded in the socket's error queue, where the SYN gate finds it (gate_time_exceeded()).
  */
 #include "connect/direct.h"
 
@@ -42,6 +46,19 @@ static int upstream_sockopts(int fd)
 	return 0;
 }
 
+/* The child's TTL / hop limit @ttl on @fd (family @fam), with the ICMP errors queued for reading. */
+static int ttl_sockopts(int fd, int fam, int ttl)
+{
+	int one = 1;
+
+	if (setsockopt(fd, fam == AF_INET ? SOL_IP : SOL_IPV6, fam == AF_INET ? IP_TTL : IPV6_UNICAST_HOPS,
+		       &ttl, sizeof(ttl)) < 0 ||
+	    setsockopt(fd, fam == AF_INET ? SOL_IP : SOL_IPV6, fam == AF_INET ? IP_RECVERR : IPV6_RECVERR,
+		       &one, sizeof(one)) < 0)
+		return -errno;
+	return 0;
+}
+
 static enum conn_step direct_start(void *st, const void *cfg, const struct conn_req *rq, int *fd,
 				   uint32_t *want, int *err)
 {
@@ -53,7 +70,7 @@ static enum conn_step direct_start(void *st, const void *cfg, const struct conn_
 		*err = -s;
 		return CONN_FAILED;
 	}
-	if ((r = upstream_sockopts(s)) < 0) {
+	if ((r = upstream_sockopts(s)) < 0 || (rq->ttl && (r = ttl_sockopts(s, rq->dst->ss_family, rq->ttl)) < 0)) {
 		close(s);
 		*err = -r;
 		return CONN_FAILED;

@@ -38,6 +38,12 @@ struct dns_fwd_config {
 	int listen4, listen6;                  /* the backend's DNS listeners, or -1 */
 	struct dns_names *names;               /* where answers' addresses go, or NULL */
 	const struct egress *egress;           /* where upstream queries leave (--iface), or NULL */
+	/* Without --dns: the child's resolv.conf files follow the host's (resolvconf_child_text() for
+	 * @np), written in place through the fds child_files() gives (0 of them until the command has
+	 * started).  NULL: they are left alone. */
+	const struct netplan *np;
+	int (*child_files)(void *arg, const int **fds);
+	void *child_files_arg;
 };
 
 /* Set up the forwarder (no query is sent yet).  Return: 0 or -errno. */

@@ -17,9 +17,14 @@
  * again.  The table is bounded (DNS_MAX_QUERIES, DNS_PER_CLIENT per client socket): beyond, the
  * child gets SERVFAIL at once rather than waiting for nothing.
  *
- * Without --dns the host's resolv.conf is looked at (stat) at most once a second while queries
- * arrive; a change (another file, mtime, size) reloads the nameservers, and queries waiting on an
- * old one are sent again to the new ones.  Nameservers are tried in file order from the first; with
+ * Without --dns the host's resolv.conf is looked at (stat) when inotify reports a change of the file,
+ * of its directory or of the directory of a symlink on its way (20 ms later, so that a rewrite is
+ * complete), and at most once a second while queries arrive; a change (another file, size, mtime,
+ * ctime) reloads the nameservers, and queries waiting on an old one are sent again to the new ones.
+ * The child's resolv.conf files are rewritten in place when their text changes (the host's search,
+ * domain or options lines; the nameservers stay the gateway's), and written once more, unchanged,
+ * 100 ms later: glibc keeps the text it read with the mtime it saw after reading, so a lookup that
+ * read during the first write reads the whole text again.  Nameservers are tried in file order from the first; with
  * `options rotate` each new query starts one further along (round robin), as glibc does.
  */
 #include "dns/internal.h"
@@ -28,8 +33,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <limits.h>
+#include <stdio.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/inotify.h>
 
 #include <sodium.h>
 
@@ -41,6 +49,10 @@
 #define RELOAD_MS 1000
 #define SWEEP_MS 1000
 #define MIN_TRY_MS 200
+#define SETTLE_MS 20             /* an inotify event: look at the file this much later */
+#define REWRITE_MS 100           /* the child's new text is written again, unchanged, after this */
+#define STALE_MS 10000           /* the child's files not known yet: try this long */
+#define STALE_RETRY_MS 50
 
 /* The client-socket chain of @child (keyed SipHash: the child chooses its ports). */
 static unsigned int client_bucket(const struct dns_fwd *f, const struct sockaddr_storage *child)
@@ -152,10 +164,29 @@ struct dns_query *dns_query_new(struct dns_fwd *f, const uint8_t *msg, size_t le
 
 	if (f->n_heap >= DNS_HEAP_MAX)
 		return NULL;
-	dq = calloc(1, sizeof(*dq));
-	if (!dq || !(dq->msg = malloc(len))) {
-		free(dq);
+	if ((dq = f->spare) != NULL) {
+		uint8_t *buf = dq->msg;
+		size_t cap = dq->cap;
+
+		f->spare = dq->unext;
+		f->n_spare--;
+		memset(dq, 0, sizeof(*dq));
+		dq->msg = buf;
+		dq->cap = cap;
+	} else if (!(dq = calloc(1, sizeof(*dq)))) {
 		return NULL;
+	}
+	if (!dq->msg || dq->cap < len) {
+		size_t cap = len < DNS_QUERY_BUF ? DNS_QUERY_BUF : len;
+		uint8_t *buf = realloc(dq->msg, cap);
+
+		if (!buf) {
+			free(dq->msg);
+			free(dq);
+			return NULL;
+		}
+		dq->msg = buf;
+		dq->cap = cap;
 	}
 	memcpy(dq->msg, msg, len);
 	dq->len = len;
@@ -208,6 +239,12 @@ void dns_query_end(struct dns_fwd *f, struct dns_query *q, enum flow_outcome o, 
 		f->n_udp--;
 	}
 	flow_end(f->hub, &q->rec, o, err);
+	if (f->n_spare < DNS_SPARE_MAX) {
+		q->unext = f->spare;
+		f->spare = q;
+		f->n_spare++;
+		return;
+	}
 	free(q->msg);
 	free(q);
 }
@@ -705,7 +742,96 @@ static void set_servers(struct dns_fwd *f, const struct resolv_conf *rc)
 	free(wait);
 }
 
-/* Without --dns: has the host's resolv.conf changed?  Looked at once a second at most. */
+/* ---------- the host's resolv.conf, and the child's ---------- */
+
+static void watch_add(struct dns_fwd *f, const char *path, uint32_t mask)
+{
+	int wd;
+
+	if (f->n_wd < DNS_WATCH_MAX && (wd = inotify_add_watch(f->ino_fd, path, mask)) >= 0)
+		f->wd[f->n_wd++] = wd;
+}
+
+/* (Re)place the watches: the file (symlinks followed), the directory holding the path, and the
+ * directory of each symlink's target on the way (systemd's stub-resolv.conf, NixOS's chain). */
+static void notify_watch(struct dns_fwd *f)
+{
+	char p[PATH_MAX], dir[PATH_MAX], link[PATH_MAX];
+
+	if (f->ino_fd < 0)
+		return;
+	for (int i = 0; i < f->n_wd; i++)
+		inotify_rm_watch(f->ino_fd, f->wd[i]);
+	f->n_wd = 0;
+	watch_add(f, f->path, IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
+	snprintf(p, sizeof(p), "%s", f->path);
+	for (int hop = 0; hop < DNS_WATCH_MAX - 1; hop++) {
+		const char *slash = strrchr(p, '/');
+		ssize_t n;
+
+		if (!slash)
+			snprintf(dir, sizeof(dir), ".");
+		else
+			snprintf(dir, sizeof(dir), "%.*s", slash == p ? 1 : (int)(slash - p), p);
+		watch_add(f, dir, IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_ONLYDIR);
+		n = readlink(p, link, sizeof(link) - 1);
+		if (n < 0)
+			break;
+		link[n] = '\0';
+		if (link[0] == '/')
+			snprintf(p, sizeof(p), "%s", link);
+		else if (snprintf(p, sizeof(p), "%s/%s", dir, link) >= (int)sizeof(p))
+			break;
+	}
+}
+
+static void notify_readable(struct dns_fwd *f)
+{
+	uint64_t buf[512];   /* aligned for struct inotify_event; the events themselves do not matter */
+
+	while (read(f->ino_fd, buf, sizeof(buf)) > 0)
+		;
+	if (!f->settle_at)
+		f->settle_at = f->now + SETTLE_MS;
+}
+
+/* Write the child's text to each of its files (once the backend has them). */
+static void child_sync(struct dns_fwd *f)
+{
+	const int *fds;
+	int n = f->child_files(f->child_files_arg, &fds), bad = 0;
+
+	if (n <= 0)
+		return;   /* the command has not started yet: run() tries again */
+	for (int i = 0; i < n; i++)
+		if (resolvconf_replace(fds[i], f->child_text, f->child_len) < 0)
+			bad++;
+	if (bad)
+		log_debug("dns: %d of the child's resolv.conf files could not be rewritten", bad);
+	log_debug("dns: the child's resolv.conf follows the host's (%d file(s))", n);
+	f->child_stale = false;
+	f->rewrite_at = f->now + REWRITE_MS;
+}
+
+/* The child's text for @rc; written when it differs from what its files hold. */
+static void child_update(struct dns_fwd *f, const struct resolv_conf *rc)
+{
+	char text[sizeof(f->child_text)];
+	int n;
+
+	if (!f->child_files || !f->np || (n = resolvconf_child_text(rc, f->np, text, sizeof(text))) < 0)
+		return;
+	if ((size_t)n == f->child_len && memcmp(text, f->child_text, (size_t)n) == 0)
+		return;
+	memcpy(f->child_text, text, (size_t)n + 1);
+	f->child_len = (size_t)n;
+	f->child_stale = true;
+	f->stale_until = f->now + STALE_MS;
+	child_sync(f);
+}
+
+/* Without --dns: has the host's resolv.conf changed?  Looked at once a second at most while queries
+ * arrive, and whenever inotify says so (next_check is then 0). */
 static void maybe_reload(struct dns_fwd *f)
 {
 	struct resolv_conf rc;
@@ -722,7 +848,8 @@ static void maybe_reload(struct dns_fwd *f)
 	}
 	same = f->st_ok && st.st_dev == f->st.st_dev && st.st_ino == f->st.st_ino &&
 	       st.st_size == f->st.st_size && st.st_mtim.tv_sec == f->st.st_mtim.tv_sec &&
-	       st.st_mtim.tv_nsec == f->st.st_mtim.tv_nsec;
+	       st.st_mtim.tv_nsec == f->st.st_mtim.tv_nsec && st.st_ctim.tv_sec == f->st.st_ctim.tv_sec &&
+	       st.st_ctim.tv_nsec == f->st.st_ctim.tv_nsec;
 	if (same)
 		return;
 	f->st = st;
@@ -730,6 +857,28 @@ static void maybe_reload(struct dns_fwd *f)
 	resolvconf_load(f->path, &rc);
 	log_debug("dns: %s changed: %d nameserver(s)", f->path, rc.n_ns);
 	set_servers(f, &rc);
+	notify_watch(f);   /* another inode, another symlink target */
+	child_update(f, &rc);
+}
+
+/* The inotify settle timer and the child's files' writes. */
+static void run_files(struct dns_fwd *f)
+{
+	if (f->settle_at && f->now >= f->settle_at) {
+		f->settle_at = 0;
+		f->next_check = 0;
+		maybe_reload(f);
+	}
+	if (f->child_stale && f->now < f->stale_until)
+		child_sync(f);
+	if (f->rewrite_at && f->now >= f->rewrite_at) {
+		const int *fds;
+		int n = f->child_files(f->child_files_arg, &fds);
+
+		f->rewrite_at = 0;
+		for (int i = 0; i < n; i++)
+			resolvconf_replace(fds[i], f->child_text, f->child_len);
+	}
 }
 
 /* ---------- the service ---------- */
@@ -773,6 +922,13 @@ static int svc_attach(void *priv, int epfd, int tag)
 	}
 	for (int s = 0; s < DNS_SLOTS; s++)
 		dns_ev_init(f, &f->ev_up[s], DEV_UP, s);
+	dns_ev_init(f, &f->ev_notify, DEV_NOTIFY, 0);
+	if (f->ino_fd >= 0) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_notify };
+
+		if (epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->ino_fd, &ev) < 0)
+			return -errno;
+	}
 	return 0;
 }
 
@@ -797,6 +953,9 @@ static void svc_event(void *priv, struct flow_hub *hub, struct relay_service_ev 
 	case DEV_TCP_UP:
 		dns_tcp_event(f, ev, events);
 		break;
+	case DEV_NOTIFY:
+		notify_readable(f);
+		break;
 	}
 }
 
@@ -807,6 +966,7 @@ static void svc_run(void *priv, struct flow_hub *hub, uint64_t now_ms)
 	f->hub = hub;
 	f->now = now_ms;
 	run_timers(f);
+	run_files(f);
 	dns_tcp_free_dead(f);
 }
 
@@ -820,6 +980,12 @@ static uint64_t svc_deadline(void *priv)
 
 	if (f->n_tcp && f->next_sweep < d)
 		d = f->next_sweep;
+	if (f->settle_at && f->settle_at < d)
+		d = f->settle_at;
+	if (f->rewrite_at && f->rewrite_at < d)
+		d = f->rewrite_at;
+	if (f->child_stale && f->now < f->stale_until && f->now + STALE_RETRY_MS < d)
+		d = f->now + STALE_RETRY_MS;
 	return d;
 }
 
@@ -846,7 +1012,7 @@ static void svc_adopt_tcp(void *priv, struct flow_hub *hub, int fd, const struct
 static unsigned int svc_reserved_fds(void *priv)
 {
 	(void)priv;
-	return DNS_SLOTS + 2 * DNS_TCP_MAX;
+	return DNS_SLOTS + 2 * DNS_TCP_MAX + 1;   /* + inotify */
 }
 
 static void svc_stop(void *priv, struct flow_hub *hub)
@@ -906,7 +1072,7 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	*out = NULL;
 	if (!f)
 		return -ENOMEM;
-	f->epfd = -1;
+	f->epfd = f->ino_fd = -1;
 	for (int s = 0; s < DNS_SLOTS; s++)
 		f->up_fd[s] = -1;
 	f->names = cfg->names;
@@ -933,6 +1099,18 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 		f->path = cfg->resolv_path;
 		if (f->path && stat(f->path, &f->st) == 0)
 			f->st_ok = true;
+		if (f->path && (f->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0)
+			log_debug("dns: no inotify (%s): %s is looked at only as queries arrive", strerror(errno),
+				  f->path);
+		notify_watch(f);
+		f->np = cfg->np;
+		f->child_files = cfg->child_files;
+		f->child_files_arg = cfg->child_files_arg;
+		if (f->child_files && f->np) {
+			int n = resolvconf_child_text(cfg->host, f->np, f->child_text, sizeof(f->child_text));
+
+			f->child_len = n > 0 ? (size_t)n : 0;
+		}
 	}
 	set_servers(f, &rc);
 	*out = f;
@@ -946,6 +1124,15 @@ void dns_fwd_free(struct dns_fwd *f)
 	for (int s = 0; s < DNS_SLOTS; s++)
 		slot_close(f, s);
 	dns_tcp_free_dead(f);
+	if (f->ino_fd >= 0)
+		close(f->ino_fd);
+	while (f->spare) {
+		struct dns_query *q = f->spare;
+
+		f->spare = q->unext;
+		free(q->msg);
+		free(q);
+	}
 	free(f->heap);
 	free(f->buf);
 	free(f);

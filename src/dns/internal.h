@@ -23,8 +23,11 @@
 #define DNS_SLOTS (RESOLV_MAX_NS * DNS_UP_SOCKS)
 #define DNS_HASH 4096
 #define DNS_HEAP_MAX (DNS_MAX_QUERIES + DNS_TCP_MAX * DNS_TCP_PIPELINE)
+#define DNS_SPARE_MAX 256        /* ended queries kept for reuse (no malloc/free per query) */
+#define DNS_QUERY_BUF 512        /* a query's buffer holds at least this much */
+#define DNS_WATCH_MAX 10         /* inotify watches: resolv.conf, its directory, a symlink chain's */
 
-enum dns_ev_kind { DEV_LISTEN, DEV_UP, DEV_TCP_CHILD, DEV_TCP_UP };
+enum dns_ev_kind { DEV_LISTEN, DEV_UP, DEV_TCP_CHILD, DEV_TCP_UP, DEV_NOTIFY };
 
 /* What the module's fds carry as epoll data in the relay's set (relay/service.h). */
 struct dns_ev {
@@ -63,7 +66,7 @@ struct dns_query {
 	struct dns_query *unext;      /* chain by (slot, upstream ID) */
 	struct dns_query *cnext;      /* chain by client socket (UDP) */
 	struct dns_query *snext;      /* the session's list (TCP) */
-	size_t len;
+	size_t len, cap;
 	uint8_t *msg;                 /* the query; its ID is the upstream ID once sent */
 };
 
@@ -86,9 +89,24 @@ struct dns_fwd {
 	unsigned int next_first;      /* rotate: the nameserver the next query starts with */
 	uint64_t total_ms, per_try_ms;
 	const char *path;
-	struct stat st;               /* of the resolv.conf read last (dev, ino, mtime, size) */
+	struct stat st;               /* of the resolv.conf read last (dev, ino, size, mtime, ctime) */
 	bool st_ok;
 	uint64_t next_check;
+	int ino_fd;                   /* inotify: the file, its directory, each symlink's on the way */
+	int wd[DNS_WATCH_MAX];
+	int n_wd;
+	struct dns_ev ev_notify;
+	uint64_t settle_at;           /* an event came: look at the file then (0: none pending) */
+
+	/* The child's resolv.conf (struct dns_fwd_config's np, child_files) */
+	const struct netplan *np;
+	int (*child_files)(void *arg, const int **fds);
+	void *child_files_arg;
+	char child_text[RESOLV_LINES_MAX + 256];   /* what its files should hold */
+	size_t child_len;
+	bool child_stale;             /* not written yet (the fds come once the command started) */
+	uint64_t stale_until;         /* ... tried until then */
+	uint64_t rewrite_at;          /* the same text again then (see child_rewrite()), or 0 */
 	int up_fd[DNS_SLOTS];
 	struct dns_ev ev_up[DNS_SLOTS];
 	bool warned;
@@ -98,6 +116,8 @@ struct dns_fwd {
 	uint64_t key[2];
 	struct dns_query **heap;      /* every outstanding query, by try_deadline */
 	unsigned int n_heap, n_udp;
+	struct dns_query *spare;      /* ended ones, chained by unext, with their buffers */
+	unsigned int n_spare;
 
 	/* TCP sessions */
 	struct dns_tcp *sessions;

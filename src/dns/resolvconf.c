@@ -206,6 +206,17 @@ int resolvconf_load(const char *path, struct resolv_conf *rc)
 	return err;
 }
 
+int resolvconf_replace(int fd, const char *text, size_t len)
+{
+	ssize_t n = pwrite(fd, text, len, 0);
+
+	if (n < 0)
+		return -errno;
+	if ((size_t)n != len)
+		return -EIO;
+	return ftruncate(fd, (off_t)len) < 0 ? -errno : 0;
+}
+
 int resolvconf_child_text(const struct resolv_conf *rc, const struct netplan *np, char *buf, size_t size)
 {
 	char a4[INET_ADDRSTRLEN], a6[INET6_ADDRSTRLEN];

@@ -52,4 +52,11 @@ int resolvconf_load(const char *path, struct resolv_conf *rc);
  */
 int resolvconf_child_text(const struct resolv_conf *rc, const struct netplan *np, char *buf, size_t size);
 
+/*
+ * resolvconf_replace() - make the file open at @fd hold @text (@len bytes), in place: one pwrite()
+ * of the whole text at offset 0, then the size cut to @len.  Same inode, new mtime: glibc's
+ * resolver reads it again on its next lookup.  Return: 0 or -errno.
+ */
+int resolvconf_replace(int fd, const char *text, size_t len);
+
 #endif

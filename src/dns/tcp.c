@@ -12,8 +12,9 @@
  *
  * States of a session:
  *   OPEN        reading queries; the upstream connection is made when the first query needs it
- *   FAILOVER    the upstream refused, reset, closed with queries outstanding, or a query's try timed
- *               out: the connection is dropped and the outstanding queries go to the next
+ *   FAILOVER    the upstream refused, reset, closed with queries outstanding, a query's try timed
+ *               out, or it answered SERVFAIL, REFUSED or NOTIMP with a try left (as glibc's res_send
+ *               does; that answer's rcode is the query's if no nameserver answers): the connection is dropped and the outstanding queries go to the next
  *               nameserver; after all tries (or at a query's deadline) that query gets SERVFAIL
  *   CLOSING     the child sent EOF: once every query is answered and written, the session closes
  *   CLOSED      the child reset, DNS_TCP_IDLE_MS with nothing outstanding, or the relay stops
@@ -113,17 +114,19 @@ static void query_done(struct dns_fwd *f, struct dns_tcp *s, struct dns_query *q
 	dns_query_end(f, q, o, err);
 }
 
+/* SERVFAIL (or the rcode an upstream gave, kept in q->rcode) for @q: all tries failed, or its deadline. */
 static void query_servfail(struct dns_fwd *f, struct dns_tcp *s, struct dns_query *q, int err)
 {
 	uint8_t out[DNS_HDR + DNS_WIRE_NAME_MAX + 4];
 	size_t n;
 
 	dns_set_id(q->msg, q->client_id);
-	n = dns_build_error(out, sizeof(out), q->msg, &q->q, DNS_RCODE_SERVFAIL);
+	n = dns_build_error(out, sizeof(out), q->msg, &q->q, q->rcode ? q->rcode : DNS_RCODE_SERVFAIL);
 	to_child(s, out, n);
 	q->rec.bytes_down = n;
 	q->rec.pkts_down = 1;
-	dns_all_failed(f, err == ETIMEDOUT ? "timed out" : strerror(err));
+	if (!q->rcode)   /* a resolver that answered SERVFAIL or REFUSED did answer */
+		dns_all_failed(f, err == ETIMEDOUT ? "timed out" : strerror(err));
 	query_done(f, s, q, err == ETIMEDOUT ? FLOW_UP_TIMEOUT : FLOW_UP_FAILED, err);
 }
 
@@ -373,7 +376,12 @@ static bool child_readable(struct dns_fwd *f, struct dns_tcp *s)
 	return true;
 }
 
-/* Frames from upstream: answers to the session's queries go to the child. */
+/*
+ * up_frames() - frames from upstream: answers to the session's queries go to the child.  An answer
+ * SERVFAIL, REFUSED or NOTIMP with a try left (glibc's res_send moves on then, over TCP too) is kept
+ * as that query's answer should no other nameserver give one, and the session fails over: the
+ * connection is dropped and every outstanding query goes to the next nameserver, as on a reset.
+ */
 static void up_frames(struct dns_fwd *f, struct dns_tcp *s)
 {
 	size_t fl;
@@ -386,13 +394,18 @@ static void up_frames(struct dns_fwd *f, struct dns_tcp *s)
 			for (struct dns_query *q = s->qs; q; q = q->snext) {
 				if (q->up_id != dns_id(m))
 					continue;
-				if (dns_check_answer(m, len, &q->q, f->names, f->now) == 0) {
-					dns_set_id(m, q->client_id);
-					to_child(s, m, len);
-					q->rec.bytes_down = len;
-					q->rec.pkts_down = 1;
-					query_done(f, s, q, FLOW_OK, 0);
+				if (dns_check_answer(m, len, &q->q, f->names, f->now) < 0)
+					break;
+				if (dns_rcode_moves_on(m) && s->tries + 1 < dns_max_tries(f) && f->now < q->deadline) {
+					q->rcode = dns_rcode(m);
+					failover(f, s, EPROTO);   /* drops s->uin: nothing more to read here */
+					return;
 				}
+				dns_set_id(m, q->client_id);
+				to_child(s, m, len);
+				q->rec.bytes_down = len;
+				q->rec.pkts_down = 1;
+				query_done(f, s, q, FLOW_OK, 0);
 				break;
 			}
 		}

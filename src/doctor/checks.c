@@ -585,11 +585,20 @@ static void run_proxy(const struct doctor_env *env, struct doctor_finding *f)
 		return;
 	}
 	f->detail[0] = '\0';
+	proxy_probe_plainly(env->proxy);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	s = c.ops->start(st, c.cfg, &rq, &fd, &want, &err);
-	while (s == CONN_MORE) {
+	while (s == CONN_MORE || s == CONN_REDIAL) {
 		struct pollfd pf = { .fd = fd, .events = (short)want };
 		long left;
+
+		if (s == CONN_REDIAL) {
+			/* That address failed: the connector dials its next one. */
+			close(fd);
+			fd = -1;
+			s = c.ops->start(st, c.cfg, &rq, &fd, &want, &err);
+			continue;
+		}
 
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		left = PROXY_TRY_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);

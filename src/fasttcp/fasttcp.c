@@ -31,8 +31,8 @@
  * for it is closed.  Parked notifications are re-checked every FT_SWEEP_MS.
  */
 #include "fasttcp/fasttcp.h"
+#include "fasttcp/call.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -77,7 +77,8 @@
 
 #define FT_MAX_PARKED 1024
 #define FT_SWEEP_MS 100
-#define FT_MAX_SCAN_FDS 4096
+#define FT_SHARED_SLOTS 8192       /* power of two */
+#define FT_SHARED_MAX 4096
 #define FT_NB_WAIT_MS 100       /* a non-blocking connect to a destination not known clean waits this long */
 #define FT_TAG_CHAN 0xffffffffu
 #define FT_TAG_LISTENER 0xfffffffeu
@@ -115,6 +116,9 @@ struct fasttcp {
 	int n_parked;
 	uint64_t next_sweep;
 	uint64_t next_deadline;         /* the earliest SO_SNDTIMEO of a parked connect, or UINT64_MAX */
+	uint64_t shared[FT_SHARED_SLOTS];  /* SO_COOKIEs of sockets shared before connect, 0 = free */
+	int n_shared;
+	bool shared_full;
 	struct fasttcp_stats st;
 };
 
@@ -251,68 +255,112 @@ static bool fd_cloexec(pid_t tid, int cfd)
 	return ce;
 }
 
-/* Is the epoll set /proc/@tid/fdinfo/@n watching inode @ino? */
-static bool epoll_watches(pid_t tid, int n, unsigned long ino)
+/* ---- sockets shared before connect ---------------------------------------------------------- */
+
+/*
+ * The command's fresh TCP sockets that were added to an epoll set or duplicated (epoll_ctl ADD,
+ * dup, dup2, dup3, fcntl F_DUPFD*: the filter sends these to P, which notes the socket and lets the
+ * call continue).  Replacing such a socket would leave the epoll registration (nginx adds its
+ * upstream socket before connect()) or the other fd on the old socket: its connect takes the relay.
+ * Keyed by SO_COOKIE (never reused while the kernel runs); an entry goes when a connect on its
+ * socket is performed.  Full: nothing more is injected (never a wrong hand-over).
+ */
+static uint64_t *shared_slot(struct fasttcp *f, uint64_t ck)
 {
-	char path[64], line[256];
-	bool found = false;
-	FILE *fp;
+	size_t i = (size_t)(ck * 0x9e3779b97f4a7c15ull) & (FT_SHARED_SLOTS - 1);
 
-	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%d", (int)tid, n);
-	fp = fopen(path, "re");
-	if (!fp)
-		return true;   /* cannot tell: assume it does */
-	while (!found && fgets(line, sizeof(line), fp)) {
-		const char *p = strstr(line, " ino:");
+	while (f->shared[i] && f->shared[i] != ck)
+		i = (i + 1) & (FT_SHARED_SLOTS - 1);
+	return &f->shared[i];
+}
 
-		if (!strncmp(line, "tfd:", 4) && p && strtoul(p + 5, NULL, 16) == ino)
-			found = true;
+static bool shared_has(struct fasttcp *f, uint64_t ck)
+{
+	return *shared_slot(f, ck) == ck;
+}
+
+static void shared_add(struct fasttcp *f, uint64_t ck)
+{
+	uint64_t *e = shared_slot(f, ck);
+
+	if (*e == ck)
+		return;
+	if (f->n_shared >= FT_SHARED_MAX) {
+		if (!f->shared_full)
+			log_warn("fast-tcp: more than %d sockets shared before connect; no more connects are "
+				 "handed over", FT_SHARED_MAX);
+		f->shared_full = true;
+		return;
 	}
-	fclose(fp);
-	return found;
+	*e = ck;
+	f->n_shared++;
+}
+
+/* Linear probing: delete by moving the entries after it back (no tombstones). */
+static void shared_del(struct fasttcp *f, uint64_t ck)
+{
+	uint64_t *e = shared_slot(f, ck);
+	size_t i, j;
+
+	if (*e != ck)
+		return;
+	i = (size_t)(e - f->shared);
+	f->shared[i] = 0;
+	f->n_shared--;
+	for (j = (i + 1) & (FT_SHARED_SLOTS - 1); f->shared[j]; j = (j + 1) & (FT_SHARED_SLOTS - 1)) {
+		uint64_t v = f->shared[j];
+
+		f->shared[j] = 0;
+		*shared_slot(f, v) = v;
+	}
+}
+
+static uint64_t sock_cookie(int fd)
+{
+	uint64_t ck = 0;
+	socklen_t l = sizeof(ck);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &ck, &l) < 0)
+		return 0;
+	return ck;
 }
 
 /*
- * socket_shared() - would replacing the command's @cfd leave something behind?  Another fd of the
- * thread's table on the same socket (dup), or an epoll set of it watching the socket (nginx adds
- * an upstream socket to epoll before connect(); the registration would vanish with the old file).
- * Other processes sharing the socket (fork before connect) are not seen.  Unknown: shared.
+ * note_share() - epoll_ctl(ADD) or a dup of the command's @cfd: when it is a TCP socket not yet
+ * connected, remember it (any netns: noting one that is never eligible costs nothing; TCP_INFO
+ * answers for TCP sockets only).  Always continued: the call changes nothing that P guards, only
+ * whether a later connect may replace the socket.  An fd P cannot look at while the thread waits
+ * (P out of fds) stops the hand-overs: it could be such a socket.
  */
-static bool socket_shared(pid_t tid, int cfd, unsigned long ino)
+static void note_share(struct fasttcp *f, uint64_t id, pid_t tid, int cfd)
 {
-	char path[64], link[64], want[48];
-	struct dirent *e;
-	int n = 0;
-	bool shared = false;
-	DIR *d;
+	int pidfd = open_pidfd(tid), sfd = -1, e = ESRCH;
+	struct tcp_info ti;
+	socklen_t tl = sizeof(ti);
+	uint64_t ck;
 
-	snprintf(path, sizeof(path), "/proc/%d/fd", (int)tid);
-	snprintf(want, sizeof(want), "socket:[%lu]", ino);
-	d = opendir(path);
-	if (!d)
-		return true;
-	while (!shared && (e = readdir(d)) != NULL) {
-		ssize_t l;
-		int fd;
-
-		if (e->d_name[0] == '.')
-			continue;
-		if (++n > FT_MAX_SCAN_FDS) {
-			shared = true;
-			break;
-		}
-		fd = atoi(e->d_name);
-		if (fd == cfd)
-			continue;
-		l = readlinkat(dirfd(d), e->d_name, link, sizeof(link) - 1);   /* no walk of /proc/TID/fd */
-		if (l <= 0)
-			continue;
-		link[l] = '\0';
-		shared = !strcmp(link, want) ||
-			 (!strcmp(link, "anon_inode:[eventpoll]") && epoll_watches(tid, fd, ino));
+	f->st.shares++;
+	if (pidfd >= 0) {
+		sfd = (int)syscall(SYS_pidfd_getfd, pidfd, cfd, 0);
+		e = errno;
+		close(pidfd);
 	}
-	closedir(d);
-	return shared;
+	if (sfd < 0) {
+		/* EBADF: the call fails as well; a thread gone: it is not made */
+		if (e != EBADF && notif_valid(f, id))
+			f->shared_full = true;   /* cannot tell: hand nothing over any more */
+		respond(f, id, 0, true);
+		return;
+	}
+	if (getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_CLOSE) {
+		ck = sock_cookie(sfd);
+		if (ck)
+			shared_add(f, ck);
+		else
+			f->shared_full = true;
+	}
+	close(sfd);
+	respond(f, id, 0, true);
 }
 
 /* ---- performing on the command's own socket ---------------------------------------------------- */
@@ -380,19 +428,16 @@ static void as_self(const struct fs_ids *save)
 static int unix_path(pid_t tid, const struct sockaddr_storage *ss, socklen_t alen, bool create,
 		     struct sockaddr_un *out, socklen_t *olen, int *pfd)
 {
-	const struct sockaddr_un *su = (const struct sockaddr_un *)ss;
-	size_t off = offsetof(struct sockaddr_un, sun_path), n;
-	char scope[64], name[sizeof(su->sun_path) + 1], base[sizeof(su->sun_path) + 1];
+	size_t off = offsetof(struct sockaddr_un, sun_path);
+	char scope[64], name[sizeof(out->sun_path) + 1], base[sizeof(out->sun_path) + 1];
 	struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_IN_ROOT };
 	const char *rel;
 	int w, dfd, e;
 
 	*pfd = -1;
-	if (alen <= off || su->sun_path[0] == '\0')
-		return 0;
-	n = strnlen(su->sun_path, alen - off);
-	memcpy(name, su->sun_path, n);
-	name[n] = '\0';
+	w = ft_unix_name(ss, alen, name, sizeof(name));
+	if (w <= 0)
+		return w;
 	snprintf(scope, sizeof(scope), "/proc/%d/%s", (int)tid, name[0] == '/' ? "root" : "cwd");
 	dfd = open(scope, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
@@ -484,6 +529,8 @@ static void perform_connect(struct fasttcp *f, uint64_t id, pid_t tid, int sfd, 
 		fcntl(sfd, F_SETFL, fl);
 	if (pfd >= 0)
 		close(pfd);
+	if (f->n_shared && (e == 0 || e == EINPROGRESS || e == EAGAIN))
+		shared_del(f, sock_cookie(sfd));   /* no longer fresh: never eligible again */
 	if (!(fl & O_NONBLOCK) && (e == EINPROGRESS || e == EAGAIN) && dom != AF_UNIX) {
 		struct park p = { .kind = PARK_PERFORM, .id = id, .fd = sfd, .cfd = cfd, .flags = fl,
 				  .sfd = -1, .dst = *ss, .alen = alen };
@@ -507,12 +554,12 @@ static void perform_bind(struct fasttcp *f, uint64_t id, pid_t tid, int sfd,
 	int dom = 0, r = 0;
 
 	gint(sfd, SOL_SOCKET, SO_DOMAIN, &dom);
-	if ((dom == AF_INET || dom == AF_INET6) && alen >= sizeof(struct sockaddr_in) &&
-	    (ss->ss_family == AF_INET || ss->ss_family == AF_INET6)) {
-		unsigned int port = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+	if (dom == AF_INET || dom == AF_INET6) {
+		/* Any family: an AF_UNSPEC address binds an AF_INET socket too (the port counts). */
+		int port = ft_inet_port(ss, alen);
 		char v[64];
 
-		if (port && port < 1024 &&
+		if (port > 0 && port < 1024 &&
 		    (status_line(tid, "CapEff", v, sizeof(v)) < 0 ||
 		     !(strtoull(v, NULL, 16) & (1ull << 10 /* CAP_NET_BIND_SERVICE */))))
 			r = -EACCES;
@@ -659,7 +706,6 @@ static int eligible(struct fasttcp *f, pid_t tid, int sfd, int cfd, const struct
 	socklen_t tl = sizeof(ti);
 	struct sockaddr_storage la = { 0 };
 	socklen_t ll = sizeof(la);
-	struct stat st;
 	char *name = NULL;
 	const char *names[1];
 
@@ -711,7 +757,7 @@ static int eligible(struct fasttcp *f, pid_t tid, int sfd, int cfd, const struct
 		if (vd.action != POL_DIRECT)
 			return 0;
 	}
-	if (fstat(sfd, &st) < 0 || socket_shared(tid, cfd, (unsigned long)st.st_ino)) {
+	if (f->shared_full || (f->n_shared && shared_has(f, sock_cookie(sfd)))) {
 		f->st.fell_back++;
 		return 0;
 	}
@@ -873,16 +919,23 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 {
 	uint64_t id = rq->id, ck;
 	pid_t tid = (pid_t)rq->pid;
-	int nr = rq->data.nr, cfd = (int)rq->data.args[0], pidfd, sfd;
+	int cfd, pidfd, sfd, r;
 	struct sockaddr_storage ss;
 	socklen_t alen = 0;
+	struct ft_call call;
 	struct stat st;
 
 	f->st.notifications++;
-	if (rq->data.arch != AUDIT_ARCH_X86_64 || (nr != __NR_connect && nr != __NR_bind && nr != __NR_listen)) {
-		respond(f, id, -ENOSYS, false);
+	r = ft_call_parse(&rq->data, &call);
+	if (r == 0 && call.kind == FT_SHARE) {
+		note_share(f, id, tid, call.fd);
 		return;
 	}
+	if (r < 0) {   /* the kernel's own answer to these arguments (the filter sends no other call) */
+		respond(f, id, r, false);
+		return;
+	}
+	cfd = call.fd;
 	pidfd = open_pidfd(tid);
 	if (pidfd < 0 || !notif_valid(f, id)) {
 		if (pidfd >= 0)
@@ -905,19 +958,11 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		return;
 	}
 	memset(&ss, 0, sizeof(ss));
-	if (nr != __NR_listen) {
-		uint64_t al = rq->data.args[2];
-		struct iovec lv, rv;
+	if (call.kind != FT_LISTEN && call.alen) {
+		struct iovec lv = { &ss, call.alen }, rv = { (void *)(uintptr_t)call.addr, call.alen };
 
-		if (al > sizeof(ss)) {
-			close(sfd);
-			respond(f, id, -EINVAL, false);
-			return;
-		}
-		alen = (socklen_t)al;
-		lv = (struct iovec){ &ss, alen };
-		rv = (struct iovec){ (void *)(uintptr_t)rq->data.args[1], alen };
-		if (alen && process_vm_readv(tid, &lv, 1, &rv, 1, 0) != (ssize_t)alen) {
+		alen = call.alen;
+		if (process_vm_readv(tid, &lv, 1, &rv, 1, 0) != (ssize_t)alen) {
 			close(sfd);
 			respond(f, id, -EFAULT, false);
 			return;
@@ -934,16 +979,17 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		respond(f, id, -EPERM, false);
 		return;
 	}
-	if (nr == __NR_listen || nr == __NR_bind) {
-		f->st.bind_listen++;
+	if (call.kind == FT_LISTEN || call.kind == FT_BIND) {
 		int acc = 0;
+
+		f->st.bind_listen++;
 
 		/* A host socket: one we injected (bound and connected: EINVAL, as the kernel says), or a
 		 * listener the caller passed in, whose backlog listen() may still change. */
-		if (ck == f->host_cookie && !(nr == __NR_listen && !gint(sfd, SOL_SOCKET, SO_ACCEPTCONN, &acc) && acc))
+		if (ck == f->host_cookie && !(call.kind == FT_LISTEN && !gint(sfd, SOL_SOCKET, SO_ACCEPTCONN, &acc) && acc))
 			respond(f, id, -EINVAL, false);
-		else if (nr == __NR_listen)
-			respond(f, id, listen(sfd, (int)rq->data.args[1]) < 0 ? -errno : 0, false);
+		else if (call.kind == FT_LISTEN)
+			respond(f, id, listen(sfd, call.backlog) < 0 ? -errno : 0, false);
 		else
 			perform_bind(f, id, tid, sfd, &ss, alen);
 		close(sfd);

@@ -26,7 +26,7 @@ struct ctx;
 struct fasttcp;
 
 struct fasttcp_stats {
-	uint64_t notifications, injected, performed, refused, host_guarded, bind_listen, fell_back;
+	uint64_t notifications, injected, performed, refused, host_guarded, bind_listen, fell_back, shares;
 };
 
 /*

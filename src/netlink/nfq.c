@@ -180,11 +180,10 @@ static int ip_locate(const uint8_t *pkt, size_t len, struct sockaddr_storage *sr
 int nfq_syn_parse(const uint8_t *pkt, size_t len, struct nfq_syn *out)
 {
 	size_t off;
-	uint8_t ttl;
 	int proto;
 
 	memset(out, 0, sizeof(*out));
-	proto = ip_locate(pkt, len, &out->src, &out->dst, &ttl, &off);
+	proto = ip_locate(pkt, len, &out->src, &out->dst, &out->ttl, &off);
 	if (proto != IPPROTO_TCP)
 		return -EINVAL;
 	/* sin_port and sin6_port sit at the same offset */

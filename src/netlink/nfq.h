@@ -43,6 +43,7 @@ int nfq_parse(const void *nlh, size_t len, struct nfq_packet *p);
 struct nfq_syn {
 	struct sockaddr_storage src, dst;   /* the child's address and the destination it dialled */
 	uint32_t isn;                       /* tells a retransmission from a new connection */
+	uint8_t ttl;                        /* TTL / hop limit as the child sent it */
 };
 
 /*

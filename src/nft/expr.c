@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <net/if.h>
+#include <arpa/inet.h>
 #include <linux/netfilter.h>
+#include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
 #include <libnftnl/chain.h>
 
@@ -213,6 +215,28 @@ void nft_ct_state(struct nft_rb *rb, uint32_t bits)
 void nft_masquerade(struct nft_rb *rb)
 {
 	nft_add_expr(rb, nftnl_expr_alloc("masq"));
+}
+
+void nft_masquerade_ports(struct nft_rb *rb, uint16_t min, uint16_t max)
+{
+	uint16_t port[2] = { htons(min), htons(max) };
+	struct nftnl_expr *e;
+
+	for (int i = 0; i < 2; i++) {
+		e = nftnl_expr_alloc("immediate");
+		if (e) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, i ? NFT_REG_2 : NFT_REG_1);
+			nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, &port[i], sizeof(port[i]));
+		}
+		nft_add_expr(rb, e);
+	}
+	e = nftnl_expr_alloc("masq");
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_MASQ_REG_PROTO_MIN, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_MASQ_REG_PROTO_MAX, NFT_REG_2);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_MASQ_FLAGS, NF_NAT_RANGE_PROTO_SPECIFIED | NF_NAT_RANGE_PROTO_OFFSET);
+	}
+	nft_add_expr(rb, e);
 }
 
 void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *type,

@@ -38,6 +38,9 @@ void nft_ifname(struct nft_rb *rb, uint32_t key, uint32_t op, const char *name);
 void nft_ct_state(struct nft_rb *rb, uint32_t bits);
 void nft_masquerade(struct nft_rb *rb);
 
+/* nft_masquerade_ports() - masquerade to a source port (ICMP: id) in @min..@max (host order). */
+void nft_masquerade_ports(struct nft_rb *rb, uint16_t min, uint16_t max);
+
 /* A base chain @name of @type ("filter", "nat") on @hook at @prio in table @table (family inet). */
 void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *type,
 		   uint32_t hook, int prio, uint32_t policy, uint32_t seq);

@@ -183,7 +183,7 @@ static void echo_reject(struct nft_rb *rb, uint8_t nfproto)
 enum rule_id {
 	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_UP_REPLY, R_UP_DROP, R_REJ_RESET, R_REJ_HOST, R_REJ_NET,
 	R_REJ_ADMIN, R_DNS4, R_DNS6, R_DNSTCP4, R_DNSTCP6, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_REJ_ECHO4,
-	R_REJ_ECHO6, R_DROP, R_FORWARD, R_GATE, R_ECHO4, R_ECHO6, R_IN_GUARD, R_MASQ, R_COUNT,
+	R_REJ_ECHO6, R_DROP, R_INVALID, R_FORWARD, R_GATE, R_ECHO4, R_ECHO6, R_IN_GUARD, R_MASQ, R_COUNT,
 };
 
 enum chain_id { C_PRE, C_GATE, C_INPUT, C_NAT, C_COUNT };
@@ -304,6 +304,11 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 		nft_add_expr(rb, nftnl_expr_alloc("counter"));
 		nft_verdict(rb, NF_DROP);
 		break;
+	case R_INVALID:   /* rootful: no conntrack entry, so no masquerade: it would leave with the
+			   * child's own source, past the host's --iface rule */
+		nft_ct_state(rb, NF_CT_STATE_INVALID_BIT);
+		nft_verdict(rb, NF_DROP);
+		break;
 	case R_FORWARD:   /* rootful: what is left is the host kernel's to route */
 		nft_add_expr(rb, nftnl_expr_alloc("counter"));
 		nft_verdict(rb, NF_ACCEPT);
@@ -369,6 +374,7 @@ static int rule_plan(const struct gateway_rules *g, uint8_t *ids, uint8_t *chain
 		ADD(R_REJ_ECHO6, C_PRE);
 		ADD(R_DROP, C_PRE);
 	} else {
+		ADD(R_INVALID, C_PRE);    /* after the interception: -p takes even invalid TCP */
 		ADD(R_FORWARD, C_PRE);
 		ADD(R_IN_GUARD, C_INPUT);
 		ADD(R_MASQ, C_NAT);

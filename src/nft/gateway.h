@@ -42,6 +42,7 @@
  *       iifname "up0" drop
  *   the reject rules and the DNS TPROXY rules as above, then either the TCP TPROXY rules (-p: all of
  *   TCP goes to the relay and the proxy) or only `tcp dport 53` TPROXYed (DNS over TCP), and
+ *       ct state invalid drop          # no conntrack entry: it would leave without the masquerade
  *       counter accept                                             # forwarded: the host routes it
  *   no UDP TPROXY; plus
  *     chain input { type filter hook input priority filter; iifname "gw0" meta l4proto != ipv6-icmp

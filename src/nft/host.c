@@ -18,15 +18,106 @@
 
 #include "nft/expr.h"
 
-enum { H_IN, H_REPLY, H_OUT_DROP, H_LOCAL_REPLY, H_LOCAL_ICMP6, H_LOCAL_REJECT, H_MASQ4, H_MASQ6, H_COUNT };
+/*
+ * Destinations the tree never reaches, as in rootless mode (policy/guard.c's classification): the
+ * forward chain rejects them.  The host's own addresses (local, broadcast and anycast routes, and
+ * what a host DNAT sends to itself) go to the input chain, which rejects them too.
+ */
+static const struct guard_net {
+	uint8_t nfproto, plen;
+	unsigned char a[16];
+} guard_nets[] = {
+	{ NFPROTO_IPV4, 8, { 0 } },                                    /* 0.0.0.0/8: unspecified */
+	{ NFPROTO_IPV4, 8, { 127 } },                                  /* loopback */
+	{ NFPROTO_IPV4, 16, { 169, 254 } },                            /* link-local: cloud metadata */
+	{ NFPROTO_IPV4, 4, { 224 } },                                  /* multicast */
+	{ NFPROTO_IPV4, 32, { 255, 255, 255, 255 } },                  /* broadcast */
+	{ NFPROTO_IPV6, 96, { 0 } },                                   /* ::, ::1, IPv4-compatible */
+	{ NFPROTO_IPV6, 96, { [10] = 0xff, [11] = 0xff } },            /* IPv4-mapped */
+	{ NFPROTO_IPV6, 10, { 0xfe, 0x80 } },                          /* link-local */
+	{ NFPROTO_IPV6, 8, { 0xff } },                                 /* multicast */
+	/* NAT64 (64:ff9b::/96) and 6to4 (2002::/16) of the IPv4 ranges above */
+	{ NFPROTO_IPV6, 104, { 0, 0x64, 0xff, 0x9b, [12] = 0 } },
+	{ NFPROTO_IPV6, 104, { 0, 0x64, 0xff, 0x9b, [12] = 127 } },
+	{ NFPROTO_IPV6, 112, { 0, 0x64, 0xff, 0x9b, [12] = 169, 254 } },
+	{ NFPROTO_IPV6, 100, { 0, 0x64, 0xff, 0x9b, [12] = 224 } },
+	{ NFPROTO_IPV6, 128, { 0, 0x64, 0xff, 0x9b, [12] = 255, 255, 255, 255 } },
+	{ NFPROTO_IPV6, 24, { 0x20, 0x02, 0 } },
+	{ NFPROTO_IPV6, 24, { 0x20, 0x02, 127 } },
+	{ NFPROTO_IPV6, 32, { 0x20, 0x02, 169, 254 } },
+	{ NFPROTO_IPV6, 20, { 0x20, 0x02, 224 } },
+	{ NFPROTO_IPV6, 48, { 0x20, 0x02, 255, 255, 255, 255 } },
+};
+
+#define N_GUARD ((int)(sizeof(guard_nets) / sizeof(guard_nets[0])))
+
+/* Forward rules, then input, then postrouting: H_GUARD stands for N_GUARD rules. */
+enum { H_REPLY, H_OUT_DROP, H_INVALID, H_EST4, H_EST6, H_GUARD, H_IN4 = H_GUARD + N_GUARD, H_IN6, H_IN_DROP,
+       H_LOCAL_REPLY, H_LOCAL_ND, H_LOCAL_REJECT, H_MASQ4, H_MASQ6, H_COUNT };
+
+static void masquerade(struct nft_rb *rb, const struct host_nat *h)
+{
+	if (h->port_min)
+		nft_masquerade_ports(rb, h->port_min, h->port_max);
+	else
+		nft_masquerade(rb);
+}
+
+static void reject_admin(struct nft_rb *rb)
+{
+	struct nftnl_expr *e = nftnl_expr_alloc("reject");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
+		nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
+	}
+	nft_add_expr(rb, e);
+}
+
+/* meta nfproto FAMILY ip[6] saddr|daddr ADDR/PLEN */
+static void addr_match(struct nft_rb *rb, uint8_t nfproto, bool dst, const void *a, unsigned int plen)
+{
+	bool v4 = nfproto == NFPROTO_IPV4;
+	uint32_t len = v4 ? 4 : 16, zero[4] = { 0 };
+	unsigned char mask[16] = { 0 }, want[16] = { 0 };
+	struct nftnl_expr *e;
+
+	nft_meta_load(rb, NFT_META_NFPROTO);
+	nft_cmp_u8(rb, nfproto);
+	nft_network_load(rb, v4 ? (dst ? 16 : 12) : (dst ? 24 : 8), len);   /* iphdr / ipv6hdr */
+	for (unsigned int i = 0; i < len; i++) {
+		unsigned int bits = plen > 8 * i ? plen - 8 * i : 0;
+
+		mask[i] = bits >= 8 ? 0xff : (unsigned char)(0xff00 >> bits);
+		want[i] = ((const unsigned char *)a)[i] & mask[i];
+	}
+	if (plen < 8 * len) {
+		e = nftnl_expr_alloc("bitwise");
+		if (e) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
+		}
+		nft_add_expr(rb, e);
+	}
+	nft_cmp(rb, NFT_CMP_EQ, want, len);
+}
 
 static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 {
-	switch (id) {
-	case H_IN:
+	uint8_t nd_min = 133, nd_max = 136;   /* router solicitation .. neighbour advertisement */
+
+	if (id >= H_GUARD && id < H_GUARD + N_GUARD) {
+		const struct guard_net *g = &guard_nets[id - H_GUARD];
+
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
-		nft_verdict(rb, NF_ACCEPT);
-		break;
+		addr_match(rb, g->nfproto, true, g->a, g->plen);
+		reject_admin(rb);
+		return;
+	}
+	switch (id) {
 	case H_REPLY:
 		nft_ifname(rb, NFT_META_OIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
@@ -36,41 +127,61 @@ static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 		nft_ifname(rb, NFT_META_OIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_verdict(rb, NF_DROP);
 		break;
+	case H_INVALID:   /* no conntrack entry: it would leave un-NATed, past the --iface rule */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		nft_ct_state(rb, NF_CT_STATE_INVALID_BIT);
+		nft_verdict(rb, NF_DROP);
+		break;
+	case H_EST4:   /* the flows' later packets: the destination was checked on the first */
+	case H_EST6:
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
+		if (id == H_EST4)
+			addr_match(rb, NFPROTO_IPV4, false, &h->src4, 32);
+		else
+			addr_match(rb, NFPROTO_IPV6, false, &h->src6, 128);
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case H_IN4:
+	case H_IN6:
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		if (id == H_IN4)
+			addr_match(rb, NFPROTO_IPV4, false, &h->src4, 32);
+		else
+			addr_match(rb, NFPROTO_IPV6, false, &h->src6, 128);
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case H_IN_DROP:   /* any other source: not masqueraded (G's NAT did not apply to it) */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		nft_verdict(rb, NF_DROP);
+		break;
 	case H_LOCAL_REPLY:
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
 		nft_verdict(rb, NF_ACCEPT);
 		break;
-	case H_LOCAL_ICMP6:   /* neighbour discovery with the host end (conntrack does not track it) */
+	case H_LOCAL_ND:   /* neighbour discovery with the host end (conntrack does not track it) */
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
-		nft_meta_load(rb, NFT_META_L4PROTO);
-		nft_cmp_u8(rb, IPPROTO_ICMPV6);
-		nft_verdict(rb, NF_ACCEPT);
-		break;
-	case H_LOCAL_REJECT: {   /* the host's own services are not the child's, as in rootless mode */
-		struct nftnl_expr *e = nftnl_expr_alloc("reject");
-
-		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
-		if (e) {
-			nftnl_expr_set_u32(e, NFTNL_EXPR_REJECT_TYPE, NFT_REJECT_ICMPX_UNREACH);
-			nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE, NFT_REJECT_ICMPX_ADMIN_PROHIBITED);
-		}
-		nft_add_expr(rb, e);
-		break;
-	}
-	case H_MASQ4:
-		nft_meta_load(rb, NFT_META_NFPROTO);
-		nft_cmp_u8(rb, NFPROTO_IPV4);
-		nft_network_load(rb, 12, 4);   /* iphdr.saddr */
-		nft_cmp(rb, NFT_CMP_EQ, &h->src4, sizeof(h->src4));
-		nft_masquerade(rb);
-		break;
-	case H_MASQ6:
 		nft_meta_load(rb, NFT_META_NFPROTO);
 		nft_cmp_u8(rb, NFPROTO_IPV6);
-		nft_network_load(rb, 8, 16);   /* ipv6hdr.saddr */
-		nft_cmp(rb, NFT_CMP_EQ, &h->src6, sizeof(h->src6));
-		nft_masquerade(rb);
+		nft_meta_load(rb, NFT_META_L4PROTO);
+		nft_cmp_u8(rb, IPPROTO_ICMPV6);
+		nft_transport_load(rb, 0, 1);   /* icmp6_type */
+		nft_cmp(rb, NFT_CMP_GTE, &nd_min, 1);
+		nft_cmp(rb, NFT_CMP_LTE, &nd_max, 1);
+		nft_verdict(rb, NF_ACCEPT);
+		break;
+	case H_LOCAL_REJECT:   /* the host's own services are not the child's, as in rootless mode */
+		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		reject_admin(rb);
+		break;
+	case H_MASQ4:
+		addr_match(rb, NFPROTO_IPV4, false, &h->src4, 32);
+		masquerade(rb, h);
+		break;
+	case H_MASQ6:
+		addr_match(rb, NFPROTO_IPV6, false, &h->src6, 128);
+		masquerade(rb, h);
 		break;
 	default:
 		break;
@@ -87,7 +198,7 @@ static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t 
 {
 	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
 	struct nftnl_table *t = nftnl_table_alloc();
-	int n = h->ipv6 ? H_COUNT : H_MASQ6;
+	int n = H_COUNT;
 	struct nlmsghdr *nlh;
 	int rc;
 
@@ -107,9 +218,12 @@ static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t 
 	nft_add_chain(b, h->table, "input", "filter", NF_INET_LOCAL_IN, 0, NF_ACCEPT, seq++);
 	nft_add_chain(b, h->table, "postrouting", "nat", NF_INET_POST_ROUTING, 100, NF_ACCEPT, seq++);
 	for (int id = 0; id < n; id++) {
+		if (!h->ipv6 && (id == H_EST6 || id == H_IN6 || id == H_MASQ6))
+			continue;   /* then every IPv6 packet from the tree is dropped */
 		*last_seq = seq;
 		rc = nft_add_rule(b, len, h->table, id < H_LOCAL_REPLY ? "forward" : id < H_MASQ4 ? "input" :
-				  "postrouting", host_rule, id, h, id == n - 1, seq++);
+				  "postrouting", host_rule, id, h, id == H_COUNT - 1 || (!h->ipv6 && id == H_MASQ4),
+				  seq++);
 		if (rc < 0)
 			goto out;
 	}
@@ -126,7 +240,7 @@ out:
 
 struct mnl_socket *host_nat_load(const struct host_nat *h, char *err, size_t errlen)
 {
-	char batch[8192];
+	char batch[32768];   /* the table is about 9 KiB */
 	uint32_t last_seq = 0;
 	struct mnl_socket *nl;
 	int len, r;

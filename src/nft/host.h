@@ -6,17 +6,35 @@
  *   table inet childflow-root<slot> {
  *     flags owner                      # the kernel deletes it when its netlink socket closes
  *     chain forward { type filter hook forward priority filter; policy accept;
- *       iifname "cfroot<slot>" accept
  *       oifname "cfroot<slot>" ct state established,related accept
- *       oifname "cfroot<slot>" drop }
+ *       oifname "cfroot<slot>" drop
+ *       iifname "cfroot<slot>" ct state invalid drop      # no conntrack entry: would not be NATed
+ *       iifname "cfroot<slot>" ct state established,related ip saddr <uplink v4> accept
+ *       iifname "cfroot<slot>" ct state established,related ip6 saddr <uplink v6> accept
+ *       iifname "cfroot<slot>" ip daddr { 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4,
+ *           255.255.255.255 } reject with icmpx admin-prohibited       # rootless's guard
+ *       iifname "cfroot<slot>" ip6 daddr { ::/96, ::ffff:0:0/96, fe80::/10, ff00::/8, and the
+ *           NAT64 / 6to4 forms of the IPv4 ranges } reject with icmpx admin-prohibited
+ *       iifname "cfroot<slot>" ip saddr <uplink v4> accept
+ *       iifname "cfroot<slot>" ip6 saddr <uplink v6> accept
+ *       iifname "cfroot<slot>" drop }                       # any other source
  *     chain input { type filter hook input priority filter; policy accept;
  *       iifname "cfroot<slot>" ct state established,related accept
- *       iifname "cfroot<slot>" meta l4proto ipv6-icmp accept        # neighbour discovery
+ *       iifname "cfroot<slot>" icmpv6 type 133-136 accept   # neighbour discovery only
  *       iifname "cfroot<slot>" reject with icmpx admin-prohibited }   # not the host's own services
  *     chain postrouting { type nat hook postrouting priority srcnat; policy accept;
- *       meta nfproto ipv4 ip saddr <uplink v4> masquerade
- *       meta nfproto ipv6 ip6 saddr <uplink v6> masquerade }
+ *       meta nfproto ipv4 ip saddr <uplink v4> masquerade to :<ports>
+ *       meta nfproto ipv6 ip6 saddr <uplink v6> masquerade to :<ports> }
  *   }
+ *
+ * <ports> lie outside the host's own ephemeral range (net.ipv4.ip_local_port_range), mapped by a
+ * fixed offset (NF_NAT_RANGE_PROTO_OFFSET, which nft's syntax does not show), so that a
+ * masqueraded flow never takes the 4-tuple of one of the host's own closed connections, which the
+ * server may still hold in TIME_WAIT: the child's SYN carries an initial sequence number and
+ * timestamp unrelated to that old connection's, the server then refuses it about half the time with
+ * a challenge ACK, and the child resets and retries 8-10 ms later.  The offset keeps the mapping
+ * of a reused 4-tuple (conntrack replaces its TIME_WAIT entry) on its own old TIME_WAIT, which
+ * accepts it, rather than on a random port another flow's TIME_WAIT may still hold.
  *
  * Its accept rules cannot override a drop of another table or of iptables (a FORWARD policy of
  * drop elsewhere still drops): the host's firewall applies, by design.
@@ -36,6 +54,7 @@ struct host_nat {
 	struct in_addr src4;      /* the interception namespace's uplink addresses */
 	bool ipv6;
 	struct in6_addr src6;
+	uint16_t port_min, port_max;   /* the masquerade's source ports; 0, 0: any (the kernel's choice) */
 };
 
 /*

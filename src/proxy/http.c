@@ -3,7 +3,7 @@
  * proxy/http — the http:// and https:// routes: HTTP CONNECT, over TLS to the proxy for https.
  *
  * States (struct pconn.phase):
- *   PH_DIAL   TCP connect to the proxy (EPOLLOUT)
+ *   PH_DIAL   TCP connect to the proxy (EPOLLOUT), its addresses in turn (proxy_dial())
  *   PH_TLS    https: TLS handshake; the certificate must be valid for the URI's host name or IP
  *             (SNI for names); --proxy-insecure accepts an untrusted chain, never another host
  *   PH_SEND   "CONNECT name:port" (or the address) with Basic credentials, sent from c->sent on
@@ -358,7 +358,9 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 				*want = EPOLLOUT;
 				return CONN_MORE;
 			}
-			if ((r = proxy_dial_done(c, fd)) != 0)
+			if ((r = proxy_dial_done(c, fd)) == PROXY_REDIAL)
+				return CONN_REDIAL;
+			if (r != 0)
 				break;
 			if (c->px->kind == PROXY_KIND_HTTPS) {
 				if ((r = tls_begin(c, fd)) != 0)

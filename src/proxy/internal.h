@@ -28,6 +28,10 @@ enum proxy_cause {
 };
 
 #define PROXY_TOLD_MAX 64
+#define PROXY_ADDRS_MAX 8        /* the proxy's host name: addresses tried in turn */
+/* A dial that is not the last one gives up when its SYN is not answered for this long (the kernel's
+ * TCP_USER_TIMEOUT, which in SYN-SENT fires at the first retransmission: about 1 s). */
+#define PROXY_ATTEMPT_TIMEOUT_MS 500
 
 struct proxy_told {
 	struct { enum proxy_cause cause; int code; } seen[PROXY_TOLD_MAX];
@@ -39,8 +43,9 @@ struct proxy {
 	char host[256];
 	bool host_is_ip;
 	char shown[300];                      /* "host:port", "[v6]:port": how messages name it */
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
+	struct sockaddr_storage addr[PROXY_ADDRS_MAX];   /* the host's addresses, in getaddrinfo's order */
+	socklen_t addrlen[PROXY_ADDRS_MAX];
+	unsigned int n_addr;
 	struct egress egress;                 /* --iface: the connection to the proxy leaves there */
 	bool auth;
 	char user[PROXY_CRED_MAX + 1];
@@ -51,6 +56,20 @@ struct proxy {
 	SSL_CTX *tls;
 	struct proxy_told *told;              /* mutable through the const cfg the engine holds */
 	struct proxy_resume *resume;          /* https: the session to resume (mutable, like told) */
+	struct proxy_learnt *learnt;          /* what the probe learnt (mutable, like told) */
+};
+
+/* socks5: does the proxy take the greeting, the RFC 1929 request and the CONNECT in one segment?
+ * (RFC 1928 has the client wait for each reply; with a single method offered the answers are known
+ * in advance, and dante takes them at once, but microsocks drops what its first read got beyond the
+ * greeting and then waits.)  The start-up probe goes step by step first, so that a refusal (say, of
+ * the credentials) is told at once whatever the proxy; once it went through, a second probe tries
+ * the pipelined handshake (CONNECT 0.0.0.0:0), and connections pipeline only once that worked.
+ * UNKNOWN -> (first probe through) TRIAL -> (second probe started) TRYING -> YES or NO. */
+enum proxy_pipe { PIPE_UNKNOWN, PIPE_TRIAL, PIPE_TRYING, PIPE_YES, PIPE_NO };
+
+struct proxy_learnt {
+	enum proxy_pipe s5_pipe;
 };
 
 /* https: the last TLS session the proxy gave a verified connection (its ticket), offered by the next
@@ -77,7 +96,9 @@ struct pconn {
 	union flow_addr dst;
 	const char *name;                     /* the name to ask for, or NULL (the address) */
 	bool probe;
+	bool pipelined;                       /* socks5: the whole handshake went in one request */
 	enum proxy_phase phase;
+	unsigned int attempt;                 /* PH_DIAL: the index of the address being dialed */
 	enum proxy_phase next;                /* after PH_SEND: which reply to wait for */
 	size_t sent;                          /* bytes of the current request already sent */
 	SSL *ssl;                             /* https */
@@ -102,12 +123,28 @@ void proxy_tell(const struct proxy *px, enum proxy_cause cause, int code, const 
 /* proxy_fail() - tell @cause and return the errno the child sees for it (ENETUNREACH: the proxy). */
 int proxy_fail_unreachable(struct pconn *c, int err);
 
-/* Start the TCP connect to the proxy.  Return: CONN_MORE with *fd, or CONN_FAILED with *err. */
+/*
+ * proxy_dial() - start the TCP connect to the proxy: its first address at the first call (@rq is
+ * copied), the next one after proxy_dial_done() said PROXY_REDIAL (the engine called start() again).
+ * An address whose connect fails at once is skipped while others remain.
+ * Return: CONN_MORE with *fd, or CONN_FAILED with *err.
+ */
 enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct conn_req *rq, int *fd,
 			  uint32_t *want, int *err);
 
-/* The connect finished (EPOLLOUT): Return: 0, or the child's errno (told). */
+/* proxy_dial_done() did not reach this address, and the proxy has another: return CONN_REDIAL. */
+#define PROXY_REDIAL (-1)
+
+/*
+ * proxy_dial_done() - the connect finished (EPOLLOUT or an error on @fd).
+ * Return: 0 (connected), PROXY_REDIAL (failed, the next address is due), or the child's errno
+ * (every address failed; told).
+ */
 int proxy_dial_done(struct pconn *c, int fd);
+
+/* The probe's pipelined handshake stalled or was cut: connections send each request after the
+ * reply before it (said at debug level). */
+void proxy_no_pipelining(const struct proxy *px);
 
 /* abort(): a timeout is told once per phase. */
 void proxy_abort(void *st, enum conn_abort why);

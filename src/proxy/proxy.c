@@ -87,37 +87,81 @@ int proxy_fail_unreachable(struct pconn *c, int err)
 	return ENETUNREACH;
 }
 
-enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct conn_req *rq, int *fd,
-			  uint32_t *want, int *err)
+/* The address of attempt @i, as messages show it. */
+static const char *attempt_str(const struct proxy *px, unsigned int i, char *buf, size_t len)
 {
-	int one = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT;
-	int s = egress_socket(&px->egress, &px->addr, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	const struct sockaddr_storage *a = &px->addr[i];
+	const void *ip = a->ss_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr
+						  : (const void *)&((const struct sockaddr_in *)a)->sin_addr;
 
-	c->px = px;
-	c->probe = rq->probe;
-	c->name = rq->dst_name;
-	memcpy(&c->dst, rq->dst, rq->dst->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-								 : sizeof(struct sockaddr_in));
-	c->phase = PH_DIAL;
-	if (s < 0) {
-		*err = s == -EMFILE || s == -ENFILE ? -s : proxy_fail_unreachable(c, -s);
-		return CONN_FAILED;
-	}
+	if (!inet_ntop(a->ss_family, ip, buf, (socklen_t)len))
+		snprintf(buf, len, "?");
+	return buf;
+}
+
+/* Attempt c->attempt failed with @err: is another address due?  (Said at debug level.) */
+static bool next_attempt(struct pconn *c, int err)
+{
+	char a[INET6_ADDRSTRLEN];
+
+	if (c->attempt + 1 >= c->px->n_addr)
+		return false;
+	log_debug("proxy %s: address %s failed (%s), trying the next one", c->px->shown,
+		  attempt_str(c->px, c->attempt, a, sizeof(a)), strerror(err));
+	c->attempt++;
+	return true;
+}
+
+/* Open the socket of attempt c->attempt and start its connect.  Return: the fd, or -errno. */
+static int dial_one(struct pconn *c)
+{
+	const struct proxy *px = c->px;
+	const struct sockaddr_storage *addr = &px->addr[c->attempt];
+	int one = 1, idle = KEEPIDLE_S, intvl = KEEPINTVL_S, cnt = KEEPCNT, e;
+	/* Not the last address: give up on an unanswered SYN early (restored in proxy_dial_done()). */
+	unsigned int uto = c->attempt + 1 < px->n_addr ? PROXY_ATTEMPT_TIMEOUT_MS : 0;
+	int s = egress_socket(&px->egress, addr, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		return s;
 	/* As for direct flows: no Nagle (handshakes and interactive flows), keepalive so that a proxy
 	 * that vanishes ends the flow. */
 	if (setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
 	    setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
 	    setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
 	    setsockopt(s, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
-	    setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0) {
-		*err = errno;
+	    setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
+	    (uto && setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto)) < 0) ||
+	    (connect(s, (const struct sockaddr *)addr, px->addrlen[c->attempt]) < 0 && errno != EINPROGRESS)) {
+		e = errno;
 		close(s);
-		return CONN_FAILED;
+		return -e;
 	}
-	if (connect(s, (const struct sockaddr *)&px->addr, px->addrlen) < 0 && errno != EINPROGRESS) {
-		*err = errno == EMFILE || errno == ENFILE ? errno : proxy_fail_unreachable(c, errno);
-		close(s);
-		return CONN_FAILED;
+	return s;
+}
+
+enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct conn_req *rq, int *fd,
+			  uint32_t *want, int *err)
+{
+	int s;
+
+	if (!c->px) {
+		c->px = px;
+		c->probe = rq->probe;
+		c->name = rq->dst_name;
+		memcpy(&c->dst, rq->dst, rq->dst->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+									 : sizeof(struct sockaddr_in));
+	}
+	c->phase = PH_DIAL;
+	while ((s = dial_one(c)) < 0) {
+		if (s == -EMFILE || s == -ENFILE || s == -ENOMEM || s == -ENOBUFS) {
+			*err = -s;
+			return CONN_FAILED;
+		}
+		if (!next_attempt(c, -s)) {
+			*err = proxy_fail_unreachable(c, -s);
+			return CONN_FAILED;
+		}
 	}
 	*fd = s;
 	*want = EPOLLOUT;
@@ -126,12 +170,26 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
 
 int proxy_dial_done(struct pconn *c, int fd)
 {
+	unsigned int zero = 0;
 	int e = 0;
 	socklen_t len = sizeof(e);
 
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
 		e = errno;
-	return e ? proxy_fail_unreachable(c, e) : 0;
+	if (e)
+		return next_attempt(c, e) ? PROXY_REDIAL : proxy_fail_unreachable(c, e);
+	/* The early give-up was for the SYN only: a connected flow keeps the kernel's defaults. */
+	if (c->attempt + 1 < c->px->n_addr &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &zero, sizeof(zero)) < 0)
+		return proxy_fail_unreachable(c, errno);
+	return 0;
+}
+
+void proxy_no_pipelining(const struct proxy *px)
+{
+	px->learnt->s5_pipe = PIPE_NO;
+	log_debug("proxy %s does not take a pipelined SOCKS5 handshake: connections wait for each reply",
+		  px->shown);
 }
 
 void proxy_abort(void *st, enum conn_abort why)
@@ -150,7 +208,11 @@ void proxy_abort(void *st, enum conn_abort why)
 
 	if (!c->px)
 		return;
-	if (why == CONN_ABORT_TIMEOUT)
+	if (why == CONN_ABORT_TIMEOUT && c->probe && c->pipelined &&
+	    (c->phase == PH_S5_AUTH || c->phase == PH_S5_REPLY)) {
+		/* It answered the greeting, then waited for what it had already been sent. */
+		proxy_no_pipelining(c->px);
+	} else if (why == CONN_ABORT_TIMEOUT)
 		proxy_tell(c->px, CAUSE_TIMEOUT, (int)c->phase, "%s within %u s", during[c->phase],
 			   (c->px->timeout_ms + 999) / 1000);
 	if (c->ssl) {
@@ -164,7 +226,8 @@ void proxy_abort(void *st, enum conn_abort why)
 	c->back_cap = c->back_off = c->back_len = 0;
 }
 
-/* Resolve @host with the host's resolver; the first address (getaddrinfo's order, RFC 6724) is used. */
+/* Resolve @host with the host's resolver: up to PROXY_ADDRS_MAX addresses, in getaddrinfo's order
+ * (RFC 6724), each dialed in turn until one connects (proxy_dial()). */
 static int resolve(struct proxy *px, const char *host, uint16_t port, char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG }, *res = NULL;
@@ -183,14 +246,18 @@ static int resolve(struct proxy *px, const char *host, uint16_t port, char *err,
 			 r == EAI_SYSTEM ? strerror(errno) : gai_strerror(r));
 		return -EHOSTUNREACH;
 	}
-	if (!res || res->ai_addrlen > sizeof(px->addr)) {
-		freeaddrinfo(res);
+	for (const struct addrinfo *ai = res; ai && px->n_addr < PROXY_ADDRS_MAX; ai = ai->ai_next) {
+		if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+		    ai->ai_addrlen > sizeof(px->addr[0]))
+			continue;
+		memcpy(&px->addr[px->n_addr], ai->ai_addr, ai->ai_addrlen);
+		px->addrlen[px->n_addr++] = ai->ai_addrlen;
+	}
+	freeaddrinfo(res);
+	if (!px->n_addr) {
 		snprintf(err, errlen, "the upstream proxy %s did not resolve to an IP address", px->shown);
 		return -EHOSTUNREACH;
 	}
-	memcpy(&px->addr, res->ai_addr, res->ai_addrlen);
-	px->addrlen = res->ai_addrlen;
-	freeaddrinfo(res);
 	return 0;
 }
 
@@ -229,9 +296,12 @@ int proxy_new(struct proxy **out, const struct proxy_params *p, char *err, size_
 
 	*out = NULL;
 	if (!px || !(px->told = calloc(1, sizeof(*px->told))) ||
-	    !(px->resume = calloc(1, sizeof(*px->resume)))) {
-		if (px)
+	    !(px->resume = calloc(1, sizeof(*px->resume))) ||
+	    !(px->learnt = calloc(1, sizeof(*px->learnt)))) {
+		if (px) {
 			free(px->told);
+			free(px->resume);
+		}
 		free(px);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
@@ -280,6 +350,11 @@ struct connector proxy_connector(const struct proxy *px)
 	return (struct connector){ .ops = ops, .cfg = px, .timeout_ms = px->timeout_ms };
 }
 
+void proxy_probe_plainly(const struct proxy *px)
+{
+	px->learnt->s5_pipe = PIPE_NO;
+}
+
 void proxy_free(struct proxy *px)
 {
 	if (!px)
@@ -287,6 +362,7 @@ void proxy_free(struct proxy *px)
 	if (px->resume)
 		SSL_SESSION_free(px->resume->sess);
 	free(px->resume);
+	free(px->learnt);
 	SSL_CTX_free(px->tls);
 	free(px->told);
 	explicit_bzero(px, sizeof(*px));

@@ -58,6 +58,13 @@ int proxy_new(struct proxy **out, const struct proxy_params *p, char *err, size_
 /* The connector of the route (its cfg is @px, which must outlive the relay). */
 struct connector proxy_connector(const struct proxy *px);
 
+/*
+ * proxy_probe_plainly() - probes of @px no longer try the pipelined SOCKS5 handshake, and nor do
+ * connections.  For a caller that judges the proxy by one probe (--doctor): a trial that stalls
+ * on a proxy that does not take it would read as a failure.
+ */
+void proxy_probe_plainly(const struct proxy *px);
+
 void proxy_free(struct proxy *px);
 
 #endif

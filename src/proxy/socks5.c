@@ -3,14 +3,19 @@
  * proxy/socks5 — the socks5:// route (RFC 1928), with username/password authentication (RFC 1929).
  *
  * States (struct pconn.phase; c->next is the reply a PH_SEND waits for):
- *   PH_DIAL       TCP connect to the proxy
+ *   PH_DIAL       TCP connect to the proxy (its addresses in turn: proxy_dial())
  *   PH_SEND       greeting (method 0, or method 2 alone with credentials), RFC 1929 request, or
  *                 CONNECT (address type 3, the name, when the child used one; else 1 or 4)
  *   PH_S5_METHOD  the method reply (2 bytes)
  *   PH_S5_AUTH    the RFC 1929 status (2 bytes)
  *   PH_S5_REPLY   the CONNECT reply, consumed exactly (its length depends on its address type)
  *   -> READY (the fd is spliced), or FAILED (told once per cause).
- * A probe stops once the proxy took the greeting and, with credentials, the credentials.
+ * Pipelined (struct proxy_learnt), PH_SEND sends the greeting, the RFC 1929 request and the CONNECT
+ * at once, and the three replies are read in turn.  The start-up probe goes step by step and stops
+ * once the proxy took the greeting and, with credentials, the credentials (so a refusal is told at
+ * start, whatever the proxy); then a second probe (s5_again()) tries the pipelined handshake with a
+ * CONNECT to 0.0.0.0:0.  Connections pipeline once that got its answer, and wait for each reply
+ * before (and for good when its handshake stalled after the method reply, or was cut there).
  */
 #include "proxy/internal.h"
 
@@ -19,23 +24,45 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
-/* Build the request that c->next waits for.  Return: its length, or -EINVAL. */
+/* The CONNECT of the flow, or the probe's to 0.0.0.0:0 (nothing listens there, so no proxy connects
+ * anywhere; any reply says the handshake went through).  Return: its length, or -EINVAL. */
+static int connect_request(const struct pconn *c, uint8_t *buf, size_t len)
+{
+	struct sockaddr_in none = { .sin_family = AF_INET };
+
+	if (c->probe)
+		return socks5_connect_request(buf, len, (const struct sockaddr *)&none, NULL);
+	return socks5_connect_request(buf, len, &c->dst.sa, c->name);
+}
+
+/* Build the request that c->next waits for; pipelined, the greeting is followed by the RFC 1929
+ * request (with credentials) and the CONNECT.  Return: its length, or -EINVAL. */
 static int build(const struct pconn *c, uint8_t *buf, size_t len)
 {
+	int n, k;
+
 	switch (c->next) {
 	case PH_S5_METHOD:
-		return (int)socks5_greeting(buf, c->px->auth);
+		n = (int)socks5_greeting(buf, c->px->auth);
+		if (!c->pipelined)
+			return n;
+		if (c->px->auth) {
+			if ((k = socks5_auth_request(buf + n, len - (size_t)n, c->px->user, c->px->pass)) < 0)
+				return k;
+			n += k;
+		}
+		return (k = connect_request(c, buf + n, len - (size_t)n)) < 0 ? k : n + k;
 	case PH_S5_AUTH:
 		return socks5_auth_request(buf, len, c->px->user, c->px->pass);
 	default:
-		return socks5_connect_request(buf, len, &c->dst.sa, c->name);
+		return connect_request(c, buf, len);
 	}
 }
 
 /* Return: 0 sent, EAGAIN, or the child's errno. */
 static int send_request(struct pconn *c, int fd)
 {
-	uint8_t req[SOCKS5_REQ_MAX];
+	uint8_t req[2 * SOCKS5_REQ_MAX];   /* pipelined: greeting, RFC 1929 request and CONNECT */
 	int len = build(c, req, sizeof(req));
 
 	if (len < 0)
@@ -61,6 +88,15 @@ static int send_request(struct pconn *c, int fd)
  * child.  (Read, not peeked: a reply that stops half-way must not leave the socket readable.)
  * Return: 0 when it has them, EAGAIN, or the child's errno (the proxy closed; told).
  */
+/* A step-by-step probe went through (greeting and, with credentials, the credentials): the
+ * pipelined trial may follow (s5_again()).  Return: PH_DONE. */
+static enum proxy_phase probe_through(struct pconn *c)
+{
+	if (c->px->learnt->s5_pipe == PIPE_UNKNOWN)
+		c->px->learnt->s5_pipe = PIPE_TRIAL;
+	return PH_DONE;
+}
+
 static int read_reply(struct pconn *c, int fd, size_t need)
 {
 	while (c->u.s5.len < need) {
@@ -72,6 +108,11 @@ static int read_reply(struct pconn *c, int fd, size_t need)
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return EAGAIN;
+		if (c->probe && c->pipelined && c->phase != PH_S5_METHOD) {
+			/* It answered the greeting, then closed on what followed it. */
+			proxy_no_pipelining(c->px);
+			return ENETUNREACH;
+		}
 		proxy_tell(c->px, CAUSE_CLOSED, n < 0 ? errno : 0, "closed the connection during the SOCKS5 "
 			   "handshake%s%s", n < 0 ? ": " : "", n < 0 ? strerror(errno) : "");
 		return ENETUNREACH;
@@ -94,12 +135,12 @@ static int on_method(struct pconn *c, int fd)
 		return ENETUNREACH;
 	}
 	if (m == SOCKS5_USERPASS && c->px->auth) {
-		c->phase = PH_SEND;
+		c->phase = c->pipelined ? PH_S5_AUTH : PH_SEND;   /* pipelined: sent already */
 		c->next = PH_S5_AUTH;
 		return 0;
 	}
 	if (m == SOCKS5_NO_AUTH && !c->px->auth) {
-		c->phase = c->probe ? PH_DONE : PH_SEND;
+		c->phase = c->pipelined ? PH_S5_REPLY : c->probe ? probe_through(c) : PH_SEND;
 		c->next = PH_S5_REPLY;
 		return 0;
 	}
@@ -130,7 +171,7 @@ static int on_auth(struct pconn *c, int fd)
 	}
 	if (c->probe)
 		proxy_tell(c->px, CAUSE_OK, 0, "took the credentials (probe)");
-	c->phase = c->probe ? PH_DONE : PH_SEND;
+	c->phase = c->pipelined ? PH_S5_REPLY : c->probe ? probe_through(c) : PH_SEND;
 	c->next = PH_S5_REPLY;
 	return 0;
 }
@@ -154,6 +195,14 @@ static int on_reply(struct pconn *c, int fd)
 		proxy_tell(c->px, CAUSE_PROTOCOL, 2, "sent a malformed SOCKS5 CONNECT reply");
 		return ENETUNREACH;
 	}
+	if (c->probe) {
+		/* The probe's CONNECT: any answer will do; it came after the whole handshake was sent
+		 * at once. */
+		c->px->learnt->s5_pipe = PIPE_YES;
+		proxy_tell(c->px, CAUSE_OK, 4, "takes a pipelined SOCKS5 handshake (probe answered 0x%02x)", rep);
+		c->phase = PH_DONE;
+		return 0;
+	}
 	if (rep != 0) {
 		proxy_tell(c->px, CAUSE_REFUSED, rep, "refused a CONNECT: SOCKS5 reply 0x%02x (%s)", rep,
 			   socks5_rep_str(rep));
@@ -166,6 +215,11 @@ static int on_reply(struct pconn *c, int fd)
 static enum conn_step s5_start(void *st, const void *cfg, const struct conn_req *rq, int *fd,
 			       uint32_t *want, int *err)
 {
+	struct pconn *c = st;
+	const struct proxy *px = cfg;
+
+	/* The second probe tries the pipelined handshake; connections use it once it worked. */
+	c->pipelined = px->learnt->s5_pipe == PIPE_YES || (rq->probe && px->learnt->s5_pipe == PIPE_TRYING);
 	return proxy_dial(st, cfg, rq, fd, want, err);
 }
 
@@ -182,7 +236,8 @@ static enum conn_step s5_step(void *st, int fd, uint32_t events, uint32_t *want,
 				*want = EPOLLOUT;
 				return CONN_MORE;
 			}
-			r = proxy_dial_done(c, fd);
+			if ((r = proxy_dial_done(c, fd)) == PROXY_REDIAL)
+				return CONN_REDIAL;
 			c->phase = PH_SEND;
 			c->next = PH_S5_METHOD;
 			break;
@@ -214,6 +269,17 @@ static enum conn_step s5_step(void *st, int fd, uint32_t events, uint32_t *want,
 	}
 }
 
+/* After a probe went through step by step: once, a second probe for the pipelined handshake. */
+static bool s5_again(const void *cfg)
+{
+	const struct proxy *px = cfg;
+
+	if (px->learnt->s5_pipe != PIPE_TRIAL)
+		return false;
+	px->learnt->s5_pipe = PIPE_TRYING;
+	return true;
+}
+
 const struct connector_ops proxy_socks5_ops = {
 	.name = "proxy-socks5",
 	.state_size = sizeof(struct pconn),
@@ -222,4 +288,5 @@ const struct connector_ops proxy_socks5_ops = {
 	.start = s5_start,
 	.step = s5_step,
 	.abort = proxy_abort,
+	.again = s5_again,
 };

@@ -36,7 +36,10 @@
 
 #define CONN_STATE_MAX 512
 
-enum conn_step { CONN_MORE, CONN_READY, CONN_FAILED };
+/* CONN_REDIAL (from step() only): this socket failed to connect and the connector has another
+ * address to try: the engine closes the fd and calls start() again with the same request (@st is
+ * kept, so the connector knows which attempt is next). */
+enum conn_step { CONN_MORE, CONN_READY, CONN_FAILED, CONN_REDIAL };
 
 /* Why a flow ended before READY (abort()). */
 enum conn_abort {
@@ -51,6 +54,9 @@ struct conn_req {
 					       * NULL; valid for the flow's life */
 	bool probe;                           /* no child: check that the route works (reach the
 					       * proxy, authenticate), then say READY; connect nowhere */
+	int ttl;                              /* the child's TTL / hop limit when it set its own
+					       * (relay_child_ttl()), else 0: the host's default.  Only
+					       * a connector that dials the destination itself uses it */
 };
 
 /*
@@ -92,6 +98,10 @@ struct connector_ops {
 	/* abort() - the flow ends before READY, for @why (the fd is closed by the engine).  May be
 	 * NULL.  Not called after FAILED. */
 	void (*abort)(void *st, enum conn_abort why);
+
+	/* again() - a probe (conn_req.probe) just went through: should the engine start another one
+	 * (a connector that learns in two steps)?  May be NULL. */
+	bool (*again)(const void *cfg);
 };
 
 struct connector {

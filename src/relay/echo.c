@@ -313,13 +313,13 @@ static void send_up(struct relay *r, struct echo_flow *f, const struct nfq_echo 
 	struct sockaddr_storage to = f->dst;
 	struct msghdr m = { .msg_name = &to, .msg_namelen = flow_sa_len(&to), .msg_iov = iov, .msg_iovlen = 2 };
 
-	if (f->ttl != q->ttl) {
-		int ttl = q->ttl;
+	/* the child's own TTL (ping -t, traceroute -I), else the host's default (-1), as for TCP and UDP */
+	int ttl = relay_child_ttl(q->ttl) ? q->ttl : -1;
 
-		if (setsockopt(f->fd, fam == AF_INET ? SOL_IP : SOL_IPV6, fam == AF_INET ? IP_TTL : IPV6_UNICAST_HOPS,
-			       &ttl, sizeof(ttl)) == 0)
-			f->ttl = q->ttl;
-	}
+	if (f->ttl != ttl &&
+	    setsockopt(f->fd, fam == AF_INET ? SOL_IP : SOL_IPV6, fam == AF_INET ? IP_TTL : IPV6_UNICAST_HOPS,
+		       &ttl, sizeof(ttl)) == 0)
+		f->ttl = ttl;
 	((struct sockaddr_in *)&to)->sin_port = 0;
 	if (fam == AF_INET && f->raw) {
 		/* a raw IPv4 socket sends our checksum as it is */

@@ -25,6 +25,12 @@
  * are retransmitting anyway.  A retransmission of a waiting SYN is dropped (the first copy keeps its
  * place); past GATE_WAIT_MAX, or after GATE_WAIT_MS, the oldest waiting SYN is dropped.
  *
+ * A SYN whose TTL / hop limit the child chose (traceroute -T: not the namespace's default,
+ * relay_child_ttl()) is connected upstream with that TTL, and with IP_RECVERR: when the connect
+ * fails because the TTL ran out, gate_time_exceeded() sends the child the router's time exceeded,
+ * quoting its SYN, and the SYN is dropped, as that router would have dropped it.  Other SYNs leave
+ * with the host's default TTL.
+ *
  * States of a held SYN, as the flow carries them (tcp.c): HELD (flow CONNECTING) -> PASSED (flow
  * ACCEPTING, waiting for accept()) -> gone (adopted, or the flow closed); or HELD -> answered with a
  * rejection or a drop when the flow closes.
@@ -36,16 +42,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/errqueue.h>
 #include <linux/netfilter.h>
 #include <linux/netlink.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "netlink/nfq.h"
+#include "relay/icmp.h"
 #include "util/log.h"
 
 #define GATE_RCVBUF (4u << 20)
 #define GATE_BURST 256              /* queued SYNs read per event before other sockets get a turn */
+#define GATE_VLEN 32                /* queue messages read per recvmmsg() */
+#define GATE_MSG 2048               /* room for one: NFQ_COPY_RANGE bytes of the SYN and attributes */
 #define GATE_OUT (64u << 10)        /* verdicts gathered before a write */
 #define GATE_WAIT_MAX 4096          /* SYNs waiting for a connect slot */
 #define GATE_WAIT_MS 30000          /* ... for at most this long (the child has retransmitted meanwhile) */
@@ -264,14 +274,84 @@ void gate_answer(struct relay *r, uint32_t id, enum gate_reply v)
 		r->stats.gate_rejected++;
 }
 
+bool gate_time_exceeded(struct relay *r, int fd, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst, uint32_t isn)
+{
+	int fam = dst->ss_family, inj = r->inject_fd[fam == AF_INET6];
+	socklen_t alen = fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	unsigned char data[64], ctl[256], pkt[128];
+	struct iovec iov = { .iov_base = data, .iov_len = sizeof(data) };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl) };
+	struct sockaddr_storage to = *child;
+
+	if (inj < 0 || recvmsg(fd, &m, MSG_ERRQUEUE | MSG_DONTWAIT) < 0)
+		return false;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+		const struct sock_extended_err *ee = (const void *)CMSG_DATA(c);
+		struct icmp_report rep = { .family = fam };
+		const struct sockaddr *off;
+		size_t len;
+
+		if (!((c->cmsg_level == SOL_IP && c->cmsg_type == IP_RECVERR) ||
+		      (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_RECVERR)) ||
+		    c->cmsg_len < CMSG_LEN(sizeof(*ee) + alen))
+			continue;
+		/* ICMP time exceeded (11) / ICMPv6 time exceeded (3), code 0: in transit */
+		if (fam == AF_INET ? ee->ee_origin != SO_EE_ORIGIN_ICMP || ee->ee_type != 11
+				   : ee->ee_origin != SO_EE_ORIGIN_ICMP6 || ee->ee_type != 3)
+			continue;
+		off = SO_EE_OFFENDER(ee);
+		if (off->sa_family != fam)
+			continue;
+		rep.type = ee->ee_type;
+		rep.code = ee->ee_code;
+		memcpy(&rep.from, off, alen);
+		len = icmp_tcp_error_build(pkt, sizeof(pkt), &rep, child, dst, isn);
+		((struct sockaddr_in *)&to)->sin_port = 0;   /* raw sockets: no port (same offset in v6) */
+		if (len && sendto(inj, pkt, len, MSG_DONTWAIT, (struct sockaddr *)&to, alen) == (ssize_t)len)
+			return true;
+	}
+	return false;
+}
+
+/* One queue message @h of @len bytes: a SYN to hold, or one the gate cannot judge (passed). */
+static void gate_message(struct relay *r, const struct nlmsghdr *h, size_t len)
+{
+	struct nfq_packet p;
+	struct nfq_syn syn;
+
+	if (nfq_parse(h, len, &p) <= 0)
+		return;
+	if (nfq_syn_parse(p.payload, p.len, &syn) < 0) {
+		r->stats.gate_unparsed++;
+		gate_answer(r, p.id, GATE_PASS);
+		return;
+	}
+	gate_take(r, &syn, p.id);
+}
+
+/*
+ * gate_event() - the queue is readable: read up to GATE_VLEN messages per recvmmsg(), which returns
+ * what is there without a last call to learn that nothing is left (the socket is level-triggered: a
+ * SYN that arrives after is reported by the next epoll_wait()).  One SYN costs one read.
+ */
 void gate_event(struct relay *r)
 {
-	static unsigned char buf[GATE_OUT];
+	static unsigned char buf[GATE_VLEN][GATE_MSG];
+	struct mmsghdr mm[GATE_VLEN];
+	struct iovec iov[GATE_VLEN];
 
 	for (int burst = 0; burst < GATE_BURST;) {
-		ssize_t n = recv(r->gate_fd, buf, sizeof(buf), MSG_DONTWAIT);
-		size_t off = 0;
+		int n;
 
+		memset(mm, 0, sizeof(mm));
+		for (int i = 0; i < GATE_VLEN; i++) {
+			iov[i].iov_base = buf[i];
+			iov[i].iov_len = GATE_MSG;
+			mm[i].msg_hdr.msg_iov = &iov[i];
+			mm[i].msg_hdr.msg_iovlen = 1;
+		}
+		n = recvmmsg(r->gate_fd, mm, GATE_VLEN, MSG_DONTWAIT, NULL);
 		if (n < 0) {
 			if (errno == ENOBUFS) {
 				/* The kernel could not queue SYNs to us: they were dropped; the children
@@ -281,25 +361,24 @@ void gate_event(struct relay *r)
 			}
 			return;   /* EAGAIN, or the backend is going away */
 		}
-		while (off + sizeof(struct nlmsghdr) <= (size_t)n) {
-			const struct nlmsghdr *h = (const void *)(buf + off);
-			struct nfq_packet p;
-			struct nfq_syn syn;
-			int k;
+		for (int i = 0; i < n; i++) {
+			size_t len = mm[i].msg_len, off = 0;
 
-			if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > (size_t)n - off)
-				break;
-			k = nfq_parse(h, h->nlmsg_len, &p);
-			off += NLMSG_ALIGN(h->nlmsg_len);
-			if (k <= 0)
-				continue;
-			burst++;
-			if (nfq_syn_parse(p.payload, p.len, &syn) < 0) {
-				r->stats.gate_unparsed++;
-				gate_answer(r, p.id, GATE_PASS);
+			if (mm[i].msg_hdr.msg_flags & MSG_TRUNC) {
+				r->stats.gate_lost++;   /* cannot happen with GATE_MSG; left to the queue */
 				continue;
 			}
-			gate_take(r, &syn, p.id);
+			while (off + sizeof(struct nlmsghdr) <= len) {
+				const struct nlmsghdr *h = (const void *)(buf[i] + off);
+
+				if (h->nlmsg_len < sizeof(*h) || h->nlmsg_len > len - off)
+					break;
+				gate_message(r, h, h->nlmsg_len);
+				off += NLMSG_ALIGN(h->nlmsg_len);
+				burst++;
+			}
 		}
+		if (n < GATE_VLEN)
+			return;
 	}
 }

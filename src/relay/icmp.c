@@ -50,6 +50,17 @@ static void udp_quote(struct quote *q, uint16_t sport, uint16_t dport, size_t pa
 	put16(q->hdr + 6, 0);
 }
 
+/* The quoted SYN's first 8 TCP bytes: the child's ports and initial sequence number; a bare header. */
+static void tcp_quote(struct quote *q, uint16_t sport, uint16_t dport, uint32_t isn)
+{
+	q->proto = IPPROTO_TCP;
+	q->len = 20;
+	memcpy(q->hdr, &sport, 2);
+	memcpy(q->hdr + 2, &dport, 2);
+	put16(q->hdr + 4, (uint16_t)(isn >> 16));
+	put16(q->hdr + 6, (uint16_t)isn);
+}
+
 /* The quoted echo request's ICMP header: the child's identifier and sequence. */
 static void echo_quote(struct quote *q, int family, uint16_t id, uint16_t seq, size_t data_len)
 {
@@ -159,6 +170,19 @@ size_t icmp_error_build(uint8_t *buf, size_t size, const struct icmp_report *rep
 	/* sin_port and sin6_port sit at the same offset */
 	udp_quote(&q, ((const struct sockaddr_in *)child)->sin_port, ((const struct sockaddr_in *)dst)->sin_port,
 		  payload_len);
+	return build(buf, size, rep, child, dst, &q);
+}
+
+size_t icmp_tcp_error_build(uint8_t *buf, size_t size, const struct icmp_report *rep,
+			    const struct sockaddr_storage *child, const struct sockaddr_storage *dst,
+			    uint32_t isn)
+{
+	struct quote q;
+
+	if (child->ss_family != AF_INET && child->ss_family != AF_INET6)
+		return 0;
+	tcp_quote(&q, ((const struct sockaddr_in *)child)->sin_port, ((const struct sockaddr_in *)dst)->sin_port,
+		  isn);
 	return build(buf, size, rep, child, dst, &q);
 }
 

@@ -36,6 +36,15 @@ size_t icmp_error_build(uint8_t *buf, size_t size, const struct icmp_report *rep
 			size_t payload_len);
 
 /*
+ * icmp_tcp_error_build() - the packet that tells the child @rep about its TCP SYN from @child to
+ * @dst with initial sequence number @isn (the quote: ports and sequence, what the child's kernel
+ * and traceroute match it by); as icmp_error_build().
+ */
+size_t icmp_tcp_error_build(uint8_t *buf, size_t size, const struct icmp_report *rep,
+			    const struct sockaddr_storage *child, const struct sockaddr_storage *dst,
+			    uint32_t isn);
+
+/*
  * icmp_echo_error_build() - the packet that tells the child @rep about its echo request (@id,
  * @seq, @data_len bytes of data) from @child to @dst; as icmp_error_build().
  */

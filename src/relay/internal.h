@@ -176,6 +176,32 @@ void gate_event(struct relay *r);
 void gate_answer(struct relay *r, uint32_t id, enum gate_reply v);
 void gate_flush(struct relay *r);
 
+/*
+ * gate_time_exceeded() - the upstream connect on @fd (which asked for IP_RECVERR / IPV6_RECVERR)
+ * failed: was it because its SYN's TTL ran out on the way?  Then the child is told so by the hop
+ * that said it: an ICMP time exceeded from that router, quoting the child's SYN (@child, @dst,
+ * @isn), as traceroute -T expects.  Return: true when the child was told (its SYN is to be dropped).
+ */
+bool gate_time_exceeded(struct relay *r, int fd, const struct sockaddr_storage *child,
+			const struct sockaddr_storage *dst, uint32_t isn);
+
+/*
+ * The TTL / hop limit a program in the child's namespace sends with when it sets none: the default
+ * of a new network namespace (IPDEFTTL, IPV6_DEFAULT_HOPLIMIT; childflow leaves both alone).
+ */
+#define CHILD_DEFAULT_TTL 64
+
+/*
+ * relay_child_ttl() - what P puts on its host socket for a packet that left the child with TTL /
+ * hop limit @ttl: the same when the child chose its own (traceroute's probes), else 0: the host's
+ * default, so that ordinary traffic leaves the host as the host's own would (a host whose default is
+ * not 64 keeps its own; a child that sets exactly 64 gets the host's default).
+ */
+static inline int relay_child_ttl(int ttl)
+{
+	return ttl > 0 && ttl <= 255 && ttl != CHILD_DEFAULT_TTL ? ttl : 0;
+}
+
 struct nfq_syn;
 enum tcp_syn_result { TCP_SYN_TAKEN, TCP_SYN_BUSY };
 /*

@@ -95,6 +95,7 @@ struct tcp_flow {
 	bool gated;               /* begun from a SYN: in r->gate_hash until adopted */
 	bool held;                /* its SYN (packet gate_id) waits for a verdict */
 	uint32_t gate_id, gate_isn;
+	int ttl;                  /* the child's own TTL carried upstream (relay_child_ttl()), or 0 */
 	struct tcp_flow *gnext;   /* r->gate_hash chain */
 	bool verifying;           /* connected; on r->tcp_verify until the NAT check of this loop turn */
 	struct tcp_flow *next_verify;
@@ -721,8 +722,12 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 static void connect_ready(struct relay *r, struct tcp_flow *f)
 {
 	if (f->probe) {
-		log_debug("the %s route works (probe)", f->conn->ops->name);
+		const struct connector *conn = f->conn;
+
+		log_debug("the %s route works (probe)", conn->ops->name);
 		flow_close(r, f, false, FLOW_OK, 0);
+		if (conn->ops->again && conn->ops->again(conn->cfg))
+			tcp_probe(r, conn);
 		return;
 	}
 	if (!f->direct) {
@@ -780,6 +785,8 @@ static void connect_failed(struct relay *r, struct tcp_flow *f, enum flow_outcom
 	flow_close(r, f, true, o, err);
 }
 
+static void flow_redial(struct relay *r, struct tcp_flow *f);
+
 static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st, uint32_t want, int err)
 {
 	switch (st) {
@@ -788,10 +795,23 @@ static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st,
 		break;
 	case CONN_FAILED:
 		f->conn_failed = true;
+		if (f->held && f->ttl && err == EHOSTUNREACH) {
+			struct sockaddr_storage child = { 0 }, dst = { 0 };
+
+			memcpy(&child, &f->rec.child, sizeof(f->rec.child));
+			memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
+			if (gate_time_exceeded(r, f->end[1].fd, &child, &dst, f->gate_isn)) {
+				f->held = false;   /* the child has the router's answer: the SYN went no further */
+				gate_answer(r, f->gate_id, GATE_DROP);
+			}
+		}
 		connect_failed(r, f, FLOW_UP_FAILED, err);
 		break;
 	case CONN_MORE:
 		set_want(r, f, want);
+		break;
+	case CONN_REDIAL:
+		flow_redial(r, f);
 		break;
 	}
 }
@@ -834,22 +854,16 @@ static struct tcp_flow *flow_alloc(const struct connector *conn)
 }
 
 /*
- * flow_start() - link @f as connecting and start its connector for @rq.
+ * flow_dial() - call the connector's start() for @rq and watch the upstream socket it gives.
  * Return: false when the flow ended at once (closed).
  */
-static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_req *rq)
+static bool flow_dial(struct relay *r, struct tcp_flow *f, const struct conn_req *rq)
 {
 	const struct connector *conn = f->conn;
-	unsigned int tmo = conn->timeout_ms ? conn->timeout_ms : conn->ops->timeout_ms;
 	uint32_t want = EPOLLOUT;
 	enum conn_step st;
 	int err = 0, up = -1;
 
-	f->state = TCP_CONNECTING;
-	f->begun_ms = r->now_ms;
-	f->deadline_ms = r->now_ms + (tmo ? tmo : r->lim.connect_ms);
-	flow_link(r, f);
-	connecting_link(r, f);
 	st = conn->ops->start(f->cstate, conn->cfg, rq, &up, &want, &err);
 	if (st == CONN_FAILED) {
 		f->conn_failed = true;
@@ -871,6 +885,39 @@ static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_re
 }
 
 /*
+ * flow_start() - link @f as connecting and start its connector for @rq.
+ * Return: false when the flow ended at once (closed).
+ */
+static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_req *rq)
+{
+	const struct connector *conn = f->conn;
+	unsigned int tmo = conn->timeout_ms ? conn->timeout_ms : conn->ops->timeout_ms;
+
+	f->state = TCP_CONNECTING;
+	f->begun_ms = r->now_ms;
+	f->deadline_ms = r->now_ms + (tmo ? tmo : r->lim.connect_ms);
+	flow_link(r, f);
+	connecting_link(r, f);
+	return flow_dial(r, f, rq);
+}
+
+/* The connector said CONN_REDIAL: a new socket for its next attempt, within the same deadline. */
+static void flow_redial(struct relay *r, struct tcp_flow *f)
+{
+	struct sockaddr_storage dst = { .ss_family = AF_INET };
+	struct conn_req rq = { .f = f->probe ? NULL : &f->rec, .dst = &dst, .dst_name = f->name,
+			       .probe = f->probe };
+
+	if (!f->probe)
+		memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
+	if (r->hub.tap)
+		flow_tap_sock(&r->hub, f->end[1].fd, SOCK_STREAM, false);
+	close(f->end[1].fd);   /* also leaves the epoll set */
+	f->end[1].fd = -1;
+	flow_dial(r, f, &rq);
+}
+
+/*
  * dst_name() - the name the tree resolved @dst from in this run, if any: when several names map to
  * the address, the most recently resolved one (the name lookup of ctx returns it first).  Return: a
  * copy the flow owns, or NULL.
@@ -886,9 +933,10 @@ static char *dst_name(struct relay *r, const struct sockaddr_storage *dst)
 	return strdup(names[0]);
 }
 
-/* A SYN held by the gate: its queue packet id and initial sequence number. */
+/* A SYN held by the gate: its queue packet id, initial sequence number and TTL / hop limit. */
 struct gate_hold {
 	uint32_t id, isn;
+	int ttl;
 };
 
 /*
@@ -966,7 +1014,10 @@ static struct tcp_flow *tcp_flow_begin(struct relay *r, const struct sockaddr_st
 	flow_opened(&r->hub, &f->rec);
 	r->stats.tcp_accepted++;
 
-	struct conn_req rq = { .f = &f->rec, .dst = dst, .dst_name = f->name };
+	/* A direct route carries the TTL the child chose (traceroute -T); a proxy dials for itself. */
+	f->ttl = hold && f->direct ? relay_child_ttl(hold->ttl) : 0;
+
+	struct conn_req rq = { .f = &f->rec, .dst = dst, .dst_name = f->name, .ttl = f->ttl };
 
 	return flow_start(r, f, &rq) ? f : NULL;
 }
@@ -1039,7 +1090,7 @@ bool tcp_connecting_full(const struct relay *r)
 
 enum tcp_syn_result tcp_syn(struct relay *r, const struct nfq_syn *syn, uint32_t id)
 {
-	struct gate_hold hold = { .id = id, .isn = syn->isn };
+	struct gate_hold hold = { .id = id, .isn = syn->isn, .ttl = syn->ttl };
 	struct tcp_flow *f = gate_find(r, &syn->src, &syn->dst);
 	enum gate_reply refused;
 

@@ -16,6 +16,11 @@
  * one-way flow (never answered), else the least recently used one (see make_room()), so a spray of
  * new flows evicts its own kind before the tree's active conversations.
  *
+ * Each datagram goes upstream with the TTL / hop limit the child sent it with when the child chose
+ * its own (relay_child_ttl(): traceroute's probes, a program that sets IP_TTL per datagram), as a
+ * per-datagram IP_TTL / IPV6_HOPLIMIT control message; others with the host's default.  The
+ * interception sockets ask for the TTL (IP_RECVTTL, IPV6_RECVHOPLIMIT) to learn it.
+ *
  * Errors from upstream come back: the host socket asks for them (IP_RECVERR, IPV6_RECVERR), and an
  * ICMP error it gets (port unreachable, host or network unreachable, too big, time exceeded) is
  * written to the child through the backend's raw socket, from the address that sent it, quoting the
@@ -48,7 +53,6 @@ struct udp_flow {
 	struct ev_src ev_child;   /* EV_UDP_CHILD: the interception socket, connected to the child */
 	struct ev_src ev_host;    /* EV_UDP_HOST: the host socket, connected to the destination */
 	int child_fd, host_fd;
-	int ttl;                  /* TTL / hop limit set on host_fd from the child's; -1: the host's default */
 	unsigned int bucket;
 	uint64_t last_ms;
 	bool dead;                /* closed; freed after the current epoll batch */
@@ -61,6 +65,7 @@ struct udp_pending {
 	struct udp_pending *next;
 	struct sockaddr_storage child, dst;
 	size_t len;
+	int ttl;                  /* as the child sent it, -1: unknown */
 	unsigned char data[];
 };
 
@@ -173,7 +178,8 @@ static struct udp_flow *flow_find(struct relay *r, const struct sockaddr_storage
 	return NULL;
 }
 
-/* Bind the interception-side socket @fd to the destination and connect it to the child. */
+/* Bind the interception-side socket @fd to the destination and connect it to the child; it tells
+ * each datagram's TTL / hop limit. */
 static int place_child_socket(int fd, const struct sockaddr_storage *child, const struct sockaddr_storage *dst)
 {
 	int one = 1;
@@ -182,6 +188,8 @@ static int place_child_socket(int fd, const struct sockaddr_storage *child, cons
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
 	    setsockopt(fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
 		       fam == AF_INET ? IP_TRANSPARENT : IPV6_TRANSPARENT, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
+		       fam == AF_INET ? IP_RECVTTL : IPV6_RECVHOPLIMIT, &one, sizeof(one)) < 0 ||
 	    bind(fd, (const struct sockaddr *)dst, flow_sa_len(dst)) < 0 ||
 	    connect(fd, (const struct sockaddr *)child, flow_sa_len(child)) < 0)
 		return -errno;
@@ -241,7 +249,6 @@ static struct udp_flow *flow_new(struct relay *r, int cfd, const struct sockaddr
 	f->rec.route = "direct";
 	f->rec.rule = rule;
 	f->child_fd = cfd;
-	f->ttl = -1;
 	if ((err = place_child_socket(cfd, child, dst)) < 0) {
 		log_debug("cannot place a UDP reply socket: %s", strerror(-err));
 		goto fail;
@@ -369,25 +376,63 @@ static int send_batch(int fd, struct mmsghdr *msgs, int n)
 	return sent;
 }
 
+/* A datagram's control area: room for its TTL / hop limit. */
+union udp_ctl {
+	char b[CMSG_SPACE(sizeof(int))];
+	struct cmsghdr align;
+};
+
+/*
+ * ttl_control() - make @m carry TTL / hop limit @ttl (family @fam) in @ctl when the child chose it
+ * (relay_child_ttl()), else no control message: the host's default.
+ */
+static void ttl_control(struct msghdr *m, union udp_ctl *ctl, int fam, int ttl)
+{
+	struct cmsghdr *c = &ctl->align;
+
+	ttl = relay_child_ttl(ttl);
+	if (!ttl) {
+		m->msg_control = NULL;
+		m->msg_controllen = 0;
+		return;
+	}
+	c->cmsg_level = fam == AF_INET ? SOL_IP : SOL_IPV6;
+	c->cmsg_type = fam == AF_INET ? IP_TTL : IPV6_HOPLIMIT;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &ttl, sizeof(ttl));
+	m->msg_control = ctl->b;
+	m->msg_controllen = sizeof(ctl->b);
+}
+
+/* The TTL / hop limit @m's control messages tell (IP_TTL, IPV6_HOPLIMIT), or -1. */
+static int ttl_of(struct msghdr *m)
+{
+	int ttl = -1;
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c))
+		if (((c->cmsg_level == SOL_IP && c->cmsg_type == IP_TTL) ||
+		     (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_HOPLIMIT)) &&
+		    c->cmsg_len >= CMSG_LEN(sizeof(int)))
+			memcpy(&ttl, CMSG_DATA(c), sizeof(ttl));
+	return ttl;
+}
+
 /*
  * first_datagram() - a datagram from the listener (a flow's first ones), sent upstream with the
- * child's TTL / hop limit @ttl (-1: unknown), so that traceroute's probes expire where they would
- * without childflow.  Later datagrams of the flow keep the last one set.
+ * child's TTL / hop limit @ttl (-1: unknown) when the child chose it, so that traceroute's probes
+ * expire where they would without childflow.
  */
 static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf, size_t n, int ttl)
 {
+	struct iovec io = { .iov_base = (void *)buf, .iov_len = n };
+	struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1 };
+	union udp_ctl ctl;
 	ssize_t w;
 
-	if (ttl >= 0 && ttl != f->ttl) {
-		int fam = f->rec.dst.sa.sa_family;
-
-		if (setsockopt(f->host_fd, fam == AF_INET ? SOL_IP : SOL_IPV6,
-			       fam == AF_INET ? IP_TTL : IPV6_UNICAST_HOPS, &ttl, sizeof(ttl)) == 0)
-			f->ttl = ttl;
-	}
-	w = send(f->host_fd, buf, n, MSG_DONTWAIT);
+	ttl_control(&m, &ctl, f->rec.dst.sa.sa_family, ttl);
+	w = sendmsg(f->host_fd, &m, MSG_DONTWAIT);
 	if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && errno != ENOMEM)
-		w = send(f->host_fd, buf, n, MSG_DONTWAIT);   /* a pending error, as in send_batch() */
+		w = sendmsg(f->host_fd, &m, MSG_DONTWAIT);   /* a pending error, as in send_batch() */
 
 	touch(r, f);
 	if (w == (ssize_t)n) {
@@ -401,7 +446,7 @@ static void first_datagram(struct relay *r, struct udp_flow *f, const void *buf,
 }
 
 static bool queue_pending(struct relay *r, const struct sockaddr_storage *child,
-			  const struct sockaddr_storage *dst, const void *buf, size_t n)
+			  const struct sockaddr_storage *dst, const void *buf, size_t n, int ttl)
 {
 	struct udp_pending *p;
 
@@ -414,6 +459,7 @@ static bool queue_pending(struct relay *r, const struct sockaddr_storage *child,
 	p->child = *child;
 	p->dst = *dst;
 	p->len = n;
+	p->ttl = ttl;
 	memcpy(p->data, buf, n);
 	if (r->pend_tail)
 		r->pend_tail->next = p;
@@ -483,7 +529,7 @@ static void listener_datagram(struct relay *r, const struct sockaddr_storage *ch
 	}
 	/* Keep the order of a flow's datagrams: behind its queued first one, or first in line. */
 	if ((r->pend_head && pending_for(r, child, dst)) || !start_flow(r, child, dst, buf, n, ttl)) {
-		if (!queue_pending(r, child, dst, buf, n))
+		if (!queue_pending(r, child, dst, buf, n, ttl))
 			r->stats.udp_dropped++;
 	}
 }
@@ -506,8 +552,8 @@ void udp_retry_pending(struct relay *r)
 		}
 		f = flow_find(r, &p->child, &p->dst);
 		if (f) {
-			first_datagram(r, f, p->data, p->len, -1);
-		} else if (!start_flow(r, &p->child, &p->dst, p->data, p->len, -1)) {
+			first_datagram(r, f, p->data, p->len, p->ttl);
+		} else if (!start_flow(r, &p->child, &p->dst, p->data, p->len, p->ttl)) {
 			dry[fam] = true;
 			pp = &p->next;
 			continue;
@@ -537,25 +583,12 @@ void udp_listener_event(struct relay *r, int lfd)
 
 		if (n < 0)
 			return;
-		int ttl = -1;
-
 		if (!flow_orig_dst(&m, &dst))
 			continue;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-			if (((c->cmsg_level == SOL_IP && c->cmsg_type == IP_TTL) ||
-			     (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_HOPLIMIT)) &&
-			    c->cmsg_len >= CMSG_LEN(sizeof(int)))
-				memcpy(&ttl, CMSG_DATA(c), sizeof(ttl));
-		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n, ttl);
+		listener_datagram(r, &child, &dst, r->udp_buf, (size_t)n, ttl_of(&m));
 	}
 }
 
-/*
- * udp_event() - move what is queued on one side of a flow to the other, in batches: one
- * recvmmsg() and one sendmmsg() per UDP_BATCH datagrams.  Both sockets are connected, so no
- * addresses travel.  A datagram the other side cannot take now is dropped, as UDP may; only what
- * was sent is counted.
- */
 /*
  * pass_errors() - the ICMP errors queued on @f's host socket, passed to the child as ICMP.
  * Bounded per call; what is left waits for the next EPOLLERR.
@@ -607,18 +640,26 @@ static void pass_errors(struct relay *r, struct udp_flow *f)
 	}
 }
 
+/*
+ * udp_event() - move what is queued on one side of a flow to the other, in batches: one
+ * recvmmsg() and one sendmmsg() per UDP_BATCH datagrams.  Both sockets are connected, so no
+ * addresses travel; a datagram from the child carries its TTL upstream (ttl_control()).  A datagram
+ * the other side cannot take now is dropped, as UDP may; only what was sent is counted.
+ */
 void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 {
 	bool from_child = src->kind == EV_UDP_CHILD;
 	struct udp_flow *f = from_child ? flow_of(src, ev_child) : flow_of(src, ev_host);
 	int in = from_child ? f->child_fd : f->host_fd;
 	int out = from_child ? f->host_fd : f->child_fd;
+	int fam = f->rec.dst.sa.sa_family;
 	struct mmsghdr msgs[UDP_BATCH];
 	struct iovec iov[UDP_BATCH];
+	union udp_ctl ctl[UDP_BATCH];
 
 	if (f->dead)
 		return;
-	if (!from_child && (events & EPOLLERR) && r->inject_fd[f->rec.dst.sa.sa_family == AF_INET6] >= 0)
+	if (!from_child && (events & EPOLLERR) && r->inject_fd[fam == AF_INET6] >= 0)
 		pass_errors(r, f);
 	for (int batch = 0; batch < UDP_BATCHES; batch++) {
 		memset(msgs, 0, sizeof(msgs));
@@ -627,6 +668,10 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 			iov[i].iov_len = UDP_BUF;
 			msgs[i].msg_hdr.msg_iov = &iov[i];
 			msgs[i].msg_hdr.msg_iovlen = 1;
+			if (from_child) {
+				msgs[i].msg_hdr.msg_control = ctl[i].b;
+				msgs[i].msg_hdr.msg_controllen = sizeof(ctl[i].b);
+			}
 		}
 		int n = recvmmsg(in, msgs, UDP_BATCH, MSG_DONTWAIT, NULL);
 
@@ -638,8 +683,11 @@ void udp_event(struct relay *r, struct ev_src *src, uint32_t events)
 		}
 		if (n == 0)
 			return;
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < n; i++) {
 			iov[i].iov_len = msgs[i].msg_len;
+			if (from_child)
+				ttl_control(&msgs[i].msg_hdr, &ctl[i], fam, ttl_of(&msgs[i].msg_hdr));
+		}
 		touch(r, f);
 		int sent = send_batch(out, msgs, n);
 		uint64_t bytes = 0;

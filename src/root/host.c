@@ -369,6 +369,33 @@ static int iface_routing(struct root_host *h, struct nl *nl)
 	return h->ipv6 ? iface_family(h, nl, AF_INET6, idx, table, prio) : 0;
 }
 
+/*
+ * nat_ports() - the host masquerade's source ports: the larger side of 1024..65535 outside the
+ * host's ephemeral range (net.ipv4.ip_local_port_range, IPv6's too), so that no masqueraded flow
+ * takes the 4-tuple of one of the host's own closed connections (nft/host.h says why).  Left at
+ * 0, 0 (the kernel's choice) when the range is unreadable or leaves fewer than 1024 ports free.
+ */
+static void nat_ports(struct host_nat *nat)
+{
+	char *t = proc_read_text("/proc/sys/net/ipv4/ip_local_port_range", 64);
+	unsigned int lo, hi;
+
+	if (t && sscanf(t, "%u %u", &lo, &hi) == 2 && lo <= hi && hi <= 65535) {
+		unsigned int below = lo > 1024 ? lo - 1024 : 0, above = 65535 - hi;
+
+		if (below >= above && below >= 1024) {
+			nat->port_min = 1024;
+			nat->port_max = (uint16_t)(lo - 1);
+		} else if (above >= 1024) {
+			nat->port_min = (uint16_t)(hi + 1);
+			nat->port_max = 65535;
+		}
+	}
+	free(t);
+	log_debug("host masquerade: source ports %u-%u (the host's own ephemeral range: %s)",
+		  nat->port_min, nat->port_max, nat->port_min ? "outside it" : "any, none left outside it");
+}
+
 int root_host_attach(void *arg, pid_t gw_pid)
 {
 	struct root_host *h = arg;
@@ -414,6 +441,7 @@ int root_host_attach(void *arg, pid_t gw_pid)
 		goto fail;
 	nl_close(nl);
 	nl = NULL;
+	nat_ports(&nat);
 	h->table = host_nat_load(&nat, err, sizeof(err));
 	if (!h->table) {
 		char what[sizeof(err) + 96];

@@ -22,6 +22,7 @@
  *   EXIT     P (when alive) reaps W
  */
 #include "root/internal.h"
+#include "root/record.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -47,32 +48,23 @@
 #include "util/proc.h"
 
 #define REC_MAX 8192
-#define VAL_MAX 64
+#define VAL_MAX ROOT_REC_VAL_MAX
 
 /*
  * Records of every network namespace share the directory, but a sysctl path means the namespace of
- * whoever opens it: each record names its run's namespace on its first line, and only records of
- * our own namespace are shared or restored by us.
+ * whoever opens it: each record names its run's namespace (inode and cookie, root/netns.h), and
+ * only records of our own namespace are shared or restored by us.  A dead run's record whose
+ * namespace is gone is deleted without restoring anything: its sysctls died with it.
  */
-static char netns_tag[64];
+static struct root_netns self_ns;
 
-static void netns_tag_init(void)
+/* Does live record text @rec name our namespace?  Live, its namespace exists: the inode says it. */
+static bool live_ours(const char *rec)
 {
-	struct stat st;
+	struct root_netns id;
 
-	if (stat("/proc/self/ns/net", &st) == 0)
-		snprintf(netns_tag, sizeof(netns_tag), "netns %lu:%lu\n", (unsigned long)st.st_dev,
-			 (unsigned long)st.st_ino);
-	else
-		snprintf(netns_tag, sizeof(netns_tag), "netns unknown\n");
-}
-
-/* Is the record's text (@rec) of our network namespace? */
-static bool same_netns(const char *rec)
-{
-	const char *nl = strchr(rec, '\n');
-
-	return nl && strstr(rec, netns_tag) && strstr(rec, netns_tag) < nl + 1;
+	return root_rec_netns(rec, &id) && id.dev == self_ns.dev && id.ino == self_ns.ino &&
+	       (!id.cookie || !self_ns.cookie || id.cookie == self_ns.cookie);
 }
 
 /* Lock the records' directory (creating it).  Return: its fd, or -errno. */
@@ -140,29 +132,6 @@ static ssize_t read_all(int fd, char *buf, size_t max)
 	return (ssize_t)n;
 }
 
-/* The value @rec (a record's text) restores for @path, into @val.  Return: true when it names @path. */
-static bool record_value(const char *rec, const char *path, char *val, size_t vlen)
-{
-	size_t pl = strlen(path);
-
-	for (const char *l = rec; *l; ) {
-		const char *eol = strchr(l, '\n');
-		size_t ll = eol ? (size_t)(eol - l) : strlen(l);
-
-		if (ll > pl + 1 && !strncmp(l, path, pl) && l[pl] == ' ') {
-			size_t vl = ll - pl - 1;
-
-			if (vl >= vlen)
-				vl = vlen - 1;
-			memcpy(val, l + pl + 1, vl);
-			val[vl] = '\0';
-			return true;
-		}
-		l += ll + (eol ? 1 : 0);
-	}
-	return false;
-}
-
 /* A record's lock is free (its run is gone): true, and then we hold it on @fd. */
 static bool record_is_stale(int fd)
 {
@@ -195,8 +164,8 @@ static bool live_value(int dfd, const char *self, const char *path, char *val, s
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
-		if (!record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && same_netns(rec))
-			found = record_value(rec, path, val, vlen);
+		if (!record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && live_ours(rec))
+			found = root_rec_value(rec, path, val, vlen);
 		close(fd);
 	}
 	closedir(d);
@@ -220,38 +189,34 @@ static int read_value(const char *path, char *val, size_t vlen)
 	return 0;
 }
 
-/* A policy rule or a routing table of a record ("rule <family> <prio> <table> <source>", "table
- * <table>"): deleted, then their lines are done.  They are this run's own (per-slot), never shared. */
-static void restore_routing(struct nl **nl, const char *line)
+/* A policy rule or a routing table of a record (root_rec_parse() accepted it): deleted, emptied.
+ * They are this run's own (per-slot), never shared. */
+static void restore_routing(struct nl **nl, const struct root_rec_line *rl)
 {
-	unsigned int fam, prio, table;
-	char src[INET6_ADDRSTRLEN];
-	unsigned char addr[16];
+	char src[INET6_ADDRSTRLEN] = "";
 	int r, n4 = 0, n6 = 0;
 
 	if (!*nl && !(*nl = nl_open())) {
-		log_warn("cannot undo the --root routing change \"%s\": %s", line, strerror(errno));
+		log_warn("cannot undo a --root routing change (table %u): %s", rl->table, strerror(errno));
 		return;
 	}
-	if (sscanf(line, "rule %u %u %u %45s", &fam, &prio, &table, src) == 4) {
-		int af = fam == 6 ? AF_INET6 : AF_INET;
-
-		if (inet_pton(af, src, addr) != 1)
-			return;
-		r = nl_rule_src(*nl, false, af, addr, table, prio);
+	if (rl->kind == ROOT_REC_RULE) {
+		inet_ntop(rl->family, rl->addr, src, sizeof(src));
+		r = nl_rule_src(*nl, false, rl->family, rl->addr, rl->table, rl->prio);
 		if (r < 0 && r != -ENOENT)
-			log_warn("cannot delete the policy rule \"from %s lookup %u\" (priority %u): %s", src, table,
-				 prio, strerror(-r));
+			log_warn("cannot delete the policy rule \"from %s lookup %u\" (priority %u): %s", src,
+				 rl->table, rl->prio, strerror(-r));
 		else if (r == 0)
-			log_debug("host restored: rule from %s lookup %u (priority %u) deleted", src, table, prio);
-	} else if (sscanf(line, "table %u", &table) == 1) {
-		r = nl_table_routes(*nl, AF_INET, table, true, &n4);
+			log_debug("host restored: rule from %s lookup %u (priority %u) deleted", src, rl->table,
+				  rl->prio);
+	} else {
+		r = nl_table_routes(*nl, AF_INET, rl->table, true, &n4);
 		if (r == 0)
-			r = nl_table_routes(*nl, AF_INET6, table, true, &n6);
+			r = nl_table_routes(*nl, AF_INET6, rl->table, true, &n6);
 		if (r < 0)
-			log_warn("cannot empty routing table %u: %s", table, strerror(-r));
+			log_warn("cannot empty routing table %u: %s", rl->table, strerror(-r));
 		else
-			log_debug("host restored: routing table %u emptied (%d routes)", table, n4 + n6);
+			log_debug("host restored: routing table %u emptied (%d routes)", rl->table, n4 + n6);
 	}
 }
 
@@ -267,30 +232,26 @@ static void restore_record(int dfd, const char *name, int fd)
 	for (int pass = 0; pass < 3; pass++) {
 		if (read_all(fd, rec, sizeof(rec)) < 0)
 			break;
-		for (char *l = rec, *eol; *l; l = eol ? eol + 1 : l + strlen(l)) {
-			char *sp;
+		for (char *cur = rec, *l; (l = root_rec_next(&cur)) != NULL; ) {
+			struct root_rec_line rl;
+			enum root_rec_kind k = root_rec_parse(l, &rl);
+			int r;
 
-			eol = strchr(l, '\n');
-			if (eol)
-				*eol = '\0';
-			if ((pass == 0 && !strncmp(l, "rule ", 5)) || (pass == 1 && !strncmp(l, "table ", 6))) {
-				restore_routing(&nl, l);
+			if ((pass == 0 && k == ROOT_REC_RULE) || (pass == 1 && k == ROOT_REC_TABLE)) {
+				restore_routing(&nl, &rl);
 				continue;
 			}
-			sp = strchr(l, ' ');
-			if (pass != 2 || *l != '/' || !sp)
+			if (pass != 2 || k != ROOT_REC_SYSCTL)
 				continue;
-			*sp = '\0';
-			if (live_value(dfd, name, l, other, sizeof(other))) {
-				log_debug("host: %s stays changed: another childflow --root run still needs it", l);
+			if (live_value(dfd, name, rl.path, other, sizeof(other))) {
+				log_debug("host: %s stays changed: another childflow --root run still needs it", rl.path);
 				continue;
 			}
-			int r = proc_write_file(l, sp + 1);
-
+			r = proc_write_file(rl.path, rl.value);
 			if (r < 0 && r != -ENOENT)
-				log_warn("cannot restore %s to %s: %s", l, sp + 1, strerror(-r));
+				log_warn("cannot restore %s to %s: %s", rl.path, rl.value, strerror(-r));
 			else if (r == 0)
-				log_debug("host restored: %s = %s", l, sp + 1);
+				log_debug("host restored: %s = %s", rl.path, rl.value);
 		}
 	}
 	nl_close(nl);
@@ -318,10 +279,24 @@ static void collect_stale(int dfd)
 		fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 		if (fd < 0)
 			continue;
-		/* Another namespace's record is left to a run there. */
-		if (record_is_stale(fd) && read_all(fd, rec, sizeof(rec)) >= 0 && same_netns(rec)) {
+		struct root_netns id;
+
+		if (!record_is_stale(fd) || read_all(fd, rec, sizeof(rec)) < 0 || !root_rec_netns(rec, &id)) {
+			close(fd);
+			continue;
+		}
+		switch (root_netns_fate(&id, &self_ns)) {
+		case ROOT_NETNS_OURS:
 			log_debug("host: restoring what a dead childflow --root run left (%s)", de->d_name);
 			restore_record(dfd, de->d_name, fd);
+			break;
+		case ROOT_NETNS_GONE:
+			log_debug("host: %s is a dead childflow --root run's of a namespace that is gone: "
+				  "deleted, nothing restored", de->d_name);
+			unlinkat(dfd, de->d_name, 0);
+			break;
+		case ROOT_NETNS_ELSEWHERE:   /* left to a run there */
+			break;
 		}
 		close(fd);
 	}
@@ -377,7 +352,8 @@ int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, v
 	int sp[2], dfd;
 	pid_t p = getpid();
 
-	netns_tag_init();
+	if (root_netns_self(&self_ns) < 0)
+		memset(&self_ns, 0, sizeof(self_ns));   /* no record can name inode 0: nothing is ours */
 	dfd = lock_dir();
 	memset(st, 0, sizeof(*st));
 	st->rec_fd = st->wd_fd = -1;
@@ -413,7 +389,10 @@ int root_state_begin(struct root_state *st, bool (*slot_ok)(unsigned int slot, v
 		errno = e;
 		return -1;
 	}
-	dprintf(st->rec_fd, "# childflow --root, pid %d, %s", (int)p, netns_tag);
+	/* The first line as older versions write it: they share and restore by it. */
+	dprintf(st->rec_fd, "# childflow --root, pid %d, netns %llu:%llu\nnetns %llu %llu %llu\n", (int)p,
+		(unsigned long long)self_ns.dev, (unsigned long long)self_ns.ino, (unsigned long long)self_ns.dev,
+		(unsigned long long)self_ns.ino, (unsigned long long)self_ns.cookie);
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0 || (st->watchdog = fork()) < 0) {
 		explain_fail("root_host", errno, "cannot start the watchdog that restores the host for --root");
 		close(st->rec_fd);

@@ -205,8 +205,9 @@ static void block_forwarded_signals(void)
 	sigprocmask(SIG_SETMASK, &set, NULL);
 }
 
-/* Fork init, publish its pid, tell G, and only then let init start the command. */
-static pid_t child_start_init(const struct sandbox_config *cfg, struct sandbox_shared *sh, int sync)
+/* Fork init, publish its pid, tell G (with @rv's fds, for P), and only then let init start the command. */
+static pid_t child_start_init(const struct sandbox_config *cfg, struct sandbox_shared *sh, int sync,
+			      struct child_resolv *rv)
 {
 	int go[2];
 	pid_t init;
@@ -225,11 +226,13 @@ static pid_t child_start_init(const struct sandbox_config *cfg, struct sandbox_s
 	if (init == 0) {
 		close(go[1]);
 		close(sync);
+		child_resolv_close(rv);   /* P's to write, nobody's inside */
 		init_main(cfg, go[0], sh);
 	}
 	close(go[0]);
 	atomic_store_explicit(&sh->init_pid, init, memory_order_release);
-	gw_send_op(sync, GW_C_INIT_STARTED);
+	gw_send(sync, (struct gw_msg){ .op = GW_C_INIT_STARTED, .count = (uint16_t)rv->n }, NULL, 0, rv->fd, rv->n);
+	child_resolv_close(rv);
 	close(sync);
 	/* The write end stays open: init reads EOF only if C dies before this byte. */
 	if (write(go[1], "g", 1) != 1)
@@ -241,6 +244,7 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 		struct sandbox_shared *sh, int sync, pid_t gw_pid)
 {
 	struct child_allowed allowed;
+	struct child_resolv rv;
 	siginfo_t si;
 	pid_t init;
 	int st;
@@ -277,9 +281,9 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	child_allow_take(cfg, &allowed, sh);
 	if (cfg->isolate)
 		isolate_mounts(sh);
-	child_name_files(cfg, &allowed, sh);
+	child_name_files(cfg, &allowed, &rv, sh);
 	child_allow_place(&allowed, sh);
-	init = child_start_init(cfg, sh, sync);
+	init = child_start_init(cfg, sh, sync, &rv);
 	/* Wait without reaping, forget the pid, then reap: P must never signal a recycled pid. */
 	while (waitid(P_PID, (id_t)init, &si, WEXITED | WNOWAIT) < 0)
 		if (errno != EINTR)
@@ -296,6 +300,7 @@ int sandbox_mounts_try(void)
 	static struct sandbox_shared sh;
 	struct sandbox_config cfg;
 	struct child_allowed none = { .n = 0 };
+	struct child_resolv rv;
 
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return -errno;
@@ -303,6 +308,7 @@ int sandbox_mounts_try(void)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.resolv_conf = "nameserver 127.0.0.1\n";
 	cfg.hosts = "127.0.0.1 localhost\n";
-	child_name_files(&cfg, &none, &sh);
+	child_name_files(&cfg, &none, &rv, &sh);
+	child_resolv_close(&rv);
 	return 0;
 }

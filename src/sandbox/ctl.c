@@ -159,7 +159,12 @@ static int read_ctl(struct sandbox *sb, int flags)
 	case GW_UDP_SOCKETS:
 		return pool_take_reply(sb, &m, payload, fds, nfds) ? 1 : 0;
 	case GW_CMD_STARTED:
-		gw_close_fds(fds, nfds);
+		for (int i = 0; i < nfds; i++) {
+			if (sb->n_resolv < SANDBOX_RESOLV_MAX && m.count == nfds)
+				sb->resolv_fd[sb->n_resolv++] = fds[i];
+			else
+				close(fds[i]);
+		}
 		sandbox_flush_queued_signals(sb);
 		return 0;
 	default:

@@ -16,6 +16,13 @@
  * When P dies, C and its mount namespace die with it; a detached tmpfs has no path, so nothing is
  * ever left on the host, not even after SIGKILL.
  *
+ * The resolv.conf text follows the host's during the run (its search, domain and options lines):
+ * before a tmpfs is sealed, a writable clone of it is taken and each file holding that text is
+ * opened for writing through it (struct child_resolv).  Those fds go to P (with C_INIT_STARTED and
+ * CMD_STARTED), which rewrites the same inodes in place; the command's read-only mounts of them
+ * show the new text, and glibc re-reads the file when its mtime changes.  The fds are the only way
+ * to write: the clone has no path, and init closes them before anything else runs.
+ *
  * Host endpoints that would resolve names or open connections for the tree, around its network
  * controls, are covered too, when they exist: systemd-resolved's /run/systemd/resolve/ (varlink
  * io.systemd.Resolve and friends; a resolv.conf or stub-resolv.conf there is kept, with the child's
@@ -162,6 +169,32 @@ static int cover(int store, const char *name, const char *target)
 	return r;
 }
 
+void child_resolv_close(struct child_resolv *rv)
+{
+	for (int i = 0; i < rv->n; i++)
+		close(rv->fd[i]);
+	rv->n = 0;
+}
+
+/* Open @name of the tmpfs @mnt for writing through a writable clone of it, into @rv (when it
+ * exists; @rv full or @name missing: nothing).  Call before @mnt is sealed.  Return: 0 or -errno. */
+static int resolv_take(int mnt, const char *name, struct child_resolv *rv)
+{
+	int rw, fd;
+
+	if (rv->n >= CHILD_RESOLV_MAX)
+		return 0;
+	rw = (int)syscall(SYS_open_tree, mnt, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+	if (rw < 0)
+		return -errno;
+	fd = openat(rw, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	close(rw);   /* the open file keeps the clone alive, with no path anywhere */
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	rv->fd[rv->n++] = fd;
+	return 0;
+}
+
 /* Recreate the entry @name of @from in @mirror: a symlink as it is, anything else as an empty
  * placeholder for the clone moved onto it.  Return: 0 or -errno. */
 static int mirror_entry(int from, const char *name, int mirror)
@@ -194,7 +227,7 @@ static int mirror_entry(int from, const char *name, int mirror)
  * Fails with one line.
  */
 static void mirror_etc(const struct etc_file *files, const bool *missing, int nfiles,
-		       struct sandbox_shared *sh)
+		       struct child_resolv *rv, struct sandbox_shared *sh)
 {
 	const char *step = "clone it";
 	int orig, mirror = -1, fd, r = 0;
@@ -210,8 +243,9 @@ static void mirror_etc(const struct etc_file *files, const bool *missing, int nf
 			r = mirror;
 	}
 	for (int i = 0; i < nfiles && !r; i++)
-		if (missing[i])
-			r = store_file(mirror, strrchr(files[i].path, '/') + 1, files[i].text);
+		if (missing[i] && (r = store_file(mirror, strrchr(files[i].path, '/') + 1, files[i].text)) == 0 &&
+		    strcmp(files[i].path, ETC_DIR "/resolv.conf") == 0)
+			r = resolv_take(mirror, "resolv.conf", rv);
 	if (!r && ((fd = openat(orig, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 || !(d = fdopendir(fd))))
 		r = -errno;
 	if (r || !d)
@@ -399,7 +433,7 @@ void child_allow_place(struct child_allowed *al, struct sandbox_shared *sh)
 }
 
 void child_name_files(const struct sandbox_config *cfg, const struct child_allowed *al,
-		      struct sandbox_shared *sh)
+		      struct child_resolv *rv, struct sandbox_shared *sh)
 {
 	const struct etc_file files[] = {
 		{ ETC_DIR "/resolv.conf", cfg->resolv_conf },
@@ -411,6 +445,7 @@ void child_name_files(const struct sandbox_config *cfg, const struct child_allow
 	bool is_dir[HIDDEN_MAX], missing[NFILES], any_missing = false;
 	int store, r, nreal = 0;
 
+	rv->n = 0;
 	if ((store = store_new()) < 0)
 		fail(sh, "cannot create a private tmpfs for the child's name files: %s", strerror(-store));
 	for (int i = 0; i < NFILES; i++) {
@@ -472,11 +507,24 @@ void child_name_files(const struct sandbox_config *cfg, const struct child_allow
 			fail(sh, "cannot prepare the cover of %s: %s", real[nreal], strerror(-r));
 		nreal++;
 	}
+	/* The files with the resolv.conf text, writable for P (see the top of this file): /etc's, then
+	 * systemd-resolved's copies in the cover of its directory. */
+	r = cfg->resolv_conf ? resolv_take(store, "resolv.conf", rv) : 0;
+	for (int i = 0; cfg->resolv_conf && i < nreal && !r; i++) {
+		for (size_t k = 0; is_dir[i] && k < sizeof(resolved_files) / sizeof(resolved_files[0]) && !r; k++) {
+			char name[64];
+
+			snprintf(name, sizeof(name), "hidden%d/%s", i, resolved_files[k]);
+			r = resolv_take(store, name, rv);
+		}
+	}
+	if (r < 0)
+		fail(sh, "cannot keep the child's resolv.conf writable for childflow: %s", strerror(-r));
 	if ((r = store_seal(store)) < 0)
 		fail(sh, "cannot make the child's name files read-only: %s", strerror(-r));
 
 	if (any_missing)
-		mirror_etc(files, missing, NFILES, sh);
+		mirror_etc(files, missing, NFILES, rv, sh);
 	for (int i = 0; i < NFILES; i++) {
 		const char *name = strrchr(files[i].path, '/') + 1;
 

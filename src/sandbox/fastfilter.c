@@ -5,6 +5,9 @@
  *
  * The filter (libseccomp, a second filter stacked on load_filter()'s):
  *   native x86_64  connect, bind, listen           -> USER_NOTIF (P performs or refuses each one)
+ *                  epoll_ctl(ADD), dup, dup2, dup3, fcntl(F_DUPFD, F_DUPFD_CLOEXEC)
+ *                                                  -> USER_NOTIF (P notes a fresh TCP socket shared
+ *                                                     before connect, then lets the call continue)
  *                  io_uring_setup                  -> EPERM (its ops would connect without a syscall)
  *                  sendto/sendmmsg (a3), sendmsg (a2) with MSG_FASTOPEN -> EOPNOTSUPP (an implicit
  *                                                     connect that P would not see)
@@ -18,8 +21,10 @@
 #include "sandbox/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <seccomp.h>
@@ -85,6 +90,19 @@ static int load_notify_filter(void)
 		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(bind), 0);
 	if (r == 0)
 		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(listen), 0);
+	/* Sharing a socket before its connect (P must not replace it then): observed, continued. */
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(epoll_ctl), 1, SCMP_A1(SCMP_CMP_EQ, EPOLL_CTL_ADD));
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(dup), 0);
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(dup2), 0);
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(dup3), 0);
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(fcntl), 1, SCMP_A1(SCMP_CMP_EQ, F_DUPFD));
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(fcntl), 1, SCMP_A1(SCMP_CMP_EQ, F_DUPFD_CLOEXEC));
 	if (r == 0)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(io_uring_setup), 0);
 	if (r == 0)

@@ -513,8 +513,9 @@ static int serve_p(struct gw *g)
 /* Handle one message of C's.  Return: 0, or -1 when C closed its end. */
 static int serve_c(struct gw *g)
 {
+	int fds[FDPASS_MAX], nfds = 0;
 	struct gw_msg m;
-	int r = gw_recv(g->csock, &m, NULL, 0, NULL, 0, NULL, 0);
+	int r = gw_recv(g->csock, &m, NULL, 0, fds, FDPASS_MAX, &nfds, 0);
 
 	if (r < 0)
 		return r == -EAGAIN || r == -EINTR ? 0 : -1;
@@ -528,8 +529,10 @@ static int serve_c(struct gw *g)
 		if (gw_send_op(g->csock, GW_C_GO) < 0)
 			return -1;
 	} else if (m.op == GW_C_INIT_STARTED) {
-		gw_send_op(g->psock, GW_CMD_STARTED);
+		/* With the writable fds of the child's resolv.conf files, for P. */
+		gw_send(g->psock, (struct gw_msg){ .op = GW_CMD_STARTED, .count = (uint16_t)nfds }, NULL, 0, fds, nfds);
 	}
+	gw_close_fds(fds, nfds);
 	return 0;
 }
 

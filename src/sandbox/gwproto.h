@@ -16,7 +16,8 @@
  *                                              GW_KIND_CAPTURE: the capture's packet socket)
  *                 G->P UDP_SOCKETS (unasked)   SANDBOX_POOL_FILL per offered family, in batches
  *                 G->P CHILD_NETNS             1 fd: N2 (kept until the relay has drained)
- *                 G->P CMD_STARTED             init runs and its pid is in the shared page
+ *                 G->P CMD_STARTED             init runs and its pid is in the shared page; fds: the
+ *                                              child's resolv.conf files, writable (C_INIT_STARTED's)
  * Service, P<->G: P->G UDP_SOCKETS             family, count <= FDPASS_MAX: please create
  *                 G->P UDP_SOCKETS             family, count fds, err (-errno when short),
  *                                              payload: struct gw_udp_reply
@@ -24,7 +25,8 @@
  *                 G->C C_LINK_READY            veth and gw0 configured: C configures eth0
  *                 C->G C_LINK_UP               eth0 is operational: G checks gw0 likewise
  *                 G->C C_GO                    both ends carry frames: C starts init
- *                 C->G C_INIT_STARTED          init's pid is published (forwarded as CMD_STARTED)
+ *                 C->G C_INIT_STARTED          init's pid is published (forwarded as CMD_STARTED);
+ *                                              fds: the child's resolv.conf files (etcfiles.c)
  */
 #ifndef CHILDFLOW_GWPROTO_H
 #define CHILDFLOW_GWPROTO_H

@@ -54,6 +54,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <seccomp.h>
@@ -141,8 +142,14 @@ static int drop_capabilities(void)
  * (unshare() and clone() with CLONE_NEWUSER: EPERM; clone3(), whose flags a filter cannot read:
  * ENOSYS, so that libc falls back to clone()): new user namespaces are where most kernel exploits
  * start, and a sysctl such as user.max_user_namespaces would be the caller's whole user namespace's,
- * not the command's.  Loading it sets no_new_privs (see the top of this file).
+ * not the command's.  Socket families that no network namespace separates (AF_VSOCK: the
+ * hypervisor's and the host's vsock services; AF_QIPCRTR) are refused with EAFNOSUPPORT, as on a
+ * kernel without them.  (An i386 binary's socketcall() carries its arguments in memory, which a
+ * filter cannot read: that one path is left open so that 32-bit programs keep their network.)
+ * Loading it sets no_new_privs (see the top of this file).
  */
+static const int unshared_families[] = { AF_VSOCK, AF_QIPCRTR };
+
 static int load_filter(const struct sandbox_config *cfg)
 {
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -160,6 +167,15 @@ static int load_filter(const struct sandbox_config *cfg)
 	if (r == 0)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
 				     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCLINUX));
+	/* Socket families the network namespace does not separate: vsock reaches the hypervisor's
+	 * and the host's vsock services, qrtr a modem's; neither is a network childflow controls. */
+	for (size_t i = 0; r == 0 && i < sizeof(unshared_families) / sizeof(unshared_families[0]); i++) {
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+				     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)unshared_families[i]));
+		if (r == 0)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socketpair), 1,
+					     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)unshared_families[i]));
+	}
 	if (r == 0 && cfg->isolate)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(unshare), 1,
 				     SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWUSER, CLONE_NEWUSER));

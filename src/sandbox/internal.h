@@ -71,18 +71,28 @@ struct child_allowed {
 	char path[SANDBOX_MAX_ALLOW_SOCKETS][PATH_MAX];
 };
 
+/* The files carrying the command's resolv.conf text, open for writing through a writable clone of
+ * their (otherwise read-only) tmpfs: P rewrites them in place when the host's resolv.conf changes. */
+#define CHILD_RESOLV_MAX SANDBOX_RESOLV_MAX
+struct child_resolv {
+	int n;
+	int fd[CHILD_RESOLV_MAX];
+};
+
 /*
  * C, in its (private) mount namespace (etcfiles.c), in this order; each fails with one line (setup
  * failure):
  * child_allow_take() - clone each of @cfg's --allow-socket paths (which must be unix sockets) into @al;
  * child_name_files() - give the command @cfg's resolv.conf, hosts and nsswitch.conf, and hide the
  *   host endpoints that resolve names or connect for a caller (with --isolate, the caller's runtime
- *   directory too), with a place kept for @al's sockets inside hidden directories;
+ *   directory too), with a place kept for @al's sockets inside hidden directories; @rv gets the
+ *   writable fds of the files that hold the resolv.conf text (none without one);
  * child_allow_place() - put @al's clones back onto their paths, over the hiding.
  */
 void child_allow_take(const struct sandbox_config *cfg, struct child_allowed *al, struct sandbox_shared *sh);
 void child_name_files(const struct sandbox_config *cfg, const struct child_allowed *al,
-		      struct sandbox_shared *sh);
+		      struct child_resolv *rv, struct sandbox_shared *sh);
+void child_resolv_close(struct child_resolv *rv);
 void child_allow_place(struct child_allowed *al, struct sandbox_shared *sh);
 
 /* init: PID 1 of the PID namespace; never returns.  Starts the command once @go_fd yields a byte. */

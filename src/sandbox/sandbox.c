@@ -180,6 +180,9 @@ static void release_fds(struct sandbox *sb)
 	if (sb->fast_fd >= 0)
 		close(sb->fast_fd);
 	sb->fast_fd = -1;
+	for (int i = 0; i < sb->n_resolv; i++)
+		close(sb->resolv_fd[i]);
+	sb->n_resolv = 0;
 	if (sb->ctl_fd >= 0)
 		close(sb->ctl_fd);
 	sb->ctl_fd = -1;
@@ -414,13 +417,19 @@ static unsigned int be_reserved_fds(const struct backend *b)
 {
 	(void)b;
 	/* Both pools, the listeners, the gate, the echo queue, the raw sockets, the capture, the
-	 * control socket, G's pidfd and the child's netns. */
-	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 8;
+	 * control socket, G's pidfd, the child's netns and its resolv.conf files. */
+	return 2 * SANDBOX_POOL_MAX + BE_NLISTEN + 8 + SANDBOX_RESOLV_MAX;
 }
 
 static const struct netplan *be_netplan(const struct backend *b)
 {
 	return &csb_of(b)->net;
+}
+
+static int be_child_resolv_fds(const struct backend *b, const int **fds)
+{
+	*fds = csb_of(b)->resolv_fd;
+	return csb_of(b)->n_resolv;
 }
 
 static const struct backend_ops sandbox_ops = {
@@ -440,6 +449,7 @@ static const struct backend_ops sandbox_ops = {
 	.release = be_release,
 	.reserved_fds = be_reserved_fds,
 	.netplan = be_netplan,
+	.child_resolv_fds = be_child_resolv_fds,
 };
 
 /* The rootful backend is the same sandbox with an uplink (sandbox_config.uplink): only its name differs. */
@@ -459,6 +469,7 @@ static const struct backend_ops rootful_ops = {
 	.release = be_release,
 	.reserved_fds = be_reserved_fds,
 	.netplan = be_netplan,
+	.child_resolv_fds = be_child_resolv_fds,
 };
 
 struct backend_ref sandbox_backend(struct sandbox *sb)

@@ -88,6 +88,8 @@ struct sandbox_pool {
 
 struct sandbox_shared;
 
+#define SANDBOX_RESOLV_MAX 3
+
 struct sandbox {
 	struct netplan net;
 	pid_t gw_pid;
@@ -100,6 +102,8 @@ struct sandbox {
 	int capture_fd;               /* AF_PACKET on gw0 with its ring (cfg->capture), else -1 */
 	int child_netns_fd;           /* keeps N2 (and the veth) alive until the relay has drained */
 	int fast_fd;                  /* --fast-tcp: P's end of the listener channel (fastfilter.c), or -1 */
+	int resolv_fd[SANDBOX_RESOLV_MAX];   /* the child's resolv.conf files, writable (from CMD_STARTED) */
+	int n_resolv;
 	struct sandbox_shared *shared;
 	struct sandbox_pool pool[BE_SOCK_N];
 	/* Refills asked of G and not answered, oldest first (G answers in order): an answer the kernel

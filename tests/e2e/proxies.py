@@ -14,7 +14,9 @@ In the proxy namespace:
     fake       :9000  HTTP CONNECT proxy whose 200 reply carries the destination's first bytes
     fake       :9001  SOCKS5 proxy whose CONNECT reply carries the destination's first bytes
     fake       :9002  SOCKS5 proxy that answers a CONNECT to port 7000+N with REP N (1-8), logging
-                      each request's address type and address
+                      each request's address type and address (not the start-up probe's, to port 0)
+    fake       :9003  SOCKS5 proxy (no authentication) that reads what arrived 0.3 s after the
+                      connection, logging how much of the handshake that first read held, then echoes
     (nothing)  :9999  a dead proxy: connections are refused
 dante refuses (REP 2, its ruleset) CONNECTs to BLOCKED4/BLOCKED6.  The proxies resolve names with
 /etc/netns/<ns>/hosts (`names`; `ip netns exec` binds it over /etc/hosts) and a resolv.conf naming
@@ -33,8 +35,8 @@ import world as W
 NET4, NET6 = "198.18.7.0/24", "2001:db8:7::/64"
 GW4, GW6 = "198.18.7.1", "2001:db8:7::1"
 PROXY4, PROXY6 = "198.18.7.10", "2001:db8:7::10"
-TINY, STUNNEL, STUNNEL_OTHER, MICROSOCKS, DANTE, FAKE_HTTP, FAKE_SOCKS, FAKE_REP, DEAD = \
-    8888, 8443, 8444, 1080, 1081, 9000, 9001, 9002, 9999
+TINY, STUNNEL, STUNNEL_OTHER, MICROSOCKS, DANTE, FAKE_HTTP, FAKE_SOCKS, FAKE_REP, FAKE_PIPE, DEAD = \
+    8888, 8443, 8444, 1080, 1081, 9000, 9001, 9002, 9003, 9999
 REP_BASE = 7000                                        # FAKE_REP: port REP_BASE+N gets REP N
 BLOCKED4, BLOCKED6 = "198.51.100.80", "2001:db8:100::80"   # dante: "not allowed by ruleset"
 CERT_NAME = "proxy.test"
@@ -42,7 +44,7 @@ GREETING = b"EARLY-BYTES-FROM-THE-DESTINATION\n"
 
 # A proxy that answers in one segment: its reply and the destination's first bytes, then echoes.
 FAKE = r'''
-import socket, sys, threading
+import socket, sys, threading, time
 kind, port, greeting = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode() + b"\n"
 def serve(c):
     try:
@@ -63,11 +65,30 @@ def serve(c):
             atyp, port = req[3], int.from_bytes(req[-2:], "big")
             addr = req[5:-2].decode() if atyp == 3 else socket.inet_ntop(
                 socket.AF_INET if atyp == 1 else socket.AF_INET6, req[4:-2])
-            print(f"atyp={atyp} addr={addr} port={port}", flush=True)
+            if port:   # port 0: the start-up probe's pipelined CONNECT 0.0.0.0:0
+                print(f"atyp={atyp} addr={addr} port={port}", flush=True)
             rep = port - int(greeting) if 0 < port - int(greeting) <= 8 else 0
             c.sendall(bytes([5, rep, 0, 1, 0, 0, 0, 0, 0, 0]))
             if rep:
                 return
+        elif kind == "socks5-pipe":
+            time.sleep(0.3)
+            buf = c.recv(4096)
+            first = len(buf)
+            while len(buf) < 2 or len(buf) < 2 + buf[1]:
+                buf += c.recv(4096) or sys.exit(0)
+            glen = 2 + buf[1]
+            if first == glen:
+                c.sendall(b"\x05\x00")   # the greeting alone: answer it before reading on
+            def need():
+                if len(buf) < glen + 5:
+                    return glen + 5
+                return glen + {1: 10, 4: 22}.get(buf[glen + 3], 7 + buf[glen + 4])
+            while len(buf) < need():
+                buf += c.recv(4096) or sys.exit(0)
+            port = int.from_bytes(buf[need() - 2:need()], "big")
+            print(f"port={port} first={first} handshake={need()}", flush=True)
+            c.sendall((b"" if first == glen else b"\x05\x00") + b"\x05\x00\x00\x01\0\0\0\0\0\0")
         else:
             c.recv(3)
             c.sendall(b"\x05\x00")
@@ -180,10 +201,12 @@ class Proxies:
         self._start_dante()
         for kind, port, arg in (("http", FAKE_HTTP, GREETING.decode().strip()),
                                 ("socks5", FAKE_SOCKS, GREETING.decode().strip()),
-                                ("socks5-rep", FAKE_REP, str(REP_BASE))):
+                                ("socks5-rep", FAKE_REP, str(REP_BASE)),
+                                ("socks5-pipe", FAKE_PIPE, "-")):
             self._spawn([W.PY, "-u", "-c", FAKE, kind, str(port), arg], port,
                         os.path.join(self.dir, f"fake-{kind}.log"))
         self.rep_log = os.path.join(self.dir, "fake-socks5-rep.log")
+        self.pipe_log = os.path.join(self.dir, "fake-socks5-pipe.log")
 
     def _spawn(self, argv, port, log):
         p = subprocess.Popen(["ip", "netns", "exec", self.ns] + argv, stdin=subprocess.DEVNULL,

@@ -70,22 +70,6 @@ def test_usage_error_exit_2(cfc, args, needle):
         assert needle in lines[0], r
 
 
-@pytest.mark.parametrize("args,what", [
-    (["-c", "out.pcapng", "-C", "egress", "--root"], "with --root is not implemented"),
-], ids=["root-egress"])
-def test_unimplemented_flags_refuse_clearly(cf, sess, args, what):
-    pcap = os.path.join(sess.work, "out.pcapng")
-    if os.path.exists(pcap):
-        os.unlink(pcap)
-    r = cf.run(args + ["--", "sh", "-c", "echo RAN"])
-    assert r.rc != 0, r
-    assert b"RAN" not in r.out, "the command ran although a requested flag is not honoured: " + repr(r)
-    lines = [l for l in r.etext.split("\n") if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("childflow:"), r
-    assert what in lines[0].lower(), r
-    assert not os.path.exists(pcap), "a capture file was created for an unimplemented view"
-
-
 def test_help_and_version(cf):
     r = cf.run(["--version"])
     assert r.rc == 0 and r.text.startswith("childflow "), r

@@ -329,6 +329,66 @@ def test_default_path_resolv_conf_change_taken_up(cf, dnsw, sess):
     assert_recorder_silent(dnsw)
 
 
+# Inside: a long-running process looks a short name up before and after the host's change.
+SEARCH_PROBE = r"""
+import socket, sys, time
+def look():
+    try:
+        return socket.getaddrinfo("a", 53, socket.AF_INET, socket.SOCK_DGRAM)[0][4][0]
+    except socket.gaierror:
+        return "none"
+print("before", look(), flush=True)
+sys.stdin.readline()
+t0, got = time.monotonic(), "none"
+while got == "none" and time.monotonic() - t0 < 5:
+    time.sleep(0.05)
+    got = look()
+print("after", got, round(time.monotonic() - t0, 2), flush=True)
+print(open("/etc/resolv.conf").read(), flush=True)
+"""
+
+
+def test_default_path_search_change_followed_inside(cf, dnsw, sess):
+    """The host's resolv.conf gains a search domain during the run: the child's resolv.conf follows
+    (its nameservers still the gateway), and a process already running inside, which looked the
+    short name "a" up in vain before, finds a.test afterwards without being restarted."""
+    d = tempfile.mkdtemp(prefix="cfw-rc-", dir=sess.work)
+    os.chmod(d, 0o755)
+    live = os.path.join(d, "resolv.conf")
+    with open(live, "w") as f:
+        f.write(f"nameserver {LOOP}\noptions timeout:2 attempts:1\n")
+    os.chmod(live, 0o644)
+    script = f"mount --bind {live} /etc/resolv.conf && exec \"$@\""
+    inner = cf.prefix()[4:]
+    argv = ["ip", "netns", "exec", cf.world.host, "unshare", "-m", "--propagation", "private", "sh", "-c",
+            script, "sh"] + inner + [cf.bin, "--", W.PY, "-c", SEARCH_PROBE]
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        first = p.stdout.readline().decode()
+        assert first.split() == ["before", "none"], (first, p.stderr.read1().decode())
+        # Rewrite in place, as resolvconf does: a search domain and one more option.
+        with open(live, "w") as f:
+            f.write(f"# rewritten\nsearch test\nnameserver {LOOP}\noptions timeout:2 attempts:1 ndots:1\n")
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+        out, err = p.communicate(timeout=30)
+    finally:
+        kill_tree(p)
+        os.unlink(live)
+        os.rmdir(d)
+    out, err = out.decode(), err.decode()
+    assert p.returncode == 0, (out, err)
+    after = out.split("\n")[0].split()
+    assert after[:2] == ["after", A4], (out, err)
+    assert float(after[2]) < 2, (out, err)
+    inside = out.split("\n", 1)[1]
+    assert "search test" in inside and "ndots:1" in inside, inside
+    ns = [line.split()[1] for line in inside.splitlines() if line.startswith("nameserver")]
+    assert ns and LOOP not in ns and all(a.startswith(("10.", "fd")) for a in ns), inside
+    assert_recorder_silent(dnsw)
+
+
 def test_default_path_rotate_spreads_queries(cf, dnsw):
     """`options rotate` in the host's resolv.conf: successive queries start at successive nameservers
     (glibc's round robin), so both resolvers see queries; without it, the first one sees them all."""
@@ -350,21 +410,51 @@ def test_default_path_rotate_spreads_queries(cf, dnsw):
     assert_recorder_silent(dnsw)
 
 
-# A nameserver on loopback that answers every query with one rcode and counts them.
+# A nameserver on loopback that answers every query, over UDP and TCP, with one rcode and counts
+# them (one line per query: "udp" or "tcp").
 RCODE_SERVER = r"""
-import socket, sys
+import socket, sys, threading
+addr, rcode, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+lock = threading.Lock()
+
+def answer(m, proto):
+    flags = 0x8000 | (m[2] & 0x01) << 8 | 0x0080 | rcode   # QR, RD copied, RA, rcode
+    with lock, open(log, "a") as f:
+        f.write(proto + "\n")
+    return m[:2] + flags.to_bytes(2, "big") + m[4:6] + b"\0\0\0\0\0\0" + m[12:]
+
+def tcp_conn(c):
+    with c:
+        buf = b""
+        while True:
+            d = c.recv(4096)
+            if not d:
+                return
+            buf += d
+            while len(buf) >= 2 and len(buf) >= 2 + int.from_bytes(buf[:2], "big"):
+                n = int.from_bytes(buf[:2], "big")
+                m, buf = buf[2:2 + n], buf[2 + n:]
+                if len(m) >= 12:
+                    a = answer(m, "tcp")
+                    c.sendall(len(a).to_bytes(2, "big") + a)
+
+def tcp_serve(t):
+    while True:
+        c, _ = t.accept()
+        threading.Thread(target=tcp_conn, args=(c,), daemon=True).start()
+
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 53))
-rcode, log = int(sys.argv[2]), sys.argv[3]
+s.bind((addr, 53))
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((addr, 53))
+t.listen(16)
+threading.Thread(target=tcp_serve, args=(t,), daemon=True).start()
 open(log, "w").close()
 while True:
     m, a = s.recvfrom(4096)
-    if len(m) < 12:
-        continue
-    flags = 0x8000 | (m[2] & 0x01) << 8 | 0x0080 | rcode   # QR, RD copied, RA, rcode
-    s.sendto(m[:2] + flags.to_bytes(2, "big") + m[4:6] + b"\0\0\0\0\0\0" + m[12:], a)
-    with open(log, "a") as f:
-        f.write("q\n")
+    if len(m) >= 12:
+        s.sendto(answer(m, "udp"), a)
 """
 
 
@@ -374,12 +464,14 @@ def rcode_server(cf, sess):
 
     def start(addr, rcode):
         log = os.path.join(sess.logs, f"rcode-{addr}-{rcode}.log")
+        if os.path.exists(log):   # an earlier test's: wait for this server's own
+            os.unlink(log)
         p = subprocess.Popen(["ip", "netns", "exec", cf.world.host, W.PY, "-c", RCODE_SERVER, addr,
                               str(rcode), log], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, start_new_session=True)
         started.append(p)
         W.wait_file(log, proc=p)
-        return lambda: len(open(log).read().split())
+        return lambda proto="udp": open(log).read().split().count(proto)
     yield start
     for p in started:
         kill_tree(p)
@@ -414,4 +506,36 @@ def test_default_path_failing_nameserver_moves_on(cf, dnsw, rcode_server, rcode,
     assert took < 3, (took, out, err)
     assert count() == 3, "attempts:2 asks the only nameserver twice"
     assert "no DNS resolver answered" not in err, err   # it did answer, with an error
+    assert_recorder_silent(dnsw)
+
+
+@pytest.mark.parametrize("rcode,status", [(2, "SERVFAIL"), (5, "REFUSED")])
+def test_default_path_failing_nameserver_moves_on_tcp(cf, dnsw, rcode_server, rcode, status):
+    """The same over TCP (`dig +tcp`): a SERVFAIL or REFUSED answer on the session's upstream
+    connection sends the query on to the next nameserver, as glibc's res_send does over TCP too;
+    when every try fails so, the command gets that rcode, once per try asked."""
+    bad = "127.0.0.54"
+    count = rcode_server(bad, rcode)
+    path, argv = private_resolv(cf, f"nameserver {bad}\nnameserver {LOOP}\noptions timeout:2 attempts:1\n",
+                                ["--", "dig", "+tcp", "+time=3", "+tries=1", f"@{REC4}", "a.test"])
+    try:
+        rc, out, err = run_argv(argv, 30)
+    finally:
+        os.unlink(path)
+    assert rc == 0 and "status: NOERROR" in out and A4 in out, (out, err)
+    assert count("tcp") == 1, "the failing nameserver was not asked first"
+
+    path, argv = private_resolv(cf, f"nameserver {bad}\noptions timeout:2 attempts:2\n",
+                                ["--", "dig", "+tcp", "+time=5", "+tries=1", f"@{REC4}", "a.test"])
+    try:
+        t0 = time.monotonic()
+        rc, out, err = run_argv(argv, 30)
+        took = time.monotonic() - t0
+    finally:
+        os.unlink(path)
+    assert f"status: {status}" in out, (out, err)
+    assert took < 3, (took, out, err)
+    assert count("tcp") == 3, "attempts:2 asks the only nameserver twice"
+    assert count("udp") == 0, "a TCP query went out over UDP"
+    assert "no DNS resolver answered" not in err, err
     assert_recorder_silent(dnsw)

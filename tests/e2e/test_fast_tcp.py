@@ -374,6 +374,39 @@ a, _ = srv.accept(); a.sendall(b"unix-ok"); print(c.recv(16).decode(), oct(os.st
     assert r.out.split()[0] == b"unix-ok", r
 
 
+RAW_ADDRS = r'''
+import ctypes, json, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def raw(fam, op, addr):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    b = ctypes.create_string_buffer(addr, len(addr))
+    r = getattr(libc, op)(s.fileno(), b, len(addr))
+    e = 0 if r == 0 else ctypes.get_errno()
+    s.close()
+    return e
+port = struct.pack(">H", 80)
+print(json.dumps({
+    # 126 path bytes and no NUL: longer than a sockaddr_un (the kernel: EINVAL)
+    "unix_long": raw(socket.AF_UNIX, "connect", struct.pack("<H", socket.AF_UNIX) + b"A" * 126),
+    "inet": raw(socket.AF_INET, "bind", struct.pack("<H", socket.AF_INET) + port + bytes(12)),
+    # AF_UNSPEC with INADDR_ANY binds an AF_INET socket as AF_INET, port included
+    "unspec": raw(socket.AF_INET, "bind", struct.pack("<H", socket.AF_UNSPEC) + port + bytes(12)),
+}))
+'''
+
+
+def test_raw_addresses_get_the_kernels_answers(cf, world):
+    """Addresses P copies out of the command's memory, as the kernel would judge them: an AF_UNIX
+    address longer than a sockaddr_un is EINVAL (main copied its path into a 109-byte buffer: up
+    to 17 bytes beyond it), and a privileged port bound through an AF_UNSPEC address needs the
+    same capability as through AF_INET (main performed it with P's privileges)."""
+    r, _ = fast(cf, py(RAW_ADDRS))
+    assert r.rc == 0, r.err.decode()[-3000:]
+    got = last_json(r.out)
+    assert got["unix_long"] == errno.EINVAL, got
+    assert got["unspec"] == got["inet"], got
+
+
 def test_old_kernel_is_one_clear_error(cf, world):
     """On Linux < 5.19 --fast-tcp is refused with one line (uname faked with a personality that
     reports 2.6: UNAME26)."""

@@ -162,3 +162,88 @@ def test_a_burst_to_a_closed_port_all_reaches_it(cf, world, fam):
     count = re.compile(r"counter packets (\d+)")
     assert [int(n) for n in count.findall(seen_control)] == [20], seen_control
     assert [int(n) for n in count.findall(seen)] == [40], seen
+
+
+# argv: dst port; one connected socket, IP_RECVERR.  A first datagram with TTL 2 opens the flow (the
+# remote's echo answers it); then probes 1..n, TTL 1 (the router's time exceeded) and 2 (the
+# remote's echo) alternating, on the same socket, TTL set before each (setsockopt), one at a time.
+PER_DATAGRAM_TTL = r'''
+import select, socket, struct, sys
+dst, port, n = sys.argv[1], int(sys.argv[2]), 8
+v6 = ":" in dst
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+err_opt = (socket.IPPROTO_IPV6, 25) if v6 else (socket.IPPROTO_IP, 11)   # IPV6_RECVERR, IP_RECVERR
+ttl_opt = (socket.IPPROTO_IPV6, 16) if v6 else (socket.IPPROTO_IP, 2)    # IPV6_UNICAST_HOPS, IP_TTL
+s.setsockopt(*err_opt, 1)
+s.connect((dst, port))
+def ask(ttl, seq):
+    s.setsockopt(*ttl_opt, ttl)
+    s.send(b"probe %d" % seq)
+    if not select.select([s], [], [s], 2)[0]:
+        return "*"
+    try:
+        return "echo " + s.recv(100).decode()
+    except OSError:
+        data, anc, _, _ = s.recvmsg(100, 512, socket.MSG_ERRQUEUE)
+        for lvl, typ, cd in anc:
+            if (lvl, typ) == err_opt:           # sock_extended_err: origin, type; then the offender
+                fam, addr = (socket.AF_INET6, cd[24:40]) if v6 else (socket.AF_INET, cd[20:24])
+                return "type %d from %s" % (cd[5], socket.inet_ntop(fam, addr))
+        return "?"
+print(0, ask(2, 0))
+for seq in range(1, n + 1):
+    print(seq, ask(1 if seq % 2 else 2, seq))
+'''
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_each_datagram_keeps_its_ttl(cf, world, fam):
+    """A program that sets IP_TTL per datagram on one socket (traceroute with several probes per hop
+    on one socket): each datagram goes upstream with its own TTL.  Direct control first."""
+    dst = R1["v6"] if fam == "v6" else R1["v4"]
+    gw = W.HOST_GW6 if fam == "v6" else W.HOST_GW4
+    exceeded = 3 if fam == "v6" else 11
+    want = ["0 echo probe 0"] + [f"{i} type {exceeded} from {gw}" if i % 2 else f"{i} echo probe {i}"
+                                 for i in range(1, 9)]
+    args = py(PER_DATAGRAM_TTL, dst, str(W.ECHO_PORT))
+    control = cf.direct(args, timeout=40)
+    assert control.rc == 0 and control.text.splitlines() == want, ("the control itself", control)
+    r = cf.run(["--"] + args, timeout=40)
+    assert r.rc == 0, r
+    assert r.text.splitlines() == want, r
+
+
+def test_ordinary_traffic_leaves_with_the_hosts_ttl(cf, world):
+    """A command that sets no TTL: its UDP and TCP leave the host with the host's default TTL / hop
+    limit (here 100, seen as 99 behind the router), as the host's own programs do, not with the
+    sandbox namespace's 64.  Counted at the remote; the direct control first."""
+    send = r'''
+import socket, sys
+for h in sys.argv[1:]:
+    fam = socket.AF_INET6 if ":" in h else socket.AF_INET
+    u = socket.socket(fam, socket.SOCK_DGRAM)
+    u.settimeout(2)
+    u.sendto(b"hello", (h, 7))
+    u.recv(100)
+    t = socket.create_connection((h, 80), timeout=5)
+    t.close()
+print("ok")
+'''
+    host, remote = world.host, world.remote["remote1"]
+    old4 = world.sh_ns(host, ["sysctl", "-n", "net.ipv4.ip_default_ttl"]).strip()
+    old6 = world.sh_ns(host, ["sysctl", "-n", "net.ipv6.conf.eth0.hop_limit"]).strip()
+    world.sysctl(host, "net.ipv4.ip_default_ttl=100", "net.ipv6.conf.eth0.hop_limit=100")
+    try:
+        with W.NftTable(remote, "input") as nft:
+            nft.set(*[f"{m} {what} counter" for m in ("ip ttl 99", "ip6 hoplimit 99")
+                      for what in ("udp dport 7", "tcp dport 80 tcp flags & (syn | ack) == syn")])
+            args = py(send, R1["v4"], R1["v6"])
+            control = cf.direct(args, timeout=20)
+            assert control.rc == 0, control
+            r = cf.run(["--"] + args, timeout=20)
+            assert r.rc == 0, r
+            listed = world.sh_ns(remote, ["nft", "list", "chain", "inet", nft.name, "c"])
+    finally:
+        world.sysctl(host, f"net.ipv4.ip_default_ttl={old4}", f"net.ipv6.conf.eth0.hop_limit={old6}")
+    # each rule: one datagram (or SYN) from the control, one from the command
+    assert [int(n) for n in re.findall(r"counter packets (\d+)", listed)] == [2, 2, 2, 2], listed

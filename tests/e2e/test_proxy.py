@@ -132,7 +132,7 @@ def test_https_proxy_resumes_the_tls_session(px, cf, world):
     log says so for the later handshakes, and the downloads are intact."""
     log = px.stunnel_https_log
     before = len(px.log_text(log))
-    one = " ".join(curl(url(R1["v4"], "/index.html")))
+    one = shlex.join(curl(url(R1["v4"], "/index.html")))
     r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
                f"for i in 1 2 3; do {one} | sha256sum; done"], env={"SSL_CERT_FILE": px.ca}, timeout=60)
     assert r.rc == 0, r
@@ -149,8 +149,8 @@ def test_https_proxy_slow_and_fast_readers_get_every_byte(px, cf, world):
     (curl --limit-rate: its socket fills, sends to it come up short); a fast download alongside
     must not be held up or mixed with it."""
     big = sha(world.files["big.bin"])
-    slow = " ".join(curl("--limit-rate", "12M", url(R1["v4"], "/big.bin")))
-    fast = " ".join(curl(url(R1["v4"], "/big.bin")))
+    slow = shlex.join(curl("--limit-rate", "12M", url(R1["v4"], "/big.bin")))
+    fast = shlex.join(curl(url(R1["v4"], "/big.bin")))
     r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
                f"t=$(mktemp); ({slow} | sha256sum > $t) & {fast} | sha256sum; wait; cat $t; rm -f $t"],
                env={"SSL_CERT_FILE": px.ca}, timeout=60)
@@ -197,6 +197,18 @@ def test_wrong_password_one_warning(px, cf, scheme, port, text):
     assert r.rc == 0, r
     assert all(x != "data" for x in json.loads(r.out)), r
     assert warnings(r) == [f"childflow: warning: proxy {X.PROXY4}:{port} {text}"], r
+
+
+@pytest.mark.parametrize("port", [X.MICROSOCKS, X.DANTE], ids=["microsocks", "dante"])
+def test_wrong_password_told_at_start(px, cf, port):
+    """The start-up probe tells a refused password before the command connects anywhere, whatever
+    the SOCKS5 server does with a pipelined handshake (microsocks drops it and waits): the probe
+    goes step by step first; only a second probe tries the pipelined handshake."""
+    r = cf.run(["-p", proxy_uri("socks5", port), "-U", px.user, "-P", "wrong" + px.password, "--",
+                "sleep", "3"])
+    assert r.rc == 0, r
+    assert warnings(r) == [f"childflow: warning: proxy {X.PROXY4}:{port} rejected the credentials "
+                           "(SOCKS5 username/password)"], r
 
 
 def test_dead_proxy_one_warning(px, cf):

@@ -12,6 +12,7 @@ Honest failures: what the proxy answered about the destination is what the child
 import json
 import os
 import re
+import shlex
 
 import pytest
 
@@ -27,6 +28,8 @@ CLOSED = 4                                   # nothing listens there on remote1:
 HOSTUN4, HOSTUN6 = "198.51.100.78", "2001:db8:100::78"   # the router answers host unreachable
 NETUN4, NETUN6 = "198.51.100.79", "2001:db8:100::79"     # ... network unreachable
 PROXY_NAME = "proxyhost.test"                # only the private /etc/hosts knows it
+REFUSE4 = "198.18.7.11"                      # the router resets TCP to it: a refused proxy address
+SILENT4, SILENT6 = "198.18.7.12", "2001:db8:7::12"   # the router drops everything to them
 NAMES = {"r1.test": [R1["v4"], R1["v6"]], "one.test": [R1["v4"]], "two.test": [R1["v4"]]}
 
 
@@ -46,7 +49,9 @@ def pxw(world, sess):
         nft.set(f"ip daddr {HOSTUN4} reject with icmp type host-unreachable",
                 f"ip6 daddr {HOSTUN6} reject with icmpv6 type addr-unreachable",
                 f"ip daddr {NETUN4} reject with icmp type net-unreachable",
-                f"ip6 daddr {NETUN6} reject with icmpv6 type no-route")
+                f"ip6 daddr {NETUN6} reject with icmpv6 type no-route",
+                f"ip daddr {REFUSE4} meta l4proto tcp reject with tcp reset",
+                f"ip daddr {SILENT4} drop", f"ip6 daddr {SILENT6} drop")
         yield p
     finally:
         if nft:
@@ -168,6 +173,78 @@ def test_proxy_given_by_host_name(pxw, cf):
     assert (res["rc"], res["out"]) == (0, "remote1\n"), res
     assert connects(tail) == [f"{R1['v4']}:80"], tail.new()
     assert "warning" not in res["err"], res
+
+
+@pytest.mark.parametrize("dead", [[REFUSE4], [SILENT6], [SILENT6, REFUSE4, SILENT4]],
+                         ids=["refused-v4", "silent-v6", "three-dead"])
+def test_proxy_name_with_dead_addresses_first(pxw, cf, dead):
+    """The proxy's name resolves to dead addresses first (a refusing one, a silent IPv6 one, or
+    both and a silent IPv4 one) and the live tinyproxy last: each address is tried in turn, a silent
+    one for about a second, and every connection gets through (the first probe and two downloads)."""
+    tail = LogTail(pxw.tiny_log)
+    hosts = "127.0.0.1 localhost\n" + "".join(f"{a} {PROXY_NAME}\n" for a in dead + [X.PROXY4])
+    spec = {"etc": {"hosts": {"text": hosts}, "resolv.conf": {"text": f"nameserver {X.PROXY4}\n"},
+                    "nsswitch.conf": {"text": "hosts: files dns\n"}}}
+    u = url(R1["v4"], "/who.txt")
+    res = run_in_fixture(cf.argv(["-p", f"http://{PROXY_NAME}:{X.TINY}"] + auth(pxw) + ["--", "sh", "-c",
+                                  f"{shlex.join(curl(u))} && {shlex.join(curl(u))}"],
+                                 env={"CHILDFLOW_DEBUG": "1"}), spec, timeout=40)
+    assert (res["rc"], res["out"]) == (0, "remote1\nremote1\n"), res
+    assert connects(tail) == [f"{R1['v4']}:80"] * 2, tail.new()
+    # Every dead one before the live one, for each connection (the probe's may interleave).
+    tried = re.findall(r"address (\S+) failed \((.*?)\), trying the next one", res["err"])
+    assert sorted(a for a, _ in tried) == sorted(dead * 3), res["err"]
+    assert all(e == ("Connection refused" if a == REFUSE4 else "Connection timed out") for a, e in tried), tried
+    assert "warning" not in res["err"], res
+
+
+# ---------------------------------------------------------------- SOCKS5 pipelining
+
+# After a second (the start-up probe has answered by then): connect to each ADDR:PORT, send a line,
+# print what came back.
+ECHO_LINES = r'''
+import socket, sys, time
+time.sleep(float(sys.argv[1]))
+out = []
+for arg in sys.argv[2:]:
+    host, port = arg.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    s.sendall(b"ping\n")
+    out.append(s.makefile().readline().strip())
+    s.close()
+print(" ".join(out))
+'''
+
+
+def test_socks5_handshake_pipelined_once_the_probe_took_it(pxw, cf):
+    """The probe sends greeting and CONNECT at once; the proxy answers both, so the connections
+    after it do the same: the proxy's first read holds the whole handshake."""
+    tail = LogTail(pxw.pipe_log)
+    r = cf.run(["-p", proxy_uri("socks5", X.FAKE_PIPE), "--"] +
+               py(ECHO_LINES, "1", f"{R1['v4']}:80", f"{R1['v4']}:81"))
+    assert (r.rc, r.text.split()) == (0, ["ping", "ping"]), r
+    seen = {}
+    for port, first, hs in re.findall(r"port=(\d+) first=(\d+) handshake=(\d+)", tail.new()):
+        seen[int(port)] = (int(first), int(hs))
+    assert set(seen) == {0, 80, 81}, tail.new()
+    assert all(first == hs for first, hs in seen.values()), seen
+    assert not warnings(r), r
+
+
+@pytest.mark.parametrize("port", [X.MICROSOCKS, X.DANTE], ids=["microsocks", "dante"])
+def test_socks5_pipelining_only_where_the_probe_got_through(pxw, cf, port):
+    """dante takes greeting, credentials and CONNECT at once; microsocks drops what its first read
+    got beyond the greeting and waits: its probe stalls (here for the 1 s handshake timeout), nothing
+    is told, and the connections wait for each reply."""
+    r = cf.run(["-p", proxy_uri("socks5", port)] + auth(pxw) + ["--"] +
+               py(STEPS.replace("import socket, sys", "import socket, sys, time\ntime.sleep(2.5)"),
+                  f"connect={R1['v4']}", f"connect={R1['v4']}"),
+               env={"CHILDFLOW_DEBUG": "1", "CHILDFLOW_PROXY_TIMEOUT": "1"}, timeout=40)
+    assert (r.rc, r.text.split()) == (0, ["remote1"] * 2), r
+    took = "takes a pipelined SOCKS5 handshake" in r.etext
+    stalled = "does not take a pipelined SOCKS5 handshake" in r.etext
+    assert (took, stalled) == ((False, True) if port == X.MICROSOCKS else (True, False)), r.etext[-3000:]
+    assert not warnings(r), r
 
 
 # ---------------------------------------------------------------- honest failures

@@ -21,6 +21,7 @@ static size_t syn4(uint8_t *p, uint8_t flags)
 {
 	memset(p, 0, 40);
 	p[0] = 0x45;
+	p[8] = 3;                            /* TTL: a traceroute -T probe */
 	p[9] = IPPROTO_TCP;
 	inet_pton(AF_INET, "10.240.255.2", p + 12);
 	inet_pton(AF_INET, "198.51.100.10", p + 16);
@@ -42,6 +43,7 @@ static void test_syn_v4(void **state)
 	size_t n = syn4(p, 0x02);
 	assert_int_equal(nfq_syn_parse(p, n, &s), 0);
 	assert_int_equal(s.isn, 0xdeadbeef);
+	assert_int_equal(s.ttl, 3);
 	const struct sockaddr_in *src = (const void *)&s.src, *dst = (const void *)&s.dst;
 	assert_int_equal(ntohs(src->sin_port), 49153);
 	assert_int_equal(ntohs(dst->sin_port), 80);
@@ -76,6 +78,7 @@ static void test_syn_v6_ext(void **state)
 	memset(p, 0, sizeof(p));
 	p[0] = 0x60;
 	p[6] = 0;                             /* hop-by-hop first */
+	p[7] = 64;                            /* hop limit */
 	inet_pton(AF_INET6, "fd00:cf::2", p + 8);
 	inet_pton(AF_INET6, "2001:db8:100::10", p + 24);
 	p[40] = 60;                           /* then destination options */
@@ -90,6 +93,11 @@ static void test_syn_v6_ext(void **state)
 	assert_int_equal(s.dst.ss_family, AF_INET6);
 	assert_int_equal(ntohs(((struct sockaddr_in6 *)&s.dst)->sin6_port), 443);
 	assert_int_equal(s.isn, 7);
+	assert_int_equal(s.ttl, 64);
+	assert_int_equal(relay_child_ttl(s.ttl), 0);          /* the namespace's default: the host's */
+	assert_int_equal(relay_child_ttl(1), 1);              /* the child's own: carried */
+	assert_int_equal(relay_child_ttl(255), 255);
+	assert_int_equal(relay_child_ttl(-1), 0);             /* unknown */
 	assert_int_equal(nfq_syn_parse(p, 83, &s), -EINVAL);   /* TCP header cut */
 	p[48] = 44;                           /* a fragment header: not judged */
 	assert_int_equal(nfq_syn_parse(p, 84, &s), -EINVAL);

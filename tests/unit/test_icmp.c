@@ -220,6 +220,43 @@ static void test_echo_error_time_exceeded_v4(void **state)
 	assert_int_equal(icmp_echo_error_build(b, sizeof(b), &rep, &child, &dst, 1, 1, 0), 0);
 }
 
+/* A SYN's time exceeded (traceroute -T): from the router, quoting the child's ports and ISN. */
+static void test_tcp_error_time_exceeded(void **state)
+{
+	struct sockaddr_storage child = sa4("10.240.255.2", 40001), dst = sa4("198.51.100.10", 80);
+	struct icmp_report rep = { .family = AF_INET, .type = 11, .code = 0, .from = sa4("198.18.0.1", 0) };
+	uint8_t b[128], want[4];
+	uint32_t acc = 0;
+
+	(void)state;
+	assert_int_equal(icmp_tcp_error_build(b, sizeof(b), &rep, &child, &dst, 0xdeadbeef), 56);
+	inet_pton(AF_INET, "198.18.0.1", want);
+	assert_memory_equal(b + 12, want, 4);
+	assert_int_equal(b[20], 11);
+	assert_int_equal(csum(b + 20, 36, 0), 0xffff);
+	assert_int_equal(b[28 + 9], IPPROTO_TCP);
+	assert_int_equal(b[30] << 8 | b[31], 40);               /* a bare SYN's length */
+	assert_int_equal(b[48] << 8 | b[49], 40001);
+	assert_int_equal(b[50] << 8 | b[51], 80);
+	assert_int_equal((uint32_t)b[52] << 24 | b[53] << 16 | b[54] << 8 | b[55], 0xdeadbeef);
+	assert_int_equal(icmp_tcp_error_build(b, 55, &rep, &child, &dst, 1), 0);
+
+	child = sa6("fd42:6368:696c::2", 40002);
+	dst = sa6("2001:db8:100::10", 443);
+	rep = (struct icmp_report){ .family = AF_INET6, .type = 3, .code = 0, .from = sa6("2001:db8:2::1", 0) };
+	assert_int_equal(icmp_tcp_error_build(b, sizeof(b), &rep, &child, &dst, 0x01020304), 96);
+	assert_int_equal(b[40], 3);
+	assert_int_equal(b[48 + 6], IPPROTO_TCP);
+	assert_int_equal(b[48 + 4] << 8 | b[48 + 5], 20);
+	assert_int_equal(b[88] << 8 | b[89], 40002);
+	assert_int_equal(b[90] << 8 | b[91], 443);
+	assert_int_equal((uint32_t)b[92] << 24 | b[93] << 16 | b[94] << 8 | b[95], 0x01020304);
+	for (int i = 8; i < 40; i += 2)
+		acc += (uint32_t)b[i] << 8 | b[i + 1];
+	acc += 56 + IPPROTO_ICMPV6;
+	assert_int_equal(csum(b + 40, 56, acc), 0xffff);
+}
+
 static void test_echo_error_unreachable_v6(void **state)
 {
 	struct sockaddr_storage child = sa6("fd42:6368:696c::2", 0), dst = sa6("2001:db8:999::1", 0);
@@ -252,6 +289,7 @@ int main(void)
 		cmocka_unit_test(test_echo_reply_in_place),
 		cmocka_unit_test(test_echo_error_time_exceeded_v4),
 		cmocka_unit_test(test_echo_error_unreachable_v6),
+		cmocka_unit_test(test_tcp_error_time_exceeded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "backend/netplan.h"
 #include "dns/names.h"
@@ -158,6 +160,27 @@ static void test_load(void **state)
 	assert_int_equal(rc.n_ns, 1);
 }
 
+/* resolvconf_replace(): longer then shorter text, the same inode, nothing of the old text left. */
+static void test_replace(void **state)
+{
+	char buf[128];
+	struct stat a, b;
+	int fd = memfd_create("cf-resolv", MFD_CLOEXEC);
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &a), 0);
+	assert_int_equal(resolvconf_replace(fd, "search a.example b.example\nnameserver 10.0.0.1\n", 47), 0);
+	assert_int_equal(pread(fd, buf, sizeof(buf), 0), 47);
+	assert_int_equal(resolvconf_replace(fd, "nameserver 10.0.0.1\n", 21), 0);
+	assert_int_equal(pread(fd, buf, sizeof(buf), 0), 21);
+	assert_memory_equal(buf, "nameserver 10.0.0.1\n", 21);
+	assert_int_equal(fstat(fd, &b), 0);
+	assert_true(a.st_ino == b.st_ino && b.st_size == 21);
+	close(fd);
+	assert_int_equal(resolvconf_replace(-1, "x", 1), -EBADF);
+}
+
 static struct sockaddr_storage a4(const char *s)
 {
 	struct sockaddr_storage ss = { 0 };
@@ -256,6 +279,7 @@ int main(void)
 		cmocka_unit_test(test_hostile_lines_skipped),
 		cmocka_unit_test(test_child_text),
 		cmocka_unit_test(test_load),
+		cmocka_unit_test(test_replace),
 		cmocka_unit_test(test_names_basic),
 		cmocka_unit_test(test_names_ttl),
 		cmocka_unit_test(test_names_bound),
