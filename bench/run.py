@@ -91,7 +91,8 @@ PATHS = [
 ]
 # Before/after comparisons in one run: CHILDFLOW_BENCH_BASELINE=/path/to/an/older/build/childflow adds
 # it as the paths "childflow (baseline)", "childflow --fast-tcp (baseline)" and "childflow --root
-# (baseline)", each beside its own path, measured interleaved with the others.
+# (baseline)", each beside its own path, and "childflow (baseline) -c" and "childflow (baseline) -c -C
+# egress" after the capture paths, measured interleaved with the others.
 _BASELINE = os.environ.get("CHILDFLOW_BENCH_BASELINE")
 
 
@@ -103,6 +104,10 @@ if _BASELINE:
     _beside("childflow", ("childflow (baseline)", [_BASELINE, "--"], [_BASELINE]))
     _beside("childflow --fast-tcp", ("childflow --fast-tcp (baseline)", [_BASELINE, "--fast-tcp", "--"], [_BASELINE]))
     _beside("childflow --root", ("childflow --root (baseline)", [_BASELINE, "--root", "--"], [_BASELINE]))
+    # ... and its capture paths after ours (capture before/after in one run: --paths picks them).
+    _beside("childflow -c -C egress", ("childflow (baseline) -c -C egress",
+                                       [_BASELINE, "-c", CAPTURE_FILE, "-C", "egress", "--"], [_BASELINE]))
+    _beside("childflow -c -C egress", ("childflow (baseline) -c", [_BASELINE, "-c", CAPTURE_FILE, "--"], [_BASELINE]))
 
 # Start-up references that are not network paths (shown as notes, not as columns).
 STARTUP_REFERENCES = [("unshare -Urn true", ["unshare", "-Urn", "true"])]
@@ -167,13 +172,16 @@ def stop(p, grace=1.0):
 
 
 def proc_cpu_s(pid):
-    """CPU time of one process (not its children), in seconds, or None.
+    """CPU time of one process (all its threads, not its children), in seconds, or None.
 
-    /proc/PID/schedstat (nanoseconds on CPU, main thread; P is single-threaded) when the kernel has
-    it, else utime + stime from /proc/PID/stat (clock ticks)."""
+    /proc/PID/task/*/schedstat (nanoseconds on CPU per thread: P has a capture writer thread with
+    -c) when the kernel has it, else utime + stime from /proc/PID/stat (clock ticks)."""
     try:
-        with open(f"/proc/{pid}/schedstat") as f:
-            return int(f.read().split()[0]) / 1e9
+        total = 0
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
     except (OSError, IndexError, ValueError):
         pass
     try:
@@ -740,11 +748,11 @@ ROWS = [
     ("cost_tcp_up_8", "machine CPU per GB moved, TCP up, 8 streams", "core·s/GB", False, "{:.2f}", False),
     ("cost_tcp_down_8", "machine CPU per GB moved, TCP down, 8 streams", "core·s/GB", False, "{:.2f}",
      False),
-    ("capdrop_tcp_up_1", "`-c`: packets the kernel dropped, TCP up, 1 stream", "packets", False, "{:.0f}", True),
-    ("capdrop_tcp_down_1", "`-c`: packets the kernel dropped, TCP down, 1 stream", "packets", False, "{:.0f}",
+    ("capdrop_tcp_up_1", "`-c`: packets dropped (isb_ifdrop), TCP up, 1 stream", "packets", False, "{:.0f}", True),
+    ("capdrop_tcp_down_1", "`-c`: packets dropped (isb_ifdrop), TCP down, 1 stream", "packets", False, "{:.0f}",
      True),
-    ("capdrop_tcp_up_8", "`-c`: packets the kernel dropped, TCP up, 8 streams", "packets", False, "{:.0f}", True),
-    ("capdrop_tcp_down_8", "`-c`: packets the kernel dropped, TCP down, 8 streams", "packets", False, "{:.0f}",
+    ("capdrop_tcp_up_8", "`-c`: packets dropped (isb_ifdrop), TCP up, 8 streams", "packets", False, "{:.0f}", True),
+    ("capdrop_tcp_down_8", "`-c`: packets dropped (isb_ifdrop), TCP down, 8 streams", "packets", False, "{:.0f}",
      True),
     ("pcpu_tcp_up_1", "P CPU during TCP up, 1 stream", "% core", False, "{:.0f}", True),
     ("pcpu_tcp_down_1", "P CPU during TCP down, 1 stream", "% core", False, "{:.0f}", True),
@@ -869,9 +877,10 @@ def targets(data):
         if cd_ and cft:
             out.append((f"CPU per GB, TCP {label}: childflow --fast-tcp ≤ 1.1 × direct", f"{cft / cd_:.2f} ×",
                         cft / cd_ <= 1.1))
-        w = m(key, "childflow -c")
-        if c and w:
-            out.append((f"bulk TCP {label}: childflow -c ≥ 0.8 × childflow", f"{w / c:.2f} ×", w / c >= 0.8))
+        for cp in ("childflow -c", "childflow -c -C egress"):
+            w = m(key, cp)
+            if c and w:
+                out.append((f"bulk TCP {label}: {cp} ≥ 0.8 × childflow", f"{w / c:.2f} ×", w / c >= 0.8))
     d, c = m("dns_qps", "direct"), m("dns_qps", cf)
     if d and c:
         out.append(("DNS through the forwarder ≥ 0.9 × the direct query rate", f"{c / d:.2f} ×", c / d >= 0.9))

@@ -355,6 +355,11 @@ static uint64_t capture_hook_deadline(void *priv)
 	return capture_deadline(priv);
 }
 
+static bool capture_hook_hold(void *priv, uint64_t now_ms)
+{
+	return capture_hold(priv, now_ms);
+}
+
 /* The backend's name in capture metadata. */
 static const char *meta_backend(const struct backend_ops *be)
 {
@@ -386,6 +391,8 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 			 bc.backend, bc.ifname);
 		if ((r = capture_attach(cap, bc.fd, bc.block_size, bc.block_nr, bc.retire_ms, bc.ifname, desc)) < 0)
 			return r;
+		/* What a flow sends over the link after the relay held it must fit the ring's headroom. */
+		relay_set_child_sockbuf(relay, CAPTURE_CHILD_SOCKBUF);
 	}
 	if (view == CAPTURE_EGRESS || view == CAPTURE_BOTH) {
 		snprintf(desc, sizeof(desc), "childflow view=egress backend=%s kind=reconstructed interface=%s",
@@ -402,8 +409,13 @@ static int start_capture(struct ctx *c, struct relay *relay, struct capture *cap
 		return r;
 	if (view == CAPTURE_WIRE_EGRESS && (r = relay_set_tap(relay, wire_tap(wire))) < 0)
 		return r;
+	/* The writer thread: from here on the relay only hands packets over (capture/capture.h). */
+	if ((r = capture_start(cap)) < 0)
+		return r;
+	/* hold: the relay stops reading TCP while the writer is behind (lossless; capture/capture.h). */
 	return relay_add_hook(relay, &(struct relay_hook){ .fd = capture_fd(cap), .run = capture_hook_run,
-							   .deadline = capture_hook_deadline, .priv = cap });
+							   .deadline = capture_hook_deadline,
+							   .hold = capture_hook_hold, .priv = cap });
 }
 
 /* The command's pty, driven by the relay as a hook; a stopped command is continued through init. */

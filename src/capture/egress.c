@@ -109,13 +109,15 @@ static uint16_t port_of(const union flow_addr *a)
 /*
  * emit() - one packet from @src to @dst: the IP header is written in front of the transport header
  * already at e->hdr + EG_HDR_MAX (@l4hdr bytes, checksum field at @csum_off still zero), followed
- * by @len bytes of @payload; written with direction @flags.
+ * by @len bytes of @payload; queued with direction @flags.  The transport checksum over the
+ * payload is left to the capture's writer (its thread): here only the headers are summed.
  */
 static void emit(struct egress_view *e, const union flow_addr *src, const union flow_addr *dst, uint8_t proto,
 		 size_t l4hdr, size_t csum_off, const void *payload, size_t len, uint32_t flags)
 {
 	unsigned char *l4 = e->hdr + EG_HDR_MAX, *ip;
 	size_t l4len = l4hdr + len, hl;
+	struct capture_csum ck;
 	uint16_t be;
 	uint64_t sum;
 
@@ -149,10 +151,12 @@ static void emit(struct egress_view *e, const union flow_addr *src, const union 
 	sum = csum_add(sum, &be, 2);
 	be = htons((uint16_t)l4len);
 	sum = csum_add(sum, &be, 2);
-	sum = csum_add(sum, l4, l4hdr);
-	sum = csum_add(sum, payload, len);
-	csum_store(l4 + csum_off, sum, proto == IPPROTO_UDP);
-	capture_packet2(e->cap, e->ifid, now_ns(), ip, (uint32_t)(hl + l4hdr), payload, (uint32_t)len, flags);
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	/* The writer sums the transport header and the payload from the L4 start on (even: 20, 8). */
+	ck = (struct capture_csum){ .seed = (uint32_t)sum, .from = (uint16_t)hl, .at = (uint16_t)(hl + csum_off),
+				    .udp = proto == IPPROTO_UDP };
+	capture_packet2(e->cap, e->ifid, now_ns(), ip, (uint32_t)(hl + l4hdr), payload, (uint32_t)len, flags, &ck);
 }
 
 /* A TCP segment from side @side (0: the host) of @t, with @len bytes of @data. */

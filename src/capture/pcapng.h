@@ -65,6 +65,9 @@ int pcapng_idb(struct pcapng *w, uint16_t linktype, uint32_t snaplen, const char
 int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
 	       uint32_t origlen, uint32_t flags);
 
+/* Where an EPB's packet bytes start, from the start of the block. */
+#define PCAPNG_EPB_DATA_OFF 28u
+
 /* pcapng_epb2() - the same, the packet's bytes in two pieces: @hlen of @head, then @blen of @body. */
 int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
 		const void *body, uint32_t blen, uint32_t origlen, uint32_t flags);

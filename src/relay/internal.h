@@ -101,12 +101,14 @@ struct relay {
 	struct relay_hook hook[RELAY_MAX_HOOKS];   /* relay_add_hook() */
 	struct ev_src ev_hook[RELAY_MAX_HOOKS];
 	int n_hooks;
+	int child_sockbuf;            /* relay_set_child_sockbuf(); 0: autotuned */
 	bool service_events;          /* the service had events in this batch: run() follows it */
 	int sigfd;
 
 	/* TCP */
 	struct tcp_flow *tcp_all;     /* every live flow (teardown, accounting) */
 	struct tcp_flow *tcp_ready;   /* flows that used up their budget and have more to move */
+	struct tcp_flow *tcp_paused;  /* flows with bytes to read while a hook holds (relay_hold()) */
 	struct tcp_flow *tcp_dead;    /* closed during this epoll batch; freed after it */
 	struct tcp_flow *conn_new, *conn_old;   /* flows still connecting, newest and oldest */
 	struct tcp_flow *tcp_verify;  /* connected direct flows waiting for this turn's NAT check */
@@ -160,6 +162,8 @@ bool relay_own_listener(int k);
 int relay_watch(struct relay *r, int fd, uint32_t events, struct ev_src *src);
 void relay_pause_accept(struct relay *r, enum shortage why);
 void relay_shortage(struct relay *r, enum shortage s);
+/* Does a hook (the capture) hold TCP reads now?  (relay.h, struct relay_hook) */
+bool relay_hold(struct relay *r);
 
 /* What a held SYN is answered with (gate.c). */
 enum gate_reply { GATE_PASS, GATE_REFUSE, GATE_HOST_UNREACH, GATE_NET_UNREACH, GATE_PROHIBIT, GATE_DROP };
@@ -220,6 +224,8 @@ uint64_t relay_pair_hash(const struct relay *r, const struct sockaddr_storage *c
 void tcp_accept(struct relay *r, int lfd);
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);
 void tcp_run_ready(struct relay *r);
+/* The paused flows go on once no hook holds (they then run with the ready ones). */
+void tcp_resume(struct relay *r);
 void tcp_verify(struct relay *r);
 void tcp_sweep(struct relay *r);
 void tcp_close_all(struct relay *r);

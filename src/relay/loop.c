@@ -226,6 +226,11 @@ int relay_set_tap(struct relay *r, const struct flow_tap *t)
 	return 0;
 }
 
+void relay_set_child_sockbuf(struct relay *r, int bytes)
+{
+	r->child_sockbuf = bytes;
+}
+
 int relay_add_hook(struct relay *r, const struct relay_hook *h)
 {
 	int i = r->n_hooks, err;
@@ -238,6 +243,14 @@ int relay_add_hook(struct relay *r, const struct relay_hook *h)
 		return err;
 	r->n_hooks++;
 	return 0;
+}
+
+bool relay_hold(struct relay *r)
+{
+	for (int i = 0; i < r->n_hooks; i++)
+		if (r->hook[i].hold && r->hook[i].hold(r->hook[i].priv, r->now_ms))
+			return true;
+	return false;
 }
 
 /* The hooks whose deadline passed run; Return: the earliest deadline left (UINT64_MAX: none). */
@@ -364,6 +377,8 @@ int relay_run(struct relay *r)
 		if (svc_at < wake_at)
 			wake_at = svc_at;
 
+		if (r->tcp_paused && timeout > RELAY_HOLD_POLL_MS)
+			timeout = RELAY_HOLD_POLL_MS;   /* a hook that stopped moving is not waited for */
 		if (r->n_wait && timeout > GATE_WAIT_POLL_MS)
 			timeout = GATE_WAIT_POLL_MS;   /* a waiting SYN may begin once the oldest connect yields */
 
@@ -402,6 +417,7 @@ int relay_run(struct relay *r)
 		if (r->c->service.ops && (r->service_events || r->now_ms >= svc_at))
 			r->c->service.ops->run(r->c->service.priv, &r->hub, r->now_ms);
 		tcp_verify(r);
+		tcp_resume(r);
 		tcp_run_ready(r);
 		gate_admit(r);
 		gate_flush(r);

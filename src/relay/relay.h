@@ -53,16 +53,29 @@ int relay_probe(struct relay *r, const struct connector *conn);
 /*
  * A module with an fd of its own that the loop drives without knowing what it does (the capture):
  * run() when @fd is readable (EPOLLIN, level-triggered) or when deadline() (CLOCK_MONOTONIC ms,
- * UINT64_MAX for none) has passed.  run() never blocks.
+ * UINT64_MAX for none) has passed.  run() never blocks.  hold() (may be NULL): true while TCP
+ * flows must not read more (the module cannot keep up; TCP flow control then slows the senders);
+ * the relay asks again after the next run() and at least every RELAY_HOLD_POLL_MS.
  */
 struct relay_hook {
 	int fd;
 	void (*run)(void *priv, uint64_t now_ms);
 	uint64_t (*deadline)(void *priv);
+	bool (*hold)(void *priv, uint64_t now_ms);
 	void *priv;
 };
 
+#define RELAY_HOLD_POLL_MS 20
+
 #define RELAY_MAX_HOOKS 4
+
+/*
+ * relay_set_child_sockbuf() - give the child's TCP sockets accepted from now on @bytes of receive and
+ * of send buffer (SO_RCVBUF, SO_SNDBUF; 0: the kernel's autotuning).  For the child view's capture:
+ * what a flow still carries over the child's link after the relay stopped reading (relay_hook's
+ * hold()) is bounded by them, where autotuning lets it grow to tcp_rmem's maximum (32 MiB here).
+ */
+void relay_set_child_sockbuf(struct relay *r, int bytes);
 
 /* relay_add_hook() - drive @h from now on (copied).  Return: 0, -ENOSPC, or -errno from epoll. */
 int relay_add_hook(struct relay *r, const struct relay_hook *h);

@@ -33,7 +33,9 @@
  * (close with SO_LINGER 0 sends RST).  A reset does not overtake bytes its sender wrote before it:
  * the end that failed is remembered as dead (tcp_end.err), nothing more is written to it, what its
  * socket still holds is passed on, and only then is the other side reset.  Urgent data passes
- * through with MSG_OOB.
+ * through with MSG_OOB.  While a hook holds (the capture's writer is behind, relay_hold()), no
+ * flow reads: one with bytes to read is parked on r->tcp_paused (its readable flag kept) and goes on
+ * once no hook holds; what its pipe holds still goes out, and TCP flow control stops the senders.
  *
  * A probe (tcp_probe()) is a flow without a child: its connector checks that the route works (the
  * proxy answers, takes the credentials) and the flow ends at READY.  It has no life record.
@@ -104,6 +106,8 @@ struct tcp_flow {
 	bool dead;                /* closed; freed after the current epoll batch */
 	bool ready;               /* on r->tcp_ready */
 	struct tcp_flow *next_ready;
+	bool paused;              /* on r->tcp_paused */
+	struct tcp_flow *next_paused;
 	struct tcp_flow *prev, *next;
 	_Alignas(16) unsigned char cstate[];   /* the connector's state_size bytes */
 };
@@ -173,17 +177,23 @@ static void reset_fd(int fd)
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
+/* Take @f off the ready and the paused lists (it closes). */
 static void flow_unready(struct relay *r, struct tcp_flow *f)
 {
-	if (!f->ready)
-		return;
-	for (struct tcp_flow **pp = &r->tcp_ready; *pp; pp = &(*pp)->next_ready) {
+	for (struct tcp_flow **pp = &r->tcp_ready; f->ready && *pp; pp = &(*pp)->next_ready) {
 		if (*pp == f) {
 			*pp = f->next_ready;
 			break;
 		}
 	}
 	f->ready = false;
+	for (struct tcp_flow **pp = &r->tcp_paused; f->paused && *pp; pp = &(*pp)->next_paused) {
+		if (*pp == f) {
+			*pp = f->next_paused;
+			break;
+		}
+	}
+	f->paused = false;
 }
 
 static void connecting_unlink(struct relay *r, struct tcp_flow *f)
@@ -348,7 +358,8 @@ static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
 	return src->urgent && take_urgent_at_mark(src, dir);
 }
 
-enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED, PUMP_AGAIN };
+/* PUMP_HELD: bytes wait to be read, but a hook (the capture) holds reads (relay_hold()). */
+enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED, PUMP_AGAIN, PUMP_HELD };
 
 /* Which side a failure of end @i is (for the record). */
 static enum flow_outcome reset_outcome(int i)
@@ -549,6 +560,8 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 			return PUMP_IDLE;
 		if (*budget == 0)
 			return PUMP_BUDGET;
+		if (r->n_hooks && relay_hold(r))
+			return PUMP_HELD;   /* what is in flight still goes; the senders wait */
 		/* A stream is copied: its bytes exist only in user space; with a tap that wants the
 		 * bytes, every flow is (the tap sees them where they are). */
 		int pg = f->stream || (r->hub.tap && r->hub.tap->stream) ? -EXDEV : pipe_get(r, dir->pipe);
@@ -578,7 +591,7 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 /* Move what can be moved in both directions; close the flow when both are finished. */
 static void flow_pump(struct relay *r, struct tcp_flow *f)
 {
-	bool more = false;
+	bool more = false, held = false;
 
 	if (f->state != TCP_SPLICING)
 		return;
@@ -596,6 +609,8 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 				return;
 			if (pr == PUMP_BUDGET)
 				more = true;
+			if (pr == PUMP_HELD)
+				held = true;
 		}
 		if (f->end[0].err && f->end[1].err) {
 			/* Both connections are dead: nothing can be delivered any more. */
@@ -609,10 +624,35 @@ static void flow_pump(struct relay *r, struct tcp_flow *f)
 		flow_close(r, f, false, FLOW_OK, 0);
 		return;
 	}
-	if (more && !f->ready) {
+	if (held && !f->paused) {
+		f->paused = true;
+		f->next_paused = r->tcp_paused;
+		r->tcp_paused = f;
+	} else if (more && !f->ready) {
 		f->ready = true;
 		f->next_ready = r->tcp_ready;
 		r->tcp_ready = f;
+	}
+}
+
+void tcp_resume(struct relay *r)
+{
+	struct tcp_flow *list = r->tcp_paused;
+
+	if (!list || relay_hold(r))
+		return;
+	r->tcp_paused = NULL;
+	while (list) {
+		struct tcp_flow *f = list;
+
+		list = f->next_paused;
+		f->paused = false;
+		f->next_paused = NULL;
+		if (!f->dead && !f->ready) {
+			f->ready = true;
+			f->next_ready = r->tcp_ready;
+			r->tcp_ready = f;
+		}
 	}
 }
 
@@ -1010,6 +1050,11 @@ static int tcp_flow_adopt(struct relay *r, struct tcp_flow *f, int c)
 		close(c);
 		flow_close(r, f, true, FLOW_NO_RESOURCES, err);
 		return -err;
+	}
+	if (r->child_sockbuf > 0) {
+		/* Best effort: a kernel that refuses keeps autotuning, and the capture counts its drops. */
+		setsockopt(c, SOL_SOCKET, SO_RCVBUF, &r->child_sockbuf, sizeof(r->child_sockbuf));
+		setsockopt(c, SOL_SOCKET, SO_SNDBUF, &r->child_sockbuf, sizeof(r->child_sockbuf));
 	}
 	f->end[0].fd = c;
 	f->end[0].readable = f->end[0].writable = true;

@@ -21,7 +21,7 @@ import pytest
 import childprogs as P
 import proxies as X
 import world as W
-from cfutil import curl, kill_tree, py, url
+from cfutil import curl, curl_upload, kill_tree, py, url
 
 CHILD4, CHILD6 = "10.240.255.2", "fd42:6368:696c::2"
 DESC = "childflow view=child backend=rootless-internal kind=isolated interface=gw0"
@@ -589,3 +589,37 @@ def test_wire_egress_through_proxy(cf, world, capdir, px):
     assert ends and all({a, b} == {W.HOST_V4, X.PROXY4} and str(X.TINY) in (sp, dp) for a, b, sp, dp in ends), ends
     assert fields(cap, f"http.request.method==\"CONNECT\" && ip.dst=={X.PROXY4}", "frame.number")
     assert not fields(cap, f"ip.addr=={rem}", "frame.number")
+
+
+SLOW_WRITER = {"CHILDFLOW_TEST_CAPTURE_US_PER_MIB": "40000"}   # the output takes 40 ms per MiB (25 MiB/s)
+BURST_FILES = 16   # 16 x big.bin (4 MiB): twice the child ring, four times the egress queue
+
+
+@pytest.mark.parametrize("view", ["child", "egress"])
+@pytest.mark.parametrize("way", ["down", "up"])
+def test_slow_writer_loses_nothing_under_a_tcp_burst(cf, world, capdir, view, way):
+    """A TCP burst much larger than the ring (child view) or the queue (egress view), with a writer
+    merely slower than the traffic (a slow output, by the test knob): the relay stops reading until
+    the writer catches up, so nothing is dropped (isb_ifdrop 0, no warning) and every payload byte
+    of the burst is in the file."""
+    cap = os.path.join(capdir, f"burst-{view}-{way}.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    total = BURST_FILES * len(world.files["big.bin"])
+    if way == "down":
+        cmd = curl(*sum((["-o", "/dev/null", url(rem, f"/big.bin?n={i}")] for i in range(BURST_FILES)), []))
+    else:
+        src = os.path.join(capdir, "upload.bin")
+        with open(src, "wb") as f:
+            f.write(world.files["big.bin"] * BURST_FILES)
+        os.chmod(src, 0o644)
+        cmd = curl_upload("-o", "/dev/null", "-T", src, url(rem, "/upload"))
+    cmd[cmd.index("--max-time") + 1] = "60"
+    r = cf.run(["-c", cap, "-C", view, "--"] + cmd, timeout=120, env=SLOW_WRITER)
+    assert r.rc == 0, r
+    assert "dropped" not in r.etext, r.etext
+    s = read_ok(cap, (DESC if view == "child" else EGRESS_DESC,))
+    assert s["isb"] and all(i["drop"] == 0 for i in s["isb"]), s["isb"]
+    assert s["isb"][0]["recv"] >= s["epb"], (s["isb"], s["epb"])
+    flt = "tcp.srcport==80" if way == "down" else "tcp.dstport==80"
+    got = sum(int(row[0]) for row in fields(cap, flt, "tcp.len") if row and row[0])
+    assert got >= total, (got, total)
