@@ -17,10 +17,8 @@
  * again.  The table is bounded (DNS_MAX_QUERIES, DNS_PER_CLIENT per client socket): beyond, the
  * child gets SERVFAIL at once rather than waiting for nothing.
  *
- * Without --dns the host's resolv.conf is looked at (stat) when inotify reports a change of the file,
- * of its directory or of the directory of a symlink on its way (20 ms later, so that a rewrite is
- * complete), and at most once a second while queries arrive; a change (another file, size, mtime,
- * ctime) reloads the nameservers, and queries waiting on an old one are sent again to the new ones.
+ * Without --dns the host's resolv.conf is looked at (stat, symlinks followed) once a second, also
+ * while no query arrives; a change (another file, size, mtime, ctime) reloads the nameservers, and queries waiting on an old one are sent again to the new ones.
  * The child's resolv.conf files are rewritten in place when their text changes (the host's search,
  * domain or options lines; the nameservers stay the gateway's), and written once more, unchanged,
  * 100 ms later: glibc keeps the text it read with the mtime it saw after reading, so a lookup that
@@ -37,7 +35,6 @@
 #include <stdio.h>
 #include <netinet/in.h>
 #include <sys/epoll.h>
-#include <sys/inotify.h>
 
 #include <sodium.h>
 
@@ -49,7 +46,6 @@
 #define RELOAD_MS 1000
 #define SWEEP_MS 1000
 #define MIN_TRY_MS 200
-#define SETTLE_MS 20             /* an inotify event: look at the file this much later */
 #define REWRITE_MS 100           /* the child's new text is written again, unchanged, after this */
 #define STALE_MS 10000           /* the child's files not known yet: try this long */
 #define STALE_RETRY_MS 50
@@ -744,57 +740,6 @@ static void set_servers(struct dns_fwd *f, const struct resolv_conf *rc)
 
 /* ---------- the host's resolv.conf, and the child's ---------- */
 
-static void watch_add(struct dns_fwd *f, const char *path, uint32_t mask)
-{
-	int wd;
-
-	if (f->n_wd < DNS_WATCH_MAX && (wd = inotify_add_watch(f->ino_fd, path, mask)) >= 0)
-		f->wd[f->n_wd++] = wd;
-}
-
-/* (Re)place the watches: the file (symlinks followed), the directory holding the path, and the
- * directory of each symlink's target on the way (systemd's stub-resolv.conf, NixOS's chain). */
-static void notify_watch(struct dns_fwd *f)
-{
-	char p[PATH_MAX], dir[PATH_MAX], link[PATH_MAX];
-
-	if (f->ino_fd < 0)
-		return;
-	for (int i = 0; i < f->n_wd; i++)
-		inotify_rm_watch(f->ino_fd, f->wd[i]);
-	f->n_wd = 0;
-	watch_add(f, f->path, IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
-	snprintf(p, sizeof(p), "%s", f->path);
-	for (int hop = 0; hop < DNS_WATCH_MAX - 1; hop++) {
-		const char *slash = strrchr(p, '/');
-		ssize_t n;
-
-		if (!slash)
-			snprintf(dir, sizeof(dir), ".");
-		else
-			snprintf(dir, sizeof(dir), "%.*s", slash == p ? 1 : (int)(slash - p), p);
-		watch_add(f, dir, IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_ONLYDIR);
-		n = readlink(p, link, sizeof(link) - 1);
-		if (n < 0)
-			break;
-		link[n] = '\0';
-		if (link[0] == '/')
-			snprintf(p, sizeof(p), "%s", link);
-		else if (snprintf(p, sizeof(p), "%s/%s", dir, link) >= (int)sizeof(p))
-			break;
-	}
-}
-
-static void notify_readable(struct dns_fwd *f)
-{
-	uint64_t buf[512];   /* aligned for struct inotify_event; the events themselves do not matter */
-
-	while (read(f->ino_fd, buf, sizeof(buf)) > 0)
-		;
-	if (!f->settle_at)
-		f->settle_at = f->now + SETTLE_MS;
-}
-
 /* Write the child's text to each of its files (once the backend has them). */
 static void child_sync(struct dns_fwd *f)
 {
@@ -830,8 +775,9 @@ static void child_update(struct dns_fwd *f, const struct resolv_conf *rc)
 	child_sync(f);
 }
 
-/* Without --dns: has the host's resolv.conf changed?  Looked at once a second at most while queries
- * arrive, and whenever inotify says so (next_check is then 0). */
+/* Without --dns: has the host's resolv.conf changed?  Looked at once a second (svc_deadline()).
+ * (Not inotify: closing an inotify instance waits for an SRCU grace period, about 15 ms here, and
+ * that was on every run's way out.) */
 static void maybe_reload(struct dns_fwd *f)
 {
 	struct resolv_conf rc;
@@ -857,18 +803,13 @@ static void maybe_reload(struct dns_fwd *f)
 	resolvconf_load(f->path, &rc);
 	log_debug("dns: %s changed: %d nameserver(s)", f->path, rc.n_ns);
 	set_servers(f, &rc);
-	notify_watch(f);   /* another inode, another symlink target */
 	child_update(f, &rc);
 }
 
-/* The inotify settle timer and the child's files' writes. */
+/* The once-a-second look at the host's file, and the child's files' writes. */
 static void run_files(struct dns_fwd *f)
 {
-	if (f->settle_at && f->now >= f->settle_at) {
-		f->settle_at = 0;
-		f->next_check = 0;
-		maybe_reload(f);
-	}
+	maybe_reload(f);
 	if (f->child_stale && f->now < f->stale_until)
 		child_sync(f);
 	if (f->rewrite_at && f->now >= f->rewrite_at) {
@@ -922,13 +863,6 @@ static int svc_attach(void *priv, int epfd, int tag)
 	}
 	for (int s = 0; s < DNS_SLOTS; s++)
 		dns_ev_init(f, &f->ev_up[s], DEV_UP, s);
-	dns_ev_init(f, &f->ev_notify, DEV_NOTIFY, 0);
-	if (f->ino_fd >= 0) {
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &f->ev_notify };
-
-		if (epoll_ctl(f->epfd, EPOLL_CTL_ADD, f->ino_fd, &ev) < 0)
-			return -errno;
-	}
 	return 0;
 }
 
@@ -952,9 +886,6 @@ static void svc_event(void *priv, struct flow_hub *hub, struct relay_service_ev 
 	case DEV_TCP_CHILD:
 	case DEV_TCP_UP:
 		dns_tcp_event(f, ev, events);
-		break;
-	case DEV_NOTIFY:
-		notify_readable(f);
 		break;
 	}
 }
@@ -980,8 +911,8 @@ static uint64_t svc_deadline(void *priv)
 
 	if (f->n_tcp && f->next_sweep < d)
 		d = f->next_sweep;
-	if (f->settle_at && f->settle_at < d)
-		d = f->settle_at;
+	if (!f->fixed && f->path && f->next_check < d)
+		d = f->next_check;
 	if (f->rewrite_at && f->rewrite_at < d)
 		d = f->rewrite_at;
 	if (f->child_stale && f->now < f->stale_until && f->now + STALE_RETRY_MS < d)
@@ -1012,7 +943,7 @@ static void svc_adopt_tcp(void *priv, struct flow_hub *hub, int fd, const struct
 static unsigned int svc_reserved_fds(void *priv)
 {
 	(void)priv;
-	return DNS_SLOTS + 2 * DNS_TCP_MAX + 1;   /* + inotify */
+	return DNS_SLOTS + 2 * DNS_TCP_MAX;
 }
 
 static void svc_stop(void *priv, struct flow_hub *hub)
@@ -1072,7 +1003,7 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 	*out = NULL;
 	if (!f)
 		return -ENOMEM;
-	f->epfd = f->ino_fd = -1;
+	f->epfd = -1;
 	for (int s = 0; s < DNS_SLOTS; s++)
 		f->up_fd[s] = -1;
 	f->names = cfg->names;
@@ -1099,10 +1030,6 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 		f->path = cfg->resolv_path;
 		if (f->path && stat(f->path, &f->st) == 0)
 			f->st_ok = true;
-		if (f->path && (f->ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0)
-			log_debug("dns: no inotify (%s): %s is looked at only as queries arrive", strerror(errno),
-				  f->path);
-		notify_watch(f);
 		f->np = cfg->np;
 		f->child_files = cfg->child_files;
 		f->child_files_arg = cfg->child_files_arg;
@@ -1124,8 +1051,6 @@ void dns_fwd_free(struct dns_fwd *f)
 	for (int s = 0; s < DNS_SLOTS; s++)
 		slot_close(f, s);
 	dns_tcp_free_dead(f);
-	if (f->ino_fd >= 0)
-		close(f->ino_fd);
 	while (f->spare) {
 		struct dns_query *q = f->spare;
 

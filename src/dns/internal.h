@@ -25,9 +25,8 @@
 #define DNS_HEAP_MAX (DNS_MAX_QUERIES + DNS_TCP_MAX * DNS_TCP_PIPELINE)
 #define DNS_SPARE_MAX 256        /* ended queries kept for reuse (no malloc/free per query) */
 #define DNS_QUERY_BUF 512        /* a query's buffer holds at least this much */
-#define DNS_WATCH_MAX 10         /* inotify watches: resolv.conf, its directory, a symlink chain's */
 
-enum dns_ev_kind { DEV_LISTEN, DEV_UP, DEV_TCP_CHILD, DEV_TCP_UP, DEV_NOTIFY };
+enum dns_ev_kind { DEV_LISTEN, DEV_UP, DEV_TCP_CHILD, DEV_TCP_UP };
 
 /* What the module's fds carry as epoll data in the relay's set (relay/service.h). */
 struct dns_ev {
@@ -92,11 +91,6 @@ struct dns_fwd {
 	struct stat st;               /* of the resolv.conf read last (dev, ino, size, mtime, ctime) */
 	bool st_ok;
 	uint64_t next_check;
-	int ino_fd;                   /* inotify: the file, its directory, each symlink's on the way */
-	int wd[DNS_WATCH_MAX];
-	int n_wd;
-	struct dns_ev ev_notify;
-	uint64_t settle_at;           /* an event came: look at the file then (0: none pending) */
 
 	/* The child's resolv.conf (struct dns_fwd_config's np, child_files) */
 	const struct netplan *np;
