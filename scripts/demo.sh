@@ -167,6 +167,11 @@ else
 	echo "   host state differs afterwards:"; diff "$WORK/root-before.txt" "$WORK/root-after.txt" | sed 's/^/   /'
 fi
 
+show "childflow --root -c root.pcapng -C wire-egress -- curl http://$R1V4/   (the host's real frames, only the tree's)"
+in_host "$CF" --root -c "$WORK/root.pcapng" -C wire-egress -- "${CURL[@]}" -o /dev/null "http://$R1V4/"
+tshark -r "$WORK/root.pcapng" -Y 'tcp.flags.syn == 1 || http' -T fields -e frame.interface_name -e ip.src \
+	-e tcp.srcport -e ip.dst -e tcp.dstport -e http.request.uri 2>/dev/null | sed 's/^/   /'
+
 heading "--fast-tcp: the same download, its socket connected by childflow from the host (direct path)"
 for FLAG in "" "--fast-tcp "; do
 	show "childflow ${FLAG}-- curl -o /dev/null -w '%{size_download} bytes %{speed_download} B/s' http://$R1V4/big.bin"
@@ -200,6 +205,8 @@ show "childflow -- ping -c 2 -n $R1V4"
 in_host "$CF" -- ping -c 2 -i 0.2 -W 2 -n "$R1V4" 2>&1 | sed 's/^/   /'
 show "childflow -- traceroute -n -q 1 $R1V4"
 in_host "$CF" -- traceroute -n -q 1 -w 2 -m 5 "$R1V4" 2>&1 | sed 's/^/   /'
+show "childflow -- traceroute -T -n -q 1 $R1V4   (TCP SYN probes: the SYN's TTL is carried upstream)"
+in_host "$CF" -- traceroute -T -n -q 1 -w 2 -m 5 "$R1V4" 2>&1 | sed 's/^/   /'
 
 heading "Host-local services are not reachable from inside"
 show "curl http://127.0.0.1:8080/   (on the host itself)"
