@@ -260,7 +260,10 @@ import os; os.chmod('$WORK/host.sock', 0o666)
 for _ in range(2):
     c, _ = srv.accept()
     u = socket.create_connection(('127.0.0.1', 8080), timeout=3)
-    u.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); c.sendall(u.recv(4096).split(b'\\r\\n\\r\\n', 1)[-1]); c.close()
+    u.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); r = b''
+    while (d := u.recv(4096)):   # HTTP/1.0: the answer ends when the server closes
+        r += d
+    c.sendall(r.split(b'\\r\\n\\r\\n', 1)[-1]); c.close()
 " 2>/dev/null &
 IPCPID=$!
 for i in $(seq 50); do [ -S "$WORK/host.sock" ] && break; sleep 0.05; done
