@@ -8,8 +8,9 @@
  * power loss) ends the flow after about 10 minutes instead of pinning it forever.
  *
  * A request with a TTL (the child's own, traceroute -T) connects with it, and asks for the ICMP
- * errors (IP_RECVERR): a connect that fails because the TTL ran out leaves the router's time
- * exceeded in the socket's error queue, where the SYN gate finds it (gate_time_exceeded()).
+ * errors (IP_RECVERR): a connect that fails because a hop answered (time exceeded, unreachable)
+ * leaves that hop's message in the socket's error queue, where the SYN gate finds it
+ * (gate_router_error()).
  */
 #include "connect/direct.h"
 

@@ -27,9 +27,11 @@
  *
  * A SYN whose TTL / hop limit the child chose (traceroute -T: not the namespace's default,
  * relay_child_ttl()) is connected upstream with that TTL, and with IP_RECVERR: when the connect
- * fails because the TTL ran out, gate_time_exceeded() sends the child the router's time exceeded,
- * quoting its SYN, and the SYN is dropped, as that router would have dropped it.  Other SYNs leave
- * with the host's default TTL.
+ * fails because a hop answered with ICMP (the TTL ran out, or a router's destination unreachable),
+ * gate_router_error() sends the child that hop's message from that hop's address, quoting its SYN,
+ * and the SYN is dropped, as that router would have dropped it.  Other SYNs leave with the host's
+ * default TTL, and an unreachable for them is the ruleset's rejection (the same errno, from the
+ * gateway's address: only traceroute reads the address, and traceroute sets the TTL).
  *
  * States of a held SYN, as the flow carries them (tcp.c): HELD (flow CONNECTING) -> PASSED (flow
  * ACCEPTING, waiting for accept()) -> gone (adopted, or the flow closed); or HELD -> answered with a
@@ -274,7 +276,7 @@ void gate_answer(struct relay *r, uint32_t id, enum gate_reply v)
 		r->stats.gate_rejected++;
 }
 
-bool gate_time_exceeded(struct relay *r, int fd, const struct sockaddr_storage *child,
+bool gate_router_error(struct relay *r, int fd, const struct sockaddr_storage *child,
 			const struct sockaddr_storage *dst, uint32_t isn)
 {
 	int fam = dst->ss_family, inj = r->inject_fd[fam == AF_INET6];
@@ -290,8 +292,10 @@ bool gate_time_exceeded(struct relay *r, int fd, const struct sockaddr_storage *
 		struct icmp_report rep;
 		size_t len;
 
-		/* ICMP time exceeded (11) / ICMPv6 time exceeded (3): in transit */
-		if (!icmp_report_from_cmsg(c, fam, &rep) || rep.type != (fam == AF_INET ? 11 : 3))
+		/* ICMP time exceeded (11) or destination unreachable (3); ICMPv6 time exceeded (3) or
+		 * destination unreachable (1) */
+		if (!icmp_report_from_cmsg(c, fam, &rep) ||
+		    (fam == AF_INET ? rep.type != 11 && rep.type != 3 : rep.type != 3 && rep.type != 1))
 			continue;
 		len = icmp_tcp_error_build(pkt, sizeof(pkt), &rep, child, dst, isn);
 		((struct sockaddr_in *)&to)->sin_port = 0;   /* raw sockets: no port (same offset in v6) */

@@ -177,12 +177,14 @@ void gate_answer(struct relay *r, uint32_t id, enum gate_reply v);
 void gate_flush(struct relay *r);
 
 /*
- * gate_time_exceeded() - the upstream connect on @fd (which asked for IP_RECVERR / IPV6_RECVERR)
- * failed: was it because its SYN's TTL ran out on the way?  Then the child is told so by the hop
- * that said it: an ICMP time exceeded from that router, quoting the child's SYN (@child, @dst,
- * @isn), as traceroute -T expects.  Return: true when the child was told (its SYN is to be dropped).
+ * gate_router_error() - the upstream connect on @fd (which asked for IP_RECVERR / IPV6_RECVERR)
+ * failed: was it because a hop on the way answered its SYN with ICMP (time exceeded: the TTL ran
+ * out; destination unreachable: host, network, port, prohibited)?  Then the child is told so by
+ * the hop that said it: that ICMP message from that hop's address, quoting the child's SYN (@child,
+ * @dst, @isn), as traceroute -T expects (its last line's "!H" names the router that said it).
+ * Return: true when the child was told (its SYN is to be dropped).
  */
-bool gate_time_exceeded(struct relay *r, int fd, const struct sockaddr_storage *child,
+bool gate_router_error(struct relay *r, int fd, const struct sockaddr_storage *child,
 			const struct sockaddr_storage *dst, uint32_t isn);
 
 /*

@@ -795,12 +795,12 @@ static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st,
 		break;
 	case CONN_FAILED:
 		f->conn_failed = true;
-		if (f->held && f->ttl && err == EHOSTUNREACH) {
+		if (f->held && f->ttl && err != ETIMEDOUT) {
 			struct sockaddr_storage child = { 0 }, dst = { 0 };
 
 			memcpy(&child, &f->rec.child, sizeof(f->rec.child));
 			memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
-			if (gate_time_exceeded(r, f->end[1].fd, &child, &dst, f->gate_isn)) {
+			if (gate_router_error(r, f->end[1].fd, &child, &dst, f->gate_isn)) {
 				f->held = false;   /* the child has the router's answer: the SYN went no further */
 				gate_answer(r, f->gate_id, GATE_DROP);
 			}

@@ -174,6 +174,27 @@ def test_tcp_traceroute_shows_the_router_then_the_remote(cf, world, router_unlim
     assert re.findall(r"^\s*(\d+)\s+(\S+)", r.text, re.M) == [("1", gw), ("2", dst)], r
 
 
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_tcp_traceroute_unreachable_names_the_router(cf, world, router_unlimited, fam):
+    """traceroute -T to a destination the router refuses with host unreachable: hop 2 is the router
+    and its "!H", from the router's own address (not the gateway's reject), as from the host."""
+    if cf.runner.user:
+        pytest.skip("traceroute's TCP methods need a raw socket (CAP_NET_RAW), also without childflow")
+    dst = R1["v6"] if fam == "v6" else R1["v4"]
+    gw = W.HOST_GW6 if fam == "v6" else W.HOST_GW4
+    rule = (f"ip6 daddr {dst} tcp dport {W.HTTP_PORT} reject with icmpx type host-unreachable" if fam == "v6"
+            else f"ip daddr {dst} tcp dport {W.HTTP_PORT} reject with icmpx type host-unreachable")
+    args = (["traceroute", "-n", "-w", "2", "-q", "1", "-m", "3", "-T", "-p", str(W.HTTP_PORT)]
+            + (["-6"] if fam == "v6" else []) + [dst])
+    hops = r"^\s*(\d+)\s+(\S+)[^\n]*?(!\w)?\s*$"
+    with W.NftTable(world.router, "forward") as nft:
+        nft.set(rule)
+        control = cf.run(args, timeout=40, direct=True)
+        r = cf.run(["--"] + args, timeout=40)
+    assert re.findall(hops, control.text, re.M) == [("1", gw, ""), ("2", gw, "!H")], control
+    assert re.findall(hops, r.text, re.M) == [("1", gw, ""), ("2", gw, "!H")], r
+
 PROBES = r'''
 import errno, select, socket, struct, sys, time
 dst, n = sys.argv[1], 16
