@@ -15,7 +15,9 @@
  *                 child's resolver gives up), the last such rcode an upstream gave, else SERVFAIL
  * A retransmit (same client socket, ID and question) while the query is outstanding is not sent
  * again.  The table is bounded (DNS_MAX_QUERIES, DNS_PER_CLIENT per client socket): beyond, the
- * child gets SERVFAIL at once rather than waiting for nothing.
+ * child gets SERVFAIL at once rather than waiting for nothing.  Every lookup per datagram is a hash
+ * chain (client socket; client socket and ID; upstream socket and ID), none a walk of a client's
+ * queries: one socket with hundreds outstanding (a load tool, a parallel resolver) costs no more.
  *
  * Without --dns the host's resolv.conf is looked at (stat, symlinks followed) once a second, also
  * while no query arrives; a change (another file, size, mtime, ctime) reloads the nameservers, and queries waiting on an old one are sent again to the new ones.
@@ -50,8 +52,8 @@
 #define STALE_MS 10000           /* the child's files not known yet: try this long */
 #define STALE_RETRY_MS 50
 
-/* The client-socket chain of @child (keyed SipHash: the child chooses its ports). */
-static unsigned int client_bucket(const struct dns_fwd *f, const struct sockaddr_storage *child)
+/* The keyed hash (SipHash: the child chooses its ports) of the client socket @child. */
+static uint64_t client_hash(const struct dns_fwd *f, const struct sockaddr_storage *child)
 {
 	unsigned char in[18], out[crypto_shorthash_BYTES];
 	size_t n = flow_endpoint_bytes(child, in);
@@ -59,7 +61,59 @@ static unsigned int client_bucket(const struct dns_fwd *f, const struct sockaddr
 
 	crypto_shorthash(out, in, n, (const unsigned char *)f->key);
 	memcpy(&h, out, sizeof(h));
-	return (unsigned int)(h % DNS_HASH);
+	return h;
+}
+
+/* The chain of the queries with client ID @id from the client socket of hash @h (Fibonacci
+ * hashing of the ID: one client's IDs spread over the table; another's start elsewhere). */
+static unsigned int query_bucket(uint64_t h, uint16_t id)
+{
+	return (unsigned int)((h + id * 0x9e3779b97f4a7c15ull) >> 52) % DNS_HASH;
+}
+
+static struct dns_client *client_find(struct dns_fwd *f, uint64_t h, const struct sockaddr_storage *child)
+{
+	for (struct dns_client *c = f->clients[h % DNS_HASH]; c; c = c->next)
+		if (c->h == h && flow_same_endpoint(&c->ep, child))
+			return c;
+	return NULL;
+}
+
+/* A new entry for @child (the pool has one per outstanding query, so never NULL while n_udp is
+ * below DNS_MAX_QUERIES). */
+static struct dns_client *client_add(struct dns_fwd *f, uint64_t h, const struct sockaddr_storage *child)
+{
+	struct dns_client *c = f->client_free;
+
+	if (!c)
+		return NULL;
+	f->client_free = c->next;
+	memset(c, 0, sizeof(*c));
+	memcpy(&c->ep, child, child->ss_family == AF_INET6 ? sizeof(c->ep.in6) : sizeof(c->ep.in4));
+	c->h = h;
+	c->next = f->clients[h % DNS_HASH];
+	f->clients[h % DNS_HASH] = c;
+	return c;
+}
+
+/* @c leaves the table. */
+static void client_release(struct dns_fwd *f, struct dns_client *c)
+{
+	for (struct dns_client **pp = &f->clients[c->h % DNS_HASH]; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	c->next = f->client_free;
+	f->client_free = c;
+}
+
+/* One query of @c's ended: the last one frees the entry. */
+static void client_put(struct dns_fwd *f, struct dns_client *c)
+{
+	if (--c->n == 0)
+		client_release(f, c);
 }
 
 static unsigned int up_bucket(int slot, uint16_t id)
@@ -223,15 +277,10 @@ void dns_query_end(struct dns_fwd *f, struct dns_query *q, enum flow_outcome o, 
 	heap_remove(f, q);
 	up_unlink(f, q);
 	if (!q->sess) {
-		struct sockaddr_storage child;
-
-		memcpy(&child, &q->rec.child, sizeof(q->rec.child));
-		for (struct dns_query **pp = &f->chash[client_bucket(f, &child)]; *pp; pp = &(*pp)->cnext) {
-			if (*pp == q) {
-				*pp = q->cnext;
-				break;
-			}
-		}
+		*q->cprev = q->cnext;
+		if (q->cnext)
+			q->cnext->cprev = q->cprev;
+		client_put(f, q->client);
 		f->n_udp--;
 	}
 	flow_end(f->hub, &q->rec, o, err);
@@ -550,9 +599,10 @@ static void upstream_readable(struct dns_fwd *f, int slot)
 
 	b.n = 0;
 	for (int burst = 0; burst < 4; burst++) {
+		struct dns_query *done[RX_BATCH];
 		struct mmsghdr mm[RX_BATCH];
 		struct iovec io[RX_BATCH];
-		int n;
+		int n, n_done = 0;
 
 		memset(mm, 0, sizeof(mm));
 		for (int i = 0; i < RX_BATCH; i++) {
@@ -588,9 +638,12 @@ static void upstream_readable(struct dns_fwd *f, int slot)
 			batch_add(f, &b, q, m, len);
 			q->rec.bytes_down = len;
 			q->rec.pkts_down = 1;
-			dns_query_end(f, q, FLOW_OK, 0);
+			up_unlink(f, q);   /* answered: a second answer in this batch finds nothing */
+			done[n_done++] = q;
 		}
 		batch_flush(f, &b);   /* before the next burst reuses the buffers */
+		for (int i = 0; i < n_done; i++)   /* the answers first, the bookkeeping after */
+			dns_query_end(f, done[i], FLOW_OK, 0);
 		if (n < RX_BATCH)
 			return;
 	}
@@ -605,8 +658,10 @@ static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storag
 	union flow_addr c, d;
 	struct dns_question q;
 	enum dns_verdict v = dns_check_query(msg, len, &q);
-	unsigned int b, mine = 0;
+	struct dns_client *cl;
 	struct dns_query *dq;
+	unsigned int b;
+	uint64_t h;
 
 	memcpy(&c, child, sizeof(c));
 	memcpy(&d, dst, sizeof(d));
@@ -620,19 +675,20 @@ static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storag
 		dns_record_at_once(f, child, dst, "dns: malformed query", FLOW_DENIED, EBADMSG);
 		return;
 	}
-	b = client_bucket(f, child);
-	for (dq = f->chash[b]; dq; dq = dq->cnext) {
-		if (!flow_same_endpoint(&dq->rec.child, child))
-			continue;
-		if (dq->client_id == dns_id(msg) && dns_question_eq(&dq->q, &q) &&
+	h = client_hash(f, child);
+	cl = client_find(f, h, child);
+	b = query_bucket(h, dns_id(msg));
+	for (dq = cl ? f->chash[b] : NULL; dq; dq = dq->cnext) {
+		if (dq->client == cl && dq->client_id == dns_id(msg) && dns_question_eq(&dq->q, &q) &&
 		    flow_same_endpoint(&dq->rec.dst, dst)) {
 			f->dup++;   /* a retransmit: the answer to the first goes to both */
 			return;
 		}
-		mine++;
 	}
-	if (mine >= DNS_PER_CLIENT || f->n_udp >= DNS_MAX_QUERIES ||
-	    !(dq = dns_query_new(f, msg, len, &q, child, dst))) {
+	if ((cl && cl->n >= DNS_PER_CLIENT) || f->n_udp >= DNS_MAX_QUERIES ||
+	    (!cl && !(cl = client_add(f, h, child))) || !(dq = dns_query_new(f, msg, len, &q, child, dst))) {
+		if (cl && !cl->n)
+			client_release(f, cl);   /* added for this one */
 		f->refused_full++;
 		udp_error_reply(f, fam, &c, &d, msg, &q, DNS_RCODE_SERVFAIL);
 		dns_record_at_once(f, child, dst, "dns: too many queries outstanding", FLOW_NO_RESOURCES, ENOBUFS);
@@ -640,7 +696,12 @@ static void child_query(struct dns_fwd *f, int fam, const struct sockaddr_storag
 	}
 	dq->fam = fam;
 	dq->ns_first = dns_first_ns(f);
+	dq->client = cl;
+	cl->n++;
 	dq->cnext = f->chash[b];
+	if (dq->cnext)
+		dq->cnext->cprev = &dq->cnext;
+	dq->cprev = &f->chash[b];
 	f->chash[b] = dq;
 	f->n_udp++;
 	udp_try(f, dq, ETIMEDOUT);
@@ -1011,9 +1072,14 @@ int dns_fwd_new(struct dns_fwd **out, const struct dns_fwd_config *cfg)
 		f->egress = *cfg->egress;
 	f->heap = calloc(DNS_HEAP_MAX, sizeof(void *));
 	f->buf = malloc((size_t)RX_BATCH * RX_BUF);
-	if (!f->heap || !f->buf || sodium_init() < 0) {
+	f->client_pool = calloc(DNS_MAX_QUERIES, sizeof(*f->client_pool));
+	if (!f->heap || !f->buf || !f->client_pool || sodium_init() < 0) {
 		dns_fwd_free(f);
 		return -ENOMEM;
+	}
+	for (int i = DNS_MAX_QUERIES; i-- > 0;) {
+		f->client_pool[i].next = f->client_free;
+		f->client_free = &f->client_pool[i];
 	}
 	randombytes_buf(f->key, sizeof(f->key));
 	f->now = f->next_check = 0;
@@ -1060,5 +1126,6 @@ void dns_fwd_free(struct dns_fwd *f)
 	}
 	free(f->heap);
 	free(f->buf);
+	free(f->client_pool);
 	free(f);
 }

@@ -38,6 +38,14 @@ struct dns_ev {
 struct dns_tcp;
 struct dns_query;
 
+/* One client socket of the child's with UDP queries outstanding: its count, for DNS_PER_CLIENT. */
+struct dns_client {
+	union flow_addr ep;
+	uint64_t h;                   /* keyed hash of ep: its bucket, and its queries' */
+	unsigned int n;               /* its outstanding queries (> 0 while in the table) */
+	struct dns_client *next;      /* its bucket's chain, or the free list */
+};
+
 #define DNS_RX_BATCH 16          /* datagrams per recvmmsg()/sendmmsg() */
 
 /* First tries of the queries of one receive batch: one sendmmsg() per upstream socket. */
@@ -63,7 +71,9 @@ struct dns_query {
 	unsigned int heap_i;
 	struct dns_tcp *sess;         /* NULL for UDP */
 	struct dns_query *unext;      /* chain by (slot, upstream ID) */
-	struct dns_query *cnext;      /* chain by client socket (UDP) */
+	struct dns_client *client;    /* UDP: the client socket it came from */
+	struct dns_query *cnext;      /* UDP: chain by (client socket, client ID), doubly linked */
+	struct dns_query **cprev;
 	struct dns_query *snext;      /* the session's list (TCP) */
 	size_t len, cap;
 	uint8_t *msg;                 /* the query; its ID is the upstream ID once sent */
@@ -107,6 +117,9 @@ struct dns_fwd {
 
 	/* Outstanding queries */
 	struct dns_query *uhash[DNS_HASH], *chash[DNS_HASH];
+	struct dns_client *clients[DNS_HASH];
+	struct dns_client *client_pool;   /* DNS_MAX_QUERIES of them: each has a query outstanding */
+	struct dns_client *client_free;
 	uint64_t key[2];
 	struct dns_query **heap;      /* every outstanding query, by try_deadline */
 	unsigned int n_heap, n_udp;

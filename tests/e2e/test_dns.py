@@ -221,6 +221,51 @@ def test_blackholed_resolver_servfail_before_client_timeout(cf, world, dnsw):
     assert_recorder_silent(dnsw)
 
 
+LIMIT = r"""
+import socket, struct, time
+def q(i, name=b'\x01a\x04test\x00'):
+    return struct.pack('>HHHHHH', i, 0x0100, 1, 0, 0, 0) + name + struct.pack('>HH', 1, 1)
+one = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); one.connect(('203.0.113.99', 53))
+two = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); two.connect(('203.0.113.99', 53))
+for i in range(1, 301):
+    one.send(q(i))
+    if i % 20 == 0:
+        time.sleep(0.02)                    # paced: the listener's buffer never overflows
+one.send(q(1)); one.send(q(2))              # retransmits of outstanding queries: not new ones
+two.send(q(7))                              # another socket: its own limit, not one's
+def answers(s, secs):
+    got, end = [], time.monotonic() + secs
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return got
+        s.settimeout(left)
+        try:
+            a = s.recv(4096)
+        except socket.timeout:
+            return got
+        got.append((struct.unpack('>H', a[:2])[0], a[3] & 15))
+early1, early2 = answers(one, 1.0), answers(two, 0.2)
+late1, late2 = answers(one, 4.0), answers(two, 0.5)
+print('early', sorted(i for i, _ in early1), sorted(set(r for _, r in early1)), early2)
+print('late', len(late1), len(set(i for i, _ in late1)), sorted(set(r for _, r in late1)), late2)
+"""
+
+
+def test_per_client_limit_and_retransmits(cf, world):
+    """One client socket gets DNS_PER_CLIENT (256) queries outstanding: the rest get SERVFAIL at
+    once; a retransmit of an outstanding query is not a new one (one answer, not counted); another
+    socket of the same program is not limited by the first.  The resolver never answers, so every
+    kept query ends with SERVFAIL at the forwarder's deadline (the host's 5 s less its margin)."""
+    with W.NftTable(world.router, "forward") as nt:
+        nt.set(f"ip daddr {HOLE4} drop")
+        r = cf.run(["--dns", HOLE4, "--", "/usr/bin/python3", "-c", LIMIT], timeout=30)
+    assert r.rc == 0, r
+    early = f"early {list(range(257, 301))} [2] []"            # 44 refused at once, all SERVFAIL
+    assert early in r.text, r
+    assert "late 256 256 [2] [(7, 2)]" in r.text, r              # each kept query answered once
+
+
 HOSTILE = r"""
 import socket, struct
 def q(body, hdr=(0x1111, 0x0100, 1, 0, 0, 0)):
