@@ -250,38 +250,45 @@ static int open_procdir(pid_t tid)
 	return open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
 }
 
-/* A pidfd of the thread (@pd: its /proc directory), opened before the validity check too. */
+/* A pidfd of the thread (@pd: its /proc directory, or -1: opened here when needed), opened before
+ * the validity check too. */
 static int open_pidfd(pid_t tid, int pd)
 {
 	char v[64];
-	int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+	int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD), own, r;
 
 	if (fd >= 0 || errno != EINVAL)
 		return fd;
 	/* Before Linux 6.9 (no PIDFD_THREAD): the thread group's leader. */
-	if (status_line(pd, "Tgid", v, sizeof(v)) < 0)
+	own = pd < 0 ? open_procdir(tid) : -1;
+	r = status_line(pd >= 0 ? pd : own, "Tgid", v, sizeof(v));
+	if (own >= 0)
+		close(own);
+	if (r < 0)
 		return -1;
 	return (int)syscall(SYS_pidfd_open, (pid_t)atoi(v), 0);
 }
 
-/* FD_CLOEXEC of the command's @cfd, from fdinfo's octal flags. */
+/* FD_CLOEXEC of the command's @cfd, from fdinfo's octal flags ("pos:\t0\nflags:\t02000002\n...").
+ * One read() into a buffer of ours: no stdio (this runs for every hand-over). */
 static bool fd_cloexec(int pd, int cfd)
 {
-	char path[64], line[128];
-	bool ce = false;
-	FILE *fp;
+	char path[64], buf[256];
+	const char *fl;
+	ssize_t n;
+	int fd;
 
 	snprintf(path, sizeof(path), "fdinfo/%d", cfd);
-	fp = proc_open(pd, path);
-	if (!fp)
+	fd = pd >= 0 ? openat(pd, path, O_RDONLY | O_CLOEXEC) : -1;
+	if (fd < 0)
 		return false;
-	while (fgets(line, sizeof(line), fp))
-		if (!strncmp(line, "flags:", 6)) {
-			ce = (strtoul(line + 6, NULL, 8) & O_CLOEXEC) != 0;
-			break;
-		}
-	fclose(fp);
-	return ce;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	fl = strstr(buf, "\nflags:");
+	return fl && (strtoul(fl + 7, NULL, 8) & O_CLOEXEC) != 0;
 }
 
 /* ---- sockets shared before connect ---------------------------------------------------------- */
@@ -363,14 +370,12 @@ static uint64_t sock_cookie(int fd)
  */
 static void note_share(struct fasttcp *f, uint64_t id, pid_t tid, int cfd)
 {
-	int pd = open_procdir(tid), pidfd = open_pidfd(tid, pd), sfd = -1, e = ESRCH;
+	int pidfd = open_pidfd(tid, -1), sfd = -1, e = ESRCH;
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	uint64_t ck;
 
 	f->st.shares++;
-	if (pd >= 0)
-		close(pd);
 	if (pidfd >= 0 && !notif_valid(f, id)) {   /* the pidfd may name a reused tid: never read it */
 		close(pidfd);
 		respond(f, id, 0, true);
@@ -458,6 +463,7 @@ static int unix_named(const struct sockaddr_storage *ss, socklen_t alen)
 }
 
 static int park_add(struct fasttcp *f, const struct park *p);
+static void inject_done(struct fasttcp *f, const struct park *p, bool timeout);
 
 /*
  * perform_connect() - connect the command's own socket @sfd (our dup; consumed) with our copy of
@@ -818,7 +824,15 @@ static void inject(struct fasttcp *f, struct ft_job *j, int sfd, int dom, int bp
 				  .dst = *ss, .alen = alen };
 		struct timeval tv;
 		socklen_t tl = sizeof(tv);
+		struct tcp_info ti;
+		socklen_t il = sizeof(ti);
 
+		/* A near peer has often answered within our connect() already (the SYN and its answer
+		 * went through the softirq on our way out): completed, it is not parked at all. */
+		if (getsockopt(hs, IPPROTO_TCP, TCP_INFO, &ti, &il) == 0 && ti.tcpi_state != TCP_SYN_SENT) {
+			inject_done(f, &p, false);
+			return;
+		}
 		if (p.nonblocking)
 			p.deadline_ms = now_ms() + FT_NB_WAIT_MS;
 		else if (!getsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) && (tv.tv_sec || tv.tv_usec))
@@ -1030,6 +1044,50 @@ static void park_end(struct fasttcp *f, struct park *p)
 	f->n_parked--;
 }
 
+/*
+ * inject_done() - our connect for a blocking or not-known-clean connect (@p, not in the table; its
+ * fds are consumed) completed (not in SYN_SENT any more), or its deadline passed (@timeout): answer,
+ * hand over, or give it to the relay.
+ */
+static void inject_done(struct fasttcp *f, const struct park *p, bool timeout)
+{
+	int fd = p->fd, sfd = p->sfd, cfd = p->cfd, flags = p->flags, e = 0;
+	socklen_t l = sizeof(e);
+	uint64_t id = p->id;
+	bool nb = p->nonblocking, cloexec = p->cloexec;
+	struct sockaddr_storage dst = p->dst;
+	socklen_t alen = p->alen;
+
+	if (!timeout) {
+		getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l);
+		/* SS_CONNECTED, as the kernel's blocking connect leaves it */
+		if (!e && connect(fd, (const struct sockaddr *)&dst, alen) < 0 && errno != EISCONN)
+			e = errno;
+		if (e && !nb) {
+			f->st.refused++;
+			respond(f, id, -e, false);
+			close(fd);
+			close(sfd);
+			return;
+		}
+	}
+	if (timeout && !nb) {   /* the command's SO_SNDTIMEO: in progress, as natively */
+		close(sfd);
+		hand_over(f, id, fd, cfd, flags, cloexec, -EINPROGRESS, &dst);
+		return;
+	}
+	/* A non-blocking connect that did not complete in time or failed, or any that ends on
+	 * this host: the relay takes it, with its exact outcome (EINPROGRESS, then SO_ERROR). */
+	if (timeout || e || ends_here(f, fd)) {
+		close(fd);
+		f->st.fell_back++;
+		perform_connect(f, NULL, id, sfd, cfd, &dst, alen);   /* TCP: no path */
+		return;
+	}
+	close(sfd);
+	hand_over(f, id, fd, cfd, flags, cloexec, nb ? -EINPROGRESS : 0, NULL);
+}
+
 /* A parked socket is writable (connected, or failed), or its deadline passed (@timeout). */
 static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 {
@@ -1068,45 +1126,16 @@ static void park_event(struct fasttcp *f, struct park *p, bool timeout)
 		park_end(f, p);
 		return;
 	case PARK_INJECT: {
-		int fd = p->fd, sfd = p->sfd, cfd = p->cfd, flags = p->flags;
-		uint64_t id = p->id;
-		bool nb = p->nonblocking, cloexec = p->cloexec;
-		struct sockaddr_storage dst = p->dst;
-		socklen_t alen = p->alen;
+		struct park q = *p;
 
-		if (!timeout) {
-			if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_SYN_SENT)
-				return;
-			getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l);
-			/* SS_CONNECTED, as the kernel's blocking connect leaves it */
-			if (!e && connect(fd, (const struct sockaddr *)&dst, alen) < 0 && errno != EISCONN)
-				e = errno;
-			if (e && !nb) {
-				f->st.refused++;
-				respond(f, id, -e, false);
-				park_end(f, p);
-				return;
-			}
-		}
-		epoll_ctl(f->ep, EPOLL_CTL_DEL, fd, NULL);
+		if (!timeout && getsockopt(q.fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 &&
+		    ti.tcpi_state == TCP_SYN_SENT)
+			return;
+		epoll_ctl(f->ep, EPOLL_CTL_DEL, q.fd, NULL);
 		p->kind = PARK_FREE;
 		p->sfd = -1;
 		f->n_parked--;
-		if (timeout && !nb) {   /* the command's SO_SNDTIMEO: in progress, as natively */
-			close(sfd);
-			hand_over(f, id, fd, cfd, flags, cloexec, -EINPROGRESS, &dst);
-			return;
-		}
-		/* A non-blocking connect that did not complete in time or failed, or any that ends on
-		 * this host: the relay takes it, with its exact outcome (EINPROGRESS, then SO_ERROR). */
-		if (timeout || e || ends_here(f, fd)) {
-			close(fd);
-			f->st.fell_back++;
-			perform_connect(f, NULL, id, sfd, cfd, &dst, alen);   /* TCP: no path */
-			return;
-		}
-		close(sfd);
-		hand_over(f, id, fd, cfd, flags, cloexec, nb ? -EINPROGRESS : 0, NULL);
+		inject_done(f, &q, timeout);
 		return;
 	}
 	case PARK_FREE:

@@ -2,12 +2,14 @@
 /*
  * worker — --fast-tcp's blocking-prone inspection steps on a worker thread (see worker.h).
  *
- * One thread runs at a time and takes one job at a time over its own request socket (a pointer);
- * it answers on the pool's done socket.  P keeps the queue.  The job's state decides who owns it
- * when the deadline and the thread race: P swaps RUNNING for ABANDONED, the thread swaps it for
- * DONE; whoever comes second knows: a thread that finds ABANDONED frees the job (and its fds) and
- * ends; P that finds DONE waits for the answer on its way.  An abandoned thread holds only its own
- * fds (a dup of the done socket, its request socket), never P's.  The thread has its own fs_struct
+ * One thread runs at a time and takes one job at a time, posted in its control block (a pointer
+ * and a futex word: no socket buffer on the way); it tells P through the pool's eventfd.  P keeps
+ * the queue.  The job's state decides who owns it when the deadline and the thread race: P swaps
+ * RUNNING for ABANDONED, the thread swaps it for DONE; whoever comes second knows: a thread that
+ * finds ABANDONED frees the job (and its fds) and ends; P that finds DONE takes it.  The control
+ * block has two references (P's, the thread's): P lets go of it when it abandons the thread or
+ * frees the pool (quit, then a wake), the thread when it ends; the last one frees it.  An abandoned
+ * thread holds only its own fd (a dup of the eventfd), never P's.  The thread has its own fs_struct
  * (unshare(CLONE_FS)), so its umask is not P's, and setfsuid()/setfsgid() are per thread.
  */
 #include "fasttcp/worker.h"
@@ -22,7 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/futex.h>
 #include <linux/openat2.h>
+#include <sys/eventfd.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -34,18 +38,48 @@ enum { J_QUEUED, J_RUNNING, J_DONE, J_ABANDONED };
 /* Threads abandoned and not yet let go by the kernel (process-wide: they outlive a pool). */
 static atomic_int n_stuck;
 
+/* One thread's: shared by P and it (see above). */
+struct wk_ctl {
+	_Atomic(struct ft_job *) job;   /* posted by P, taken (NULL) by the thread */
+	atomic_uint word;               /* the futex: P bumps it after each post and at quit */
+	atomic_bool quit;               /* P let go: the thread ends when it gets out */
+	atomic_int refs;
+	int done;                       /* the thread's dup of the pool's eventfd */
+};
+
 struct ftw {
-	int done[2];                  /* [0] P reads; [1] duplicated for each thread */
-	int req;                      /* P's end of the running thread's request socket, or -1 */
+	int done;                     /* eventfd: a thread finished the running job */
+	struct wk_ctl *k;             /* the thread for the queue, or NULL */
 	struct ft_job *running;       /* on the thread now, or NULL */
 	struct ft_job *head, *tail;   /* waiting */
 	struct ft_job *over;          /* failed, for ftw_take() */
 	int n_queued;
 };
 
-struct wk_arg {
-	int req, done;
-};
+static void ctl_unref(struct wk_ctl *k)
+{
+	if (atomic_fetch_sub(&k->refs, 1) == 1) {
+		close(k->done);
+		free(k);
+	}
+}
+
+static void ctl_wake(struct wk_ctl *k)
+{
+	atomic_fetch_add(&k->word, 1);
+	syscall(SYS_futex, (void *)&k->word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* P lets go of the queue's thread: it ends when it gets out of what it does. */
+static void let_go(struct ftw *w)
+{
+	struct wk_ctl *k = w->k;
+
+	w->k = NULL;
+	atomic_store(&k->quit, true);
+	ctl_wake(k);
+	ctl_unref(k);
+}
 
 void ft_job_free(struct ft_job *j)
 {
@@ -164,32 +198,30 @@ static void run_job(struct ft_job *j, bool own_fs)
 	}
 }
 
-/* A job's address over a socket of this process.  Return: true when sent. */
-static bool put_job(int fd, const struct ft_job *j)
+/* The next job posted to @k, or NULL when P let go of the thread. */
+static struct ft_job *wk_wait(struct wk_ctl *k)
 {
-	uintptr_t v = (uintptr_t)j;
+	for (;;) {
+		unsigned int seq = atomic_load(&k->word);
+		struct ft_job *j = atomic_exchange(&k->job, NULL);
 
-	return send(fd, &v, sizeof(v), MSG_NOSIGNAL) == (ssize_t)sizeof(v);
-}
-
-/* The job sent on @fd, or NULL (none: errno, or the peer is gone). */
-static struct ft_job *get_job(int fd, int flags)
-{
-	uintptr_t v = 0;
-
-	if (recv(fd, &v, sizeof(v), flags) != (ssize_t)sizeof(v))
-		return NULL;
-	return (struct ft_job *)v;
+		if (j)
+			return j;
+		if (atomic_load(&k->quit))
+			return NULL;
+		/* a post or quit after the load above changed the word: no wait */
+		syscall(SYS_futex, (void *)&k->word, FUTEX_WAIT_PRIVATE, seq, NULL, NULL, 0);
+	}
 }
 
 static void *wk_main(void *arg)
 {
-	struct wk_arg a = *(struct wk_arg *)arg;
+	struct wk_ctl *k = arg;
 	bool own_fs = unshare(CLONE_FS) == 0;
 	struct ft_job *j;
+	uint64_t one = 1;
 
-	free(arg);
-	while ((j = get_job(a.req, 0))) {
+	while ((j = wk_wait(k))) {
 		int expect = J_RUNNING;
 
 		run_job(j, own_fs);
@@ -199,51 +231,46 @@ static void *wk_main(void *arg)
 			atomic_fetch_sub(&n_stuck, 1);
 			break;
 		}
-		if (!put_job(a.done, j))
-			break;   /* P is gone */
+		/* the job is P's from here on: only our own block is touched */
+		if (write(k->done, &one, sizeof(one)) != (ssize_t)sizeof(one))
+			break;   /* cannot happen below 2^64 - 1 */
 	}
-	close(a.req);
-	close(a.done);
+	ctl_unref(k);
 	return NULL;
 }
 
 /* A new thread for the queue.  Return: 0 or -errno. */
 static int start_thread(struct ftw *w)
 {
-	int sv[2];
-	struct wk_arg *a;
+	struct wk_ctl *k = calloc(1, sizeof(*k));
 	pthread_attr_t at;
 	pthread_t t;
 	sigset_t all, old;
 	int r;
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	a = malloc(sizeof(*a));
-	if (!a || (a->done = fcntl(w->done[1], F_DUPFD_CLOEXEC, 0)) < 0) {
-		r = a ? -errno : -ENOMEM;
-		free(a);
-		close(sv[0]);
-		close(sv[1]);
+	if (!k)
+		return -ENOMEM;
+	k->done = fcntl(w->done, F_DUPFD_CLOEXEC, 0);
+	if (k->done < 0) {
+		r = -errno;
+		free(k);
 		return r;
 	}
-	a->req = sv[1];
+	atomic_init(&k->refs, 2);
 	/* P's signals stay P's (signalfd, EINTR of its loop): the thread blocks them all */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	pthread_attr_init(&at);
 	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-	r = -pthread_create(&t, &at, wk_main, a);
+	r = -pthread_create(&t, &at, wk_main, k);
 	pthread_attr_destroy(&at);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r < 0) {
-		close(a->done);
-		close(a->req);
-		free(a);
-		close(sv[0]);
+		close(k->done);
+		free(k);
 		return r;
 	}
-	w->req = sv[0];
+	w->k = k;
 	return 0;
 }
 
@@ -281,19 +308,15 @@ static void kick(struct ftw *w, uint64_t now)
 	struct ft_job *j;
 
 	while (!w->running && (j = pop(w))) {
-		if (w->req < 0 && (atomic_load(&n_stuck) >= FT_STUCK_MAX || start_thread(w) < 0)) {
+		if (!w->k && (atomic_load(&n_stuck) >= FT_STUCK_MAX || start_thread(w) < 0)) {
 			fail(w, j, deadline_errno(j));
 			continue;
 		}
 		atomic_store(&j->state, J_RUNNING);
 		j->deadline = now + FT_JOB_DEADLINE_MS;
-		if (!put_job(w->req, j)) {
-			close(w->req);   /* a thread that died: the job fails, the next one gets another */
-			w->req = -1;
-			fail(w, j, deadline_errno(j));
-			continue;
-		}
 		w->running = j;
+		atomic_store(&w->k->job, j);
+		ctl_wake(w->k);
 	}
 }
 
@@ -304,8 +327,8 @@ int ftw_new(struct ftw **wp)
 	*wp = NULL;
 	if (!w)
 		return -ENOMEM;
-	w->req = -1;
-	if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, w->done) < 0) {
+	w->done = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (w->done < 0) {
 		int e = -errno;
 
 		free(w);
@@ -317,7 +340,7 @@ int ftw_new(struct ftw **wp)
 
 int ftw_fd(const struct ftw *w)
 {
-	return w->done[0];
+	return w->done;
 }
 
 void ftw_submit(struct ftw *w, struct ft_job *j, uint64_t now)
@@ -342,8 +365,14 @@ void ftw_submit(struct ftw *w, struct ft_job *j, uint64_t now)
 struct ft_job *ftw_take(struct ftw *w, uint64_t now)
 {
 	struct ft_job *j = NULL;
+	uint64_t v;
+	/* level-triggered in P's epoll set: reset whenever it may be set (a DONE seen before the
+	 * thread's write leaves it set for the next call); EAGAIN: not set */
+	ssize_t n = read(w->done, &v, sizeof(v));
 
-	if (w->running && (j = get_job(w->done[0], MSG_DONTWAIT))) {
+	(void)n;
+	if (w->running && atomic_load(&w->running->state) == J_DONE) {
+		j = w->running;
 		w->running = NULL;
 		kick(w, now);
 		return j;
@@ -357,8 +386,7 @@ struct ft_job *ftw_take(struct ftw *w, uint64_t now)
 			struct ft_job *c = calloc(1, sizeof(*c));
 
 			atomic_fetch_add(&n_stuck, 1);
-			close(w->req);   /* the thread ends when the kernel lets it go */
-			w->req = -1;
+			let_go(w);   /* the thread ends when the kernel lets it go */
 			w->running = NULL;
 			if (c) {
 				c->kind = j->kind;
@@ -367,8 +395,11 @@ struct ft_job *ftw_take(struct ftw *w, uint64_t now)
 				fail(w, c, deadline_errno(c));
 			}
 			kick(w, now);
+		} else {   /* DONE just now */
+			w->running = NULL;
+			kick(w, now);
+			return j;
 		}
-		/* else DONE just now: its answer is on its way */
 	}
 	j = w->over;
 	if (j) {
@@ -405,6 +436,7 @@ struct ft_job *ftw_cancel(struct ftw *w)
 			struct ft_job *c = calloc(1, sizeof(*c));
 
 			atomic_fetch_add(&n_stuck, 1);
+			let_go(w);
 			w->running = NULL;
 			if (!c)
 				return NULL;
@@ -413,10 +445,7 @@ struct ft_job *ftw_cancel(struct ftw *w)
 			c->sfd = c->procdir = -1;
 			j = c;
 		} else {
-			/* done just now: its answer is (about to be) on the done socket */
-			while (!get_job(w->done[0], MSG_DONTWAIT) && errno == EAGAIN)
-				sched_yield();
-			w->running = NULL;
+			w->running = NULL;   /* done just now: ours */
 		}
 		j->failed = true;
 		j->res = -ECONNABORTED;
@@ -431,9 +460,8 @@ void ftw_free(struct ftw *w)
 		return;
 	for (struct ft_job *j; (j = ftw_cancel(w));)
 		ft_job_free(j);
-	if (w->req >= 0)
-		close(w->req);
-	close(w->done[0]);
-	close(w->done[1]);
+	if (w->k)
+		let_go(w);
+	close(w->done);
 	free(w);
 }
