@@ -165,6 +165,8 @@ static int relay_setup(struct relay *r)
 		if (r->listen_fd[i] < 0)
 			continue;
 		r->ev_listen[i].kind = (i == BE_TCP4 || i == BE_TCP6) ? EV_TCP_LISTEN : EV_UDP_LISTEN;
+		if (r->ev_listen[i].kind == EV_TCP_LISTEN)
+			tcp_listener_opts(r, r->listen_fd[i]);
 		r->ev_listen[i].index = i;
 		if ((err = relay_watch(r, r->listen_fd[i], EPOLLIN, &r->ev_listen[i])) < 0)
 			return err;
