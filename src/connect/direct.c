@@ -3,7 +3,8 @@
  * connect/direct — a non-blocking connect() to the destination the child dialled, from a socket
  * made by egress_socket() (the connector's cfg is the run's struct egress: `--iface`).
  *
- * States: CONNECTING (after start(), waiting for EPOLLOUT) -> READY, or FAILED with SO_ERROR.
+ * States: CONNECTING (after start(), waiting for EPOLLOUT) -> READY, or FAILED with SO_ERROR
+ * (EPOLLERR or EPOLLHUP).
  * Keepalive is set on the upstream socket so that a peer that vanishes without a reset (NAT timeout,
  * power loss) ends the flow after about 10 minutes instead of pinning it forever.
  *
@@ -116,6 +117,10 @@ static enum conn_step direct_step(void *st, int fd, uint32_t events, uint32_t *w
 		*want = EPOLLOUT | EPOLLIN;
 		return CONN_MORE;
 	}
+	/* A socket still in SYN_SENT is never writable, and a failed one reports EPOLLERR or EPOLLHUP:
+	 * writable alone is connected, with no error to read. */
+	if (!(events & (EPOLLERR | EPOLLHUP)))
+		return CONN_READY;
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
 		e = errno;
 	if (e) {

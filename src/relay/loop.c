@@ -372,7 +372,10 @@ int relay_run(struct relay *r)
 	struct epoll_event evs[256];
 
 	while (!r->done) {
-		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
+		/* Work left by the end of the last turn (tcp_accept_passed() may leave a NAT check or
+		 * a verdict) is not waited on. */
+		bool pending = r->tcp_ready || r->tcp_verify || r->gate_out_len;
+		int timeout = pending ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
 		uint64_t svc_at = r->c->service.ops ? r->c->service.ops->deadline(r->c->service.priv) : UINT64_MAX;
 		uint64_t wake_at = run_hooks_due(r, relay_now_ms());
 
@@ -423,6 +426,7 @@ int relay_run(struct relay *r)
 		tcp_run_ready(r);
 		gate_admit(r);
 		gate_flush(r);
+		tcp_accept_passed(r);
 		echo_flush(r);
 		if (r->now_ms >= r->next_sweep) {
 			tcp_sweep(r);

@@ -750,6 +750,7 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 		gate_answer(r, f->gate_id, GATE_PASS);
 		f->state = TCP_ACCEPTING;
 		r->n_accepting++;
+		r->accept_soon |= f->rec.dst.sa.sa_family == AF_INET6 ? 2u : 1u;
 		f->stream = f->conn->ops->stream;
 		f->deadline_ms = r->now_ms + GATE_ACCEPT_MS;
 		if ((err = watch_up(r, f, EV_ALL)) < 0)
@@ -1266,6 +1267,19 @@ void tcp_accept(struct relay *r, int lfd)
 		}
 		tcp_flow_adopt(r, f, c);
 	}
+}
+
+void tcp_accept_passed(struct relay *r)
+{
+	unsigned int soon = r->accept_soon;
+
+	r->accept_soon = 0;
+	if (!r->n_accepting || r->accept_paused_until || r->command_gone)
+		return;   /* paused: the listeners are not watched either; at the drain, all are taken */
+	if ((soon & 1u) && r->listen_fd[BE_TCP4] >= 0)
+		tcp_accept(r, r->listen_fd[BE_TCP4]);
+	if ((soon & 2u) && r->listen_fd[BE_TCP6] >= 0)
+		tcp_accept(r, r->listen_fd[BE_TCP6]);
 }
 
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
