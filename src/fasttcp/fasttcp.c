@@ -642,7 +642,7 @@ static bool ends_here(struct fasttcp *f, int fd)
 {
 	struct policy_verdict v;
 
-	policy_check_connected(&f->c->policy, &fd, 1, &v);
+	policy_check_connected(&f->c->policy, &fd, NULL, 1, &v);
 	if (v.action == POL_DENY) {
 		log_debug("fast-tcp: refusing a connection: %s", v.reason);
 		return true;

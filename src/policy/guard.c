@@ -439,7 +439,8 @@ static uint16_t port_of(const struct sockaddr_storage *ss)
 
 #define SCAN_PORTS 1024   /* host sockets connected to one of our addresses that one scan keeps */
 
-void guard_check_connected_many(struct guard *g, const int *fds, int n, enum guard_verdict *out)
+void guard_check_connected_many(struct guard *g, const int *fds, const struct sockaddr_storage *peers, int n,
+				enum guard_verdict *out)
 {
 	struct sockaddr_storage local[GUARD_BATCH_MAX];
 	struct guard_peer_slot *slot[GUARD_BATCH_MAX];
@@ -454,10 +455,11 @@ void guard_check_connected_many(struct guard *g, const int *fds, int n, enum gua
 		bool clean;
 
 		need[i] = false;
-		/* NAT does not show here (the socket reports what was dialled), but a route may have
-		 * changed since the destination was allowed. */
-		if (getpeername(fds[i], (struct sockaddr *)&peer, &len) < 0 ||
-		    getsockname(fds[i], (struct sockaddr *)&local[i], &llen) < 0) {
+		/* NAT does not show here (the socket reports what was dialled, which the caller may
+		 * know already), but a route may have changed since the destination was allowed. */
+		if (peers)
+			peer = peers[i];
+		else if (getpeername(fds[i], (struct sockaddr *)&peer, &len) < 0) {
 			out[i] = GUARD_DENY_UNKNOWN;
 			continue;
 		}
@@ -466,6 +468,11 @@ void guard_check_connected_many(struct guard *g, const int *fds, int n, enum gua
 			continue;
 		slot[i] = peer_slot(g, &peer, &clean);
 		need[i] = !clean;
+		/* The local address only matters for the walk of the kernel's table. */
+		if (need[i] && getsockname(fds[i], (struct sockaddr *)&local[i], &llen) < 0) {
+			out[i] = GUARD_DENY_UNKNOWN;
+			need[i] = false;
+		}
 	}
 	/* One walk of the kernel's table per local address the new connections use (usually one per
 	 * family), whatever their number. */
@@ -504,7 +511,7 @@ enum guard_verdict guard_check_connected(struct guard *g, int fd)
 {
 	enum guard_verdict v;
 
-	guard_check_connected_many(g, &fd, 1, &v);
+	guard_check_connected_many(g, &fd, NULL, 1, &v);
 	return v;
 }
 

@@ -138,9 +138,12 @@ bool guard_peer_known_clean(struct guard *g, const struct sockaddr_storage *peer
  * guard_check_connected_many() - guard_check_connected() for @n (at most GUARD_BATCH_MAX) sockets,
  * with one sock_diag walk per distinct local address among those not remembered clean, whatever
  * their number: the relay checks every connection that completed in one turn of its loop together.
+ * @peers: the address each socket connected to (what getpeername() would say), or NULL to ask the
+ *         sockets
  * @out: one verdict per socket.
  */
-void guard_check_connected_many(struct guard *g, const int *fds, int n, enum guard_verdict *out);
+void guard_check_connected_many(struct guard *g, const int *fds, const struct sockaddr_storage *peers, int n,
+				enum guard_verdict *out);
 
 /* Static classification without the route and host-address lookups (pure; unit tested). */
 enum guard_verdict guard_classify(const struct netplan *net, const struct sockaddr *dst);

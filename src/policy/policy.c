@@ -51,13 +51,14 @@ struct policy_verdict policy_decide(struct policy *p, const struct policy_query 
 	return (struct policy_verdict){ .action = POL_DIRECT, .reason = "default route: direct" };
 }
 
-void policy_check_connected(struct policy *p, const int *fds, int n, struct policy_verdict *out)
+void policy_check_connected(struct policy *p, const int *fds, const struct sockaddr_storage *dsts, int n,
+			    struct policy_verdict *out)
 {
 	enum guard_verdict g[POLICY_BATCH_MAX];
 
 	if (n > POLICY_BATCH_MAX)
 		n = POLICY_BATCH_MAX;
-	guard_check_connected_many(&p->guard, fds, n, g);
+	guard_check_connected_many(&p->guard, fds, dsts, n, g);
 	for (int i = 0; i < n; i++)
 		out[i] = g[i] != GUARD_ALLOW
 			? (struct policy_verdict){ .action = POL_DENY, .reason = guard_reason(g[i]) }

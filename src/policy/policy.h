@@ -52,11 +52,13 @@ struct policy_verdict policy_decide(struct policy *p, const struct policy_query 
 /*
  * policy_check_connected() - direct TCP connections to their destinations were just established: do
  * they in fact end on this host (host NAT)?  @out gets, per socket of @fds (at most
- * POLICY_BATCH_MAX), POL_DENY with the reason, or POL_DIRECT.  Costly on a miss (one walk of the
+ * POLICY_BATCH_MAX), POL_DENY with the reason, or POL_DIRECT.  @dsts: the destination each socket
+ * connected to, or NULL to ask the sockets (getpeername()).  Costly on a miss (one walk of the
  * kernel's TCP table, see guard_check_connected_many()), so the relay asks once per loop turn for
  * every connection that completed in it, and only for direct routes.
  */
-void policy_check_connected(struct policy *p, const int *fds, int n, struct policy_verdict *out);
+void policy_check_connected(struct policy *p, const int *fds, const struct sockaddr_storage *dsts, int n,
+			    struct policy_verdict *out);
 
 /* policy_known_clean() - guard_peer_known_clean() for @dst: a direct TCP connection to it would
  * not be checked again by policy_check_connected() now. */

@@ -102,6 +102,8 @@ struct relay {
 	struct ev_src ev_hook[RELAY_MAX_HOOKS];
 	int n_hooks;
 	int child_sockbuf;            /* relay_set_child_sockbuf(); 0: autotuned */
+	enum { CHILD_OPTS_UNKNOWN, CHILD_OPTS_INHERITED, CHILD_OPTS_EACH }
+		child_opts;           /* the child's sockets' options: from the listener, or set on each */
 	bool service_events;          /* the service had events in this batch: run() follows it */
 	int sigfd;
 
@@ -113,6 +115,8 @@ struct relay {
 	struct tcp_flow *conn_new, *conn_old;   /* flows still connecting, newest and oldest */
 	struct tcp_flow *tcp_verify;  /* connected direct flows waiting for this turn's NAT check */
 	unsigned int n_tcp, n_connecting;
+	unsigned int n_accepting;     /* flows whose SYN passed, waiting for accept() (ACCEPTING) */
+	unsigned int accept_soon;     /* SYNs passed in this loop turn: 1 IPv4, 2 IPv6 (tcp_accept_passed()) */
 	int (*pipes)[2];              /* idle pipe pool */
 	unsigned int n_pipes;
 	unsigned int pipes_in_use;
@@ -224,6 +228,14 @@ uint64_t relay_pair_hash(const struct relay *r, const struct sockaddr_storage *c
 			 const struct sockaddr_storage *dst);
 
 void tcp_accept(struct relay *r, int lfd);
+/*
+ * tcp_accept_passed() - after this turn's verdicts went out: the handshakes of the SYNs passed in it
+ * usually completed inside that send() (the interception namespace is on this host), so their
+ * sockets are taken now rather than one epoll turn later.
+ */
+void tcp_accept_passed(struct relay *r);
+/* tcp_listener_opts() - the options every child socket gets, set once on the listener @lfd. */
+void tcp_listener_opts(struct relay *r, int lfd);
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events);
 void tcp_run_ready(struct relay *r);
 /* The paused flows go on once no hook holds (they then run with the ready ones). */

@@ -165,6 +165,8 @@ static int relay_setup(struct relay *r)
 		if (r->listen_fd[i] < 0)
 			continue;
 		r->ev_listen[i].kind = (i == BE_TCP4 || i == BE_TCP6) ? EV_TCP_LISTEN : EV_UDP_LISTEN;
+		if (r->ev_listen[i].kind == EV_TCP_LISTEN)
+			tcp_listener_opts(r, r->listen_fd[i]);
 		r->ev_listen[i].index = i;
 		if ((err = relay_watch(r, r->listen_fd[i], EPOLLIN, &r->ev_listen[i])) < 0)
 			return err;
@@ -370,7 +372,10 @@ int relay_run(struct relay *r)
 	struct epoll_event evs[256];
 
 	while (!r->done) {
-		int timeout = r->tcp_ready ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
+		/* Work left by the end of the last turn (tcp_accept_passed() may leave a NAT check or
+		 * a verdict) is not waited on. */
+		bool pending = r->tcp_ready || r->tcp_verify || r->gate_out_len;
+		int timeout = pending ? 0 : r->accept_paused_until ? ACCEPT_PAUSE_MS : SWEEP_MS;
 		uint64_t svc_at = r->c->service.ops ? r->c->service.ops->deadline(r->c->service.priv) : UINT64_MAX;
 		uint64_t wake_at = run_hooks_due(r, relay_now_ms());
 
@@ -421,6 +426,7 @@ int relay_run(struct relay *r)
 		tcp_run_ready(r);
 		gate_admit(r);
 		gate_flush(r);
+		tcp_accept_passed(r);
 		echo_flush(r);
 		if (r->now_ms >= r->next_sweep) {
 			tcp_sweep(r);

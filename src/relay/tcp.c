@@ -87,6 +87,7 @@ struct tcp_flow {
 	struct tcp_dir dir[2];
 	enum tcp_state state;
 	const struct connector *conn;
+	uint32_t up_events;       /* what end[1] is watched for (epoll), changed only when it differs */
 	const struct conn_stream_ops *stream;   /* SPLICING through the connector's stream */
 	char *name;               /* the name the child resolved the destination from (rec.dst_name) */
 	bool probe;               /* no child, no record: tcp_probe() */
@@ -268,6 +269,8 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flo
 	flow_unready(r, f);
 	if (f->state == TCP_CONNECTING || f->state == TCP_ACCEPTING) {
 		connecting_unlink(r, f);
+		if (f->state == TCP_ACCEPTING)
+			r->n_accepting--;
 		if (f->state == TCP_CONNECTING && f->conn && f->conn->ops->abort && !f->conn_failed)
 			f->conn->ops->abort(f->cstate, outcome == FLOW_UP_TIMEOUT ? CONN_ABORT_TIMEOUT
 										 : CONN_ABORT_ENDED);
@@ -360,6 +363,42 @@ static bool take_urgent(struct tcp_end *src, struct tcp_dir *dir)
 
 /* PUMP_HELD: bytes wait to be read, but a hook (the capture) holds reads (relay_hold()). */
 enum pump_result { PUMP_IDLE, PUMP_BUDGET, PUMP_CLOSED, PUMP_AGAIN, PUMP_HELD };
+
+/*
+ * fin_follows() - does a FIN follow what direction @d's pipe holds, as soon as it is written?  Only
+ * for a plain socket whose source sent FIN, with no urgent byte and no reset to pass on after it.
+ */
+static bool fin_follows(const struct tcp_flow *f, int d)
+{
+	const struct tcp_dir *dir = &f->dir[d];
+
+	return dir->eof && !dir->shut && !dir->urg_pending && !f->end[d].err && !f->end[!d].err &&
+	       !f->stream;
+}
+
+/*
+ * peek_eof() - a read into direction @d's pipe stopped short: look at the socket once more before
+ * the bytes go out, so that a FIN right behind them (a server's reply and close) is known and
+ * leaves in their segment (fin_follows()).  Costs no syscall: the look replaces the read that would
+ * follow the write, and says the same (EOF, or EAGAIN: nothing more now).  A peek, because a
+ * splice() into a pipe short of free slots says EAGAIN too.  Anything else (bytes, a reset) is
+ * left to pump()'s own read after the write; so is a source with urgent data or a failure to pass
+ * on, and any read while a hook holds reads.
+ */
+static void peek_eof(struct relay *r, struct tcp_flow *f, int d)
+{
+	struct tcp_end *src = &f->end[d];
+	char c;
+	ssize_t n;
+
+	if (src->urgent || src->err || (r->n_hooks && relay_hold(r)))
+		return;
+	n = recv(src->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0)
+		f->dir[d].eof = true;
+	else if (n < 0 && errno == EAGAIN)
+		src->readable = false;
+}
 
 /* Which side a failure of end @i is (for the record). */
 static enum flow_outcome reset_outcome(int i)
@@ -509,8 +548,10 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 		if (dir->in_pipe) {
 			if (!dst->writable)
 				return PUMP_IDLE;
+			/* The FIN follows these last bytes at once (below): held back until then, it
+			 * leaves in their segment instead of one of its own. */
 			n = splice(dir->pipe[0], NULL, dst->fd, NULL, dir->in_pipe,
-				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (fin_follows(f, d) ? SPLICE_F_MORE : 0));
 			if (n > 0) {
 				dir->in_pipe -= (size_t)n;
 				dir->bytes += (uint64_t)n;
@@ -547,8 +588,10 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 
 				if (st)
 					st->shutdown(f->cstate, dst->fd);
-				else
+				else if (!f->dir[!d].shut)
 					shutdown(dst->fd, SHUT_WR);
+				/* else the flow closes now (flow_pump()), and close() sends this FIN: the
+				 * destination's own FIN was read, so nothing unread makes it a reset. */
 				dir->shut = true;
 			}
 			return PUMP_IDLE;
@@ -580,6 +623,8 @@ static enum pump_result pump(struct relay *r, struct tcp_flow *f, int d, size_t 
 		if (n > 0) {
 			dir->in_pipe = (size_t)n;
 			*budget = (size_t)n >= *budget ? 0 : *budget - (size_t)n;
+			if ((size_t)n < r->lim.pipe_size)
+				peek_eof(r, f, d);
 			continue;
 		}
 		pr = read_ended(r, f, d, n);
@@ -674,17 +719,28 @@ void tcp_run_ready(struct relay *r)
 
 /* ---------- connection setup ---------- */
 
+/* Watch the upstream socket for @events, unless it already is.  Return: 0 or -errno. */
+static int watch_up(struct relay *r, struct tcp_flow *f, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = &f->end[1].ev };
+
+	if (f->up_events == events)
+		return 0;
+	if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0)
+		return -errno;
+	f->up_events = events;
+	return 0;
+}
+
 static void set_want(struct relay *r, struct tcp_flow *f, uint32_t want)
 {
-	struct epoll_event ev = { .events = want | EPOLLRDHUP | EPOLLPRI | EPOLLET, .data.ptr = &f->end[1].ev };
-
-	epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev);
+	watch_up(r, f, want | EPOLLRDHUP | EPOLLPRI | EPOLLET);
 }
 
 /* The flow is connected and allowed: from now on both ends splice. */
 static void start_splicing(struct relay *r, struct tcp_flow *f)
 {
-	struct epoll_event ev = { .events = EV_ALL, .data.ptr = &f->end[1].ev };
+	int err;
 
 	if (f->held) {
 		/* Let the child's SYN through; its socket arrives by accept() (tcp_accept()). */
@@ -693,10 +749,12 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 		f->held = false;
 		gate_answer(r, f->gate_id, GATE_PASS);
 		f->state = TCP_ACCEPTING;
+		r->n_accepting++;
+		r->accept_soon |= f->rec.dst.sa.sa_family == AF_INET6 ? 2u : 1u;
 		f->stream = f->conn->ops->stream;
 		f->deadline_ms = r->now_ms + GATE_ACCEPT_MS;
-		if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0)
-			flow_close(r, f, true, FLOW_NO_RESOURCES, errno);
+		if ((err = watch_up(r, f, EV_ALL)) < 0)
+			flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
 		return;
 	}
 	connecting_unlink(r, f);
@@ -706,8 +764,8 @@ static void start_splicing(struct relay *r, struct tcp_flow *f)
 		r->hub.tap->ready(r->hub.tap->priv, &f->rec, f->end[1].fd);
 	f->end[1].writable = true;
 	f->end[1].readable = true;
-	if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, f->end[1].fd, &ev) < 0) {
-		flow_close(r, f, true, FLOW_NO_RESOURCES, errno);
+	if ((err = watch_up(r, f, EV_ALL)) < 0) {
+		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
 		return;
 	}
 	if (f->end[0].fd >= 0)
@@ -744,6 +802,7 @@ void tcp_verify(struct relay *r)
 	while (r->tcp_verify) {
 		struct tcp_flow *batch[POLICY_BATCH_MAX];
 		struct policy_verdict v[POLICY_BATCH_MAX];
+		struct sockaddr_storage dsts[POLICY_BATCH_MAX];
 		int fds[POLICY_BATCH_MAX], n = 0;
 
 		while (r->tcp_verify && n < POLICY_BATCH_MAX) {
@@ -755,9 +814,12 @@ void tcp_verify(struct relay *r)
 			if (f->dead)
 				continue;
 			batch[n] = f;
+			/* A direct connector dialled the flow's destination: what getpeername() says. */
+			memset(&dsts[n], 0, sizeof(dsts[n]));
+			memcpy(&dsts[n], &f->rec.dst, sizeof(f->rec.dst));
 			fds[n++] = f->end[1].fd;
 		}
-		policy_check_connected(&r->c->policy, fds, n, v);
+		policy_check_connected(&r->c->policy, fds, dsts, n, v);
 		for (int i = 0; i < n; i++) {
 			struct tcp_flow *f = batch[i];
 
@@ -875,7 +937,8 @@ static bool flow_dial(struct relay *r, struct tcp_flow *f, const struct conn_req
 	f->end[1].fd = up;
 	if (r->hub.tap)
 		flow_tap_sock(&r->hub, up, SOCK_STREAM, true);
-	if ((err = relay_watch(r, up, want | EPOLLRDHUP | EPOLLPRI | EPOLLET, &f->end[1].ev)) < 0) {
+	f->up_events = want | EPOLLRDHUP | EPOLLPRI | EPOLLET;
+	if ((err = relay_watch(r, up, f->up_events, &f->end[1].ev)) < 0) {
 		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
 		return false;
 	}
@@ -1039,14 +1102,47 @@ int tcp_probe(struct relay *r, const struct connector *conn)
 	return 0;
 }
 
+static int child_sockopts(int fd)
+{
+	int one = 1;
+
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) < 0)
+		return -errno;
+	return 0;
+}
+
+void tcp_listener_opts(struct relay *r, int lfd)
+{
+	/* A socket accept() returns is a copy of the listener's: set once here, not per connection.
+	 * Whether this kernel copies them is checked on the first one (child_opts_inherited()). */
+	if (child_sockopts(lfd) < 0)
+		r->child_opts = CHILD_OPTS_EACH;
+}
+
+/* Does the accepted @fd have the options from its listener?  Asked once per run. */
+static bool child_opts_inherited(struct relay *r, int fd)
+{
+	int nodelay = 0, oob = 0;
+	socklen_t l1 = sizeof(nodelay), l2 = sizeof(oob);
+
+	if (r->child_opts == CHILD_OPTS_UNKNOWN) {
+		bool got = getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &l1) == 0 &&
+			   getsockopt(fd, SOL_SOCKET, SO_OOBINLINE, &oob, &l2) == 0 && nodelay && oob;
+
+		r->child_opts = got ? CHILD_OPTS_INHERITED : CHILD_OPTS_EACH;
+		log_debug("accepted sockets %s the listener's TCP_NODELAY and SO_OOBINLINE",
+			  got ? "inherit" : "do not inherit");
+	}
+	return r->child_opts == CHILD_OPTS_INHERITED;
+}
+
 /* tcp_flow_adopt() - attach the child's accepted socket @c to @f.  Return: 0, or -errno (closed). */
 static int tcp_flow_adopt(struct relay *r, struct tcp_flow *f, int c)
 {
-	int one = 1, err;
+	int err;
 
-	if (setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
-	    setsockopt(c, SOL_SOCKET, SO_OOBINLINE, &one, sizeof(one)) < 0) {
-		err = errno;
+	if (!child_opts_inherited(r, c) && (err = -child_sockopts(c)) > 0) {
 		close(c);
 		flow_close(r, f, true, FLOW_NO_RESOURCES, err);
 		return -err;
@@ -1057,7 +1153,8 @@ static int tcp_flow_adopt(struct relay *r, struct tcp_flow *f, int c)
 		setsockopt(c, SOL_SOCKET, SO_SNDBUF, &r->child_sockbuf, sizeof(r->child_sockbuf));
 	}
 	f->end[0].fd = c;
-	f->end[0].readable = f->end[0].writable = true;
+	/* Whether bytes wait is learnt from epoll: adding the socket reports what it holds. */
+	f->end[0].writable = true;
 	if ((err = relay_watch(r, c, EV_ALL, &f->end[0].ev)) < 0) {
 		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
 		return err;
@@ -1071,8 +1168,13 @@ static void adopt_passed(struct relay *r, struct tcp_flow *f, int c)
 {
 	gate_unlink(r, f);
 	connecting_unlink(r, f);
+	r->n_accepting--;
 	f->state = TCP_SPLICING;
-	f->end[1].readable = f->end[1].writable = true;
+	/* Upstream readiness was noted from its events since it was watched for reading (tcp_event());
+	 * a stream (TLS) may hold bytes it read already. */
+	f->end[1].writable = true;
+	if (f->stream)
+		f->end[1].readable = true;
 	tcp_flow_adopt(r, f, c);
 }
 
@@ -1146,6 +1248,11 @@ void tcp_accept(struct relay *r, int lfd)
 		}
 		if ((f = gate_find(r, &child, &dst)) && f->state == TCP_ACCEPTING) {
 			adopt_passed(r, f, c);
+			/* No other passed SYN waits for its socket: stop here rather than ask again
+			 * for EAGAIN.  The listener is level-triggered, so a socket nobody expected
+			 * (an ungated SYN) is reported again; at the drain, every one is taken. */
+			if (!r->n_accepting && !r->command_gone)
+				return;
 			continue;
 		}
 		/* A service (the DNS forwarder) answers some destinations itself. */
@@ -1160,6 +1267,19 @@ void tcp_accept(struct relay *r, int lfd)
 		}
 		tcp_flow_adopt(r, f, c);
 	}
+}
+
+void tcp_accept_passed(struct relay *r)
+{
+	unsigned int soon = r->accept_soon;
+
+	r->accept_soon = 0;
+	if (!r->n_accepting || r->accept_paused_until || r->command_gone)
+		return;   /* paused: the listeners are not watched either; at the drain, all are taken */
+	if ((soon & 1u) && r->listen_fd[BE_TCP4] >= 0)
+		tcp_accept(r, r->listen_fd[BE_TCP4]);
+	if ((soon & 2u) && r->listen_fd[BE_TCP6] >= 0)
+		tcp_accept(r, r->listen_fd[BE_TCP6]);
 }
 
 void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
@@ -1180,9 +1300,19 @@ void tcp_event(struct relay *r, struct ev_src *src, uint32_t events)
 		}
 		if (events & EPOLLPRI)
 			e->urgent = true;
+		if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
+			e->readable = true;
 		return;
 	}
 	if (f->state == TCP_CONNECTING) {
+		if (src->index == 1) {
+			/* Its watch may be the splicing one already (nothing reports these again): note
+			 * them for later. */
+			if (events & EPOLLPRI)
+				e->urgent = true;
+			if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
+				e->readable = true;
+		}
 		if (src->index == 1 && f->verifying)
 			return;   /* connected; splicing starts after this turn's NAT check */
 		if (src->index == 1) {
