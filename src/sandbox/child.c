@@ -7,13 +7,13 @@
  *              id is mapped)                               -> C_UNSHARED
  *   LINK       <- C_LINK_READY: lo, eth0's addresses, eth0 up, default routes
  *   WAIT_UP    until eth0 carries frames (bounded)          -> C_LINK_UP
- *   MOUNTS     while G checks gw0: private mounts, a sysfs of N2, with --isolate a private /tmp,
- *              /dev/shm and /dev/mqueue, the name files and hidden host endpoints, the sockets
- *              let through (etcfiles.c)
- *   INIT       fork init (it waits for its go-ahead byte); its pid goes to the shared page (release)
  *              <- C_GO: gw0 carries frames too
- *              -> C_INIT_STARTED, and only then init gets its go-ahead byte: the command cannot
- *              exist before its init's pid is known to P, nor before both ends carry frames
+ *   MOUNTS     private mounts, a sysfs of N2, with --isolate a private /tmp, /dev/shm and
+ *              /dev/mqueue, the name files and hidden host endpoints, the sockets let through
+ *              (etcfiles.c)
+ *   INIT       fork init; its pid goes to the shared page (release), then -> C_INIT_STARTED, and
+ *              only then init gets its go-ahead byte: the command cannot exist before its
+ *              init's pid is known to P
  *   WAIT       until init exits; forget its pid, reap it, exit with its status
  * A failure prints one line, sets shared->setup_failed and exits.
  */
@@ -205,11 +205,7 @@ static void block_forwarded_signals(void)
 	sigprocmask(SIG_SETMASK, &set, NULL);
 }
 
-/*
- * Fork init and publish its pid; then, once G says gw0 carries frames (C_GO), tell G (with @rv's
- * fds, for P) and only then let init start the command.  init is forked before C_GO so that its
- * fork overlaps G's look at gw0.
- */
+/* Fork init, publish its pid, tell G (with @rv's fds, for P), and only then let init start the command. */
 static pid_t child_start_init(const struct sandbox_config *cfg, struct sandbox_shared *sh, int sync,
 			      struct child_resolv *rv)
 {
@@ -235,9 +231,6 @@ static pid_t child_start_init(const struct sandbox_config *cfg, struct sandbox_s
 	}
 	close(go[0]);
 	atomic_store_explicit(&sh->init_pid, init, memory_order_release);
-	if (gw_expect(sync, GW_C_GO) < 0)
-		_exit(EXIT_SETUP);   /* G printed why; init reads EOF and exits */
-	log_debug("child: network configured, both ends of the link operational");
 	gw_send(sync, (struct gw_msg){ .op = GW_C_INIT_STARTED, .count = (uint16_t)rv->n }, NULL, 0, rv->fd, rv->n);
 	child_resolv_close(rv);
 	close(sync);
@@ -275,8 +268,9 @@ void child_main(const struct sandbox_config *cfg, const struct netplan *np,
 	prctl(PR_SET_DUMPABLE, 0);
 	child_ping_groups(sh);
 	child_network(np, sh);
-	if (gw_send_op(sync, GW_C_LINK_UP) < 0)
-		_exit(EXIT_SETUP);
+	if (gw_send_op(sync, GW_C_LINK_UP) < 0 || gw_expect(sync, GW_C_GO) < 0)
+		_exit(EXIT_SETUP);   /* G printed why */
+	log_debug("child: network configured, both ends of the link operational");
 	/* Keep our mounts (the private /proc, /sys, the name files) out of the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
 		explain_fail("mounts", errno, "cannot make the child's mounts private");

@@ -25,7 +25,7 @@
  * Setup, G<->C:   C->G C_UNSHARED              U2+N2 exist: G writes C's maps, creates the veth
  *                 G->C C_LINK_READY            veth and gw0 configured: C configures eth0
  *                 C->G C_LINK_UP               eth0 is operational: G checks gw0 likewise
- *                 G->C C_GO                    both ends carry frames: C lets init start the command
+ *                 G->C C_GO                    both ends carry frames: C starts init
  *                 C->G C_INIT_STARTED          init's pid is published (forwarded as CMD_STARTED);
  *                                              fds: the child's resolv.conf files (etcfiles.c)
  */
