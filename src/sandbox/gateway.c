@@ -7,12 +7,11 @@
  *   UNSHARE    unshare(USER|NET)                           -> HELLO_UNSHARED to P
  *   PLAN       P wrote our maps                             <- IDMAP_PLAN (C's maps)
  *   FORK_C     fork C; while C unshares: lo, policy routing, ruleset, listeners (and the capture's
- *              packet socket with its ring)                                  -> LISTENERS to P
+ *              packet socket with its ring)                                  -> LISTENERS to P,
+ *              then SANDBOX_POOL_FILL UDP sockets per family                   -> UDP_SOCKETS to P
  *   MAP_C      <- C_UNSHARED: write C's maps, veth (peer in N2), the capture bound to gw0,
  *              addresses, gw0 up
  *                                                           -> CHILD_NETNS to P, C_LINK_READY to C
- *   POOL       while C configures eth0 and waits for its link: SANDBOX_POOL_FILL UDP sockets per
- *              family                                                          -> UDP_SOCKETS to P
  *   SERVE      until C exits: P's socket requests (UDP_SOCKETS, in batches);
  *              <- C_LINK_UP: wait until gw0 carries frames  -> C_GO to C
  *              <- C_INIT_STARTED                            -> CMD_STARTED to P
@@ -463,9 +462,7 @@ static int send_udp_batch(struct gw *g, int family, int count)
 
 /*
  * gateway_initial_pool() - SANDBOX_POOL_FILL UDP sockets per offered family, unasked, as part of
- * the setup: P has them before the command can send its first datagram (C_INIT_STARTED is read
- * only after this).  Made after C_LINK_READY, so that creating them overlaps C's link set-up
- * instead of delaying it.
+ * the setup: P has them before the command can send its first datagram.
  */
 static void gateway_initial_pool(struct gw *g)
 {
@@ -658,9 +655,8 @@ void gateway_main(const struct sandbox_config *cfg, const struct netplan *np,
 	}
 	gateway_routing(&g);
 	gateway_listeners(&g);
-	log_debug("gateway: routing, ruleset and listeners ready");
-	gateway_map_child(&g);
 	gateway_initial_pool(&g);
-	log_debug("gateway: the first N1 sockets sent");
+	log_debug("gateway: routing, ruleset, listeners and the first N1 sockets ready");
+	gateway_map_child(&g);
 	gateway_serve(&g);
 }

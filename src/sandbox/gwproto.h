@@ -14,9 +14,8 @@
  *                                              GW_KIND_ECHO: the echo requests' queue socket;
  *                                              GW_KIND_INJECT4/6: raw sockets for ICMP errors;
  *                                              GW_KIND_CAPTURE: the capture's packet socket)
- *                 G->P CHILD_NETNS             1 fd: N2 (kept until the relay has drained)
  *                 G->P UDP_SOCKETS (unasked)   SANDBOX_POOL_FILL per offered family, in batches
- *                                              (sent after C_LINK_READY, before CMD_STARTED)
+ *                 G->P CHILD_NETNS             1 fd: N2 (kept until the relay has drained)
  *                 G->P CMD_STARTED             init runs and its pid is in the shared page; fds: the
  *                                              child's resolv.conf files, writable (C_INIT_STARTED's)
  * Service, P<->G: P->G UDP_SOCKETS             family, count <= FDPASS_MAX: please create

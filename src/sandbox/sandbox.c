@@ -7,9 +7,9 @@
  *   FORK       fork G (subreaper first: orphaned C and init come back to us); pidfd on G
  *   MAP        <- HELLO_UNSHARED: write G's maps (idmap_apply.c); rootful: the host side
  *              (cfg->on_unshared: up0 in G's namespace)              -> IDMAP_PLAN (C's maps)
- *   COLLECT    <- LISTENERS (the transparent listeners), <- CHILD_NETNS (a reference to N2),
- *              <- UDP_SOCKETS (SANDBOX_POOL_FILL N1 UDP sockets per family, so that the first
- *              flows never wait); ctl_fd becomes non-blocking               -> started
+ *   COLLECT    <- LISTENERS (the transparent listeners), <- UDP_SOCKETS (SANDBOX_POOL_FILL N1
+ *              UDP sockets per family, so that the first flows never wait), <- CHILD_NETNS (a
+ *              reference to N2); ctl_fd becomes non-blocking               -> started
  *   RUNNING    (backend_ops, at the end) ns_socket() takes from the pool and never blocks, on_ctl()
  *              takes G's answers and CMD_STARTED, which releases the signals queued before init's
  *              pid was known (both in ctl.c); signal() forwards to init
@@ -268,7 +268,7 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 	log_debug("ids mapped (%s plan)", plan.mode == IDMAP_ROOT ? "root" :
 		  plan.mode == IDMAP_HELPER ? "newuidmap" : "direct");
 	if (sandbox_ctl_send_plan(sb, &plan) < 0 || sandbox_ctl_recv_listeners(sb) < 0 ||
-	    sandbox_ctl_recv_child_netns(sb) < 0 || sandbox_ctl_recv_initial_pool(sb) < 0)
+	    sandbox_ctl_recv_initial_pool(sb) < 0 || sandbox_ctl_recv_child_netns(sb) < 0)
 		goto fail;
 	/* From now on P's event loop reads ctl_fd: never block on it. */
 	if (fcntl(sb->ctl_fd, F_SETFL, fcntl(sb->ctl_fd, F_GETFL) | O_NONBLOCK) == 0)
