@@ -274,7 +274,10 @@ static void keep_working_directory(void)
  * mounts); U3 needs no id map.  setns() moves the root and the working directory to the
  * namespace's root, so both are taken back from X's (translated into the copy by unshare()), which
  * keeps a chroot the caller ran us in.  X is dumpable (init's children are not) so that the
- * command, its owner, may open X's /proc entries; X is killed and reaped before the command execs.
+ * command, its owner, may open X's /proc entries.  X is init's child (CLONE_PARENT), not ours:
+ * it is killed before the command execs, and init reaps it like any orphan, so the command never
+ * waits for X's exit (a process's teardown: about a millisecond of start-up) nor inherits a
+ * child of its own.
  * Return: 0, or -1 after printing one line.
  */
 static int enter_locked_mounts(void)
@@ -287,7 +290,8 @@ static int enter_locked_mounts(void)
 	if (pipe2(sync, O_CLOEXEC) < 0)
 		goto fail;
 	step = "fork";
-	x = fork();
+	/* A raw clone: no atfork handlers and no lock is taken in X, which only makes syscalls. */
+	x = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, NULL);
 	if (x < 0) {
 		err = errno;
 		close(sync[0]);
@@ -336,9 +340,7 @@ static int enter_locked_mounts(void)
 		close(rootfd);
 	if (cwdfd >= 0)
 		close(cwdfd);
-	kill(x, SIGKILL);
-	while (waitpid(x, NULL, 0) < 0 && errno == EINTR)
-		;
+	kill(x, SIGKILL);   /* init reaps it */
 	if (!err)
 		return 0;
 	goto report;

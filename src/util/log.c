@@ -81,14 +81,18 @@ void log_nonblocking(void)
 		log_is_socket = true;   /* send(MSG_DONTWAIT) never blocks */
 		return;
 	}
+	/* A regular file never stalls a write, and a description of our own would start at offset 0
+	 * (without the caller's O_APPEND) and overwrite what is already in the file. */
+	if (S_ISREG(st.st_mode))
+		return;
 	/* A new open file description: O_NONBLOCK on it does not change the caller's stderr. */
 	fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
 	if (fl < 0 || !(fl & O_NONBLOCK)) {
-		/* Not reopenable: write only when poll() says a line fits (regular files never stall). */
+		/* Not reopenable: write only when poll() says a line fits. */
 		if (fd >= 0)
 			close(fd);
-		log_poll = !S_ISREG(st.st_mode);
+		log_poll = true;
 		return;
 	}
 	log_fd = fd;
