@@ -69,6 +69,8 @@ struct cap_ring {
 	size_t len;
 	unsigned int block_size, block_nr;
 	unsigned int next_block;      /* atomic: ring_holds() reads it from the relay's thread */
+	unsigned int taken;           /* the writer's: blocks from next_block on taken, not given back
+				       * (a regular file writes their frames from the ring) */
 	int ifid;                     /* its one interface; -1: a sorted ring */
 	capture_sort_fn sort;         /* a ring of several interfaces: which one a frame is (or none) */
 	capture_prep_fn prep;         /* called before each block is sorted (or NULL) */
@@ -90,6 +92,8 @@ struct capture {
 	/* The queue: the relay's thread writes at qhead, the writer reads at qtail. */
 	unsigned char *q;
 	uint64_t qhead, qtail;        /* byte positions (ever growing); atomics */
+	uint64_t qread;               /* the writer's: records up to here taken (a regular file writes
+				       * them from the queue: qtail follows once they are written) */
 	int evfd;                     /* wakes the writer: a record while it sleeps, or the end */
 	int sleeping;                 /* atomic: the writer waits for the eventfd (enum sleep) */
 	int quit;                     /* atomic: the writer is to return */
@@ -104,6 +108,9 @@ struct capture {
 	bool stalled, told;
 	uint64_t first_pending_ms;    /* when the oldest unwritten packet was buffered; 0: none */
 	uint64_t stalls;              /* times the output was full */
+	uint64_t holds, held_ms, hold_from;   /* the relay's: holds begun, their time, the current one's start */
+	bool holding;
+	uint64_t writes, wakeups;     /* the writer's: flushes that wrote, polls it woke from */
 	uint64_t start_ns;
 };
 
@@ -221,6 +228,18 @@ struct capture *capture_open(const char *path, const char *userappl)
 	return c;
 }
 
+/*
+ * clear_error() - take the pending error of a ring's socket (ENETDOWN: it was bound to its link
+ * before the link came up), which poll() would report forever.
+ */
+static void clear_error(int fd)
+{
+	int e = 0;
+	socklen_t len = sizeof(e);
+
+	getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len);
+}
+
 /* Map the ring of @fd as *@out.  Return: 0 or -errno (after one line). */
 static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned int block_nr,
 		    struct cap_ring **out)
@@ -245,6 +264,7 @@ static int map_ring(struct capture *c, int fd, unsigned int block_size, unsigned
 		log_error("cannot start the capture: cannot map the packet ring: %s", strerror(-r));
 		return r;
 	}
+	clear_error(fd);
 	g->fd = fd;
 	g->block_size = block_size;
 	g->block_nr = block_nr;
@@ -427,6 +447,7 @@ int capture_fd(const struct capture *c)
 }
 
 static void progress(struct capture *c);
+static void give_back(struct capture *c);
 
 /* A write failed: one warning; the output ends at its last whole block; nothing more is read. */
 static void stop(struct capture *c)
@@ -446,14 +467,18 @@ static void stop(struct capture *c)
 /* Flush; Return: 0 when the output took it all, -EAGAIN (a full pipe), or -1 when stopped. */
 static int flush(struct capture *c)
 {
-	size_t before = c->w.len - c->w.off;
+	size_t before = pcapng_pending(&c->w);
 	int r;
 
 	if (c->slow_us_per_mib && before)
 		usleep((useconds_t)((uint64_t)c->slow_us_per_mib * before >> 20));
 	r = pcapng_flush(&c->w);
-	if (c->w.len - c->w.off < before)
+	if (r != -EAGAIN)
+		give_back(c);   /* written (or failed): the frames and records written in place are free */
+	if (pcapng_pending(&c->w) < before) {
+		c->writes++;
 		progress(c);
+	}
 
 	if (r == 0)
 		c->first_pending_ms = 0;
@@ -475,9 +500,17 @@ static struct tpacket_block_desc *ring_block(const struct cap_ring *g)
 	return (struct tpacket_block_desc *)(g->map + (size_t)g->next_block * g->block_size);
 }
 
+/* The block the writer takes next: the first after those it holds. */
+static struct tpacket_block_desc *next_untaken(const struct cap_ring *g)
+{
+	return (struct tpacket_block_desc *)(g->map + (size_t)((g->next_block + g->taken) % g->block_nr) *
+						     g->block_size);
+}
+
 static bool block_ready(const struct cap_ring *g)
 {
-	return __atomic_load_n(&ring_block(g)->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER;
+	return g->taken < g->block_nr &&
+	       __atomic_load_n(&next_untaken(g)->hdr.bh1.block_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER;
 }
 
 /* Give the current block of @g back to the kernel and go to the next. */
@@ -531,6 +564,34 @@ static bool backlog_above(const struct capture *c, bool high)
 
 
 /*
+ * give_back() - a flush wrote (or failed): the ring blocks and queued records it wrote from where
+ * they were are the kernel's and the relay's again.
+ */
+static void give_back(struct capture *c)
+{
+	for (int i = 0; i < c->n_rings; i++)
+		for (; c->rings[i].taken; c->rings[i].taken--)
+			release_block(&c->rings[i]);
+	if (c->qread != c->qtail)
+		__atomic_store_n(&c->qtail, c->qread, __ATOMIC_SEQ_CST);
+}
+
+/* Does the writer hold ring blocks that only a flush gives back? */
+static bool held_blocks(const struct capture *c)
+{
+	for (int i = 0; i < c->n_rings; i++)
+		if (c->rings[i].taken)
+			return true;
+	return false;
+}
+
+/* Does the writer hold input (ring blocks, records) that only a flush gives back? */
+static bool holds_input(const struct capture *c)
+{
+	return held_blocks(c) || c->qread != c->qtail;
+}
+
+/*
  * progress() - the writer took input or wrote output: count it (capture_hold() waits only for a
  * writer that moves), and tell a relay that holds once the backlog is below the low-water mark.
  */
@@ -547,12 +608,22 @@ static void progress(struct capture *c)
 	}
 }
 
+/* The relay is let go again: count the hold's time (for the debug line). */
+static void hold_end(struct capture *c, uint64_t now)
+{
+	if (!c->holding)
+		return;
+	c->holding = false;
+	c->held_ms += now - c->hold_from;
+}
+
 bool capture_hold(struct capture *c, uint64_t now)
 {
 	uint64_t p;
 
 	if (!c->running || is_stopped(c) || !backlog_above(c, true)) {
 		c->hold_seen_ms = now;   /* a hold's give-up clock starts when it begins */
+		hold_end(c, now);
 		return false;
 	}
 	p = __atomic_load_n(&c->progress, __ATOMIC_RELAXED);
@@ -560,14 +631,22 @@ bool capture_hold(struct capture *c, uint64_t now)
 		c->hold_seen = p;
 		c->hold_seen_ms = now;
 	}
-	if (now >= c->hold_seen_ms + HOLD_GIVE_UP_MS)
+	if (now >= c->hold_seen_ms + HOLD_GIVE_UP_MS) {
+		hold_end(c, now);
 		return false;   /* the writer is stuck (a stopped pipe reader): drop and count */
+	}
 	/* Told once the backlog is below the low-water mark; asked again after the flag is up, so
 	 * a writer that caught up meanwhile is not missed (it stores qtail, then reads the flag). */
 	__atomic_store_n(&c->want_resume, 1, __ATOMIC_SEQ_CST);
 	if (!backlog_above(c, true)) {
 		__atomic_store_n(&c->want_resume, 0, __ATOMIC_SEQ_CST);
+		hold_end(c, now);
 		return false;
+	}
+	if (!c->holding) {
+		c->holding = true;
+		c->holds++;
+		c->hold_from = now;
 	}
 	return true;
 }
@@ -580,7 +659,7 @@ bool capture_hold(struct capture *c, uint64_t now)
  */
 static void take_block(struct capture *c, struct cap_ring *g)
 {
-	struct tpacket_block_desc *bd = ring_block(g);
+	struct tpacket_block_desc *bd = g->sort ? ring_block(g) : next_untaken(g);
 	const unsigned char *p = (const unsigned char *)bd + bd->hdr.bh1.offset_to_first_pkt;
 
 	if (g->prep)
@@ -599,7 +678,8 @@ static void take_block(struct capture *c, struct cap_ring *g)
 				c->ifs[ifid].sorted = true;
 				capture_packet(c, ifid, ts, p + h->tp_mac, h->tp_snaplen, dir);
 			}
-		} else if (pcapng_epb(&c->w, (uint32_t)g->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len, dir) == 0) {
+		} else if (pcapng_epb_ref(&c->w, (uint32_t)g->ifid, ts, p + h->tp_mac, h->tp_snaplen, h->tp_len,
+					  dir) == 0) {
 			pending(c);
 		} else {
 			break;   /* cannot happen: a block's frames fit in the room reserved for it */
@@ -608,12 +688,17 @@ static void take_block(struct capture *c, struct cap_ring *g)
 			break;
 		p += h->tp_next_offset;
 	}
-	release_block(g);
+	if (g->sort || !pcapng_gathers(&c->w)) {
+		release_block(g);
+	} else {
+		g->taken++;   /* written from the ring: given back by the flush (give_back()) */
+		pending(c);
+	}
 	if (!g->sort)
 		progress(c);
 }
 
-/* Fill in the deferred checksum @ck of the @len bytes at @pkt (the copy in the writer's buffer). */
+/* Fill in the deferred checksum @ck of the @len bytes at @pkt (the queued record's). */
 static void fill_csum(unsigned char *pkt, uint32_t len, const struct capture_csum *ck)
 {
 	const unsigned char *p = pkt + ck->from;
@@ -652,7 +737,7 @@ static void fill_csum(unsigned char *pkt, uint32_t len, const struct capture_csu
  */
 static bool take_records(struct capture *c, size_t keep)
 {
-	uint64_t tail = c->qtail, head = __atomic_load_n(&c->qhead, __ATOMIC_ACQUIRE);
+	uint64_t tail = c->qread, head = __atomic_load_n(&c->qhead, __ATOMIC_ACQUIRE);
 	bool left = false;
 
 	while (tail != head) {
@@ -679,18 +764,18 @@ static bool take_records(struct capture *c, size_t keep)
 			left = true;
 			break;
 		}
-		size_t at = c->w.len + PCAPNG_EPB_DATA_OFF;
-
-		if (pcapng_epb(&c->w, rc->ifid, rc->ts, rc + 1, rc->len, rc->len, rc->flags) == 0) {
-			/* Summed from the copy just made (in the cache), not from the other thread's. */
-			if (rc->ck.at)
-				fill_csum(c->w.buf + at, rc->len, &rc->ck);
+		/* The record is the writer's until qtail passes it: summed in place, then copied or
+		 * (a regular file) written from the queue. */
+		if (rc->ck.at)
+			fill_csum((unsigned char *)(rc + 1), rc->len, &rc->ck);
+		if (pcapng_epb_ref(&c->w, rc->ifid, rc->ts, rc + 1, rc->len, rc->len, rc->flags) == 0)
 			pending(c);
-		}
 		tail += rc->size;
 	}
-	if (tail != c->qtail) {
-		__atomic_store_n(&c->qtail, tail, __ATOMIC_SEQ_CST);
+	if (tail != c->qread) {
+		c->qread = tail;
+		if (!pcapng_gathers(&c->w))
+			__atomic_store_n(&c->qtail, tail, __ATOMIC_SEQ_CST);
 		progress(c);
 	}
 	return left;
@@ -720,7 +805,9 @@ static bool writer_pass(struct capture *c)
 		}
 		if (c->q && take_records(c, 0))
 			left = true;
-		due = c->first_pending_ms && now_ms() >= c->first_pending_ms + CAPTURE_FLUSH_MS;
+		/* Ring blocks written in place are given back at once; records once WAKE_BYTES wait. */
+		due = (c->first_pending_ms && now_ms() >= c->first_pending_ms + CAPTURE_FLUSH_MS) ||
+		      held_blocks(c) || c->qread - c->qtail >= WAKE_BYTES;
 		if (!left && !due)
 			return false;
 		r = flush(c);
@@ -736,7 +823,7 @@ static bool writer_pass(struct capture *c)
 /* Is there input for the writer now (for a writer that sleeps for @why)? */
 static bool input_ready(const struct capture *c, enum sleep why)
 {
-	uint64_t queued = c->q ? __atomic_load_n(&c->qhead, __ATOMIC_SEQ_CST) - c->qtail : 0;
+	uint64_t queued = c->q ? __atomic_load_n(&c->qhead, __ATOMIC_SEQ_CST) - c->qread : 0;
 
 	for (int i = 0; i < c->n_rings; i++)
 		if (!c->rings[i].sort && block_ready(&c->rings[i]))
@@ -780,7 +867,11 @@ static void *writer_main(void *arg)
 			}
 		}
 		poll(pf, n, timeout);
+		c->wakeups++;
 		__atomic_store_n(&c->sleeping, AWAKE, __ATOMIC_SEQ_CST);
+		for (nfds_t i = 1; i < n; i++)
+			if (pf[i].fd != c->out_fd && pf[i].revents & POLLERR)
+				clear_error(pf[i].fd);   /* else poll() returns at once, again and again */
 		if (pf[0].revents & POLLIN && read(c->evfd, &v, sizeof(v)) < 0) {
 			/* nothing counted: another wake-up took it */
 		}
@@ -930,6 +1021,8 @@ static unsigned int drain_all(struct capture *c)
 		take_block(c, g);   /* a sorted ring's frames go to the queue, taken on the next turn */
 		taken++;
 	}
+	if (!is_stopped(c) && holds_input(c))
+		flush_wait(c, FINISH_WAIT_MS);   /* what is written in place is given back */
 	return taken;
 }
 
@@ -991,9 +1084,12 @@ bool capture_finish(struct capture *c)
 		log_warn("capture: %llu of %llu packets dropped (the capture could not keep up); %s misses "
 			 "them (its statistics blocks say so)", (unsigned long long)drops,
 			 (unsigned long long)recv + (unsigned long long)seen, c->path);
-	log_debug("capture: %llu packets written to %s, %llu dropped, the output full %llu times",
+	hold_end(c, now_ms());
+	log_debug("capture: %llu packets written to %s, %llu dropped, the output full %llu times; %llu "
+		  "writes, %llu writer wake-ups; the relay held %llu times, %llu ms in all",
 		  (unsigned long long)c->w.packets, c->path, (unsigned long long)drops,
-		  (unsigned long long)c->stalls);
+		  (unsigned long long)c->stalls, (unsigned long long)c->writes, (unsigned long long)c->wakeups,
+		  (unsigned long long)c->holds, (unsigned long long)c->held_ms);
 	return !is_stopped(c);
 }
 

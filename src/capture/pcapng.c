@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 
 #define BT_SHB 0x0A0D0D0Au
 #define BT_IDB 0x00000001u
@@ -29,6 +30,7 @@
 #define OPT_ISB_IFRECV 4
 #define OPT_ISB_IFDROP 5
 
+#define GATHER_IOV 1024   /* iovecs per writev() (the kernel's UIO_MAXIOV) */
 #define OPT_STR_MAX 1024   /* option strings are cut to this (an option's length is 16 bits) */
 
 static size_t pad4(size_t n)
@@ -96,7 +98,7 @@ static int reserve(const struct pcapng *w, size_t total)
 {
 	if (w->err)
 		return w->err;
-	return total > w->cap - w->len ? -ENOBUFS : 0;
+	return total > w->cap - w->len - w->ref_bytes ? -ENOBUFS : 0;
 }
 
 int pcapng_open(struct pcapng *w, int fd, size_t cap)
@@ -121,6 +123,13 @@ int pcapng_open(struct pcapng *w, int fd, size_t cap)
 	w->buf = malloc(cap);
 	if (!w->buf)
 		return -ENOMEM;
+	/* A regular file is written with writev(): packets can be gathered from where they are (a
+	 * pipe may take part of a flush, and what is left must be the writer's own copy). */
+	if (w->is_file && !(w->refs = calloc(PCAPNG_REFS, sizeof(*w->refs)))) {
+		free(w->buf);
+		w->buf = NULL;
+		return -ENOMEM;
+	}
 	w->cap = cap;
 	return 0;
 }
@@ -215,6 +224,35 @@ int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *hea
 	return 0;
 }
 
+int pcapng_epb_ref(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
+		   uint32_t origlen, uint32_t flags)
+{
+	size_t total = pcapng_epb_size(caplen, flags);
+	int r;
+
+	if (!w->refs || caplen < PCAPNG_REF_MIN || w->n_refs == PCAPNG_REFS)
+		return pcapng_epb(w, ifid, ts_ns, data, caplen, origlen, flags);
+	if ((r = reserve(w, total)) < 0)
+		return r;
+	put32(w, BT_EPB);
+	put32(w, (uint32_t)total);
+	put32(w, ifid);
+	put_ts(w, ts_ns);
+	put32(w, caplen);
+	put32(w, origlen);
+	w->refs[w->n_refs++] = (struct pcapng_ref){ .off = w->len, .data = data, .len = caplen };
+	w->ref_bytes += caplen;
+	put_zero(w, pad4(caplen) - caplen);
+	if (flags) {
+		put_opt(w, OPT_EPB_FLAGS, &flags, 4);
+		put_end(w);
+	}
+	put32(w, (uint32_t)total);
+	w->blocks++;
+	w->packets++;
+	return 0;
+}
+
 int pcapng_isb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, uint64_t start_ns, uint64_t end_ns,
 	       uint64_t recv, uint64_t drop)
 {
@@ -249,13 +287,67 @@ static int fail(struct pcapng *w, int err)
 	if (w->is_file && ftruncate(w->fd, w->good) == 0)
 		lseek(w->fd, w->good, SEEK_SET);
 	w->len = w->off = 0;
+	w->n_refs = w->ref_bytes = 0;
 	return err;
+}
+
+/*
+ * flush_gather() - a regular file's flush with references: the buffer's pieces and the referenced
+ * packets in order, GATHER_IOV at a time, a short write carried on where it stopped.
+ * Return: 0, or the writer's error (FAILED).
+ */
+static int flush_gather(struct pcapng *w)
+{
+	struct iovec iov[GATHER_IOV];
+	size_t ref = 0, at = 0, skip = 0;   /* next ref, next buffer byte; bytes of the batch already out */
+
+	while (at < w->len || ref < w->n_refs) {
+		int n = 0;
+		ssize_t k;
+
+		/* The next batch: buffer up to the next ref, the ref, ... */
+		while (n < GATHER_IOV - 1 && (at < w->len || ref < w->n_refs)) {
+			size_t end = ref < w->n_refs ? w->refs[ref].off : w->len;
+
+			if (end > at)
+				iov[n++] = (struct iovec){ .iov_base = w->buf + at, .iov_len = end - at };
+			at = end;
+			if (ref < w->n_refs) {
+				iov[n++] = (struct iovec){ .iov_base = (void *)w->refs[ref].data, .iov_len = w->refs[ref].len };
+				ref++;
+			}
+		}
+		/* ... written whole, a short write resumed from the byte it stopped at. */
+		for (int i = 0; i < n;) {
+			if (skip) {
+				while (i < n && skip >= iov[i].iov_len)
+					skip -= iov[i++].iov_len;
+				if (i == n)
+					break;
+				iov[i].iov_base = (char *)iov[i].iov_base + skip;
+				iov[i].iov_len -= skip;
+				skip = 0;
+			}
+			k = writev(w->fd, iov + i, n - i);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0)
+				return fail(w, k < 0 ? -errno : -EIO);
+			skip = (size_t)k;
+		}
+	}
+	w->good += (off_t)(w->len + w->ref_bytes);
+	w->len = w->off = 0;
+	w->n_refs = w->ref_bytes = 0;
+	return 0;
 }
 
 int pcapng_flush(struct pcapng *w)
 {
 	if (w->err)
 		return w->err;
+	if (w->n_refs)
+		return flush_gather(w);
 	while (w->off < w->len) {
 		ssize_t n = w->is_socket ? send(w->fd, w->buf + w->off, w->len - w->off, MSG_DONTWAIT | MSG_NOSIGNAL)
 					 : write(w->fd, w->buf + w->off, w->len - w->off);
@@ -305,7 +397,10 @@ int pcapng_close(struct pcapng *w, int wait_ms)
 		}
 	}
 	free(w->buf);
+	free(w->refs);
 	w->buf = NULL;
+	w->refs = NULL;
 	w->len = w->off = w->cap = 0;
+	w->n_refs = w->ref_bytes = 0;
 	return r;
 }

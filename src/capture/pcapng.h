@@ -3,8 +3,9 @@
  * capture/pcapng — a pcapng writer (https://www.ietf.org/archive/id/draft-ietf-opsawg-pcapng-03.html),
  * written by hand: libpcap cannot write pcapng.
  *
- * Blocks are built whole in a buffer and written with one write() per flush, so the output holds
- * whole blocks only: a reader sees a valid file up to the last flush whatever happens to the
+ * Blocks are built whole in a buffer and written with one write() per flush (a regular file: one
+ * writev() that gathers the buffer and the packets pcapng_epb_ref() left where they are, one copy
+ * less), so the output holds whole blocks only: a reader sees a valid file up to the last flush whatever happens to the
  * writer (SIGKILL included).  A regular file whose write fails half-way (a full disk) is cut back
  * to the end of the last whole flush.  A pipe or socket is written without blocking: what it cannot
  * take stays buffered, in order, and pcapng_pending() says so.
@@ -29,6 +30,16 @@
 #define PCAPNG_EPB_INBOUND 1u         /* epb_flags direction bits */
 #define PCAPNG_EPB_OUTBOUND 2u
 
+/* A packet pcapng_epb_ref() did not copy: @len bytes at @data go in at @off of the buffer. */
+struct pcapng_ref {
+	size_t off;
+	const void *data;
+	size_t len;
+};
+
+#define PCAPNG_REF_MIN 2048u          /* smaller packets are copied (cheaper than an iovec) */
+#define PCAPNG_REFS 4096u             /* packets referenced per flush at most (more are copied) */
+
 struct pcapng {
 	int fd;
 	bool is_file;                 /* a regular file: cut back to @good on a failed write */
@@ -37,6 +48,8 @@ struct pcapng {
 	size_t len, cap;              /* bytes buffered, buffer size */
 	size_t off;                   /* bytes of buf already written (a pipe that took part) */
 	off_t good;                   /* regular file: bytes known to end on a block boundary */
+	struct pcapng_ref *refs;      /* a regular file's packets written from where they are */
+	size_t n_refs, ref_bytes;     /* ... how many, and their bytes (counted as the buffer's) */
 	uint32_t n_if;                /* interfaces described so far */
 	uint64_t blocks, packets;     /* blocks and EPBs buffered or written */
 	int err;                      /* -errno once FAILED, else 0 */
@@ -65,6 +78,21 @@ int pcapng_idb(struct pcapng *w, uint16_t linktype, uint32_t snaplen, const char
 int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
 	       uint32_t origlen, uint32_t flags);
 
+/*
+ * pcapng_epb_ref() - as pcapng_epb(), but for a regular file the @caplen bytes at @data (when at
+ * least PCAPNG_REF_MIN) are not copied: the next flush writes them from there, so they must stay
+ * as they are until pcapng_flush() returned 0 or the writer failed.  Other outputs get a copy.
+ * The referenced bytes count against the buffer's room.  Return: as pcapng_epb().
+ */
+int pcapng_epb_ref(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data, uint32_t caplen,
+		   uint32_t origlen, uint32_t flags);
+
+/* Does the output take references (pcapng_epb_ref() leaves the bytes in place)? */
+static inline bool pcapng_gathers(const struct pcapng *w)
+{
+	return w->refs != NULL;
+}
+
 /* Where an EPB's packet bytes start, from the start of the block. */
 #define PCAPNG_EPB_DATA_OFF 28u
 
@@ -85,7 +113,7 @@ size_t pcapng_epb_size(uint32_t caplen, uint32_t flags);
 /* Free room in the buffer. */
 static inline size_t pcapng_room(const struct pcapng *w)
 {
-	return w->cap - w->len;
+	return w->cap - w->len - w->ref_bytes;
 }
 
 /*
@@ -98,7 +126,7 @@ int pcapng_flush(struct pcapng *w);
 /* Bytes buffered and not yet written. */
 static inline size_t pcapng_pending(const struct pcapng *w)
 {
-	return w->len - w->off;
+	return w->len - w->off + w->ref_bytes;
 }
 
 static inline int pcapng_error(const struct pcapng *w)

@@ -210,6 +210,87 @@ static void test_failed_write_cuts_back_to_whole_blocks(void **state)
 	close(fd);
 }
 
+/*
+ * Packets left in place (pcapng_epb_ref()) give the file the same bytes as copied ones, also past
+ * one writev()'s iovecs (small packets copied in between) and with options and odd lengths.
+ */
+static void test_refs_write_the_same_bytes(void **state)
+{
+	static unsigned char big[9001], mid[2048], small[100];
+	struct pcapng a, b;
+	unsigned char *ba, *bb;
+	size_t la, lb, room;
+	int fa = memfd(), fb = memfd();
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (unsigned char)(i * 7 + 1);
+	memset(mid, 0x5a, sizeof(mid));
+	memset(small, 0xa5, sizeof(small));
+	assert_int_equal(pcapng_open(&a, fa, 4u << 20), 0);
+	assert_int_equal(pcapng_open(&b, fb, 4u << 20), 0);
+	assert_true(pcapng_gathers(&b));
+	assert_int_equal(pcapng_shb(&a, "OS", "cf"), 0);
+	assert_int_equal(pcapng_shb(&b, "OS", "cf"), 0);
+	assert_int_equal(pcapng_idb(&a, 1, 262144, "gw0", "d"), 0);
+	assert_int_equal(pcapng_idb(&b, 1, 262144, "gw0", "d"), 0);
+	room = pcapng_room(&b);
+	assert_int_equal(pcapng_epb_ref(&b, 0, 1, big, sizeof(big), 65000, 2), 0);
+	assert_true(room - pcapng_room(&b) >= pcapng_epb_size(sizeof(big), 2));   /* counted as buffered */
+	assert_int_equal(pcapng_epb(&a, 0, 1, big, sizeof(big), 65000, 2), 0);
+	for (int i = 0; i < 700; i++) {   /* 1400+ pieces: more than one writev() */
+		assert_int_equal(pcapng_epb(&a, 0, 10 + i, mid, sizeof(mid), sizeof(mid), i & 1), 0);
+		assert_int_equal(pcapng_epb_ref(&b, 0, 10 + i, mid, sizeof(mid), sizeof(mid), i & 1), 0);
+		assert_int_equal(pcapng_epb(&a, 0, 10 + i, small, sizeof(small) - (i & 3), 1500, 1), 0);
+		assert_int_equal(pcapng_epb_ref(&b, 0, 10 + i, small, sizeof(small) - (i & 3), 1500, 1), 0);
+	}
+	assert_int_equal(pcapng_epb(&a, 0, 2, big + 1, 4097, 4097, 0), 0);
+	assert_int_equal(pcapng_epb_ref(&b, 0, 2, big + 1, 4097, 4097, 0), 0);
+	assert_int_equal(pcapng_flush(&a), 0);
+	assert_int_equal(pcapng_flush(&b), 0);
+	assert_int_equal(pcapng_pending(&b), 0);
+	assert_int_equal(pcapng_room(&b), 4u << 20);
+	ba = slurp(fa, &la);
+	bb = slurp(fb, &lb);
+	assert_int_equal(la, lb);
+	assert_memory_equal(ba, bb, la);
+	assert_int_equal(walk(bb, lb, NULL, 0), 2 + 1 + 1400 + 1);
+	free(ba);
+	free(bb);
+	pcapng_close(&a, 0);
+	pcapng_close(&b, 0);
+	close(fa);
+	close(fb);
+}
+
+/* A gathered write that fails half-way leaves only whole blocks too. */
+static void test_refs_failed_write_cuts_back(void **state)
+{
+	static unsigned char frame[9000];
+	struct pcapng w;
+	unsigned char *b;
+	size_t len, good;
+	int fd = memfd();
+
+	(void)state;
+	assert_int_equal(pcapng_open(&w, fd, 0), 0);
+	assert_int_equal(pcapng_shb(&w, "OS", "cf"), 0);
+	assert_int_equal(pcapng_flush(&w), 0);
+	good = (size_t)lseek(fd, 0, SEEK_CUR);
+	assert_int_equal(ftruncate(fd, 8192), 0);
+	assert_int_equal(fcntl(fd, F_ADD_SEALS, F_SEAL_GROW), 0);
+	assert_int_equal(pcapng_epb_ref(&w, 0, 1, frame, sizeof(frame), sizeof(frame), 0), 0);
+	assert_int_equal(pcapng_epb_ref(&w, 0, 2, frame, sizeof(frame), sizeof(frame), 0), 0);
+	assert_int_equal(pcapng_flush(&w), -EPERM);
+	assert_int_equal(pcapng_pending(&w), 0);
+	b = slurp(fd, &len);
+	assert_int_equal(len, good);
+	assert_int_equal(walk(b, len, NULL, 0), 1);
+	free(b);
+	assert_int_equal(pcapng_close(&w, 0), -EPERM);
+	close(fd);
+}
+
 /* A pipe that takes part: the rest stays buffered, in order; the reader gets exactly the blocks. */
 static void test_pipe_takes_part_then_the_rest(void **state)
 {
@@ -281,6 +362,8 @@ int main(void)
 		cmocka_unit_test(test_blocks_byte_for_byte),
 		cmocka_unit_test(test_full_buffer_is_enobufs),
 		cmocka_unit_test(test_failed_write_cuts_back_to_whole_blocks),
+		cmocka_unit_test(test_refs_write_the_same_bytes),
+		cmocka_unit_test(test_refs_failed_write_cuts_back),
 		cmocka_unit_test(test_pipe_takes_part_then_the_rest),
 		cmocka_unit_test(test_closed_pipe_fails),
 	};
