@@ -670,6 +670,39 @@ def test_wire_egress_has_the_trees_icmp(cf, world, capdir):
 
 
 @pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_wire_egress_keeps_the_later_fragments(cf, world, capdir, fam):
+    """-C wire-egress: a ping too big for the link (3000 bytes) leaves and comes back in fragments;
+    the later ones carry no ICMP header and are kept because their datagram's first one was: each
+    echo is there whole (Wireshark reassembles it); the host's own big ping at the same time is not."""
+    if cf.runner.user:
+        pytest.skip("wire-egress needs CAP_NET_RAW (the user's refusal is tested above)")
+    cap = os.path.join(capdir, f"wfrag{fam}.pcapng")
+    rem = W.REMOTES["remote1"][fam]
+    six = ["-6"] if fam == "v6" else []
+    ping = ["ping", "-n", "-c", "1", "-s", "3000", "-W", "2"] + six + [rem]
+    with echo_allowed(cf, world):
+        p = cf.popen(["-c", cap, "-C", "wire-egress", "--", "sh", "-c", f"sleep 0.5; {shlex.join(ping)} && sleep 0.5"])
+        try:
+            time.sleep(0.3)
+            h = subprocess.run(["ip", "netns", "exec", world.host] + ping, capture_output=True, timeout=30)
+            assert h.returncode == 0, h
+            out, err = p.communicate(timeout=60)
+        finally:
+            kill_tree(p)
+    assert p.returncode == 0 and b"1 received" in out, (out, err)
+    read_ok(cap, (wire_desc("eth0"),))
+    if fam == "v4":
+        later = fields(cap, "ip.frag_offset>0", "ip.src", "ip.id")
+    else:
+        later = fields(cap, "ipv6.fraghdr.offset>0", "ipv6.src", "ipv6.fraghdr.ident")
+    # the tree's request and reply, each in at least 2 fragments after the first: one datagram a way
+    assert {r[0] for r in later} == {W.HOST_V4 if fam == "v4" else W.HOST_V6, rem}, later
+    assert len({tuple(r) for r in later}) == 2 and len(later) >= 4, later
+    rows = echo_rows(cap, fam)
+    assert len(rows) == 2 and len({r[3] for r in rows}) == 1, rows
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
 def test_egress_view_has_the_trees_pings(cf, world, capdir, fam):
     """-C egress: the tree's echo requests from the host's address and the remote's replies, rebuilt
     with right checksums; exactly the tree's (the host's own ping at the same time is not there)."""
