@@ -746,6 +746,34 @@ def test_egress_view_has_a_refused_connect(cf, world, capdir):
     egress_checks(cap)
 
 
+def test_egress_view_has_an_unanswered_connect(cf, world, capdir):
+    """-C egress: a connect the remote never answers (its SYNs dropped) is the host's SYN and its
+    retransmissions, one sequence number, nothing back; the host's own attempt at the same time is
+    not there."""
+    cap = os.path.join(capdir, "etimeout.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    with W.NftTable(world.remote["remote1"], "input", name="cfcapdrop") as t:
+        t.set("tcp dport 8099 drop")
+        p = cf.popen(["-c", cap, "-C", "egress", "--", "sh", "-c",
+                      f"curl -sS --noproxy '*' --connect-timeout 3.5 http://{rem}:8099/; echo rc=$?"])
+        try:
+            time.sleep(0.5)
+            h = subprocess.run(["ip", "netns", "exec", world.host] + curl("--connect-timeout", "1",
+                               f"http://{rem}:8099/"), capture_output=True, timeout=30)
+            assert h.returncode == 28, h   # timed out
+            assert p.poll() is None, "the command ended before the host's connect: not concurrent"
+            out, err = p.communicate(timeout=60)
+        finally:
+            kill_tree(p)
+    assert b"rc=28" in out, (out, err)
+    read_ok(cap, (EGRESS_DESC,))
+    rows = fields(cap, "tcp.port==8099", "ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack", "tcp.srcport",
+                  "tcp.seq_raw")
+    # the first SYN and its retransmissions after 1 s and 3 s: one connection, one sequence number
+    assert len(rows) >= 2 and {(r[0], r[1], r[2], r[3]) for r in rows} == {(W.HOST_V4, rem, "1", "0")}, rows
+    assert len({(r[4], r[5]) for r in rows}) == 1, rows
+
+
 SLOW_WRITER = {"CHILDFLOW_TEST_CAPTURE_US_PER_MIB": "40000"}   # the output takes 40 ms per MiB (25 MiB/s)
 BURST_FILES = 16   # 16 x big.bin (4 MiB): twice the child ring, four times the egress queue
 
