@@ -29,7 +29,7 @@ struct ct_tuple {
 	int family;
 	uint8_t proto;
 	unsigned char src[16], dst[16];
-	uint16_t sport, dport;         /* network order */
+	uint16_t sport, dport;         /* network order; ICMP echo: its identifier, both */
 };
 
 struct ct_attrs {
@@ -47,7 +47,8 @@ static int keep_attr(const struct nlattr *a, void *data)
 	return MNL_CB_OK;
 }
 
-/* Read the nested tuple @a into @t.  Return: true when it is a whole TCP or UDP tuple. */
+/* Read the nested tuple @a into @t.  Return: true when it is a whole TCP or UDP tuple, or an ICMP
+ * (ICMPv6) echo's (an entry is made for echo requests alone: errors are related to other entries). */
 static bool read_tuple(const struct nlattr *a, int family, struct ct_tuple *t)
 {
 	const struct nlattr *tt[CTA_TUPLE_MAX + 1] = { 0 }, *ip[CTA_IP_MAX + 1] = { 0 },
@@ -61,16 +62,25 @@ static bool read_tuple(const struct nlattr *a, int family, struct ct_tuple *t)
 	    mnl_attr_parse_nested(tt[CTA_TUPLE_PROTO], keep_attr, &(struct ct_attrs){ pr, CTA_PROTO_MAX }) < 0)
 		return false;
 	if (!ip[s] || !ip[d] || mnl_attr_get_payload_len(ip[s]) < alen || mnl_attr_get_payload_len(ip[d]) < alen ||
-	    !pr[CTA_PROTO_NUM] || !pr[CTA_PROTO_SRC_PORT] || !pr[CTA_PROTO_DST_PORT])
+	    !pr[CTA_PROTO_NUM])
 		return false;
 	t->family = family;
 	t->proto = mnl_attr_get_u8(pr[CTA_PROTO_NUM]);
-	if (t->proto != IPPROTO_TCP && t->proto != IPPROTO_UDP)
-		return false;
 	memcpy(t->src, mnl_attr_get_payload(ip[s]), alen);
 	memcpy(t->dst, mnl_attr_get_payload(ip[d]), alen);
-	t->sport = mnl_attr_get_u16(pr[CTA_PROTO_SRC_PORT]);   /* stays in network order */
-	t->dport = mnl_attr_get_u16(pr[CTA_PROTO_DST_PORT]);
+	if (t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP) {
+		if (!pr[CTA_PROTO_SRC_PORT] || !pr[CTA_PROTO_DST_PORT])
+			return false;
+		t->sport = mnl_attr_get_u16(pr[CTA_PROTO_SRC_PORT]);   /* stays in network order */
+		t->dport = mnl_attr_get_u16(pr[CTA_PROTO_DST_PORT]);
+		return true;
+	}
+	int id = family == AF_INET6 ? CTA_PROTO_ICMPV6_ID : CTA_PROTO_ICMP_ID;
+
+	if (t->proto != (family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP) || !pr[id] ||
+	    mnl_attr_get_payload_len(pr[id]) < 2)
+		return false;
+	t->sport = t->dport = mnl_attr_get_u16(pr[id]);
 	return true;
 }
 

@@ -31,8 +31,9 @@ struct ct_watch *ct_watch_open(void);
 void ct_watch_source(struct ct_watch *cw, const struct in_addr *v4, const struct in6_addr *v6);
 
 /*
- * ct_flow_fn - a TCP or UDP flow of the source's appeared (@open) or ended: on the host's wire it
- * is @local (the host's address and port after NAT) <-> @peer (the remote).
+ * ct_flow_fn - a TCP or UDP flow, or an ICMP (ICMPv6) echo flow, of the source's appeared (@open)
+ * or ended: on the host's wire it is @local (the host's address and port after NAT) <-> @peer (the
+ * remote); an echo flow's "ports" are both its identifier on the wire (after NAT).
  */
 typedef void (*ct_flow_fn)(void *priv, uint8_t proto, const union flow_addr *local, const union flow_addr *peer,
 			   bool open);

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "capture/capture.h"
@@ -19,13 +20,14 @@
 #define EG_HDR_MAX 40u              /* room for the IP header in front of the transport's */
 #define EG_DGRAM_MAX 65507u         /* UDP payload bytes an IPv4 packet can carry */
 
-enum { TH_FIN = 0x01, TH_SYN = 0x02, TH_RST = 0x04, TH_PSH = 0x08, TH_ACK = 0x10 };
+enum { EG_FIN = 0x01, EG_SYN = 0x02, EG_RST = 0x04, EG_PSH = 0x08, EG_ACK = 0x10 };
 
 /* One relayed TCP connection: its two endpoints and each side's next sequence number. */
 struct eg_tcp {
 	uint64_t id;                 /* the flow record's */
 	union flow_addr local, peer; /* the host's socket, and the remote (destination or proxy) */
 	uint32_t seq[2];             /* next sequence number of the host (0) and of the remote (1) */
+	int fd;                      /* the attempt's socket while its SYN waits for an answer, else -1 */
 	struct eg_tcp *next;
 };
 
@@ -133,7 +135,7 @@ static void emit(struct egress_view *e, const union flow_addr *src, const union 
 		memcpy(ip + 12, &src->in4.sin_addr, 4);
 		memcpy(ip + 16, &dst->in4.sin_addr, 4);
 		csum_store(ip + 10, csum_add(0, ip, hl), false);
-		sum = csum_add(0, ip + 12, 8);
+		sum = proto == IPPROTO_ICMP ? 0 : csum_add(0, ip + 12, 8);
 	} else {
 		hl = 40;
 		ip = l4 - hl;
@@ -146,11 +148,14 @@ static void emit(struct egress_view *e, const union flow_addr *src, const union 
 		memcpy(ip + 24, &dst->in6.sin6_addr, 16);
 		sum = csum_add(0, ip + 8, 32);
 	}
-	/* The pseudo header's protocol and length, as big-endian words like the rest. */
-	be = htons(proto);
-	sum = csum_add(sum, &be, 2);
-	be = htons((uint16_t)l4len);
-	sum = csum_add(sum, &be, 2);
+	/* The pseudo header's protocol and length, as big-endian words like the rest (ICMPv4 has none;
+	 * ICMPv6's 32-bit length and next header sum the same as these two words). */
+	if (proto != IPPROTO_ICMP) {
+		be = htons(proto);
+		sum = csum_add(sum, &be, 2);
+		be = htons((uint16_t)l4len);
+		sum = csum_add(sum, &be, 2);
+	}
 	while (sum >> 16)
 		sum = (sum & 0xffff) + (sum >> 16);
 	/* The writer sums the transport header and the payload from the L4 start on (even: 20, 8). */
@@ -169,13 +174,13 @@ static void segment(struct egress_view *e, struct eg_tcp *t, int side, uint8_t t
 	put16(h, port_of(src));
 	put16(h + 2, port_of(dst));
 	put32(h + 4, t->seq[side]);
-	if (th & TH_ACK)
+	if (th & EG_ACK)
 		put32(h + 8, t->seq[!side]);
 	h[12] = 5 << 4;
 	h[13] = th;
 	put16(h + 14, 65535);
 	emit(e, src, dst, IPPROTO_TCP, 20, 16, data, len, side ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
-	t->seq[side] += (uint32_t)len + ((th & (TH_SYN | TH_FIN)) ? 1u : 0u);
+	t->seq[side] += (uint32_t)len + ((th & (EG_SYN | EG_FIN)) ? 1u : 0u);
 }
 
 static unsigned int bucket(uint64_t id)
@@ -205,30 +210,100 @@ static bool endpoints(int fd, union flow_addr *local, union flow_addr *peer)
 	       (local->sa.sa_family == AF_INET || local->sa.sa_family == AF_INET6);
 }
 
+/*
+ * attempt() - the record of TCP flow @f on @fd, new: both ends from the socket (the peer by
+ * SO_PEERNAME, which a socket still connecting or already refused answers; getpeername() does
+ * not), initial sequence numbers from the flow's id.  Return: it (linked), or NULL.
+ */
+static struct eg_tcp *attempt(struct egress_view *e, const struct flow_record *f, int fd)
+{
+	struct eg_tcp *t = calloc(1, sizeof(*t)), **pp = find(e, f->id);
+	uint64_t isn = (f->id + 1) * e->isn_key;
+	socklen_t ll = sizeof(t->local), pl;
+
+	if (!t)
+		return NULL;
+	/* SO_PEERNAME wants room for exactly the family's address, no more */
+	if (*pp || getsockname(fd, &t->local.sa, &ll) < 0 || !(pl = flow_sa_len(&t->local)) ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERNAME, &t->peer.sa, &pl) < 0 ||
+	    t->local.sa.sa_family != t->peer.sa.sa_family ||
+	    (t->local.sa.sa_family != AF_INET && t->local.sa.sa_family != AF_INET6)) {
+		free(t);
+		return NULL;
+	}
+	t->id = f->id;
+	t->fd = fd;
+	t->seq[0] = (uint32_t)isn;
+	t->seq[1] = (uint32_t)(isn >> 32);
+	*pp = t;
+	return t;
+}
+
+/* TCP flow @f's connect() on @fd: the host's SYN. */
+static void tap_connecting(void *priv, const struct flow_record *f, int fd)
+{
+	struct egress_view *e = priv;
+	struct eg_tcp *t = attempt(e, f, fd);
+
+	if (t)
+		segment(e, t, 0, EG_SYN, NULL, 0);
+}
+
 static void tap_ready(void *priv, const struct flow_record *f, int fd)
 {
 	struct egress_view *e = priv;
-	struct eg_tcp *t = calloc(1, sizeof(*t)), **pp;
-	uint64_t isn = (f->id + 1) * e->isn_key;
+	struct eg_tcp *t = *find(e, f->id);
 
-	if (!t)
-		return;
-	if (!endpoints(fd, &t->local, &t->peer)) {
+	if (t && t->fd != fd) {   /* not this socket's SYN (cannot happen: failed() ends each attempt) */
+		*find(e, f->id) = t->next;
 		free(t);
-		return;
+		t = NULL;
 	}
-	t->id = f->id;
-	t->seq[0] = (uint32_t)isn;
-	t->seq[1] = (uint32_t)(isn >> 32);
-	pp = find(e, f->id);
-	if (*pp) {   /* cannot happen: one ready per flow */
-		free(t);
-		return;
+	if (!t) {
+		if (!(t = attempt(e, f, fd)))
+			return;
+		segment(e, t, 0, EG_SYN, NULL, 0);
 	}
-	*pp = t;
-	segment(e, t, 0, TH_SYN, NULL, 0);
-	segment(e, t, 1, TH_SYN | TH_ACK, NULL, 0);
-	segment(e, t, 0, TH_ACK, NULL, 0);
+	t->fd = -1;
+	segment(e, t, 1, EG_SYN | EG_ACK, NULL, 0);
+	segment(e, t, 0, EG_ACK, NULL, 0);
+}
+
+/*
+ * tap_failed() - the attempt on @fd ended unconnected: what its socket went through.  Still
+ * SYN-SENT: the SYN was sent again (TCP_INFO's retransmissions) and never answered; closed with
+ * ECONNREFUSED: the remote's RST answered the SYN; closed otherwise: an ICMP error (on the
+ * wire-egress view) or nothing; connected (a proxy that refused the tunnel): the handshake, then
+ * P's RST.
+ */
+static void tap_failed(void *priv, const struct flow_record *f, int fd, int err)
+{
+	struct egress_view *e = priv;
+	struct eg_tcp **pp = find(e, f->id), *t = *pp;
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+
+	if (!t || t->fd != fd)
+		return;
+	*pp = t->next;
+	memset(&ti, 0, sizeof(ti));
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
+		ti.tcpi_state = TCP_CLOSE;
+	if (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_CLOSE) {
+		for (unsigned int i = 0; i < ti.tcpi_total_retrans && i < 16; i++) {
+			t->seq[0]--;   /* the same SYN again */
+			segment(e, t, 0, EG_SYN, NULL, 0);
+		}
+		if (ti.tcpi_state == TCP_CLOSE && err == ECONNREFUSED) {
+			t->seq[1] = 0;   /* a RST answering a SYN has sequence number 0 */
+			segment(e, t, 1, EG_RST | EG_ACK, NULL, 0);
+		}
+	} else {
+		segment(e, t, 1, EG_SYN | EG_ACK, NULL, 0);
+		segment(e, t, 0, EG_ACK, NULL, 0);
+		segment(e, t, 0, EG_RST | EG_ACK, NULL, 0);
+	}
+	free(t);
 }
 
 static void tap_stream(void *priv, const struct flow_record *f, int dir, const void *buf, size_t len)
@@ -242,7 +317,7 @@ static void tap_stream(void *priv, const struct flow_record *f, int dir, const v
 	while (len) {
 		size_t n = len < EG_SEG_MAX ? len : EG_SEG_MAX;
 
-		segment(e, t, dir, TH_PSH | TH_ACK, p, n);
+		segment(e, t, dir, EG_PSH | EG_ACK, p, n);
 		p += n;
 		len -= n;
 	}
@@ -257,17 +332,21 @@ static void obs_closed(void *priv, const struct flow_record *f)
 		return;
 	t = *pp;
 	*pp = t->next;
+	if (t->fd >= 0) {   /* its SYN alone went out (an attempt the relay gave up without failed()) */
+		free(t);
+		return;
+	}
 	switch (f->outcome) {
 	case FLOW_OK:
-		segment(e, t, 0, TH_FIN | TH_ACK, NULL, 0);
-		segment(e, t, 1, TH_FIN | TH_ACK, NULL, 0);
-		segment(e, t, 0, TH_ACK, NULL, 0);
+		segment(e, t, 0, EG_FIN | EG_ACK, NULL, 0);
+		segment(e, t, 1, EG_FIN | EG_ACK, NULL, 0);
+		segment(e, t, 0, EG_ACK, NULL, 0);
 		break;
 	case FLOW_RESET_UP:
-		segment(e, t, 1, TH_RST | TH_ACK, NULL, 0);
+		segment(e, t, 1, EG_RST | EG_ACK, NULL, 0);
 		break;
 	default:   /* the child's side failed, a cut at exit, a refusal once connected: P reset it */
-		segment(e, t, 0, TH_RST | TH_ACK, NULL, 0);
+		segment(e, t, 0, EG_RST | EG_ACK, NULL, 0);
 		break;
 	}
 	free(t);
@@ -289,6 +368,22 @@ static void tap_datagram(void *priv, int fd, int dir, const void *buf, size_t le
 	emit(e, src, dst, IPPROTO_UDP, 8, 6, buf, len, dir ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
 }
 
+/* One echo request (@dir 0) or reply of an echo flow, the checksum left to the writer. */
+static void tap_echo(void *priv, const union flow_addr *local, const union flow_addr *peer, int dir,
+		     const uint8_t hdr[8], const void *data, size_t len)
+{
+	struct egress_view *e = priv;
+	unsigned char *h = e->hdr + EG_HDR_MAX;
+	bool v6 = local->sa.sa_family == AF_INET6;
+
+	if (len > EG_DGRAM_MAX)
+		return;
+	memcpy(h, hdr, 8);
+	put16(h + 2, 0);
+	emit(e, dir ? peer : local, dir ? local : peer, v6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP, 8, 2, data, len,
+	     dir ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
+}
+
 struct egress_view *egress_new(struct capture *cap, const char *desc)
 {
 	struct egress_view *e = calloc(1, sizeof(*e));
@@ -307,7 +402,8 @@ struct egress_view *egress_new(struct capture *cap, const char *desc)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* Initial sequence numbers only need to look like ones: odd multiplier, varied per run. */
 	e->isn_key = ((uint64_t)ts.tv_nsec << 20 ^ (uint64_t)ts.tv_sec) * 2u + 0x9e3779b97f4a7c15ull;
-	e->tap = (struct flow_tap){ .ready = tap_ready, .stream = tap_stream, .datagram = tap_datagram, .priv = e };
+	e->tap = (struct flow_tap){ .ready = tap_ready, .stream = tap_stream, .datagram = tap_datagram,
+				    .connecting = tap_connecting, .failed = tap_failed, .echo = tap_echo, .priv = e };
 	e->obs = (struct flow_observer){ .closed = obs_closed, .priv = e };
 	return e;
 }

@@ -10,8 +10,11 @@
  * IPv4/IPv6 packets (LINKTYPE_RAW) to one interface of the capture: a SYN, SYN-ACK and ACK, the
  * payload in order as PSH/ACK segments with consistent sequence and acknowledgement numbers, and a
  * FIN exchange (an orderly end) or a RST from the side that failed; so "Follow TCP stream" shows
- * each stream whole.  UDP flows and the DNS forwarder's upstream queries are UDP datagrams between
- * the host socket's address and its peer.
+ * each stream whole.  A connect that never connected is the host's SYN (written at connect()), its
+ * retransmissions and, when refused, the remote's RST, as the socket's TCP_INFO tells at the end.
+ * UDP flows and the DNS forwarder's upstream queries are UDP datagrams between the host socket's
+ * address and its peer; the relay's ICMP echo flows are echo requests and replies between the
+ * host's source address and the destination.
  *
  * It is not the wire: no retransmissions, no pure ACKs, no window or options, segments as large as
  * the relay's reads (up to 64 KiB), timestamps when the relay moved the bytes; a proxy's own

@@ -29,6 +29,8 @@
 #define WIRE_KEEP_MS 10000u          /* ... and is forgotten after this long */
 #define WIRE_BUCKETS 4096u
 #define WIRE_MAX_IFS CAPTURE_MAX_IFS
+#define WIRE_FRAGS 64u               /* first fragments kept whose later fragments are awaited */
+#define WIRE_FRAG_MS 30000u          /* ... this long at most (the kernel's reassembly timeout) */
 
 #ifndef ARPHRD_RAWIP
 #define ARPHRD_RAWIP 519
@@ -37,12 +39,20 @@
 /* One host-side socket of the relay's: its tuple, for as long as it may have frames. */
 struct wire_sock {
 	int fd;                        /* -1 once closed */
-	uint8_t proto;                 /* IPPROTO_TCP or IPPROTO_UDP */
+	uint8_t proto;                 /* IPPROTO_TCP, _UDP, or _ICMP/_ICMPV6 (the echo id as both ports) */
 	bool have_peer;                /* connected: the peer is known (else matched on local alone) */
 	union flow_addr local, peer;
 	uint64_t closed_ns;            /* CLOCK_REALTIME; 0 while open */
 	struct wire_sock *next;        /* hash chain (by proto and local endpoint) */
 	struct wire_sock *next_closed; /* the closed ones, oldest first */
+};
+
+/* A kept first fragment of a datagram: its later fragments are kept too. */
+struct wire_frag {
+	uint64_t ts;                   /* when it was seen; 0: a free slot */
+	uint32_t id;                   /* the IP identification (v4: 16 bits) or the v6 fragment id */
+	uint8_t alen;
+	unsigned char src[16], dst[16];
 };
 
 struct wire_if {
@@ -62,6 +72,8 @@ struct wire {
 	int n_ifs;
 	struct wire_sock *hash[WIRE_BUCKETS];
 	struct wire_sock *closed_head, *closed_tail;
+	struct wire_frag frags[WIRE_FRAGS];
+	unsigned int next_frag;        /* the slot the next first fragment takes (oldest first) */
 	struct flow_tap tap;
 };
 
@@ -186,7 +198,8 @@ static void tap_sock(void *priv, int fd, int type, bool open)
 	}
 }
 
-/* A routed flow of the tree's (ct_flow_fn): matched by its tuple on the host's wire, never by fd. */
+/* A routed flow of the tree's (ct_flow_fn), or a relay's echo flow: matched by its tuple on the
+ * host's wire, never by fd. */
 static void ct_flow(void *priv, uint8_t proto, const union flow_addr *local, const union flow_addr *peer, bool open)
 {
 	struct wire *w = priv;
@@ -223,6 +236,11 @@ static void ct_flow(void *priv, uint8_t proto, const union flow_addr *local, con
 	*s = (struct wire_sock){ .fd = -1, .proto = proto, .have_peer = true, .local = *local, .peer = *peer };
 	s->next = w->hash[b];
 	w->hash[b] = s;
+}
+
+static void tap_echo_flow(void *priv, const union flow_addr *local, const union flow_addr *peer, bool open)
+{
+	ct_flow(priv, local->sa.sa_family == AF_INET6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP, local, peer, open);
 }
 
 /* capture_prep_fn: before a block is sorted, learn every routed flow whose frames it may hold. */
@@ -326,16 +344,152 @@ static struct wire_if *if_for(struct wire *w, const struct sockaddr_ll *sll, boo
 	return add_if(w, sll->sll_ifindex, name, sll->sll_hatype);
 }
 
+/* Either way round: sent by the host (the source is ours) or received (the destination is). */
+static bool known2(struct wire *w, uint8_t proto, const void *src, const void *dst, size_t alen, uint16_t sp,
+		   uint16_t dp, uint64_t ts)
+{
+	return known(w, proto, src, dst, alen, sp, dp, ts) || known(w, proto, dst, src, alen, dp, sp, ts);
+}
+
+static bool icmp_error_type(uint8_t proto, uint8_t type)
+{
+	if (proto == IPPROTO_ICMP)   /* unreachable (frag needed too), time exceeded, parameter problem */
+		return type == 3 || type == 11 || type == 12;
+	return type >= 1 && type <= 4;   /* unreachable, too big, time exceeded, parameter problem */
+}
+
+/*
+ * l4_ours() - is the transport header @l4 (@len bytes, at least its first 8 when it is ICMP) of a
+ * packet @src -> @dst (@alen bytes each) of one of the tree's flows?  TCP and UDP by their ports;
+ * an ICMP echo by its identifier; an ICMP error by the packet it quotes (@depth 0 only: an error
+ * about an error is never sent).
+ */
+static bool l4_ours(struct wire *w, uint8_t proto, const unsigned char *src, const unsigned char *dst, size_t alen,
+		    const unsigned char *l4, uint32_t len, uint64_t ts, int depth)
+{
+	uint16_t sp, dp;
+
+	if (proto == IPPROTO_TCP || proto == IPPROTO_UDP) {
+		if (len < 4)
+			return false;
+		memcpy(&sp, l4, 2);
+		memcpy(&dp, l4 + 2, 2);
+		return known2(w, proto, src, dst, alen, sp, dp, ts);
+	}
+	if (proto != (alen == 4 ? IPPROTO_ICMP : IPPROTO_ICMPV6) || len < 8)
+		return false;
+	if (alen == 4 ? l4[0] == 0 || l4[0] == 8 : l4[0] == 128 || l4[0] == 129) {
+		memcpy(&sp, l4 + 4, 2);
+		return known2(w, proto, src, dst, alen, sp, sp, ts);
+	}
+	if (depth || !icmp_error_type(proto, l4[0]))
+		return false;
+	/* The quoted packet: its IP header (the same family), then at least 8 bytes of its own. */
+	const unsigned char *q = l4 + 8;
+	uint32_t qlen = len - 8;
+
+	if (alen == 4) {
+		uint32_t ihl = qlen >= 20 ? (q[0] & 0x0fu) * 4u : 0;
+
+		if (qlen < 20 || q[0] >> 4 != 4 || ihl < 20 || qlen < ihl + 8 || ((q[6] & 0x1f) | q[7]))
+			return false;
+		return l4_ours(w, q[9], q + 12, q + 16, 4, q + ihl, qlen - ihl, ts, 1);
+	}
+	if (qlen < 48 || q[0] >> 4 != 6)
+		return false;
+	return l4_ours(w, q[6], q + 8, q + 24, 16, q + 40, qlen - 40, ts, 1);
+}
+
+/* A later fragment of a datagram whose first fragment was kept? */
+static bool frag_known(struct wire *w, const unsigned char *src, const unsigned char *dst, size_t alen, uint32_t id,
+		       uint64_t ts)
+{
+	for (unsigned int i = 0; i < WIRE_FRAGS; i++) {
+		struct wire_frag *f = &w->frags[i];
+
+		if (f->ts && f->id == id && f->alen == alen && ts <= f->ts + WIRE_FRAG_MS * 1000000ull &&
+		    !memcmp(f->src, src, alen) && !memcmp(f->dst, dst, alen))
+			return true;
+	}
+	return false;
+}
+
+/* Remember a kept first fragment (the oldest slot goes). */
+static void frag_add(struct wire *w, const unsigned char *src, const unsigned char *dst, size_t alen, uint32_t id,
+		     uint64_t ts)
+{
+	struct wire_frag *f = &w->frags[w->next_frag++ % WIRE_FRAGS];
+
+	f->ts = ts ? ts : 1;
+	f->id = id;
+	f->alen = (uint8_t)alen;
+	memcpy(f->src, src, alen);
+	memcpy(f->dst, dst, alen);
+}
+
+/*
+ * ip_ours() - is the IP packet @ip (@len bytes) one of the tree's flows'?  Fragments: the first is
+ * judged by its transport header, and when kept, the later ones of its datagram are kept with it.
+ */
+static bool ip_ours(struct wire *w, const unsigned char *ip, uint32_t len, uint64_t ts)
+{
+	const unsigned char *l4, *src, *dst;
+	uint32_t l4len, id = 0;
+	size_t alen;
+	uint8_t proto;
+	bool first = false;   /* a first fragment, more to come */
+
+	if (len >= 20 && ip[0] >> 4 == 4) {
+		uint32_t ihl = (ip[0] & 0x0fu) * 4u;
+
+		if (ihl < 20 || len < ihl)
+			return false;
+		src = ip + 12;
+		dst = ip + 16;
+		alen = 4;
+		id = (uint32_t)(ip[4] << 8 | ip[5]);
+		if ((ip[6] & 0x1f) | ip[7])
+			return frag_known(w, src, dst, alen, id, ts);
+		first = ip[6] & 0x20;
+		proto = ip[9];
+		l4 = ip + ihl;
+		l4len = len - ihl;
+	} else if (len >= 40 && ip[0] >> 4 == 6) {
+		proto = ip[6];
+		src = ip + 8;
+		dst = ip + 24;
+		alen = 16;
+		l4 = ip + 40;
+		l4len = len - 40;
+		if (proto == 44) {   /* a fragment header: next header, reserved, offset and M, id */
+			if (len < 48)
+				return false;
+			memcpy(&id, ip + 44, 4);
+			if ((ip[42] << 8 | ip[43]) & 0xfff8)
+				return frag_known(w, src, dst, alen, id, ts);
+			first = ip[43] & 1;
+			proto = ip[40];
+			l4 += 8;
+			l4len -= 8;
+		}
+	} else {
+		return false;
+	}
+	if (!l4_ours(w, proto, src, dst, alen, l4, l4len, ts, 0))
+		return false;
+	if (first)
+		frag_add(w, src, dst, alen, id, ts);
+	return true;
+}
+
 /* The frame's interface in the capture when it is one of the relay's sockets' frames, else -1. */
 static int sort_frame(void *priv, const unsigned char *p, uint32_t len, const struct sockaddr_ll *sll,
 		      uint64_t ts)
 {
 	struct wire *w = priv;
 	struct wire_if *wi = if_for(w, sll, false);
-	const unsigned char *ip = p, *l4, *src, *dst;
+	const unsigned char *ip = p;
 	uint32_t off = 0;
-	size_t alen;
-	uint8_t proto;
 	bool out = sll->sll_pkttype == PACKET_OUTGOING;
 	bool loopback = wi ? wi->loopback : sll->sll_hatype == ARPHRD_LOOPBACK;
 
@@ -358,34 +512,7 @@ static int sort_frame(void *priv, const unsigned char *p, uint32_t len, const st
 			return -1;
 		ip = p + off;
 	}
-	len -= off;
-	if (len >= 20 && ip[0] >> 4 == 4) {
-		uint32_t ihl = (ip[0] & 0x0fu) * 4u;
-
-		if (ihl < 20 || len < ihl + 4 || ((ip[6] & 0x1f) | ip[7]))
-			return -1;   /* short, or a later fragment */
-		proto = ip[9];
-		src = ip + 12;
-		dst = ip + 16;
-		alen = 4;
-		l4 = ip + ihl;
-	} else if (len >= 44 && ip[0] >> 4 == 6) {
-		proto = ip[6];
-		src = ip + 8;
-		dst = ip + 24;
-		alen = 16;
-		l4 = ip + 40;
-	} else {
-		return -1;
-	}
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return -1;
-	uint16_t sp, dp;
-
-	memcpy(&sp, l4, 2);
-	memcpy(&dp, l4 + 2, 2);
-	/* Sent by the host: the source is the relay's socket; received: the destination. */
-	if (!known(w, proto, src, dst, alen, sp, dp, ts) && !known(w, proto, dst, src, alen, dp, sp, ts))
+	if (!ip_ours(w, ip, len - off, ts))
 		return -1;
 	/* An interface that appeared during the run is described at its first frame of ours. */
 	if (!wi && !(wi = if_for(w, sll, true)))
@@ -437,7 +564,7 @@ struct wire *wire_open(const char *backend, bool routed, bool egress_view)
 		wire_free(w);
 		return NULL;
 	}
-	w->tap = (struct flow_tap){ .sock = tap_sock, .priv = w };
+	w->tap = (struct flow_tap){ .sock = tap_sock, .echo_flow = tap_echo_flow, .priv = w };
 	return w;
 }
 

@@ -29,8 +29,12 @@
  * block is sorted; each flow's NEW event is sent before its first frame reaches the ring, so none
  * is missed.  Frames on the uplink (cfroot<N>) carry the pre-NAT tuple and are not matched.
  *
- * ICMP errors about the relay's flows and IP fragments after the first are not matched, nor ICMP
- * echo of the routed traffic.
+ * ICMP: the relay's echo flows (relay/echo.c, told by the tap's echo_flow()) and, with --root, the
+ * tree's echo conntrack entries are in the same table, the echo identifier as both ports; an echo
+ * request or reply is matched by (addresses, identifier), an ICMP error by the header it quotes.
+ * A later IP fragment is kept when its datagram's first fragment was (a small table of those:
+ * source, destination, IP id or v6 fragment id, for the kernel's 30 s reassembly time).  Not
+ * matched: v6 packets with extension headers other than one fragment header.
  */
 #ifndef CHILDFLOW_CAPTURE_WIRE_H
 #define CHILDFLOW_CAPTURE_WIRE_H

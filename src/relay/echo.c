@@ -63,6 +63,8 @@ struct echo_flow {
 	int fd;                       /* the host socket */
 	bool raw;
 	uint16_t child_id, up_id;     /* the child's identifier; the one upstream sees */
+	bool tapped;                  /* the capture's tap was told of it: local, peer are set */
+	union flow_addr local, peer;  /* the host's source address and the destination, with up_id as port */
 	int ttl;                      /* set on fd; -1: the host's default */
 	uint64_t last_ms;
 	bool dead;
@@ -143,6 +145,8 @@ static void flow_close(struct relay *r, struct echo_flow *f, enum flow_outcome o
 			break;
 		}
 	}
+	if (f->tapped && r->hub.tap->echo_flow)
+		r->hub.tap->echo_flow(r->hub.tap->priv, &f->local, &f->peer, false);
 	close(f->fd);
 	e->n--;
 	flow_end(&r->hub, &f->rec, o, 0);
@@ -222,6 +226,44 @@ static int host_socket_setup(int fd, int fam, bool raw)
 	return 0;
 }
 
+/*
+ * tap_open() - tell the capture's tap of @f: its ends as on the wire.  The host socket is not bound
+ * to an address; the one the kernel gives its echoes is the route's source, asked of a UDP socket
+ * connected (no packet leaves) the same way.
+ */
+static void tap_open(struct relay *r, struct echo_flow *f)
+{
+	struct sockaddr_storage probe = f->dst;
+	socklen_t len = sizeof(f->local);
+	uint16_t id = htons(f->up_id);
+	int fd;
+
+	if (!r->hub.tap || (!r->hub.tap->echo_flow && !r->hub.tap->echo))
+		return;
+	((struct sockaddr_in *)&probe)->sin_port = htons(9);   /* any port: only the route is asked */
+	fd = egress_socket(&r->c->egress, &probe, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	memset(&f->local, 0, sizeof(f->local));
+	if (connect(fd, (struct sockaddr *)&probe, flow_sa_len(&probe)) < 0 ||
+	    getsockname(fd, &f->local.sa, &len) < 0 || f->local.sa.sa_family != probe.ss_family) {
+		log_debug("echo: the capture will miss a flow: no source address: %s", strerror(errno));
+		close(fd);
+		return;
+	}
+	close(fd);
+	memcpy(&f->peer, &f->dst, flow_sa_len(&f->dst));
+	if (probe.ss_family == AF_INET6) {
+		f->local.in6.sin6_port = f->peer.in6.sin6_port = id;
+		f->local.in6.sin6_flowinfo = f->peer.in6.sin6_flowinfo = 0;
+	} else {
+		f->local.in4.sin_port = f->peer.in4.sin_port = id;
+	}
+	f->tapped = true;
+	if (r->hub.tap->echo_flow)
+		r->hub.tap->echo_flow(r->hub.tap->priv, &f->local, &f->peer, true);
+}
+
 static struct echo_flow *flow_find(struct echo_state *e, const struct nfq_echo *q)
 {
 	for (struct echo_flow *f = e->flows; f; f = f->next)
@@ -295,6 +337,7 @@ static struct echo_flow *flow_new(struct relay *r, const struct nfq_echo *q, con
 	e->flows = f;
 	e->n++;
 	flow_opened(&r->hub, &f->rec);
+	tap_open(r, f);
 	if ((*err = relay_watch(r, fd, EPOLLIN, &f->ev)) < 0) {
 		flow_close(r, f, FLOW_NO_RESOURCES);
 		return NULL;
@@ -350,6 +393,8 @@ static void send_up(struct relay *r, struct echo_flow *f, const struct nfq_echo 
 		if (sendmsg(f->fd, &m, MSG_DONTWAIT) >= 0) {
 			f->rec.pkts_up++;
 			f->rec.bytes_up += 8 + q->data_len;
+			if (f->tapped && r->hub.tap->echo)
+				r->hub.tap->echo(r->hub.tap->priv, &f->local, &f->peer, 0, hdr, q->data, q->data_len);
 			return;
 		}
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == ENOMEM)
@@ -576,6 +621,8 @@ void echo_host_event(struct relay *r, struct ev_src *src, uint32_t events)
 		    (f->raw && ((uint16_t)(icmp[4] << 8 | icmp[5]) != f->up_id || !flow_same_endpoint(&from, &f->dst))))
 			continue;
 		seq = (uint16_t)(icmp[6] << 8 | icmp[7]);
+		if (f->tapped && r->hub.tap->echo)
+			r->hub.tap->echo(r->hub.tap->priv, &f->local, &f->peer, 1, icmp, icmp + 8, len - 8);
 		((struct sockaddr_in *)&from)->sin_port = 0;
 		len = icmp_echo_reply_build(pkt + 48 - hdr, ECHO_BUF + 128 - (48 - hdr), &from, &f->child,
 					    (uint8_t)ttl, f->child_id, seq, icmp + 8, len - 8);

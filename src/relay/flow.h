@@ -79,10 +79,25 @@ struct flow_observer {
  *            in order; what the relay reads into user space anyway (it copies instead of splicing
  *            while a tap with @stream is set).
  * @datagram: one datagram sent on the connected socket @fd (@dir 0) or received on it (1).
+ * @connecting: TCP flow @f's upstream socket @fd was given to connect(): its SYN left (called after
+ *            @sock, before @ready or @failed; again for each new attempt of the connector).
+ * @failed:   the attempt of TCP flow @f on @fd (still open) ended before @ready: refused (@err
+ *            ECONNREFUSED: the remote's RST), timed out, unreachable, or given up (@err 0: not known).
+ * @echo_flow: an ICMP echo flow's host socket was opened (@open) or is about to close: on the wire
+ *            it is @local (the host's source address for @peer) <-> @peer, both with the echo
+ *            identifier upstream sees as their port (network order).
+ * @echo:     one ICMP(v6) echo message of that flow, sent (@dir 0) or received (1): @hdr is its
+ *            8-byte ICMP header (identifier as upstream sees it; checksum as sent or read), @data
+ *            the @len bytes after it.
  */
 struct flow_tap {
 	void (*sock)(void *priv, int fd, int type, bool open);
 	void (*ready)(void *priv, const struct flow_record *f, int fd);
+	void (*connecting)(void *priv, const struct flow_record *f, int fd);
+	void (*failed)(void *priv, const struct flow_record *f, int fd, int err);
+	void (*echo_flow)(void *priv, const union flow_addr *local, const union flow_addr *peer, bool open);
+	void (*echo)(void *priv, const union flow_addr *local, const union flow_addr *peer, int dir,
+		     const uint8_t hdr[8], const void *data, size_t len);
 	void (*stream)(void *priv, const struct flow_record *f, int dir, const void *buf, size_t len);
 	void (*datagram)(void *priv, int fd, int dir, const void *buf, size_t len);
 	void *priv;

@@ -290,8 +290,12 @@ static void flow_close(struct relay *r, struct tcp_flow *f, bool reset, enum flo
 		gate_answer(r, f->gate_id, v);
 	}
 	gate_unlink(r, f);
-	if (r->hub.tap && f->end[1].fd >= 0)
+	if (r->hub.tap && f->end[1].fd >= 0) {
+		/* an attempt that never became ready: what it got is on its socket still (capture) */
+		if (f->state == TCP_CONNECTING && !f->probe && r->hub.tap->failed)
+			r->hub.tap->failed(r->hub.tap->priv, &f->rec, f->end[1].fd, f->rec.outcome ? f->rec.err : err);
 		flow_tap_sock(&r->hub, f->end[1].fd, SOCK_STREAM, false);
+	}
 	for (int i = 0; i < 2; i++) {
 		if (f->end[i].fd >= 0) {
 			if (reset)
@@ -935,8 +939,11 @@ static bool flow_dial(struct relay *r, struct tcp_flow *f, const struct conn_req
 		return false;
 	}
 	f->end[1].fd = up;
-	if (r->hub.tap)
+	if (r->hub.tap) {
 		flow_tap_sock(&r->hub, up, SOCK_STREAM, true);
+		if (!f->probe && r->hub.tap->connecting)
+			r->hub.tap->connecting(r->hub.tap->priv, &f->rec, up);
+	}
 	f->up_events = want | EPOLLRDHUP | EPOLLPRI | EPOLLET;
 	if ((err = relay_watch(r, up, f->up_events, &f->end[1].ev)) < 0) {
 		flow_close(r, f, true, FLOW_NO_RESOURCES, -err);
@@ -973,8 +980,11 @@ static void flow_redial(struct relay *r, struct tcp_flow *f)
 
 	if (!f->probe)
 		memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
-	if (r->hub.tap)
+	if (r->hub.tap) {
+		if (!f->probe && r->hub.tap->failed)
+			r->hub.tap->failed(r->hub.tap->priv, &f->rec, f->end[1].fd, 0);
 		flow_tap_sock(&r->hub, f->end[1].fd, SOCK_STREAM, false);
+	}
 	close(f->end[1].fd);   /* also leaves the epoll set */
 	f->end[1].fd = -1;
 	flow_dial(r, f, &rq);

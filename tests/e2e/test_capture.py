@@ -5,6 +5,7 @@ nothing after the last), capinfos (the metadata as Wireshark reads it) and tshar
 payload, the directions).  The host's own traffic to the same server during the run must not appear.
 """
 import hashlib
+import contextlib
 import json
 import os
 import shlex
@@ -589,6 +590,188 @@ def test_wire_egress_through_proxy(cf, world, capdir, px):
     assert ends and all({a, b} == {W.HOST_V4, X.PROXY4} and str(X.TINY) in (sp, dp) for a, b, sp, dp in ends), ends
     assert fields(cap, f"http.request.method==\"CONNECT\" && ip.dst=={X.PROXY4}", "frame.number")
     assert not fields(cap, f"ip.addr=={rem}", "frame.number")
+
+
+# ---------- ICMP of the tree, and connects that never connected ----------
+#
+# "Exactly what the program sends": its pings (the relay's echo sockets' requests and replies), the
+# ICMP errors the remote answers about its flows, and a connect the remote refused (the host's SYN and
+# the RST) are in the egress views.  The negative control is the host's own ping (or connect) to the
+# same remote at the same time: it is counted, and must not be in the file.
+
+@contextlib.contextmanager
+def echo_allowed(cf, world):
+    """Let the runner's relay open ICMP echo sockets (root has CAP_NET_RAW: a raw socket)."""
+    from test_fidelity_icmp import ping_range
+    with ping_range(world, "0 2147483647" if cf.runner.user else "1 0"):
+        yield
+
+
+def host_ping(world, rem, count):
+    """The host's own ping to @rem (not the tree's): must not be captured."""
+    h = subprocess.run(["ip", "netns", "exec", world.host, "ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2"] +
+                       (["-6"] if ":" in rem else []) + [rem], capture_output=True, timeout=30)
+    assert h.returncode == 0 and f"{count} received" in h.stdout.decode(), h
+
+
+def run_ping_with_host_ping(cf, world, args, rem, extra=""):
+    """childflow ARGS -- ping -c 2 REM (then EXTRA) while the host pings REM 3 times."""
+    six = "-6 " if ":" in rem else ""
+    p = cf.popen(args + ["--", "sh", "-c", f"sleep 0.5; ping -n -c 2 -i 0.3 -W 2 {six}{rem} && sleep 0.5{extra}"])
+    try:
+        time.sleep(0.3)
+        host_ping(world, rem, 3)
+        assert p.poll() is None, "the command ended before the host's ping: not concurrent"
+        out, err = p.communicate(timeout=60)
+    finally:
+        kill_tree(p)
+    assert p.returncode == 0 and b"2 received" in out, (out, err)
+
+
+def echo_rows(cap, fam, flt=""):
+    """(type, src, dst, id, seq) of every echo request and reply in the file."""
+    ip, icmp, types = ("ip", "icmp", "icmp.type==8 || icmp.type==0") if fam == "v4" else \
+        ("ipv6", "icmpv6", "icmpv6.type==128 || icmpv6.type==129")
+    rows = fields(cap, f"({types}){flt}", f"{icmp}.type", f"{ip}.src", f"{ip}.dst",
+                  f"{icmp}.ident" if fam == "v4" else "icmpv6.echo.identifier",
+                  f"{icmp}.seq" if fam == "v4" else "icmpv6.echo.sequence_number")
+    return [tuple(r) for r in rows]
+
+
+def assert_tree_echo(rows, fam, src, rem):
+    """Exactly the tree's 2 requests from @src and their 2 replies, one identifier: none of the host's."""
+    req, rep = ("8", "0") if fam == "v4" else ("128", "129")
+    assert sorted((t, a, b) for t, a, b, _, _ in rows) == \
+        sorted([(req, src, rem)] * 2 + [(rep, rem, src)] * 2), rows
+    assert len({i for _, _, _, i, _ in rows}) == 1, rows
+
+
+def test_wire_egress_has_the_trees_icmp(cf, world, capdir):
+    """-C wire-egress: the relay's echo requests and the remote's replies on the host's eth0, and the
+    remote's port unreachable about the tree's UDP datagram (matched by the header it quotes); the
+    host's own ping and UDP datagram to the same remote at the same time are absent."""
+    if cf.runner.user:
+        pytest.skip("wire-egress needs CAP_NET_RAW (the user's refusal is tested above)")
+    cap = os.path.join(capdir, "wicmp.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    send = f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x', ('{rem}', 5999))"
+    with echo_allowed(cf, world):
+        run_ping_with_host_ping(cf, world, ["-c", cap, "-C", "wire-egress"], rem,
+                                f" && python3 -c {shlex.quote(send)} && sleep 1")
+        subprocess.run(["ip", "netns", "exec", world.host, "python3", "-c", send], check=True, timeout=10)
+    read_ok(cap, (wire_desc("eth0"),))
+    assert_tree_echo(echo_rows(cap, "v4", " && frame.interface_name==\"eth0\""), "v4", W.HOST_V4, rem)
+    # (ip.src and ip.dst: the error's, then the quoted datagram's)
+    unreach = fields(cap, "icmp.type==3 && icmp.code==3", "ip.src", "ip.dst", "udp.srcport", "udp.dstport")
+    assert len(unreach) == 1 and unreach[0][:2] == [f"{rem},{W.HOST_V4}", f"{W.HOST_V4},{rem}"] and \
+        unreach[0][3] == "5999", unreach
+    # the tree's datagram itself, from the same port the error quotes
+    assert fields(cap, "udp.dstport==5999 && !icmp", "udp.srcport") == [[unreach[0][2]]]
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_wire_egress_keeps_the_later_fragments(cf, world, capdir, fam):
+    """-C wire-egress: a ping too big for the link (3000 bytes) leaves and comes back in fragments;
+    the later ones carry no ICMP header and are kept because their datagram's first one was: each
+    echo is there whole (Wireshark reassembles it); the host's own big ping at the same time is not."""
+    if cf.runner.user:
+        pytest.skip("wire-egress needs CAP_NET_RAW (the user's refusal is tested above)")
+    cap = os.path.join(capdir, f"wfrag{fam}.pcapng")
+    rem = W.REMOTES["remote1"][fam]
+    six = ["-6"] if fam == "v6" else []
+    ping = ["ping", "-n", "-c", "1", "-s", "3000", "-W", "2"] + six + [rem]
+    with echo_allowed(cf, world):
+        p = cf.popen(["-c", cap, "-C", "wire-egress", "--", "sh", "-c", f"sleep 0.5; {shlex.join(ping)} && sleep 0.5"])
+        try:
+            time.sleep(0.3)
+            h = subprocess.run(["ip", "netns", "exec", world.host] + ping, capture_output=True, timeout=30)
+            assert h.returncode == 0, h
+            out, err = p.communicate(timeout=60)
+        finally:
+            kill_tree(p)
+    assert p.returncode == 0 and b"1 received" in out, (out, err)
+    read_ok(cap, (wire_desc("eth0"),))
+    if fam == "v4":
+        later = fields(cap, "ip.frag_offset>0", "ip.src", "ip.id")
+    else:
+        later = fields(cap, "ipv6.fraghdr.offset>0", "ipv6.src", "ipv6.fraghdr.ident")
+    # the tree's request and reply, each in at least 2 fragments after the first: one datagram a way
+    assert {r[0] for r in later} == {W.HOST_V4 if fam == "v4" else W.HOST_V6, rem}, later
+    assert len({tuple(r) for r in later}) == 2 and len(later) >= 4, later
+    rows = echo_rows(cap, fam)
+    assert len(rows) == 2 and len({r[3] for r in rows}) == 1, rows
+
+
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_egress_view_has_the_trees_pings(cf, world, capdir, fam):
+    """-C egress: the tree's echo requests from the host's address and the remote's replies, rebuilt
+    with right checksums; exactly the tree's (the host's own ping at the same time is not there)."""
+    cap = os.path.join(capdir, f"eicmp{fam}.pcapng")
+    rem = W.REMOTES["remote1"][fam]
+    with echo_allowed(cf, world):
+        run_ping_with_host_ping(cf, world, ["-c", cap, "-C", "egress"], rem)
+    read_ok(cap, (EGRESS_DESC,))
+    assert_tree_echo(echo_rows(cap, fam), fam, W.HOST_V4 if fam == "v4" else W.HOST_V6, rem)
+    icmp = "icmp" if fam == "v4" else "icmpv6"
+    bad = fields(cap, f"{icmp} && {icmp}.checksum.status!=1", "frame.number")
+    assert not bad, bad
+    # the payload is the child's own (ping's timestamp and pattern): the replies carry it back
+    data = fields(cap, f"{icmp}", "data.data")
+    assert len({d[0] for d in data}) == 2 and all(len(d[0]) > 16 for d in data), data
+
+
+def test_egress_view_has_a_refused_connect(cf, world, capdir):
+    """-C egress: a connect the remote refused is what the host really exchanged: its SYN, the
+    remote's RST; the host's own refused connect to the same port at the same time is not there."""
+    cap = os.path.join(capdir, "erefused.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    p = cf.popen(["-c", cap, "-C", "egress", "--", "sh", "-c",
+                  f"sleep 0.5; curl -sS --noproxy '*' --max-time 10 http://{rem}:81/; echo rc=$?; sleep 0.5"])
+    try:
+        time.sleep(0.3)
+        h = subprocess.run(["ip", "netns", "exec", world.host] + curl(f"http://{rem}:81/"), capture_output=True,
+                           timeout=30)
+        assert h.returncode == 7, h   # refused
+        assert p.poll() is None, "the command ended before the host's connect: not concurrent"
+        out, err = p.communicate(timeout=60)
+    finally:
+        kill_tree(p)
+    assert b"rc=7" in out, (out, err)
+    read_ok(cap, (EGRESS_DESC,))
+    rows = fields(cap, "tcp.port==81", "ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack", "tcp.flags.reset",
+                  "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw")
+    assert [r[:5] for r in rows] == [[W.HOST_V4, rem, "1", "0", "0"], [rem, W.HOST_V4, "0", "1", "1"]], rows
+    syn, rst = rows
+    assert syn[5] == rst[6] and syn[6] == rst[5] == "81" and int(rst[8]) == (int(syn[7]) + 1) % 2**32, rows
+    egress_checks(cap)
+
+
+def test_egress_view_has_an_unanswered_connect(cf, world, capdir):
+    """-C egress: a connect the remote never answers (its SYNs dropped) is the host's SYN and its
+    retransmissions, one sequence number, nothing back; the host's own attempt at the same time is
+    not there."""
+    cap = os.path.join(capdir, "etimeout.pcapng")
+    rem = W.REMOTES["remote1"]["v4"]
+    with W.NftTable(world.remote["remote1"], "input", name="cfcapdrop") as t:
+        t.set("tcp dport 8099 drop")
+        p = cf.popen(["-c", cap, "-C", "egress", "--", "sh", "-c",
+                      f"curl -sS --noproxy '*' --connect-timeout 3.5 http://{rem}:8099/; echo rc=$?"])
+        try:
+            time.sleep(0.5)
+            h = subprocess.run(["ip", "netns", "exec", world.host] + curl("--connect-timeout", "1",
+                               f"http://{rem}:8099/"), capture_output=True, timeout=30)
+            assert h.returncode == 28, h   # timed out
+            assert p.poll() is None, "the command ended before the host's connect: not concurrent"
+            out, err = p.communicate(timeout=60)
+        finally:
+            kill_tree(p)
+    assert b"rc=28" in out, (out, err)
+    read_ok(cap, (EGRESS_DESC,))
+    rows = fields(cap, "tcp.port==8099", "ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack", "tcp.srcport",
+                  "tcp.seq_raw")
+    # the first SYN and its retransmissions after 1 s and 3 s: one connection, one sequence number
+    assert len(rows) >= 2 and {(r[0], r[1], r[2], r[3]) for r in rows} == {(W.HOST_V4, rem, "1", "0")}, rows
+    assert len({(r[4], r[5]) for r in rows}) == 1, rows
 
 
 SLOW_WRITER = {"CHILDFLOW_TEST_CAPTURE_US_PER_MIB": "40000"}   # the output takes 40 ms per MiB (25 MiB/s)

@@ -797,6 +797,27 @@ def test_capture_wire_egress_has_the_routed_flows_only(rcf, world, sess, fam):
         os.unlink(path)
 
 
+@pytest.mark.parametrize("fam", ["v4", "v6"])
+def test_capture_wire_egress_has_the_routed_pings(rcf, world, sess, fam):
+    """-C wire-egress with --root: the tree's ping, routed and masqueraded by the host, as the host's
+    eth0 carried it (picked by its ICMP echo conntrack entry): its 2 requests from the host's address
+    and their 2 replies; the host's own ping to the same remote at the same time is absent."""
+    from test_capture import assert_tree_echo, echo_rows, run_ping_with_host_ping
+    path = os.path.join(sess.work, f"root-ping-{fam}-{os.getpid()}.pcapng")
+    try:
+        run_ping_with_host_ping(rcf, world, ["--root", "-c", path, "-C", "wire-egress"], R2[fam])
+        s = _cap_read(path)
+        assert rdesc("wire-egress", "wire", "eth0") in {i["desc"] for i in s["idb"]}, s["idb"]
+        assert_tree_echo(echo_rows(path, fam, " && frame.interface_name==\"eth0\""), fam,
+                         W.HOST_V4 if fam == "v4" else W.HOST_V6, R2[fam])
+        # and nothing of the tree's pre-NAT addresses on the host's egress
+        assert not _cap_fields(path, "ip.addr==10.240.0.0/15 || ipv6.addr==fdcf:f10e:7000::/48 || "
+                               "ipv6.addr==fd42:6368:696c::/48", "frame.number")
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 def test_capture_egress_is_captured_for_routed_flows(rcf, world, sess):
     """-C egress with --root: the routed flows as the host sent them (kind=captured, the real frames
     after NAT), the relay's DNS upstream query reconstructed (kind=reconstructed); nothing of the
