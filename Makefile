@@ -20,9 +20,16 @@ LDLIBS_ALL = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # library costs every run its symbol relocations (libcrypto alone has ~4200) and each of the five
 # forked processes its lazy PLT fixups and page faults; start-up CPU fell from ~17.5 to ~13.5 ms
 # (docs/performance.md).  libmnl has no archive and stays shared, as does libc.
+# `make LINK=shared` links them all dynamically instead (the trade-off: with the archives, an
+# OpenSSL or libnftnl security update of the host needs childflow rebuilt to take effect).
+LINK ?= static
 STATIC_PKGS := libnftnl libseccomp libsodium ldns openssl
+ifeq ($(LINK),shared)
+LDLIBS_BIN = $(LDLIBS_ALL)
+else
 LDLIBS_BIN = -Wl,-Bstatic $(filter-out -lmnl -ldl,$(shell pkg-config --static --libs-only-l $(STATIC_PKGS) 2>/dev/null)) \
              -Wl,-Bdynamic $(shell pkg-config --libs libmnl 2>/dev/null) -pthread -ldl
+endif
 
 SRC      := $(shell find src -name '*.c' | sort)
 LIB_SRC  := $(filter-out src/main.c,$(SRC))
