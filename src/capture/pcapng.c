@@ -195,6 +195,31 @@ int pcapng_epb(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *data
 	return pcapng_epb2(w, ifid, ts_ns, data, caplen, "", 0, origlen, flags);
 }
 
+/* An EPB's fixed fields, before its packet bytes (room reserved by the caller). */
+static void epb_head(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, uint32_t caplen, uint32_t origlen,
+		     size_t total)
+{
+	put32(w, BT_EPB);
+	put32(w, (uint32_t)total);
+	put32(w, ifid);
+	put_ts(w, ts_ns);
+	put32(w, caplen);
+	put32(w, origlen);
+}
+
+/* An EPB's padding, flags option and trailing length, after its packet bytes. */
+static void epb_tail(struct pcapng *w, uint32_t caplen, uint32_t flags, size_t total)
+{
+	put_zero(w, pad4(caplen) - caplen);
+	if (flags) {
+		put_opt(w, OPT_EPB_FLAGS, &flags, 4);
+		put_end(w);
+	}
+	put32(w, (uint32_t)total);
+	w->blocks++;
+	w->packets++;
+}
+
 int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *head, uint32_t hlen,
 		const void *body, uint32_t blen, uint32_t origlen, uint32_t flags)
 {
@@ -204,23 +229,11 @@ int pcapng_epb2(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *hea
 
 	if (r < 0)
 		return r;
-	put32(w, BT_EPB);
-	put32(w, (uint32_t)total);
-	put32(w, ifid);
-	put_ts(w, ts_ns);
-	put32(w, caplen);
-	put32(w, origlen);
+	epb_head(w, ifid, ts_ns, caplen, origlen, total);
 	put(w, head, hlen);
 	if (blen)
 		put(w, body, blen);
-	put_zero(w, pad4(caplen) - caplen);
-	if (flags) {
-		put_opt(w, OPT_EPB_FLAGS, &flags, 4);
-		put_end(w);
-	}
-	put32(w, (uint32_t)total);
-	w->blocks++;
-	w->packets++;
+	epb_tail(w, caplen, flags, total);
 	return 0;
 }
 
@@ -234,22 +247,10 @@ int pcapng_epb_ref(struct pcapng *w, uint32_t ifid, uint64_t ts_ns, const void *
 		return pcapng_epb(w, ifid, ts_ns, data, caplen, origlen, flags);
 	if ((r = reserve(w, total)) < 0)
 		return r;
-	put32(w, BT_EPB);
-	put32(w, (uint32_t)total);
-	put32(w, ifid);
-	put_ts(w, ts_ns);
-	put32(w, caplen);
-	put32(w, origlen);
+	epb_head(w, ifid, ts_ns, caplen, origlen, total);
 	w->refs[w->n_refs++] = (struct pcapng_ref){ .off = w->len, .data = data, .len = caplen };
 	w->ref_bytes += caplen;
-	put_zero(w, pad4(caplen) - caplen);
-	if (flags) {
-		put_opt(w, OPT_EPB_FLAGS, &flags, 4);
-		put_end(w);
-	}
-	put32(w, (uint32_t)total);
-	w->blocks++;
-	w->packets++;
+	epb_tail(w, caplen, flags, total);
 	return 0;
 }
 
