@@ -148,6 +148,7 @@ FUZZ_LIB_fuzz_hosts := src/dns/hosts.c src/dns/nsswitch.c
 FUZZ_LIB_fuzz_nfq := src/netlink/nfq.c
 FUZZ_LIB_fuzz_fastcall := src/fasttcp/call.c
 FUZZ_LIB_fuzz_rootrec := src/root/record.c
+FUZZ_LIB_fuzz_match := src/capture/match.c
 
 .SECONDEXPANSION:
 build/fuzz/%: tests/fuzz/%.c $$(or $$(FUZZ_LIB_$$*),$$(LIB_SRC)) $(shell find src -name '*.h')

@@ -9,8 +9,8 @@
  * as Ethernet, IP-only ones as LINKTYPE_RAW).  The relay tells it, through a flow tap (relay/flow.h),
  * every host-side socket it opens and closes: relayed TCP and UDP flows, the connections to the
  * proxy, the DNS forwarder's upstream sockets.  Each frame read from the ring is kept only when its
- * TCP/UDP 5-tuple is one of those sockets' (an exact set, in a hash table), so the file has the
- * relay's traffic and nothing else of the host's.
+ * TCP/UDP 5-tuple is one of those sockets' (an exact set, in a hash table: capture/match.h, which
+ * also holds the frame parser), so the file has the relay's traffic and nothing else of the host's.
  *
  * Why in user space, not a kernel (classic BPF) filter: the set changes with every connect, and the
  * packet that makes a new tuple, the SYN, leaves inside connect(), before any filter naming its port

@@ -358,7 +358,7 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 				*want = EPOLLOUT;
 				return CONN_MORE;
 			}
-			if ((r = proxy_dial_done(c, fd)) == PROXY_REDIAL)
+			if ((r = proxy_dial_done(c, fd, err)) == PROXY_REDIAL)
 				return CONN_REDIAL;
 			if (r != 0)
 				break;

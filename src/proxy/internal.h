@@ -137,10 +137,10 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
 
 /*
  * proxy_dial_done() - the connect finished (EPOLLOUT or an error on @fd).
- * Return: 0 (connected), PROXY_REDIAL (failed, the next address is due), or the child's errno
- * (every address failed; told).
+ * Return: 0 (connected), PROXY_REDIAL (failed with *@why, the next address is due), or the
+ * child's errno (every address failed; told).
  */
-int proxy_dial_done(struct pconn *c, int fd);
+int proxy_dial_done(struct pconn *c, int fd, int *why);
 
 /* The probe's pipelined handshake stalled or was cut: connections send each request after the
  * reply before it (said at debug level). */

@@ -168,7 +168,7 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
 	return CONN_MORE;
 }
 
-int proxy_dial_done(struct pconn *c, int fd)
+int proxy_dial_done(struct pconn *c, int fd, int *why)
 {
 	unsigned int zero = 0;
 	int e = 0;
@@ -176,8 +176,12 @@ int proxy_dial_done(struct pconn *c, int fd)
 
 	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
 		e = errno;
+	if (e && next_attempt(c, e)) {
+		*why = e;
+		return PROXY_REDIAL;
+	}
 	if (e)
-		return next_attempt(c, e) ? PROXY_REDIAL : proxy_fail_unreachable(c, e);
+		return proxy_fail_unreachable(c, e);
 	/* The early give-up was for the SYN only: a connected flow keeps the kernel's defaults. */
 	if (c->attempt + 1 < c->px->n_addr &&
 	    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &zero, sizeof(zero)) < 0)

@@ -236,7 +236,7 @@ static enum conn_step s5_step(void *st, int fd, uint32_t events, uint32_t *want,
 				*want = EPOLLOUT;
 				return CONN_MORE;
 			}
-			if ((r = proxy_dial_done(c, fd)) == PROXY_REDIAL)
+			if ((r = proxy_dial_done(c, fd, err)) == PROXY_REDIAL)
 				return CONN_REDIAL;
 			c->phase = PH_SEND;
 			c->next = PH_S5_METHOD;

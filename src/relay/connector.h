@@ -37,8 +37,8 @@
 #define CONN_STATE_MAX 512
 
 /* CONN_REDIAL (from step() only): this socket failed to connect and the connector has another
- * address to try: the engine closes the fd and calls start() again with the same request (@st is
- * kept, so the connector knows which attempt is next). */
+ * address to try (*err says why this one failed): the engine closes the fd and calls start() again
+ * with the same request (@st is kept, so the connector knows which attempt is next). */
 enum conn_step { CONN_MORE, CONN_READY, CONN_FAILED, CONN_REDIAL };
 
 /* Why a flow ended before READY (abort()). */

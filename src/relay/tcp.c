@@ -851,7 +851,7 @@ static void connect_failed(struct relay *r, struct tcp_flow *f, enum flow_outcom
 	flow_close(r, f, true, o, err);
 }
 
-static void flow_redial(struct relay *r, struct tcp_flow *f);
+static void flow_redial(struct relay *r, struct tcp_flow *f, int err);
 
 static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st, uint32_t want, int err)
 {
@@ -877,7 +877,7 @@ static void connect_step(struct relay *r, struct tcp_flow *f, enum conn_step st,
 		set_want(r, f, want);
 		break;
 	case CONN_REDIAL:
-		flow_redial(r, f);
+		flow_redial(r, f, err);
 		break;
 	}
 }
@@ -971,8 +971,9 @@ static bool flow_start(struct relay *r, struct tcp_flow *f, const struct conn_re
 	return flow_dial(r, f, rq);
 }
 
-/* The connector said CONN_REDIAL: a new socket for its next attempt, within the same deadline. */
-static void flow_redial(struct relay *r, struct tcp_flow *f)
+/* The connector said CONN_REDIAL (this attempt failed with @err): a new socket for its next
+ * attempt, within the same deadline. */
+static void flow_redial(struct relay *r, struct tcp_flow *f, int err)
 {
 	struct sockaddr_storage dst = { .ss_family = AF_INET };
 	struct conn_req rq = { .f = f->probe ? NULL : &f->rec, .dst = &dst, .dst_name = f->name,
@@ -982,7 +983,7 @@ static void flow_redial(struct relay *r, struct tcp_flow *f)
 		memcpy(&dst, &f->rec.dst, sizeof(f->rec.dst));
 	if (r->hub.tap) {
 		if (!f->probe && r->hub.tap->failed)
-			r->hub.tap->failed(r->hub.tap->priv, &f->rec, f->end[1].fd, 0);
+			r->hub.tap->failed(r->hub.tap->priv, &f->rec, f->end[1].fd, err);
 		flow_tap_sock(&r->hub, f->end[1].fd, SOCK_STREAM, false);
 	}
 	close(f->end[1].fd);   /* also leaves the epoll set */

@@ -20,6 +20,7 @@ import proxies as X
 import world as W
 from cfutil import curl, py, url
 from etcfiles import run_in_fixture
+from test_capture import capdir, fields  # noqa: F401 (capdir: a fixture)
 from test_dns import Dnsmasq
 from test_proxy import auth, proxy_uri, warnings
 
@@ -196,6 +197,28 @@ def test_proxy_name_with_dead_addresses_first(pxw, cf, dead):
     assert sorted(a for a, _ in tried) == sorted(dead * 3), res["err"]
     assert all(e == ("Connection refused" if a == REFUSE4 else "Connection timed out") for a, e in tried), tried
     assert "warning" not in res["err"], res
+
+
+def test_egress_view_shows_each_dead_proxy_address(pxw, cf, capdir):
+    """-C egress with a proxy whose name gives a refusing address first: the capture shows that
+    attempt as the host exchanged it (its SYN, the RST answering it), then the live proxy's
+    connection.  Before, a redialled attempt was told to the view with no error, so its RST was
+    missing and the SYN stood unanswered."""
+    cap = os.path.join(capdir, "redial.pcapng")
+    hosts = f"127.0.0.1 localhost\n{REFUSE4} {PROXY_NAME}\n{X.PROXY4} {PROXY_NAME}\n"
+    spec = {"etc": {"hosts": {"text": hosts}, "resolv.conf": {"text": f"nameserver {X.PROXY4}\n"},
+                    "nsswitch.conf": {"text": "hosts: files dns\n"}}}
+    res = run_in_fixture(cf.argv(["-c", cap, "-C", "egress", "-p", f"http://{PROXY_NAME}:{X.TINY}"] + auth(pxw) +
+                                 ["--"] + curl(url(R1["v4"], "/who.txt"))), spec, timeout=40)
+    assert (res["rc"], res["out"]) == (0, "remote1\n"), res
+    rows = fields(cap, f"ip.addr=={REFUSE4}", "ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.reset", "tcp.dstport",
+                  "tcp.srcport")
+    # The connection's attempt (the start-up probe is childflow's own, not in the view): a SYN to the
+    # dead address, then the RST answering it, on the same ports.
+    assert [r[:5] for r in rows] == [[W.HOST_V4, REFUSE4, "1", "0", str(X.TINY)],
+                                     [REFUSE4, W.HOST_V4, "0", "1", rows[0][5]]], rows
+    live = fields(cap, f"ip.addr=={X.PROXY4} && tcp.flags.syn==1 && tcp.flags.ack==0", "ip.dst")
+    assert live and all(r == [X.PROXY4] for r in live), live
 
 
 # ---------------------------------------------------------------- SOCKS5 pipelining
