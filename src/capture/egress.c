@@ -3,9 +3,11 @@
 #include "capture/egress.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -28,6 +30,7 @@ struct eg_tcp {
 	union flow_addr local, peer; /* the host's socket, and the remote (destination or proxy) */
 	uint32_t seq[2];             /* next sequence number of the host (0) and of the remote (1) */
 	int fd;                      /* the attempt's socket while its SYN waits for an answer, else -1 */
+	uint64_t syn_ns;             /* when its first SYN left (CLOCK_REALTIME) */
 	struct eg_tcp *next;
 };
 
@@ -38,6 +41,8 @@ struct egress_view {
 	struct flow_tap tap;
 	struct flow_observer obs;
 	uint64_t isn_key;
+	uint64_t at_ns;                          /* the next packet's time when not now (0: now) */
+	unsigned int syn_linear;                 /* net.ipv4.tcp_syn_linear_timeouts (0: none) */
 	unsigned char hdr[EG_HDR_MAX + 20];      /* IP header room, then the transport header */
 };
 
@@ -161,7 +166,7 @@ static void emit(struct egress_view *e, const union flow_addr *src, const union 
 	/* The writer sums the transport header and the payload from the L4 start on (even: 20, 8). */
 	ck = (struct capture_csum){ .seed = (uint32_t)sum, .from = (uint16_t)hl, .at = (uint16_t)(hl + csum_off),
 				    .udp = proto == IPPROTO_UDP };
-	capture_packet2(e->cap, e->ifid, now_ns(), ip, (uint32_t)(hl + l4hdr), payload, (uint32_t)len, flags, &ck);
+	capture_packet2(e->cap, e->ifid, e->at_ns ? e->at_ns : now_ns(), ip, (uint32_t)(hl + l4hdr), payload, (uint32_t)len, flags, &ck);
 }
 
 /* A TCP segment from side @side (0: the host) of @t, with @len bytes of @data. */
@@ -233,6 +238,7 @@ static struct eg_tcp *attempt(struct egress_view *e, const struct flow_record *f
 	}
 	t->id = f->id;
 	t->fd = fd;
+	t->syn_ns = now_ns();
 	t->seq[0] = (uint32_t)isn;
 	t->seq[1] = (uint32_t)(isn >> 32);
 	*pp = t;
@@ -290,10 +296,20 @@ static void tap_failed(void *priv, const struct flow_record *f, int fd, int err)
 	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0)
 		ti.tcpi_state = TCP_CLOSE;
 	if (ti.tcpi_state == TCP_SYN_SENT || ti.tcpi_state == TCP_CLOSE) {
+		uint64_t now = now_ns(), at = t->syn_ns, rto = 1000000000ull;   /* TCP_TIMEOUT_INIT */
+
 		for (unsigned int i = 0; i < ti.tcpi_total_retrans && i < 16; i++) {
+			/* Stamped when the kernel's SYN backoff sent it (never after the failure): the
+			 * first tcp_syn_linear_timeouts + 1 a second apart, then each interval doubled up
+			 * to TCP_RTO_MAX (measured on the wire: 0, 1, 2, 3, 4, 5, 7, 11, 19 s). */
+			if (i > e->syn_linear && rto < 120000000000ull)
+				rto *= 2;
+			at += rto;
+			e->at_ns = at < now ? at : now;
 			t->seq[0]--;   /* the same SYN again */
 			segment(e, t, 0, EG_SYN, NULL, 0);
 		}
+		e->at_ns = 0;
 		if (ti.tcpi_state == TCP_CLOSE && err == ECONNREFUSED) {
 			t->seq[1] = 0;   /* a RST answering a SYN has sequence number 0 */
 			segment(e, t, 1, EG_RST | EG_ACK, NULL, 0);
@@ -384,6 +400,22 @@ static void tap_echo(void *priv, const union flow_addr *local, const union flow_
 	     dir ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
 }
 
+/* A sysctl's unsigned value, 0 when it cannot be read (a kernel without
+ * tcp_syn_linear_timeouts backs off exponentially from the first retransmission). */
+static unsigned int sysctl_uint(const char *path)
+{
+	char buf[32];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return (unsigned int)strtoul(buf, NULL, 10);
+}
+
 struct egress_view *egress_new(struct capture *cap, const char *desc)
 {
 	struct egress_view *e = calloc(1, sizeof(*e));
@@ -394,6 +426,7 @@ struct egress_view *egress_new(struct capture *cap, const char *desc)
 		return NULL;
 	}
 	e->cap = cap;
+	e->syn_linear = sysctl_uint("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");
 	e->ifid = capture_add_if(cap, PCAPNG_LINKTYPE_RAW, EGRESS_IFNAME, desc);
 	if (e->ifid < 0) {
 		free(e);

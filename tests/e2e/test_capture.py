@@ -768,10 +768,17 @@ def test_egress_view_has_an_unanswered_connect(cf, world, capdir):
     assert b"rc=28" in out, (out, err)
     read_ok(cap, (EGRESS_DESC,))
     rows = fields(cap, "tcp.port==8099", "ip.src", "ip.dst", "tcp.flags.syn", "tcp.flags.ack", "tcp.srcport",
-                  "tcp.seq_raw")
-    # the first SYN and its retransmissions after 1 s and 3 s: one connection, one sequence number
+                  "tcp.seq_raw", "frame.time_epoch")
+    # the first SYN and its retransmissions: one connection, one sequence number
     assert len(rows) >= 2 and {(r[0], r[1], r[2], r[3]) for r in rows} == {(W.HOST_V4, rem, "1", "0")}, rows
     assert len({(r[4], r[5]) for r in rows}) == 1, rows
+    # ... each stamped when the kernel's SYN backoff sent it: these first ones a second apart
+    # (tcp_syn_linear_timeouts; 1 s then doubling on a kernel without it), not all at the failure
+    with open("/proc/sys/net/ipv4/tcp_syn_linear_timeouts") as f:
+        linear = int(f.read())
+    gaps = [float(b[6]) - float(a[6]) for a, b in zip(rows, rows[1:])]
+    want = [1.0 if i <= linear else 2.0 ** (i - linear) for i in range(len(gaps))]
+    assert all(abs(g - w) < 0.05 for g, w in zip(gaps, want)), (gaps, want, rows)
 
 
 SLOW_WRITER = {"CHILDFLOW_TEST_CAPTURE_US_PER_MIB": "40000"}   # the output takes 40 ms per MiB (25 MiB/s)
