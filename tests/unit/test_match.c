@@ -77,14 +77,20 @@ static uint32_t pkt(unsigned char *buf, bool ether, const char *src, const char 
 	return (uint32_t)(l4 - buf) + l4len;
 }
 
-static struct match_set *set_with_tcp_flow(void)
+/* A set with one open flow (@proto, @la:@lp local, @ra:@rp remote). */
+static struct match_set *set_with(uint8_t proto, const char *la, int lp, const char *ra, int rp)
 {
 	struct match_set *m = match_new();
-	union flow_addr l = ep("198.51.100.1", 40000), r = ep("203.0.113.5", 443);
+	union flow_addr l = ep(la, lp), r = ep(ra, rp);
 
 	assert_non_null(m);
-	assert_int_equal(match_flow(m, IPPROTO_TCP, &l, &r, true, T0), 0);
+	assert_int_equal(match_flow(m, proto, &l, &r, true, T0), 0);
 	return m;
+}
+
+static struct match_set *set_with_tcp_flow(void)
+{
+	return set_with(IPPROTO_TCP, "198.51.100.1", 40000, "203.0.113.5", 443);
 }
 
 static void test_tcp_both_ways_and_nothing_else(void **state)
@@ -153,12 +159,11 @@ static void test_closed_flow_grace(void **state)
 
 static void test_icmp_error_quoting_ours(void **state)
 {
-	struct match_set *m = match_new();
-	union flow_addr l = ep("198.51.100.1", 5353), r = ep("203.0.113.5", 53);
+	struct match_set *m = set_with(IPPROTO_UDP, "198.51.100.1", 5353, "203.0.113.5", 53);
+	union flow_addr l, r;
 	unsigned char f[1600], q[1600];
 	uint32_t qn, n;
 
-	assert_int_equal(match_flow(m, IPPROTO_UDP, &l, &r, true, T0), 0);
 	/* A router's port unreachable quoting our datagram (IP header + 8 bytes). */
 	qn = pkt(q, false, "198.51.100.1", "203.0.113.5", IPPROTO_UDP, 5353, 53, 8, 0, 7);
 	n = pkt(f, true, "198.51.100.254", "198.51.100.1", IPPROTO_ICMP, 3, 0, 8 + qn, 0, 9);
@@ -182,12 +187,10 @@ static void test_icmp_error_quoting_ours(void **state)
 
 static void test_later_fragments_follow_the_first(void **state)
 {
-	struct match_set *m = match_new();
-	union flow_addr l = ep("198.51.100.1", 5353), r = ep("203.0.113.5", 9);
+	struct match_set *m = set_with(IPPROTO_UDP, "198.51.100.1", 5353, "203.0.113.5", 9);
 	unsigned char f[1600];
 	uint32_t n;
 
-	assert_int_equal(match_flow(m, IPPROTO_UDP, &l, &r, true, T0), 0);
 	/* A later fragment before its first one is not known. */
 	n = pkt(f, true, "198.51.100.1", "203.0.113.5", IPPROTO_UDP, 0, 0, 100, 185, 77);
 	assert_false(match_frame(m, f, n, true, T0));
@@ -204,12 +207,10 @@ static void test_later_fragments_follow_the_first(void **state)
 
 static void test_v6_and_its_fragment_header(void **state)
 {
-	struct match_set *m = match_new();
-	union flow_addr l = ep("2001:db8::1", 5353), r = ep("2001:db8:1::5", 9);
+	struct match_set *m = set_with(IPPROTO_UDP, "2001:db8::1", 5353, "2001:db8:1::5", 9);
 	unsigned char f[1600];
 	uint32_t n;
 
-	assert_int_equal(match_flow(m, IPPROTO_UDP, &l, &r, true, T0), 0);
 	n = pkt(f, true, "2001:db8:1::5", "2001:db8::1", IPPROTO_UDP, 9, 5353, 8, 0, 0);
 	assert_true(match_frame(m, f, n, true, T0));
 	/* First fragment: fragment header (next header UDP, offset 0, M set, id 0x01020304). */
