@@ -86,6 +86,8 @@ PATHS = [
     ("childflow --root", [CHILDFLOW, "--root", "--"], [CHILDFLOW]),
     ("childflow -c", [CHILDFLOW, "-c", CAPTURE_FILE, "--"], [CHILDFLOW]),
     ("childflow -c -C egress", [CHILDFLOW, "-c", CAPTURE_FILE, "-C", "egress", "--"], [CHILDFLOW]),
+    # The same capture written to /dev/null: the capture's own cost without the file system's.
+    ("childflow -c /dev/null", [CHILDFLOW, "-c", "/dev/null", "--"], [CHILDFLOW]),
     ("pasta", PASTA, ["pasta"]),
     ("slirp4netns", [SLIRP_WRAP], ["slirp4netns", "unshare", SLIRP_WRAP]),
 ]
@@ -246,6 +248,21 @@ def capture_result():
 
 
 LAST_CAPTURE = [None]  # (received, dropped) of the last run of the `childflow -c` path
+
+
+def tmpfs_write_gbit(mib=2048):
+    """How fast this machine writes new pages into the capture file's tmpfs (64 KiB writes, like a
+    capture writer's): the ceiling of any capture to a file there, in Gbit/s."""
+    path, buf = CAPTURE_FILE + ".ceiling", b"\x5a" * 65536
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(mib * 16):
+            os.write(fd, buf)
+        return mib * 8 * 1048576 / 1e9 / (time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def run(ns, argv, timeout, track=False):
@@ -1121,10 +1138,18 @@ def main():
 
         # 4. bulk TCP
         if want("tcp") and world.server_alive("iperf3"):
+            if any(CAPTURE_FILE in p[1] for p in paths):
+                ceiling = [tmpfs_write_gbit()]
             for key, extra in (("tcp_up_1", []), ("tcp_down_1", ["-R"]), ("tcp_up_8", ["-P", "8"]),
                                ("tcp_down_8", ["-P", "8", "-R"])):
                 interleaved(key, lambda p, t, key=key, extra=extra:
                             iperf(world, p, t, key, extra, CFG["bulk_s"], CFG["omit"]))
+            if any(CAPTURE_FILE in p[1] for p in paths):
+                ceiling.append(tmpfs_write_gbit())
+                notes.append("capture file system: writing 2 GiB of new pages into " +
+                             os.path.dirname(CAPTURE_FILE) + " (64 KiB writes) runs at " +
+                             " and ".join(f"{g:.2f}" for g in ceiling) + " Gbit/s (before and after the TCP "
+                             "rows): the ceiling of any capture to a file there")
 
         # 5. UDP throughput
         if want("udp") and world.server_alive("iperf3"):
