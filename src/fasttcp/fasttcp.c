@@ -935,8 +935,6 @@ static void decide(struct fasttcp *f, struct ft_job *j)
 		ft_job_free(j);
 }
 
-static void on_job(struct fasttcp *f, struct ft_job *j);
-
 static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 {
 	uint64_t id = rq->id;
@@ -994,8 +992,7 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		/* The address is read by the worker: a page of it may wait for a server of the command's
 		 * (FUSE, userfaultfd).  Answered in on_job(). */
 		j->alen = call.alen;
-		if ((j = ftw_submit_wait(f->w, j, now_ms())))
-			on_job(f, j);
+		ftw_submit(f->w, j, now_ms());
 		return;
 	}
 	decide(f, j);

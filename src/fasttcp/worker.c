@@ -11,14 +11,6 @@
  * frees the pool (quit, then a wake), the thread when it ends; the last one frees it.  An abandoned
  * thread holds only its own fd (a dup of the eventfd), never P's.  The thread has its own fs_struct
  * (unshare(CLONE_FS)), so its umask is not P's, and setfsuid()/setfsgid() are per thread.
- *
- * A read for an idle queue may be waited for (ftw_submit_wait()): P sets the block's "waiting" and
- * sleeps on its "dseq" futex for at most FT_SYNC_WAIT_US; the thread, once the job is DONE, takes
- * "waiting" (exchange) and then wakes P there instead of writing the eventfd.  Whoever takes
- * "waiting" decides: P taking it back (true) means the thread has not, and will write the eventfd;
- * P finding it taken (false) means the job is DONE, so P takes it at once.  The job's own state
- * machine (RUNNING/DONE/ABANDONED) is unchanged: a read that does not finish in time stays the
- * pool's, with its deadline, exactly as without the wait.
  */
 #include "fasttcp/worker.h"
 
@@ -31,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <linux/futex.h>
 #include <linux/openat2.h>
@@ -53,8 +44,6 @@ struct wk_ctl {
 	atomic_uint word;               /* the futex: P bumps it after each post and at quit */
 	atomic_bool quit;               /* P let go: the thread ends when it gets out */
 	atomic_int refs;
-	atomic_bool waiting;            /* P waits for the running job (ftw_submit_wait()): wake it */
-	atomic_uint dseq;               /* the futex P waits on: bumped by the thread when it took @waiting */
 	int done;                       /* the thread's dup of the pool's eventfd */
 };
 
@@ -243,11 +232,6 @@ static void *wk_main(void *arg)
 			break;
 		}
 		/* the job is P's from here on: only our own block is touched */
-		if (atomic_exchange(&k->waiting, false)) {   /* P sleeps on dseq: no eventfd */
-			atomic_fetch_add(&k->dseq, 1);
-			syscall(SYS_futex, (void *)&k->dseq, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-			continue;
-		}
 		if (write(k->done, &one, sizeof(one)) != (ssize_t)sizeof(one))
 			break;   /* cannot happen below 2^64 - 1 */
 	}
@@ -376,48 +360,6 @@ void ftw_submit(struct ftw *w, struct ft_job *j, uint64_t now)
 	w->tail = j;
 	w->n_queued++;
 	kick(w, now);
-}
-
-struct ft_job *ftw_submit_wait(struct ftw *w, struct ft_job *j, uint64_t now)
-{
-	struct wk_ctl *k;
-	struct timespec t0, t;
-	bool idle = !w->running && !w->head;
-
-	ftw_submit(w, j, now);
-	k = w->k;
-	if (!idle || w->running != j || !k)
-		return NULL;   /* queued behind another job, or failed (ftw_take() gives it back) */
-	atomic_store(&k->waiting, true);
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		unsigned int seq = atomic_load(&k->dseq);
-		long left;
-
-		if (atomic_load(&j->state) == J_DONE)
-			break;
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		left = FT_SYNC_WAIT_US * 1000L - ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec));
-		if (left <= 0)
-			break;
-		t.tv_sec = 0;
-		t.tv_nsec = left;
-		/* a wake after the load above changed dseq: no wait */
-		syscall(SYS_futex, (void *)&k->dseq, FUTEX_WAIT_PRIVATE, seq, &t, NULL, 0);
-	}
-	if (atomic_exchange(&k->waiting, false)) {
-		/* the thread did not take it: it writes the eventfd when done; a job DONE already is
-		 * taken here all the same (the eventfd then reads one spare wake-up) */
-		if (atomic_load(&j->state) != J_DONE)
-			return NULL;
-	} else {
-		/* taken by the thread, after its DONE: the job is ours (it writes no eventfd) */
-		while (atomic_load(&j->state) != J_DONE)
-			;
-	}
-	w->running = NULL;
-	kick(w, now);
-	return j;
 }
 
 struct ft_job *ftw_take(struct ftw *w, uint64_t now)

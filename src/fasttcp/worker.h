@@ -24,7 +24,6 @@
 #define FT_JOB_DEADLINE_MS 1000
 #define FT_STUCK_MAX 8
 #define FT_JOBS_MAX 1024
-#define FT_SYNC_WAIT_US 200   /* ftw_submit_wait(): P's loop waits at most this long for a read */
 
 enum ft_job_kind {
 	FT_JOB_READ,    /* @alen bytes at @call.addr of @tid's memory into @ss */
@@ -68,15 +67,6 @@ int ftw_fd(const struct ftw *w);
  * run is given back failed.
  */
 void ftw_submit(struct ftw *w, struct ft_job *j, uint64_t now);
-
-/*
- * ftw_submit_wait() - ftw_submit(), and when @j is a job the idle thread starts at once, wait for
- * it at most FT_SYNC_WAIT_US (a read of the command's ordinary memory takes a few µs; the hand-off
- * through P's epoll set costs two wake-ups more).  Return: @j, done (the caller's), or NULL: it is
- * the pool's, and ftw_take() gives it back as after ftw_submit().  P's loop is held up for at most
- * FT_SYNC_WAIT_US per job; a job that waits in the queue is never waited for.
- */
-struct ft_job *ftw_submit_wait(struct ftw *w, struct ft_job *j, uint64_t now);
 
 /*
  * ftw_take() - the next job that is over (done, or failed: @res says what to answer), or NULL.
