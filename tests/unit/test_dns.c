@@ -288,6 +288,98 @@ static void test_answer_rejected(void **state)
 	assert_int_equal(dns_check_answer(m.b, m.n, &q, NULL, 0), 0);
 }
 
+/* An answer of @n records owned by 0xc00c: A 198.51.100.(30+i) with TTL 300, the last one AAAA
+ * 2001:db8::1 when @six; @spoil spoils the last record's shape (libldns reads it then): 1 its
+ * type (TXT), 2 its length (5), 3 its owner (the pointer 0xc00d). */
+static void simple_answer_msg(struct msg *m, const char *name, int n, bool six, int spoil)
+{
+	hdr(m, 9, 0x8180, 1, (unsigned int)n);
+	question(m, name, six ? 28 : 1);
+	for (int i = 0; i < n; i++) {
+		bool last = i == n - 1, v6 = six && last;
+		char b = (char)(30 + i);
+
+		put(m, last && spoil == 3 ? "\xc0\x0d" : "\xc0\x0c", 2);
+		put16(m, last && spoil == 1 ? 16 : v6 ? 28 : 1);
+		put16(m, 1);
+		put32(m, 300);
+		if (v6) {
+			put16(m, 16);
+			put(m, "\x20\x01\x0d\xb8\0\0\0\0\0\0\0\0\0\0\0\x01", 16);
+			continue;
+		}
+		put16(m, last && spoil == 2 ? 5 : 4);
+		put(m, "\xc6\x33\x64", 3);
+		put(m, &b, 1);
+		if (last && spoil == 2)
+			put(m, "x", 1);
+	}
+}
+
+/* The hand-read answer (A/AAAA owned by the question's name) and libldns agree on every variant. */
+static void test_simple_answer_agrees(void **state)
+{
+	static const char *const v4[] = { "198.51.100.30", "198.51.100.31", "198.51.100.32" };
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6 };
+	struct dns_question q4, q6, other;
+	struct dns_names *names;
+	const char *got[4];
+	struct msg m;
+
+	(void)state;
+	query(&m, 9, "\x03" "Www" "\x04" "test", 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q4), DNS_FORWARD);
+	query(&m, 9, "\x03" "www" "\x04" "test", 28);
+	assert_int_equal(dns_check_query(m.b, m.n, &q6), DNS_FORWARD);
+	query(&m, 9, NAME_A, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &other), DNS_FORWARD);
+	for (int n = 1; n <= 3; n++) {
+		for (int spoil = 0; spoil <= 3; spoil++) {
+			for (int six = 0; six <= 1; six++) {
+				const struct dns_question *q = six ? &q6 : &q4;
+				struct dns_names *fast = dns_names_new(16), *full = dns_names_new(16);
+				const char *gf[4], *gl[4];
+
+				assert_non_null(fast);
+				assert_non_null(full);
+				simple_answer_msg(&m, "\x03" "www" "\x04" "TEST", n, six, spoil);
+				assert_int_equal(dns_check_answer(m.b, m.n, q, fast, 1000),
+						 dns_check_answer_full(m.b, m.n, q, full, 1000));
+				assert_int_equal(dns_check_answer(m.b, m.n, &other, NULL, 0),
+						 dns_check_answer_full(m.b, m.n, &other, NULL, 0));
+				assert_int_equal(dns_names_count(fast), dns_names_count(full));
+				for (int i = 0; i < n; i++) {
+					size_t k;
+
+					inet_pton(AF_INET, v4[i], &a.sin_addr);
+					k = dns_names_lookup(fast, (struct sockaddr *)&a, 1000, gf, 4);
+					assert_int_equal(k, dns_names_lookup(full, (struct sockaddr *)&a, 1000, gl, 4));
+					if (k)
+						assert_string_equal(gf[0], gl[0]);
+				}
+				dns_names_free(fast);
+				dns_names_free(full);
+			}
+		}
+	}
+	/* The shape itself: remembered under the name asked, with its TTL; another question: -ENOMSG. */
+	names = dns_names_new(16);
+	assert_non_null(names);
+	simple_answer_msg(&m, "\x03" "www" "\x04" "TEST", 2, true, 0);
+	assert_int_equal(dns_check_answer(m.b, m.n, &q6, names, 1000), 0);
+	assert_int_equal(dns_check_answer(m.b, m.n, &q4, NULL, 0), -ENOMSG);
+	assert_int_equal(dns_check_answer(m.b, m.n, &other, NULL, 0), -ENOMSG);
+	inet_pton(AF_INET, "198.51.100.30", &a.sin_addr);
+	inet_pton(AF_INET6, "2001:db8::1", &a6.sin6_addr);
+	assert_int_equal(dns_names_lookup(names, (struct sockaddr *)&a, 1000, got, 4), 1);
+	assert_string_equal(got[0], "www.test");
+	assert_int_equal(dns_names_lookup(names, (struct sockaddr *)&a6, 1000, got, 4), 1);
+	assert_int_equal(dns_names_lookup(names, (struct sockaddr *)&a6, 1000 + 301000, got, 4), 0);
+	assert_int_equal(dns_check_answer(m.b, m.n - 1, &q6, NULL, 0), -EBADMSG);   /* cut short */
+	dns_names_free(names);
+}
+
 static void test_id_restore_touches_only_the_id(void **state)
 {
 	struct msg m, before;
@@ -354,6 +446,7 @@ int main(void)
 		cmocka_unit_test(test_recordless_answer),
 		cmocka_unit_test(test_answer_accepted_and_remembered),
 		cmocka_unit_test(test_answer_rejected),
+		cmocka_unit_test(test_simple_answer_agrees),
 		cmocka_unit_test(test_id_restore_touches_only_the_id),
 		cmocka_unit_test(test_error_answers),
 		cmocka_unit_test(test_tcp_framing),
