@@ -344,6 +344,20 @@ static enum conn_step http_start(void *st, const void *cfg, const struct conn_re
 	return proxy_dial(st, cfg, rq, fd, want, err);
 }
 
+/*
+ * tls_want() - what to watch while a phase waits.  Plain http: both ways (PROXY_WANT).  TLS: only
+ * the way OpenSSL waits for.  With both, the socket reported writable on its own after the
+ * handshake's last flight and the CONNECT request (2 TLS writes): strace of P, 49 connections
+ * through stunnel, read 7.1 reads (3.4 of them EAGAIN) and 7.1 epoll_wait per connection against
+ * 3.7 and 4.8 when following OpenSSL, more than the one epoll_ctl() saved.
+ */
+static uint32_t tls_want(const struct pconn *c)
+{
+	if (!c->ssl)
+		return PROXY_WANT;
+	return SSL_want_write(c->ssl) ? EPOLLOUT : EPOLLIN;
+}
+
 static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *want, int *err)
 {
 	struct pconn *c = st;
@@ -389,7 +403,7 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 			return CONN_READY;
 		}
 		if (r == EAGAIN) {
-			*want = PROXY_WANT;
+			*want = tls_want(c);
 			return CONN_MORE;
 		}
 		*err = r;
