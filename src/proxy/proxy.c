@@ -125,14 +125,15 @@ static int dial_one(struct pconn *c)
 	if (s < 0)
 		return s;
 	/* As for direct flows: no Nagle (handshakes and interactive flows), keepalive so that a proxy
-	 * that vanishes ends the flow. */
+	 * that vanishes ends the flow.  Keepalive matters only once connected: set after connect() has
+	 * sent the SYN (as connect/direct.c does), so that the child's held SYN does not wait for it. */
 	if (setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    (uto && setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto)) < 0) ||
+	    (connect(s, (const struct sockaddr *)addr, px->addrlen[c->attempt]) < 0 && errno != EINPROGRESS) ||
 	    setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
 	    setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
 	    setsockopt(s, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
-	    setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
-	    (uto && setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto)) < 0) ||
-	    (connect(s, (const struct sockaddr *)addr, px->addrlen[c->attempt]) < 0 && errno != EINPROGRESS)) {
+	    setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0) {
 		e = errno;
 		close(s);
 		return -e;
