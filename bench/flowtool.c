@@ -143,18 +143,39 @@ struct via {
 	SSL_SESSION *sess;
 };
 
-/* Read exactly one CONNECT reply header block (byte by byte: nothing past it).  Return: 1 if 2xx. */
+/*
+ * Read exactly one CONNECT reply header block, the way childflow -p does (src/proxy/http.c
+ * read_reply()): peek at what has arrived, then consume exactly the header bytes found in it (all of
+ * them while the blank line has not come yet), so that nothing past the reply is taken.  Reading
+ * byte by byte would stop at the same place but with one read() (or SSL_read()) per byte: ~70
+ * system calls for tinyproxy's reply, a cost childflow does not pay.  Return: 1 if 2xx.
+ */
 static int http_reply_ok(SSL *ssl, int fd)
 {
 	char h[1024];
-	size_t n = 0;
+	size_t n = 0;   /* consumed so far, all of it header */
 
-	while (n < sizeof(h) - 1) {
-		if ((ssl ? SSL_read(ssl, h + n, 1) : read(fd, h + n, 1)) != 1)
+	for (;;) {
+		int got = ssl ? SSL_peek(ssl, h + n, (int)(sizeof(h) - 1 - n))
+			      : (int)recv(fd, h + n, sizeof(h) - 1 - n, MSG_PEEK);
+		size_t end = 0;
+
+		if (got <= 0)
 			return 0;
-		n++;
-		if (n >= 4 && !memcmp(h + n - 4, "\r\n\r\n", 4))
+		/* the blank line may straddle what was consumed before */
+		for (size_t i = n >= 3 ? n - 3 : 0; i + 4 <= n + (size_t)got; i++)
+			if (!memcmp(h + i, "\r\n\r\n", 4)) {
+				end = i + 4;
+				break;
+			}
+		size_t take = end ? end - n : (size_t)got;
+		if ((ssl ? SSL_read(ssl, h + n, (int)take) : recv(fd, h + n, take, MSG_WAITALL)) != (ssize_t)take)
+			return 0;
+		n += take;
+		if (end)
 			break;
+		if (n >= sizeof(h) - 1)
+			return 0;
 	}
 	h[n] = 0;
 	return !strncmp(h, "HTTP/1.", 7) && h[9] == '2';

@@ -125,14 +125,15 @@ static int dial_one(struct pconn *c)
 	if (s < 0)
 		return s;
 	/* As for direct flows: no Nagle (handshakes and interactive flows), keepalive so that a proxy
-	 * that vanishes ends the flow. */
+	 * that vanishes ends the flow.  Keepalive matters only once connected: set after connect() has
+	 * sent the SYN (as connect/direct.c does), so that the child's held SYN does not wait for it. */
 	if (setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
+	    (uto && setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto)) < 0) ||
+	    (connect(s, (const struct sockaddr *)addr, px->addrlen[c->attempt]) < 0 && errno != EINPROGRESS) ||
 	    setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
 	    setsockopt(s, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
 	    setsockopt(s, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
-	    setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0 ||
-	    (uto && setsockopt(s, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, sizeof(uto)) < 0) ||
-	    (connect(s, (const struct sockaddr *)addr, px->addrlen[c->attempt]) < 0 && errno != EINPROGRESS)) {
+	    setsockopt(s, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0) {
 		e = errno;
 		close(s);
 		return -e;
@@ -164,7 +165,7 @@ enum conn_step proxy_dial(struct pconn *c, const struct proxy *px, const struct 
 		}
 	}
 	*fd = s;
-	*want = EPOLLOUT;
+	*want = PROXY_WANT;
 	return CONN_MORE;
 }
 
@@ -265,6 +266,25 @@ static int resolve(struct proxy *px, const char *host, uint16_t port, char *err,
 	return 0;
 }
 
+/*
+ * ktls_available() - does the kernel have the "tls" ULP that kernel TLS needs?  Without it OpenSSL
+ * tries anyway on every connection (a failing setsockopt(TCP_ULP) after each handshake): ask once
+ * per run instead.  An unconnected TCP socket answers ENOENT when the ULP is missing and cannot be
+ * loaded, ENOTCONN (or success) when it exists.  Return: false only on ENOENT.
+ */
+static bool ktls_available(void)
+{
+	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), e;
+
+	if (s < 0)
+		s = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return true;   /* cannot tell: let OpenSSL try */
+	e = setsockopt(s, IPPROTO_TCP, TCP_ULP, "tls", sizeof("tls")) < 0 ? errno : 0;
+	close(s);
+	return e != ENOENT;
+}
+
 static int tls_setup(struct proxy *px, char *err, size_t errlen)
 {
 	px->tls = SSL_CTX_new(TLS_client_method());
@@ -277,9 +297,15 @@ static int tls_setup(struct proxy *px, char *err, size_t errlen)
 	}
 	SSL_CTX_set_verify(px->tls, SSL_VERIFY_PEER, NULL);
 	SSL_CTX_set_mode(px->tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-	/* Kernel TLS when both OpenSSL and the kernel have it (the tls module); else OpenSSL's own.
+	/* Kernel TLS when both OpenSSL and the kernel have it (the tls module); else OpenSSL's own,
+	 * decided once here (and after the first handshake: http.c tls_step()), not per connection.
 	 * A proxy that closes without close_notify ends the flow like a FIN. */
-	SSL_CTX_set_options(px->tls, SSL_OP_ENABLE_KTLS | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	SSL_CTX_set_options(px->tls, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (ktls_available())
+		SSL_CTX_set_options(px->tls, SSL_OP_ENABLE_KTLS);
+	else
+		log_debug("proxy %s: the kernel has no TLS offload (no \"tls\" TCP ULP): TLS in user space",
+			  px->shown);
 	/* Read ahead into a buffer of several records: one recv() for a few records rather than two
 	 * (header, body) for each. */
 	SSL_CTX_set_read_ahead(px->tls, 1);

@@ -228,14 +228,12 @@ static enum conn_step s5_step(void *st, int fd, uint32_t events, uint32_t *want,
 	struct pconn *c = st;
 	int r;
 
+	*want = PROXY_WANT;
 	for (;;) {
-		*want = EPOLLIN;
 		switch (c->phase) {
 		case PH_DIAL:
-			if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
-				*want = EPOLLOUT;
+			if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
 				return CONN_MORE;
-			}
 			if ((r = proxy_dial_done(c, fd, err)) == PROXY_REDIAL)
 				return CONN_REDIAL;
 			c->phase = PH_SEND;
@@ -243,9 +241,7 @@ static enum conn_step s5_step(void *st, int fd, uint32_t events, uint32_t *want,
 			break;
 		case PH_SEND:
 			r = send_request(c, fd);
-			if (r == EAGAIN)
-				*want = EPOLLOUT;
-			else if (r == 0)
+			if (r == 0)
 				c->phase = c->next;
 			break;
 		case PH_S5_METHOD:
