@@ -77,13 +77,6 @@ struct proxy_learnt {
  * handshakes so that they skip the certificate exchange and verification. */
 struct proxy_resume {
 	SSL_SESSION *sess;
-	/* https: the next connection's TLS client, its ClientHello already built (in a memory BIO)
-	 * while an earlier connection waited for the proxy's reply, so that the key share is not
-	 * computed on a held SYN's path; dropped when older than TLS_SPARE_MAX_MS or when the
-	 * session it offers is withdrawn.  NULL: none. */
-	SSL *spare;
-	uint64_t spare_ms;                    /* CLOCK_MONOTONIC, when it was built */
-	bool spare_psk;                       /* it offers a session (else a full handshake) */
 };
 
 /* What every connector asks the engine to watch, from the dial to READY: both ways at once (edge
@@ -170,13 +163,6 @@ void proxy_abort(void *st, enum conn_abort why);
  * Return: 1 (the reference to @sess is taken).
  */
 int proxy_tls_new_session(SSL *ssl, SSL_SESSION *sess);
-
-/* A prepared ClientHello older than this is not sent (its ticket's age would be off, and the
- * proxy may have rotated its ticket keys): the connection builds its own. */
-#define TLS_SPARE_MAX_MS 10000u
-
-/* Free the prepared TLS client, if any (https). */
-void proxy_tls_spare_drop(struct proxy_resume *rs);
 
 extern const struct connector_ops proxy_http_ops, proxy_https_ops, proxy_socks5_ops;
 

@@ -389,10 +389,8 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
-	if (px->resume) {
+	if (px->resume)
 		SSL_SESSION_free(px->resume->sess);
-		proxy_tls_spare_drop(px->resume);
-	}
 	free(px->resume);
 	free(px->learnt);
 	SSL_CTX_free(px->tls);
