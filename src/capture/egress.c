@@ -3,11 +3,9 @@
 #include "capture/egress.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -16,6 +14,7 @@
 #include "capture/capture.h"
 #include "capture/pcapng.h"
 #include "util/log.h"
+#include "util/proc.h"
 
 #define EG_BUCKETS 1024u
 #define EG_SEG_MAX 65000u           /* payload bytes per segment (an IPv4 packet ends at 65535) */
@@ -400,33 +399,20 @@ static void tap_echo(void *priv, const union flow_addr *local, const union flow_
 	     dir ? PCAPNG_EPB_INBOUND : PCAPNG_EPB_OUTBOUND);
 }
 
-/* A sysctl's unsigned value, 0 when it cannot be read (a kernel without
- * tcp_syn_linear_timeouts backs off exponentially from the first retransmission). */
-static unsigned int sysctl_uint(const char *path)
-{
-	char buf[32];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	return (unsigned int)strtoul(buf, NULL, 10);
-}
-
 struct egress_view *egress_new(struct capture *cap, const char *desc)
 {
 	struct egress_view *e = calloc(1, sizeof(*e));
 	struct timespec ts;
+	long lin;
 
 	if (!e) {
 		log_error("cannot start the capture: %s", strerror(ENOMEM));
 		return NULL;
 	}
 	e->cap = cap;
-	e->syn_linear = sysctl_uint("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");
+	/* Absent before it existed: the SYN backoff is then exponential from the first retransmission. */
+	lin = proc_read_long("/proc/sys/net/ipv4/tcp_syn_linear_timeouts");
+	e->syn_linear = lin > 0 ? (unsigned int)lin : 0;
 	e->ifid = capture_add_if(cap, PCAPNG_LINKTYPE_RAW, EGRESS_IFNAME, desc);
 	if (e->ifid < 0) {
 		free(e);
