@@ -115,7 +115,11 @@ enum dns_verdict dns_check_query(const uint8_t *msg, size_t len, struct dns_ques
 	return dns_check_query_full(msg, len, q);
 }
 
-/* @n (presentation: lowercased, no trailing dot) of wire name @rdf. */
+/*
+ * name_str() - the presentation form (lowercased, no trailing dot, other bytes as \DDD) of the
+ * wire name @w of @len bytes, in @buf of @size bytes.  A name whose presentation does not fit is
+ * cut at the last whole character that does; @buf always ends in a NUL.
+ */
 static void name_str(const uint8_t *w, size_t len, char *buf, size_t size)
 {
 	size_t o = 0, i = 0;
@@ -127,19 +131,21 @@ static void name_str(const uint8_t *w, size_t len, char *buf, size_t size)
 
 		if (o)
 			buf[o++] = '.';
-		for (unsigned int k = 0; k < l && i < len && o + 1 < size; k++, i++) {
+		for (unsigned int k = 0; k < l && i < len; k++, i++) {
 			uint8_t c = lower(w[i]);
+			bool plain = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 
-			if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
+			if (o + (plain ? 1 : 4) >= size)
+				goto out;
+			if (plain) {
 				buf[o++] = (char)c;
-			} else if (o + 5 < size) {
+			} else {
 				snprintf(buf + o, 5, "\\%03u", c);
 				o += 4;
-			} else {
-				o = size - 1;
 			}
 		}
 	}
+out:
 	buf[o < size ? o : size - 1] = '\0';
 }
 

@@ -82,6 +82,34 @@ static void test_query_forwarded(void **state)
 	assert_string_equal(name, "a.test");
 }
 
+/* A name whose escaped form does not fit is cut at a whole character: no byte left unwritten. */
+static void test_long_escaped_name_cut_cleanly(void **state)
+{
+	struct msg m;
+	struct dns_question q;
+	char wire[200], name[DNS_NAME_MAX], small[8];
+	size_t n = 0;
+
+	(void)state;
+	for (int l = 0; l < 60; l++) {                 /* 60 labels "\002\002": 480 bytes escaped */
+		wire[n++] = 2;
+		wire[n++] = 2;
+		wire[n++] = 2;
+	}
+	wire[n] = '\0';
+	query(&m, 7, wire, 1);
+	assert_int_equal(dns_check_query(m.b, m.n, &q), DNS_FORWARD);
+	memset(name, 'X', sizeof(name));
+	dns_question_name(&q, name, sizeof(name));
+	assert_true(strlen(name) < sizeof(name));
+	assert_null(strchr(name, 'X'));
+	for (size_t i = 0; name[i]; i++)               /* only whole \002 and dots */
+		assert_true(name[i] == '.' || (i % 9 < 8 && memcmp(name + i - i % 9, "\\002\\002", 8) == 0));
+	memset(small, 'X', sizeof(small));
+	dns_question_name(&q, small, sizeof(small));   /* room for one \002 and a half */
+	assert_string_equal(small, "\\002");
+}
+
 static void test_query_refused_kinds(void **state)
 {
 	struct msg m;
@@ -441,6 +469,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_query_forwarded),
 		cmocka_unit_test(test_query_refused_kinds),
+		cmocka_unit_test(test_long_escaped_name_cut_cleanly),
 		cmocka_unit_test(test_question_eq),
 		cmocka_unit_test(test_query_shortcut_agrees),
 		cmocka_unit_test(test_recordless_answer),
