@@ -115,16 +115,52 @@ static int insecure_verify(int ok, X509_STORE_CTX *store)
 	return e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH ? 0 : 1;
 }
 
-/* The session of a verified connection replaces the one offered so far. */
+/* The session of a verified connection joins the pool (the oldest goes when it is full). */
 static void keep_session(struct pconn *c)
 {
 	struct proxy_resume *rs = c->px->resume;
 
 	if (!c->fresh)
 		return;
-	SSL_SESSION_free(rs->sess);
-	rs->sess = c->fresh;
+	if (!SSL_SESSION_is_resumable(c->fresh)) {
+		SSL_SESSION_free(c->fresh);
+	} else {
+		if (rs->n == PROXY_RESUME_MAX) {
+			SSL_SESSION_free(rs->sess[0]);
+			memmove(rs->sess, rs->sess + 1, --rs->n * sizeof(rs->sess[0]));
+		}
+		rs->sess[rs->n++] = c->fresh;
+	}
 	c->fresh = NULL;
+}
+
+void proxy_resume_clear(struct proxy_resume *rs)
+{
+	while (rs->n)
+		SSL_SESSION_free(rs->sess[--rs->n]);
+}
+
+/*
+ * offer_session() - offer the newest resumable session of the pool to @ssl; a TLS 1.3 one is taken
+ * out.  Sessions that became unresumable while pooled go (OpenSSL marks the last session of a
+ * connection freed without close_notify, e.g. a flow the child reset).  Return: 0 or ENOMEM.
+ */
+static int offer_session(struct proxy_resume *rs, SSL *ssl)
+{
+	SSL_SESSION *s;
+
+	while (rs->n && !SSL_SESSION_is_resumable(rs->sess[rs->n - 1]))
+		SSL_SESSION_free(rs->sess[--rs->n]);
+	if (!rs->n)
+		return 0;
+	s = rs->sess[rs->n - 1];
+	if (!SSL_set_session(ssl, s))
+		return ENOMEM;
+	if (SSL_SESSION_get_protocol_version(s) >= TLS1_3_VERSION) {
+		rs->n--;
+		SSL_SESSION_free(s);   /* @ssl holds its own reference */
+	}
+	return 0;
 }
 
 int proxy_tls_new_session(SSL *ssl, SSL_SESSION *sess)
@@ -149,7 +185,7 @@ static int tls_begin(struct pconn *c, int fd)
 
 	c->ssl = SSL_new(px->tls);
 	if (!c->ssl || !SSL_set_fd(c->ssl, fd) || !SSL_set_app_data(c->ssl, c) ||
-	    (px->resume->sess && !SSL_set_session(c->ssl, px->resume->sess)))
+	    offer_session(px->resume, c->ssl))
 		return ENOMEM;
 	if (px->host_is_ip) {
 		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), px->host))
@@ -171,8 +207,7 @@ static int tls_failed(struct pconn *c, int r)
 	unsigned long e = ERR_peek_error();
 
 	/* The next handshake starts afresh (and verifies the certificate again). */
-	SSL_SESSION_free(px->resume->sess);
-	px->resume->sess = NULL;
+	proxy_resume_clear(px->resume);
 
 	if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
 		proxy_tell(px, CAUSE_TLS, (int)v, "presented a TLS certificate that is not valid for %s "
@@ -400,6 +435,12 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 		default:
 			if (c->probe && !c->px->auth)
 				proxy_tell(c->px, CAUSE_OK, 2, "answers");
+			if (c->probe && c->ssl) {
+				/* The probe's connection is closed next: end its TLS with close_notify, for
+				 * OpenSSL makes the last session of an SSL freed without one unresumable. */
+				ERR_clear_error();
+				SSL_shutdown(c->ssl);
+			}
 			return CONN_READY;
 		}
 		if (r == EAGAIN) {

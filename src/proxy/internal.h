@@ -56,7 +56,7 @@ struct proxy {
 	unsigned int timeout_ms;
 	SSL_CTX *tls;
 	struct proxy_told *told;              /* mutable through the const cfg the engine holds */
-	struct proxy_resume *resume;          /* https: the session to resume (mutable, like told) */
+	struct proxy_resume *resume;          /* https: the sessions to resume (mutable, like told) */
 	struct proxy_learnt *learnt;          /* what the probe learnt (mutable, like told) */
 };
 
@@ -73,11 +73,20 @@ struct proxy_learnt {
 	enum proxy_pipe s5_pipe;
 };
 
-/* https: the last TLS session the proxy gave a verified connection (its ticket), offered by the next
- * handshakes so that they skip the certificate exchange and verification. */
+/*
+ * https: the sessions (tickets) the proxy gave verified connections and no handshake has offered yet,
+ * oldest first, so that the next handshakes skip the certificate exchange and verification.  A TLS 1.3
+ * ticket is offered once (RFC 8446 C.4; a server may treat it as single-use, and two connections
+ * showing one ticket are linkable): it leaves the pool when a handshake takes it.  OpenSSL servers
+ * give two per full handshake, so overlapping connections each have one.  A TLS 1.2 session may be
+ * resumed again and stays.  Emptied when a handshake fails (the next one verifies afresh).
+ */
+#define PROXY_RESUME_MAX 8
 struct proxy_resume {
-	SSL_SESSION *sess;
+	SSL_SESSION *sess[PROXY_RESUME_MAX];
+	unsigned int n;
 };
+void proxy_resume_clear(struct proxy_resume *rs);
 
 /* What every connector asks the engine to watch, from the dial to READY: both ways at once (edge
  * triggered), as the splicing does after it, so that the upstream socket is registered once per flow

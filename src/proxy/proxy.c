@@ -310,8 +310,8 @@ static int tls_setup(struct proxy *px, char *err, size_t errlen)
 	 * (header, body) for each. */
 	SSL_CTX_set_read_ahead(px->tls, 1);
 	SSL_CTX_set_default_read_buffer_len(px->tls, TLS_READ_BUFFER);
-	/* Resume the proxy's last session (its ticket): a resumed handshake skips the certificate's
-	 * transfer and verification on both sides (http.c proxy_tls_new_session()). */
+	/* Resume the proxy's sessions (its tickets, each TLS 1.3 one offered once): a resumed handshake
+	 * skips the certificate's transfer and verification on both sides (internal.h proxy_resume). */
 	SSL_CTX_set_session_cache_mode(px->tls, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	SSL_CTX_sess_set_new_cb(px->tls, proxy_tls_new_session);
 	return 0;
@@ -390,7 +390,7 @@ void proxy_free(struct proxy *px)
 	if (!px)
 		return;
 	if (px->resume)
-		SSL_SESSION_free(px->resume->sess);
+		proxy_resume_clear(px->resume);
 	free(px->resume);
 	free(px->learnt);
 	SSL_CTX_free(px->tls);

@@ -17,6 +17,7 @@ import childprogs as P
 import proxies as X
 import world as W
 from cfutil import curl, curl_upload, py, url, wget, pids_with_arg, wait_until
+from test_capture import capdir, tshark  # noqa: F401 (capdir: a fixture)
 
 R1 = W.REMOTES["remote1"]
 
@@ -142,6 +143,71 @@ def test_https_proxy_resumes_the_tls_session(px, cf, world):
     # the probe and the first download may negotiate; at least the third resumes
     assert wait_until(lambda: new().count("previous session reused") >= 1, 5), new()
     assert new().count("new session negotiated") >= 1, new()
+
+
+# Two connections one after the other, then two at once (non-blocking connects, both in flight
+# before either completes): each sends GET /who.txt; prints the four answers.
+SERIAL_THEN_OVERLAPPING = r'''
+import select, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+def get(s):
+    s.setblocking(True)
+    s.settimeout(10)
+    s.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
+    d = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        d += b
+    s.close()
+    return d.split(b"\r\n\r\n", 1)[-1].decode().strip()
+out = [get(socket.create_connection((host, port), timeout=10)) for _ in range(2)]
+socks = []
+for _ in range(2):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((host, port))
+    socks.append(s)
+pending = list(socks)
+while pending:
+    _, w, _ = select.select([], pending, [], 10)
+    assert w, "connects did not complete"
+    pending = [s for s in pending if s not in w]
+out += [get(s) for s in socks]
+print(" ".join(out))
+'''
+
+
+def test_https_proxy_offers_each_tls13_ticket_once(px, cf, capdir):
+    """Every connection to an https proxy resumes, and no two handshakes offer the same TLS 1.3 ticket
+    (RFC 8446 C.4: a client SHOULD NOT reuse one; two connections showing one ticket are linkable),
+    overlapping ones included: the pool holds each ticket until one handshake takes it (a full
+    handshake gives two, a resumed one one).  The ClientHellos in -C wire-egress carry the PSK
+    identities.  Before, one stored session was offered until the next ticket came, so the two
+    overlapping connections showed the same ticket; and the start-up probe's session was unusable
+    (OpenSSL makes the last session of an SSL freed without close_notify unresumable), so the first
+    connection made a full handshake."""
+    cap = os.path.join(capdir, "tickets.pcapng")
+    log = px.stunnel_https_log
+    before = len(px.log_text(log))
+    view = [] if cf.runner.user else ["-c", cap, "-C", "wire-egress"]   # that view needs CAP_NET_RAW
+    r = cf.run(view + ["-p", proxy_uri("https", X.STUNNEL)] + auth(px) +
+               ["--"] + py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80), env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert (r.rc, r.text.split()) == (0, ["remote1"] * 4), r
+    assert not warnings(r), r
+    new = lambda: px.log_text(log)[before:]
+    assert wait_until(lambda: new().count("previous session reused") >= 4, 5), new()
+    if not view:
+        return
+    rc, out, err = tshark(cap, "-d", f"tcp.port=={X.STUNNEL},tls", "-Y", "tls.handshake.type == 1", "-T", "fields",
+                          "-e", "tcp.srcport", "-e", "tls.handshake.extensions.psk.identity.identity")
+    assert rc == 0 and not err, (rc, err)
+    hellos = [l.split("\t") for l in out.split("\n") if l]
+    # the start-up probe's full handshake, then the four connections', each with a ticket
+    assert len(hellos) == 5 and len({h[0] for h in hellos}) == 5, hellos
+    tickets = [h[1] for h in hellos[1:]]
+    assert hellos[0][1] == "" and all(tickets) and len(set(tickets)) == 4, hellos
 
 
 def test_https_proxy_slow_and_fast_readers_get_every_byte(px, cf, world):
