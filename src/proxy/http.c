@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -179,23 +180,117 @@ int proxy_tls_new_session(SSL *ssl, SSL_SESSION *sess)
 	return 1;
 }
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A TLS client for @px: SNI, the name or IP the certificate must be valid for, a session of the
+ * pool to resume.  Return: it (no BIO yet), or NULL. */
+static SSL *tls_new(const struct proxy *px)
+{
+	SSL *s = SSL_new(px->tls);
+
+	if (!s || offer_session(px->resume, s))
+		goto fail;
+	if (px->host_is_ip) {
+		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), px->host))
+			goto fail;
+	} else if (!SSL_set_tlsext_host_name(s, px->host) || !SSL_set1_host(s, px->host)) {
+		goto fail;
+	}
+	if (px->insecure)
+		SSL_set_verify(s, SSL_VERIFY_PEER, insecure_verify);
+	SSL_set_connect_state(s);
+	return s;
+fail:
+	SSL_free(s);
+	return NULL;
+}
+
+void proxy_tls_spare_drop(struct proxy_resume *rs)
+{
+	SSL_free(rs->spare);
+	rs->spare = NULL;
+}
+
+/*
+ * tls_prepare() - build the next connection's ClientHello now (its random and key share are its
+ * own, computed here instead of after that connection's TCP handshake), into a memory BIO.  Called
+ * while a connection waits for the proxy's reply, when P would be idle.  The ticket it offers has
+ * left the pool, so no other handshake shows it.  Best effort.
+ */
+static void tls_prepare(const struct proxy *px)
+{
+	struct proxy_resume *rs = px->resume;
+	BIO *r, *w;
+	SSL *s;
+	int ret;
+
+	if (rs->spare || !(s = tls_new(px)))
+		return;
+	r = BIO_new(BIO_s_mem());
+	w = BIO_new(BIO_s_mem());
+	if (!r || !w) {
+		BIO_free(r);
+		BIO_free(w);
+		SSL_free(s);
+		return;
+	}
+	SSL_set_bio(s, r, w);
+	ERR_clear_error();
+	ret = SSL_connect(s);
+	if (ret != -1 || SSL_get_error(s, ret) != SSL_ERROR_WANT_READ || BIO_pending(w) <= 0) {
+		ERR_clear_error();
+		SSL_free(s);
+		return;
+	}
+	rs->spare = s;
+	rs->spare_ms = mono_ms();
+	rs->spare_psk = SSL_get_session(s) && SSL_SESSION_is_resumable(SSL_get_session(s));
+}
+
+/*
+ * take_spare() - the prepared client, its ClientHello sent on @fd, now reading and writing @fd.
+ * Not taken (NULL): none, too old (TLS_SPARE_MAX_MS), or built without a session when the pool
+ * has one now (a full handshake where a resumed one is possible).
+ */
+static SSL *take_spare(const struct proxy *px, int fd)
+{
+	struct proxy_resume *rs = px->resume;
+	SSL *s = rs->spare;
+	char *hello;
+	long n;
+
+	if (!s)
+		return NULL;
+	rs->spare = NULL;
+	n = BIO_get_mem_data(SSL_get_wbio(s), &hello);
+	if (mono_ms() - rs->spare_ms > TLS_SPARE_MAX_MS || (!rs->spare_psk && rs->n) || n <= 0 ||
+	    send(fd, hello, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) != n || !SSL_set_fd(s, fd)) {
+		/* A fresh connection's empty send buffer (tcp_wmem's minimum is 4 KiB) takes the whole
+		 * hello at once; anything else (an error) drops the spare and the fd gets a new client. */
+		SSL_free(s);
+		return NULL;
+	}
+	return s;
+}
+
 static int tls_begin(struct pconn *c, int fd)
 {
 	const struct proxy *px = c->px;
 
-	c->ssl = SSL_new(px->tls);
-	if (!c->ssl || !SSL_set_fd(c->ssl, fd) || !SSL_set_app_data(c->ssl, c) ||
-	    offer_session(px->resume, c->ssl))
+	c->ssl = take_spare(px, fd);
+	if (c->ssl)
+		proxy_tell(px, CAUSE_OK, 5, "sent a TLS ClientHello prepared ahead (key share not computed on "
+			   "the connection's path)");
+	else if (!(c->ssl = tls_new(px)) || !SSL_set_fd(c->ssl, fd))
 		return ENOMEM;
-	if (px->host_is_ip) {
-		if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), px->host))
-			return ENOMEM;
-	} else if (!SSL_set_tlsext_host_name(c->ssl, px->host) || !SSL_set1_host(c->ssl, px->host)) {
+	if (!SSL_set_app_data(c->ssl, c))
 		return ENOMEM;
-	}
-	if (px->insecure)
-		SSL_set_verify(c->ssl, SSL_VERIFY_PEER, insecure_verify);
-	SSL_set_connect_state(c->ssl);
 	return 0;
 }
 
@@ -208,6 +303,7 @@ static int tls_failed(struct pconn *c, int r)
 
 	/* The next handshake starts afresh (and verifies the certificate again). */
 	proxy_resume_clear(px->resume);
+	proxy_tls_spare_drop(px->resume);
 
 	if (v == X509_V_ERR_HOSTNAME_MISMATCH || v == X509_V_ERR_IP_ADDRESS_MISMATCH)
 		proxy_tell(px, CAUSE_TLS, (int)v, "presented a TLS certificate that is not valid for %s "
@@ -421,11 +517,15 @@ static enum conn_step http_step(void *st, int fd, uint32_t events, uint32_t *wan
 			if ((r = tls_step(c)) != 0)
 				break;
 			c->phase = c->probe && !c->px->auth ? PH_DONE : PH_SEND;
+			if (c->phase == PH_DONE)
+				tls_prepare(c->px);   /* for the first connection after the probe */
 			continue;
 		case PH_SEND:
 			if ((r = send_request(c, fd)) != 0)
 				break;
 			c->phase = PH_REPLY;
+			if (c->ssl)
+				tls_prepare(c->px);   /* while the reply is on its way */
 			continue;
 		case PH_REPLY:
 			if ((r = read_reply(c, fd)) != 0)

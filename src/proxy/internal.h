@@ -85,6 +85,13 @@ struct proxy_learnt {
 struct proxy_resume {
 	SSL_SESSION *sess[PROXY_RESUME_MAX];
 	unsigned int n;
+	/* https: the next connection's TLS client, its ClientHello already built (in a memory BIO)
+	 * while an earlier connection waited for the proxy's reply, so that the key share is not
+	 * computed on a held SYN's path; dropped when older than TLS_SPARE_MAX_MS or when a handshake
+	 * fails.  NULL: none. */
+	SSL *spare;
+	uint64_t spare_ms;                    /* CLOCK_MONOTONIC, when it was built */
+	bool spare_psk;                       /* it offers a session (else a full handshake) */
 };
 void proxy_resume_clear(struct proxy_resume *rs);
 
@@ -172,6 +179,13 @@ void proxy_abort(void *st, enum conn_abort why);
  * Return: 1 (the reference to @sess is taken).
  */
 int proxy_tls_new_session(SSL *ssl, SSL_SESSION *sess);
+
+/* A prepared ClientHello older than this is not sent (its ticket's age would be off, and the
+ * proxy may have rotated its ticket keys): the connection builds its own. */
+#define TLS_SPARE_MAX_MS 10000u
+
+/* Free the prepared TLS client, if any (https). */
+void proxy_tls_spare_drop(struct proxy_resume *rs);
 
 extern const struct connector_ops proxy_http_ops, proxy_https_ops, proxy_socks5_ops;
 

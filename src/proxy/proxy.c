@@ -389,8 +389,10 @@ void proxy_free(struct proxy *px)
 {
 	if (!px)
 		return;
-	if (px->resume)
+	if (px->resume) {
 		proxy_resume_clear(px->resume);
+		proxy_tls_spare_drop(px->resume);
+	}
 	free(px->resume);
 	free(px->learnt);
 	SSL_CTX_free(px->tls);

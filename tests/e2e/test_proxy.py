@@ -145,6 +145,24 @@ def test_https_proxy_resumes_the_tls_session(px, cf, world):
     assert new().count("new session negotiated") >= 1, new()
 
 
+def test_https_proxy_prepared_client_hello(px, cf, world):
+    """While a connection waits for the proxy's CONNECT reply, childflow builds the next one's TLS
+    ClientHello (its key share) ahead; a later connection sends it as soon as its TCP connect is
+    done.  The downloads are intact, the prepared hellos resume the session, nothing is warned."""
+    log = px.stunnel_https_log
+    before = len(px.log_text(log))
+    one = shlex.join(curl(url(R1["v4"], "/index.html")))
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
+               f"for i in 1 2 3 4; do {one} | sha256sum; done"],
+               env={"SSL_CERT_FILE": px.ca, "CHILDFLOW_DEBUG": "1"}, timeout=60)
+    assert r.rc == 0, r
+    assert r.out.decode().split() == [sha(world.files["index.html"]), "-"] * 4, r
+    assert not warnings(r), r
+    assert "sent a TLS ClientHello prepared ahead" in r.etext, r.etext[-3000:]
+    new = lambda: px.log_text(log)[before:]
+    assert wait_until(lambda: new().count("previous session reused") >= 4, 5), new()
+
+
 # Two connections one after the other, then two at once (non-blocking connects, both in flight
 # before either completes): each sends GET /who.txt; prints the four answers.
 SERIAL_THEN_OVERLAPPING = r'''
