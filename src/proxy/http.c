@@ -128,7 +128,9 @@ static void keep_session(struct pconn *c)
 	} else {
 		if (rs->n == PROXY_RESUME_MAX) {
 			SSL_SESSION_free(rs->sess[0]);
-			memmove(rs->sess, rs->sess + 1, --rs->n * sizeof(rs->sess[0]));
+			for (unsigned int i = 1; i < rs->n; i++)
+				rs->sess[i - 1] = rs->sess[i];
+			rs->n--;
 		}
 		rs->sess[rs->n++] = c->fresh;
 	}
