@@ -154,7 +154,7 @@ heading "--root: the host kernel routes and masquerades the command's direct tra
 show "childflow --root -- sh -c 'ping -c1 $R1V4; curl http://$R1V4/'"
 mark_log
 in_host sh -c 'nft list ruleset; ip -o link; sysctl net.ipv4.conf.eth0.forwarding' >"$WORK/root-before.txt" 2>&1
-in_host env CHILDFLOW_DEBUG=1 "$CF" --root -- sh -c "ping -c1 -W3 $R1V4 | sed -n 2p; ${CURL[*]} http://$R1V4/" \
+in_host env CHILDFLOW_DEBUG=1 "$CF" --root -- sh -c "ping -c1 -W3 $R1V4 | sed -n 2p; $(printf '%q ' "${CURL[@]}")http://$R1V4/" \
 	2>"$WORK/root-debug.txt"
 new_log
 echo "   what --root changed on the host, and put back (CHILDFLOW_DEBUG=1):"
