@@ -163,11 +163,13 @@ def test_https_proxy_prepared_client_hello(px, cf, world):
     assert wait_until(lambda: new().count("previous session reused") >= 4, 5), new()
 
 
-# Two connections one after the other, then two at once (non-blocking connects, both in flight
-# before either completes): each sends GET /who.txt; prints the four answers.
+# BEFORE connections one after the other, then OVERLAP at once (non-blocking connects, all in
+# flight before any completes), then AFTER one after the other: each sends GET /who.txt; prints the
+# answers.  argv: host port BEFORE OVERLAP AFTER.
 SERIAL_THEN_OVERLAPPING = r'''
 import select, socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
+before, overlap, after = (int(a) for a in sys.argv[3:6])
 def get(s):
     s.setblocking(True)
     s.settimeout(10)
@@ -180,9 +182,10 @@ def get(s):
         d += b
     s.close()
     return d.split(b"\r\n\r\n", 1)[-1].decode().strip()
-out = [get(socket.create_connection((host, port), timeout=10)) for _ in range(2)]
+serial = lambda n: [get(socket.create_connection((host, port), timeout=10)) for _ in range(n)]
+out = serial(before)
 socks = []
-for _ in range(2):
+for _ in range(overlap):
     s = socket.socket()
     s.setblocking(False)
     s.connect_ex((host, port))
@@ -193,6 +196,7 @@ while pending:
     assert w, "connects did not complete"
     pending = [s for s in pending if s not in w]
 out += [get(s) for s in socks]
+out += serial(after)
 print(" ".join(out))
 '''
 
@@ -211,7 +215,7 @@ def test_https_proxy_offers_each_tls13_ticket_once(px, cf, capdir):
     before = len(px.log_text(log))
     view = [] if cf.runner.user else ["-c", cap, "-C", "wire-egress"]   # that view needs CAP_NET_RAW
     r = cf.run(view + ["-p", proxy_uri("https", X.STUNNEL)] + auth(px) +
-               ["--"] + py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80), env={"SSL_CERT_FILE": px.ca}, timeout=60)
+               ["--"] + py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80, 2, 2, 0), env={"SSL_CERT_FILE": px.ca}, timeout=60)
     assert (r.rc, r.text.split()) == (0, ["remote1"] * 4), r
     assert not warnings(r), r
     new = lambda: px.log_text(log)[before:]
@@ -226,6 +230,22 @@ def test_https_proxy_offers_each_tls13_ticket_once(px, cf, capdir):
     assert len(hellos) == 5 and len({h[0] for h in hellos}) == 5, hellos
     tickets = [h[1] for h in hellos[1:]]
     assert hellos[0][1] == "" and all(tickets) and len(set(tickets)) == 4, hellos
+
+
+def test_https_proxy_many_overlapping_connections(px, cf):
+    """Sixteen connections to an https proxy at once, more than the session pool holds: every one
+    carries its bytes, the full handshakes' tickets overflow the pool (the oldest go), and the
+    connection after them still resumes."""
+    log = px.stunnel_https_log
+    before = len(px.log_text(log))
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--"] +
+               py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80, 0, 16, 1), env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    assert (r.rc, r.text.split()) == (0, ["remote1"] * 17), r
+    assert not warnings(r), r
+    new = lambda: px.log_text(log)[before:]
+    # the probe's two tickets served two of the sixteen; the other fourteen and the probe were full
+    assert wait_until(lambda: new().count("previous session reused") >= 3, 5), new()
+    assert new().count("new session negotiated") <= 15, new()
 
 
 def test_https_proxy_slow_and_fast_readers_get_every_byte(px, cf, world):
