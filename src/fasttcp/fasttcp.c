@@ -651,19 +651,18 @@ static bool ends_here(struct fasttcp *f, int fd)
 }
 
 /*
- * eligible() - would the relay dial this connect directly, and can the command's socket be replaced
- * without anything noticing?  Return: the family to inject, or 0 (perform instead).
+ * eligible_sock() - can the command's socket @sfd be replaced without anything noticing: a fresh
+ * TCP socket of the sandbox, bound (if at all) to the wildcard, with nothing set that a host socket
+ * would not carry?  Nothing of the address: it may run while the worker reads that.
+ * Return: the family to inject, or 0 (perform instead); the bound port in *@bport.
  */
-static int eligible(struct fasttcp *f, pid_t tid, int sfd, int cfd, const struct sockaddr_storage *ss,
-		    socklen_t alen, uint64_t ck, int *bport)
+static int eligible_sock(struct fasttcp *f, int sfd, uint64_t ck, int *bport)
 {
 	int dom = 0, typ = 0, proto = 0, v = 0;
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	struct sockaddr_storage la = { 0 };
 	socklen_t ll = sizeof(la);
-	char *name = NULL;
-	const char *names[1];
 
 	*bport = 0;
 	if (!f->inject || ck != f->sandbox_cookie)
@@ -672,9 +671,6 @@ static int eligible(struct fasttcp *f, pid_t tid, int sfd, int cfd, const struct
 	gint(sfd, SOL_SOCKET, SO_TYPE, &typ);
 	gint(sfd, SOL_SOCKET, SO_PROTOCOL, &proto);
 	if ((dom != AF_INET && dom != AF_INET6) || typ != SOCK_STREAM || proto != IPPROTO_TCP)
-		return 0;
-	if (ss->ss_family != dom ||
-	    alen < (dom == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)))
 		return 0;
 	if (getsockopt(sfd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0 || ti.tcpi_state != TCP_CLOSE)
 		return 0;
@@ -698,6 +694,22 @@ static int eligible(struct fasttcp *f, pid_t tid, int sfd, int cfd, const struct
 			return 0;
 		*bport = ntohs(a->sin6_port);
 	}
+	return dom;
+}
+
+/*
+ * eligible_dst() - would the relay dial this connect of a replaceable socket of family @dom
+ * directly (our copy of the address, the services, the policy), and was the socket not shared?
+ * Return: @dom, or 0 (perform instead).
+ */
+static int eligible_dst(struct fasttcp *f, int sfd, int dom, const struct sockaddr_storage *ss, socklen_t alen)
+{
+	char *name = NULL;
+	const char *names[1];
+
+	if (ss->ss_family != dom ||
+	    alen < (dom == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)))
+		return 0;
 	/* A service (the DNS forwarder) answers it in the relay. */
 	if (f->c->service.ops && f->c->service.ops->claims_tcp(f->c->service.priv, ss))
 		return 0;
@@ -753,24 +765,27 @@ static void hand_over(struct fasttcp *f, uint64_t id, int hs, int cfd, int flags
 	respond(f, id, err, false);
 }
 
-static void inject(struct fasttcp *f, struct ft_job *j, int sfd, int dom, int bport,
-		   const struct sockaddr_storage *ss, socklen_t alen)
+/*
+ * host_socket() - the host socket to replace @sfd (family @dom) with: made as the relay's direct
+ * connector makes its upstream (bound to --iface's device for destination @dst), the command's
+ * options copied, its port @bport bound.  Return: the fd, or -1 with *@err 0 (take the relay) or
+ * -errno (the command's answer).
+ */
+static int host_socket(struct fasttcp *f, int sfd, int dom, int bport, const struct sockaddr_storage *dst,
+		       int *err)
 {
-	uint64_t id = j->id;
-	int fl = fcntl(sfd, F_GETFL), cfd = j->cfd, hs, r, e;
-	bool cloexec;
+	int hs;
 
+	*err = 0;
 	/* A port below 1024 is privileged on the host: the command's CAP_NET_BIND_SERVICE counts in its
 	 * own namespaces only (P's socket would leave the host from it, as root).  The relay dials
 	 * from an ephemeral port, as without --fast-tcp (redteam3 G5). */
 	if (bport > 0 && bport < 1024)
-		goto slow_nohs;
-	/* Made as the relay's direct connector makes its upstream: bound to --iface's device. */
-	hs = egress_socket(&f->c->egress, ss, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+		return -1;
+	hs = egress_socket(&f->c->egress, dst, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
 	if (hs < 0) {
-		respond(f, id, hs, false);
-		close(sfd);
-		return;
+		*err = hs;
+		return -1;
 	}
 	if (copy_opts(f, sfd, hs, dom) < 0)
 		goto slow;
@@ -788,7 +803,63 @@ static void inject(struct fasttcp *f, struct ft_job *j, int sfd, int dom, int bp
 		if (bind(hs, (struct sockaddr *)&b, sa_len(dom)) < 0)
 			goto slow;
 	}
-	cloexec = fd_cloexec(j->procdir, cfd);
+	return hs;
+slow:
+	close(hs);
+	return -1;
+}
+
+/*
+ * prework() - what a connect job @j needs that does not depend on the address, done by P while
+ * the worker reads that address: the socket's eligibility (eligible_sock()) and its replacement
+ * (host_socket()), so that P's ~40 option reads and the worker's wake-up overlap rather than follow
+ * each other.  decide() takes the result (pre_done) or throws it away (the address or the policy
+ * says otherwise).  Not with --iface: the device binding depends on the destination.
+ */
+static void prework(struct fasttcp *f, struct ft_job *j)
+{
+	struct sockaddr_storage fam = { 0 };
+	uint64_t ck;
+
+	if (j->call.kind != FT_CONNECT || !f->inject || f->c->egress.ifname[0])
+		return;
+	ck = cookie_of(j->sfd);
+	j->pre_done = true;
+	j->pre_dom = ck ? eligible_sock(f, j->sfd, ck, &j->pre_bport) : 0;
+	if (!j->pre_dom)
+		return;
+	j->pre_fl = fcntl(j->sfd, F_GETFL);
+	fam.ss_family = (sa_family_t)j->pre_dom;
+	j->pre_hs = host_socket(f, j->sfd, j->pre_dom, j->pre_bport, &fam, &j->pre_err);
+	if (j->pre_hs >= 0)
+		j->pre_cloexec = fd_cloexec(j->procdir, j->cfd);
+}
+
+static void inject(struct fasttcp *f, struct ft_job *j, int sfd, int dom, int bport,
+		   const struct sockaddr_storage *ss, socklen_t alen)
+{
+	uint64_t id = j->id;
+	int fl, cfd = j->cfd, hs, r, e;
+	bool cloexec;
+
+	if (j->pre_done) {
+		hs = j->pre_hs;
+		j->pre_hs = -1;
+		e = j->pre_err;
+		fl = j->pre_fl;
+		cloexec = j->pre_cloexec;
+	} else {
+		fl = fcntl(sfd, F_GETFL);
+		hs = host_socket(f, sfd, dom, bport, ss, &e);
+		cloexec = hs >= 0 && fd_cloexec(j->procdir, cfd);
+	}
+	if (hs < 0 && e) {
+		respond(f, id, e, false);
+		close(sfd);
+		return;
+	}
+	if (hs < 0)
+		goto slow_nohs;
 	r = connect(hs, (const struct sockaddr *)ss, sa_len(dom));
 	e = r < 0 ? errno : 0;
 	if (r < 0 && e != EINPROGRESS) {
@@ -844,8 +915,6 @@ static void inject(struct fasttcp *f, struct ft_job *j, int sfd, int dom, int bp
 		}
 	}
 	return;
-slow:
-	close(hs);
 slow_nohs:
 	f->st.fell_back++;
 	perform_connect(f, j, id, sfd, cfd, ss, alen);
@@ -924,8 +993,10 @@ static void decide(struct fasttcp *f, struct ft_job *j)
 	} else if (ck == f->host_cookie) {
 		guard_host_socket(f, id, sfd, j->cfd, &j->ss, j->alen);
 	} else {
-		int bport, dom = eligible(f, j->tid, sfd, j->cfd, &j->ss, j->alen, ck, &bport);
+		int bport = j->pre_bport, dom = j->pre_done ? j->pre_dom : eligible_sock(f, sfd, ck, &bport);
 
+		if (dom)
+			dom = eligible_dst(f, sfd, dom, &j->ss, j->alen);
 		if (dom)
 			inject(f, j, sfd, dom, bport, &j->ss, j->alen);
 		else
@@ -982,6 +1053,7 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		return;
 	}
 	j->kind = FT_JOB_READ;
+	j->pre_hs = -1;
 	j->id = id;
 	j->tid = tid;
 	j->cfd = call.fd;
@@ -993,6 +1065,7 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		 * (FUSE, userfaultfd).  Answered in on_job(). */
 		j->alen = call.alen;
 		ftw_submit(f->w, j, now_ms());
+		prework(f, j);   /* the worker's and P's parts at once; the job stays P's until on_job() */
 		return;
 	}
 	decide(f, j);

@@ -87,6 +87,8 @@ void ft_job_free(struct ft_job *j)
 		return;
 	if (j->sfd >= 0)
 		close(j->sfd);
+	if (j->pre_hs >= 0)
+		close(j->pre_hs);
 	if (j->procdir >= 0)
 		close(j->procdir);
 	free(j);

@@ -45,6 +45,14 @@ struct ft_job {
 	uid_t fsuid;
 	gid_t fsgid;
 	mode_t umask;
+	/* P's work on the socket while the worker reads the address (fasttcp.c prework()); the
+	 * worker never touches these, and frees pre_hs with the job if it is abandoned. */
+	bool pre_done;              /* prework() ran: the fields below hold */
+	int pre_dom;                /* the family to inject, or 0: the socket cannot be replaced */
+	int pre_hs;                 /* the host socket, its options copied and its port bound; -1 */
+	int pre_err;                /* making it failed: 0 (take the relay) or -errno (the answer) */
+	int pre_bport, pre_fl;      /* the port the command bound; its file status flags */
+	bool pre_cloexec;           /* its fd's close-on-exec */
 	/* out */
 	int res;                    /* 0 or -errno */
 	bool failed;                /* not done (deadline, too many abandoned threads, queue full): answer @res */
