@@ -1025,47 +1025,53 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		respond(f, id, r, false);
 		return;
 	}
-	/* /proc/TID and the pidfd first, then the check: both then name the notifying thread */
-	pd = open_procdir(tid);
-	pidfd = pd >= 0 ? open_pidfd(tid, pd) : -1;
-	if (pidfd < 0 || !notif_valid(f, id)) {
-		if (pidfd >= 0)
-			close(pidfd);
-		if (pd >= 0)
-			close(pd);
-		respond(f, id, -EPERM, false);
-		return;
-	}
-	sfd = (int)syscall(SYS_pidfd_getfd, pidfd, call.fd, 0);
-	r = sfd < 0 && errno == EBADF ? -EBADF : -EPERM;
-	close(pidfd);
-	if (sfd >= 0 && (fstat(sfd, &st) < 0 || !S_ISSOCK(st.st_mode)))
-		r = -ENOTSOCK;
-	else if (sfd >= 0 && !(j = calloc(1, sizeof(*j))))
-		r = -ENOMEM;
-	else if (sfd >= 0)
-		r = 0;
-	if (r < 0) {
-		if (sfd >= 0)
-			close(sfd);
-		close(pd);
-		respond(f, id, r, false);
+	if (!(j = calloc(1, sizeof(*j)))) {
+		respond(f, id, -ENOMEM, false);
 		return;
 	}
 	j->kind = FT_JOB_READ;
-	j->pre_hs = -1;
 	j->id = id;
 	j->tid = tid;
 	j->cfd = call.fd;
-	j->sfd = sfd;
-	j->procdir = pd;
+	j->sfd = j->procdir = j->pre_hs = -1;
 	j->call = call;
 	if (call.kind != FT_LISTEN && call.alen) {
 		/* The address is read by the worker: a page of it may wait for a server of the command's
-		 * (FUSE, userfaultfd).  Answered in on_job(). */
+		 * (FUSE, userfaultfd).  Posted first, so that its wake-up overlaps what follows; the job
+		 * stays P's until on_job(), and what is read counts only once decide() has found the
+		 * notification still pending. */
 		j->alen = call.alen;
 		ftw_submit(f->w, j, now_ms());
-		prework(f, j);   /* the worker's and P's parts at once; the job stays P's until on_job() */
+	}
+	/* /proc/TID and the pidfd first, then the check: both then name the notifying thread */
+	pd = open_procdir(tid);
+	pidfd = pd >= 0 ? open_pidfd(tid, pd) : -1;
+	r = -EPERM;
+	sfd = -1;
+	if (pidfd >= 0 && notif_valid(f, id)) {
+		sfd = (int)syscall(SYS_pidfd_getfd, pidfd, call.fd, 0);
+		r = sfd < 0 && errno == EBADF ? -EBADF : -EPERM;
+		if (sfd >= 0)
+			r = fstat(sfd, &st) < 0 || !S_ISSOCK(st.st_mode) ? -ENOTSOCK : 0;
+	}
+	if (pidfd >= 0)
+		close(pidfd);
+	if (r < 0) {
+		if (sfd >= 0)
+			close(sfd);
+		if (pd >= 0)
+			close(pd);
+		respond(f, id, r, false);
+		if (j->alen)
+			j->answered = true;   /* the worker has it: freed in on_job() */
+		else
+			free(j);
+		return;
+	}
+	j->sfd = sfd;
+	j->procdir = pd;
+	if (j->alen) {
+		prework(f, j);   /* the worker's and P's parts at once */
 		return;
 	}
 	decide(f, j);
@@ -1074,6 +1080,10 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 /* A job of the worker is over (worker.h). */
 static void on_job(struct fasttcp *f, struct ft_job *j)
 {
+	if (j->answered) {
+		ft_job_free(j);
+		return;
+	}
 	if (j->failed || j->kind == FT_JOB_UNIX || j->res < 0) {
 		if (j->failed)
 			log_debug("fast-tcp: %s of the command's call not done in time (%s)",

@@ -47,6 +47,7 @@ struct ft_job {
 	mode_t umask;
 	/* P's work on the socket while the worker reads the address (fasttcp.c prework()); the
 	 * worker never touches these, and frees pre_hs with the job if it is abandoned. */
+	bool answered;              /* P answered the notification already (a failed inspection) */
 	bool pre_done;              /* prework() ran: the fields below hold */
 	int pre_dom;                /* the family to inject, or 0: the socket cannot be replaced */
 	int pre_hs;                 /* the host socket, its options copied and its port bound; -1 */
