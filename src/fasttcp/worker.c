@@ -393,7 +393,8 @@ struct ft_job *ftw_take(struct ftw *w, uint64_t now)
 			if (c) {
 				c->kind = j->kind;
 				c->id = j->id;
-				c->sfd = c->procdir = -1;
+				c->answered = j->answered;
+				c->sfd = c->procdir = c->pre_hs = -1;
 				fail(w, c, deadline_errno(c));
 			}
 			kick(w, now);
@@ -444,7 +445,8 @@ struct ft_job *ftw_cancel(struct ftw *w)
 				return NULL;
 			c->kind = j->kind;
 			c->id = j->id;
-			c->sfd = c->procdir = -1;
+			c->answered = j->answered;
+			c->sfd = c->procdir = c->pre_hs = -1;
 			j = c;
 		} else {
 			w->running = NULL;   /* done just now: ours */

@@ -711,10 +711,12 @@ def test_a_blocking_inspection_never_stops_p(cf, world, mode, n, sig):
     p = cf.popen(["--fast-tcp", "--", *py(BLOCKER, mode, R1["v4"], n)])
     err = b""
     try:
-        lines = [read_line(p.stdout, 15) for _ in range(n + 1)]
+        stdin = os.readlink(f"/proc/{p.pid}/fd/0")   # P's own fds stay P's (an abandoned job's copy
+        lines = [read_line(p.stdout, 15) for _ in range(n + 1)]   # once closed fd 0)
         assert b"second: HTTP/1.0 200" in b"".join(lines), lines
         want = b"blocked call: " + (b"ETIMEDOUT" if mode == "fuse" else b"EFAULT")
         assert sum(ln.startswith(want) for ln in lines) == n, lines
+        assert os.readlink(f"/proc/{p.pid}/fd/0") == stdin
         t0 = time.monotonic()
         os.kill(p.pid, getattr(signal, sig))
         p.wait(timeout=10)
