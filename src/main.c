@@ -234,6 +234,19 @@ static int load_hosts(const char *path, struct name_files *nf)
  * nsswitch.conf when its hosts: line names sources that go around DNS.
  * Return: 0, or an exit code after one line.
  */
+/* The child's resolv.conf in @nf, naming @np's gateway.  Return: 0, or an exit code after one line. */
+static int child_resolv(const struct resolv_conf *host_rc, const struct netplan *np, struct name_files *nf)
+{
+	int r = resolvconf_child_text(host_rc, np, nf->resolv, sizeof(nf->resolv));
+
+	if (r < 0) {
+		log_error("cannot write the child's /etc/resolv.conf: %s", strerror(-r));
+		return EXIT_SETUP;
+	}
+	return 0;
+}
+
+/* (--root names its link's addresses once it has a slot: child_resolv() again.) */
 static int name_files(const struct cli_options *o, const struct resolv_conf *host_rc,
 		      struct sandbox_config *cfg, struct name_files *nf)
 {
@@ -243,10 +256,8 @@ static int name_files(const struct cli_options *o, const struct resolv_conf *hos
 	int r;
 
 	netplan_init(&np, cfg->ipv6);
-	if ((r = resolvconf_child_text(host_rc, &np, nf->resolv, sizeof(nf->resolv))) < 0) {
-		log_error("cannot write the child's /etc/resolv.conf: %s", strerror(-r));
-		return EXIT_SETUP;
-	}
+	if ((r = child_resolv(host_rc, &np, nf)) != 0)
+		return r;
 	cfg->resolv_conf = nf->resolv;
 	if (o->hosts_file) {
 		if ((r = load_hosts(o->hosts_file, nf)) != 0)
@@ -532,6 +543,7 @@ int main(int argc, char **argv)
 	struct ctx c;
 	struct resolv_conf host_rc;
 	struct name_files nf;
+	struct netplan rootplan;
 	struct proxy *px = NULL;
 	struct capture *cap = NULL;
 	struct egress eg;
@@ -689,7 +701,19 @@ int main(int argc, char **argv)
 			return EXIT_SETUP;
 		}
 		cfg.uplink = root_host_uplink(root);
-		if (wire)   /* the routed flows leave the uplink's G end masqueraded to its address */
+		netplan_init(&rootplan, cfg.ipv6);
+		netplan_root(&rootplan, cfg.uplink);
+		if ((code = child_resolv(&host_rc, &rootplan, &nf)) != 0) {
+			root_host_end(root);
+			free(nf.hosts);
+			free(nf.nsswitch);
+			pty_free(pty);
+			capture_free(cap);
+			wire_free(wire);
+			proxy_free(px);
+			return code;
+		}
+		if (wire)   /* the bridged flows leave with the child's address, the uplink's G end */
 			wire_routed(wire, &cfg.uplink->gw4, cfg.ipv6 ? &cfg.uplink->gw6 : NULL,
 				    cfg.uplink->host_ifname);
 		cfg.proxy_tcp = px != NULL;

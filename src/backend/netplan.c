@@ -39,6 +39,16 @@ void netplan_uplink_init(struct netplan_uplink *u, unsigned int slot)
 	u->plen6 = 64;
 }
 
+void netplan_root(struct netplan *np, const struct netplan_uplink *u)
+{
+	np->gw4 = u->host4;
+	np->child4 = u->gw4;
+	np->plen4 = u->plen4;
+	np->gw6 = u->host6;
+	np->child6 = u->gw6;
+	np->plen6 = u->plen6;
+}
+
 static bool prefix_match(const unsigned char *a, const unsigned char *b, int plen)
 {
 	int full = plen / 8, rest = plen % 8;

@@ -5,6 +5,8 @@
  * The link exists only inside childflow's own namespaces, so every run can use the same addresses;
  * they are chosen from ranges unlikely to be real destinations (10.240.255.0/30 and a ULA /64).
  * The relay refuses these subnets as destinations: they are not anything on the host side.
+ * Under --root the child's link is bridged to the uplink and takes its addresses instead
+ * (netplan_root()).
  */
 #ifndef CHILDFLOW_BACKEND_NETPLAN_H
 #define CHILDFLOW_BACKEND_NETPLAN_H
@@ -49,6 +51,13 @@ struct netplan_uplink {
 };
 
 void netplan_uplink_init(struct netplan_uplink *u, unsigned int slot);
+
+/*
+ * netplan_root() - the child's link under --root: the interception namespace bridges it to the
+ * uplink (nft/gateway.h, struct gateway_bridge), so the child takes the uplink's interception-end
+ * addresses (@u->gw4, @u->gw6) and its gateway is the host's end (@u->host4, @u->host6).
+ */
+void netplan_root(struct netplan *np, const struct netplan_uplink *u);
 
 /* True when @sa (AF_INET/AF_INET6) lies in the link's own subnets. */
 bool netplan_is_link_addr(const struct netplan *np, const struct sockaddr *sa);

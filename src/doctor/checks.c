@@ -394,7 +394,7 @@ static int try_veth(void *arg, char *msg, size_t len)
 	(void)len;
 	if (!nl)
 		return -errno;
-	r = nl_veth_create(nl, "cfdoc0", "cfdoc1", getpid(), NETPLAN_MTU);
+	r = nl_veth_create(nl, "cfdoc0", "cfdoc1", getpid(), NETPLAN_MTU, NULL);
 	nl_close(nl);
 	return r;
 }

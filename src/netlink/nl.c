@@ -11,6 +11,7 @@
 #include <linux/if.h>
 #include <linux/if_addr.h>
 #include <linux/if_link.h>
+#include <linux/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <libmnl/libmnl.h>
@@ -100,7 +101,8 @@ int nl_link_up(struct nl *nl, int ifindex, unsigned int mtu)
 	return nl_talk(nl, nlh);
 }
 
-int nl_veth_create(struct nl *nl, const char *name, const char *peer, pid_t peer_pid, unsigned int mtu)
+int nl_veth_create(struct nl *nl, const char *name, const char *peer, pid_t peer_pid, unsigned int mtu,
+		   const uint8_t *peer_mac)
 {
 	char buf[1024];
 	struct nlmsghdr *nlh = put_header(buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
@@ -120,6 +122,8 @@ int nl_veth_create(struct nl *nl, const char *name, const char *peer, pid_t peer
 	mnl_attr_put_strz(nlh, IFLA_IFNAME, peer);
 	if (mtu)
 		mnl_attr_put_u32(nlh, IFLA_MTU, mtu);
+	if (peer_mac)
+		mnl_attr_put(nlh, IFLA_ADDRESS, 6, peer_mac);
 	mnl_attr_put_u32(nlh, IFLA_NET_NS_PID, (uint32_t)peer_pid);
 	mnl_attr_nest_end(nlh, peerinfo);
 	mnl_attr_nest_end(nlh, data);
@@ -156,6 +160,20 @@ int nl_addr_add(struct nl *nl, int ifindex, int family, const void *addr, int pr
 	ifa->ifa_flags = family == AF_INET6 ? IFA_F_NODAD : 0;
 	mnl_attr_put(nlh, IFA_LOCAL, addr_len(family), addr);
 	mnl_attr_put(nlh, IFA_ADDRESS, addr_len(family), addr);
+	return nl_talk(nl, nlh);
+}
+
+int nl_neigh_add(struct nl *nl, int ifindex, int family, const void *addr, const uint8_t *mac)
+{
+	char buf[256];
+	struct nlmsghdr *nlh = put_header(buf, RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+	struct ndmsg *nd = mnl_nlmsg_put_extra_header(nlh, sizeof(*nd));
+
+	nd->ndm_family = (uint8_t)family;
+	nd->ndm_ifindex = ifindex;
+	nd->ndm_state = NUD_PERMANENT;
+	mnl_attr_put(nlh, NDA_DST, addr_len(family), addr);
+	mnl_attr_put(nlh, NDA_LLADDR, 6, mac);
 	return nl_talk(nl, nlh);
 }
 

@@ -19,12 +19,16 @@ struct nl *nl_open_flags(int sock_flags);
 void nl_close(struct nl *nl);
 
 int nl_link_up(struct nl *nl, int ifindex, unsigned int mtu);
-/* Create veth @name here with its peer @peer placed in the netns of @peer_pid. */
-int nl_veth_create(struct nl *nl, const char *name, const char *peer, pid_t peer_pid, unsigned int mtu);
+/* Create veth @name here with its peer @peer placed in the netns of @peer_pid; the peer's MAC
+ * address is @peer_mac (6 bytes), or the kernel's random one when NULL. */
+int nl_veth_create(struct nl *nl, const char *name, const char *peer, pid_t peer_pid, unsigned int mtu,
+		   const uint8_t *peer_mac);
 /* Delete link @name (here).  Return: 0, -ENODEV when it does not exist, or another -errno. */
 int nl_link_del(struct nl *nl, const char *name);
 /* @addr is 4 or 16 bytes according to @family. */
 int nl_addr_add(struct nl *nl, int ifindex, int family, const void *addr, int prefixlen);
+/* A permanent neighbour entry on @ifindex: @addr (4 or 16 bytes by @family) is at Ethernet @mac. */
+int nl_neigh_add(struct nl *nl, int ifindex, int family, const void *addr, const uint8_t *mac);
 /* Route of @type (RTN_UNICAST, RTN_LOCAL) in @table out of @oif, via @gw when non-NULL (dst: default). */
 int nl_route_add(struct nl *nl, int family, uint32_t table, int type, int oif, const void *gw);
 int nl_rule_add_fwmark(struct nl *nl, int family, uint32_t mark, uint32_t table, uint32_t prio);

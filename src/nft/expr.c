@@ -98,6 +98,13 @@ int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const
 		 void (*build)(struct nft_rb *rb, int id, const void *arg), int id, const void *arg,
 		 bool ack, uint32_t seq)
 {
+	return nft_add_rule_family(b, len, NFPROTO_INET, table, chain, build, id, arg, ack, seq);
+}
+
+int nft_add_rule_family(struct mnl_nlmsg_batch *b, size_t len, uint16_t family, const char *table,
+			const char *chain, void (*build)(struct nft_rb *rb, int id, const void *arg), int id,
+			const void *arg, bool ack, uint32_t seq)
+{
 	struct nftnl_rule *r;
 	struct nlmsghdr *nlh;
 	struct nft_rb rb;
@@ -111,13 +118,13 @@ int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const
 	rb = (struct nft_rb){ .r = r };
 	nftnl_rule_set_str(r, NFTNL_RULE_TABLE, table);
 	nftnl_rule_set_str(r, NFTNL_RULE_CHAIN, chain);
-	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, NFPROTO_INET);
+	nftnl_rule_set_u32(r, NFTNL_RULE_FAMILY, family);
 	build(&rb, id, arg);
 	if (rb.failed) {
 		nftnl_rule_free(r);
 		return -EOPNOTSUPP;
 	}
-	nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, NFPROTO_INET,
+	nlh = nftnl_rule_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWRULE, family,
 					 NLM_F_APPEND | NLM_F_CREATE | (ack ? NLM_F_ACK : 0), seq);
 	nftnl_rule_nlmsg_build_payload(nlh, r);
 	nftnl_rule_free(r);
@@ -254,6 +261,28 @@ void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *nam
 	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
 	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, policy);
 	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_INET,
+					  NLM_F_CREATE, seq);
+	nftnl_chain_nlmsg_build_payload(nlh, c);
+	mnl_nlmsg_batch_next(b);
+	nftnl_chain_free(c);
+}
+
+void nft_add_chain_dev(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *dev,
+		       int prio, uint32_t seq)
+{
+	struct nftnl_chain *c = nftnl_chain_alloc();
+	struct nlmsghdr *nlh;
+
+	if (!c)
+		return;   /* as nft_add_chain() */
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, table);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_NETDEV_INGRESS);
+	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
+	nftnl_chain_set_str(c, NFTNL_CHAIN_DEV, dev);
+	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_NETDEV,
 					  NLM_F_CREATE, seq);
 	nftnl_chain_nlmsg_build_payload(nlh, c);
 	mnl_nlmsg_batch_next(b);

@@ -45,6 +45,11 @@ void nft_masquerade_ports(struct nft_rb *rb, uint16_t min, uint16_t max);
 void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *type,
 		   uint32_t hook, int prio, uint32_t policy, uint32_t seq);
 
+/* An ingress chain @name (type filter, policy accept) on device @dev at @prio in table @table
+ * (family netdev). */
+void nft_add_chain_dev(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *dev,
+		       int prio, uint32_t seq);
+
 /*
  * nft_add_rule() - append one rule to batch @b (a buffer of @len bytes): in table @table (family
  * inet), chain @chain, its expressions made by @build(rb, @id, @arg); @ack asks for the kernel's ACK.
@@ -54,6 +59,10 @@ void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *nam
 int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const char *chain,
 		 void (*build)(struct nft_rb *rb, int id, const void *arg), int id, const void *arg,
 		 bool ack, uint32_t seq);
+/* The same in a table of @family (NFPROTO_INET, NFPROTO_NETDEV). */
+int nft_add_rule_family(struct mnl_nlmsg_batch *b, size_t len, uint16_t family, const char *table,
+			const char *chain, void (*build)(struct nft_rb *rb, int id, const void *arg), int id,
+			const void *arg, bool ack, uint32_t seq);
 
 /*
  * nft_send_batch() - open an nfnetlink socket, send @len bytes of @batch and wait for the ACK of

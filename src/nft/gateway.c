@@ -11,10 +11,11 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <net/if.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <linux/netfilter.h>
-#include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <libmnl/libmnl.h>
@@ -181,12 +182,12 @@ static void echo_reject(struct nft_rb *rb, uint8_t nfproto)
 /* ---------- the batch ---------- */
 
 enum rule_id {
-	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_UP_REPLY, R_UP_DROP, R_REJ_RESET, R_REJ_HOST, R_REJ_NET,
-	R_REJ_ADMIN, R_DNS4, R_DNS6, R_DNSTCP4, R_DNSTCP6, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_REJ_ECHO4,
-	R_REJ_ECHO6, R_DROP, R_INVALID, R_FORWARD, R_GATE, R_ECHO4, R_ECHO6, R_IN_GUARD, R_MASQ, R_COUNT,
+	R_LO, R_FOREIGN, R_NS, R_NA, R_RS, R_REJ_RESET, R_REJ_HOST, R_REJ_NET, R_REJ_ADMIN, R_DNS4, R_DNS6,
+	R_DNSTCP4, R_DNSTCP6, R_TCP4, R_TCP6, R_UDP4, R_UDP6, R_REJ_ECHO4, R_REJ_ECHO6, R_DROP, R_GATE,
+	R_ECHO4, R_ECHO6, R_COUNT,
 };
 
-enum chain_id { C_PRE, C_GATE, C_INPUT, C_NAT, C_COUNT };
+enum chain_id { C_PRE, C_GATE, C_COUNT };
 
 static const struct {
 	const char *name, *type;
@@ -195,8 +196,6 @@ static const struct {
 } chains[C_COUNT] = {
 	[C_PRE] = { GATEWAY_CHAIN, "filter", NF_INET_PRE_ROUTING, -150 },          /* mangle */
 	[C_GATE] = { GATEWAY_GATE_CHAIN, "filter", NF_INET_PRE_ROUTING, -300 },    /* raw: before mangle */
-	[C_INPUT] = { "input", "filter", NF_INET_LOCAL_IN, 0 },
-	[C_NAT] = { "postrouting", "nat", NF_INET_POST_ROUTING, 100 },             /* srcnat */
 };
 
 /* meta l4proto tcp tcp dport 53 */
@@ -213,7 +212,6 @@ static void tcp_dns(struct nft_rb *rb)
 static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_rules *g)
 {
 	uint32_t lo = 1;   /* lo is always ifindex 1 in a network namespace */
-	uint32_t mark = GATEWAY_FWMARK;
 
 	switch (id) {
 	case R_LO:
@@ -223,8 +221,6 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 		break;
 	case R_FOREIGN:
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_NEQ, g->ifname);
-		if (g->uplink)
-			nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_NEQ, g->uplink);
 		nft_verdict(rb, NF_DROP);
 		break;
 	case R_NS:
@@ -238,15 +234,6 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 	case R_RS:
 		icmpv6_type(rb, ND_ROUTER_SOLICIT);
 		nft_verdict(rb, NF_ACCEPT);
-		break;
-	case R_UP_REPLY:   /* from the host: only the replies to the child's own flows (and their errors) */
-		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->uplink);
-		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
-		nft_verdict(rb, NF_ACCEPT);
-		break;
-	case R_UP_DROP:
-		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->uplink);
-		nft_verdict(rb, NF_DROP);
 		break;
 	case R_DNS4:
 		tproxy_dns(rb, NFPROTO_IPV4, g->dns_port);
@@ -304,27 +291,6 @@ static void build_rule(struct nft_rb *rb, enum rule_id id, const struct gateway_
 		nft_add_expr(rb, nftnl_expr_alloc("counter"));
 		nft_verdict(rb, NF_DROP);
 		break;
-	case R_INVALID:   /* rootful: no conntrack entry, so no masquerade: it would leave with the
-			   * child's own source, past the host's --iface rule */
-		nft_ct_state(rb, NF_CT_STATE_INVALID_BIT);
-		nft_verdict(rb, NF_DROP);
-		break;
-	case R_FORWARD:   /* rootful: what is left is the host kernel's to route */
-		nft_add_expr(rb, nftnl_expr_alloc("counter"));
-		nft_verdict(rb, NF_ACCEPT);
-		break;
-	case R_IN_GUARD:   /* the child reaches N1's own sockets only through TPROXY */
-		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->ifname);
-		nft_meta_load(rb, NFT_META_L4PROTO);
-		nft_cmp(rb, NFT_CMP_NEQ, &(uint8_t){ IPPROTO_ICMPV6 }, 1);
-		nft_meta_load(rb, NFT_META_MARK);
-		nft_cmp(rb, NFT_CMP_NEQ, &mark, sizeof(mark));
-		nft_verdict(rb, NF_DROP);
-		break;
-	case R_MASQ:
-		nft_ifname(rb, NFT_META_OIFNAME, NFT_CMP_EQ, g->uplink);
-		nft_masquerade(rb);
-		break;
 	case R_COUNT:
 		break;
 	}
@@ -337,8 +303,8 @@ static void gateway_rule(struct nft_rb *rb, int id, const void *g)
 
 /*
  * The rules in order, each with its chain.  Rootless: everything the child sends is TPROXYed.
- * Rootful (g->uplink): DNS always, TCP with proxy_tcp, and the rest forwarded; the interception
- * rules come before the only accept that lets traffic go direct (R_FORWARD), in both families.
+ * Rootful (g->uplink): only what the bridge sends up (DNS, all TCP with proxy_tcp, fragments) comes
+ * here: DNS and that TCP are TPROXYed, the rest (a fragmented datagram to another port) dropped.
  */
 static int rule_plan(const struct gateway_rules *g, uint8_t *ids, uint8_t *chain)
 {
@@ -346,14 +312,10 @@ static int rule_plan(const struct gateway_rules *g, uint8_t *ids, uint8_t *chain
 
 #define ADD(id, c) do { ids[n] = (uint8_t)(id); chain[n++] = (uint8_t)(c); } while (0)
 	ADD(R_LO, C_PRE);
-	if (g->uplink)
-		ADD(R_UP_REPLY, C_PRE);   /* first: half of all forwarded packets, the replies */
 	ADD(R_FOREIGN, C_PRE);
 	ADD(R_NS, C_PRE);
 	ADD(R_NA, C_PRE);
 	ADD(R_RS, C_PRE);
-	if (g->uplink)
-		ADD(R_UP_DROP, C_PRE);    /* after neighbour discovery, which conntrack does not track */
 	ADD(R_REJ_RESET, C_PRE);
 	ADD(R_REJ_HOST, C_PRE);
 	ADD(R_REJ_NET, C_PRE);
@@ -372,16 +334,11 @@ static int rule_plan(const struct gateway_rules *g, uint8_t *ids, uint8_t *chain
 		ADD(R_UDP6, C_PRE);
 		ADD(R_REJ_ECHO4, C_PRE);   /* what the echo queue let through, or every one without it */
 		ADD(R_REJ_ECHO6, C_PRE);
-		ADD(R_DROP, C_PRE);
-	} else {
-		ADD(R_INVALID, C_PRE);    /* after the interception: -p takes even invalid TCP */
-		ADD(R_FORWARD, C_PRE);
-		ADD(R_IN_GUARD, C_INPUT);
-		ADD(R_MASQ, C_NAT);
 	}
+	ADD(R_DROP, C_PRE);
 	if (g->gate != GATEWAY_GATE_NONE)
 		ADD(R_GATE, C_GATE);
-	if (g->gate != GATEWAY_GATE_NONE && g->echo && !g->uplink) {   /* rootful: echo is routed */
+	if (g->gate != GATEWAY_GATE_NONE && g->echo && !g->uplink) {   /* rootful: echo is bridged */
 		ADD(R_ECHO4, C_GATE);
 		ADD(R_ECHO6, C_GATE);
 	}
@@ -445,14 +402,12 @@ out:
 	return rc;
 }
 
-int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
+/* Send @len bytes of @batch (or report @len, a -errno from building it) and wait for the ACK. */
+static int load_batch(int len, uint32_t last_seq, const void *batch, char *err, size_t errlen)
 {
-	char batch[16384];   /* the ruleset is about 2 KiB; -ENOSPC says if it ever outgrows this */
-	uint32_t last_seq = 0;
 	struct mnl_socket *nl;
-	int len, r;
+	int r;
 
-	len = gateway_rules_batch(g, batch, sizeof(batch), (uint32_t)time(NULL), &last_seq);
 	if (len < 0) {
 		snprintf(err, errlen, "cannot build the ruleset: %s", strerror(-len));
 		return len;
@@ -468,4 +423,166 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 		return r;
 	}
 	return 0;
+}
+
+int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
+{
+	char batch[16384];   /* the ruleset is about 2 KiB; -ENOSPC says if it ever outgrows this */
+	uint32_t last_seq = 0;
+	int len = gateway_rules_batch(g, batch, sizeof(batch), (uint32_t)time(NULL), &last_seq);
+
+	return load_batch(len, last_seq, batch, err, errlen);
+}
+
+/* ---------- the --root bridge: table netdev ---------- */
+
+enum bridge_rule { B_FRAG4, B_FRAG6, B_DNS, B_TCP, B_TCPDNS, B_FWD_UP, B_FWD_DOWN, B_COUNT };
+
+/* meta protocol @proto (the frame's ethertype) */
+static void ethertype(struct nft_rb *rb, uint16_t proto)
+{
+	uint16_t p = htons(proto);
+
+	nft_meta_load(rb, NFT_META_PROTOCOL);
+	nft_cmp(rb, NFT_CMP_EQ, &p, sizeof(p));
+}
+
+/* fwd to @ifindex */
+static void fwd_to(struct nft_rb *rb, uint32_t ifindex)
+{
+	struct nftnl_expr *e;
+
+	nft_imm_data(rb, &ifindex, sizeof(ifindex));
+	e = nftnl_expr_alloc("fwd");
+	if (e)
+		nftnl_expr_set_u32(e, NFTNL_EXPR_FWD_SREG_DEV, NFT_REG_1);
+	nft_add_expr(rb, e);
+}
+
+static void build_bridge_rule(struct nft_rb *rb, int id, const void *arg)
+{
+	const struct gateway_bridge *b = arg;
+	uint16_t dport = htons(53), fragmask = htons(0x3fff), zero16 = 0;
+	uint8_t host = PACKET_HOST, present = 1;
+	struct nftnl_expr *e;
+
+	switch ((enum bridge_rule)id) {
+	case B_FRAG4:   /* meta protocol ip  ip frag-off & 0x3fff != 0  (a fragment, first or not) */
+		ethertype(rb, ETH_P_IP);
+		nft_network_load(rb, 6, 2);
+		e = nftnl_expr_alloc("bitwise");
+		if (e) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 2);
+			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &fragmask, 2);
+			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero16, 2);
+		}
+		nft_add_expr(rb, e);
+		nft_cmp(rb, NFT_CMP_NEQ, &zero16, sizeof(zero16));
+		break;
+	case B_FRAG6:   /* meta protocol ip6  exthdr frag exists */
+		ethertype(rb, ETH_P_IPV6);
+		e = nftnl_expr_alloc("exthdr");
+		if (e) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_DREG, NFT_REG_1);
+			nftnl_expr_set_u8(e, NFTNL_EXPR_EXTHDR_TYPE, IPPROTO_FRAGMENT);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OFFSET, 0);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_LEN, 1);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_FLAGS, NFT_EXTHDR_F_PRESENT);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_EXTHDR_OP, NFT_EXTHDR_OP_IPV6);
+		}
+		nft_add_expr(rb, e);
+		nft_cmp_u8(rb, present);
+		break;
+	case B_DNS:     /* udp dport 53 */
+		nft_meta_load(rb, NFT_META_L4PROTO);
+		nft_cmp_u8(rb, IPPROTO_UDP);
+		nft_transport_load(rb, 2, 2);
+		nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
+		break;
+	case B_TCPDNS:  /* tcp dport 53 */
+		tcp_dns(rb);
+		break;
+	case B_TCP:     /* meta l4proto tcp */
+		nft_meta_load(rb, NFT_META_L4PROTO);
+		nft_cmp_u8(rb, IPPROTO_TCP);
+		break;
+	case B_FWD_UP:
+		fwd_to(rb, (uint32_t)b->uplink_ifindex);
+		return;
+	case B_FWD_DOWN:
+		fwd_to(rb, (uint32_t)b->child_ifindex);
+		return;
+	case B_COUNT:
+		return;
+	}
+	/* meta pkttype set host accept: up into N1's stack (the frame is addressed to the host's MAC) */
+	nft_imm_data(rb, &host, sizeof(host));
+	nft_meta_set(rb, NFT_META_PKTTYPE);
+	nft_verdict(rb, NF_ACCEPT);
+}
+
+int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len, uint32_t seq,
+			 uint32_t *last_seq)
+{
+	static const char *const up_chain = "from-child", *const down_chain = "from-host";
+	const struct { uint8_t id; bool down; } plan[] = {
+		{ B_FRAG4, false }, { B_FRAG6, false }, { B_DNS, false },
+		{ br->proxy_tcp ? B_TCP : B_TCPDNS, false }, { B_FWD_UP, false }, { B_FWD_DOWN, true },
+	};
+	const int n = (int)(sizeof(plan) / sizeof(plan[0]));
+	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
+	struct nftnl_table *t = nftnl_table_alloc();
+	struct nlmsghdr *nlh;
+	int rc = 0;
+
+	if (!b || !t) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (len < 3 * 4096) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
+	mnl_nlmsg_batch_next(b);
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, GATEWAY_BRIDGE_TABLE);
+	nlh = nftnl_table_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWTABLE, NFPROTO_NETDEV,
+					  NLM_F_CREATE, seq++);
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	mnl_nlmsg_batch_next(b);
+	/* Before the kernel's own receive path of either end (priority: first of any ingress chain). */
+	nft_add_chain_dev(b, GATEWAY_BRIDGE_TABLE, up_chain, br->child_if, -500, seq++);
+	nft_add_chain_dev(b, GATEWAY_BRIDGE_TABLE, down_chain, br->uplink, -500, seq++);
+	for (int i = 0; i < n; i++) {
+		*last_seq = seq;
+		rc = nft_add_rule_family(b, len, NFPROTO_NETDEV, GATEWAY_BRIDGE_TABLE,
+					 plan[i].down ? down_chain : up_chain, build_bridge_rule, plan[i].id, br,
+					 i == n - 1, seq++);
+		if (rc < 0)
+			goto out;
+	}
+	if (mnl_nlmsg_batch_size(b) + 4096 > len) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
+	mnl_nlmsg_batch_next(b);
+	rc = (int)mnl_nlmsg_batch_size(b);
+out:
+	if (t)
+		nftnl_table_free(t);
+	if (b)
+		mnl_nlmsg_batch_stop(b);
+	return rc;
+}
+
+int gateway_bridge_load(const struct gateway_bridge *br, char *err, size_t errlen)
+{
+	char batch[16384];
+	uint32_t last_seq = 0;
+	int len = gateway_bridge_batch(br, batch, sizeof(batch), (uint32_t)time(NULL), &last_seq);
+
+	return load_batch(len, last_seq, batch, err, errlen);
 }

@@ -36,18 +36,13 @@
  *     }
  *   }
  *
- * Rootful (--root, uplink "up0"): right after the lo rule
- *       iifname "up0" ct state established,related accept      # replies to the child's flows
- *   and after the neighbour-discovery rules
- *       iifname "up0" drop
- *   the reject rules and the DNS TPROXY rules as above, then either the TCP TPROXY rules (-p: all of
- *   TCP goes to the relay and the proxy) or only `tcp dport 53` TPROXYed (DNS over TCP), and
- *       ct state invalid drop          # no conntrack entry: it would leave without the masquerade
- *       counter accept                                             # forwarded: the host routes it
- *   no UDP TPROXY; plus
- *     chain input { type filter hook input priority filter; iifname "gw0" meta l4proto != ipv6-icmp
- *                   meta mark != 1 drop }                     # N1's own sockets only via TPROXY
- *     chain postrouting { type nat hook postrouting priority srcnat; oifname "up0" masquerade }
+ * Rootful (--root, uplink "up0"): N1 does not route.  Its two links are bridged at their ingress
+ * hooks (struct gateway_bridge below): a frame of the child's goes out of up0 to the host as it
+ * came, unless it is DNS (UDP or TCP port 53), TCP with -p, or a fragment; those go up into N1's
+ * stack, to the ruleset above without the UDP and echo rules:
+ *       ... the reject rules and the DNS TPROXY rules as above, then either the TCP TPROXY rules
+ *       (-p: all of TCP goes to the relay and the proxy) or only `tcp dport 53` TPROXYed (DNS over
+ *       TCP), and the final counter drop, which takes a fragmented datagram to another port
  *   and the SYN gate only holds the SYNs that are TPROXYed (tcp dport 53 without -p).
  *
  * The SYN gate (design §2, cost 1; reference/syn-gate-probe.md): every new TCP connection's SYN is
@@ -81,6 +76,7 @@
 #define GATEWAY_TABLE "childflow"
 #define GATEWAY_CHAIN "prerouting"
 #define GATEWAY_GATE_CHAIN "gate"
+#define GATEWAY_BRIDGE_TABLE "childflow-bridge"
 /* The queue and the verdict marks are the backend's contract with the relay (backend/backend.h). */
 
 enum gateway_gate {
@@ -97,7 +93,7 @@ struct gateway_rules {
 	enum gateway_gate gate;
 	bool echo;              /* queue echo requests to BE_ECHO_QUEUE too (needs a gate) */
 	/* Rootful (--root): the link to the host, or NULL (rootless).  Then only DNS (and, with
-	 * proxy_tcp, all TCP) is TPROXYed; the rest is forwarded out of it and masqueraded there. */
+	 * proxy_tcp, all TCP) is TPROXYed; the rest never comes here (the bridge below). */
 	const char *uplink;
 	bool proxy_tcp;
 };
@@ -113,5 +109,41 @@ int gateway_rules_batch(const struct gateway_rules *r, void *buf, size_t len, ui
 /* Load the ruleset in the current network namespace.  Returns 0, or -errno with a message in @err
  * (-ENOENT or -EOPNOTSUPP: an expression this kernel or libnftnl does not have). */
 int gateway_rules_load(const struct gateway_rules *r, char *err, size_t errlen);
+
+/*
+ * The rootful bridge, equivalent to
+ *
+ *   table netdev childflow-bridge {
+ *     chain from-child { type filter hook ingress device "gw0" priority -500; policy accept;
+ *       meta protocol ip ip frag-off & 0x3fff != 0 meta pkttype set host accept
+ *       meta protocol ip6 exthdr frag exists meta pkttype set host accept
+ *       udp dport 53 meta pkttype set host accept
+ *       tcp dport 53 meta pkttype set host accept          # with -p: meta l4proto tcp
+ *       fwd to "up0" }
+ *     chain from-host { type filter hook ingress device "up0" priority -500; policy accept;
+ *       fwd to "gw0" }
+ *   }
+ *
+ * The child has the uplink's own addresses (backend/netplan.h, netplan_root()) and the host's end
+ * as its gateway, so a frame crosses N1 unchanged: no route lookup, no conntrack, no NAT there; the
+ * host's forwarding and masquerade (nft/host.h) see the child's packets as they were sent.  The
+ * child learns the host's MAC by ARP/ND (bridged too), so what goes up into N1 is addressed to
+ * another host: `pkttype set host` lets N1's IP layer take it.  Fragments go up because only N1's
+ * reassembly can tell a fragmented DNS datagram (TPROXYed) from another (dropped): forwarded as
+ * they are, the later fragments of a DNS query would carry it past the forwarder.  N1 answers the
+ * child from gw0, through a permanent neighbour entry for it (N1 never asks by ARP: the bridge
+ * would take the answer to the host).
+ */
+struct gateway_bridge {
+	const char *child_if, *uplink;   /* gw0 and up0 */
+	int child_ifindex, uplink_ifindex;
+	bool proxy_tcp;                  /* -p: all TCP goes up, to the relay and the proxy */
+};
+
+int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len, uint32_t seq,
+			 uint32_t *last_seq);
+
+/* Load the bridge in the current network namespace.  Return: 0, or -errno with a message in @err. */
+int gateway_bridge_load(const struct gateway_bridge *br, char *err, size_t errlen);
 
 #endif

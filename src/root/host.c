@@ -417,7 +417,7 @@ int root_host_attach(void *arg, pid_t gw_pid)
 		goto fail;
 	}
 	step = "create the uplink veth";
-	if ((r = nl_veth_create(nl, h->up.host_ifname, NETPLAN_UPLINK_IFNAME, gw_pid, NETPLAN_MTU)) < 0)
+	if ((r = nl_veth_create(nl, h->up.host_ifname, NETPLAN_UPLINK_IFNAME, gw_pid, NETPLAN_MTU, NULL)) < 0)
 		goto fail;
 	h->link_made = true;
 	log_debug("host change: link %s (veth to childflow's namespace; goes with it)", h->up.host_ifname);

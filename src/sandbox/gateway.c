@@ -35,6 +35,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -199,31 +200,48 @@ static void gateway_load_rules(struct gw *g)
 }
 
 /*
- * gateway_uplink() - rootful: up0 (P created it here before sending the plan) with its addresses,
- * the default routes to the host through it, and forwarding in N1.
+ * gateway_uplink() - rootful: up0 (P created it here before sending the plan) up.  It has no
+ * address: N1 only bridges the child's link to it (gateway_bridge()).
  */
 static void gateway_uplink(struct gw *g)
 {
-	const struct netplan_uplink *u = g->cfg->uplink;
 	int up = (int)if_nametoindex(NETPLAN_UPLINK_IFNAME);
 	int r;
 
 	if (!up)
 		gateway_fail(g, "find the uplink", -ENODEV);
-	if (proc_write_file("/proc/sys/net/ipv4/ip_forward", "1") < 0 ||
-	    (g->np->ipv6 && proc_write_file("/proc/sys/net/ipv6/conf/all/forwarding", "1") < 0))
-		gateway_fail(g, "enable forwarding", -errno);
-	if ((r = nl_addr_add(g->nl, up, AF_INET, &u->gw4, u->plen4)) < 0)
-		gateway_fail(g, "add the uplink IPv4 address", r);
-	if (g->np->ipv6 && (r = nl_addr_add(g->nl, up, AF_INET6, &u->gw6, u->plen6)) < 0)
-		gateway_fail(g, "add the uplink IPv6 address", r);
 	if ((r = nl_link_up(g->nl, up, 0)) < 0)
 		gateway_fail(g, "bring the uplink up", r);
-	if ((r = nl_route_add(g->nl, AF_INET, RT_TABLE_MAIN, RTN_UNICAST, up, &u->host4)) < 0)
-		gateway_fail(g, "add the default route to the host", r);
-	if (g->np->ipv6 && (r = nl_route_add(g->nl, AF_INET6, RT_TABLE_MAIN, RTN_UNICAST, up, &u->host6)) < 0)
-		gateway_fail(g, "add the IPv6 default route to the host", r);
-	log_debug("gateway: uplink to the host ready");
+	log_debug("gateway: uplink to the host up");
+}
+
+/*
+ * gateway_bridge() - rootful: N1's answers reach the child through permanent neighbour entries
+ * (its MAC is @mac), then gw0 and up0 are bridged (nft/gateway.h, struct gateway_bridge).
+ */
+static void gateway_bridge(struct gw *g, int gw, const uint8_t *mac)
+{
+	struct gateway_bridge br = {
+		.child_if = NETPLAN_GW_IFNAME,
+		.uplink = NETPLAN_UPLINK_IFNAME,
+		.child_ifindex = gw,
+		.uplink_ifindex = (int)if_nametoindex(NETPLAN_UPLINK_IFNAME),
+		.proxy_tcp = g->cfg->proxy_tcp,
+	};
+	char err[256], line[320];
+	int r;
+
+	if ((r = nl_neigh_add(g->nl, gw, AF_INET, &g->np->child4, mac)) < 0)
+		gateway_fail(g, "add the child's neighbour entry", r);
+	if (g->np->ipv6 && (r = nl_neigh_add(g->nl, gw, AF_INET6, &g->np->child6, mac)) < 0)
+		gateway_fail(g, "add the child's IPv6 neighbour entry", r);
+	if ((r = gateway_bridge_load(&br, err, sizeof(err))) < 0) {
+		snprintf(line, sizeof(line), "cannot load the --root bridge (nftables netdev fwd): %s", err);
+		explain_fail("nftables", -r, line);
+		nl_close(g->nl);
+		sandbox_setup_fail(g->sh);
+	}
+	log_debug("gateway: gw0 bridged to the uplink");
 }
 
 /*
@@ -304,12 +322,19 @@ static void gateway_capture_bind(struct gw *g, int ifindex)
 	g->capture_fd = -1;
 }
 
-/* The veth pair (its peer created directly in C's namespace) and the gateway's addresses. */
+/*
+ * The veth pair (its peer created directly in C's namespace, with a random locally administered
+ * MAC that N1 knows), the gateway's addresses, and under --root the bridge.
+ */
 static void gateway_link(struct gw *g)
 {
+	uint8_t mac[6];
 	int gw, r;
 
-	if ((r = nl_veth_create(g->nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, g->child, NETPLAN_MTU)) < 0) {
+	if (getrandom(mac, sizeof(mac), 0) != (ssize_t)sizeof(mac))
+		gateway_fail(g, "choose the child's MAC address", -errno);
+	mac[0] = (uint8_t)((mac[0] & 0xfe) | 0x02);   /* unicast, locally administered */
+	if ((r = nl_veth_create(g->nl, NETPLAN_GW_IFNAME, NETPLAN_CHILD_IFNAME, g->child, NETPLAN_MTU, mac)) < 0) {
 		explain_fail("veth", -r, "cannot create the veth pair");
 		nl_close(g->nl);
 		sandbox_setup_fail(g->sh);
@@ -320,6 +345,8 @@ static void gateway_link(struct gw *g)
 		gateway_fail(g, "add the gateway IPv4 address", r);
 	if (g->np->ipv6 && (r = nl_addr_add(g->nl, gw, AF_INET6, &g->np->gw6, g->np->plen6)) < 0)
 		gateway_fail(g, "add the gateway IPv6 address", r);
+	if (g->cfg->uplink)
+		gateway_bridge(g, gw, mac);
 	if ((r = nl_link_up(g->nl, gw, 0)) < 0)
 		gateway_fail(g, "bring gw0 up", r);
 }

@@ -205,6 +205,8 @@ int sandbox_start(const struct sandbox_config *cfg, struct sandbox *sb)
 		sb->listen_fd[i] = -1;
 	sigemptyset(&sb->queued);
 	netplan_init(&sb->net, cfg->ipv6);
+	if (cfg->uplink)   /* --root: the child's link is bridged to the uplink, with its addresses */
+		netplan_root(&sb->net, cfg->uplink);
 	/* On its own pty, the command is not in our group (nor init, which leads the pty's session). */
 	sb->own_pgrp = cfg->own_pgrp || cfg->pty;
 	sb->rootful = cfg->uplink != NULL;
