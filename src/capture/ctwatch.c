@@ -114,7 +114,7 @@ static int on_event(const struct nlmsghdr *nlh, void *data)
 	    !tb[CTA_TUPLE_ORIG] || !tb[CTA_TUPLE_REPLY] || !read_tuple(tb[CTA_TUPLE_ORIG], g->nfgen_family, &orig) ||
 	    !read_tuple(tb[CTA_TUPLE_REPLY], g->nfgen_family, &reply))
 		return MNL_CB_OK;
-	/* Ours: sent from the uplink's address (the gateway's masquerade). */
+	/* Ours: sent from the uplink's interception-end address (the child's own, bridged by G). */
 	if (!(orig.family == AF_INET ? cw->have4 && !memcmp(orig.src, &cw->src4, 4)
 				     : cw->have6 && !memcmp(orig.src, &cw->src6, 16)))
 		return MNL_CB_OK;

@@ -5,8 +5,8 @@
  *
  * Theory of operation.  ct_watch_open() subscribes, before the command exists, a ctnetlink socket
  * of the caller's namespace to the NEW and DESTROY groups.  A flow of the tree's reaches the host
- * from the uplink with its original source rewritten by the gateway to the uplink's address
- * (ct_watch_source()); the host masquerades it again, and the NEW event, sent when the entry is
+ * from the uplink with the child's own source, the uplink's interception-end address
+ * (ct_watch_source()); the host masquerades it, and the NEW event, sent when the entry is
  * confirmed (the last POSTROUTING hook, so after NAT and before the packet reaches any packet
  * socket), carries the reply tuple as it is on the wire: remote -> the host's own address and port.
  * So a packet ring's frame is always preceded by its flow's event: draining the events before a

@@ -317,12 +317,13 @@ static int host_forwarding(struct root_host *h)
 }
 
 /*
- * --iface: what the child sends (G masquerades it to its uplink address) is looked up in this run's
- * own table, which holds copies of IFACE's routes from the main table and an unreachable default
- * behind them, so nothing falls back to the host's default route (IFACE going down takes its routes
- * away: then new flows are unreachable).  The rule matches the source, not the input link, so the
- * host's reverse-path check of the replies (a lookup from that address) finds IFACE too.  Each
- * change is recorded first; the watchdog deletes the rule and empties the table.
+ * --iface: what the child sends (from the uplink's interception-end address, which it holds) is
+ * looked up in this run's own table, which holds copies of IFACE's routes from the main table and
+ * an unreachable default behind them, so nothing falls back to the host's default route (IFACE
+ * going down takes its routes away: then new flows are unreachable).  The rule matches the source,
+ * not the input link, so the host's reverse-path check of the replies (a lookup from that address)
+ * finds IFACE too.  Each change is recorded first; the watchdog deletes the rule and empties the
+ * table.
  */
 static int iface_family(struct root_host *h, struct nl *nl, int family, int idx, uint32_t table, uint32_t prio)
 {

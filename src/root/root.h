@@ -4,9 +4,11 @@
  *
  * The rootful backend is the rootless sandbox (src/sandbox/: the same child namespace C and
  * interception namespace G with the same DNS interception, SYN gate and TPROXY into P's
- * listeners) plus a second veth, "uplink", from G to the host.  What G does not intercept (all
- * direct TCP and UDP, ICMP) is forwarded by G, masqueraded there, and routed and masqueraded by the
- * host kernel: the host's routing, firewall and connection tracking apply, and nothing is relayed.
+ * listeners) plus a second veth, "uplink", from G to the host.  The child holds the uplink's
+ * interception-end address itself; what G does not intercept (all direct TCP and UDP, ICMP, IP
+ * fragments) G bridges unchanged from the child's link to the uplink at the ingress hook (no
+ * routing, no NAT, no connection tracking in G), and the host kernel routes and masquerades it: the
+ * host's routing, firewall and connection tracking apply, and nothing is relayed.
  *
  * This module owns every change to the host namespace, each printed with CHILDFLOW_DEBUG=1:
  *   - the link cfroot<slot> (host end of the uplink) with its addresses: it dies with G's namespace,

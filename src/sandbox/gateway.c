@@ -9,8 +9,9 @@
  *   FORK_C     fork C; while C unshares: lo, policy routing, ruleset, listeners (and the capture's
  *              packet socket with its ring)                                  -> LISTENERS to P,
  *              then SANDBOX_POOL_FILL UDP sockets per family                   -> UDP_SOCKETS to P
- *   MAP_C      <- C_UNSHARED: write C's maps, veth (peer in N2), the capture bound to gw0,
- *              addresses, gw0 up
+ *   MAP_C      <- C_UNSHARED: write C's maps, veth (peer in N2, with a MAC chosen here), the
+ *              capture bound to gw0, addresses, (--root: the child's neighbours and the ingress
+ *              bridge gw0 <-> up0), gw0 up
  *                                                           -> CHILD_NETNS to P, C_LINK_READY to C
  *   SERVE      until C exits: P's socket requests (UDP_SOCKETS, in batches);
  *              <- C_LINK_UP: wait until gw0 carries frames  -> C_GO to C

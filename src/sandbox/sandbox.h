@@ -55,8 +55,8 @@ struct sandbox_config {
 	int n_allow_sockets;
 	char runtime_dir[256];        /* the caller's $XDG_RUNTIME_DIR when it is a directory of its own, or "" */
 	bool capture;                 /* a packet socket with a ring on gw0 for P (backend capture()) */
-	/* The rootful backend (--root, src/root/): G also gets "up0", a link to the host, forwards what
-	 * it does not intercept and masquerades it there.  NULL: rootless. */
+	/* The rootful backend (--root, src/root/): G also gets "up0", a link to the host, and bridges
+	 * what it does not intercept between gw0 and up0 (nft/gateway.h).  NULL: rootless. */
 	const struct netplan_uplink *uplink;
 	bool proxy_tcp;               /* rootful: all TCP goes to the relay (-p), not only DNS */
 	/* P, once G has its namespaces and before C exists (the rootful host side creates up0 in
