@@ -411,6 +411,52 @@ static void run_veth(const struct doctor_env *env, struct doctor_finding *f)
 		explain_veth(t.err, "cannot create the veth pair", f);
 }
 
+static void explain_bridge(int err, const char *what, struct doctor_finding *f)
+{
+	doctor_detail(f, DOCTOR_BLOCKED, "%s%s%s", what ? what : "cannot bridge the child's link to the uplink",
+		      err ? ": " : "", err ? strerror(err) : "");
+	doctor_hint(f, "modprobe -a nf_tables nft_fwd_netdev (the kernel needs CONFIG_NETFILTER_INGRESS and "
+		    "CONFIG_NFT_FWD_NETDEV), or use the rootless backend (drop --root)");
+}
+
+/* The --root bridge (nft/gateway.h) on a throwaway veth pair named as a run's gw0 and up0. */
+static int try_bridge(void *arg, char *msg, size_t len)
+{
+	struct gateway_bridge br = { .child_if = NETPLAN_GW_IFNAME, .uplink = NETPLAN_UPLINK_IFNAME };
+	struct nl *nl = nl_open();
+	int r;
+
+	(void)arg;
+	if (!nl)
+		return -errno;
+	r = nl_veth_create(nl, NETPLAN_GW_IFNAME, NETPLAN_UPLINK_IFNAME, getpid(), NETPLAN_MTU, NULL);
+	nl_close(nl);
+	if (r < 0) {
+		snprintf(msg, len, "cannot create the veth pair to bridge");
+		return r;
+	}
+	br.child_ifindex = (int)if_nametoindex(NETPLAN_GW_IFNAME);
+	br.uplink_ifindex = (int)if_nametoindex(NETPLAN_UPLINK_IFNAME);
+	if (!br.child_ifindex || !br.uplink_ifindex) {
+		snprintf(msg, len, "the veth pair to bridge is gone");
+		return -ENODEV;
+	}
+	return gateway_bridge_load(&br, msg, len);
+}
+
+static void run_bridge(const struct doctor_env *env, struct doctor_finding *f)
+{
+	struct try_result t;
+
+	if (doctor_try(throwaway_ns(env), try_bridge, NULL, TRY_MS, &t) == 0) {
+		doctor_detail(f, DOCTOR_OK, "loaded the bridge (netdev ingress, fwd) on a veth pair in a throwaway "
+			      "network namespace");
+		return;
+	}
+	if (!try_prereq_failed(&t, f))
+		explain_bridge(t.err, t.msg[0] ? t.msg : NULL, f);
+}
+
 static void explain_mounts(int err, const char *what, struct doctor_finding *f)
 {
 	doctor_detail(f, DOCTOR_BLOCKED, "%s%s%s", what ? what : "cannot make the child's mounts",
@@ -1058,6 +1104,8 @@ const struct doctor_check doctor_checks[] = {
 	{ "nftables", "nftables TPROXY ruleset", DOCTOR_PREFLIGHT, BOTH, "tproxy_ruleset_blocked", NULL, run_nft,
 	  explain_nft },
 	{ "veth", "veth link", DOCTOR_PREFLIGHT, BOTH, "veth_create_blocked", NULL, run_veth, explain_veth },
+	{ "root_bridge", "bridge to the uplink (--root)", DOCTOR_PREFLIGHT, DOCTOR_ROOTFUL, "root_bridge_blocked",
+	  NULL, run_bridge, explain_bridge },
 	{ "mounts", "private mounts", DOCTOR_PREFLIGHT, DOCTOR_ROOTLESS, "mount_propagation_blocked", NULL,
 	  run_mounts, explain_mounts },
 	{ "iface", "interface (-i)", DOCTOR_PREFLIGHT, BOTH, "iface_unusable", has_iface, run_iface, explain_iface },

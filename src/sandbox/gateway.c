@@ -238,7 +238,7 @@ static void gateway_bridge(struct gw *g, int gw, const uint8_t *mac)
 		gateway_fail(g, "add the child's IPv6 neighbour entry", r);
 	if ((r = gateway_bridge_load(&br, err, sizeof(err))) < 0) {
 		snprintf(line, sizeof(line), "cannot load the --root bridge (nftables netdev fwd): %s", err);
-		explain_fail("nftables", -r, line);
+		explain_fail("root_bridge", -r, line);
 		nl_close(g->nl);
 		sandbox_setup_fail(g->sh);
 	}

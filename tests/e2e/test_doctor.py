@@ -170,6 +170,8 @@ def test_root_backend_reports_what_it_would_change(cf, wrap, resolver):
         # what --root really sets (per interface; net.ipv4.ip_forward is never touched)
         assert fwd["status"] == "ok" and "net.ipv4.conf.<if>.forwarding" in fwd["detail"], fwd
         assert "ip_forward" not in fwd["detail"], fwd
+        br = item(rep, "root_bridge")
+        assert br["status"] == "ok" and "netdev ingress, fwd" in br["detail"], br
     up = item(rep, "root_uplink")
     assert up["status"] == "ok" and "10.241.0.0/16" in up["detail"], up
 
