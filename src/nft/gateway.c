@@ -14,6 +14,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <netinet/icmp6.h>
+#include <netinet/ip_icmp.h>
 #include <netinet/in.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
@@ -436,7 +437,22 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 
 /* ---------- the --root bridge: table netdev ---------- */
 
-enum bridge_rule { B_FRAG4, B_FRAG6, B_DNS, B_TCP, B_TCPDNS, B_FWD_UP, B_FWD_DOWN, B_COUNT };
+enum bridge_rule {
+	B_FRAG4, B_FRAG6, B_DNS, B_TCP, B_TCPDNS,             /* up into N1's stack */
+	B_TCP_FWD,                                             /* without -p: the rest of TCP, first */
+	B_RA6, B_REDIRECT6, B_REDIRECT4,                       /* never to the host's link: drop */
+	B_FWD_IP, B_FWD_IP6, B_FWD_ARP, B_OTHER,               /* the rest up; other ethertypes: drop */
+	B_FWD_DOWN, B_COUNT
+};
+
+/* meta l4proto @proto  <icmp type> == @type */
+static void icmp_type(struct nft_rb *rb, uint8_t proto, uint8_t type)
+{
+	nft_meta_load(rb, NFT_META_L4PROTO);
+	nft_cmp_u8(rb, proto);
+	nft_transport_load(rb, 0, 1);
+	nft_cmp_u8(rb, type);
+}
 
 /* meta protocol @proto (the frame's ethertype) */
 static void ethertype(struct nft_rb *rb, uint16_t proto)
@@ -508,8 +524,31 @@ static void build_bridge_rule(struct nft_rb *rb, int id, const void *arg)
 		nft_meta_load(rb, NFT_META_L4PROTO);
 		nft_cmp_u8(rb, IPPROTO_TCP);
 		break;
-	case B_FWD_UP:
+	case B_TCP_FWD:   /* meta l4proto tcp fwd to "up0" (bulk TCP meets five rules, not eleven) */
+		nft_meta_load(rb, NFT_META_L4PROTO);
+		nft_cmp_u8(rb, IPPROTO_TCP);
 		fwd_to(rb, (uint32_t)b->uplink_ifindex);
+		return;
+	case B_RA6:       /* icmpv6 type nd-router-advert drop: the command is no router of the host's */
+		icmp_type(rb, IPPROTO_ICMPV6, ND_ROUTER_ADVERT);
+		nft_verdict(rb, NF_DROP);
+		return;
+	case B_REDIRECT6: /* icmpv6 type nd-redirect drop */
+		icmp_type(rb, IPPROTO_ICMPV6, ND_REDIRECT);
+		nft_verdict(rb, NF_DROP);
+		return;
+	case B_REDIRECT4: /* icmp type redirect drop */
+		icmp_type(rb, IPPROTO_ICMP, ICMP_REDIRECT);
+		nft_verdict(rb, NF_DROP);
+		return;
+	case B_FWD_IP:    /* meta protocol ip fwd to "up0" */
+	case B_FWD_IP6:
+	case B_FWD_ARP:
+		ethertype(rb, id == B_FWD_IP ? ETH_P_IP : id == B_FWD_IP6 ? ETH_P_IPV6 : ETH_P_ARP);
+		fwd_to(rb, (uint32_t)b->uplink_ifindex);
+		return;
+	case B_OTHER:     /* drop: VLAN tags, PPPoE, LLDP, ... have no business on the host's link */
+		nft_verdict(rb, NF_DROP);
 		return;
 	case B_FWD_DOWN:
 		fwd_to(rb, (uint32_t)b->child_ifindex);
@@ -529,7 +568,10 @@ int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len,
 	static const char *const up_chain = "from-child", *const down_chain = "from-host";
 	const struct { uint8_t id; bool down; } plan[] = {
 		{ B_FRAG4, false }, { B_FRAG6, false }, { B_DNS, false },
-		{ br->proxy_tcp ? B_TCP : B_TCPDNS, false }, { B_FWD_UP, false }, { B_FWD_DOWN, true },
+		{ br->proxy_tcp ? B_TCP : B_TCPDNS, false }, { B_TCP_FWD, false },
+		{ B_RA6, false }, { B_REDIRECT6, false }, { B_REDIRECT4, false },
+		{ B_FWD_IP, false }, { B_FWD_IP6, false }, { B_FWD_ARP, false }, { B_OTHER, false },
+		{ B_FWD_DOWN, true },
 	};
 	const int n = (int)(sizeof(plan) / sizeof(plan[0]));
 	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);

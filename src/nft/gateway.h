@@ -119,7 +119,11 @@ int gateway_rules_load(const struct gateway_rules *r, char *err, size_t errlen);
  *       meta protocol ip6 exthdr frag exists meta pkttype set host accept
  *       udp dport 53 meta pkttype set host accept
  *       tcp dport 53 meta pkttype set host accept          # with -p: meta l4proto tcp
- *       fwd to "up0" }
+ *       meta l4proto tcp fwd to "up0"                        # without -p
+ *       icmpv6 type { nd-router-advert, nd-redirect } drop
+ *       icmp type redirect drop
+ *       meta protocol { ip, ip6, arp } fwd to "up0"
+ *       drop }                                               # other ethertypes: VLAN, LLDP, ...
  *     chain from-host { type filter hook ingress device "up0" priority -500; policy accept;
  *       fwd to "gw0" }
  *   }
@@ -132,7 +136,11 @@ int gateway_rules_load(const struct gateway_rules *r, char *err, size_t errlen);
  * reassembly can tell a fragmented DNS datagram (TPROXYed) from another (dropped): forwarded as
  * they are, the later fragments of a DNS query would carry it past the forwarder.  N1 answers the
  * child from gw0, through a permanent neighbour entry for it (N1 never asks by ARP: the bridge
- * would take the answer to the host).
+ * would take the answer to the host).  The command is root in its namespace and its frames reach
+ * the host's link as sent, hop limit 255 included: the bridge drops its router advertisements and
+ * redirects (and the host's end ignores them too: accept_ra and accept_redirects 0, and its input
+ * chain takes only neighbour solicitations and advertisements), and any ethertype but IPv4, IPv6
+ * and ARP.
  */
 struct gateway_bridge {
 	const char *child_if, *uplink;   /* gw0 and up0 */

@@ -107,7 +107,9 @@ static void addr_match(struct nft_rb *rb, uint8_t nfproto, bool dst, const void 
 
 static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 {
-	uint8_t nd_min = 133, nd_max = 136;   /* router solicitation .. neighbour advertisement */
+	/* Neighbour solicitation and advertisement only: never a router advertisement or a redirect,
+	 * which the command (root in its namespace, its frames bridged as sent) could forge. */
+	uint8_t nd_min = 135, nd_max = 136;
 
 	if (id >= H_GUARD && id < H_GUARD + N_GUARD) {
 		const struct guard_net *g = &guard_nets[id - H_GUARD];

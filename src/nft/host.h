@@ -20,7 +20,7 @@
  *       iifname "cfroot<slot>" drop }                       # any other source
  *     chain input { type filter hook input priority filter; policy accept;
  *       iifname "cfroot<slot>" ct state established,related accept
- *       iifname "cfroot<slot>" icmpv6 type 133-136 accept   # neighbour discovery only
+ *       iifname "cfroot<slot>" icmpv6 type 135-136 accept   # neighbour solicitation/advert only
  *       iifname "cfroot<slot>" reject with icmpx admin-prohibited }   # not the host's own services
  *     chain postrouting { type nat hook postrouting priority srcnat; policy accept;
  *       meta nfproto ipv4 ip saddr <uplink v4> masquerade to :<ports>

@@ -424,7 +424,13 @@ int root_host_attach(void *arg, pid_t gw_pid)
 	log_debug("host change: link %s (veth to childflow's namespace; goes with it)", h->up.host_ifname);
 	idx = (int)if_nametoindex(h->up.host_ifname);
 	step = "configure the uplink";
-	if (h->ipv6 && (r = own_sysctl(h, "ipv6", "accept_dad", "0")) < 0)
+	/* The command's frames reach this link as it sent them (G bridges): it must not be able to
+	 * make the host take it for a router (a default route, a SLAAC address) or redirect it. */
+	if ((r = own_sysctl(h, "ipv4", "accept_redirects", "0")) < 0)
+		goto fail;
+	if (h->ipv6 && ((r = own_sysctl(h, "ipv6", "accept_dad", "0")) < 0 ||
+			(r = own_sysctl(h, "ipv6", "accept_ra", "0")) < 0 ||
+			(r = own_sysctl(h, "ipv6", "accept_redirects", "0")) < 0))
 		goto fail;
 	if ((r = nl_addr_add(nl, idx, AF_INET, &h->up.host4, h->up.plen4)) < 0 ||
 	    (h->ipv6 && (r = nl_addr_add(nl, idx, AF_INET6, &h->up.host6, h->up.plen6)) < 0))

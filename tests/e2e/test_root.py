@@ -978,6 +978,55 @@ def test_fragmented_dns_is_not_bridged_direct(rcf, world, fam):
     assert m and int(m.group(1)) + int(m.group(2)) == 1, r.etext
 
 
+# The command (root inside, so CAP_NET_RAW) plays router on its link: router advertisements to
+# all nodes, hop limit 255, from a link-local source, with a default route and a SLAAC prefix; and
+# an ICMPv6 redirect to the host's end.  The bridge carries the child's frames to the host's link
+# as they were sent, so the host must be the one to ignore them.
+ROGUE_RA = r'''
+import socket, struct, time
+idx = socket.if_nametoindex("eth0")
+src, dst = socket.inet_pton(socket.AF_INET6, "fe80::cf:1"), socket.inet_pton(socket.AF_INET6, "ff02::1")
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def icmp6(body, d):
+    c = csum(src + d + struct.pack("!I3xB", len(body), 58) + body)
+    body = body[:2] + struct.pack("!H", c) + body[4:]
+    return struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + d + body
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+ra += struct.pack("!BBBBIII", 3, 4, 64, 0xc0, 86400, 14400, 0) + socket.inet_pton(socket.AF_INET6, "2001:db8:ca7::")
+host = socket.inet_pton(socket.AF_INET6, "ff02::1")
+redirect = struct.pack("!BBHI", 137, 0, 0, 0) + socket.inet_pton(socket.AF_INET6, "fe80::cf:2") + \
+    socket.inet_pton(socket.AF_INET6, "2001:db8:ca7::99")
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for i in range(3):
+    s.sendto(icmp6(ra, dst), ("ff02::1", 0, 0, idx))
+    s.sendto(icmp6(redirect, host), ("ff02::1", 0, 0, idx))
+    time.sleep(0.3)
+print("sent")
+'''
+
+
+def test_child_router_advertisements_do_not_reach_the_host(rcf, world):
+    """The command, root in its namespace, cannot make the host take it for a router: its router
+    advertisements (default route, SLAAC prefix) and redirects change none of the host's routes or
+    addresses while it runs (`ip monitor` in the host's namespace)."""
+    mon = subprocess.Popen(["ip", "-n", world.host, "-6", "monitor", "route", "address"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        r = rcf.run(["--root", "--"] + py(ROGUE_RA), timeout=30)
+        time.sleep(0.5)
+    finally:
+        kill_tree(mon)
+    out = mon.communicate(timeout=10)[0]
+    assert r.rc == 0 and "sent" in r.text, r
+    assert not [l for l in out.splitlines() if "proto ra" in l or "2001:db8:ca7" in l or "default" in l], out
+
+
 @pytest.fixture
 def metadata(world):
     """169.254.169.254 served by remote2 (its HTTP server listens on every address), routed to it."""
