@@ -583,7 +583,7 @@ int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len,
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (len < 3 * 4096) {
+	if (len < (size_t)3 * 4096) {
 		rc = -ENOSPC;
 		goto out;
 	}
