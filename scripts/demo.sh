@@ -150,11 +150,11 @@ capinfos -I "$WORK/both.pcapng" 2>/dev/null | grep -E 'Number of interfaces|Name
 tshark -r "$WORK/both.pcapng" -Y http -T fields -e frame.interface_name -e ip.src -e ip.dst -e http.request.uri \
 	-e http.response.code 2>/dev/null | sed 's/^/   /'
 
-heading "--root: the host kernel routes and masquerades the command's direct traffic (no relay), and puts everything back"
-show "childflow --root -- sh -c 'ping -c1 $R1V4; curl http://$R1V4/'"
+heading "--root: the command's frames are bridged to the host, whose kernel routes and masquerades them (no relay), and everything is put back"
+show "childflow --root -- sh -c 'ip -4 -br addr show eth0; ping -c1 $R1V4; curl http://$R1V4/'"
 mark_log
 in_host sh -c 'nft list ruleset; ip -o link; sysctl net.ipv4.conf.eth0.forwarding' >"$WORK/root-before.txt" 2>&1
-in_host env CHILDFLOW_DEBUG=1 "$CF" --root -- sh -c "ping -c1 -W3 $R1V4 | sed -n 2p; $(printf '%q ' "${CURL[@]}")http://$R1V4/" \
+in_host env CHILDFLOW_DEBUG=1 "$CF" --root -- sh -c "ip -4 -br addr show eth0 | sed 's/^/   the command holds: /'; ping -c1 -W3 $R1V4 | sed -n 2p; $(printf '%q ' "${CURL[@]}")http://$R1V4/" \
 	2>"$WORK/root-debug.txt"
 new_log
 echo "   what --root changed on the host, and put back (CHILDFLOW_DEBUG=1):"
