@@ -275,7 +275,7 @@ static void test_broadcast_anycast(void **state)
 	int i0, i1;
 
 	(void)state;
-	assert_int_equal(nl_veth_create(nl, "gt0", "gt1", getpid(), 0), 0);
+	assert_int_equal(nl_veth_create(nl, "gt0", "gt1", getpid(), 0, NULL), 0);
 	i0 = (int)if_nametoindex("gt0");
 	i1 = (int)if_nametoindex("gt1");
 	assert_true(i0 > 0 && i1 > 0);
