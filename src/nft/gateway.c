@@ -438,6 +438,7 @@ int gateway_rules_load(const struct gateway_rules *g, char *err, size_t errlen)
 /* ---------- the --root bridge: table netdev ---------- */
 
 enum bridge_rule {
+	B_SRC4, B_SRC6, B_SRC_ARP,                             /* only the child's own source */
 	B_FRAG4, B_FRAG6, B_DNS, B_TCP, B_TCPDNS,             /* up into N1's stack */
 	B_TCP_FWD,                                             /* without -p: the rest of TCP, first */
 	B_RA6, B_REDIRECT6, B_REDIRECT4,                       /* never to the host's link: drop */
@@ -483,6 +484,42 @@ static void build_bridge_rule(struct nft_rb *rb, int id, const void *arg)
 	struct nftnl_expr *e;
 
 	switch ((enum bridge_rule)id) {
+	case B_SRC4:      /* meta protocol ip  ip saddr != <child v4>  drop */
+		ethertype(rb, ETH_P_IP);
+		nft_network_load(rb, 12, 4);
+		nft_cmp(rb, NFT_CMP_NEQ, &b->child4, 4);
+		nft_verdict(rb, NF_DROP);
+		return;
+	case B_SRC6: {    /* meta protocol ip6  ip6 saddr != <child v6>, not fe80::/10, not ::  drop */
+		static const unsigned char ll_mask[16] = { 0xff, 0xc0 }, ll[16] = { 0xfe, 0x80 }, any[16] = { 0 };
+
+		ethertype(rb, ETH_P_IPV6);
+		nft_network_load(rb, 8, 16);
+		nft_cmp(rb, NFT_CMP_NEQ, &b->child6, 16);
+		nft_cmp(rb, NFT_CMP_NEQ, any, 16);
+		e = nftnl_expr_alloc("bitwise");
+		if (e) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 16);
+			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, ll_mask, 16);
+			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, any, 16);
+		}
+		nft_add_expr(rb, e);
+		nft_cmp(rb, NFT_CMP_NEQ, ll, 16);
+		nft_verdict(rb, NF_DROP);
+		return;
+	}
+	case B_SRC_ARP: { /* meta protocol arp  arp saddr ip != <child v4>, != 0.0.0.0 (a probe)  drop */
+		static const uint32_t none;
+
+		ethertype(rb, ETH_P_ARP);
+		nft_network_load(rb, 14, 4);   /* htype, ptype, hlen, plen, oper, sha[6], spa */
+		nft_cmp(rb, NFT_CMP_NEQ, &b->child4, 4);
+		nft_cmp(rb, NFT_CMP_NEQ, &none, 4);
+		nft_verdict(rb, NF_DROP);
+		return;
+	}
 	case B_FRAG4:   /* meta protocol ip  ip frag-off & 0x3fff != 0  (a fragment, first or not) */
 		ethertype(rb, ETH_P_IP);
 		nft_network_load(rb, 6, 2);
@@ -567,6 +604,7 @@ int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len,
 {
 	static const char *const up_chain = "from-child", *const down_chain = "from-host";
 	const struct { uint8_t id; bool down; } plan[] = {
+		{ B_SRC4, false }, { B_SRC6, false }, { B_SRC_ARP, false },
 		{ B_FRAG4, false }, { B_FRAG6, false }, { B_DNS, false },
 		{ br->proxy_tcp ? B_TCP : B_TCPDNS, false }, { B_TCP_FWD, false },
 		{ B_RA6, false }, { B_REDIRECT6, false }, { B_REDIRECT4, false },

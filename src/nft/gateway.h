@@ -68,6 +68,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <netinet/in.h>
 
 #include "backend/backend.h"
 
@@ -115,6 +116,9 @@ int gateway_rules_load(const struct gateway_rules *r, char *err, size_t errlen);
  *
  *   table netdev childflow-bridge {
  *     chain from-child { type filter hook ingress device "gw0" priority -500; policy accept;
+ *       meta protocol ip ip saddr != <child v4> drop
+ *       meta protocol ip6 ip6 saddr != <child v6> ip6 saddr & ffc0:: != fe80:: ip6 saddr != :: drop
+ *       meta protocol arp arp saddr ip != <child v4> arp saddr ip != 0.0.0.0 drop
  *       meta protocol ip ip frag-off & 0x3fff != 0 meta pkttype set host accept
  *       meta protocol ip6 exthdr frag exists meta pkttype set host accept
  *       udp dport 53 meta pkttype set host accept
@@ -139,13 +143,16 @@ int gateway_rules_load(const struct gateway_rules *r, char *err, size_t errlen);
  * would take the answer to the host).  The command is root in its namespace and its frames reach
  * the host's link as sent, hop limit 255 included: the bridge drops its router advertisements and
  * redirects (and the host's end ignores them too: accept_ra and accept_redirects 0, and its input
- * chain takes only neighbour solicitations and advertisements), and any ethertype but IPv4, IPv6
- * and ARP.
+ * chain takes only neighbour solicitations and advertisements), any ethertype but IPv4, IPv6
+ * and ARP, and any source address but the child's own (so it cannot fill the host's neighbour
+ * table for cfroot<N> with other addresses, or reach N1's stack as somebody else).
  */
 struct gateway_bridge {
 	const char *child_if, *uplink;   /* gw0 and up0 */
 	int child_ifindex, uplink_ifindex;
 	bool proxy_tcp;                  /* -p: all TCP goes up, to the relay and the proxy */
+	struct in_addr child4;           /* the child's own addresses: no other source crosses */
+	struct in6_addr child6;          /* (IPv6 also from link-local and, for DAD, ::) */
 };
 
 int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len, uint32_t seq,

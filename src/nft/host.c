@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
+#include <linux/netfilter/nf_conntrack_tuple_common.h>
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <libmnl/libmnl.h>
@@ -53,7 +54,7 @@ static const struct guard_net {
 
 /* Forward rules, then input, then postrouting: H_GUARD stands for N_GUARD rules. */
 enum { H_REPLY, H_OUT_DROP, H_INVALID, H_EST4, H_EST6, H_GUARD, H_IN4 = H_GUARD + N_GUARD, H_IN6, H_IN_DROP,
-       H_LOCAL_REPLY, H_LOCAL_ND, H_LOCAL_REJECT, H_MASQ4, H_MASQ6, H_COUNT };
+       H_LOCAL_REPLY4, H_LOCAL_REPLY6, H_LOCAL_ND, H_LOCAL_REJECT, H_MASQ4, H_MASQ6, H_COUNT };
 
 static void masquerade(struct nft_rb *rb, const struct host_nat *h)
 {
@@ -105,6 +106,30 @@ static void addr_match(struct nft_rb *rb, uint8_t nfproto, bool dst, const void 
 	nft_cmp(rb, NFT_CMP_EQ, want, len);
 }
 
+/*
+ * ct original saddr (@dst: daddr) == the tree's address of @nfproto: the flow is the tree's own
+ * (or, for daddr, one the host opened to the tree), whatever the packet's header says.
+ */
+static void ct_orig_is_tree(struct nft_rb *rb, uint8_t nfproto, bool dst, const struct host_nat *h)
+{
+	bool v4 = nfproto == NFPROTO_IPV4;
+	struct nftnl_expr *e = nftnl_expr_alloc("ct");
+
+	nft_meta_load(rb, NFT_META_NFPROTO);
+	nft_cmp_u8(rb, nfproto);
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, v4 ? (dst ? NFT_CT_DST_IP : NFT_CT_SRC_IP)
+							   : (dst ? NFT_CT_DST_IP6 : NFT_CT_SRC_IP6));
+		nftnl_expr_set_u8(e, NFTNL_EXPR_CT_DIR, IP_CT_DIR_ORIGINAL);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+	}
+	nft_add_expr(rb, e);
+	if (v4)
+		nft_cmp(rb, NFT_CMP_EQ, &h->src4, 4);
+	else
+		nft_cmp(rb, NFT_CMP_EQ, &h->src6, 16);
+}
+
 static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 {
 	/* Neighbour solicitation and advertisement only: never a router advertisement or a redirect,
@@ -129,37 +154,44 @@ static void build(struct nft_rb *rb, int id, const struct host_nat *h)
 		nft_ifname(rb, NFT_META_OIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_verdict(rb, NF_DROP);
 		break;
-	case H_INVALID:   /* no conntrack entry: it would leave un-NATed, past the --iface rule */
+	case H_INVALID:   /* no conntrack entry (invalid, or untracked: ICMPv6 neighbour discovery and
+			   * MLD): it would leave un-NATed, past the --iface rule */
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
-		nft_ct_state(rb, NF_CT_STATE_INVALID_BIT);
+		nft_ct_state(rb, NF_CT_STATE_INVALID_BIT | NF_CT_STATE_UNTRACKED_BIT);
 		nft_verdict(rb, NF_DROP);
 		break;
-	case H_EST4:   /* the flows' later packets: the destination was checked on the first */
+	/* The tree's flows' later packets (the destination was checked on the first), of a flow of
+	 * the tree's own: an ICMP error quoting one of the host's flows is related to that one. */
+	case H_EST4:
 	case H_EST6:
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
+		ct_orig_is_tree(rb, id == H_EST4 ? NFPROTO_IPV4 : NFPROTO_IPV6, false, h);
 		if (id == H_EST4)
 			addr_match(rb, NFPROTO_IPV4, false, &h->src4, 32);
 		else
 			addr_match(rb, NFPROTO_IPV6, false, &h->src6, 128);
 		nft_verdict(rb, NF_ACCEPT);
 		break;
-	case H_IN4:
+	case H_IN4:    /* a new flow of the tree's (not a related packet of somebody else's flow) */
 	case H_IN6:
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
+		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_NEW));
 		if (id == H_IN4)
 			addr_match(rb, NFPROTO_IPV4, false, &h->src4, 32);
 		else
 			addr_match(rb, NFPROTO_IPV6, false, &h->src6, 128);
 		nft_verdict(rb, NF_ACCEPT);
 		break;
-	case H_IN_DROP:   /* any other source: not masqueraded (G's NAT did not apply to it) */
+	case H_IN_DROP:   /* any other source (not masqueraded), or related to a flow not the tree's */
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_verdict(rb, NF_DROP);
 		break;
-	case H_LOCAL_REPLY:
+	case H_LOCAL_REPLY4:   /* replies on flows the host opened to the tree; not an error quoting */
+	case H_LOCAL_REPLY6:   /* a flow of the host's with somebody else (a forged PMTU, an abort) */
 		nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, h->ifname);
 		nft_ct_state(rb, NF_CT_STATE_BIT(IP_CT_ESTABLISHED) | NF_CT_STATE_BIT(IP_CT_RELATED));
+		ct_orig_is_tree(rb, id == H_LOCAL_REPLY4 ? NFPROTO_IPV4 : NFPROTO_IPV6, true, h);
 		nft_verdict(rb, NF_ACCEPT);
 		break;
 	case H_LOCAL_ND:   /* neighbour discovery with the host end (conntrack does not track it) */
@@ -220,10 +252,10 @@ static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t 
 	nft_add_chain(b, h->table, "input", "filter", NF_INET_LOCAL_IN, 0, NF_ACCEPT, seq++);
 	nft_add_chain(b, h->table, "postrouting", "nat", NF_INET_POST_ROUTING, 100, NF_ACCEPT, seq++);
 	for (int id = 0; id < n; id++) {
-		if (!h->ipv6 && (id == H_EST6 || id == H_IN6 || id == H_MASQ6))
+		if (!h->ipv6 && (id == H_EST6 || id == H_IN6 || id == H_LOCAL_REPLY6 || id == H_MASQ6))
 			continue;   /* then every IPv6 packet from the tree is dropped */
 		*last_seq = seq;
-		rc = nft_add_rule(b, len, h->table, id < H_LOCAL_REPLY ? "forward" : id < H_MASQ4 ? "input" :
+		rc = nft_add_rule(b, len, h->table, id < H_LOCAL_REPLY4 ? "forward" : id < H_MASQ4 ? "input" :
 				  "postrouting", host_rule, id, h, id == H_COUNT - 1 || (!h->ipv6 && id == H_MASQ4),
 				  seq++);
 		if (rc < 0)

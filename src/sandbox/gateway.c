@@ -228,6 +228,8 @@ static void gateway_bridge(struct gw *g, int gw, const uint8_t *mac)
 		.child_ifindex = gw,
 		.uplink_ifindex = (int)if_nametoindex(NETPLAN_UPLINK_IFNAME),
 		.proxy_tcp = g->cfg->proxy_tcp,
+		.child4 = g->np->child4,
+		.child6 = g->np->child6,
 	};
 	char err[256], line[320];
 	int r;

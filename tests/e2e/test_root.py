@@ -912,6 +912,11 @@ for i in range(3):
 if fam == "v4":
     t = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_TCP)
     t.sendto(struct.pack("!HHIIBBHHH", 40001, 80, 1, 0, 5 << 4, 0x07, 1024, 0, 0) + b"CFLEAK-flag", (dst, 0))
+else:   # ICMPv6 that conntrack leaves untracked: a neighbour solicitation and an MLD report, to a remote
+    i = socket.socket(af, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    i.sendto(struct.pack("!BBHI", 135, 0, 0, 0) + socket.inet_pton(af, dst) + bytes([200, 2]) + b"CFLEAK-nsol\0\0\0",
+             (dst, 0))
+    i.sendto(struct.pack("!BBHHH", 131, 0, 0, 0, 0) + socket.inet_pton(af, "ff05::1:3") + b"CFLEAK-mld1", (dst, 0))
 time.sleep(0.5)
 print("sent")
 '''
@@ -934,8 +939,9 @@ def sniffed(w, run, secs=12):
 
 @pytest.mark.parametrize("fam", ["v4", "v6"])
 def test_invalid_packets_do_not_leave_unmasqueraded(rcf, world, fam):
-    """G1: a packet conntrack marks INVALID has no NAT entry: it must be dropped, not forwarded with
-    the tree's private source (the control: the normal datagram leaves, with the host's address)."""
+    """G1: a packet conntrack marks INVALID (or, IPv6, leaves untracked: neighbour discovery, MLD) has
+    no NAT entry: it must be dropped, not forwarded with the tree's own source (the control: the
+    normal datagram leaves, with the host's address)."""
     r, seen = sniffed(world, lambda: rcf.run(["--root", "--"] + py(LEAK, fam, R1[fam]), timeout=30))
     assert r.rc == 0 and "sent" in r.text, r
     assert ("CFLEAK-good", HOSTA[fam], "h0") in seen, seen
@@ -1025,6 +1031,153 @@ def test_child_router_advertisements_do_not_reach_the_host(rcf, world):
     out = mon.communicate(timeout=10)[0]
     assert r.rc == 0 and "sent" in r.text, r
     assert not [l for l in out.splitlines() if "proto ra" in l or "2001:db8:ca7" in l or "default" in l], out
+
+
+# The host has a UDP flow of its own to remote1 (port 40000 -> 7, both families); the command sends
+# the host ICMP errors that quote it: "fragmentation needed, MTU 576" and "packet too big, MTU 1280".
+HOSTFLOW = r'''
+import socket, sys, time
+ss = []
+for af, d in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
+    s = socket.socket(af, socket.SOCK_DGRAM)
+    if af == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind(("0.0.0.0" if af == socket.AF_INET else "::", 40000))
+    s.sendto(b"hostflow", (d, 7))
+    ss.append(s)
+print("ready", flush=True)
+time.sleep(float(sys.argv[3]))
+'''
+FORGED_PMTU = r'''
+import socket, struct, sys, time
+h4, h6, r4, r6 = sys.argv[1:5]
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+me4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+me4.connect((h4, 9))
+me6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+me6.connect((h6, 9))
+me4.send(b"x"); me6.send(b"x")   # the gateway's MAC, learnt
+time.sleep(0.3)
+print("up", flush=True)
+sys.stdin.readline()   # the host's flow exists now (conntrack runs in the host once --root's table is in)
+src4, src6 = socket.inet_aton(me4.getsockname()[0]), socket.inet_pton(socket.AF_INET6, me6.getsockname()[0])
+gwmac = None
+for l in open("/proc/net/arp").read().splitlines()[1:]:
+    f = l.split()
+    if f[5] == "eth0" and f[3] != "00:00:00:00:00:00":
+        gwmac = bytes.fromhex(f[3].replace(":", ""))
+mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+ps = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+ps.bind(("eth0", 0))
+udp = struct.pack("!HHHH", 40000, 7, 16, 0) + b"hostflow"
+inner4 = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0, socket.inet_aton(h4), socket.inet_aton(r4))
+inner4 = inner4[:10] + struct.pack("!H", csum(inner4)) + inner4[12:] + udp
+m = struct.pack("!BBHHH", 3, 4, 0, 0, 576) + inner4
+m = m[:2] + struct.pack("!H", csum(m)) + m[4:]
+outer = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(m), 2, 0, 64, 1, 0, src4, socket.inet_aton(h4))
+outer = outer[:10] + struct.pack("!H", csum(outer)) + outer[12:]
+ps.send(gwmac + mac + b"\x08\x00" + outer + m)
+d6 = socket.inet_pton(socket.AF_INET6, h6)
+inner6 = struct.pack("!IHBB", 6 << 28, len(udp), 17, 64) + d6 + socket.inet_pton(socket.AF_INET6, r6) + udp
+m6 = struct.pack("!BBHI", 2, 0, 0, 1280) + inner6
+c = csum(src6 + d6 + struct.pack("!I3xB", len(m6), 58) + m6)
+m6 = m6[:2] + struct.pack("!H", c) + m6[4:]
+ps.send(gwmac + mac + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, len(m6), 58, 64) + src6 + d6 + m6)
+time.sleep(0.5)
+print("sent", flush=True)
+time.sleep(3)   # the host is looked at while the run lasts (its end flushes the route cache)
+'''
+
+
+def test_forged_errors_about_the_hosts_own_flows_are_refused(rcf, world):
+    """The command cannot lower the host's path MTU to a remote (a route exception that would outlive
+    the run) with ICMP errors that quote one of the host's own flows: they are related to the host's
+    conntrack entry, not to a flow of the tree's, and the host's input chain refuses them."""
+    flow = None
+    p = rcf.popen(["--root", "--"] + py(FORGED_PMTU, W.HOST_V4, W.HOST_V6, R1["v4"], R1["v6"]),
+                  stdin=subprocess.PIPE)
+    try:
+        try:
+            assert p.stdout.readline().decode().strip() == "up", p.stderr.read()
+            flow = subprocess.Popen(["ip", "netns", "exec", world.host, "/usr/bin/python3", "-c", HOSTFLOW,
+                                     R1["v4"], R1["v6"], "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+            assert flow.stdout.readline().strip() == "ready", flow.stderr.read()
+            p.stdin.write(b"go\n")
+            p.stdin.flush()
+            line = p.stdout.readline().decode().strip()
+            got4 = _ns(world, "ip", "-4", "route", "get", R1["v4"])
+            got6 = _ns(world, "ip", "-6", "route", "get", R1["v6"])
+            out, err = p.communicate(timeout=30)
+        finally:
+            kill_tree(p)
+        assert line == "sent" and p.returncode == 0, (line, p.returncode, err)
+        assert "mtu" not in got4 and "mtu" not in got6, (got4, got6)
+    finally:
+        if flow:
+            kill_tree(flow)
+        _ns(world, "ip", "-4", "route", "flush", "cache")
+        _ns(world, "ip", "-6", "route", "flush", "cache")
+
+
+# Frames with another sender's address, to the host's end of the link: ARP requests and neighbour
+# solicitations whose sender is not the child (the host would learn a neighbour entry for it).
+SPOOF_NEIGH = r'''
+import socket, struct, time
+def csum(b):
+    b += b"\0" * (len(b) % 2)
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
+gw4 = None
+for l in open("/proc/net/route").read().splitlines()[1:]:
+    f = l.split()
+    if f[1] == "00000000":
+        gw4 = struct.pack("<I", int(f[2], 16))
+gw6 = None
+for l in open("/proc/net/if_inet6"):
+    f = l.split()
+    if f[5] == "eth0" and f[3] == "00":
+        gw6 = bytes.fromhex(f[0][:-1] + "1")
+ps = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+ps.bind(("eth0", 0))
+for spa in ("198.51.100.77", "10.9.9.9"):
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(spa) + b"\0" * 6 + gw4
+    ps.send(b"\xff" * 6 + mac + b"\x08\x06" + arp)
+for src in ("2001:db8:100::77", "2001:db8:2::1"):
+    src = socket.inet_pton(socket.AF_INET6, src)
+    dst = bytes.fromhex("ff0200000000000000000001ff") + gw6[13:]
+    ns = struct.pack("!BBHI", 135, 0, 0, 0) + gw6 + bytes([1, 1]) + mac
+    c = csum(src + dst + struct.pack("!I3xB", len(ns), 58) + ns)
+    ns = ns[:2] + struct.pack("!H", c) + ns[4:]
+    ps.send(b"\x33\x33" + dst[12:] + mac + b"\x86\xdd" + struct.pack("!IHBB", 6 << 28, len(ns), 58, 255) + src + dst + ns)
+time.sleep(1)
+print("sent")
+'''
+
+
+def test_spoofed_neighbours_are_not_learnt_by_the_host(rcf, world):
+    """The command's ARP requests and neighbour solicitations with another sender's address make no
+    neighbour entry in the host's namespace (`ip monitor neigh` during the run)."""
+    mon = subprocess.Popen(["ip", "-n", world.host, "monitor", "neigh"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        r = rcf.run(["--root", "--"] + py(SPOOF_NEIGH), timeout=30)
+        time.sleep(0.5)
+    finally:
+        kill_tree(mon)
+    out = mon.communicate(timeout=10)[0]
+    assert r.rc == 0 and "sent" in r.text, r
+    spoofed = ("198.51.100.77", "10.9.9.9", "2001:db8:100::77", "2001:db8:2::1 ")
+    assert not [l for l in out.splitlines() if "cfroot" in l and any(a in l for a in spoofed)], out
 
 
 @pytest.fixture
