@@ -8,18 +8,22 @@
  *     chain forward { type filter hook forward priority filter; policy accept;
  *       oifname "cfroot<slot>" ct state established,related accept
  *       oifname "cfroot<slot>" drop
- *       iifname "cfroot<slot>" ct state invalid drop      # no conntrack entry: would not be NATed
- *       iifname "cfroot<slot>" ct state established,related ip saddr <uplink v4> accept
- *       iifname "cfroot<slot>" ct state established,related ip6 saddr <uplink v6> accept
+ *       iifname "cfroot<slot>" ct state invalid,untracked drop   # no conntrack entry: not NATed
+ *       iifname "cfroot<slot>" ct state established,related ct original ip saddr <uplink v4>
+ *           ip saddr <uplink v4> accept                    # the tree's flows, not the host's
+ *       iifname "cfroot<slot>" ct state established,related ct original ip6 saddr <uplink v6>
+ *           ip6 saddr <uplink v6> accept
  *       iifname "cfroot<slot>" ip daddr { 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4,
  *           255.255.255.255 } reject with icmpx admin-prohibited       # rootless's guard
  *       iifname "cfroot<slot>" ip6 daddr { ::/96, ::ffff:0:0/96, fe80::/10, ff00::/8, and the
  *           NAT64 / 6to4 forms of the IPv4 ranges } reject with icmpx admin-prohibited
- *       iifname "cfroot<slot>" ip saddr <uplink v4> accept
- *       iifname "cfroot<slot>" ip6 saddr <uplink v6> accept
- *       iifname "cfroot<slot>" drop }                       # any other source
+ *       iifname "cfroot<slot>" ct state new ip saddr <uplink v4> accept
+ *       iifname "cfroot<slot>" ct state new ip6 saddr <uplink v6> accept
+ *       iifname "cfroot<slot>" drop }        # any other source, or related to a flow not the tree's
  *     chain input { type filter hook input priority filter; policy accept;
- *       iifname "cfroot<slot>" ct state established,related accept
+ *       iifname "cfroot<slot>" ct state established,related ct original ip daddr <uplink v4> accept
+ *       iifname "cfroot<slot>" ct state established,related ct original ip6 daddr <uplink v6> accept
+ *           # flows the host opened to the tree; not an ICMP error quoting another flow of the host's
  *       iifname "cfroot<slot>" icmpv6 type 135-136 accept   # neighbour solicitation/advert only
  *       iifname "cfroot<slot>" reject with icmpx admin-prohibited }   # not the host's own services
  *     chain postrouting { type nat hook postrouting priority srcnat; policy accept;
