@@ -189,6 +189,21 @@ struct name_files {
 	char *nsswitch;
 };
 
+/* A setup step failed after the name files, the pty, the capture, the wire and the proxy were
+ * made (each may be NULL): free them and return @code. */
+static int setup_abort(int code, struct name_files *nf, struct pty_relay *pty, struct capture *cap,
+		       struct wire *wire, struct proxy *px)
+{
+	free(nf->hosts);
+	free(nf->nsswitch);
+	nf->hosts = nf->nsswitch = NULL;
+	pty_free(pty);
+	capture_free(cap);
+	wire_free(wire);
+	proxy_free(px);
+	return code;
+}
+
 /* --hosts-file merged over the host's /etc/hosts.  Return: 0, or an exit code after one line. */
 static int load_hosts(const char *path, struct name_files *nf)
 {
@@ -557,6 +572,7 @@ int main(int argc, char **argv)
 
 	log_init();
 	doctor_init();   /* setup failures explain themselves in the doctor's words */
+	memset(&nf, 0, sizeof(nf));
 	if (cli_parse(argc, argv, &opt, err, sizeof(err)) < 0) {
 		log_error("error: %s", err);
 		return EXIT_USAGE;
@@ -621,32 +637,20 @@ int main(int argc, char **argv)
 				   (opt.backend_rootful && opt.capture_point != CAPTURE_CHILD);
 
 		if (host_frames && !(wire = wire_open(opt.backend_rootful ? "rootful" : "rootless-internal",
-						      opt.backend_rootful, opt.capture_point != CAPTURE_WIRE_EGRESS))) {
-			proxy_free(px);
-			return EXIT_USAGE;
-		}
+						      opt.backend_rootful, opt.capture_point != CAPTURE_WIRE_EGRESS)))
+			return setup_abort(EXIT_USAGE, &nf, pty, cap, wire, px);
 		cap = capture_open(opt.capture, appl);
-		if (!cap) {
-			capture_free(cap);
-			wire_free(wire);
-			proxy_free(px);
-			return EXIT_USAGE;
-		}
+		if (!cap)
+			return setup_abort(EXIT_USAGE, &nf, pty, cap, wire, px);
 		/* stdout carries the capture: the command's own output goes to our stderr. */
 		if (!strcmp(opt.capture, "-") && dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
 			log_error("cannot give the command stderr as its stdout: %s", strerror(errno));
-			capture_free(cap);
-			wire_free(wire);
-			proxy_free(px);
-			return EXIT_SETUP;
+			return setup_abort(EXIT_SETUP, &nf, pty, cap, wire, px);
 		}
 	}
 	/* On a terminal, the command gets a pty of its own (tty/pty.h): its kill(0) stays in its tree. */
-	if (pty_open(&pty, &ptyc) < 0) {
-		capture_free(cap);
-		proxy_free(px);
-		return EXIT_SETUP;
-	}
+	if (pty_open(&pty, &ptyc) < 0)
+		return setup_abort(EXIT_SETUP, &nf, NULL, cap, wire, px);
 	if (pty) {
 		cfg.pty = true;
 		cfg.pty_slave = ptyc.slave;
@@ -660,22 +664,10 @@ int main(int argc, char **argv)
 	r = resolvconf_load("/etc/resolv.conf", &host_rc);
 	if (r < 0 && r != -ENOENT) {
 		log_error("cannot read /etc/resolv.conf: %s", strerror(-r));
-		pty_free(pty);
-		capture_free(cap);
-		wire_free(wire);
-		proxy_free(px);
-		return EXIT_SETUP;
+		return setup_abort(EXIT_SETUP, &nf, pty, cap, wire, px);
 	}
-	memset(&nf, 0, sizeof(nf));
-	if ((code = name_files(&opt, &host_rc, &cfg, &nf)) != 0) {
-		free(nf.hosts);
-		free(nf.nsswitch);
-		pty_free(pty);
-		capture_free(cap);
-		wire_free(wire);
-		proxy_free(px);
-		return code;
-	}
+	if ((code = name_files(&opt, &host_rc, &cfg, &nf)) != 0)
+		return setup_abort(code, &nf, pty, cap, wire, px);
 
 	/* Signals wait in the queue from now on; the relay reads them from a signalfd. */
 	sigemptyset(&fwd);
@@ -691,27 +683,14 @@ int main(int argc, char **argv)
 	signal(SIGTTOU, SIG_IGN);
 
 	if (opt.backend_rootful) {
-		if (root_host_begin(&root, cfg.ipv6, opt.iface) < 0) {
-			free(nf.hosts);
-			free(nf.nsswitch);
-			pty_free(pty);
-			capture_free(cap);
-			wire_free(wire);
-			proxy_free(px);
-			return EXIT_SETUP;
-		}
+		if (root_host_begin(&root, cfg.ipv6, opt.iface) < 0)
+			return setup_abort(EXIT_SETUP, &nf, pty, cap, wire, px);
 		cfg.uplink = root_host_uplink(root);
 		netplan_init(&rootplan, cfg.ipv6);
 		netplan_root(&rootplan, cfg.uplink);
 		if ((code = child_resolv(&host_rc, &rootplan, &nf)) != 0) {
 			root_host_end(root);
-			free(nf.hosts);
-			free(nf.nsswitch);
-			pty_free(pty);
-			capture_free(cap);
-			wire_free(wire);
-			proxy_free(px);
-			return code;
+			return setup_abort(code, &nf, pty, cap, wire, px);
 		}
 		if (wire)   /* the bridged flows leave with the child's address, the uplink's G end */
 			wire_routed(wire, &cfg.uplink->gw4, cfg.ipv6 ? &cfg.uplink->gw6 : NULL,
@@ -725,12 +704,10 @@ int main(int argc, char **argv)
 	/* The sandbox has its copies now. */
 	free(nf.hosts);
 	free(nf.nsswitch);
+	nf.hosts = nf.nsswitch = NULL;
 	if (r < 0) {
 		root_host_end(root);
-		pty_free(pty);
-		capture_free(cap);
-		proxy_free(px);
-		return EXIT_SETUP;
+		return setup_abort(EXIT_SETUP, &nf, pty, cap, wire, px);
 	}
 	if (pty && (r = pty_started(pty)) < 0) {
 		struct backend_ref be = sandbox_backend(&sb);
@@ -740,11 +717,7 @@ int main(int argc, char **argv)
 		be.ops->finish(be.b);
 		be.ops->release(be.b);
 		root_host_end(root);
-		pty_free(pty);
-		capture_free(cap);
-		wire_free(wire);
-		proxy_free(px);
-		return EXIT_SETUP;
+		return setup_abort(EXIT_SETUP, &nf, pty, cap, wire, px);
 	}
 	log_debug("sandbox ready; relaying");
 	/* From here on the command shares our stderr and may stop it: never block on it. */

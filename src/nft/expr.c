@@ -197,6 +197,21 @@ void nft_ifname(struct nft_rb *rb, uint32_t key, uint32_t op, const char *name)
 	nft_cmp(rb, op, buf, sizeof(buf));
 }
 
+void nft_and(struct nft_rb *rb, const void *mask, uint32_t len)
+{
+	static const unsigned char zero[16];
+	struct nftnl_expr *e = nftnl_expr_alloc("bitwise");
+
+	if (e) {
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
+		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
+		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
+	}
+	nft_add_expr(rb, e);
+}
+
 void nft_ct_state(struct nft_rb *rb, uint32_t bits)
 {
 	struct nftnl_expr *e = nftnl_expr_alloc("ct");
@@ -207,15 +222,7 @@ void nft_ct_state(struct nft_rb *rb, uint32_t bits)
 		nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
 	}
 	nft_add_expr(rb, e);
-	e = nftnl_expr_alloc("bitwise");
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, sizeof(bits));
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &bits, sizeof(bits));
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, sizeof(zero));
-	}
-	nft_add_expr(rb, e);
+	nft_and(rb, &bits, sizeof(bits));
 	nft_cmp(rb, NFT_CMP_NEQ, &zero, sizeof(zero));
 }
 

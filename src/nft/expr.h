@@ -36,6 +36,8 @@ void nft_network_load(struct nft_rb *rb, uint32_t offset, uint32_t len);
 void nft_ifname(struct nft_rb *rb, uint32_t key, uint32_t op, const char *name);
 /* ct state & @bits != 0 (bits: NF_CT_STATE_BIT values) */
 void nft_ct_state(struct nft_rb *rb, uint32_t bits);
+/* reg 1 &= @mask (@len bytes, at most 16) */
+void nft_and(struct nft_rb *rb, const void *mask, uint32_t len);
 void nft_masquerade(struct nft_rb *rb);
 
 /* nft_masquerade_ports() - masquerade to a source port (ICMP: id) in @min..@max (host order). */

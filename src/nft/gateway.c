@@ -128,7 +128,6 @@ static void gate_rule(struct nft_rb *rb, const struct gateway_rules *g)
 {
 	uint32_t zero = 0, mask = 0x17;
 	uint8_t syn = 0x02;
-	struct nftnl_expr *e;
 
 	nft_ifname(rb, NFT_META_IIFNAME, NFT_CMP_EQ, g->ifname);
 	nft_meta_load(rb, NFT_META_L4PROTO);
@@ -140,15 +139,7 @@ static void gate_rule(struct nft_rb *rb, const struct gateway_rules *g)
 		nft_cmp(rb, NFT_CMP_EQ, &dport, sizeof(dport));
 	}
 	nft_transport_load(rb, 13, 1);
-	e = nftnl_expr_alloc("bitwise");
-	if (e) {
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-		nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 1);
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &mask, 1);
-		nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero, 1);
-	}
-	nft_add_expr(rb, e);
+	nft_and(rb, &mask, 1);
 	nft_cmp_u8(rb, syn);
 	nft_meta_load(rb, NFT_META_MARK);
 	nft_cmp(rb, NFT_CMP_EQ, &zero, sizeof(zero));
@@ -497,15 +488,7 @@ static void build_bridge_rule(struct nft_rb *rb, int id, const void *arg)
 		nft_network_load(rb, 8, 16);
 		nft_cmp(rb, NFT_CMP_NEQ, &b->child6, 16);
 		nft_cmp(rb, NFT_CMP_NEQ, any, 16);
-		e = nftnl_expr_alloc("bitwise");
-		if (e) {
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 16);
-			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, ll_mask, 16);
-			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, any, 16);
-		}
-		nft_add_expr(rb, e);
+		nft_and(rb, ll_mask, 16);
 		nft_cmp(rb, NFT_CMP_NEQ, ll, 16);
 		nft_verdict(rb, NF_DROP);
 		return;
@@ -523,15 +506,7 @@ static void build_bridge_rule(struct nft_rb *rb, int id, const void *arg)
 	case B_FRAG4:   /* meta protocol ip  ip frag-off & 0x3fff != 0  (a fragment, first or not) */
 		ethertype(rb, ETH_P_IP);
 		nft_network_load(rb, 6, 2);
-		e = nftnl_expr_alloc("bitwise");
-		if (e) {
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, 2);
-			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, &fragmask, 2);
-			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, &zero16, 2);
-		}
-		nft_add_expr(rb, e);
+		nft_and(rb, &fragmask, 2);
 		nft_cmp(rb, NFT_CMP_NEQ, &zero16, sizeof(zero16));
 		break;
 	case B_FRAG6:   /* meta protocol ip6  exthdr frag exists */

@@ -79,9 +79,8 @@ static void reject_admin(struct nft_rb *rb)
 static void addr_match(struct nft_rb *rb, uint8_t nfproto, bool dst, const void *a, unsigned int plen)
 {
 	bool v4 = nfproto == NFPROTO_IPV4;
-	uint32_t len = v4 ? 4 : 16, zero[4] = { 0 };
+	uint32_t len = v4 ? 4 : 16;
 	unsigned char mask[16] = { 0 }, want[16] = { 0 };
-	struct nftnl_expr *e;
 
 	nft_meta_load(rb, NFT_META_NFPROTO);
 	nft_cmp_u8(rb, nfproto);
@@ -93,15 +92,7 @@ static void addr_match(struct nft_rb *rb, uint8_t nfproto, bool dst, const void 
 		want[i] = ((const unsigned char *)a)[i] & mask[i];
 	}
 	if (plen < 8 * len) {
-		e = nftnl_expr_alloc("bitwise");
-		if (e) {
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_SREG, NFT_REG_1);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_DREG, NFT_REG_1);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_BITWISE_LEN, len);
-			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_MASK, mask, len);
-			nftnl_expr_set(e, NFTNL_EXPR_BITWISE_XOR, zero, len);
-		}
-		nft_add_expr(rb, e);
+		nft_and(rb, mask, len);
 	}
 	nft_cmp(rb, NFT_CMP_EQ, want, len);
 }
