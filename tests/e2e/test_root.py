@@ -984,20 +984,39 @@ def test_fragmented_dns_is_not_bridged_direct(rcf, world, fam):
     assert m and int(m.group(1)) + int(m.group(2)) == 1, r.etext
 
 
-# The command (root inside, so CAP_NET_RAW) plays router on its link: router advertisements to
-# all nodes, hop limit 255, from a link-local source, with a default route and a SLAAC prefix; and
-# an ICMPv6 redirect to the host's end.  The bridge carries the child's frames to the host's link
-# as they were sent, so the host must be the one to ignore them.
-ROGUE_RA = r'''
-import socket, struct, time
-idx = socket.if_nametoindex("eth0")
-src, dst = socket.inet_pton(socket.AF_INET6, "fe80::cf:1"), socket.inet_pton(socket.AF_INET6, "ff02::1")
+# The internet checksum, for the child programs below that build their own packets.
+CSUM = r'''
+import struct
 def csum(b):
     b += b"\0" * (len(b) % 2)
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     while s >> 16:
         s = (s & 0xffff) + (s >> 16)
     return ~s & 0xffff
+'''
+
+
+def monitored(world, objects, run):
+    """`ip monitor OBJECTS` in the host's namespace while `run()` runs: (its result, what was seen)."""
+    mon = subprocess.Popen(["ip", "-n", world.host, "monitor"] + objects,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        time.sleep(0.3)
+        r = run()
+        time.sleep(0.5)
+    finally:
+        kill_tree(mon)
+    return r, mon.communicate(timeout=10)[0]
+
+
+# The command (root inside, so CAP_NET_RAW) plays router on its link: router advertisements to
+# all nodes, hop limit 255, from a link-local source, with a default route and a SLAAC prefix; and
+# an ICMPv6 redirect to the host's end.  The bridge carries the child's frames to the host's link
+# as they were sent, so the host must be the one to ignore them.
+ROGUE_RA = CSUM + r'''
+import socket, struct, time
+idx = socket.if_nametoindex("eth0")
+src, dst = socket.inet_pton(socket.AF_INET6, "fe80::cf:1"), socket.inet_pton(socket.AF_INET6, "ff02::1")
 def icmp6(body, d):
     c = csum(src + d + struct.pack("!I3xB", len(body), 58) + body)
     body = body[:2] + struct.pack("!H", c) + body[4:]
@@ -1020,15 +1039,7 @@ def test_child_router_advertisements_do_not_reach_the_host(rcf, world):
     """The command, root in its namespace, cannot make the host take it for a router: its router
     advertisements (default route, SLAAC prefix) and redirects change none of the host's routes or
     addresses while it runs (`ip monitor` in the host's namespace)."""
-    mon = subprocess.Popen(["ip", "-n", world.host, "-6", "monitor", "route", "address"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        time.sleep(0.3)
-        r = rcf.run(["--root", "--"] + py(ROGUE_RA), timeout=30)
-        time.sleep(0.5)
-    finally:
-        kill_tree(mon)
-    out = mon.communicate(timeout=10)[0]
+    r, out = monitored(world, ["route", "address"], lambda: rcf.run(["--root", "--"] + py(ROGUE_RA), timeout=30))
     assert r.rc == 0 and "sent" in r.text, r
     assert not [l for l in out.splitlines() if "proto ra" in l or "2001:db8:ca7" in l or "default" in l], out
 
@@ -1048,15 +1059,9 @@ for af, d in ((socket.AF_INET, sys.argv[1]), (socket.AF_INET6, sys.argv[2])):
 print("ready", flush=True)
 time.sleep(float(sys.argv[3]))
 '''
-FORGED_PMTU = r'''
+FORGED_PMTU = CSUM + r'''
 import socket, struct, sys, time
 h4, h6, r4, r6 = sys.argv[1:5]
-def csum(b):
-    b += b"\0" * (len(b) % 2)
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
 me4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 me4.connect((h4, 9))
 me6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -1127,14 +1132,8 @@ def test_forged_errors_about_the_hosts_own_flows_are_refused(rcf, world):
 
 # Frames with another sender's address, to the host's end of the link: ARP requests and neighbour
 # solicitations whose sender is not the child (the host would learn a neighbour entry for it).
-SPOOF_NEIGH = r'''
+SPOOF_NEIGH = CSUM + r'''
 import socket, struct, time
-def csum(b):
-    b += b"\0" * (len(b) % 2)
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    while s >> 16:
-        s = (s & 0xffff) + (s >> 16)
-    return ~s & 0xffff
 mac = bytes.fromhex(open("/sys/class/net/eth0/address").read().strip().replace(":", ""))
 gw4 = None
 for l in open("/proc/net/route").read().splitlines()[1:]:
@@ -1166,15 +1165,7 @@ print("sent")
 def test_spoofed_neighbours_are_not_learnt_by_the_host(rcf, world):
     """The command's ARP requests and neighbour solicitations with another sender's address make no
     neighbour entry in the host's namespace (`ip monitor neigh` during the run)."""
-    mon = subprocess.Popen(["ip", "-n", world.host, "monitor", "neigh"],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        time.sleep(0.3)
-        r = rcf.run(["--root", "--"] + py(SPOOF_NEIGH), timeout=30)
-        time.sleep(0.5)
-    finally:
-        kill_tree(mon)
-    out = mon.communicate(timeout=10)[0]
+    r, out = monitored(world, ["neigh"], lambda: rcf.run(["--root", "--"] + py(SPOOF_NEIGH), timeout=30))
     assert r.rc == 0 and "sent" in r.text, r
     spoofed = ("198.51.100.77", "10.9.9.9", "2001:db8:100::77", "2001:db8:2::1 ")
     assert not [l for l in out.splitlines() if "cfroot" in l and any(a in l for a in spoofed)], out
