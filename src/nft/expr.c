@@ -9,7 +9,9 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/nf_tables.h>
+#include <libnftnl/batch.h>
 #include <libnftnl/chain.h>
+#include <libnftnl/table.h>
 
 void nft_add_expr(struct nft_rb *rb, struct nftnl_expr *e)
 {
@@ -93,6 +95,38 @@ void nft_transport_load(struct nft_rb *rb, uint32_t offset, uint32_t len)
 	nft_add_expr(rb, e);
 }
 
+
+int nft_begin_table(struct mnl_nlmsg_batch *b, size_t len, const char *name, uint16_t family, uint32_t tflags,
+		    uint16_t nlflags, uint32_t *seq)
+{
+	struct nftnl_table *t;
+	struct nlmsghdr *nlh;
+
+	/* Each message must fit before it is started: the batch helper only checks after. */
+	if (mnl_nlmsg_batch_size(b) + (size_t)2 * 4096 > len)
+		return -ENOSPC;
+	if (!(t = nftnl_table_alloc()))
+		return -ENOMEM;
+	nftnl_batch_begin(mnl_nlmsg_batch_current(b), (*seq)++);
+	mnl_nlmsg_batch_next(b);
+	nftnl_table_set_str(t, NFTNL_TABLE_NAME, name);
+	if (tflags)
+		nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, tflags);
+	nlh = nftnl_table_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWTABLE, family, nlflags, (*seq)++);
+	nftnl_table_nlmsg_build_payload(nlh, t);
+	mnl_nlmsg_batch_next(b);
+	nftnl_table_free(t);
+	return 0;
+}
+
+int nft_end_batch(struct mnl_nlmsg_batch *b, size_t len, uint32_t seq)
+{
+	if (mnl_nlmsg_batch_size(b) + 4096 > len)
+		return -ENOSPC;
+	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq);
+	mnl_nlmsg_batch_next(b);
+	return (int)mnl_nlmsg_batch_size(b);
+}
 
 int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const char *chain,
 		 void (*build)(struct nft_rb *rb, int id, const void *arg), int id, const void *arg,
@@ -253,8 +287,9 @@ void nft_masquerade_ports(struct nft_rb *rb, uint16_t min, uint16_t max)
 	nft_add_expr(rb, e);
 }
 
-void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *type,
-		   uint32_t hook, int prio, uint32_t policy, uint32_t seq)
+/* A base chain of @family on @hook (on device @dev for netdev, else NULL). */
+static void add_chain(struct mnl_nlmsg_batch *b, uint16_t family, const char *table, const char *name,
+		      const char *type, uint32_t hook, const char *dev, int prio, uint32_t policy, uint32_t seq)
 {
 	struct nftnl_chain *c = nftnl_chain_alloc();
 	struct nlmsghdr *nlh;
@@ -266,32 +301,23 @@ void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *nam
 	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, type);
 	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, hook);
 	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
+	if (dev)
+		nftnl_chain_set_str(c, NFTNL_CHAIN_DEV, dev);
 	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, policy);
-	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_INET,
-					  NLM_F_CREATE, seq);
+	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, family, NLM_F_CREATE, seq);
 	nftnl_chain_nlmsg_build_payload(nlh, c);
 	mnl_nlmsg_batch_next(b);
 	nftnl_chain_free(c);
 }
 
+void nft_add_chain(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *type,
+		   uint32_t hook, int prio, uint32_t policy, uint32_t seq)
+{
+	add_chain(b, NFPROTO_INET, table, name, type, hook, NULL, prio, policy, seq);
+}
+
 void nft_add_chain_dev(struct mnl_nlmsg_batch *b, const char *table, const char *name, const char *dev,
 		       int prio, uint32_t seq)
 {
-	struct nftnl_chain *c = nftnl_chain_alloc();
-	struct nlmsghdr *nlh;
-
-	if (!c)
-		return;   /* as nft_add_chain() */
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TABLE, table);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_NAME, name);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_TYPE, "filter");
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_HOOKNUM, NF_NETDEV_INGRESS);
-	nftnl_chain_set_s32(c, NFTNL_CHAIN_PRIO, prio);
-	nftnl_chain_set_str(c, NFTNL_CHAIN_DEV, dev);
-	nftnl_chain_set_u32(c, NFTNL_CHAIN_POLICY, NF_ACCEPT);
-	nlh = nftnl_chain_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWCHAIN, NFPROTO_NETDEV,
-					  NLM_F_CREATE, seq);
-	nftnl_chain_nlmsg_build_payload(nlh, c);
-	mnl_nlmsg_batch_next(b);
-	nftnl_chain_free(c);
+	add_chain(b, NFPROTO_NETDEV, table, name, "filter", NF_NETDEV_INGRESS, dev, prio, NF_ACCEPT, seq);
 }

@@ -58,6 +58,16 @@ void nft_add_chain_dev(struct mnl_nlmsg_batch *b, const char *table, const char 
  * Return: 0; -ENOSPC when @b has no room for another message, -ENOMEM, or -EOPNOTSUPP when an
  * expression could not be made (nothing is appended then).
  */
+/*
+ * nft_begin_table() - start batch @b (a buffer of @len bytes) with its begin message and table
+ * @name of @family (@tflags: the table's flags, @nlflags: NLM_F_* of its message), numbered from
+ * *@seq on.  nft_end_batch() - its end message.  Return: 0 (nft_end_batch: the batch's length), or
+ * -ENOSPC / -ENOMEM.
+ */
+int nft_begin_table(struct mnl_nlmsg_batch *b, size_t len, const char *name, uint16_t family, uint32_t tflags,
+		    uint16_t nlflags, uint32_t *seq);
+int nft_end_batch(struct mnl_nlmsg_batch *b, size_t len, uint32_t seq);
+
 int nft_add_rule(struct mnl_nlmsg_batch *b, size_t len, const char *table, const char *chain,
 		 void (*build)(struct nft_rb *rb, int id, const void *arg), int id, const void *arg,
 		 bool ack, uint32_t seq);

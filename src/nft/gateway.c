@@ -24,8 +24,6 @@
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
-#include <libnftnl/table.h>
-#include <libnftnl/batch.h>
 
 static void icmpv6_type(struct nft_rb *rb, uint8_t type)
 {
@@ -342,28 +340,17 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 			uint32_t *last_seq)
 {
 	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
-	struct nftnl_table *t = nftnl_table_alloc();
 	uint8_t ids[R_COUNT], chain[R_COUNT];
 	bool used[C_COUNT] = { false };
-	struct nlmsghdr *nlh;
 	int n = rule_plan(g, ids, chain);
 	int rc = 0;
 
-	if (!b || !t) {
-		rc = -ENOMEM;
+	if (!b)
+		return -ENOMEM;
+	if ((rc = nft_begin_table(b, len, GATEWAY_TABLE, NFPROTO_INET, 0, NLM_F_CREATE, &seq)) < 0)
 		goto out;
-	}
 	/* Each message must fit before the next is started: the batch helper only checks after. */
 #define ROOM() do { if (mnl_nlmsg_batch_size(b) + 4096 > len) { rc = -ENOSPC; goto out; } } while (0)
-	ROOM();
-	nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
-	mnl_nlmsg_batch_next(b);
-
-	nftnl_table_set_str(t, NFTNL_TABLE_NAME, GATEWAY_TABLE);
-	nlh = nftnl_table_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWTABLE, NFPROTO_INET,
-					  NLM_F_CREATE, seq++);
-	nftnl_table_nlmsg_build_payload(nlh, t);
-	mnl_nlmsg_batch_next(b);
 
 	for (int i = 0; i < n; i++)
 		used[chain[i]] = true;
@@ -381,16 +368,10 @@ int gateway_rules_batch(const struct gateway_rules *g, void *buf, size_t len, ui
 		if (rc < 0)
 			goto out;
 	}
-	ROOM();
-	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
-	mnl_nlmsg_batch_next(b);
-	rc = (int)mnl_nlmsg_batch_size(b);
+	rc = nft_end_batch(b, len, seq);
 #undef ROOM
 out:
-	if (t)
-		nftnl_table_free(t);
-	if (b)
-		mnl_nlmsg_batch_stop(b);
+	mnl_nlmsg_batch_stop(b);
 	return rc;
 }
 
@@ -588,25 +569,16 @@ int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len,
 	};
 	const int n = (int)(sizeof(plan) / sizeof(plan[0]));
 	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
-	struct nftnl_table *t = nftnl_table_alloc();
-	struct nlmsghdr *nlh;
 	int rc = 0;
 
-	if (!b || !t) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	if (len < (size_t)3 * 4096) {
+	if (!b)
+		return -ENOMEM;
+	if (len < (size_t)4 * 4096) {   /* the table and the two chains, before anything is checked */
 		rc = -ENOSPC;
 		goto out;
 	}
-	nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
-	mnl_nlmsg_batch_next(b);
-	nftnl_table_set_str(t, NFTNL_TABLE_NAME, GATEWAY_BRIDGE_TABLE);
-	nlh = nftnl_table_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWTABLE, NFPROTO_NETDEV,
-					  NLM_F_CREATE, seq++);
-	nftnl_table_nlmsg_build_payload(nlh, t);
-	mnl_nlmsg_batch_next(b);
+	if ((rc = nft_begin_table(b, len, GATEWAY_BRIDGE_TABLE, NFPROTO_NETDEV, 0, NLM_F_CREATE, &seq)) < 0)
+		goto out;
 	/* Before the kernel's own receive path of either end (priority: first of any ingress chain). */
 	nft_add_chain_dev(b, GATEWAY_BRIDGE_TABLE, up_chain, br->child_if, -500, seq++);
 	nft_add_chain_dev(b, GATEWAY_BRIDGE_TABLE, down_chain, br->uplink, -500, seq++);
@@ -618,18 +590,9 @@ int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len,
 		if (rc < 0)
 			goto out;
 	}
-	if (mnl_nlmsg_batch_size(b) + 4096 > len) {
-		rc = -ENOSPC;
-		goto out;
-	}
-	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
-	mnl_nlmsg_batch_next(b);
-	rc = (int)mnl_nlmsg_batch_size(b);
+	rc = nft_end_batch(b, len, seq);
 out:
-	if (t)
-		nftnl_table_free(t);
-	if (b)
-		mnl_nlmsg_batch_stop(b);
+	mnl_nlmsg_batch_stop(b);
 	return rc;
 }
 

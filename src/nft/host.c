@@ -12,10 +12,8 @@
 #include <linux/netfilter/nf_tables.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <libmnl/libmnl.h>
-#include <libnftnl/batch.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
-#include <libnftnl/table.h>
 
 #include "nft/expr.h"
 
@@ -222,23 +220,18 @@ static void host_rule(struct nft_rb *rb, int id, const void *h)
 static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t seq, uint32_t *last_seq)
 {
 	struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, len);
-	struct nftnl_table *t = nftnl_table_alloc();
 	int n = H_COUNT;
-	struct nlmsghdr *nlh;
 	int rc;
 
-	if (!b || !t) {
-		rc = -ENOMEM;
+	if (!b)
+		return -ENOMEM;
+	if (len < (size_t)5 * 4096) {   /* the table and the three chains, before anything is checked */
+		rc = -ENOSPC;
 		goto out;
 	}
-	nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
-	mnl_nlmsg_batch_next(b);
-	nftnl_table_set_str(t, NFTNL_TABLE_NAME, h->table);
-	nftnl_table_set_u32(t, NFTNL_TABLE_FLAGS, NFT_TABLE_F_OWNER);
-	nlh = nftnl_table_nlmsg_build_hdr(mnl_nlmsg_batch_current(b), NFT_MSG_NEWTABLE, NFPROTO_INET,
-					  NLM_F_CREATE | NLM_F_EXCL, seq++);
-	nftnl_table_nlmsg_build_payload(nlh, t);
-	mnl_nlmsg_batch_next(b);
+	if ((rc = nft_begin_table(b, len, h->table, NFPROTO_INET, NFT_TABLE_F_OWNER, NLM_F_CREATE | NLM_F_EXCL,
+				  &seq)) < 0)
+		goto out;
 	nft_add_chain(b, h->table, "forward", "filter", NF_INET_FORWARD, 0, NF_ACCEPT, seq++);
 	nft_add_chain(b, h->table, "input", "filter", NF_INET_LOCAL_IN, 0, NF_ACCEPT, seq++);
 	nft_add_chain(b, h->table, "postrouting", "nat", NF_INET_POST_ROUTING, 100, NF_ACCEPT, seq++);
@@ -252,14 +245,9 @@ static int host_batch(const struct host_nat *h, char *buf, size_t len, uint32_t 
 		if (rc < 0)
 			goto out;
 	}
-	nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
-	mnl_nlmsg_batch_next(b);
-	rc = (int)mnl_nlmsg_batch_size(b);
+	rc = nft_end_batch(b, len, seq);
 out:
-	if (t)
-		nftnl_table_free(t);
-	if (b)
-		mnl_nlmsg_batch_stop(b);
+	mnl_nlmsg_batch_stop(b);
 	return rc;
 }
 
