@@ -243,12 +243,6 @@ static int load_hosts(const char *path, struct name_files *nf)
 	return EXIT_SETUP;
 }
 
-/*
- * name_files() - what the child sees as files for name resolution: its resolv.conf (the gateway,
- * and the host's search/domain/options lines from @host_rc), /etc/hosts with --hosts-file, and
- * nsswitch.conf when its hosts: line names sources that go around DNS.
- * Return: 0, or an exit code after one line.
- */
 /* The child's resolv.conf in @nf, naming @np's gateway.  Return: 0, or an exit code after one line. */
 static int child_resolv(const struct resolv_conf *host_rc, const struct netplan *np, struct name_files *nf)
 {
@@ -261,7 +255,13 @@ static int child_resolv(const struct resolv_conf *host_rc, const struct netplan 
 	return 0;
 }
 
-/* (--root names its link's addresses once it has a slot: child_resolv() again.) */
+/*
+ * name_files() - what the child sees as files for name resolution: its resolv.conf (the gateway,
+ * and the host's search/domain/options lines from @host_rc), /etc/hosts with --hosts-file, and
+ * nsswitch.conf when its hosts: line names sources that go around DNS.
+ * --root writes the resolv.conf again with its link's addresses once it has a slot (child_resolv()).
+ * Return: 0, or an exit code after one line.
+ */
 static int name_files(const struct cli_options *o, const struct resolv_conf *host_rc,
 		      struct sandbox_config *cfg, struct name_files *nf)
 {

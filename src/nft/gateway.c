@@ -583,6 +583,8 @@ int gateway_bridge_batch(const struct gateway_bridge *br, void *buf, size_t len,
 	nft_add_chain_dev(b, GATEWAY_BRIDGE_TABLE, up_chain, br->child_if, -500, seq++);
 	nft_add_chain_dev(b, GATEWAY_BRIDGE_TABLE, down_chain, br->uplink, -500, seq++);
 	for (int i = 0; i < n; i++) {
+		if (plan[i].id == B_TCP_FWD && br->proxy_tcp)
+			continue;   /* -p: B_TCP took all of TCP up already */
 		*last_seq = seq;
 		rc = nft_add_rule_family(b, len, NFPROTO_NETDEV, GATEWAY_BRIDGE_TABLE,
 					 plan[i].down ? down_chain : up_chain, build_bridge_rule, plan[i].id, br,
