@@ -9,6 +9,7 @@ import os
 import re
 import shlex
 import subprocess
+import threading
 import time
 
 import pytest
@@ -38,6 +39,27 @@ def px(world, sess):
 
 def auth(p):
     return ["-U", p.user, "-P", p.password]
+
+
+def after_probe(px, log, before, gate, argv):
+    """`argv` run once the start-up probe's TLS connection to stunnel has closed.
+
+    childflow probes the proxy in the background, so the command's first connections may start
+    before the probe has read the proxy's tickets; they then make full handshakes (correctly), and a
+    test counting resumptions would depend on that race.  The probe reads the CONNECT reply, which
+    stunnel sends after the tickets, before it closes: once stunnel logs the close of the first
+    connection accepted after `before`, P holds the probe's tickets.  A thread creates `gate` then
+    (or after 20 s, and the test's counts fail), and the command waits for it."""
+    def probe_closed():
+        text = px.log_text(log)[before:]
+        first = re.search(r"LOG\d\[(\d+)\]: Service \[https\] accepted connection", text)
+        return bool(first) and f"LOG5[{first.group(1)}]: Connection closed" in text
+
+    def watch():
+        wait_until(probe_closed, 20)
+        open(gate, "w").close()
+    threading.Thread(target=watch, daemon=True).start()
+    return ["sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.01; done; exec "$@"', gate] + argv
 
 
 def proxy_uri(scheme, port, host=X.PROXY4):
@@ -145,15 +167,16 @@ def test_https_proxy_resumes_the_tls_session(px, cf, world):
     assert new().count("new session negotiated") >= 1, new()
 
 
-def test_https_proxy_prepared_client_hello(px, cf, world):
+def test_https_proxy_prepared_client_hello(px, cf, world, capdir):
     """While a connection waits for the proxy's CONNECT reply, childflow builds the next one's TLS
     ClientHello (its key share) ahead; a later connection sends it as soon as its TCP connect is
     done.  The downloads are intact, the prepared hellos resume the session, nothing is warned."""
     log = px.stunnel_https_log
     before = len(px.log_text(log))
     one = shlex.join(curl(url(R1["v4"], "/index.html")))
-    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--", "sh", "-c",
-               f"for i in 1 2 3 4; do {one} | sha256sum; done"],
+    cmd = after_probe(px, log, before, os.path.join(capdir, "go"),
+                      ["sh", "-c", f"for i in 1 2 3 4; do {one} | sha256sum; done"])
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--"] + cmd,
                env={"SSL_CERT_FILE": px.ca, "CHILDFLOW_DEBUG": "1"}, timeout=60)
     assert r.rc == 0, r
     assert r.out.decode().split() == [sha(world.files["index.html"]), "-"] * 4, r
@@ -214,8 +237,9 @@ def test_https_proxy_offers_each_tls13_ticket_once(px, cf, capdir):
     log = px.stunnel_https_log
     before = len(px.log_text(log))
     view = [] if cf.runner.user else ["-c", cap, "-C", "wire-egress"]   # that view needs CAP_NET_RAW
-    r = cf.run(view + ["-p", proxy_uri("https", X.STUNNEL)] + auth(px) +
-               ["--"] + py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80, 2, 2, 0), env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    cmd = after_probe(px, log, before, os.path.join(capdir, "go"), py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80, 2, 2, 0))
+    r = cf.run(view + ["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--"] + cmd,
+               env={"SSL_CERT_FILE": px.ca}, timeout=60)
     assert (r.rc, r.text.split()) == (0, ["remote1"] * 4), r
     assert not warnings(r), r
     new = lambda: px.log_text(log)[before:]
@@ -232,14 +256,15 @@ def test_https_proxy_offers_each_tls13_ticket_once(px, cf, capdir):
     assert hellos[0][1] == "" and all(tickets) and len(set(tickets)) == 4, hellos
 
 
-def test_https_proxy_many_overlapping_connections(px, cf):
+def test_https_proxy_many_overlapping_connections(px, cf, capdir):
     """Sixteen connections to an https proxy at once, more than the session pool holds: every one
     carries its bytes, the full handshakes' tickets overflow the pool (the oldest go), and the
     connection after them still resumes."""
     log = px.stunnel_https_log
     before = len(px.log_text(log))
-    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--"] +
-               py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80, 0, 16, 1), env={"SSL_CERT_FILE": px.ca}, timeout=60)
+    cmd = after_probe(px, log, before, os.path.join(capdir, "go"), py(SERIAL_THEN_OVERLAPPING, R1["v4"], 80, 0, 16, 1))
+    r = cf.run(["-p", proxy_uri("https", X.STUNNEL)] + auth(px) + ["--"] + cmd,
+               env={"SSL_CERT_FILE": px.ca}, timeout=60)
     assert (r.rc, r.text.split()) == (0, ["remote1"] * 17), r
     assert not warnings(r), r
     new = lambda: px.log_text(log)[before:]
