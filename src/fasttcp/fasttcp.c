@@ -84,6 +84,7 @@
 #define FT_SHARED_SLOTS 8192       /* power of two */
 #define FT_SHARED_MAX 4096
 #define FT_NB_WAIT_MS 100       /* a non-blocking connect to a destination not known clean waits this long */
+#define FT_TID_SLOTS 16          /* threads whose /proc directory and pidfd are kept (tid_fds()) */
 #define FT_TAG_CHAN 0xffffffffu
 #define FT_TAG_LISTENER 0xfffffffeu
 #define FT_TAG_JOBS 0xfffffffdu
@@ -124,6 +125,10 @@ struct fasttcp {
 	int n_shared;
 	bool shared_full;
 	struct ftw *w;                  /* the inspection steps that can block (worker.h) */
+	struct tid_slot {               /* tid_fds(): a notifying thread's fds, kept for its next call */
+		pid_t tid;              /* 0: free */
+		int pd, pidfd;
+	} tids[FT_TID_SLOTS];
 	struct fasttcp_stats st;
 };
 
@@ -251,12 +256,13 @@ static int open_procdir(pid_t tid)
 }
 
 /* A pidfd of the thread (@pd: its /proc directory, or -1: opened here when needed), opened before
- * the validity check too. */
-static int open_pidfd(pid_t tid, int pd)
+ * the validity check too.  *@thread: it names the thread itself (PIDFD_THREAD), not its group. */
+static int open_pidfd(pid_t tid, int pd, bool *thread)
 {
 	char v[64];
 	int fd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD), own, r;
 
+	*thread = fd >= 0;
 	if (fd >= 0 || errno != EINVAL)
 		return fd;
 	/* Before Linux 6.9 (no PIDFD_THREAD): the thread group's leader. */
@@ -289,6 +295,58 @@ static bool fd_cloexec(int pd, int cfd)
 	buf[n] = '\0';
 	fl = strstr(buf, "\nflags:");
 	return fl && (strtoul(fl + 7, NULL, 8) & O_CLOEXEC) != 0;
+}
+
+/* ---- the notifying thread's fds ---------------------------------------------------------------- */
+
+static void tid_drop(struct tid_slot *t)
+{
+	if (!t->tid)
+		return;
+	close(t->pd);
+	close(t->pidfd);
+	t->tid = 0;
+}
+
+/*
+ * tid_fds() - /proc/@tid (O_PATH) and a pidfd of thread @tid for a notification of it, either kept
+ * from an earlier call of that thread (*@kept true) or opened now, before the validity check
+ * (open_procdir()).  Both are borrowed: the slot owns them until tid_drop().
+ *
+ * Why keeping them is sound: a kept pair was opened for the thread T' that had this tid then.  At
+ * the notification, the notifying thread N has the tid and is alive; two live threads never share a
+ * tid, so T' is N or T' has exited.  A pidfd of a thread (PIDFD_THREAD, Linux 6.9) that has exited
+ * fails pidfd_getfd() with ESRCH, and the caller then drops the slot and opens afresh: so a
+ * pidfd_getfd() that succeeds on a kept pidfd took the fd from N itself.  (A pidfd of the thread
+ * group, before 6.9, would still work for another thread of a live group: those are not kept.)
+ * Return: 0, or -1 (nothing opened).
+ */
+static int tid_fds(struct fasttcp *f, pid_t tid, int *pd, int *pidfd, bool *kept)
+{
+	struct tid_slot *t = &f->tids[(unsigned int)tid % FT_TID_SLOTS];
+	bool thread = false;
+
+	*kept = t->tid == tid;
+	if (*kept) {
+		*pd = t->pd;
+		*pidfd = t->pidfd;
+		return 0;
+	}
+	*pd = open_procdir(tid);
+	*pidfd = *pd >= 0 ? open_pidfd(tid, *pd, &thread) : -1;
+	if (*pidfd < 0) {
+		if (*pd >= 0)
+			close(*pd);
+		return -1;
+	}
+	if (thread) {
+		tid_drop(t);
+		t->tid = tid;
+		t->pd = *pd;
+		t->pidfd = *pidfd;
+		*kept = true;
+	}
+	return 0;
 }
 
 /* ---- sockets shared before connect ---------------------------------------------------------- */
@@ -370,7 +428,8 @@ static uint64_t sock_cookie(int fd)
  */
 static void note_share(struct fasttcp *f, uint64_t id, pid_t tid, int cfd)
 {
-	int pidfd = open_pidfd(tid, -1), sfd = -1, e = ESRCH;
+	bool thread;
+	int pidfd = open_pidfd(tid, -1, &thread), sfd = -1, e = ESRCH;
 	struct tcp_info ti;
 	socklen_t tl = sizeof(ti);
 	uint64_t ck;
@@ -1006,14 +1065,59 @@ static void decide(struct fasttcp *f, struct ft_job *j)
 		ft_job_free(j);
 }
 
+/*
+ * take_sock() - our copy (*@sfd) of the command's @cfd for notification @id of thread @tid, and
+ * the thread's /proc directory for the job (*@pd, its own fd): /proc/TID and the pidfd first (or
+ * kept: tid_fds()), then the validity check, so that both name the notifying thread.
+ * Return: 0, or the command's answer (-EBADF, -ENOTSOCK, -EPERM) with nothing left open.
+ */
+static int take_sock(struct fasttcp *f, uint64_t id, pid_t tid, int cfd, int *sfd, int *pd)
+{
+	int tpd, pidfd, r = -EPERM;
+	bool kept;
+	struct stat st;
+
+	*sfd = *pd = -1;
+	for (int tries = 0; tries < 2; tries++) {
+		if (tid_fds(f, tid, &tpd, &pidfd, &kept) < 0)
+			return -EPERM;
+		r = -EPERM;
+		if (notif_valid(f, id)) {
+			*sfd = (int)syscall(SYS_pidfd_getfd, pidfd, cfd, 0);
+			if (*sfd < 0 && errno == ESRCH && kept && !tries) {
+				/* a kept thread that has exited: its tid is another thread's now */
+				tid_drop(&f->tids[(unsigned int)tid % FT_TID_SLOTS]);
+				continue;
+			}
+			r = *sfd < 0 && errno == EBADF ? -EBADF : -EPERM;
+			if (*sfd >= 0)
+				r = fstat(*sfd, &st) < 0 || !S_ISSOCK(st.st_mode) ? -ENOTSOCK : 0;
+		}
+		break;
+	}
+	/* the job owns its /proc directory: a kept one's slot may be reused before the job ends */
+	if (r == 0)
+		*pd = kept ? fcntl(tpd, F_DUPFD_CLOEXEC, 0) : tpd;
+	else if (!kept)
+		close(tpd);
+	if (!kept)
+		close(pidfd);
+	if (r == 0 && *pd < 0)
+		r = -EPERM;
+	if (r < 0 && *sfd >= 0) {
+		close(*sfd);
+		*sfd = -1;
+	}
+	return r;
+}
+
 static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 {
 	uint64_t id = rq->id;
 	pid_t tid = (pid_t)rq->pid;
-	int pd, pidfd, sfd, r;
+	int pd, sfd, r;
 	struct ft_call call;
 	struct ft_job *j;
-	struct stat st;
 
 	f->st.notifications++;
 	r = ft_call_parse(&rq->data, &call);
@@ -1043,19 +1147,7 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		j->alen = call.alen;
 		ftw_submit(f->w, j, now_ms());
 	}
-	/* /proc/TID and the pidfd first, then the check: both then name the notifying thread */
-	pd = open_procdir(tid);
-	pidfd = pd >= 0 ? open_pidfd(tid, pd) : -1;
-	r = -EPERM;
-	sfd = -1;
-	if (pidfd >= 0 && notif_valid(f, id)) {
-		sfd = (int)syscall(SYS_pidfd_getfd, pidfd, call.fd, 0);
-		r = sfd < 0 && errno == EBADF ? -EBADF : -EPERM;
-		if (sfd >= 0)
-			r = fstat(sfd, &st) < 0 || !S_ISSOCK(st.st_mode) ? -ENOTSOCK : 0;
-	}
-	if (pidfd >= 0)
-		close(pidfd);
+	r = take_sock(f, id, tid, call.fd, &sfd, &pd);
 	if (r < 0) {
 		if (sfd >= 0)
 			close(sfd);
@@ -1423,6 +1515,8 @@ void fasttcp_free(struct fasttcp *f)
 		}
 		ftw_free(f->w);
 	}
+	for (int i = 0; i < FT_TID_SLOTS; i++)
+		tid_drop(&f->tids[i]);
 	if (f->listener >= 0)
 		close(f->listener);
 	for (int i = 0; i < 2; i++)

@@ -758,3 +758,94 @@ def test_a_privileged_bound_port_never_reaches_the_host(cf, world, port):
         assert st and st["injected"] == 0, st
     else:
         assert cport == port and st and st["injected"] == 1, (hits, st)
+
+
+TID_REUSE = r'''
+import os, socket, sys, threading
+host, marker = sys.argv[1], sys.argv[2]
+def get():
+    s = socket.create_connection((host, 80), timeout=10)
+    s.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
+    d = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        d += b
+    s.close()
+    return d.split(b"\r\n\r\n", 1)[-1].decode().strip()
+def thread():
+    print("thread", threading.get_native_id(), get(), flush=True)
+    sys.stdin.readline()
+t = threading.Thread(target=thread)
+t.start()
+t.join()
+print("joined", flush=True)
+sys.stdin.readline()
+pid = os.fork()
+if pid == 0:
+    try:
+        who = get()
+    except OSError as e:
+        who = "error " + str(e.errno)
+    print("child", os.getpid(), who, flush=True)
+    sys.stdin.readline()
+    os._exit(0)
+os.waitpid(pid, 0)
+'''
+
+
+def global_tid(marker, local):
+    """The host's tid of the command's task whose innermost tid is `local` (its NSpid line)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if marker.encode() not in open(f"/proc/{pid}/cmdline", "rb").read():
+                continue
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                for line in open(f"/proc/{pid}/task/{tid}/status"):
+                    if line.startswith("NSpid:") and line.split()[-1] == str(local):
+                        return int(line.split()[1])
+        except OSError:
+            continue
+    return None
+
+
+def test_a_reused_tid_gets_its_own_socket(cf, world):
+    """P keeps a thread's /proc directory and pidfd (PIDFD_THREAD) for its next connect.  A thread
+    that connected and exited leaves them kept; a new task that gets the same tid (the host's next
+    pid pointed at it through ns_last_pid) must have its own socket taken and injected: the kept
+    pidfd of the exited thread fails with ESRCH and P opens the new task's afresh.  Kept without
+    that check, the new task's connect would fail (EPERM)."""
+    if cf.runner.user:
+        pytest.skip("pointing the host's next pid (ns_last_pid) needs root")
+    marker = "tidreuse-" + os.urandom(4).hex()
+    for attempt in range(3):
+        p = cf.popen(["--fast-tcp", "--", *py(TID_REUSE, R1["v4"], marker)], env={"CHILDFLOW_DEBUG": "1"},
+                     stdin=subprocess.PIPE)
+        try:
+            from cfutil import kill_tree, read_line
+            first = read_line(p.stdout, 15).split()
+            assert first[:1] == [b"thread"] and first[2:] == [b"remote1"], first
+            g = global_tid(marker, int(first[1]))
+            assert g, first
+            p.stdin.write(b"\n")
+            p.stdin.flush()
+            assert read_line(p.stdout, 10) == b"joined\n"
+            with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+                f.write(str(g - 1))
+            p.stdin.write(b"\n")
+            p.stdin.flush()
+            child = read_line(p.stdout, 15).split()
+            g2 = global_tid(marker, int(child[1]))
+            out, err = p.communicate(b"\n", timeout=15)
+        finally:
+            kill_tree(p)
+        if g2 != g:
+            continue   # another process took that pid first: try again
+        assert child[2:] == [b"remote1"], (child, err[-2000:])
+        m = STATS.search(err)
+        assert m and int(m.group(2)) == 2, err[-2000:]
+        return
+    pytest.skip("the host's next pid could not be pointed at the exited thread's tid")
