@@ -305,48 +305,66 @@ static void tid_drop(struct tid_slot *t)
 		return;
 	close(t->pd);
 	close(t->pidfd);
+	t->pd = t->pidfd = -1;
 	t->tid = 0;
 }
 
 /*
- * tid_fds() - /proc/@tid (O_PATH) and a pidfd of thread @tid for a notification of it, either kept
- * from an earlier call of that thread (*@kept true) or opened now, before the validity check
- * (open_procdir()).  Both are borrowed: the slot owns them until tid_drop().
+ * tid_fds() - /proc/@tid (O_PATH) and a pidfd of thread @tid for a notification of it: kept from
+ * an earlier call (*@kept true: borrowed, the slot owns them until tid_drop()), or opened now,
+ * before the validity check (open_procdir()), and the caller's (*@thread: the pidfd names the
+ * thread itself, PIDFD_THREAD, so that tid_keep() may keep them).
  *
- * Why keeping them is sound: a kept pair was opened for the thread T' that had this tid then.  At
- * the notification, the notifying thread N has the tid and is alive; two live threads never share a
- * tid, so T' is N or T' has exited.  A pidfd of a thread (PIDFD_THREAD, Linux 6.9) that has exited
- * fails pidfd_getfd() with ESRCH, and the caller then drops the slot and opens afresh: so a
- * pidfd_getfd() that succeeds on a kept pidfd took the fd from N itself.  (A pidfd of the thread
- * group, before 6.9, would still work for another thread of a live group: those are not kept.)
+ * Why a kept pair is sound: both are bound to the kernel's pid object that had this tid when they
+ * were opened, not to a task, and pidfd_getfd() acts on whatever task is attached to that object
+ * now (ESRCH: none).  A tid is handed out again only after its pid object has lost every task, and
+ * such an object never gets one back.  So while the notification is pending (the notifying thread
+ * N alive with this tid), a kept pidfd on which pidfd_getfd() succeeds is the current object of
+ * the tid: it names N (also after an execve by another thread of N's group, which moves the
+ * leader's pid object to the exec'ing thread: that thread is N).  On ESRCH the caller drops the
+ * slot and opens afresh.  A pidfd of the thread group (before Linux 6.9) would still work for
+ * another thread of a live group: those are never kept.
  * Return: 0, or -1 (nothing opened).
  */
-static int tid_fds(struct fasttcp *f, pid_t tid, int *pd, int *pidfd, bool *kept)
+static int tid_fds(struct fasttcp *f, pid_t tid, int *pd, int *pidfd, bool *kept, bool *thread)
 {
-	struct tid_slot *t = &f->tids[(unsigned int)tid % FT_TID_SLOTS];
-	bool thread = false;
+	const struct tid_slot *t = &f->tids[(unsigned int)tid % FT_TID_SLOTS];
 
-	*kept = t->tid == tid;
+	*thread = false;
+	*kept = tid > 0 && t->tid == tid;
 	if (*kept) {
 		*pd = t->pd;
 		*pidfd = t->pidfd;
 		return 0;
 	}
-	*pd = open_procdir(tid);
-	*pidfd = *pd >= 0 ? open_pidfd(tid, *pd, &thread) : -1;
+	*pd = tid > 0 ? open_procdir(tid) : -1;
+	*pidfd = *pd >= 0 ? open_pidfd(tid, *pd, thread) : -1;
 	if (*pidfd < 0) {
 		if (*pd >= 0)
 			close(*pd);
 		return -1;
 	}
-	if (thread) {
-		tid_drop(t);
-		t->tid = tid;
-		t->pd = *pd;
-		t->pidfd = *pidfd;
-		*kept = true;
-	}
 	return 0;
+}
+
+/*
+ * tid_keep() - keep @pd and @pidfd (taken) of thread @tid for its next call, once they proved to
+ * name the notifying thread: its notification still pending, pidfd_getfd() done on @pidfd, and
+ * the directory still that of a live task (else the tid was freed and handed out again between
+ * the two opens, and the directory is a dead one's).  Return: whether they were kept (else the
+ * caller still owns them).
+ */
+static bool tid_keep(struct fasttcp *f, pid_t tid, int pd, int pidfd)
+{
+	struct tid_slot *t = &f->tids[(unsigned int)tid % FT_TID_SLOTS];
+
+	if (faccessat(pd, "stat", F_OK, 0) < 0)
+		return false;
+	tid_drop(t);
+	t->tid = tid;
+	t->pd = pd;
+	t->pidfd = pidfd;
+	return true;
 }
 
 /* ---- sockets shared before connect ---------------------------------------------------------- */
@@ -1074,18 +1092,18 @@ static void decide(struct fasttcp *f, struct ft_job *j)
 static int take_sock(struct fasttcp *f, uint64_t id, pid_t tid, int cfd, int *sfd, int *pd)
 {
 	int tpd, pidfd, r = -EPERM;
-	bool kept;
+	bool kept, thread;
 	struct stat st;
 
 	*sfd = *pd = -1;
 	for (int tries = 0; tries < 2; tries++) {
-		if (tid_fds(f, tid, &tpd, &pidfd, &kept) < 0)
+		if (tid_fds(f, tid, &tpd, &pidfd, &kept, &thread) < 0)
 			return -EPERM;
 		r = -EPERM;
 		if (notif_valid(f, id)) {
 			*sfd = (int)syscall(SYS_pidfd_getfd, pidfd, cfd, 0);
 			if (*sfd < 0 && errno == ESRCH && kept && !tries) {
-				/* a kept thread that has exited: its tid is another thread's now */
+				/* the kept pid object has no task: the tid is another thread's now */
 				tid_drop(&f->tids[(unsigned int)tid % FT_TID_SLOTS]);
 				continue;
 			}
@@ -1095,6 +1113,8 @@ static int take_sock(struct fasttcp *f, uint64_t id, pid_t tid, int cfd, int *sf
 		}
 		break;
 	}
+	if (!kept && r == 0 && thread && tid_keep(f, tid, tpd, pidfd))
+		kept = true;
 	/* the job owns its /proc directory: a kept one's slot may be reused before the job ends */
 	if (r == 0)
 		*pd = kept ? fcntl(tpd, F_DUPFD_CLOEXEC, 0) : tpd;
