@@ -6,6 +6,23 @@ host namespace (without childflow) as controls.
 """
 
 # argv: host port nbytes   -> sends nbytes, shuts down its write side, reads the reply until EOF
+# get(s): GET /who.txt on the connected socket s (made blocking, 10 s timeout), closed after; the
+# body, stripped.  Prepended to the programs that need it.
+HTTP_GET_WHO = r'''
+def get(s):
+    s.setblocking(True)
+    s.settimeout(10)
+    s.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
+    d = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        d += b
+    s.close()
+    return d.split(b"\r\n\r\n", 1)[-1].decode().strip()
+'''
+
 TCP_HALFCLOSE = r'''
 import hashlib, json, socket, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+import childprogs as P
 import world as W
 from cfutil import curl, py, url
 
@@ -763,19 +764,11 @@ def test_a_privileged_bound_port_never_reaches_the_host(cf, world, port):
 TID_REUSE = r'''
 import os, socket, sys, threading
 host, marker = sys.argv[1], sys.argv[2]
-def get():
-    s = socket.create_connection((host, 80), timeout=10)
-    s.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
-    d = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        d += b
-    s.close()
-    return d.split(b"\r\n\r\n", 1)[-1].decode().strip()
+''' + P.HTTP_GET_WHO + r'''
+def who():
+    return get(socket.create_connection((host, 80), timeout=10))
 def thread():
-    print("thread", threading.get_native_id(), get(), flush=True)
+    print("thread", threading.get_native_id(), who(), flush=True)
     sys.stdin.readline()
 t = threading.Thread(target=thread)
 t.start()
@@ -785,10 +778,10 @@ sys.stdin.readline()
 pid = os.fork()
 if pid == 0:
     try:
-        who = get()
+        w = who()
     except OSError as e:
-        who = "error " + str(e.errno)
-    print("child", os.getpid(), who, flush=True)
+        w = "error " + str(e.errno)
+    print("child", os.getpid(), w, flush=True)
     sys.stdin.readline()
     os._exit(0)
 os.waitpid(pid, 0)

@@ -193,18 +193,7 @@ SERIAL_THEN_OVERLAPPING = r'''
 import select, socket, sys
 host, port = sys.argv[1], int(sys.argv[2])
 before, overlap, after = (int(a) for a in sys.argv[3:6])
-def get(s):
-    s.setblocking(True)
-    s.settimeout(10)
-    s.sendall(b"GET /who.txt HTTP/1.0\r\n\r\n")
-    d = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        d += b
-    s.close()
-    return d.split(b"\r\n\r\n", 1)[-1].decode().strip()
+''' + P.HTTP_GET_WHO + r'''
 serial = lambda n: [get(socket.create_connection((host, port), timeout=10)) for _ in range(n)]
 out = serial(before)
 socks = []
