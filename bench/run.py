@@ -20,8 +20,11 @@ table and named under "Paths not run".
 
 For every workload, each repetition runs every path once (in a rotating order) before the next
 repetition starts, so that noise hits all paths alike. Each figure is the median over repetitions
-with the spread (min-max); ratios are to the direct path's median. The benchmark never fails on a
-number; it exits non-zero only if it could not run at all.
+with the spread (min-max). Ratios and "added" differences are paired: each repetition's figure is
+divided by (or reduced by) the same repetition's direct figure, and the median of those is shown, so
+that the machine's drift between repetitions (a VM here changes speed by 2x within an hour) cancels;
+without repetition indices they fall back to the direct path's median. The benchmark never fails
+on a number; it exits non-zero only if it could not run at all.
 
 Outputs: one markdown table on stdout, bench/results/latest.md (machine, method, table, targets,
 notes) and bench/results/latest.json (raw samples). --update-docs also copies the results into
@@ -435,6 +438,41 @@ CFG = {}
 
 def median(xs):
     return statistics.median(xs) if xs else None
+
+
+def pairs(data, key, path, base="direct"):
+    """(value of `path`, value of `base`) for each repetition that has both, or None when the
+    repetitions were not recorded (data["_rep"], filled by record())."""
+    reps = data.get("_rep", {}).get(key, {})
+    va, vb = data.get(key, {}).get(path, []), data.get(key, {}).get(base, [])
+    ia, ib = reps.get(path), reps.get(base)
+    if ia is None or ib is None or len(ia) != len(va) or len(ib) != len(vb):
+        return None
+    bv = dict(zip(ib, vb))
+    return [(v, bv[i]) for i, v in zip(ia, va) if i in bv]
+
+
+def ratio(data, key, path, base="direct"):
+    """The median of the per-repetition ratios path/base; else the ratio of the medians."""
+    pr = pairs(data, key, path, base)
+    if pr is not None:
+        return median([a / b for a, b in pr if b])
+    a, b = median(data.get(key, {}).get(path, [])), median(data.get(key, {}).get(base, []))
+    return a / b if a is not None and b else None
+
+
+def added(data, key, base="direct"):
+    """{path: per-repetition differences to the same repetition's `base` figure} (paired; the
+    base's median when repetitions were not recorded), for the "added vs direct" rows."""
+    out = {}
+    bmed = median(data.get(key, {}).get(base, []))
+    for name, vals in data.get(key, {}).items():
+        pr = pairs(data, key, name, base)
+        if pr is not None:
+            out[name] = [a - b for a, b in pr]
+        elif bmed is not None:
+            out[name] = [v - bmed for v in vals]
+    return out
 
 
 def parse_kv(text):
@@ -858,7 +896,7 @@ def build_table(paths, rows, data):
                 continue
             any_val = True
             if name != "direct" and base and key not in NO_RATIO and not p_only:
-                c += f" ×{median(vals) / base:.2f}"
+                c += f" ×{ratio(data, key, name):.2f}"
             cells.append(c)
         if any_val:
             lines.append(f"| {label} | {unit} | " + " | ".join(cells) + " |")
@@ -881,26 +919,27 @@ def targets(data):
                        ("tcp_up_8", "up, 8 streams"), ("tcp_down_8", "down, 8 streams")):
         d, c, pa, sl = m(key, "direct"), m(key, cf), m(key, "pasta"), m(key, "slirp4netns")
         if d and c:
-            out.append((f"bulk TCP {label}: childflow ≥ 0.75 × direct", f"{c / d:.2f} ×", c / d >= 0.75))
+            r = ratio(data, key, cf)
+            out.append((f"bulk TCP {label}: childflow ≥ 0.75 × direct", f"{r:.2f} ×", r >= 0.75))
         if c and pa:
-            out.append((f"bulk TCP {label}: childflow ≥ 3 × pasta", f"{c / pa:.1f} ×", c / pa >= 3))
+            r = ratio(data, key, cf, "pasta")
+            out.append((f"bulk TCP {label}: childflow ≥ 3 × pasta", f"{r:.1f} ×", r >= 3))
         if c and sl:
-            out.append((f"bulk TCP {label}: childflow ≥ 2 × slirp4netns", f"{c / sl:.1f} ×", c / sl >= 2))
-        ft = m(key, "childflow --fast-tcp")
-        if d and ft:
-            out.append((f"bulk TCP {label}: childflow --fast-tcp ≥ 0.95 × direct", f"{ft / d:.2f} ×",
-                        ft / d >= 0.95))
-        cd_, cft = m("cost_" + key, "direct"), m("cost_" + key, "childflow --fast-tcp")
-        if cd_ and cft:
-            out.append((f"CPU per GB, TCP {label}: childflow --fast-tcp ≤ 1.1 × direct", f"{cft / cd_:.2f} ×",
-                        cft / cd_ <= 1.1))
+            r = ratio(data, key, cf, "slirp4netns")
+            out.append((f"bulk TCP {label}: childflow ≥ 2 × slirp4netns", f"{r:.1f} ×", r >= 2))
+        if d and m(key, "childflow --fast-tcp"):
+            r = ratio(data, key, "childflow --fast-tcp")
+            out.append((f"bulk TCP {label}: childflow --fast-tcp ≥ 0.95 × direct", f"{r:.2f} ×", r >= 0.95))
+        if m("cost_" + key, "direct") and m("cost_" + key, "childflow --fast-tcp"):
+            r = ratio(data, "cost_" + key, "childflow --fast-tcp")
+            out.append((f"CPU per GB, TCP {label}: childflow --fast-tcp ≤ 1.1 × direct", f"{r:.2f} ×", r <= 1.1))
         for cp in ("childflow -c", "childflow -c -C egress"):
-            w = m(key, cp)
-            if c and w:
-                out.append((f"bulk TCP {label}: {cp} ≥ 0.8 × childflow", f"{w / c:.2f} ×", w / c >= 0.8))
-    d, c = m("dns_qps", "direct"), m("dns_qps", cf)
-    if d and c:
-        out.append(("DNS through the forwarder ≥ 0.9 × the direct query rate", f"{c / d:.2f} ×", c / d >= 0.9))
+            if c and m(key, cp):
+                r = ratio(data, key, cp, cf)
+                out.append((f"bulk TCP {label}: {cp} ≥ 0.8 × childflow", f"{r:.2f} ×", r >= 0.8))
+    if m("dns_qps", "direct") and m("dns_qps", cf):
+        r = ratio(data, "dns_qps", cf)
+        out.append(("DNS through the forwarder ≥ 0.9 × the direct query rate", f"{r:.2f} ×", r >= 0.9))
     a = m("dns_added", cf)
     if a is not None:
         out.append(("DNS forwarder adds ≤ 30 µs p50", f"{a:+.1f} µs", a <= 30))
@@ -910,14 +949,14 @@ def targets(data):
     a = m("conn_added", cf)
     if a is not None:
         out.append(("connection setup adds ≤ 100 µs", f"{a:+.1f} µs", a <= 100))
-    ft, c = m("conn_rate", "childflow --fast-tcp"), m("conn_rate", cf)
-    if ft and c:
-        out.append(("new connections: childflow --fast-tcp ≥ the relay's rate", f"{ft / c:.2f} ×", ft >= c))
+    if m("conn_rate", "childflow --fast-tcp") and m("conn_rate", cf):
+        r = ratio(data, "conn_rate", "childflow --fast-tcp", cf)
+        out.append(("new connections: childflow --fast-tcp ≥ the relay's rate", f"{r:.2f} ×", r >= 1))
     for kind in PROXY_PORTS:
-        d, c = m(f"px_bulk_{kind}", "direct"), m(f"px_bulk_{kind}", cf)
-        if d and c:
+        if m(f"px_bulk_{kind}", "direct") and m(f"px_bulk_{kind}", cf):
+            r = ratio(data, f"px_bulk_{kind}", cf)
             out.append((f"bulk TCP through {PROXY_NAMES[kind]}: childflow -p ≥ 0.9 × the client's own",
-                        f"{c / d:.2f} ×", c / d >= 0.9))
+                        f"{r:.2f} ×", r >= 0.9))
         # https: against the client that resumes TLS sessions as childflow -p does (like with like);
         # the plain direct client pays full handshakes and would flatter childflow
         a = m("px_added_https_resume" if kind == "https" and m("px_added_https_resume", cf) is not None
@@ -1038,8 +1077,10 @@ def main():
         print(f"bench: paths: {', '.join(p[0] for p in paths)}"
               + (f"; not run: {', '.join(s[0] for s in skipped)}" if skipped else ""), file=sys.stderr)
 
-        def record(key, path, val):
+        def record(key, path, val, rep=None):
             data.setdefault(key, {}).setdefault(path, []).append(val)
+            if rep is not None:   # for the paired ratios (ratio(), added())
+                data.setdefault("_rep", {}).setdefault(key, {}).setdefault(path, []).append(rep)
 
         def over_budget():
             return time.monotonic() - t_start > a.budget
@@ -1056,7 +1097,7 @@ def main():
                     print(f"bench: {wname} rep {rep + 1}/{nreps} {name}", file=sys.stderr)
                     try:
                         for key, val in fn(prefix, name.startswith("childflow")).items():
-                            record(key, name, val)
+                            record(key, name, val, rep)
                     except WorkloadError as e:
                         failures.setdefault((wname, name), []).append(str(e)[:300])
 
@@ -1072,7 +1113,7 @@ def main():
                 res = json.loads(r.out)
                 for name, ms in res["ms"].items():
                     for v in ms:
-                        record("startup", name, v)
+                        record("startup", name, v)   # not paired: a failed run leaves no index
                     if res["fails"].get(name):
                         failures.setdefault(("startup", name), []).append(
                             f"{res['fails'][name]} of {CFG['startup_runs']} runs failed")
@@ -1091,28 +1132,22 @@ def main():
             interleaved("icmp-adaptive", lambda p, t: icmp_echo(world, p, t, "icmpa", 400 if q else 2000,
                                                                 "adaptive"), plist=pl)
             for key in ("icmp", "icmpa"):
-                base = median(data.get(key + "_avg", {}).get("direct", []))
-                if base:
-                    for name, vals in data.get(key + "_avg", {}).items():
-                        data.setdefault(key + "_added", {})[name] = [v - base for v in vals]
+                if data.get(key + "_avg", {}).get("direct"):
+                    data[key + "_added"] = added(data, key + "_avg")
         elif want("icmp"):
             notes.append("ping is not installed: the ICMP echo workload is skipped")
 
         # 2b. DNS: query rate and latency (childflow's forwarder vs the same resolver direct)
         if want("dns") and world.server_alive("dnsmasq"):
             interleaved("dns", lambda p, t: dns_load(world, p, t, CFG["dns_s"]))
-            base = median(data.get("dns_p50", {}).get("direct", []))
-            if base:
-                for name, vals in data.get("dns_p50", {}).items():
-                    data.setdefault("dns_added", {})[name] = [v - base for v in vals]
+            if data.get("dns_p50", {}).get("direct"):
+                data["dns_added"] = added(data, "dns_p50")
 
         # 3. new-connection rate
         if want("connrate"):
             interleaved("connrate", lambda p, t: conn_rate(world, p, t, CFG["rate_s"]))
-            base = median(data.get("conn_us", {}).get("direct", []))
-            if base:
-                for name, vals in data.get("conn_us", {}).items():
-                    data.setdefault("conn_added", {})[name] = [v - base for v in vals]
+            if data.get("conn_us", {}).get("direct"):
+                data["conn_added"] = added(data, "conn_us")
 
         # 3b. through proxies: childflow -p versus the client using the same proxy itself
         if want("proxy") and any(p[0] == "childflow" for p in paths):
@@ -1130,14 +1165,21 @@ def main():
                                 proxy_bulk(world, kind, v, cert, CFG["bulk_s"] + 1), plist=pl)
                     interleaved(f"proxy-rate-{kind}", lambda v, t, kind=kind:
                                 proxy_rate(world, kind, v, cert, CFG["rate_s"]), plist=pl)
-                    base = median(data.get(f"px_conn_us_{kind}", {}).get("direct", []))
-                    if base:
-                        data[f"px_added_{kind}"] = {name: [v - base for v in vals] for name, vals in
-                                                    data[f"px_conn_us_{kind}"].items() if name != "direct"}
-                base = median(data.get("px_conn_us_https_resumed", {}).get("direct", []))
-                if base:
-                    data["px_added_https_resume"] = {name: [v - base for v in vals] for name, vals in
-                                                     data.get("px_conn_us_https", {}).items() if name != "direct"}
+                    if data.get(f"px_conn_us_{kind}", {}).get("direct"):
+                        data[f"px_added_{kind}"] = {name: v for name, v in added(data, f"px_conn_us_{kind}").items()
+                                                    if name != "direct"}
+                # like with like: childflow -p against the direct client that resumes TLS sessions too
+                # (its figures are in another key: the same repetition's, paired)
+                res_key = "px_conn_us_https_resumed"
+                if data.get(res_key, {}).get("direct"):
+                    merged = {name: vals for name, vals in data.get("px_conn_us_https", {}).items() if name != "direct"}
+                    data["_px_https_vs_resumed"] = dict(merged, direct=data[res_key]["direct"])
+                    rep = data.get("_rep", {})
+                    if "px_conn_us_https" in rep and res_key in rep:
+                        rep["_px_https_vs_resumed"] = dict({n: r for n, r in rep["px_conn_us_https"].items() if n != "direct"},
+                                                           direct=rep[res_key]["direct"])
+                    data["px_added_https_resume"] = {name: v for name, v in added(data, "_px_https_vs_resumed").items()
+                                                     if name != "direct"}
 
         # 4. bulk TCP
         if want("tcp") and world.server_alive("iperf3"):
@@ -1235,8 +1277,10 @@ def main():
     md.append(f"World: client and server network namespaces joined by one veth pair, MTU {MTU}; servers on "
               f"{SERVER_IP}; every path runs its client in the client namespace.  ")
     md.append(f"Method: {reps} repetition(s) per workload, paths interleaved in rotating order; each cell is "
-              "the median with the (min–max) spread and, for the peers, ×ratio to the direct path's median "
-              "(for µs/ms/% rows a ratio above 1 means slower or costlier). P = the childflow process "
+              "the median with the (min–max) spread and, for the peers, ×ratio to the direct path: the median "
+              "of each repetition's figure over the same repetition's direct figure (\"added\" rows likewise "
+              "subtract the same repetition's direct figure), so that the machine's drift between repetitions "
+              "cancels (for µs/ms/% rows a ratio above 1 means slower or costlier). P = the childflow process "
               "itself (not its sandbox helpers). Durations: "
               f"TCP {CFG['bulk_s']} s (+{CFG['omit']} s omitted), UDP {CFG['udp_s']} s, latency "
               f"{CFG['lat_s']} s, connection rate {CFG['rate_s']} s, start-up {CFG['startup_runs']} runs.\n")
