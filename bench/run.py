@@ -985,8 +985,9 @@ def main():
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
     ap.add_argument("--paths", help="comma-separated path names to run (default: all that work)")
     ap.add_argument("--only", help="comma-separated workloads: startup,latency,icmp,dns,connrate,proxy,tcp,udp,flows")
-    ap.add_argument("--budget", type=float, default=540.0,
-                    help="seconds after which remaining repetitions are skipped (default 540)")
+    ap.add_argument("--budget", type=float,
+                    help="seconds after which remaining repetitions are skipped (default 540, scaled "
+                         "by REPS/3 when --reps asks for more than 3: asked-for repetitions are run)")
     ap.add_argument("--update-docs", action="store_true",
                     help="also copy the results into docs/performance.md between its markers")
     ap.add_argument("--world", type=float, metavar="SECONDS",
@@ -1013,6 +1014,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by servers and clients
 
     reps = a.reps or (1 if a.quick else 3)
+    budget = a.budget if a.budget is not None else 540.0 * max(1.0, reps / 3)
     q = a.quick
     CFG.update(bulk_s=1 if q else 3, omit=0 if q else 1, udp_s=1 if q else 2, lat_s=1 if q else 2,
                rate_s=0.5 if q else 2, dns_s=1 if q else 2, startup_runs=10 if q else 50)
@@ -1083,7 +1085,7 @@ def main():
                 data.setdefault("_rep", {}).setdefault(key, {}).setdefault(path, []).append(rep)
 
         def over_budget():
-            return time.monotonic() - t_start > a.budget
+            return time.monotonic() - t_start > budget
 
         def interleaved(wname, fn, plist=None, nreps=reps):
             """Run fn(prefix, track) for every path, repetition by repetition (rotating order)."""
