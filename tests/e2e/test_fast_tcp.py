@@ -733,7 +733,14 @@ PRIV_PORT = r'''
 import json, socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[3]))); s.settimeout(10); s.connect((sys.argv[1], 80))
-s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.0\r\n\r\n"); print(s.recv(12).decode())
+s.sendall(b"GET " + sys.argv[2].encode() + b" HTTP/1.0\r\n\r\n")
+d = b""
+while True:   # to the end: closed with unread bytes, the reset could stop the server before it logs
+    b = s.recv(4096)
+    if not b:
+        break
+    d += b
+print(d[:12].decode())
 print(json.dumps(list(s.getsockname())))
 '''
 
