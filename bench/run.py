@@ -440,12 +440,14 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def pairs(data, key, path, base="direct"):
+def pairs(data, key, path, base="direct", base_key=None):
     """(value of `path`, value of `base`) for each repetition that has both, or None when the
-    repetitions were not recorded (data["_rep"], filled by record())."""
-    reps = data.get("_rep", {}).get(key, {})
-    va, vb = data.get(key, {}).get(path, []), data.get(key, {}).get(base, [])
-    ia, ib = reps.get(path), reps.get(base)
+    repetitions were not recorded (data["_rep"], filled by record()).  `base_key`: the base's
+    figures are under another key of the same workload (default `key`)."""
+    bk = base_key or key
+    rep = data.get("_rep", {})
+    va, vb = data.get(key, {}).get(path, []), data.get(bk, {}).get(base, [])
+    ia, ib = rep.get(key, {}).get(path), rep.get(bk, {}).get(base)
     if ia is None or ib is None or len(ia) != len(va) or len(ib) != len(vb):
         return None
     bv = dict(zip(ib, vb))
@@ -461,13 +463,14 @@ def ratio(data, key, path, base="direct"):
     return a / b if a is not None and b else None
 
 
-def added(data, key, base="direct"):
+def added(data, key, base="direct", base_key=None):
     """{path: per-repetition differences to the same repetition's `base` figure} (paired; the
-    base's median when repetitions were not recorded), for the "added vs direct" rows."""
+    base's median when repetitions were not recorded), for the "added vs direct" rows.
+    `base_key` as for pairs()."""
     out = {}
-    bmed = median(data.get(key, {}).get(base, []))
+    bmed = median(data.get(base_key or key, {}).get(base, []))
     for name, vals in data.get(key, {}).items():
-        pr = pairs(data, key, name, base)
+        pr = pairs(data, key, name, base, base_key)
         if pr is not None:
             out[name] = [a - b for a, b in pr]
         elif bmed is not None:
@@ -1171,17 +1174,12 @@ def main():
                         data[f"px_added_{kind}"] = {name: v for name, v in added(data, f"px_conn_us_{kind}").items()
                                                     if name != "direct"}
                 # like with like: childflow -p against the direct client that resumes TLS sessions too
-                # (its figures are in another key: the same repetition's, paired)
-                res_key = "px_conn_us_https_resumed"
-                if data.get(res_key, {}).get("direct"):
-                    merged = {name: vals for name, vals in data.get("px_conn_us_https", {}).items() if name != "direct"}
-                    data["_px_https_vs_resumed"] = dict(merged, direct=data[res_key]["direct"])
-                    rep = data.get("_rep", {})
-                    if "px_conn_us_https" in rep and res_key in rep:
-                        rep["_px_https_vs_resumed"] = dict({n: r for n, r in rep["px_conn_us_https"].items() if n != "direct"},
-                                                           direct=rep[res_key]["direct"])
-                    data["px_added_https_resume"] = {name: v for name, v in added(data, "_px_https_vs_resumed").items()
-                                                     if name != "direct"}
+                # (recorded in the same repetition under its own key)
+                if data.get("px_conn_us_https_resumed", {}).get("direct"):
+                    data["px_added_https_resume"] = {
+                        name: v for name, v in added(data, "px_conn_us_https",
+                                                     base_key="px_conn_us_https_resumed").items()
+                        if name != "direct"}
 
         # 4. bulk TCP
         if want("tcp") and world.server_alive("iperf3"):

@@ -1168,11 +1168,7 @@ static void handle(struct fasttcp *f, const struct seccomp_notif *rq)
 		ftw_submit(f->w, j, now_ms());
 	}
 	r = take_sock(f, id, tid, call.fd, &sfd, &pd);
-	if (r < 0) {
-		if (sfd >= 0)
-			close(sfd);
-		if (pd >= 0)
-			close(pd);
+	if (r < 0) {   /* nothing left open */
 		respond(f, id, r, false);
 		if (j->alen)
 			j->answered = true;   /* the worker has it: freed in on_job() */
